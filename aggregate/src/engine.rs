@@ -1,0 +1,242 @@
+//! The DataFusion plan: contribution bounding, then counting per cell.
+//!
+//! Bounding happens in the plan, before any grouping: each contributor keeps
+//! only their latest `m` records of the window (`row_number` over the
+//! contributor key, newest first). Everything after that point may assume
+//! the bounds of [`ContributionBounds`](crate::sensitivity::ContributionBounds).
+
+use crate::sensitivity::ContributionBounds;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, UInt8Type, UInt64Type};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use hushmap_schema::{AgeBand, RegionCell, RiskLevel, Symptom};
+
+/// True (un-noised) counts of one region × age band. Lives only in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellCounts {
+    pub region: RegionCell,
+    pub age_band: AgeBand,
+    /// Indexed by `RiskLevel::code()`.
+    pub risk: [i64; 3],
+    /// Indexed like `Symptom::ALL`.
+    pub symptoms: [i64; 10],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("unexpected result column `{0}`")]
+    Column(&'static str),
+    #[error("engine produced an invalid {0}")]
+    Value(&'static str),
+}
+
+/// The bounded GROUP BY, as SQL over the `records` table.
+pub fn bounded_counts_sql(bounds: ContributionBounds) -> String {
+    let risk_cols: Vec<String> = RiskLevel::ALL
+        .iter()
+        .map(|r| {
+            format!(
+                "SUM(CASE WHEN risk = {} THEN 1 ELSE 0 END) AS n_{}",
+                r.code(),
+                r.label()
+            )
+        })
+        .collect();
+    let sym_cols: Vec<String> = Symptom::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "SUM(CASE WHEN (symptoms & {}) <> 0 THEN 1 ELSE 0 END) AS {}",
+                1u32 << i,
+                s.column()
+            )
+        })
+        .collect();
+    format!(
+        "WITH bounded AS ( \
+           SELECT region, age_band, risk, symptoms FROM ( \
+             SELECT region, age_band, risk, symptoms, \
+                    ROW_NUMBER() OVER (PARTITION BY contributor_hi, contributor_lo ORDER BY seq DESC) AS rn \
+             FROM records) \
+           WHERE rn <= {m}) \
+         SELECT region, age_band, {risk}, {sym} \
+         FROM bounded GROUP BY region, age_band ORDER BY region, age_band",
+        m = bounds.max_records_per_window,
+        risk = risk_cols.join(", "),
+        sym = sym_cols.join(", "),
+    )
+}
+
+/// Runs the bounded count over one window's records.
+pub async fn bounded_counts(
+    ctx: &SessionContext,
+    records: RecordBatch,
+    bounds: ContributionBounds,
+) -> Result<Vec<CellCounts>, EngineError> {
+    let df = ctx.read_batch(records)?;
+    ctx.register_table("records", df.into_view())?;
+    let result = ctx.sql(&bounded_counts_sql(bounds)).await;
+    let batches = match result {
+        Ok(df) => df.collect().await,
+        Err(e) => Err(e),
+    };
+    ctx.deregister_table("records")?;
+    let mut cells = Vec::new();
+    for batch in batches? {
+        cells.extend(cells_from_batch(&batch)?);
+    }
+    Ok(cells)
+}
+
+fn cells_from_batch(batch: &RecordBatch) -> Result<Vec<CellCounts>, EngineError> {
+    let region = batch
+        .column(0)
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or(EngineError::Column("region"))?;
+    let band = batch
+        .column(1)
+        .as_primitive_opt::<UInt8Type>()
+        .ok_or(EngineError::Column("age_band"))?;
+    let count = |i: usize| {
+        batch
+            .column(i)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or(EngineError::Column("count"))
+    };
+    let risk_cols = (0..3)
+        .map(|i| count(2 + i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sym_cols = (0..10)
+        .map(|i| count(5 + i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut risk = [0i64; 3];
+        for (i, c) in risk_cols.iter().enumerate() {
+            risk[i] = if c.is_null(row) { 0 } else { c.value(row) };
+        }
+        let mut symptoms = [0i64; 10];
+        for (i, c) in sym_cols.iter().enumerate() {
+            symptoms[i] = if c.is_null(row) { 0 } else { c.value(row) };
+        }
+        out.push(CellCounts {
+            region: RegionCell::from_raw(region.value(row))
+                .map_err(|_| EngineError::Value("region"))?,
+            age_band: AgeBand::from_code(band.value(row)).ok_or(EngineError::Value("age band"))?,
+            risk,
+            symptoms,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{SequencedRecord, to_record_batch};
+    use hushmap_schema::region::RegionResolution;
+    use hushmap_schema::{CoarseRecord, ContributorKey, SymptomSet, Window, WindowLength};
+
+    fn rec(
+        seq: u64,
+        contributor: u8,
+        lat: f64,
+        band: AgeBand,
+        risk: RiskLevel,
+        symptoms: &[Symptom],
+    ) -> SequencedRecord {
+        let len = WindowLength::from_secs(60).unwrap();
+        SequencedRecord {
+            seq,
+            record: CoarseRecord {
+                window: Window::containing(0, len),
+                window_length: len,
+                region: RegionCell::from_coordinate(lat, 10.0, RegionResolution::new(5).unwrap())
+                    .unwrap(),
+                age_band: band,
+                risk,
+                symptoms: symptoms.iter().copied().collect::<SymptomSet>(),
+                contributor: ContributorKey([contributor; 16]),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_per_cell_with_latest_record_per_contributor() {
+        let records = vec![
+            // contributor 1 submits twice; only the later (seq 5, high) counts
+            rec(1, 1, 50.0, AgeBand::From30To44, RiskLevel::Low, &[]),
+            rec(
+                5,
+                1,
+                50.0,
+                AgeBand::From30To44,
+                RiskLevel::High,
+                &[Symptom::Breathlessness],
+            ),
+            rec(
+                2,
+                2,
+                50.0,
+                AgeBand::From30To44,
+                RiskLevel::Moderate,
+                &[Symptom::Fever, Symptom::Headache],
+            ),
+            rec(3, 3, 50.0, AgeBand::From75, RiskLevel::Low, &[]),
+            rec(
+                4,
+                4,
+                20.0,
+                AgeBand::From30To44,
+                RiskLevel::Low,
+                &[Symptom::Fever],
+            ),
+        ];
+        let ctx = SessionContext::new();
+        let cells = bounded_counts(
+            &ctx,
+            to_record_batch(&records).unwrap(),
+            ContributionBounds::new(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(cells.len(), 3);
+        let r50 = records[0].record.region;
+        let c = cells
+            .iter()
+            .find(|c| c.region == r50 && c.age_band == AgeBand::From30To44)
+            .unwrap();
+        assert_eq!(c.risk, [0, 1, 1]);
+        assert_eq!(c.symptoms, [1, 0, 0, 1, 0, 0, 0, 0, 1, 0]);
+        let total: i64 = cells.iter().flat_map(|c| c.risk).sum();
+        assert_eq!(total, 4, "one record per contributor");
+
+        // With m = 2 both of contributor 1's records count.
+        let cells = bounded_counts(
+            &ctx,
+            to_record_batch(&records).unwrap(),
+            ContributionBounds::new(2),
+        )
+        .await
+        .unwrap();
+        let total: i64 = cells.iter().flat_map(|c| c.risk).sum();
+        assert_eq!(total, 5);
+    }
+
+    #[tokio::test]
+    async fn empty_window_has_no_cells() {
+        let ctx = SessionContext::new();
+        let cells = bounded_counts(
+            &ctx,
+            to_record_batch(&[]).unwrap(),
+            ContributionBounds::new(1),
+        )
+        .await
+        .unwrap();
+        assert!(cells.is_empty());
+    }
+}

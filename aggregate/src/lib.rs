@@ -1,0 +1,27 @@
+//! Hushmap aggregate: from coarse records to noisy, accounted releases.
+//!
+//! The pipeline for one closed window:
+//!
+//! 1. [`records`]: buffered [`CoarseRecord`](hushmap_schema::CoarseRecord)s
+//!    become an Arrow `RecordBatch`;
+//! 2. [`engine`]: a DataFusion plan bounds each contributor's records
+//!    ([`sensitivity::ContributionBounds`]) and counts per region × age band;
+//! 3. [`ledger`]: the [`PrivacyLedger`](ledger::PrivacyLedger) authorises the
+//!    spend (or refuses);
+//! 4. [`noise`]: OpenDP's exact samplers add noise calibrated to the bounded
+//!    sensitivity; [`release`] post-processes into the release schema;
+//! 5. [`stream`]: the release goes to Kafka and offsets are committed.
+//!
+//! True counts exist only in memory, inside steps 2–4.
+
+pub mod config;
+pub mod engine;
+pub mod ledger;
+pub mod noise;
+pub mod records;
+pub mod release;
+pub mod sensitivity;
+pub mod stream;
+
+pub use config::AggregateConfig;
+pub use stream::{Aggregator, AggregatorError};

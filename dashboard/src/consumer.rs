@@ -1,0 +1,47 @@
+//! Reads the releases topic into the store.
+
+use crate::config::KafkaSettings;
+use crate::store::ReleaseStore;
+use hushmap_schema::Release;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use std::sync::{Arc, RwLock};
+
+/// Consumes every committed release from the beginning of the topic.
+pub fn spawn_release_consumer(
+    settings: &KafkaSettings,
+    store: Arc<RwLock<ReleaseStore>>,
+) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        // Each dashboard reads the whole topic itself; no shared group state.
+        .set("group.id", format!("hushmap-dashboard-{:016x}", rand_id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[&settings.releases_topic])?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(m) => match m.payload().map(Release::from_ipc) {
+                    Some(Ok(release)) => {
+                        let cells = release.rows.len();
+                        let fresh = store.write().expect("store lock").insert(release);
+                        tracing::info!(cells, fresh, "release received");
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "skipping undecodable release"),
+                    None => tracing::warn!("skipping empty release message"),
+                },
+                Err(e) => tracing::warn!(error = %e, "release consumer error"),
+            }
+        }
+    }))
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}

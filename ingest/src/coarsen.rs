@@ -1,0 +1,143 @@
+//! Turns a validated submission into the coarse record that goes to Kafka.
+//!
+//! This is the privacy boundary of ingest: the output type has no room for a
+//! coordinate, exact age, exact time, gender, condition or id. A profile id
+//! becomes an HMAC-SHA256 keyed hash truncated to 128 bits, so the same
+//! person maps to the same contributor key (for contribution bounding)
+//! while the key cannot be linked back without the secret.
+
+use crate::triage;
+use crate::validate::ValidSubmission;
+use hmac::{Hmac, Mac};
+use hushmap_schema::{AgeBand, CoarseRecord, ContributorKey, RiskLevel, WindowLength};
+use sha2::Sha256;
+
+/// Derives contributor keys.
+#[derive(Clone)]
+pub struct Coarsener {
+    secret: Vec<u8>,
+    window: WindowLength,
+}
+
+impl std::fmt::Debug for Coarsener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coarsener")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coarsener {
+    pub fn new(secret: &[u8], window: WindowLength) -> Coarsener {
+        Coarsener {
+            secret: secret.to_vec(),
+            window,
+        }
+    }
+
+    /// The pseudonymous key of a profile id.
+    pub fn profile_key(&self, profile: &str) -> ContributorKey {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(profile.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        ContributorKey(key)
+    }
+
+    /// Triages and coarsens; consumes the submission so nothing else of it
+    /// outlives this call.
+    pub fn coarsen(&self, valid: ValidSubmission) -> (RiskLevel, CoarseRecord) {
+        let risk = triage::assess(&valid.triage);
+        let contributor = match &valid.profile {
+            Some(p) => self.profile_key(p),
+            // Anonymous: a fresh key, so each submission is its own unit of privacy.
+            None => ContributorKey(rand::random()),
+        };
+        let record = CoarseRecord {
+            window: valid.window,
+            window_length: self.window,
+            region: valid.region,
+            age_band: AgeBand::from_age(valid.triage.age),
+            risk,
+            symptoms: valid.triage.symptoms,
+            contributor,
+        };
+        (risk, record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{ValidationRules, validate};
+    use hushmap_schema::domain::{Gender, Subject, Symptom};
+    use hushmap_schema::region::RegionResolution;
+    use hushmap_schema::submission::{Location, Submission};
+
+    fn submission(lat: f64, lon: f64, age: i64, profile: Option<&str>) -> Submission {
+        Submission {
+            subject: Subject::Myself,
+            age,
+            gender: Gender::Female,
+            symptoms: vec![Symptom::Fever, Symptom::DryCough],
+            conditions: vec![],
+            travelled_internationally_14d: false,
+            contact_with_confirmed_case: true,
+            location: Some(Location { lat, lon }),
+            region: None,
+            profile: profile.map(String::from),
+            observed_at: None,
+        }
+    }
+
+    fn rules() -> ValidationRules {
+        ValidationRules {
+            resolution: RegionResolution::new(5).unwrap(),
+            window: WindowLength::from_secs(3600).unwrap(),
+            allowed_lateness_ms: 0,
+        }
+    }
+
+    #[test]
+    fn encoded_record_holds_no_coordinate_or_exact_age() {
+        let c = Coarsener::new(
+            b"0123456789abcdef0123456789abcdef",
+            WindowLength::from_secs(3600).unwrap(),
+        );
+        let (lat, lon, age) = (18.520_431_7_f64, 73.856_743_9_f64, 37);
+        let v = validate(submission(lat, lon, age, None), &rules(), 1_764_000_000_000).unwrap();
+        let (risk, record) = c.coarsen(v);
+        assert_eq!(risk, RiskLevel::High);
+        assert_eq!(record.age_band, AgeBand::From30To44);
+        let bytes = record.encode();
+        // Neither coordinate appears in any common binary representation.
+        for needle in [
+            lat.to_le_bytes().to_vec(),
+            lon.to_le_bytes().to_vec(),
+            (lat as f32).to_le_bytes().to_vec(),
+        ] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_slice()));
+        }
+        for text in ["18.52", "73.85"] {
+            assert!(!bytes.windows(text.len()).any(|w| w == text.as_bytes()));
+        }
+        // The region is the coarse cell, and the cell's centre is kilometres away.
+        let (clat, clon) = record.region.center();
+        assert!((clat - lat).abs() > 1e-4 || (clon - lon).abs() > 1e-4);
+    }
+
+    #[test]
+    fn profile_keys_are_stable_keyed_and_opaque() {
+        let w = WindowLength::from_secs(3600).unwrap();
+        let a = Coarsener::new(b"0123456789abcdef0123456789abcdef", w);
+        let b = Coarsener::new(b"fedcba9876543210fedcba9876543210", w);
+        assert_eq!(a.profile_key("user-1"), a.profile_key("user-1"));
+        assert_ne!(a.profile_key("user-1"), a.profile_key("user-2"));
+        assert_ne!(a.profile_key("user-1"), b.profile_key("user-1"));
+        let v1 = validate(submission(1.0, 1.0, 20, None), &rules(), 1_764_000_000_000).unwrap();
+        let v2 = validate(submission(1.0, 1.0, 20, None), &rules(), 1_764_000_000_000).unwrap();
+        assert_ne!(a.coarsen(v1).1.contributor, a.coarsen(v2).1.contributor);
+    }
+}

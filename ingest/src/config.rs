@@ -1,0 +1,243 @@
+//! Ingest configuration: serde defaults, overridden by an optional TOML file,
+//! overridden by `HUSHMAP_INGEST_*` environment variables (nested keys with
+//! `__`, e.g. `HUSHMAP_INGEST_KAFKA__BROKERS`). The contributor secret comes
+//! only from `HUSHMAP_CONTRIBUTOR_SECRET` or the file, never from a flag.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use hushmap_schema::region::RegionResolution;
+use hushmap_schema::{RegionError, WindowLength, topics};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("region_resolution: {0}")]
+    Resolution(#[from] RegionError),
+    #[error("window_secs must be at least {min} outside dev mode (got {got})")]
+    WindowTooShort { min: u32, got: u32 },
+    #[error("window_secs must be positive")]
+    WindowZero,
+    #[error(
+        "refusing to bind {0}: ingest binds loopback unless `allow_public_bind = true` \
+         (HUSHMAP_INGEST_ALLOW_PUBLIC_BIND=true) is set deliberately"
+    )]
+    PublicBind(SocketAddr),
+    #[error("HUSHMAP_CONTRIBUTOR_SECRET (or contributor_secret) is required outside dev mode")]
+    MissingSecret,
+    #[error("contributor secret must be at least 32 bytes")]
+    ShortSecret,
+}
+
+/// A secret string that never prints.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+/// Kafka connection and topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub topic: String,
+    /// How long a submission may wait for the broker's acknowledgement before
+    /// the client gets a 503.
+    pub produce_timeout_ms: u64,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            topic: topics::SUBMISSIONS.into(),
+            produce_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Everything ingest can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address to serve on. Loopback unless `allow_public_bind`.
+    pub listen: SocketAddr,
+    /// Deliberately serve beyond loopback (ingest is a public endpoint).
+    pub allow_public_bind: bool,
+    /// Relaxes production checks for demos and tests: windows shorter than
+    /// 15 minutes, a per-process random contributor secret.
+    pub dev_mode: bool,
+    pub kafka: KafkaSettings,
+    /// H3 resolution regions are coarsened to (at most 6).
+    pub region_resolution: u8,
+    /// Aggregation window length; must match the aggregator's.
+    pub window_secs: u32,
+    /// How long after a window ends records for it are still accepted.
+    pub allowed_lateness_secs: u32,
+    /// Key for the pseudonymous contributor id (HMAC of `profile`).
+    #[serde(skip_serializing)]
+    pub contributor_secret: Option<Secret>,
+    /// Request body limit, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allow_public_bind: false,
+            dev_mode: false,
+            kafka: KafkaSettings::default(),
+            region_resolution: 5,
+            window_secs: WindowLength::ONE_DAY.secs(),
+            allowed_lateness_secs: 600,
+            contributor_secret: None,
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Loads defaults < `file` < environment.
+    pub fn load(file: Option<&Path>) -> Result<IngestConfig, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(IngestConfig::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(Env::prefixed("HUSHMAP_INGEST_").split("__"))
+            .merge(
+                Env::raw()
+                    .only(&["HUSHMAP_CONTRIBUTOR_SECRET"])
+                    .map(|_| "contributor_secret".into()),
+            );
+        let config: IngestConfig = fig.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the invariants the service relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        RegionResolution::new(self.region_resolution)?;
+        let window = WindowLength::from_secs(self.window_secs).ok_or(ConfigError::WindowZero)?;
+        if !self.dev_mode && window.secs() < WindowLength::PRODUCTION_MIN.secs() {
+            return Err(ConfigError::WindowTooShort {
+                min: WindowLength::PRODUCTION_MIN.secs(),
+                got: window.secs(),
+            });
+        }
+        if !self.listen.ip().is_loopback() && !self.allow_public_bind {
+            return Err(ConfigError::PublicBind(self.listen));
+        }
+        match &self.contributor_secret {
+            None if !self.dev_mode => return Err(ConfigError::MissingSecret),
+            Some(s) if s.expose().len() < 32 => return Err(ConfigError::ShortSecret),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn resolution(&self) -> RegionResolution {
+        RegionResolution::new(self.region_resolution).expect("validated")
+    }
+
+    pub fn window_length(&self) -> WindowLength {
+        WindowLength::from_secs(self.window_secs).expect("validated")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> IngestConfig {
+        IngestConfig {
+            dev_mode: true,
+            ..IngestConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_secure() {
+        let c = IngestConfig::default();
+        assert!(c.listen.ip().is_loopback());
+        assert!(matches!(c.validate(), Err(ConfigError::MissingSecret)));
+        assert!(dev().validate().is_ok());
+    }
+
+    #[test]
+    fn refuses_public_bind_without_flag() {
+        let c = IngestConfig {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..dev()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::PublicBind(_))));
+        let c = IngestConfig {
+            allow_public_bind: true,
+            ..c
+        };
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn refuses_fine_resolution_and_short_windows() {
+        assert!(matches!(
+            IngestConfig {
+                region_resolution: 7,
+                ..dev()
+            }
+            .validate(),
+            Err(ConfigError::Resolution(_))
+        ));
+        let c = IngestConfig {
+            window_secs: 10,
+            contributor_secret: Some(Secret::new("x".repeat(32))),
+            ..IngestConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::WindowTooShort { .. })
+        ));
+        assert!(
+            IngestConfig {
+                window_secs: 10,
+                ..dev()
+            }
+            .validate()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let c = IngestConfig {
+            contributor_secret: Some(Secret::new("super-secret-value-0123456789abcdef")),
+            ..dev()
+        };
+        let text = format!("{c:?}");
+        assert!(!text.contains("super-secret"));
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("super-secret"));
+    }
+}

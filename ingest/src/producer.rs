@@ -1,0 +1,68 @@
+//! The Kafka side of ingest: an idempotent producer that acknowledges a
+//! submission only after every in-sync replica has it.
+
+use crate::config::KafkaSettings;
+use hushmap_schema::CoarseRecord;
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use std::time::Duration;
+
+/// Why a record was not acknowledged. Carries no payload.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("kafka did not acknowledge the record: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Produces coarse records, keyed by region so a region's records share a
+/// partition (the aggregator scales out by partition).
+pub struct SubmissionProducer {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl SubmissionProducer {
+    pub fn new(settings: &KafkaSettings) -> Result<SubmissionProducer, KafkaError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            // Idempotence: retries never duplicate or reorder a record.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // A delivery report (success or failure) arrives within this time,
+            // which bounds how long a client waits for its answer.
+            .set(
+                "message.timeout.ms",
+                settings.produce_timeout_ms.to_string(),
+            )
+            .set("linger.ms", "2")
+            .create()?;
+        Ok(SubmissionProducer {
+            producer,
+            topic: settings.topic.clone(),
+            timeout: Duration::from_millis(settings.produce_timeout_ms),
+        })
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, record: &CoarseRecord) -> Result<(), ProduceError> {
+        let key = record.region.to_string();
+        let payload = record.encode();
+        let rec = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload[..]);
+        // The error side carries the message (our payload); drop it, keep the error.
+        self.producer
+            .send(rec, Timeout::After(self.timeout))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _msg)| e.into())
+    }
+
+    /// Waits for in-flight records (graceful shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(Timeout::After(timeout))
+    }
+}

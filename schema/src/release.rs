@@ -1,0 +1,454 @@
+//! The release schema: one definition for the releases topic, the dashboard
+//! JSON, Arrow/Parquet exports, Flight and batch output.
+//!
+//! One row per window × level × region × age band. Every column is an
+//! aggregate over a cell; there is no column that could hold a person's
+//! record. Schema metadata names the mechanism and privacy cost, so a file
+//! that travels alone still says how it was made.
+
+use crate::domain::{AgeBand, Symptom};
+use crate::region::RegionCell;
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt8Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Bumped on any incompatible change to the columns below.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// Metadata keys of the release schema.
+pub mod meta_keys {
+    pub const MECHANISM: &str = "hushmap.mechanism";
+    pub const RHO: &str = "hushmap.rho";
+    pub const EPSILON: &str = "hushmap.epsilon";
+    pub const DELTA: &str = "hushmap.delta";
+    pub const LEDGER_ENTRY: &str = "hushmap.ledger_entry";
+    pub const SCHEMA_VERSION: &str = "hushmap.schema_version";
+    /// Standard deviation of the noise on each `sym_*` count (the risk-level
+    /// counts carry theirs in the `noise_scale` column).
+    pub const SYMPTOM_NOISE_SCALE: &str = "hushmap.symptom_noise_scale";
+    /// Cells whose 95% interval is wider than ± this were marked suppressed.
+    pub const SUPPRESSION_HALF_WIDTH: &str = "hushmap.suppression_half_width";
+}
+
+/// Why a release could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("release column `{0}` is missing or has the wrong type")]
+    Column(String),
+    #[error("release metadata `{0}` is missing or malformed")]
+    Metadata(&'static str),
+    #[error("release payload holds {0} record batches, expected exactly one")]
+    Batches(usize),
+    #[error("invalid value in column `{column}`: {reason}")]
+    Value {
+        column: &'static str,
+        reason: String,
+    },
+}
+
+/// How a release was made and what it cost; travels as schema metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    /// e.g. `"discrete_laplace"` or `"discrete_gaussian"`.
+    pub mechanism: String,
+    /// zCDP cost of the whole release (`None` for pure-ε mechanisms).
+    pub rho: Option<f64>,
+    /// ε of the whole release (at `delta`).
+    pub epsilon: f64,
+    /// δ of the whole release (0 for pure ε-DP).
+    pub delta: f64,
+    /// Identifier of the ledger entry that authorised the release.
+    pub ledger_entry: String,
+    /// Standard deviation of the noise on each symptom count.
+    pub symptom_noise_scale: f64,
+    /// Suppression threshold: half-width of the 95% interval of the share.
+    pub max_ci_half_width: f64,
+}
+
+/// One released cell: noisy counts and their uncertainty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseRow {
+    /// Window start, ms since the Unix epoch (UTC).
+    pub window_start: i64,
+    /// Window end (exclusive), ms since the Unix epoch (UTC).
+    pub window_end: i64,
+    /// H3 resolution of `region`.
+    pub level: u8,
+    pub region: String,
+    pub age_band: String,
+    pub n_low: i64,
+    pub n_moderate: i64,
+    pub n_high: i64,
+    pub n_total: i64,
+    pub high_share: Option<f64>,
+    pub high_share_ci_low: f64,
+    pub high_share_ci_high: f64,
+    pub noise_scale: f64,
+    pub suppressed: bool,
+    /// Noisy count per symptom, in `Symptom::ALL` order (`sym_*` columns).
+    #[serde(flatten, with = "symptom_columns")]
+    pub symptoms: [i64; 10],
+}
+
+/// A whole release: its metadata and rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub meta: ReleaseMeta,
+    pub rows: Vec<ReleaseRow>,
+}
+
+/// The Arrow schema of releases, without metadata.
+pub fn release_fields() -> Vec<Field> {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let mut fields = vec![
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+        Field::new("level", DataType::UInt8, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("age_band", DataType::Utf8, false),
+        Field::new("n_low", DataType::Int64, false),
+        Field::new("n_moderate", DataType::Int64, false),
+        Field::new("n_high", DataType::Int64, false),
+        Field::new("n_total", DataType::Int64, false),
+        Field::new("high_share", DataType::Float64, true),
+        Field::new("high_share_ci_low", DataType::Float64, false),
+        Field::new("high_share_ci_high", DataType::Float64, false),
+        Field::new("noise_scale", DataType::Float64, false),
+        Field::new("suppressed", DataType::Boolean, false),
+    ];
+    fields.extend(
+        Symptom::ALL
+            .iter()
+            .map(|s| Field::new(s.column(), DataType::Int64, false)),
+    );
+    fields
+}
+
+impl ReleaseMeta {
+    /// The schema metadata map.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert(meta_keys::MECHANISM.into(), self.mechanism.clone());
+        m.insert(
+            meta_keys::RHO.into(),
+            self.rho.map(|r| r.to_string()).unwrap_or_default(),
+        );
+        m.insert(meta_keys::EPSILON.into(), self.epsilon.to_string());
+        m.insert(meta_keys::DELTA.into(), self.delta.to_string());
+        m.insert(meta_keys::LEDGER_ENTRY.into(), self.ledger_entry.clone());
+        m.insert(meta_keys::SCHEMA_VERSION.into(), SCHEMA_VERSION.into());
+        m.insert(
+            meta_keys::SYMPTOM_NOISE_SCALE.into(),
+            self.symptom_noise_scale.to_string(),
+        );
+        m.insert(
+            meta_keys::SUPPRESSION_HALF_WIDTH.into(),
+            self.max_ci_half_width.to_string(),
+        );
+        m
+    }
+
+    /// Reads the metadata back from a schema.
+    pub fn from_metadata(m: &HashMap<String, String>) -> Result<ReleaseMeta, ReleaseError> {
+        let get = |k: &'static str| m.get(k).ok_or(ReleaseError::Metadata(k));
+        let num = |k: &'static str| {
+            get(k)?
+                .parse::<f64>()
+                .map_err(|_| ReleaseError::Metadata(k))
+        };
+        if get(meta_keys::SCHEMA_VERSION)? != SCHEMA_VERSION {
+            return Err(ReleaseError::Metadata(meta_keys::SCHEMA_VERSION));
+        }
+        let rho = match get(meta_keys::RHO)?.as_str() {
+            "" => None,
+            s => Some(
+                s.parse::<f64>()
+                    .map_err(|_| ReleaseError::Metadata(meta_keys::RHO))?,
+            ),
+        };
+        Ok(ReleaseMeta {
+            mechanism: get(meta_keys::MECHANISM)?.clone(),
+            rho,
+            epsilon: num(meta_keys::EPSILON)?,
+            delta: num(meta_keys::DELTA)?,
+            ledger_entry: get(meta_keys::LEDGER_ENTRY)?.clone(),
+            symptom_noise_scale: num(meta_keys::SYMPTOM_NOISE_SCALE)?,
+            max_ci_half_width: num(meta_keys::SUPPRESSION_HALF_WIDTH)?,
+        })
+    }
+
+    /// The Arrow schema of a release with this metadata.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new_with_metadata(
+            release_fields(),
+            self.to_metadata(),
+        ))
+    }
+}
+
+impl Release {
+    /// The release as one Arrow record batch (schema carries the metadata).
+    pub fn to_record_batch(&self) -> Result<RecordBatch, ReleaseError> {
+        let rows = &self.rows;
+        let i64s = |f: fn(&ReleaseRow) -> i64| {
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as ArrayRef
+        };
+        let f64s = |f: fn(&ReleaseRow) -> f64| {
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(f))) as ArrayRef
+        };
+        let ts = |f: fn(&ReleaseRow) -> i64| {
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(rows.iter().map(f))
+                    .with_timezone("UTC"),
+            ) as ArrayRef
+        };
+        let mut columns: Vec<ArrayRef> = vec![
+            ts(|r| r.window_start),
+            ts(|r| r.window_end),
+            Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| r.level))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.region.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.age_band.as_str()),
+            )),
+            i64s(|r| r.n_low),
+            i64s(|r| r.n_moderate),
+            i64s(|r| r.n_high),
+            i64s(|r| r.n_total),
+            Arc::new(rows.iter().map(|r| r.high_share).collect::<Float64Array>()),
+            f64s(|r| r.high_share_ci_low),
+            f64s(|r| r.high_share_ci_high),
+            f64s(|r| r.noise_scale),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.suppressed))
+                    .collect::<BooleanArray>(),
+            ),
+        ];
+        for i in 0..Symptom::ALL.len() {
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.symptoms[i]),
+            )));
+        }
+        Ok(RecordBatch::try_new(self.meta.schema(), columns)?)
+    }
+
+    /// Reads a release back from a record batch with the release schema.
+    pub fn from_record_batch(batch: &RecordBatch) -> Result<Release, ReleaseError> {
+        let meta = ReleaseMeta::from_metadata(batch.schema().metadata())?;
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| ReleaseError::Column(name.into()))
+        };
+        macro_rules! typed {
+            ($name:expr, $ty:ty) => {
+                col($name)?
+                    .as_any()
+                    .downcast_ref::<$ty>()
+                    .ok_or_else(|| ReleaseError::Column($name.to_string()))?
+            };
+        }
+        let window_start = typed!("window_start", TimestampMillisecondArray);
+        let window_end = typed!("window_end", TimestampMillisecondArray);
+        let level = typed!("level", UInt8Array);
+        let region = typed!("region", StringArray);
+        let age_band = typed!("age_band", StringArray);
+        let n_low = typed!("n_low", Int64Array);
+        let n_moderate = typed!("n_moderate", Int64Array);
+        let n_high = typed!("n_high", Int64Array);
+        let n_total = typed!("n_total", Int64Array);
+        let high_share = typed!("high_share", Float64Array);
+        let ci_low = typed!("high_share_ci_low", Float64Array);
+        let ci_high = typed!("high_share_ci_high", Float64Array);
+        let noise_scale = typed!("noise_scale", Float64Array);
+        let suppressed = typed!("suppressed", BooleanArray);
+        let mut symptom_cols = Vec::with_capacity(Symptom::ALL.len());
+        for s in Symptom::ALL {
+            let name = s.column();
+            symptom_cols.push(typed!(name.as_str(), Int64Array));
+        }
+        let mut rows = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let region_label = region.value(i);
+            region_label
+                .parse::<RegionCell>()
+                .map_err(|e| ReleaseError::Value {
+                    column: "region",
+                    reason: e.to_string(),
+                })?;
+            let band = age_band.value(i);
+            if AgeBand::from_label(band).is_none() {
+                return Err(ReleaseError::Value {
+                    column: "age_band",
+                    reason: format!("unknown band {band:?}"),
+                });
+            }
+            let mut symptoms = [0i64; 10];
+            for (j, c) in symptom_cols.iter().enumerate() {
+                symptoms[j] = c.value(i);
+            }
+            rows.push(ReleaseRow {
+                window_start: window_start.value(i),
+                window_end: window_end.value(i),
+                level: level.value(i),
+                region: region_label.to_string(),
+                age_band: band.to_string(),
+                n_low: n_low.value(i),
+                n_moderate: n_moderate.value(i),
+                n_high: n_high.value(i),
+                n_total: n_total.value(i),
+                high_share: high_share.is_valid(i).then(|| high_share.value(i)),
+                high_share_ci_low: ci_low.value(i),
+                high_share_ci_high: ci_high.value(i),
+                noise_scale: noise_scale.value(i),
+                suppressed: suppressed.value(i),
+                symptoms,
+            });
+        }
+        Ok(Release { meta, rows })
+    }
+
+    /// Encodes the release as an Arrow IPC stream (the releases topic payload).
+    pub fn to_ipc(&self) -> Result<Vec<u8>, ReleaseError> {
+        let batch = self.to_record_batch()?;
+        let mut buf = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut buf, &batch.schema())?;
+        writer.write(&batch)?;
+        writer.finish()?;
+        drop(writer);
+        Ok(buf)
+    }
+
+    /// Decodes an Arrow IPC stream holding exactly one release batch.
+    pub fn from_ipc(bytes: &[u8]) -> Result<Release, ReleaseError> {
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        match batches.as_slice() {
+            [batch] => Release::from_record_batch(batch),
+            other => Err(ReleaseError::Batches(other.len())),
+        }
+    }
+}
+
+/// (De)serialises the symptom array as flat `sym_<name>` JSON members, so the
+/// JSON rows have exactly the Arrow columns.
+mod symptom_columns {
+    use super::Symptom;
+    use serde::de::Error as _;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::HashMap;
+
+    pub fn serialize<S: Serializer>(values: &[i64; 10], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(values.len()))?;
+        for (sym, v) in Symptom::ALL.iter().zip(values) {
+            map.serialize_entry(&sym.column(), v)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[i64; 10], D::Error> {
+        let map = HashMap::<String, i64>::deserialize(d)?;
+        let mut out = [0i64; 10];
+        for (i, sym) in Symptom::ALL.iter().enumerate() {
+            out[i] = *map
+                .get(&sym.column())
+                .ok_or_else(|| D::Error::missing_field("sym_*"))?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Release {
+        Release {
+            meta: ReleaseMeta {
+                mechanism: "discrete_laplace".into(),
+                rho: None,
+                epsilon: 1.0,
+                delta: 0.0,
+                ledger_entry: "w1700000000000".into(),
+                symptom_noise_scale: 28.3,
+                max_ci_half_width: 0.15,
+            },
+            rows: vec![ReleaseRow {
+                window_start: 1_700_000_000_000,
+                window_end: 1_700_000_060_000,
+                level: 5,
+                region: "85608b0bfffffff".into(),
+                age_band: "30-44".into(),
+                n_low: 10,
+                n_moderate: 5,
+                n_high: 2,
+                n_total: 17,
+                high_share: Some(2.0 / 17.0),
+                high_share_ci_low: 0.0,
+                high_share_ci_high: 0.4,
+                noise_scale: 2.8,
+                suppressed: true,
+                symptoms: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            }],
+        }
+    }
+
+    #[test]
+    fn ipc_round_trip_keeps_rows_and_metadata() {
+        let release = sample();
+        let bytes = release.to_ipc().unwrap();
+        assert_eq!(Release::from_ipc(&bytes).unwrap(), release);
+    }
+
+    #[test]
+    fn json_rows_have_the_arrow_columns() {
+        let release = sample();
+        let json = serde_json::to_value(&release.rows[0]).unwrap();
+        let keys: Vec<String> = json.as_object().unwrap().keys().cloned().collect();
+        let mut expected: Vec<String> = release_fields().iter().map(|f| f.name().clone()).collect();
+        let mut got = keys.clone();
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected);
+        let back: ReleaseRow = serde_json::from_value(json).unwrap();
+        assert_eq!(back, release.rows[0]);
+    }
+
+    #[test]
+    fn schema_metadata_is_complete() {
+        let batch = sample().to_record_batch().unwrap();
+        let md = batch.schema().metadata().clone();
+        for k in [
+            meta_keys::MECHANISM,
+            meta_keys::RHO,
+            meta_keys::EPSILON,
+            meta_keys::DELTA,
+            meta_keys::LEDGER_ENTRY,
+            meta_keys::SCHEMA_VERSION,
+        ] {
+            assert!(md.contains_key(k), "missing {k}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Release::from_ipc(b"not arrow").is_err());
+        assert!(Release::from_ipc(&[]).is_err());
+        let mut bytes = sample().to_ipc().unwrap();
+        bytes.truncate(bytes.len() / 2);
+        assert!(Release::from_ipc(&bytes).is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! Kafka topic names. Versioned: an incompatible record change gets a new topic.
+
+/// Coarse records produced by ingest, consumed by aggregate.
+pub const SUBMISSIONS: &str = "hushmap.submissions.v1";
+/// Noisy releases produced by aggregate, consumed by the dashboard.
+pub const RELEASES: &str = "hushmap.releases.v1";

@@ -1,0 +1,94 @@
+//! Coarse time: submissions are reduced to the start of their window.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Length of an aggregation window. Production deployments use 15 minutes
+/// or more (the default is one day); shorter windows exist for demos and
+/// tests and are only accepted in dev mode (checked by the services).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WindowLength(u32);
+
+impl WindowLength {
+    /// Shortest window accepted outside dev mode.
+    pub const PRODUCTION_MIN: WindowLength = WindowLength(15 * 60);
+    pub const ONE_DAY: WindowLength = WindowLength(24 * 60 * 60);
+
+    /// A window of `secs` seconds; `None` for zero.
+    pub fn from_secs(secs: u32) -> Option<WindowLength> {
+        (secs > 0).then_some(WindowLength(secs))
+    }
+
+    pub fn secs(self) -> u32 {
+        self.0
+    }
+
+    pub fn millis(self) -> i64 {
+        i64::from(self.0) * 1000
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(u64::from(self.0))
+    }
+}
+
+impl Default for WindowLength {
+    fn default() -> Self {
+        WindowLength::ONE_DAY
+    }
+}
+
+/// A half-open time interval `[start, start + length)`, aligned to the
+/// Unix epoch (so every service computes the same windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Window {
+    /// Start, milliseconds since the Unix epoch (UTC).
+    pub start_ms: i64,
+    /// End (exclusive), milliseconds since the Unix epoch (UTC).
+    pub end_ms: i64,
+}
+
+impl Window {
+    /// The window containing the instant `t_ms`.
+    ///
+    /// ```
+    /// use hushmap_schema::{Window, WindowLength};
+    /// let len = WindowLength::from_secs(60).unwrap();
+    /// let w = Window::containing(125_000, len);
+    /// assert_eq!((w.start_ms, w.end_ms), (120_000, 180_000));
+    /// ```
+    pub fn containing(t_ms: i64, len: WindowLength) -> Window {
+        let start_ms = t_ms.div_euclid(len.millis()) * len.millis();
+        Window {
+            start_ms,
+            end_ms: start_ms + len.millis(),
+        }
+    }
+
+    /// A window from its start, checking alignment.
+    pub fn from_start(start_ms: i64, len: WindowLength) -> Option<Window> {
+        (start_ms.rem_euclid(len.millis()) == 0).then_some(Window {
+            start_ms,
+            end_ms: start_ms + len.millis(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_epoch_aligned() {
+        let len = WindowLength::ONE_DAY;
+        let w = Window::containing(1_700_000_000_123, len);
+        assert_eq!(w.start_ms % len.millis(), 0);
+        assert!(w.start_ms <= 1_700_000_000_123 && 1_700_000_000_123 < w.end_ms);
+        assert_eq!(Window::from_start(w.start_ms, len), Some(w));
+        assert_eq!(Window::from_start(w.start_ms + 1, len), None);
+        // Instants before the epoch still land in the window that contains them.
+        let w = Window::containing(-1, WindowLength::from_secs(10).unwrap());
+        assert_eq!((w.start_ms, w.end_ms), (-10_000, 0));
+    }
+}

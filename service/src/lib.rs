@@ -1,0 +1,39 @@
+//! Process plumbing shared by `hushmap-ingest`, `hushmap-aggregate` and
+//! `hushmap-dashboard`: how they log and how they are asked to stop.
+
+/// Installs the global `tracing` subscriber.
+///
+/// `HUSHMAP_LOG` is an `EnvFilter` directive (default `info`);
+/// `HUSHMAP_LOG_FORMAT=json` switches to one JSON object per line. Logs go
+/// to stderr. What is logged is decided at each call site; no layer here
+/// records request bodies or headers.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUSHMAP_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let json = std::env::var("HUSHMAP_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init()
+    } else {
+        builder.compact().init()
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,1 @@
+//! Cross-service integration tests live in `tests/`; see `tests/tests/*.rs`.
