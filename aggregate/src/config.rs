@@ -165,7 +165,7 @@ impl AggregateConfig {
                 reason: "must be positive",
             });
         }
-        if !(p.max_ci_half_width > 0.0) {
+        if !positive(p.max_ci_half_width) {
             return Err(ConfigError::Privacy {
                 field: "max_ci_half_width",
                 reason: "must be positive",

@@ -54,6 +54,9 @@ pub struct AggregatorStats {
     pub records_late: AtomicU64,
     pub windows_released: AtomicU64,
     pub windows_refused: AtomicU64,
+    /// Windows buffering records, and noised releases not yet acknowledged.
+    pub open_windows: AtomicU64,
+    pub pending_releases: AtomicU64,
 }
 
 /// Records of one window, with the first offset seen per partition.
@@ -194,6 +197,9 @@ impl Aggregator {
         });
         self.next_seq += 1;
         self.stats.records_accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .open_windows
+            .store(self.open.len() as u64, Ordering::Relaxed);
     }
 
     async fn close_due_windows(&mut self, now: i64) -> Result<(), AggregatorError> {
@@ -215,6 +221,12 @@ impl Aggregator {
             self.publish_pending().await;
             self.commit_offsets();
         }
+        self.stats
+            .open_windows
+            .store(self.open.len() as u64, Ordering::Relaxed);
+        self.stats
+            .pending_releases
+            .store(self.pending.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -309,10 +321,10 @@ impl Aggregator {
                 tracing::warn!(error = %e, partition, "cannot add offset to commit");
             }
         }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(error = %e, "offset commit failed; will retry");
-            }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::warn!(error = %e, "offset commit failed; will retry");
         }
     }
 }

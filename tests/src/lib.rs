@@ -1,1 +1,236 @@
-//! Cross-service integration tests live in `tests/`; see `tests/tests/*.rs`.
+//! Harness for cross-service tests: a whole Hushmap pipeline, in-process,
+//! against the real Kafka broker started by `deploy/kafka/up.sh`.
+//!
+//! Each [`Pipeline`] gets its own topics and consumer group, so tests run in
+//! parallel on one broker without seeing each other's data.
+
+use hushmap_aggregate::{AggregateConfig, Aggregator};
+use hushmap_dashboard::{DashboardConfig, DashboardServer};
+use hushmap_ingest::{IngestConfig, IngestServer};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Broker address: `HUSHMAP_TEST_KAFKA`, default the `deploy/` broker.
+pub fn brokers() -> String {
+    std::env::var("HUSHMAP_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}.{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Creates topics, failing loudly if the broker is not there.
+pub async fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    for result in admin.create_topics(new.iter(), &opts).await? {
+        result.map_err(|(topic, e)| {
+            anyhow::anyhow!("creating {topic}: {e} (is Kafka up? run deploy/kafka/up.sh)")
+        })?;
+    }
+    Ok(())
+}
+
+/// Every key and payload byte on a topic, from offset 0 to its end.
+pub fn raw_topic_bytes(topic: &str) -> anyhow::Result<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("raw-reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        remaining += high - low;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut bytes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while remaining > 0 && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            bytes.extend_from_slice(m.key().unwrap_or_default());
+            bytes.extend_from_slice(m.payload().unwrap_or_default());
+            remaining -= 1;
+        }
+    }
+    anyhow::ensure!(
+        remaining <= 0,
+        "could not read all of {topic}: {remaining} records left"
+    );
+    Ok(bytes)
+}
+
+/// Settings of a test pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub window_secs: u32,
+    pub allowed_lateness_secs: u32,
+    pub epsilon_per_window: f64,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            window_secs: 10,
+            allowed_lateness_secs: 2,
+            epsilon_per_window: 1.0,
+        }
+    }
+}
+
+/// A running ingest → Kafka → aggregate → Kafka → dashboard pipeline.
+pub struct Pipeline {
+    pub ingest_url: String,
+    pub dashboard_url: String,
+    pub submissions_topic: String,
+    pub releases_topic: String,
+    pub aggregator_stats: std::sync::Arc<hushmap_aggregate::stream::AggregatorStats>,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+fn stop_signal() -> (
+    oneshot::Sender<()>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+impl Pipeline {
+    pub async fn start(options: PipelineOptions) -> anyhow::Result<Pipeline> {
+        let submissions_topic = unique("test.submissions");
+        let releases_topic = unique("test.releases");
+        create_topics(&[(&submissions_topic, 6), (&releases_topic, 1)]).await?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+
+        let mut ingest_config = IngestConfig {
+            listen: loopback,
+            dev_mode: true,
+            ..IngestConfig::default()
+        };
+        ingest_config.kafka.brokers = brokers();
+        ingest_config.kafka.topic = submissions_topic.clone();
+        ingest_config.window_secs = options.window_secs;
+        ingest_config.allowed_lateness_secs = options.allowed_lateness_secs;
+        ingest_config.contributor_secret = Some(hushmap_ingest::config::Secret::new(
+            "test-secret-0123456789abcdef0123456789",
+        ));
+
+        let mut aggregate_config = AggregateConfig {
+            dev_mode: true,
+            tick_ms: 200,
+            ..AggregateConfig::default()
+        };
+        aggregate_config.kafka.brokers = brokers();
+        aggregate_config.kafka.input_topic = submissions_topic.clone();
+        aggregate_config.kafka.output_topic = releases_topic.clone();
+        aggregate_config.kafka.group_id = unique("test.aggregate");
+        aggregate_config.window_secs = options.window_secs;
+        aggregate_config.allowed_lateness_secs = options.allowed_lateness_secs;
+        aggregate_config.privacy.epsilon_per_window = options.epsilon_per_window;
+        // Tests release many short windows; the ledger's budget must allow them.
+        aggregate_config.privacy.max_epsilon_per_horizon = options.epsilon_per_window * 1e4;
+
+        let mut dashboard_config = DashboardConfig {
+            listen: loopback,
+            ..DashboardConfig::default()
+        };
+        dashboard_config.kafka.brokers = brokers();
+        dashboard_config.kafka.releases_topic = releases_topic.clone();
+
+        let mut stops = Vec::new();
+        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+
+        let ingest = IngestServer::bind(ingest_config).await?;
+        let ingest_url = format!("http://{}", ingest.local_addr());
+        let (tx, stop) = stop_signal();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move { Ok(ingest.serve(stop).await?) }));
+
+        let aggregator = Aggregator::new(aggregate_config)?;
+        let aggregator_stats = aggregator.stats();
+        let (tx, stop) = stop_signal();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move { Ok(aggregator.run(stop).await?) }));
+
+        let dashboard = DashboardServer::bind(dashboard_config).await?;
+        let dashboard_url = format!("http://{}", dashboard.local_addr());
+        let (tx, stop) = stop_signal();
+        stops.push(tx);
+        tasks.push(tokio::spawn(
+            async move { Ok(dashboard.serve(stop).await?) },
+        ));
+
+        Ok(Pipeline {
+            ingest_url,
+            dashboard_url,
+            submissions_topic,
+            releases_topic,
+            aggregator_stats,
+            stops,
+            tasks,
+        })
+    }
+
+    /// Stops every service and surfaces any error they ended with.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for tx in self.stops {
+            let _ = tx.send(());
+        }
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(30), task).await???;
+        }
+        Ok(())
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against a real Kafka broker.
+#
+#   deploy/test.sh              # all tests
+#   deploy/test.sh -p hushmap-ingest   # extra arguments go to `cargo test`
+#
+# Starts the broker (deploy/kafka/up.sh) when none is running and stops it
+# afterwards; a broker that was already running is left alone.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source deploy/kafka/env.sh
+
+started_kafka=0
+if ! kafka_running; then
+  started_kafka=1
+fi
+deploy/kafka/up.sh
+cleanup() {
+  if [ "$started_kafka" = 1 ]; then
+    deploy/kafka/down.sh
+  fi
+}
+trap cleanup EXIT
+
+export HUSHMAP_TEST_KAFKA="$KAFKA_BOOTSTRAP"
+echo "test: building and running the workspace tests (2 jobs; the first build takes a while)"
+cargo test --workspace --locked -j2 "$@"

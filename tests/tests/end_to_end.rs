@@ -1,0 +1,406 @@
+//! End to end against the real broker: submissions in over HTTP, releases
+//! out of the dashboard API.
+//!
+//! Needs Kafka on `HUSHMAP_TEST_KAFKA` (default 127.0.0.1:9092); the README's
+//! test command starts it with `deploy/kafka/up.sh`.
+
+use futures::stream::{self, StreamExt};
+use hushmap_schema::submission::Submission;
+use hushmap_schema::{AgeBand, RiskLevel};
+use hushmap_tests::{Pipeline, PipelineOptions, eventually, raw_topic_bytes};
+use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SUBMISSIONS: usize = 2000;
+
+type CellKey = (String, String); // (region, age band)
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Posts every submission (16 at a time); returns the accepted ones with
+/// the region and risk the service answered.
+async fn post_all(
+    client: &reqwest::Client,
+    url: &str,
+    subs: Vec<Submission>,
+) -> Vec<(Submission, String, RiskLevel)> {
+    stream::iter(subs)
+        .map(|s| async move {
+            let resp = client
+                .post(format!("{url}/v1/submissions"))
+                .json(&s)
+                .send()
+                .await
+                .expect("ingest reachable");
+            assert_eq!(
+                resp.status().as_u16(),
+                202,
+                "valid submission refused: {:?}",
+                resp.text().await
+            );
+            let body: Value = resp.json().await.unwrap();
+            let region = body["region"].as_str().unwrap().to_string();
+            let risk: RiskLevel = serde_json::from_value(body["risk"].clone()).unwrap();
+            assert!(!body["advice"].as_str().unwrap().is_empty());
+            (s, region, risk)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+/// Sends the contract's invalid requests; each must get its documented error.
+async fn post_invalid(client: &reqwest::Client, url: &str, valid: &Submission) {
+    let endpoint = format!("{url}/v1/submissions");
+    let json = serde_json::to_value(valid).unwrap();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = json.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    let cases: Vec<(String, &str, u16, &str, Option<&str>)> = vec![
+        (
+            "{\"for\": \"self\",".into(),
+            "application/json",
+            400,
+            "malformed_json",
+            None,
+        ),
+        (
+            with(&|v| v["ip_address"] = "203.0.113.9".into()),
+            "application/json",
+            400,
+            "unknown_field",
+            Some("ip_address"),
+        ),
+        (
+            with(&|v| drop(v.as_object_mut().unwrap().remove("gender"))),
+            "application/json",
+            422,
+            "missing_field",
+            Some("gender"),
+        ),
+        (
+            with(&|v| v["age"] = 130.into()),
+            "application/json",
+            422,
+            "invalid_value",
+            Some("age"),
+        ),
+        (
+            with(&|v| v["symptoms"] = serde_json::json!(["fever", "fever"])),
+            "application/json",
+            422,
+            "invalid_value",
+            Some("symptoms[1]"),
+        ),
+        (
+            with(&|v| v["region"] = "85608b0bfffffff".into()),
+            "application/json",
+            422,
+            "invalid_value",
+            Some("region"),
+        ),
+        (
+            with(&|v| v["location"]["lat"] = 123.0.into()),
+            "application/json",
+            422,
+            "invalid_value",
+            Some("location.lat"),
+        ),
+        (
+            json.to_string(),
+            "text/plain",
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            format!("{{\"pad\": \"{}\"}}", "x".repeat(20_000)),
+            "application/json",
+            413,
+            "payload_too_large",
+            None,
+        ),
+    ];
+    for (body, content_type, status, code, field) in cases {
+        let resp = client
+            .post(&endpoint)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "expected {code}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let problem: Value = resp.json().await.unwrap();
+        assert_eq!(problem["code"], code);
+        assert_eq!(problem["status"], status);
+        assert_eq!(problem["type"], format!("/errors/{code}"));
+        assert_eq!(problem["field"].as_str(), field, "field of {code}");
+    }
+}
+
+/// Per (region, band): [low, moderate, high] as published, over `windows`.
+async fn released_counts(
+    client: &reqwest::Client,
+    dashboard: &str,
+    windows: &BTreeSet<i64>,
+) -> anyhow::Result<BTreeMap<CellKey, [i64; 3]>> {
+    let mut out = BTreeMap::new();
+    for w in windows {
+        for band in AgeBand::ALL {
+            let url = format!(
+                "{dashboard}/api/v1/heatmap?window={w}&age_band={}",
+                urlencode(band.label())
+            );
+            let resp = client.get(&url).send().await?;
+            anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+            let body: Value = resp.json().await?;
+            assert_eq!(body["meta"]["mechanism"], "discrete_laplace");
+            for cell in body["cells"].as_array().unwrap() {
+                let key = (
+                    cell["region"].as_str().unwrap().to_string(),
+                    band.label().to_string(),
+                );
+                let e = out.entry(key).or_insert([0i64; 3]);
+                e[0] += cell["n_low"].as_i64().unwrap();
+                e[1] += cell["n_moderate"].as_i64().unwrap();
+                e[2] += cell["n_high"].as_i64().unwrap();
+                // Every published number carries its uncertainty.
+                assert!(cell["noise_scale"].as_f64().unwrap() >= 0.0);
+                assert!(
+                    cell["high_share_ci_low"].as_f64().unwrap()
+                        <= cell["high_share_ci_high"].as_f64().unwrap()
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B")
+}
+
+/// Waits until the aggregator has every accepted record, has closed and
+/// published every window, and the dashboard lists them all; returns the
+/// released window starts.
+async fn wait_for_releases(
+    client: &reqwest::Client,
+    pipeline: &Pipeline,
+    accepted: u64,
+) -> anyhow::Result<BTreeSet<i64>> {
+    let stats = pipeline.aggregator_stats.clone();
+    eventually(
+        "aggregator to publish every window",
+        Duration::from_secs(90),
+        || {
+            let stats = stats.clone();
+            async move {
+                let done = stats.records_accepted.load(Ordering::Relaxed) == accepted
+                    && stats.open_windows.load(Ordering::Relaxed) == 0
+                    && stats.pending_releases.load(Ordering::Relaxed) == 0;
+                Ok(done.then_some(()))
+            }
+        },
+    )
+    .await?;
+    let released = stats.windows_released.load(Ordering::Relaxed) as usize;
+    eventually(
+        "dashboard to list every release",
+        Duration::from_secs(30),
+        || async {
+            let body: Value = client
+                .get(format!("{}/api/v1/releases", pipeline.dashboard_url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let listed: BTreeSet<i64> = body["releases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["window_start"].as_i64().unwrap())
+                .collect();
+            Ok((listed.len() == released).then_some(listed))
+        },
+    )
+    .await
+}
+
+struct RunResult {
+    expected: BTreeMap<CellKey, [i64; 3]>,
+    released: BTreeMap<CellKey, [i64; 3]>,
+    sent_coordinates: Vec<(f64, f64)>,
+    pipeline: Pipeline,
+}
+
+async fn run(epsilon: f64, seed: u64) -> anyhow::Result<RunResult> {
+    let options = PipelineOptions {
+        epsilon_per_window: epsilon,
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::start(options).await?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    // Anonymous submissions only, so each is its own contributor and the
+    // huge-ε counts must match exactly; bounding is checked separately below.
+    let mut generator = SubmissionGenerator::with_profile(
+        seed,
+        TrafficProfile {
+            signed_up_share: 0.0,
+            ..TrafficProfile::default()
+        },
+    );
+    let mut subs: Vec<Submission> = (0..SUBMISSIONS)
+        .map(|_| generator.next_submission())
+        .collect();
+    // One person submitting five times in the same instant counts once.
+    let mut repeated = generator.next_submission();
+    repeated.profile = Some("repeat-visitor-31337".into());
+    repeated.region = None;
+    repeated.location = Some(hushmap_schema::submission::Location {
+        lat: 12.971599,
+        lon: 77.594566,
+    });
+    repeated.observed_at = Some(time_rfc3339(now_ms()));
+    subs.extend(std::iter::repeat_n(repeated.clone(), 5));
+    let sent_coordinates: Vec<(f64, f64)> = subs
+        .iter()
+        .filter_map(|s| s.location.map(|l| (l.lat, l.lon)))
+        .collect();
+
+    post_invalid(&client, &pipeline.ingest_url, &subs[0]).await;
+    let accepted = post_all(&client, &pipeline.ingest_url, subs).await;
+    assert_eq!(accepted.len(), SUBMISSIONS + 5);
+
+    let mut expected: BTreeMap<CellKey, [i64; 3]> = BTreeMap::new();
+    let mut repeat_counted = false;
+    for (s, region, risk) in &accepted {
+        if s.profile.is_some() {
+            if repeat_counted {
+                continue;
+            }
+            repeat_counted = true;
+        }
+        let band = AgeBand::from_age(s.age as u8).label().to_string();
+        expected.entry((region.clone(), band)).or_insert([0; 3])[risk.code() as usize] += 1;
+    }
+
+    let windows = wait_for_releases(&client, &pipeline, accepted.len() as u64).await?;
+    assert!(!windows.is_empty());
+    let released = released_counts(&client, &pipeline.dashboard_url, &windows).await?;
+    Ok(RunResult {
+        expected,
+        released,
+        sent_coordinates,
+        pipeline,
+    })
+}
+
+fn time_rfc3339(ms: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap()
+        .format(&Rfc3339)
+        .unwrap()
+}
+
+fn assert_no_coordinates(bytes: &[u8], coordinates: &[(f64, f64)], topic: &str) {
+    assert!(!bytes.is_empty(), "{topic} is empty");
+    for (lat, lon) in coordinates {
+        for value in [lat, lon] {
+            let text = format!("{value}");
+            assert!(
+                !bytes.windows(text.len()).any(|w| w == text.as_bytes()),
+                "{topic} holds coordinate {text}"
+            );
+            let le = value.to_le_bytes();
+            assert!(
+                !bytes.windows(8).any(|w| w == le),
+                "{topic} holds a binary coordinate"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn huge_epsilon_releases_the_true_counts_and_topics_hold_no_coordinates() -> anyhow::Result<()>
+{
+    let t0 = std::time::Instant::now();
+    let r = run(1e6, 11).await?;
+    // Every region × band that received submissions, with its exact counts;
+    // released-but-empty cells (the zero-filled grid) must be exactly zero.
+    for (key, counts) in &r.expected {
+        assert_eq!(r.released.get(key), Some(counts), "cell {key:?}");
+    }
+    for (key, counts) in &r.released {
+        if !r.expected.contains_key(key) {
+            assert_eq!(counts, &[0, 0, 0], "cell {key:?} was not sent anything");
+        }
+    }
+    let total: i64 = r.released.values().flatten().sum();
+    assert_eq!(
+        total as usize,
+        SUBMISSIONS + 1,
+        "2000 anonymous + one bounded repeat visitor"
+    );
+    assert_eq!(
+        r.pipeline
+            .aggregator_stats
+            .records_invalid
+            .load(Ordering::Relaxed),
+        0
+    );
+
+    assert_no_coordinates(
+        &raw_topic_bytes(&r.pipeline.submissions_topic)?,
+        &r.sent_coordinates,
+        "submissions topic",
+    );
+    assert_no_coordinates(
+        &raw_topic_bytes(&r.pipeline.releases_topic)?,
+        &r.sent_coordinates,
+        "releases topic",
+    );
+    r.pipeline.stop().await?;
+    eprintln!(
+        "end-to-end ({} submissions, huge ε): {:.1} s",
+        SUBMISSIONS + 5,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn default_epsilon_releases_noisy_counts() -> anyhow::Result<()> {
+    let r = run(1.0, 12).await?;
+    let cells_differing = r
+        .expected
+        .iter()
+        .filter(|(k, v)| r.released.get(*k) != Some(*v))
+        .count();
+    // With ε = 1 split over two statistics the per-count noise s.d. is ~2.8;
+    // a cell survives unchanged with probability < 0.2, so across dozens of
+    // cells "most differ" holds except with negligible probability.
+    assert!(
+        cells_differing * 2 > r.expected.len(),
+        "only {cells_differing} of {} cells differ from the truth",
+        r.expected.len()
+    );
+    for counts in r.released.values() {
+        assert!(counts.iter().all(|c| *c >= 0));
+    }
+    r.pipeline.stop().await?;
+    Ok(())
+}
