@@ -3,7 +3,8 @@
 # synthetic traffic. Prints the dashboard URL; Ctrl-C stops everything it
 # started (a Kafka that was already running is left running).
 #
-# Demo settings: 30-second windows (dev mode), ε = 1 per window. The
+# Demo settings: 60-second windows (dev mode), ε = 1 per window, 100
+# submissions/s (override with HUSHMAP_DEMO_WINDOW_SECS / HUSHMAP_DEMO_RATE). The
 # contributor secret is generated per demo run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,8 +12,8 @@ source deploy/kafka/env.sh
 
 RUN_DIR="$PWD/.run"
 mkdir -p "$RUN_DIR"
-WINDOW_SECS="${HUSHMAP_DEMO_WINDOW_SECS:-30}"
-RATE="${HUSHMAP_DEMO_RATE:-40}"
+WINDOW_SECS="${HUSHMAP_DEMO_WINDOW_SECS:-60}"
+RATE="${HUSHMAP_DEMO_RATE:-100}"
 
 started_kafka=0
 kafka_running || started_kafka=1

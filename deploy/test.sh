@@ -10,6 +10,17 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/kafka/env.sh
 
+# The dashboard page is tested in a real browser: Debian's chromium.
+if ! command -v "${HUSHMAP_CHROMIUM:-chromium}" >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing chromium for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "test: the browser test needs chromium (apt-get install chromium) or HUSHMAP_CHROMIUM=/path" >&2
+    exit 1
+  fi
+fi
+
 started_kafka=0
 if ! kafka_running; then
   started_kafka=1

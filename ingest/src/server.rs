@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -196,21 +197,23 @@ fn backticked<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
 async fn submit(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let request_id = state.next_request.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("submission", request_id);
-    let _enter = span.enter();
-    let outcome = handle(&state, &headers, body).await;
-    match outcome {
-        Ok(triage) => {
-            tracing::info!(outcome = "accepted", risk = triage.risk.label());
-            (StatusCode::ACCEPTED, axum::Json(triage)).into_response()
-        }
-        Err(problem) => {
-            tracing::info!(
-                outcome = problem.code.as_str(),
-                field = problem.field.as_deref().unwrap_or("")
-            );
-            problem.into_response()
+    async move {
+        match handle(&state, &headers, body).await {
+            Ok(triage) => {
+                tracing::info!(outcome = "accepted", risk = triage.risk.label());
+                (StatusCode::ACCEPTED, axum::Json(triage)).into_response()
+            }
+            Err(problem) => {
+                tracing::info!(
+                    outcome = problem.code.as_str(),
+                    field = problem.field.as_deref().unwrap_or("")
+                );
+                problem.into_response()
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Triage, Problem> {

@@ -1,6 +1,8 @@
 //! Process plumbing shared by `hushmap-ingest`, `hushmap-aggregate` and
 //! `hushmap-dashboard`: how they log and how they are asked to stop.
 
+use std::io::IsTerminal;
+
 /// Installs the global `tracing` subscriber.
 ///
 /// `HUSHMAP_LOG` is an `EnvFilter` directive (default `info`);
@@ -13,7 +15,8 @@ pub fn init_tracing() {
     let json = std::env::var("HUSHMAP_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init()
     } else {

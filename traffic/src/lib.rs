@@ -30,7 +30,7 @@ pub const CITIES: [City; 5] = [
         lon: 72.8777,
         weight: 0.30,
         illness_rate: 0.45,
-        spread_deg: 0.35,
+        spread_deg: 0.18,
     },
     City {
         name: "Pune",
@@ -38,7 +38,7 @@ pub const CITIES: [City; 5] = [
         lon: 73.8567,
         weight: 0.15,
         illness_rate: 0.30,
-        spread_deg: 0.30,
+        spread_deg: 0.12,
     },
     City {
         name: "Delhi",
@@ -46,7 +46,7 @@ pub const CITIES: [City; 5] = [
         lon: 77.2090,
         weight: 0.25,
         illness_rate: 0.35,
-        spread_deg: 0.40,
+        spread_deg: 0.18,
     },
     City {
         name: "London",
@@ -54,7 +54,7 @@ pub const CITIES: [City; 5] = [
         lon: -0.1276,
         weight: 0.15,
         illness_rate: 0.20,
-        spread_deg: 0.35,
+        spread_deg: 0.15,
     },
     City {
         name: "New York",
@@ -62,7 +62,7 @@ pub const CITIES: [City; 5] = [
         lon: -74.0060,
         weight: 0.15,
         illness_rate: 0.25,
-        spread_deg: 0.35,
+        spread_deg: 0.15,
     },
 ];
 

@@ -1,0 +1,131 @@
+//! The analyst page in a real browser (headless Chromium): it loads the
+//! latest release from the API, draws cells, and marks suppressed ones.
+//!
+//! Chromium is found as `HUSHMAP_CHROMIUM` or `chromium` on the PATH
+//! (`deploy/test.sh` installs Debian's package). The screenshot is kept at
+//! `target/test-artifacts/dashboard.png`.
+
+use futures::stream::{self, StreamExt};
+use hushmap_tests::{Pipeline, PipelineOptions, eventually};
+use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn chromium() -> String {
+    std::env::var("HUSHMAP_CHROMIUM").unwrap_or_else(|_| "chromium".into())
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments; returns stdout.
+fn headless(url: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let profile = tempdir()?;
+    let output = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,800",
+            // Let the page's fetches and drawing finish before output.
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {} ({e}); install Debian's chromium or set HUSHMAP_CHROMIUM",
+                chromium()
+            )
+        })?;
+    let _ = std::fs::remove_dir_all(&profile);
+    anyhow::ensure!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(hushmap_tests::unique("hushmap-chromium"));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn page_draws_cells_and_marks_suppressed_ones() -> anyhow::Result<()> {
+    // Huge ε: a cell is suppressed exactly when it has no submissions, which
+    // in the 75+ band is true of many cells and false of some.
+    let pipeline = Pipeline::start(PipelineOptions {
+        epsilon_per_window: 1e6,
+        ..PipelineOptions::default()
+    })
+    .await?;
+    let client = reqwest::Client::new();
+    let mut generator = SubmissionGenerator::with_profile(5, TrafficProfile::default());
+    let subs: Vec<_> = (0..800).map(|_| generator.next_submission()).collect();
+    let url = format!("{}/v1/submissions", pipeline.ingest_url);
+    let accepted = stream::iter(subs)
+        .map(|s| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .post(url)
+                    .json(&s)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16() == 202)
+                    .unwrap_or(false)
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(accepted, 800);
+    let stats = pipeline.aggregator_stats.clone();
+    eventually("a release", Duration::from_secs(60), || {
+        let stats = stats.clone();
+        async move { Ok((stats.windows_released.load(Ordering::Relaxed) > 0).then_some(())) }
+    })
+    .await?;
+    let api = format!("{}/api/v1/releases", pipeline.dashboard_url);
+    eventually(
+        "the dashboard to list it",
+        Duration::from_secs(30),
+        || async {
+            let body: serde_json::Value = client.get(&api).send().await?.json().await?;
+            Ok((!body["releases"].as_array().unwrap().is_empty()).then_some(()))
+        },
+    )
+    .await?;
+
+    let page = format!("{}/?age_band=75%2B", pipeline.dashboard_url);
+    let dom = headless(&page, &["--dump-dom"])?;
+    let drawn = dom.matches("<polygon").count();
+    let suppressed = dom.matches("class=\"cell suppressed\"").count();
+    let with_value = dom.matches("class=\"cell\"").count();
+    assert!(drawn > 0, "no cells drawn; page was:\n{dom}");
+    assert_eq!(drawn, suppressed + with_value);
+    assert!(suppressed > 0, "no suppressed cell marked");
+    assert!(with_value > 0, "no cell with a value");
+    assert!(dom.contains("suppressed."), "status line missing: {dom}");
+
+    let artefacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artefacts)?;
+    let shot = artefacts.join("dashboard.png");
+    headless(&page, &[&format!("--screenshot={}", shot.display())])?;
+    assert!(
+        std::fs::metadata(&shot)?.len() > 10_000,
+        "screenshot is suspiciously small"
+    );
+    pipeline.stop().await?;
+    Ok(())
+}
