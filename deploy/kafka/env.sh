@@ -3,9 +3,12 @@ KAFKA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KAFKA_PORT="${HUSHMAP_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${HUSHMAP_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_LIB="$KAFKA_DIR/lib"
-KAFKA_DATA="$KAFKA_DIR/data"
-KAFKA_LOGS="$KAFKA_DIR/logs"
-KAFKA_RUN="$KAFKA_DIR/run"
+# Per-port state, so a second broker (e.g. the outage test's) can run beside
+# the default one without sharing anything.
+if [ "$KAFKA_PORT" = 9092 ]; then KAFKA_SUFFIX=""; else KAFKA_SUFFIX="-$KAFKA_PORT"; fi
+KAFKA_DATA="$KAFKA_DIR/data$KAFKA_SUFFIX"
+KAFKA_LOGS="$KAFKA_DIR/logs$KAFKA_SUFFIX"
+KAFKA_RUN="$KAFKA_DIR/run$KAFKA_SUFFIX"
 KAFKA_PID_FILE="$KAFKA_RUN/kafka.pid"
 KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 

@@ -32,6 +32,13 @@ pub enum ConfigError {
     MissingSecret,
     #[error("contributor secret must be at least 32 bytes")]
     ShortSecret,
+    #[error("max_in_flight must be positive")]
+    NoInFlight,
+    #[error(
+        "request_timeout_ms ({request}) must exceed kafka.produce_timeout_ms ({produce}), \
+         so a client always gets the broker's answer"
+    )]
+    Timeouts { request: u64, produce: u64 },
 }
 
 /// A secret string that never prints.
@@ -77,6 +84,29 @@ impl Default for KafkaSettings {
     }
 }
 
+/// Per-client rate limiting (token bucket on a keyed hash of the address).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained submissions per client per minute; 0 disables limiting.
+    pub per_minute: u32,
+    /// Submissions a client may send at once before the rate applies.
+    pub burst: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry (set
+    /// this only behind a proxy that appends it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            per_minute: 30,
+            burst: 10,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
 /// Everything ingest can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -100,6 +130,11 @@ pub struct IngestConfig {
     pub contributor_secret: Option<Secret>,
     /// Request body limit, bytes.
     pub max_body_bytes: usize,
+    /// Submissions waiting for Kafka at once; beyond it clients get 503.
+    pub max_in_flight: usize,
+    /// Whole-request deadline (reading the body included).
+    pub request_timeout_ms: u64,
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Default for IngestConfig {
@@ -114,6 +149,9 @@ impl Default for IngestConfig {
             allowed_lateness_secs: 600,
             contributor_secret: None,
             max_body_bytes: 16 * 1024,
+            max_in_flight: 4096,
+            request_timeout_ms: 15_000,
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }
@@ -149,6 +187,15 @@ impl IngestConfig {
         }
         if !self.listen.ip().is_loopback() && !self.allow_public_bind {
             return Err(ConfigError::PublicBind(self.listen));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::NoInFlight);
+        }
+        if self.request_timeout_ms <= self.kafka.produce_timeout_ms {
+            return Err(ConfigError::Timeouts {
+                request: self.request_timeout_ms,
+                produce: self.kafka.produce_timeout_ms,
+            });
         }
         match &self.contributor_secret {
             None if !self.dev_mode => return Err(ConfigError::MissingSecret),

@@ -9,8 +9,11 @@
 
 pub mod coarsen;
 pub mod config;
+pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod producer;
+pub mod rate_limit;
 pub mod server;
 pub mod triage;
 pub mod validate;

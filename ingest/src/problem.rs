@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// Stable error codes of the submission API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedJson,
@@ -61,15 +61,17 @@ impl ErrorCode {
     }
 }
 
-/// A problem details response.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A problem details response (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// `/errors/<code>`.
     #[serde(rename = "type")]
     pub type_uri: String,
-    pub title: &'static str,
+    pub title: String,
     pub status: u16,
     pub detail: String,
     pub code: ErrorCode,
+    /// JSON path of the offending field, when one applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     #[serde(skip)]
@@ -80,7 +82,7 @@ impl Problem {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Problem {
         Problem {
             type_uri: format!("/errors/{}", code.as_str()),
-            title: code.title(),
+            title: code.title().to_string(),
             status: code.status().as_u16(),
             detail: detail.into(),
             code,

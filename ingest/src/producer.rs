@@ -38,6 +38,11 @@ impl SubmissionProducer {
                 settings.produce_timeout_ms.to_string(),
             )
             .set("linger.ms", "2")
+            // librdkafka scans a down broker's queued messages for timeouts
+            // only when its reconnect backoff wakes it; with the default 10 s
+            // cap a 3 s timeout fired after ~9 s (broker_outage test). A 1 s
+            // cap keeps the answer within produce_timeout_ms + ~1 s.
+            .set("reconnect.backoff.max.ms", "1000")
             .create()?;
         Ok(SubmissionProducer {
             producer,
@@ -59,6 +64,14 @@ impl SubmissionProducer {
             .await
             .map(|_| ())
             .map_err(|(e, _msg)| e.into())
+    }
+
+    /// Whether the broker answers a metadata request for our topic (blocking).
+    pub fn broker_reachable(&self, timeout: Duration) -> bool {
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.topic), Timeout::After(timeout))
+            .is_ok()
     }
 
     /// Waits for in-flight records (graceful shutdown).

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Who a self-check is about.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Subject {
@@ -15,6 +16,7 @@ pub enum Subject {
 
 /// Self-reported gender. Used for nothing downstream; accepted because the
 /// public form asks it, dropped at ingest.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gender {
@@ -106,6 +108,7 @@ impl fmt::Display for AgeBand {
 }
 
 /// The triage outcome returned to the person and counted in releases.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
@@ -136,6 +139,7 @@ impl RiskLevel {
 
 /// Symptoms the form asks about. The declaration order is the bit order of
 /// [`SymptomSet`] and the column order of the `sym_*` release columns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Symptom {
@@ -240,6 +244,7 @@ impl FromIterator<Symptom> for SymptomSet {
 
 /// Pre-existing conditions the form asks about. They raise the triage level
 /// and are then dropped: no condition leaves ingest.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {

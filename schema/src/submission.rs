@@ -9,6 +9,7 @@ use crate::domain::{Condition, Gender, Subject, Symptom};
 use serde::{Deserialize, Serialize};
 
 /// A self-check submission as the client sends it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
@@ -36,6 +37,7 @@ pub struct Submission {
 }
 
 /// A coordinate as sent by the client; never stored or forwarded.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
@@ -44,6 +46,7 @@ pub struct Location {
 }
 
 /// The 202 answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Triage {
     pub risk: crate::domain::RiskLevel,

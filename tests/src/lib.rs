@@ -7,87 +7,12 @@
 use hushmap_aggregate::{AggregateConfig, Aggregator};
 use hushmap_dashboard::{DashboardConfig, DashboardServer};
 use hushmap_ingest::{IngestConfig, IngestServer};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+pub use hushmap_testkit::{brokers, create_topics, eventually, raw_topic_bytes, unique};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// Broker address: `HUSHMAP_TEST_KAFKA`, default the `deploy/` broker.
-pub fn brokers() -> String {
-    std::env::var("HUSHMAP_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// A name no other test run uses.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}.{}.{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
-}
-
-/// Creates topics, failing loudly if the broker is not there.
-pub async fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()?;
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    for result in admin.create_topics(new.iter(), &opts).await? {
-        result.map_err(|(topic, e)| {
-            anyhow::anyhow!("creating {topic}: {e} (is Kafka up? run deploy/kafka/up.sh)")
-        })?;
-    }
-    Ok(())
-}
-
-/// Every key and payload byte on a topic, from offset 0 to its end.
-pub fn raw_topic_bytes(topic: &str) -> anyhow::Result<Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("raw-reader"))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        remaining += high - low;
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut bytes = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while remaining > 0 && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m?;
-            bytes.extend_from_slice(m.key().unwrap_or_default());
-            bytes.extend_from_slice(m.payload().unwrap_or_default());
-            remaining -= 1;
-        }
-    }
-    anyhow::ensure!(
-        remaining <= 0,
-        "could not read all of {topic}: {remaining} records left"
-    );
-    Ok(bytes)
-}
 
 /// Settings of a test pipeline.
 #[derive(Debug, Clone)]
@@ -144,6 +69,8 @@ impl Pipeline {
         ingest_config.kafka.topic = submissions_topic.clone();
         ingest_config.window_secs = options.window_secs;
         ingest_config.allowed_lateness_secs = options.allowed_lateness_secs;
+        // All test traffic comes from one loopback address.
+        ingest_config.rate_limit.per_minute = 0;
         ingest_config.contributor_secret = Some(hushmap_ingest::config::Secret::new(
             "test-secret-0123456789abcdef0123456789",
         ));
@@ -213,24 +140,5 @@ impl Pipeline {
             tokio::time::timeout(Duration::from_secs(30), task).await???;
         }
         Ok(())
-    }
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

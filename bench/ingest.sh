@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Ingest throughput and latency against its ceiling (docs/BENCHMARKS.md).
+#
+# 1. max throughput of a bare axum handler that parses the same JSON (the
+#    ceiling) and of the real ingest (validation, triage, coarsening, an
+#    acknowledged Kafka produce), same load tool and settings;
+# 2. latency of ingest at 70% of the ceiling's max rate.
+#
+#   bench/ingest.sh                 # 15 s per run
+#   BENCH_SECS=30 bench/ingest.sh
+#
+# Load comes from `oha` (crates.io, installed into bench/.tools on first run).
+# Everything runs on this machine: load generator, service and Kafka share
+# its cores, which the results must be read with.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SECS="${BENCH_SECS:-15}"
+CONNS="${BENCH_CONNECTIONS:-32}"
+TOOLS="$PWD/bench/.tools"
+OHA="$TOOLS/bin/oha"
+OUT="$PWD/target/bench"
+mkdir -p "$OUT"
+
+if [ ! -x "$OHA" ]; then
+  echo "bench: installing oha into $TOOLS (once)"
+  cargo install --locked --root "$TOOLS" oha -j2 >/dev/null
+fi
+
+echo "bench: building release binaries"
+cargo build --release --locked -j2 -p hushmap-ingest --bin hushmap-ingest --example bare_handler
+
+source deploy/kafka/env.sh
+deploy/kafka/up.sh >/dev/null
+TOPIC="hushmap.bench.submissions"
+kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" --create --if-not-exists \
+  --topic "$TOPIC" --partitions 6 --replication-factor 1 --config retention.ms=600000 >/dev/null
+
+BODY="$OUT/submission.json"
+cat > "$BODY" <<'JSON'
+{"for":"self","age":44,"gender":"female","symptoms":["fever","dry_cough","fatigue"],"conditions":["hypertension"],
+ "travelled_internationally_14d":false,"contact_with_confirmed_case":true,"location":{"lat":19.0812,"lon":72.8867}}
+JSON
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+target/release/examples/bare_handler 127.0.0.1:8090 & pids+=($!)
+HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8091 \
+  HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
+  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 target/release/hushmap-ingest & pids+=($!)
+wait_port 8090; wait_port 8091
+
+run() { # name port [rate]
+  local name=$1 port=$2 rate=${3:-}
+  local extra=()
+  [ -n "$rate" ] && extra=(-q "$rate")
+  echo "bench: $name ${rate:+at $rate req/s} for ${SECS}s with $CONNS connections"
+  "$OHA" -z "${SECS}s" -c "$CONNS" "${extra[@]}" --no-tui --output-format json -m POST \
+    -H "content-type: application/json" -D "$BODY" "http://127.0.0.1:$port/v1/submissions" > "$OUT/$name.json"
+  python3 - "$OUT/$name.json" "$name" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+print(f"  {sys.argv[2]:<22} {s['requestsPerSec']:>9.0f} req/s   p50 {p['p50']*1000:6.2f} ms   p99 {p['p99']*1000:6.2f} ms   statuses {codes}")
+PY
+}
+
+run bare_max 8090
+run ingest_max 8091
+ceiling=$(python3 -c "import json; print(int(json.load(open('$OUT/bare_max.json'))['summary']['requestsPerSec']))")
+rate=$((ceiling * 70 / 100))
+run ingest_at_70pct 8091 "$rate"
+run bare_at_70pct 8090 "$rate"
+python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+r = {n: json.load(open(f"{out}/{n}.json")) for n in ["bare_max", "ingest_max", "ingest_at_70pct"]}
+ratio = r["ingest_max"]["summary"]["requestsPerSec"] / r["bare_max"]["summary"]["requestsPerSec"]
+print(f"bench: ingest / bare max throughput = {ratio:.2f} (goal >= 0.50); "
+      f"ingest p99 at 70% of bare max = {r['ingest_at_70pct']['latencyPercentiles']['p99']*1000:.2f} ms (goal < 20 ms)")
+PY

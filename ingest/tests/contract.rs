@@ -1,0 +1,184 @@
+//! The public contract against a running service and the real broker:
+//! every example in `/openapi.json`, the operational endpoints, rate
+//! limiting.
+
+use hushmap_ingest::{IngestConfig, IngestServer};
+use hushmap_testkit::{brokers, create_topics, topic_records_on, unique};
+use serde_json::Value;
+use std::net::SocketAddr;
+
+async fn start(
+    config: impl FnOnce(&mut IngestConfig),
+) -> anyhow::Result<(String, String, tokio::sync::oneshot::Sender<()>)> {
+    let topic = unique("test.ingest");
+    create_topics(&[(&topic, 3)]).await?;
+    let mut c = IngestConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        dev_mode: true,
+        ..IngestConfig::default()
+    };
+    c.kafka.brokers = brokers();
+    c.kafka.topic = topic.clone();
+    c.rate_limit.per_minute = 0;
+    config(&mut c);
+    let server = IngestServer::bind(c).await?;
+    let url = format!("http://{}", server.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    Ok((url, topic, tx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_openapi_example_behaves_as_documented() -> anyhow::Result<()> {
+    let (url, topic, _stop) = start(|_| {}).await?;
+    let client = reqwest::Client::new();
+    let doc: Value = client
+        .get(format!("{url}/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let op = &doc["paths"]["/v1/submissions"]["post"];
+    let examples = op["requestBody"]["content"]["application/json"]["examples"]
+        .as_object()
+        .expect("request examples");
+    assert!(examples.len() >= 5);
+    let mut accepted = 0;
+    for (name, example) in examples {
+        let resp = client
+            .post(format!("{url}/v1/submissions"))
+            .json(&example["value"])
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await?;
+        if name.starts_with("accepted_") {
+            assert_eq!(status, 202, "{name}: {body}");
+            assert!(["low", "moderate", "high"].contains(&body["risk"].as_str().unwrap()));
+            accepted += 1;
+        } else {
+            let expected: u16 = name
+                .split('_')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("rejected_<status>_*");
+            assert_eq!(status, expected, "{name}: {body}");
+            assert_eq!(body["status"], expected);
+            assert!(body["field"].is_string(), "{name} names its field");
+        }
+    }
+    // Documented responses: every example has the shape its status promises.
+    for (status, response) in op["responses"].as_object().unwrap() {
+        let content = response["content"].as_object().unwrap();
+        let (media, body) = content.iter().next().unwrap();
+        let example = &body["example"];
+        if status == "202" {
+            assert_eq!(media, "application/json");
+            serde_json::from_value::<hushmap_schema::submission::Triage>(example.clone())?;
+        } else {
+            assert_eq!(media, "application/problem+json");
+            assert_eq!(example["status"].as_u64().unwrap().to_string(), *status);
+            let code = example["code"].as_str().unwrap();
+            assert_eq!(example["type"], format!("/errors/{code}"));
+        }
+    }
+    // The accepted examples, and only they, reached the topic.
+    let records =
+        tokio::task::spawn_blocking(move || topic_records_on(&brokers(), &topic)).await??;
+    assert_eq!(records.len(), accepted);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_endpoints() -> anyhow::Result<()> {
+    let (url, _topic, _stop) = start(|_| {}).await?;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.get(format!("{url}/healthz")).send().await?.status(),
+        200
+    );
+    assert_eq!(
+        client.get(format!("{url}/readyz")).send().await?.status(),
+        200
+    );
+    let page = client.get(format!("{url}/")).send().await?.text().await?;
+    assert!(page.contains("<form") && page.contains("/v1/submissions"));
+    let body = serde_json::json!({"for": "self", "age": 40, "gender": "male", "symptoms": ["fever"], "conditions": [],
+        "travelled_internationally_14d": false, "contact_with_confirmed_case": false, "location": {"lat": 48.85, "lon": 2.35}});
+    assert_eq!(
+        client
+            .post(format!("{url}/v1/submissions"))
+            .json(&body)
+            .send()
+            .await?
+            .status(),
+        202
+    );
+    let bad = serde_json::json!({"age": 41});
+    assert_eq!(
+        client
+            .post(format!("{url}/v1/submissions"))
+            .json(&bad)
+            .send()
+            .await?
+            .status(),
+        422
+    );
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("hushmap_ingest_submissions_accepted_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hushmap_ingest_submissions_rejected_total{code=\"missing_field\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hushmap_ingest_submissions_risk_total{risk=\"moderate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hushmap_ingest_produce_latency_seconds_count 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_beyond_their_rate_get_429_with_retry_after() -> anyhow::Result<()> {
+    let (url, _topic, _stop) = start(|c| {
+        c.rate_limit.per_minute = 6;
+        c.rate_limit.burst = 3;
+    })
+    .await?;
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"for": "self", "age": 40, "gender": "male", "symptoms": [], "conditions": [],
+        "travelled_internationally_14d": false, "contact_with_confirmed_case": false, "location": {"lat": 48.85, "lon": 2.35}});
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let resp = client
+            .post(format!("{url}/v1/submissions"))
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        if status == 429 {
+            let retry: u64 = resp.headers()["retry-after"].to_str()?.parse()?;
+            assert!((1..=11).contains(&retry), "retry-after {retry}");
+            let problem: Value = resp.json().await?;
+            assert_eq!(problem["code"], "rate_limited");
+        }
+        statuses.push(status);
+    }
+    // A burst of 3 passes; the rate (one per 10 s) refuses the next two.
+    assert_eq!(statuses, [202, 202, 202, 429, 429]);
+    Ok(())
+}

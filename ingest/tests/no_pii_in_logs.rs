@@ -1,0 +1,147 @@
+//! The seed's failure turned into a test: run the real binary at the most
+//! verbose log level, push ~1,000 submissions with distinctive coordinates,
+//! ages and profile ids through it and the real broker, and search every
+//! byte it logged and every metric it exposed for them.
+
+use hushmap_testkit::{brokers, create_topics, eventually, unique};
+use serde_json::json;
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const N: usize = 1000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Distinctive values: 6-decimal coordinates and profile ids that occur
+/// nowhere else.
+fn submission(i: usize) -> (serde_json::Value, String, String, String) {
+    let lat = format!("{:.6}", 12.0 + (i as f64) * 0.000_731 + 0.123_457);
+    let lon = format!("{:.6}", 77.0 + (i as f64) * 0.000_593 + 0.654_321);
+    let profile = format!("pii-canary-{i:04}-qzx");
+    let body = json!({
+        "for": "self", "age": 17 + (i % 97), "gender": "other", "symptoms": ["fever", "headache"], "conditions": ["diabetes"],
+        "travelled_internationally_14d": i.is_multiple_of(2), "contact_with_confirmed_case": i.is_multiple_of(3),
+        "location": {"lat": lat.parse::<f64>().unwrap(), "lon": lon.parse::<f64>().unwrap()},
+        "profile": profile,
+    });
+    (body, lat, lon, profile)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
+    let topic = unique("test.ingest.pii");
+    create_topics(&[(&topic, 2)]).await?;
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
+        .env_clear()
+        .env("HUSHMAP_LOG", "trace")
+        .env("HUSHMAP_LOG_FORMAT", "json")
+        .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers())
+        .env("HUSHMAP_INGEST_KAFKA__TOPIC", &topic)
+        .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
+        .env(
+            "HUSHMAP_CONTRIBUTOR_SECRET",
+            "log-test-secret-0123456789abcdef0123456789",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = child.stderr.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stderr.read_to_end(&mut all);
+        let _ = stdout.read_to_end(&mut all);
+        all
+    });
+
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually("ingest to listen", Duration::from_secs(30), || async {
+        Ok(client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ()))
+    })
+    .await?;
+
+    let mut needles = Vec::new();
+    for i in 0..N {
+        let (body, lat, lon, profile) = submission(i);
+        let age = body["age"].as_u64().unwrap();
+        let resp = client
+            .post(format!("{url}/v1/submissions"))
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 202);
+        // Also send a broken copy: error paths log too.
+        let mut broken = body.clone();
+        broken["age"] = json!(format!("{age} years"));
+        let resp = client
+            .post(format!("{url}/v1/submissions"))
+            .json(&broken)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 422);
+        needles.extend([
+            lat.clone(),
+            lon.clone(),
+            profile,
+            format!("\"age\":{age}"),
+            format!("age={age}"),
+        ]);
+        needles.push(lat[..lat.len() - 2].to_string()); // 4 decimals is still a house
+        needles.push(lon[..lon.len() - 2].to_string());
+    }
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains(&format!("hushmap_ingest_submissions_accepted_total {N}")));
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()?;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    assert!(status.success(), "ingest exited with {status}");
+    let logs = String::from_utf8_lossy(&logs.join().unwrap()).into_owned();
+    assert!(
+        logs.len() > 100_000,
+        "trace logging produced only {} bytes; is the test looking at the right output?",
+        logs.len()
+    );
+    assert!(
+        logs.contains("\"outcome\":\"accepted\""),
+        "request outcomes are logged"
+    );
+
+    for haystack in [("logs", &logs), ("metrics", &metrics)] {
+        let found: Vec<&String> = needles
+            .iter()
+            .filter(|n| haystack.1.contains(n.as_str()))
+            .take(5)
+            .collect();
+        assert!(
+            found.is_empty(),
+            "{} contain personal values, e.g. {found:?}",
+            haystack.0
+        );
+    }
+    Ok(())
+}

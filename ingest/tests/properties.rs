@@ -1,0 +1,166 @@
+//! Property tests: whatever bytes or JSON arrive, the handler answers with
+//! the contract (202, or a 4xx problem document that names a known code)
+//! and never panics or hangs.
+
+use hushmap_ingest::{IngestConfig, IngestServer};
+use hushmap_testkit::{brokers, create_topics, unique};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+const CODES: [&str; 6] = [
+    "malformed_json",
+    "unknown_field",
+    "missing_field",
+    "invalid_value",
+    "payload_too_large",
+    "unsupported_media_type",
+];
+
+struct Service {
+    runtime: tokio::runtime::Runtime,
+    url: String,
+    client: reqwest::Client,
+}
+
+/// One service for all cases (proptest runs cases on one thread).
+fn service() -> &'static Service {
+    static SERVICE: OnceLock<Service> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = runtime.block_on(async {
+            let topic = unique("test.ingest.props");
+            create_topics(&[(&topic, 1)]).await.unwrap();
+            let mut c = IngestConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                dev_mode: true,
+                ..IngestConfig::default()
+            };
+            c.kafka.brokers = brokers();
+            c.kafka.topic = topic;
+            c.rate_limit.per_minute = 0;
+            let server = IngestServer::bind(c).await.unwrap();
+            let url = format!("http://{}", server.local_addr());
+            tokio::spawn(server.serve(std::future::pending()));
+            url
+        });
+        Service {
+            runtime,
+            url,
+            client: reqwest::Client::new(),
+        }
+    })
+}
+
+/// Posts `body` and checks the answer against the contract.
+fn check(body: Vec<u8>) -> Result<(), TestCaseError> {
+    let s = service();
+    let (status, content_type, text) = s.runtime.block_on(async {
+        let resp = s
+            .client
+            .post(format!("{}/v1/submissions", s.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("service answers");
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, ct, resp.text().await.unwrap())
+    });
+    let body: Value = serde_json::from_str(&text)
+        .map_err(|e| TestCaseError::fail(format!("non-JSON answer {status}: {e}")))?;
+    if status == 202 {
+        prop_assert_eq!(content_type, "application/json");
+        prop_assert!(body["risk"].is_string() && body["region"].is_string());
+    } else {
+        prop_assert!([400, 413, 422].contains(&status), "status {}", status);
+        prop_assert_eq!(content_type, "application/problem+json");
+        prop_assert_eq!(body["status"].as_u64(), Some(u64::from(status)));
+        let code = body["code"].as_str().unwrap_or_default();
+        prop_assert!(CODES.contains(&code), "code {}", code);
+        prop_assert_eq!(
+            body["type"].as_str().unwrap_or_default(),
+            format!("/errors/{code}")
+        );
+    }
+    Ok(())
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,20}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn valid() -> Map<String, Value> {
+    json!({"for": "self", "age": 40, "gender": "female", "symptoms": ["fever"], "conditions": [],
+        "travelled_internationally_14d": false, "contact_with_confirmed_case": false,
+        "location": {"lat": 19.1, "lon": 72.9}})
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+const KEYS: [&str; 12] = [
+    "for",
+    "age",
+    "gender",
+    "symptoms",
+    "conditions",
+    "travelled_internationally_14d",
+    "contact_with_confirmed_case",
+    "location",
+    "region",
+    "profile",
+    "observed_at",
+    "unexpected",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        check(bytes)?;
+    }
+
+    #[test]
+    fn arbitrary_json(value in arb_json()) {
+        check(serde_json::to_vec(&value).unwrap())?;
+    }
+
+    /// Valid submissions with one field replaced by anything, or removed.
+    #[test]
+    fn mutated_submissions(key in prop::sample::select(KEYS.to_vec()), value in arb_json(), remove in any::<bool>()) {
+        let mut body = valid();
+        if remove {
+            body.remove(key);
+        } else {
+            body.insert(key.to_string(), value);
+        }
+        check(serde_json::to_vec(&Value::Object(body)).unwrap())?;
+    }
+}

@@ -1,0 +1,186 @@
+//! Helpers for tests that run against the real Kafka broker of `deploy/`.
+//!
+//! Every test makes its own topics ([`unique`], [`create_topics`]) so tests
+//! run in parallel on one broker without seeing each other's data.
+//! [`SpareBroker`] starts a second broker on other ports for tests that stop
+//! and start Kafka, so they never disturb the shared one.
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Broker address: `HUSHMAP_TEST_KAFKA`, default the `deploy/` broker.
+pub fn brokers() -> String {
+    std::env::var("HUSHMAP_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}.{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Creates topics on `brokers`, failing loudly if the broker is not there.
+pub async fn create_topics_on(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    for result in admin.create_topics(new.iter(), &opts).await? {
+        result.map_err(|(topic, e)| {
+            anyhow::anyhow!("creating {topic}: {e} (is Kafka up? run deploy/kafka/up.sh)")
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates topics on the test broker.
+pub async fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    create_topics_on(&brokers(), topics).await
+}
+
+/// Every record (key, payload) on a topic, from offset 0 to its end.
+pub fn topic_records_on(brokers: &str, topic: &str) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("raw-reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        remaining += high - low;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while remaining > 0 && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            records.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+            remaining -= 1;
+        }
+    }
+    anyhow::ensure!(
+        remaining <= 0,
+        "could not read all of {topic}: {remaining} records left"
+    );
+    Ok(records)
+}
+
+/// Every key and payload byte on a topic of the test broker.
+pub fn raw_topic_bytes(topic: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(topic_records_on(&brokers(), topic)?
+        .into_iter()
+        .flat_map(|(k, v)| k.into_iter().chain(v))
+        .collect())
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A second, private Kafka broker (same `deploy/kafka` scripts, other ports
+/// and data directory) that a test may stop and start at will.
+pub struct SpareBroker {
+    port: u16,
+    controller_port: u16,
+}
+
+impl SpareBroker {
+    fn script(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/kafka")
+            .join(name)
+    }
+
+    fn run(&self, script: &str, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new("bash")
+            .arg(Self::script(script))
+            .args(args)
+            .env("HUSHMAP_KAFKA_PORT", self.port.to_string())
+            .env(
+                "HUSHMAP_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{script} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// Starts a fresh broker (wiping any old state of this port pair).
+    pub fn start_fresh(port: u16, controller_port: u16) -> anyhow::Result<SpareBroker> {
+        let broker = SpareBroker {
+            port,
+            controller_port,
+        };
+        broker.run("down.sh", &["--wipe"])?;
+        broker.start()?;
+        Ok(broker)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or restarts) the broker, keeping its data.
+    pub fn start(&self) -> anyhow::Result<()> {
+        self.run("up.sh", &[])
+    }
+
+    /// Stops the broker cleanly, keeping its data.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.run("down.sh", &[])
+    }
+}
+
+impl Drop for SpareBroker {
+    fn drop(&mut self) {
+        let _ = self.run("down.sh", &["--wipe"]);
+    }
+}
