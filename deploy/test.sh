@@ -21,6 +21,12 @@ if ! command -v "${HUSHMAP_CHROMIUM:-chromium}" >/dev/null; then
   fi
 fi
 
+# Browser tests drive that chromium through playwright-core (no browser download).
+if [ ! -d ingest/tests/browser/node_modules/playwright-core ]; then
+  echo "test: installing playwright-core for the browser tests"
+  npm ci --prefix ingest/tests/browser --no-audit --no-fund >/dev/null
+fi
+
 started_kafka=0
 if ! kafka_running; then
   started_kafka=1

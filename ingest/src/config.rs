@@ -72,6 +72,10 @@ pub struct KafkaSettings {
     /// How long a submission may wait for the broker's acknowledgement before
     /// the client gets a 503.
     pub produce_timeout_ms: u64,
+    /// `linger.ms`: how long the producer waits to fill a batch. Every
+    /// millisecond here is a millisecond of each client's wait for its 202;
+    /// under load batches fill anyway while earlier requests are in flight.
+    pub linger_ms: u32,
 }
 
 impl Default for KafkaSettings {
@@ -80,6 +84,7 @@ impl Default for KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
             topic: topics::SUBMISSIONS.into(),
             produce_timeout_ms: 5_000,
+            linger_ms: 0,
         }
     }
 }

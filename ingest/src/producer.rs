@@ -37,7 +37,7 @@ impl SubmissionProducer {
                 "message.timeout.ms",
                 settings.produce_timeout_ms.to_string(),
             )
-            .set("linger.ms", "2")
+            .set("linger.ms", settings.linger_ms.to_string())
             // librdkafka scans a down broker's queued messages for timeouts
             // only when its reconnect backoff wakes it; with the default 10 s
             // cap a 3 s timeout fired after ~9 s (broker_outage test). A 1 s

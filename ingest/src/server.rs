@@ -206,6 +206,15 @@ fn parse_problem(err: serde_path_to_error::Error<serde_json::Error>) -> Problem 
     let path = err.path().to_string();
     let inner = err.inner();
     match inner.classify() {
+        // JSON cannot spell NaN or ∞; an overflowing literal such as 1e999
+        // is the closest a client gets, and it is a bad value, not bad JSON.
+        Category::Syntax if path != "." && inner.to_string().starts_with("number out of range") => {
+            Problem::new(
+                ErrorCode::InvalidValue,
+                "invalid value: number out of range",
+            )
+            .with_field(path)
+        }
         Category::Syntax | Category::Eof | Category::Io => Problem::new(
             ErrorCode::MalformedJson,
             format!(
@@ -505,6 +514,11 @@ mod tests {
         assert_eq!(
             (p.code, p.field.as_deref()),
             (ErrorCode::InvalidValue, Some("symptoms[1]"))
+        );
+        let p = problem_for(&VALID.replace("\"lat\":1.0", "\"lat\":1e999"));
+        assert_eq!(
+            (p.code, p.status, p.field.as_deref()),
+            (ErrorCode::InvalidValue, 422, Some("location.lat"))
         );
         let p = problem_for(&VALID.replace("\"age\":30", "\"age\":\"thirty\""));
         assert_eq!(
