@@ -3,12 +3,13 @@
 //! Post-processing (free under DP): counts are clamped to ≥ 0, `n_total` is
 //! the sum of the published risk-level counts, the high-risk share and its
 //! 95% interval are computed from published numbers
-//! ([`ShareInterval`]), and cells whose interval is wider than the
+//! ([`ShareInterval`](hushmap_schema::ShareInterval)), and cells whose interval is wider than the
 //! configured half-width are marked suppressed.
 
 use crate::engine::CellCounts;
 use crate::noise::{DiscreteLaplace, NoiseError};
-use hushmap_schema::{AgeBand, Release, ReleaseMeta, ReleaseRow, ShareInterval, Window};
+use hushmap_schema::release::CellLabel;
+use hushmap_schema::{AgeBand, Release, ReleaseMeta, ReleaseRow, Window};
 use std::collections::BTreeSet;
 
 /// Calibrated mechanisms for one release.
@@ -63,31 +64,20 @@ pub fn noisy_release(
         .iter()
         .enumerate()
         .map(|(i, cell)| {
-            let r = &risk_noisy[i * 3..i * 3 + 3];
-            let (n_low, n_moderate, n_high) = (r[0].max(0), r[1].max(0), r[2].max(0));
-            let n_total = n_low + n_moderate + n_high;
-            let ci = ShareInterval::for_high_share(n_high, n_total, sigma);
-            let mut symptoms = [0i64; 10];
-            for (j, s) in symptoms.iter_mut().enumerate() {
-                *s = sym_noisy[i * 10 + j].max(0);
-            }
-            ReleaseRow {
+            let label = CellLabel {
                 window_start: window.start_ms,
                 window_end: window.end_ms,
                 level,
                 region: cell.region.to_string(),
                 age_band: cell.age_band.label().to_string(),
-                n_low,
-                n_moderate,
-                n_high,
-                n_total,
-                high_share: ci.share,
-                high_share_ci_low: ci.low,
-                high_share_ci_high: ci.high,
-                noise_scale: sigma,
-                suppressed: ci.share.is_none() || ci.half_width() > plan.max_ci_half_width,
-                symptoms,
-            }
+            };
+            let risk: [i64; 3] = risk_noisy[i * 3..i * 3 + 3]
+                .try_into()
+                .expect("3 risk levels per cell");
+            let symptoms: [i64; 10] = sym_noisy[i * 10..i * 10 + 10]
+                .try_into()
+                .expect("10 symptoms per cell");
+            ReleaseRow::from_noisy_counts(label, risk, symptoms, sigma, plan.max_ci_half_width)
         })
         .collect();
     Ok(Release {

@@ -4,7 +4,8 @@
 //! independent noises, so the per-count standard deviation grows by √k for
 //! k summed rows, and the interval is recomputed with that.
 
-use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseRow, ShareInterval};
+use hushmap_schema::release::CellLabel;
+use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseRow};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -81,38 +82,27 @@ fn combine_bands(rows: &[ReleaseRow], max_ci_half_width: f64) -> Vec<ReleaseRow>
         .map(|group| {
             let first = group[0];
             let sum = |f: fn(&ReleaseRow) -> i64| group.iter().map(|r| f(r)).sum::<i64>();
-            let (n_low, n_moderate, n_high) =
-                (sum(|r| r.n_low), sum(|r| r.n_moderate), sum(|r| r.n_high));
-            let n_total = n_low + n_moderate + n_high;
+            let risk = [sum(|r| r.n_low), sum(|r| r.n_moderate), sum(|r| r.n_high)];
+            // Independent noises add in variance.
             let sigma = group
                 .iter()
                 .map(|r| r.noise_scale.powi(2))
                 .sum::<f64>()
                 .sqrt();
-            let ci = ShareInterval::for_high_share(n_high, n_total, sigma);
             let mut symptoms = [0i64; 10];
             for r in &group {
                 for (acc, v) in symptoms.iter_mut().zip(r.symptoms) {
                     *acc += v;
                 }
             }
-            ReleaseRow {
+            let label = CellLabel {
                 window_start: first.window_start,
                 window_end: first.window_end,
                 level: first.level,
                 region: first.region.clone(),
                 age_band: "all".into(),
-                n_low,
-                n_moderate,
-                n_high,
-                n_total,
-                high_share: ci.share,
-                high_share_ci_low: ci.low,
-                high_share_ci_high: ci.high,
-                noise_scale: sigma,
-                suppressed: ci.share.is_none() || ci.half_width() > max_ci_half_width,
-                symptoms,
-            }
+            };
+            ReleaseRow::from_noisy_counts(label, risk, symptoms, sigma, max_ci_half_width)
         })
         .collect()
 }

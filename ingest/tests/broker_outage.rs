@@ -4,13 +4,14 @@
 //! every 202 is in the topic exactly once and no 503 is.
 
 use futures::future::join_all;
-use hushmap_ingest::{IngestConfig, IngestServer};
+mod common;
+
+use common::start_ingest;
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{CoarseRecord, RegionCell};
 use hushmap_testkit::{SpareBroker, topic_records_on};
 use serde_json::json;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const PRODUCE_TIMEOUT_MS: u64 = 3_000;
@@ -51,18 +52,12 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_gives_bounded_503s_and_loses_or_duplicates_nothing() -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(|| SpareBroker::start_fresh(19092, 19093)).await??;
-    let mut c = IngestConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        dev_mode: true,
-        ..IngestConfig::default()
-    };
-    c.kafka.brokers = broker.bootstrap();
-    c.kafka.produce_timeout_ms = PRODUCE_TIMEOUT_MS;
-    c.rate_limit.per_minute = 0;
-    let topic = c.kafka.topic.clone(); // up.sh created it on the spare broker
-    let server = IngestServer::bind(c).await?;
-    let url = format!("http://{}", server.local_addr());
-    tokio::spawn(server.serve(std::future::pending()));
+    let ingest = start_ingest(|c| {
+        c.kafka.brokers = broker.bootstrap();
+        c.kafka.produce_timeout_ms = PRODUCE_TIMEOUT_MS;
+    })
+    .await?;
+    let (url, topic) = (ingest.url.clone(), ingest.topic.clone());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;

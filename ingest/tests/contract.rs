@@ -2,37 +2,16 @@
 //! every example in `/openapi.json`, the operational endpoints, rate
 //! limiting.
 
-use hushmap_ingest::{IngestConfig, IngestServer};
-use hushmap_testkit::{brokers, create_topics, topic_records_on, unique};
-use serde_json::Value;
-use std::net::SocketAddr;
+mod common;
 
-async fn start(
-    config: impl FnOnce(&mut IngestConfig),
-) -> anyhow::Result<(String, String, tokio::sync::oneshot::Sender<()>)> {
-    let topic = unique("test.ingest");
-    create_topics(&[(&topic, 3)]).await?;
-    let mut c = IngestConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        dev_mode: true,
-        ..IngestConfig::default()
-    };
-    c.kafka.brokers = brokers();
-    c.kafka.topic = topic.clone();
-    c.rate_limit.per_minute = 0;
-    config(&mut c);
-    let server = IngestServer::bind(c).await?;
-    let url = format!("http://{}", server.local_addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
-        let _ = rx.await;
-    }));
-    Ok((url, topic, tx))
-}
+use common::start_ingest;
+use hushmap_testkit::{brokers, topic_records_on};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_openapi_example_behaves_as_documented() -> anyhow::Result<()> {
-    let (url, topic, _stop) = start(|_| {}).await?;
+    let ingest = start_ingest(|_| {}).await?;
+    let (url, topic) = (ingest.url.clone(), ingest.topic.clone());
     let client = reqwest::Client::new();
     let doc: Value = client
         .get(format!("{url}/openapi.json"))
@@ -94,7 +73,8 @@ async fn every_openapi_example_behaves_as_documented() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operational_endpoints() -> anyhow::Result<()> {
-    let (url, _topic, _stop) = start(|_| {}).await?;
+    let ingest = start_ingest(|_| {}).await?;
+    let url = ingest.url.clone();
     let client = reqwest::Client::new();
     assert_eq!(
         client.get(format!("{url}/healthz")).send().await?.status(),
@@ -154,11 +134,12 @@ async fn operational_endpoints() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_beyond_their_rate_get_429_with_retry_after() -> anyhow::Result<()> {
-    let (url, _topic, _stop) = start(|c| {
+    let ingest = start_ingest(|c| {
         c.rate_limit.per_minute = 6;
         c.rate_limit.burst = 3;
     })
     .await?;
+    let url = ingest.url.clone();
     let client = reqwest::Client::new();
     let body = serde_json::json!({"for": "self", "age": 40, "gender": "male", "symptoms": [], "conditions": [],
         "travelled_internationally_14d": false, "contact_with_confirmed_case": false, "location": {"lat": 48.85, "lon": 2.35}});

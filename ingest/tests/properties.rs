@@ -2,11 +2,11 @@
 //! the contract (202, or a 4xx problem document that names a known code)
 //! and never panics or hangs.
 
-use hushmap_ingest::{IngestConfig, IngestServer};
-use hushmap_testkit::{brokers, create_topics, unique};
+mod common;
+
+use common::start_ingest;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 const CODES: [&str; 6] = [
@@ -33,22 +33,12 @@ fn service() -> &'static Service {
             .enable_all()
             .build()
             .unwrap();
-        let url = runtime.block_on(async {
-            let topic = unique("test.ingest.props");
-            create_topics(&[(&topic, 1)]).await.unwrap();
-            let mut c = IngestConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                dev_mode: true,
-                ..IngestConfig::default()
-            };
-            c.kafka.brokers = brokers();
-            c.kafka.topic = topic;
-            c.rate_limit.per_minute = 0;
-            let server = IngestServer::bind(c).await.unwrap();
-            let url = format!("http://{}", server.local_addr());
-            tokio::spawn(server.serve(std::future::pending()));
-            url
-        });
+        let ingest = runtime
+            .block_on(start_ingest(|_| {}))
+            .expect("ingest starts");
+        let url = ingest.url.clone();
+        // The service lives as long as the test binary.
+        std::mem::forget(ingest);
         Service {
             runtime,
             url,

@@ -3,26 +3,16 @@
 //! and gets their risk level; the location leaves the browser coarsened.
 //! The screenshot is kept at `target/test-artifacts/selfcheck.png`.
 
-use hushmap_ingest::{IngestConfig, IngestServer};
-use hushmap_testkit::{brokers, create_topics, unique};
-use std::net::SocketAddr;
+mod common;
+
+use common::start_ingest;
 use std::path::PathBuf;
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_fills_in_the_form_and_gets_advice() -> anyhow::Result<()> {
-    let topic = unique("test.ingest.page");
-    create_topics(&[(&topic, 1)]).await?;
-    let mut c = IngestConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        dev_mode: true,
-        ..IngestConfig::default()
-    };
-    c.kafka.brokers = brokers();
-    c.kafka.topic = topic;
-    let server = IngestServer::bind(c).await?;
-    let url = format!("http://{}", server.local_addr());
-    tokio::spawn(server.serve(std::future::pending()));
+    let ingest = start_ingest(|_| {}).await?;
+    let url = ingest.url.clone();
 
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     anyhow::ensure!(

@@ -7,6 +7,7 @@
 //! that travels alone still says how it was made.
 
 use crate::domain::{AgeBand, Symptom};
+use crate::interval::ShareInterval;
 use crate::region::RegionCell;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
@@ -98,6 +99,61 @@ pub struct ReleaseRow {
     /// Noisy count per symptom, in `Symptom::ALL` order (`sym_*` columns).
     #[serde(flatten, with = "symptom_columns")]
     pub symptoms: [i64; 10],
+}
+
+/// Where a row sits: window, level, region and age band.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellLabel {
+    pub window_start: i64,
+    pub window_end: i64,
+    pub level: u8,
+    pub region: String,
+    pub age_band: String,
+}
+
+impl ReleaseRow {
+    /// The one post-processing step from noisy counts to a published row:
+    /// counts clamped to ≥ 0, `n_total` their sum, the high-risk share with
+    /// its 95% interval ([`ShareInterval`]) given the per-count noise s.d.
+    /// `noise_scale`, and `suppressed` when the share is undefined or the
+    /// interval is wider than ± `max_ci_half_width`.
+    ///
+    /// ```
+    /// use hushmap_schema::release::{CellLabel, ReleaseRow};
+    /// let label = CellLabel { window_start: 0, window_end: 60_000, level: 5,
+    ///     region: "85608b0bfffffff".into(), age_band: "30-44".into() };
+    /// let row = ReleaseRow::from_noisy_counts(label, [40, -2, 10], [0; 10], 0.0, 0.15);
+    /// assert_eq!((row.n_moderate, row.n_total, row.high_share), (0, 50, Some(0.2)));
+    /// assert!(!row.suppressed);
+    /// ```
+    pub fn from_noisy_counts(
+        label: CellLabel,
+        risk: [i64; 3],
+        symptoms: [i64; 10],
+        noise_scale: f64,
+        max_ci_half_width: f64,
+    ) -> ReleaseRow {
+        let [n_low, n_moderate, n_high] = risk.map(|c| c.max(0));
+        let n_total = n_low + n_moderate + n_high;
+        let ci = ShareInterval::for_high_share(n_high, n_total, noise_scale);
+        ReleaseRow {
+            window_start: label.window_start,
+            window_end: label.window_end,
+            level: label.level,
+            region: label.region,
+            age_band: label.age_band,
+            n_low,
+            n_moderate,
+            n_high,
+            n_total,
+            high_share: ci.share,
+            high_share_ci_low: ci.low,
+            high_share_ci_high: ci.high,
+            noise_scale,
+            suppressed: ci.share.is_none() || ci.half_width() > max_ci_half_width,
+            symptoms: symptoms.map(|c| c.max(0)),
+        }
+    }
 }
 
 /// A whole release: its metadata and rows.

@@ -1,0 +1,42 @@
+//! Starting an in-process ingest for a test, on its own topic.
+
+use hushmap_ingest::{IngestConfig, IngestServer};
+use hushmap_testkit::{brokers, create_topics_on, unique};
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+
+/// A running ingest; stops when dropped.
+pub struct TestIngest {
+    pub url: String,
+    #[allow(dead_code)] // each test binary compiles this module; not all read the topic
+    pub topic: String,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Binds ingest on a free loopback port, dev mode, rate limiting off, on a
+/// fresh topic of the test broker; `tweak` may change any of it (a changed
+/// `kafka.brokers` gets the topic created there).
+pub async fn start_ingest(tweak: impl FnOnce(&mut IngestConfig)) -> anyhow::Result<TestIngest> {
+    let mut c = IngestConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        dev_mode: true,
+        ..IngestConfig::default()
+    };
+    c.kafka.brokers = brokers();
+    c.kafka.topic = unique("test.ingest");
+    c.rate_limit.per_minute = 0;
+    tweak(&mut c);
+    create_topics_on(&c.kafka.brokers, &[(&c.kafka.topic, 3)]).await?;
+    let topic = c.kafka.topic.clone();
+    let server = IngestServer::bind(c).await?;
+    let url = format!("http://{}", server.local_addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    Ok(TestIngest {
+        url,
+        topic,
+        _stop: tx,
+    })
+}
