@@ -38,6 +38,12 @@ pub struct KafkaSettings {
     pub input_topic: String,
     pub output_topic: String,
     pub group_id: String,
+    /// Transactional id of the release producer. Releases and consumer
+    /// offsets are committed in one Kafka transaction under this id; a
+    /// restarted instance with the same id fences off its predecessor.
+    pub transactional_id: String,
+    /// Longest wait for a transaction step (init, commit) before retrying.
+    pub transaction_timeout_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -47,6 +53,8 @@ impl Default for KafkaSettings {
             input_topic: topics::SUBMISSIONS.into(),
             output_topic: topics::RELEASES.into(),
             group_id: "hushmap-aggregate".into(),
+            transactional_id: "hushmap-aggregate-releases".into(),
+            transaction_timeout_ms: 30_000,
         }
     }
 }

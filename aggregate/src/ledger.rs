@@ -86,6 +86,12 @@ impl PrivacyLedger {
         Ok(entry)
     }
 
+    /// Re-records a release that is already public (found on the releases
+    /// topic at start-up). No budget check: it happened; it counts.
+    pub fn restore(&mut self, entry: LedgerEntry) {
+        self.entries.insert(entry.window.start_ms, entry);
+    }
+
     /// Cumulative ε of windows starting in the horizon `(now − horizon, now]`.
     pub fn spent_in_horizon(&self, now_ms: i64) -> f64 {
         self.entries
@@ -140,6 +146,29 @@ mod tests {
             Err(LedgerError::AlreadyReleased(HOUR))
         );
         assert!(l.is_released(&w(1)));
+    }
+
+    #[test]
+    fn restored_releases_count_against_the_budget_and_block_re_release() {
+        let mut l = PrivacyLedger::new(Budget {
+            max_epsilon: 1.0,
+            horizon_ms: 24 * HOUR,
+        });
+        l.restore(LedgerEntry {
+            id: "w0".into(),
+            window: w(0),
+            epsilon: 0.75,
+            delta: 0.0,
+        });
+        assert_eq!(
+            l.authorise(w(0), 0.1, 0.0),
+            Err(LedgerError::AlreadyReleased(0))
+        );
+        assert!(matches!(
+            l.authorise(w(1), 0.5, 0.0),
+            Err(LedgerError::OverBudget { .. })
+        ));
+        assert!(l.authorise(w(1), 0.25, 0.0).is_ok());
     }
 
     #[test]

@@ -1,29 +1,48 @@
 //! The streaming aggregator: Kafka in, windows, releases out.
 //!
-//! Records are buffered per window in memory. A window closes when the wall
-//! clock passes its end plus the allowed lateness (ingest refuses
-//! submissions older than that, so nothing on time is missed); later records
-//! are dropped and counted. A closed window is bounded and counted
+//! Records are buffered per window in memory. A record is on time when ingest
+//! produced it (its Kafka timestamp) before its window's end plus the
+//! allowed lateness; later records are dropped and counted. A window closes
+//! once that deadline has passed both on the clock and in what has been read
+//! from every partition (each read past the deadline or to its end), so a
+//! replay after a restart never closes a window on partial data.
+//!
+//! One instance owns the whole input topic: it assigns itself every
+//! partition rather than joining a consumer-group rebalance, because a
+//! window is released once for all regions and must see all of them. (A
+//! dead member's lingering group session would otherwise hold partitions for
+//! up to `session.timeout.ms`, and a live one would release windows from the
+//! partitions it happened to own.) Two instances with the same
+//! `transactional.id` fence each other; the newer one wins. A closed window is bounded and counted
 //! ([`engine`](crate::engine)), authorised by the [`PrivacyLedger`],
 //! noised once ([`release`](crate::release)) and published; the noised
 //! release is kept until Kafka acknowledges it, so a retry resends the same
 //! numbers rather than fresh noise.
 //!
+//! Exactly once: each release is written in a Kafka transaction together
+//! with the consumer offsets it accounts for (`send_offsets_to_transaction`).
 //! Offsets committed never pass the first record of a window that is still
-//! open or unpublished, so a restart rebuilds such windows from Kafka.
+//! open or unpublished, so a restart rebuilds such windows from Kafka. At
+//! start-up the ledger is restored from the committed releases on the
+//! releases topic, so a window that was published is never published again,
+//! with or without fresh noise (no averaging attack); an aborted transaction
+//! was never visible to `read_committed` readers, so recomputing its window
+//! publishes it for the first time.
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, EngineError};
-use crate::ledger::{LedgerError, PrivacyLedger};
+use crate::ledger::{LedgerEntry, LedgerError, PrivacyLedger};
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
 use datafusion::prelude::SessionContext;
 use hushmap_schema::{CoarseRecord, Release, Window, WindowLength};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +63,8 @@ pub enum AggregatorError {
     Noise(#[from] NoiseError),
     #[error("encoding release: {0}")]
     Release(#[from] hushmap_schema::ReleaseError),
+    #[error("recovering state from Kafka: {0}")]
+    Recovery(String),
 }
 
 /// Counters for operators and tests. Counts only, never content.
@@ -74,7 +95,7 @@ struct PendingRelease {
 pub struct Aggregator {
     config: AggregateConfig,
     window_length: WindowLength,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<QuietEofContext>>,
     producer: FutureProducer,
     ctx: SessionContext,
     plan: ReleasePlan,
@@ -83,6 +104,10 @@ pub struct Aggregator {
     pending: BTreeMap<i64, PendingRelease>,
     /// Highest offset consumed per partition.
     consumed: HashMap<i32, i64>,
+    /// Latest produce timestamp seen per partition.
+    latest_arrival: HashMap<i32, i64>,
+    /// Partitions read to their end since their last record.
+    caught_up: std::collections::HashSet<i32>,
     next_seq: u64,
     stats: Arc<AggregatorStats>,
 }
@@ -99,19 +124,39 @@ impl Aggregator {
     pub fn new(config: AggregateConfig) -> Result<Aggregator, AggregatorError> {
         config.validate()?;
         let plan = config.release_plan()?;
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: StreamConsumer<QuietEofContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka.brokers)
             .set("group.id", &config.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .create()?;
-        consumer.subscribe(&[&config.kafka.input_topic])?;
+            // Reaching the end of a partition is how we know a replay after
+            // a restart has caught up (see `ready_to_close`).
+            .set("enable.partition.eof", "true")
+            .create_with_context(QuietEofContext)?;
+        assign_every_partition(&consumer, &config.kafka.input_topic)?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
+            .set("transactional.id", &config.kafka.transactional_id)
+            .set(
+                "transaction.timeout.ms",
+                config.kafka.transaction_timeout_ms.to_string(),
+            )
             .create()?;
+        let txn_timeout = Duration::from_millis(config.kafka.transaction_timeout_ms);
+        // Fences off any earlier instance with the same id and aborts its
+        // open transaction: a half-published release never becomes visible.
+        producer.init_transactions(Timeout::After(txn_timeout))?;
+        let mut ledger = PrivacyLedger::new(config.budget());
+        let restored = released_windows(&config)?;
+        let restored_count = restored.len();
+        for entry in restored {
+            ledger.restore(entry);
+        }
+        tracing::info!(
+            releases = restored_count,
+            "ledger restored from the releases topic"
+        );
         tracing::info!(
             epsilon_per_window = plan.epsilon(),
             risk_noise_sd = plan.risk.std_dev(),
@@ -121,7 +166,7 @@ impl Aggregator {
         );
         Ok(Aggregator {
             window_length: config.window_length(),
-            ledger: PrivacyLedger::new(config.budget()),
+            ledger,
             config,
             consumer: Arc::new(consumer),
             producer,
@@ -130,6 +175,8 @@ impl Aggregator {
             open: BTreeMap::new(),
             pending: BTreeMap::new(),
             consumed: HashMap::new(),
+            latest_arrival: HashMap::new(),
+            caught_up: std::collections::HashSet::new(),
             next_seq: 0,
             stats: Arc::new(AggregatorStats::default()),
         })
@@ -153,7 +200,13 @@ impl Aggregator {
             tokio::select! {
                 _ = &mut shutdown => break,
                 msg = consumer.recv() => match msg {
-                    Ok(m) => self.on_message(m.partition(), m.offset(), m.payload()),
+                    Ok(m) => {
+                        let arrived_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
+                        self.on_message(m.partition(), m.offset(), arrived_ms, m.payload());
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        self.caught_up.insert(p);
+                    }
                     Err(e) => tracing::warn!(error = %e, "consumer error"),
                 },
                 _ = tick.tick() => self.close_due_windows(now_ms()).await?,
@@ -166,8 +219,14 @@ impl Aggregator {
         Ok(())
     }
 
-    fn on_message(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
+    /// Buffers one record. Lateness is judged by when ingest produced it
+    /// (the record's Kafka timestamp), not by when we read it, so records
+    /// replayed after a restart count in the window they were on time for.
+    fn on_message(&mut self, partition: i32, offset: i64, arrived_ms: i64, payload: Option<&[u8]>) {
         self.consumed.insert(partition, offset);
+        self.caught_up.remove(&partition);
+        let latest = self.latest_arrival.entry(partition).or_insert(arrived_ms);
+        *latest = (*latest).max(arrived_ms);
         let record = match payload.map(CoarseRecord::decode) {
             Some(Ok(r)) if r.window_length == self.window_length => r,
             Some(Ok(_)) | Some(Err(_)) | None => {
@@ -178,7 +237,7 @@ impl Aggregator {
         let window = record.window;
         if self.ledger.is_released(&window)
             || self.pending.contains_key(&window.start_ms)
-            || window.end_ms + self.lateness_ms() <= now_ms()
+            || window.end_ms + self.lateness_ms() <= arrived_ms
         {
             self.stats.records_late.fetch_add(1, Ordering::Relaxed);
             return;
@@ -202,12 +261,41 @@ impl Aggregator {
             .store(self.open.len() as u64, Ordering::Relaxed);
     }
 
+    /// The instant up to which every assigned partition has been read: a
+    /// partition counts as far as its latest record's produce time, or as
+    /// "now" once it has been read to its end. `None` before any assignment.
+    fn read_frontier(&self, now: i64) -> Option<i64> {
+        let assignment = self.consumer.assignment().ok()?;
+        let partitions: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if partitions.is_empty() {
+            return None;
+        }
+        partitions
+            .iter()
+            .map(|p| {
+                if self.caught_up.contains(p) {
+                    now
+                } else {
+                    self.latest_arrival.get(p).copied().unwrap_or(i64::MIN)
+                }
+            })
+            .min()
+    }
+
     async fn close_due_windows(&mut self, now: i64) -> Result<(), AggregatorError> {
+        // A window closes once its deadline has passed both on the clock and
+        // in what we have read: after a restart the backlog of every
+        // partition is replayed before any window is closed on partial data.
+        let frontier = self.read_frontier(now).unwrap_or(i64::MIN).min(now);
         let due: Vec<i64> = self
             .open
             .keys()
             .copied()
-            .filter(|start| start + self.window_length.millis() + self.lateness_ms() <= now)
+            .filter(|start| start + self.window_length.millis() + self.lateness_ms() <= frontier)
             .collect();
         let mut changed = !self.pending.is_empty();
         for start in due {
@@ -218,8 +306,7 @@ impl Aggregator {
             changed = true;
         }
         if changed {
-            self.publish_pending().await;
-            self.commit_offsets();
+            self.publish_pending();
         }
         self.stats
             .open_windows
@@ -268,41 +355,66 @@ impl Aggregator {
         Ok(())
     }
 
-    async fn publish_pending(&mut self) {
+    /// Publishes each pending release in its own transaction with the
+    /// offsets it accounts for. A failed transaction is aborted and retried
+    /// on the next tick with the same noised numbers.
+    fn publish_pending(&mut self) {
         let starts: Vec<i64> = self.pending.keys().copied().collect();
         for start in starts {
-            let payload = match self.pending[&start].release.to_ipc() {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(window_start = start, error = %e, "cannot encode release; keeping it pending");
-                    continue;
-                }
-            };
-            let key = start.to_string();
-            let record = FutureRecord::to(&self.config.kafka.output_topic)
-                .key(&key)
-                .payload(&payload);
-            match self
-                .producer
-                .send(record, Timeout::After(Duration::from_secs(10)))
-                .await
-            {
-                Ok(_) => {
+            match self.publish_one(start) {
+                Ok(()) => {
                     self.pending.remove(&start);
                     self.stats.windows_released.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(window_start = start, "release published");
+                    tracing::info!(window_start = start, "release committed");
                 }
-                Err((e, _)) => {
-                    tracing::warn!(window_start = start, error = %e, "release not acknowledged; will retry")
+                Err(e) => {
+                    tracing::warn!(window_start = start, error = %e, "release transaction failed; will retry");
+                    if let Err(e) = self
+                        .producer
+                        .abort_transaction(Timeout::After(self.txn_timeout()))
+                    {
+                        tracing::warn!(error = %e, "abort failed");
+                    }
+                    // Later windows wait: releases stay in window order.
+                    break;
                 }
             }
         }
     }
 
-    /// Commits, per partition, the lowest offset still needed: the first
-    /// record of any open or unpublished window, else one past the last
-    /// consumed record.
-    fn commit_offsets(&self) {
+    fn txn_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.kafka.transaction_timeout_ms)
+    }
+
+    fn publish_one(&mut self, start: i64) -> Result<(), AggregatorError> {
+        let payload = self.pending[&start].release.to_ipc()?;
+        let key = start.to_string();
+        // Offsets as they will stand once this release is out.
+        let released = self.pending.remove(&start).expect("listed");
+        let offsets = self.offsets_to_commit();
+        let timeout = Timeout::After(self.txn_timeout());
+        self.producer.begin_transaction()?;
+        let record = FutureRecord::to(&self.config.kafka.output_topic)
+            .key(&key)
+            .payload(&payload);
+        let result = (|| -> Result<(), KafkaError> {
+            // Not awaited: commit_transaction flushes it, and fails if it failed.
+            let _delivery = self.producer.send_result(record).map_err(|(e, _)| e)?;
+            if let Some(group) = self.consumer.group_metadata() {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group, timeout)?;
+            }
+            self.producer.commit_transaction(timeout)
+        })();
+        if result.is_err() {
+            self.pending.insert(start, released);
+        }
+        Ok(result?)
+    }
+
+    /// Per partition, the lowest offset still needed: the first record of
+    /// any open or unpublished window, else one past the last consumed.
+    fn offsets_to_commit(&self) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for (&partition, &last) in &self.consumed {
             let needed = self
@@ -321,10 +433,112 @@ impl Aggregator {
                 tracing::warn!(error = %e, partition, "cannot add offset to commit");
             }
         }
-        if tpl.count() > 0
-            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
-        {
-            tracing::warn!(error = %e, "offset commit failed; will retry");
-        }
+        tpl
     }
+}
+
+/// Client context that leaves end-of-partition out of the error log:
+/// librdkafka reports it through the error callback as well as to the
+/// consumer, and here it is routine (it is how catching up is detected).
+pub struct QuietEofContext;
+
+impl ClientContext for QuietEofContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            return;
+        }
+        tracing::error!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for QuietEofContext {}
+
+/// Assigns every partition of `topic`, each from its committed offset (the
+/// first record of the oldest window not yet released), or the beginning.
+fn assign_every_partition(
+    consumer: &StreamConsumer<QuietEofContext>,
+    topic: &str,
+) -> Result<(), AggregatorError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Stored)?;
+    }
+    if tpl.count() == 0 {
+        return Err(AggregatorError::Recovery(format!(
+            "input topic {topic} has no partitions (does it exist?)"
+        )));
+    }
+    consumer.assign(&tpl)?;
+    tracing::info!(partitions = tpl.count(), "assigned every input partition");
+    Ok(())
+}
+
+/// Every committed release on the releases topic, as ledger entries.
+fn released_windows(config: &AggregateConfig) -> Result<Vec<LedgerEntry>, AggregatorError> {
+    let reader: BaseConsumer<QuietEofContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set(
+            "group.id",
+            format!("{}-ledger-recovery", config.kafka.group_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        // End of partition is reported past transaction markers too, which
+        // record offsets alone cannot tell.
+        .set("enable.partition.eof", "true")
+        .create_with_context(QuietEofContext)?;
+    let topic = &config.kafka.output_topic;
+    let timeout = Duration::from_secs(30);
+    let metadata = reader.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = std::collections::HashSet::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        remaining.insert(p.id());
+    }
+    if remaining.is_empty() {
+        return Err(AggregatorError::Recovery(format!(
+            "releases topic {topic} has no partitions"
+        )));
+    }
+    reader.assign(&tpl)?;
+    let mut entries = Vec::new();
+    let deadline = std::time::Instant::now() + timeout;
+    while !remaining.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(AggregatorError::Recovery(format!(
+                "timed out reading {topic}"
+            )));
+        }
+        let message = match reader.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                remaining.remove(&p);
+                continue;
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => m,
+        };
+        let Some(release) = message.payload().and_then(|p| Release::from_ipc(p).ok()) else {
+            tracing::warn!(
+                offset = message.offset(),
+                "undecodable release on the releases topic; skipped"
+            );
+            continue;
+        };
+        let Some(first) = release.rows.first() else {
+            continue;
+        };
+        entries.push(LedgerEntry {
+            id: release.meta.ledger_entry.clone(),
+            window: Window {
+                start_ms: first.window_start,
+                end_ms: first.window_end,
+            },
+            epsilon: release.meta.epsilon,
+            delta: release.meta.delta,
+        });
+    }
+    Ok(entries)
 }

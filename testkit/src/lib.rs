@@ -53,12 +53,30 @@ pub async fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
     create_topics_on(&brokers(), topics).await
 }
 
-/// Every record (key, payload) on a topic, from offset 0 to its end.
+/// Every record (key, payload) on a topic, from offset 0 to its end,
+/// including records of open or aborted transactions: what a thief with the
+/// broker's disk would see.
 pub fn topic_records_on(brokers: &str, topic: &str) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    read_topic(brokers, topic, "read_uncommitted")
+}
+
+/// Every committed record (key, payload) on a topic: what downstream
+/// `read_committed` consumers see.
+pub fn committed_records_on(brokers: &str, topic: &str) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    read_topic(brokers, topic, "read_committed")
+}
+
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    isolation: &str,
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("raw-reader"))
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", "true")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
@@ -67,29 +85,29 @@ pub fn topic_records_on(brokers: &str, topic: &str) -> anyhow::Result<Vec<(Vec<u
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
+    let mut remaining: std::collections::HashSet<i32> = partitions.iter().copied().collect();
     for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        remaining += high - low;
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     let mut records = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while remaining > 0 && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m?;
-            records.push((
+    // End of partition is reported past transaction markers and aborted
+    // records too, which offsets alone cannot tell.
+    while !remaining.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "could not read all of {topic}");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                remaining.remove(&p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => records.push((
                 m.key().unwrap_or_default().to_vec(),
                 m.payload().unwrap_or_default().to_vec(),
-            ));
-            remaining -= 1;
+            )),
         }
     }
-    anyhow::ensure!(
-        remaining <= 0,
-        "could not read all of {topic}: {remaining} records left"
-    );
     Ok(records)
 }
 

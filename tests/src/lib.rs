@@ -84,6 +84,7 @@ impl Pipeline {
         aggregate_config.kafka.input_topic = submissions_topic.clone();
         aggregate_config.kafka.output_topic = releases_topic.clone();
         aggregate_config.kafka.group_id = unique("test.aggregate");
+        aggregate_config.kafka.transactional_id = unique("test.aggregate.txn");
         aggregate_config.window_secs = options.window_secs;
         aggregate_config.allowed_lateness_secs = options.allowed_lateness_secs;
         aggregate_config.privacy.epsilon_per_window = options.epsilon_per_window;

@@ -1,0 +1,245 @@
+//! Crash tests against the real broker: `kill -9` the aggregator right after
+//! a release and in the middle of a window, restart it, and check that every
+//! window is released exactly once, with every record counted (huge ε, so
+//! released counts are the true counts).
+
+use hushmap_schema::region::RegionResolution;
+use hushmap_schema::{
+    AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, RiskLevel, SymptomSet, Window,
+    WindowLength,
+};
+use hushmap_testkit::{brokers, committed_records_on, create_topics, unique};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::collections::BTreeMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const WINDOW_SECS: u32 = 6;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn window_len() -> WindowLength {
+    WindowLength::from_secs(WINDOW_SECS).unwrap()
+}
+
+struct Setup {
+    input: String,
+    output: String,
+    group: String,
+    txn: String,
+}
+
+/// A running aggregator, killed (SIGKILL) when dropped, so a failing test
+/// leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(setup: &Setup) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_hushmap-aggregate"))
+        .env(
+            "HUSHMAP_LOG",
+            std::env::var("HUSHMAP_TEST_AGG_LOG").unwrap_or("warn".into()),
+        )
+        .env("HUSHMAP_AGGREGATE_DEV_MODE", "true")
+        .env("HUSHMAP_AGGREGATE_WINDOW_SECS", WINDOW_SECS.to_string())
+        .env("HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS", "1")
+        .env("HUSHMAP_AGGREGATE_TICK_MS", "200")
+        .env("HUSHMAP_AGGREGATE_KAFKA__BROKERS", brokers())
+        .env("HUSHMAP_AGGREGATE_KAFKA__INPUT_TOPIC", &setup.input)
+        .env("HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC", &setup.output)
+        .env("HUSHMAP_AGGREGATE_KAFKA__GROUP_ID", &setup.group)
+        .env("HUSHMAP_AGGREGATE_KAFKA__TRANSACTIONAL_ID", &setup.txn)
+        .env("HUSHMAP_AGGREGATE_KAFKA__TRANSACTION_TIMEOUT_MS", "10000")
+        .env("HUSHMAP_AGGREGATE_PRIVACY__EPSILON_PER_WINDOW", "1000000")
+        .env(
+            "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
+            "1000000000000",
+        )
+        .spawn()
+        .expect("aggregate binary starts");
+    Running(child)
+}
+
+fn kill9(running: Running) {
+    drop(running);
+}
+
+/// Waits until the next window starts, so a phase has the whole window.
+async fn align_to_window_start() -> Window {
+    let next = Window::containing(now_ms(), window_len()).end_ms;
+    tokio::time::sleep(Duration::from_millis((next - now_ms()).max(0) as u64 + 50)).await;
+    Window::containing(now_ms(), window_len())
+}
+
+/// Produces `n` anonymous records in the current window; returns the true
+/// count per (region, band, risk).
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    n: usize,
+    truth: &mut BTreeMap<(i64, String, String, u8), i64>,
+) -> Window {
+    let res = RegionResolution::new(5).unwrap();
+    let window = Window::containing(now_ms(), window_len());
+    for i in 0..n {
+        let record = CoarseRecord {
+            window,
+            window_length: window_len(),
+            region: RegionCell::from_coordinate(10.0 + (i % 7) as f64, 20.0, res).unwrap(),
+            age_band: AgeBand::ALL[i % 6],
+            risk: RiskLevel::ALL[i % 3],
+            symptoms: SymptomSet::default(),
+            contributor: ContributorKey(rand::random()),
+        };
+        let key = record.region.to_string();
+        *truth
+            .entry((
+                window.start_ms,
+                key.clone(),
+                record.age_band.label().to_string(),
+                record.risk.code(),
+            ))
+            .or_default() += 1;
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&record.encode()[..]),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    window
+}
+
+fn releases(setup: &Setup) -> Vec<Release> {
+    committed_records_on(&brokers(), &setup.output)
+        .unwrap()
+        .iter()
+        .map(|(_, v)| Release::from_ipc(v).unwrap())
+        .collect()
+}
+
+async fn wait_for_release(setup: &Setup, window: Window) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = {
+            let s = Setup {
+                input: setup.input.clone(),
+                output: setup.output.clone(),
+                group: String::new(),
+                txn: String::new(),
+            };
+            tokio::task::spawn_blocking(move || releases(&s))
+                .await
+                .unwrap()
+        };
+        if out
+            .iter()
+            .any(|r| r.rows[0].window_start == window.start_ms)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "window {} was never released",
+            window.start_ms
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_never_loses_or_repeats_a_release() -> anyhow::Result<()> {
+    let setup = Setup {
+        input: unique("test.eo.in"),
+        output: unique("test.eo.out"),
+        group: unique("test.eo.group"),
+        txn: unique("test.eo.txn"),
+    };
+    create_topics(&[(&setup.input, 3), (&setup.output, 1)]).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()?;
+    let mut truth = BTreeMap::new();
+
+    // 1. Killed right after publishing window 1.
+    let a = spawn(&setup);
+    align_to_window_start().await;
+    let w1 = produce(&producer, &setup.input, 300, &mut truth).await;
+    wait_for_release(&setup, w1).await;
+    kill9(a);
+
+    // 2. Killed in the middle of window 2, before it could close.
+    let b = spawn(&setup);
+    align_to_window_start().await;
+    let w2 = produce(&producer, &setup.input, 300, &mut truth).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(now_ms() < w2.end_ms, "the kill must land inside window 2");
+    kill9(b);
+
+    // 3. A new instance finishes window 2 from Kafka, then does window 3.
+    let c = spawn(&setup);
+    wait_for_release(&setup, w2).await;
+    align_to_window_start().await;
+    let w3 = produce(&producer, &setup.input, 200, &mut truth).await;
+    wait_for_release(&setup, w3).await;
+    // Let a restarted instance see everything again: nothing may be re-released.
+    kill9(c);
+    let d = spawn(&setup);
+    tokio::time::sleep(Duration::from_secs(u64::from(WINDOW_SECS) + 3)).await;
+    kill9(d);
+
+    let out = tokio::task::spawn_blocking(move || releases(&setup)).await?;
+    let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut released: BTreeMap<(i64, String, String, u8), i64> = BTreeMap::new();
+    for r in &out {
+        *per_window.entry(r.rows[0].window_start).or_default() += 1;
+        for row in &r.rows {
+            for (code, n) in [(0u8, row.n_low), (1, row.n_moderate), (2, row.n_high)] {
+                if n > 0 {
+                    *released
+                        .entry((
+                            row.window_start,
+                            row.region.clone(),
+                            row.age_band.clone(),
+                            code,
+                        ))
+                        .or_default() += n;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        per_window.keys().copied().collect::<Vec<_>>(),
+        vec![w1.start_ms, w2.start_ms, w3.start_ms]
+    );
+    assert!(
+        per_window.values().all(|n| *n == 1),
+        "a window was released more than once: {per_window:?}"
+    );
+    assert_eq!(
+        released, truth,
+        "released counts differ from what was produced"
+    );
+    Ok(())
+}
