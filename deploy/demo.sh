@@ -40,7 +40,9 @@ export HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0
 export HUSHMAP_AGGREGATE_DEV_MODE=true HUSHMAP_AGGREGATE_WINDOW_SECS="$WINDOW_SECS" HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS=5
 export HUSHMAP_AGGREGATE_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
 # Short demo windows release far more often than a real deployment, so the
-# rolling-day budget is raised to match; the dashboard shows the true total.
+# ledger's day and 30-day budgets are raised to match; the dashboard shows
+# the true total.
+export HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY=100000
 export HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON=100000
 export HUSHMAP_DASHBOARD_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
 HUSHMAP_CONTRIBUTOR_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"

@@ -1,16 +1,21 @@
 //! Aggregate configuration: serde defaults < TOML file < `HUSHMAP_AGGREGATE_*`
 //! environment variables (nested keys with `__`).
 
-use crate::ledger::Budget;
-use crate::noise::{DiscreteLaplace, NoiseError};
-use crate::release::ReleasePlan;
+use crate::ledger::{Budget, BudgetLimit, PrivacyCost};
+use crate::noise::{
+    CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector, zcdp_epsilon,
+    zcdp_rho_for,
+};
+use crate::release::{RegionSelection, ReleasePlan};
 use crate::sensitivity::ContributionBounds;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{RegionError, WindowLength, topics};
+use hushmap_schema::{RegionCell, RegionError, WindowLength, topics};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -59,36 +64,77 @@ impl Default for KafkaSettings {
     }
 }
 
+/// The noise mechanism of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// Discrete Gaussian under zCDP; ε is stated at `privacy.delta`.
+    Gaussian,
+    /// Discrete Laplace under pure ε-DP (δ = 0).
+    Laplace,
+}
+
 /// Privacy parameters. Defaults follow published deployments: Google's
-/// COVID-19 symptom trends spent ε ≈ 1.68 per user-day; we spend ε = 1 per
-/// daily window and refuse more than 1 per rolling day.
+/// COVID-19 symptom trends spent ε ≈ 1.68 per user-day and its vaccination
+/// search insights (ε, δ) = (2.19, 10⁻⁵) per user-day; Hushmap spends ε = 1
+/// per daily window (at δ = 10⁻⁸ under the Gaussian mechanism, well below
+/// one over any country's population) and refuses more than 1 per rolling
+/// day or 10 per rolling 30 days.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrivacyConfig {
-    /// ε spent by one window's release (risk counts + symptom counts).
+    pub mechanism: Mechanism,
+    /// ε spent by one window's release (risk counts + symptom counts); for
+    /// the Gaussian mechanism, at `delta`.
     pub epsilon_per_window: f64,
-    /// Share of `epsilon_per_window` given to the risk-level counts; the
-    /// rest goes to the symptom counts.
+    /// δ at which zCDP losses (per window and over every budgeted span) are
+    /// converted to ε. Ignored by the Laplace mechanism.
+    pub delta: f64,
+    /// Share of the window's budget (ρ or ε) given to the risk-level
+    /// counts; the rest goes to the symptom counts.
     pub risk_share: f64,
     /// Records per contributor per window that count (latest kept).
     pub max_contributions_per_window: u32,
-    /// Ledger budget: maximum ε per contributor over `budget_horizon_secs`.
+    /// Ledger limit over any rolling day.
+    pub max_epsilon_per_day: f64,
+    /// Ledger limit over any rolling `budget_horizon_days`.
     pub max_epsilon_per_horizon: f64,
-    pub budget_horizon_secs: u64,
+    pub budget_horizon_days: u32,
     /// Suppress cells whose 95% interval of the high-risk share is wider
     /// than ± this.
     pub max_ci_half_width: f64,
+    /// A public, data-independent set of H3 cells (at the release
+    /// resolution or coarser; coarser ones stand for all their children).
+    /// When set, exactly these regions are released, every age band, zeros
+    /// included, and records elsewhere are dropped. When empty, regions are
+    /// chosen from the data by OpenDP's threshold mechanism.
+    pub public_regions: Vec<String>,
+    /// Share of the window's budget (ρ or ε) spent choosing regions when
+    /// there is no public set.
+    pub selection_share: f64,
+    /// δ of the threshold mechanism (per window), on top of `delta`.
+    pub selection_delta: f64,
 }
+
+/// Most cells a public region set may expand to (a release noises 13
+/// counts per cell and age band).
+pub const MAX_PUBLIC_CELLS: usize = 50_000;
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
         PrivacyConfig {
+            mechanism: Mechanism::Gaussian,
             epsilon_per_window: 1.0,
+            delta: 1e-8,
             risk_share: 0.5,
             max_contributions_per_window: 1,
-            max_epsilon_per_horizon: 1.0,
-            budget_horizon_secs: 24 * 3600,
+            max_epsilon_per_day: 1.0,
+            max_epsilon_per_horizon: 10.0,
+            budget_horizon_days: 30,
             max_ci_half_width: 0.15,
+            public_regions: Vec::new(),
+            selection_share: 0.1,
+            selection_delta: 1e-8,
         }
     }
 }
@@ -167,10 +213,40 @@ impl AggregateConfig {
                 reason: "must be at least 1",
             });
         }
+        if !(p.delta > 0.0 && p.delta < 1e-3) {
+            return Err(ConfigError::Privacy {
+                field: "delta",
+                reason: "must be in (0, 0.001)",
+            });
+        }
+        if !positive(p.max_epsilon_per_day) {
+            return Err(ConfigError::Privacy {
+                field: "max_epsilon_per_day",
+                reason: "must be positive",
+            });
+        }
         if !positive(p.max_epsilon_per_horizon) {
             return Err(ConfigError::Privacy {
                 field: "max_epsilon_per_horizon",
                 reason: "must be positive",
+            });
+        }
+        if !(p.selection_share > 0.0 && p.selection_share < 1.0) {
+            return Err(ConfigError::Privacy {
+                field: "selection_share",
+                reason: "must be strictly between 0 and 1",
+            });
+        }
+        if !(p.selection_delta > 0.0 && p.selection_delta < 1e-3) {
+            return Err(ConfigError::Privacy {
+                field: "selection_delta",
+                reason: "must be in (0, 0.001)",
+            });
+        }
+        if p.budget_horizon_days == 0 {
+            return Err(ConfigError::Privacy {
+                field: "budget_horizon_days",
+                reason: "must be at least 1",
             });
         }
         if !positive(p.max_ci_half_width) {
@@ -192,26 +268,134 @@ impl AggregateConfig {
     }
 
     pub fn budget(&self) -> Budget {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let p = &self.privacy;
         Budget {
-            max_epsilon: self.privacy.max_epsilon_per_horizon,
-            horizon_ms: i64::try_from(self.privacy.budget_horizon_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
+            limits: vec![
+                BudgetLimit {
+                    horizon_ms: DAY_MS,
+                    max_epsilon: p.max_epsilon_per_day,
+                },
+                BudgetLimit {
+                    horizon_ms: DAY_MS * i64::from(p.budget_horizon_days),
+                    max_epsilon: p.max_epsilon_per_horizon,
+                },
+            ],
+            delta: p.delta,
         }
     }
 
-    /// Calibrates both mechanisms from the budget split and the sensitivities.
+    /// The public region set, expanded to the release resolution (`None`
+    /// when regions are chosen from the data).
+    pub fn public_regions(&self) -> Result<Option<BTreeSet<RegionCell>>, ConfigError> {
+        if self.privacy.public_regions.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |reason| ConfigError::Privacy {
+            field: "public_regions",
+            reason,
+        };
+        let mut set = BTreeSet::new();
+        for text in &self.privacy.public_regions {
+            let cell: RegionCell = text
+                .parse()
+                .map_err(|_| invalid("each entry must be an H3 cell index"))?;
+            let children = cell
+                .children(self.region_resolution)
+                .ok_or(invalid("a cell is finer than region_resolution"))?;
+            set.extend(children);
+            if set.len() > MAX_PUBLIC_CELLS {
+                return Err(invalid("the set expands to more than 50,000 cells"));
+            }
+        }
+        Ok(Some(set))
+    }
+
+    /// Calibrates every mechanism from the budget split and the
+    /// sensitivities ([`ContributionBounds`]).
+    ///
+    /// Without a public region set, `selection_share` of the window's budget
+    /// goes to choosing regions; the rest is split by `risk_share` between
+    /// the risk-level counts and the symptom counts.
     pub fn release_plan(&self) -> Result<ReleasePlan, ConfigError> {
         let p = &self.privacy;
         let bounds = self.bounds();
-        let risk_eps = p.epsilon_per_window * p.risk_share;
-        Ok(ReleasePlan {
-            risk: DiscreteLaplace::calibrate(bounds.risk_counts_l1(), risk_eps)?,
-            symptoms: DiscreteLaplace::calibrate(
-                bounds.symptom_counts_l1(),
-                p.epsilon_per_window - risk_eps,
-            )?,
-            max_ci_half_width: p.max_ci_half_width,
-        })
+        let public = self.public_regions()?;
+        let counts_share = if public.is_some() {
+            1.0
+        } else {
+            1.0 - p.selection_share
+        };
+        let plan = match p.mechanism {
+            Mechanism::Gaussian => {
+                let rho = zcdp_rho_for(p.epsilon_per_window, p.delta)?;
+                let (selection, rho_sel, delta_sel) = match public {
+                    Some(set) => (RegionSelection::Public(Arc::new(set)), 0.0, 0.0),
+                    None => {
+                        let t = ThresholdSelector::gaussian(
+                            bounds.region_totals(),
+                            rho * p.selection_share,
+                            p.selection_delta,
+                        )?;
+                        (RegionSelection::Threshold(t), t.cost, t.delta)
+                    }
+                };
+                let rho_counts = rho * counts_share;
+                let risk = DiscreteGaussian::calibrate(
+                    bounds.risk_counts_l2(),
+                    rho_counts * p.risk_share,
+                )?;
+                let symptoms = DiscreteGaussian::calibrate(
+                    bounds.symptom_counts_l2(),
+                    rho_counts * (1.0 - p.risk_share),
+                )?;
+                let rho = rho_sel + risk.rho + symptoms.rho;
+                ReleasePlan {
+                    mechanism: DiscreteGaussian::NAME,
+                    selection,
+                    risk: CountNoise::Gaussian(risk),
+                    symptoms: CountNoise::Gaussian(symptoms),
+                    cost: PrivacyCost {
+                        rho: Some(rho),
+                        epsilon: zcdp_epsilon(rho, p.delta)?,
+                        delta: p.delta + delta_sel,
+                    },
+                    max_ci_half_width: p.max_ci_half_width,
+                }
+            }
+            Mechanism::Laplace => {
+                let eps = p.epsilon_per_window;
+                let (selection, eps_sel, delta_sel) = match public {
+                    Some(set) => (RegionSelection::Public(Arc::new(set)), 0.0, 0.0),
+                    None => {
+                        let t = ThresholdSelector::laplace(
+                            bounds.region_totals(),
+                            eps * p.selection_share,
+                            p.selection_delta,
+                        )?;
+                        (RegionSelection::Threshold(t), t.cost, t.delta)
+                    }
+                };
+                let eps_counts = eps * counts_share;
+                let risk_eps = eps_counts * p.risk_share;
+                let risk = DiscreteLaplace::calibrate(bounds.risk_counts_l1(), risk_eps)?;
+                let symptoms =
+                    DiscreteLaplace::calibrate(bounds.symptom_counts_l1(), eps_counts - risk_eps)?;
+                ReleasePlan {
+                    mechanism: DiscreteLaplace::NAME,
+                    selection,
+                    risk: CountNoise::Laplace(risk),
+                    symptoms: CountNoise::Laplace(symptoms),
+                    cost: PrivacyCost {
+                        rho: None,
+                        epsilon: eps_sel + risk.epsilon + symptoms.epsilon,
+                        delta: delta_sel,
+                    },
+                    max_ci_half_width: p.max_ci_half_width,
+                }
+            }
+        };
+        Ok(plan)
     }
 }
 
@@ -221,11 +405,26 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_spend_the_configured_epsilon() {
-        let c = AggregateConfig::default();
-        c.validate().unwrap();
-        let plan = c.release_plan().unwrap();
-        assert!(plan.epsilon() <= c.privacy.epsilon_per_window);
-        assert!(plan.epsilon() > 0.999 * c.privacy.epsilon_per_window);
+        for mechanism in [Mechanism::Gaussian, Mechanism::Laplace] {
+            let mut c = AggregateConfig::default();
+            c.privacy.mechanism = mechanism;
+            c.validate().unwrap();
+            let cost = c.release_plan().unwrap().cost;
+            assert!(cost.epsilon <= c.privacy.epsilon_per_window);
+            assert!(cost.epsilon > 0.999 * c.privacy.epsilon_per_window);
+            assert_eq!(cost.rho.is_some(), mechanism == Mechanism::Gaussian);
+        }
+    }
+
+    #[test]
+    fn gaussian_is_less_noisy_for_the_symptom_vector() {
+        // The symptom vector's L2 sensitivity is √10 against an L1 of 10:
+        // at the same ε, Gaussian noise on symptoms is much smaller.
+        let mut c = AggregateConfig::default();
+        let gauss = c.release_plan().unwrap().symptoms.std_dev();
+        c.privacy.mechanism = Mechanism::Laplace;
+        let laplace = c.release_plan().unwrap().symptoms.std_dev();
+        assert!(gauss < laplace, "gaussian {gauss} vs laplace {laplace}");
     }
 
     #[test]

@@ -1,15 +1,29 @@
 //! The one noise function of Hushmap, on top of OpenDP's exact samplers.
 //!
-//! Counts are integers, so noise is integer too: OpenDP's discrete Laplace
-//! (pure ε-DP) with exact sampling from a cryptographic RNG (the crate is
-//! built with `use-openssl`). No float noise and no hand-written sampler.
-//! OpenDP's privacy map, not our arithmetic, has the last word on the cost:
-//! the measurement is built, then asked what `d_in` = sensitivity costs.
+//! Counts are integers, so noise is integer too, sampled exactly from a
+//! cryptographic RNG (the crate is built with `use-openssl`):
+//!
+//! - [`DiscreteGaussian`] under zero-concentrated DP (ρ), the default: its
+//!   cost grows with the L2 sensitivity, which is what the 10-dimensional
+//!   symptom vector needs, and ρ composes additively, so a month of windows
+//!   costs far less ε than with Laplace;
+//! - [`DiscreteLaplace`] under pure ε-DP, for deployments that want δ = 0.
+//!
+//! No float noise and no hand-written sampler. OpenDP's privacy map, not our
+//! arithmetic, has the last word on the cost: the measurement is built, then
+//! asked what `d_in` = sensitivity costs. ε(δ) for ρ comes from OpenDP's
+//! zCDP → approximate-DP conversion ([`zcdp_epsilon`]).
 
-use opendp::domains::{AtomDomain, VectorDomain};
-use opendp::measurements::make_laplace;
-use opendp::measures::MaxDivergence;
-use opendp::metrics::L1Distance;
+use opendp::combinators::ConcentratedMeasure;
+use opendp::domains::{AtomDomain, MapDomain, VectorDomain};
+use opendp::measurements::{
+    make_gaussian, make_gaussian_threshold, make_laplace, make_laplace_threshold,
+};
+use opendp::measures::{Approximate, MaxDivergence, ZeroConcentratedDivergence};
+use opendp::metrics::{
+    AbsoluteDistance, L0PInfDistance, L1Distance, L01InfDistance, L2Distance, L02InfDistance,
+};
+use std::collections::{BTreeSet, HashMap};
 
 /// Why noise could not be added.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +38,27 @@ impl From<opendp::error::Error> for NoiseError {
     fn from(e: opendp::error::Error) -> Self {
         NoiseError::OpenDp(e.to_string())
     }
+}
+
+/// The smallest scale from `start` up whose privacy map `spent` (OpenDP's)
+/// certifies at most `budget`, with what it spends. OpenDP rounds its maps
+/// conservatively, so the scale is nudged up a few ulps at most.
+fn certified_scale(
+    start: f64,
+    budget: f64,
+    spent: impl Fn(f64) -> Result<f64, NoiseError>,
+) -> Result<(f64, f64), NoiseError> {
+    let mut scale = start;
+    for _ in 0..64 {
+        let cost = spent(scale)?;
+        if cost <= budget {
+            return Ok((scale, cost));
+        }
+        scale = scale * (1.0 + 1e-12) + f64::MIN_POSITIVE;
+    }
+    Err(NoiseError::Parameter(
+        "could not calibrate the scale to the budget",
+    ))
 }
 
 /// A calibrated discrete Laplace mechanism for integer count vectors.
@@ -53,23 +88,14 @@ impl DiscreteLaplace {
                 "sensitivity must be a positive finite number",
             ));
         }
-        let mut scale = sensitivity / epsilon;
-        // OpenDP rounds its map conservatively; nudge the scale up until it
-        // certifies the target (a few ulps at most).
-        for _ in 0..64 {
-            let spent = measurement(scale)?.map(&sensitivity)?;
-            if spent <= epsilon {
-                return Ok(DiscreteLaplace {
-                    scale,
-                    sensitivity,
-                    epsilon: spent,
-                });
-            }
-            scale = scale * (1.0 + 1e-12) + f64::MIN_POSITIVE;
-        }
-        Err(NoiseError::Parameter(
-            "could not calibrate the scale to the budget",
-        ))
+        let (scale, spent) = certified_scale(sensitivity / epsilon, epsilon, |scale| {
+            Ok(measurement(scale)?.map(&sensitivity)?)
+        })?;
+        Ok(DiscreteLaplace {
+            scale,
+            sensitivity,
+            epsilon: spent,
+        })
     }
 
     /// Adds independent noise to every count.
@@ -88,7 +114,340 @@ impl DiscreteLaplace {
     }
 }
 
+/// A calibrated discrete Gaussian mechanism for integer count vectors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiscreteGaussian {
+    /// OpenDP's scale σ (noise ∝ exp(−x²/2σ²) on the integers).
+    pub scale: f64,
+    /// The L2 sensitivity the scale was calibrated for.
+    pub sensitivity: f64,
+    /// ρ of one invocation at that sensitivity, from OpenDP's privacy map.
+    pub rho: f64,
+}
+
+impl DiscreteGaussian {
+    pub const NAME: &'static str = "discrete_gaussian";
+
+    /// The smallest scale whose OpenDP privacy map at `sensitivity` is at
+    /// most `rho`.
+    pub fn calibrate(sensitivity: f64, rho: f64) -> Result<DiscreteGaussian, NoiseError> {
+        if !(rho.is_finite() && rho > 0.0) {
+            return Err(NoiseError::Parameter(
+                "rho must be a positive finite number",
+            ));
+        }
+        if !(sensitivity.is_finite() && sensitivity > 0.0) {
+            return Err(NoiseError::Parameter(
+                "sensitivity must be a positive finite number",
+            ));
+        }
+        // ρ = Δ² / 2σ²
+        let (scale, spent) = certified_scale(sensitivity / (2.0 * rho).sqrt(), rho, |scale| {
+            Ok(gaussian(scale)?.map(&sensitivity)?)
+        })?;
+        Ok(DiscreteGaussian {
+            scale,
+            sensitivity,
+            rho: spent,
+        })
+    }
+
+    /// Adds independent noise to every count.
+    pub fn apply(&self, counts: &[i64]) -> Result<Vec<i64>, NoiseError> {
+        // Built per call: OpenDP measurements are neither Send nor Sync.
+        Ok(gaussian(self.scale)?.invoke(&counts.to_vec())?)
+    }
+
+    /// Standard deviation of the noise on each count.
+    ///
+    /// The discrete Gaussian's variance is a little below σ² for small σ;
+    /// it is summed directly over the support (terms beyond 40σ are below
+    /// f64 precision).
+    pub fn std_dev(&self) -> f64 {
+        let s2 = self.scale * self.scale;
+        if s2 < 1e-6 {
+            return 0.0;
+        }
+        let reach = (40.0 * self.scale).ceil() as i64 + 1;
+        let (mut mass, mut second) = (1.0, 0.0);
+        for k in 1..=reach {
+            let w = (-((k * k) as f64) / (2.0 * s2)).exp();
+            mass += 2.0 * w;
+            second += 2.0 * (k * k) as f64 * w;
+        }
+        (second / mass).sqrt()
+    }
+}
+
+/// ε at `delta` of a ρ-zCDP release, from OpenDP's conversion
+/// (Canonne, Kamath, Steinke 2020, as implemented by OpenDP's
+/// `make_zCDP_to_approxDP`).
+pub fn zcdp_epsilon(rho: f64, delta: f64) -> Result<f64, NoiseError> {
+    if !(rho.is_finite() && rho >= 0.0) {
+        return Err(NoiseError::Parameter(
+            "rho must be a non-negative finite number",
+        ));
+    }
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(NoiseError::Parameter("delta must be in (0, 1)"));
+    }
+    Ok(ZeroConcentratedDivergence::convert(rho)?.epsilon(delta)?)
+}
+
+/// The largest ρ whose ε at `delta` is at most `epsilon` (bisection on
+/// OpenDP's conversion, which is increasing in ρ).
+pub fn zcdp_rho_for(epsilon: f64, delta: f64) -> Result<f64, NoiseError> {
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(NoiseError::Parameter(
+            "epsilon must be a positive finite number",
+        ));
+    }
+    // ε(ρ) ≥ ρ, so ρ = ε is an upper end.
+    let (mut lo, mut hi) = (0.0_f64, epsilon);
+    for _ in 0..200 {
+        let mid = lo + (hi - lo) / 2.0;
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        // OpenDP's conversion overflows for absurdly large ρ (ε ~ 10⁶, as
+        // tests use); such a ρ is simply not certified.
+        match zcdp_epsilon(mid, delta) {
+            Ok(e) if e <= epsilon => lo = mid,
+            Ok(_) | Err(NoiseError::OpenDp(_)) => hi = mid,
+            Err(e) => return Err(e),
+        }
+    }
+    if lo <= 0.0 {
+        return Err(NoiseError::Parameter("epsilon too small for this delta"));
+    }
+    Ok(lo)
+}
+
+/// One of the two mechanisms, as the release step uses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CountNoise {
+    Gaussian(DiscreteGaussian),
+    Laplace(DiscreteLaplace),
+}
+
+impl CountNoise {
+    pub fn apply(&self, counts: &[i64]) -> Result<Vec<i64>, NoiseError> {
+        match self {
+            CountNoise::Gaussian(m) => m.apply(counts),
+            CountNoise::Laplace(m) => m.apply(counts),
+        }
+    }
+
+    pub fn std_dev(&self) -> f64 {
+        match self {
+            CountNoise::Gaussian(m) => m.std_dev(),
+            CountNoise::Laplace(m) => m.std_dev(),
+        }
+    }
+}
+
+/// OpenDP's threshold mechanism for choosing which partitions (regions) a
+/// release contains: every partition's count gets noise, and only those
+/// whose noisy count reaches `threshold` are kept. A partition that only one
+/// contributor's records could have created is dropped with probability at
+/// least 1 − δ, so the presence of a region no longer leaks anyone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdSelector {
+    pub noise: ThresholdNoise,
+    /// Noisy counts below this are dropped.
+    pub threshold: i64,
+    /// (l0, l2, l∞) bound on one contributor's effect on the partition
+    /// counts: partitions touched, and how much they move.
+    pub sensitivity: (u32, i64, i64),
+    /// Cost at `sensitivity`: ρ (Gaussian) or ε (Laplace), and δ.
+    pub cost: f64,
+    pub delta: f64,
+}
+
+/// The noise distribution of a [`ThresholdSelector`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdNoise {
+    Gaussian { scale: f64 },
+    Laplace { scale: f64 },
+}
+
+type PartitionCounts = MapDomain<AtomDomain<u64>, AtomDomain<i64>>;
+
+impl ThresholdSelector {
+    /// Calibrates a Gaussian threshold to at most (`rho`, `delta`) per
+    /// OpenDP's privacy map.
+    pub fn gaussian(
+        sensitivity: (u32, i64, i64),
+        rho: f64,
+        delta: f64,
+    ) -> Result<ThresholdSelector, NoiseError> {
+        if !(rho.is_finite() && rho > 0.0) {
+            return Err(NoiseError::Parameter(
+                "rho must be a positive finite number",
+            ));
+        }
+        let scale = sensitivity.1 as f64 / (2.0 * rho).sqrt();
+        Self::calibrate(ThresholdNoise::Gaussian { scale }, sensitivity, rho, delta)
+    }
+
+    /// Calibrates a Laplace threshold to at most (`epsilon`, `delta`).
+    pub fn laplace(
+        sensitivity: (u32, i64, i64),
+        epsilon: f64,
+        delta: f64,
+    ) -> Result<ThresholdSelector, NoiseError> {
+        if !(epsilon.is_finite() && epsilon > 0.0) {
+            return Err(NoiseError::Parameter(
+                "epsilon must be a positive finite number",
+            ));
+        }
+        // l0 partitions, each moved by at most l∞: L1 ≤ l0·l∞.
+        let scale = f64::from(sensitivity.0) * sensitivity.2 as f64 / epsilon;
+        Self::calibrate(
+            ThresholdNoise::Laplace { scale },
+            sensitivity,
+            epsilon,
+            delta,
+        )
+    }
+
+    fn calibrate(
+        mut noise: ThresholdNoise,
+        sensitivity: (u32, i64, i64),
+        budget: f64,
+        delta: f64,
+    ) -> Result<ThresholdSelector, NoiseError> {
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(NoiseError::Parameter("delta must be in (0, 1)"));
+        }
+        for _ in 0..64 {
+            // δ falls as the threshold rises: double, then bisect for the
+            // lowest threshold OpenDP certifies.
+            let map =
+                |t: i64| -> Result<(f64, f64), NoiseError> { Self::map_of(noise, t, sensitivity) };
+            let mut hi = sensitivity.2.max(1);
+            while map(hi)?.1 > delta {
+                hi = hi
+                    .checked_mul(2)
+                    .ok_or(NoiseError::Parameter("no threshold reaches this delta"))?;
+            }
+            let mut lo = sensitivity.2.max(1) - 1;
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if map(mid).map(|(_, d)| d <= delta).unwrap_or(false) {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            let (cost, spent_delta) = map(hi)?;
+            if cost <= budget {
+                return Ok(ThresholdSelector {
+                    noise,
+                    threshold: hi,
+                    sensitivity,
+                    cost,
+                    delta: spent_delta,
+                });
+            }
+            noise = match noise {
+                ThresholdNoise::Gaussian { scale } => ThresholdNoise::Gaussian {
+                    scale: scale * (1.0 + 1e-12) + f64::MIN_POSITIVE,
+                },
+                ThresholdNoise::Laplace { scale } => ThresholdNoise::Laplace {
+                    scale: scale * (1.0 + 1e-12) + f64::MIN_POSITIVE,
+                },
+            };
+        }
+        Err(NoiseError::Parameter(
+            "could not calibrate the threshold to the budget",
+        ))
+    }
+
+    fn map_of(
+        noise: ThresholdNoise,
+        threshold: i64,
+        sensitivity: (u32, i64, i64),
+    ) -> Result<(f64, f64), NoiseError> {
+        let domain = PartitionCounts::new(AtomDomain::default(), AtomDomain::default());
+        Ok(match noise {
+            ThresholdNoise::Gaussian { scale } => make_gaussian_threshold::<
+                _,
+                L02InfDistance<AbsoluteDistance<i64>>,
+                Approximate<ZeroConcentratedDivergence>,
+            >(
+                domain,
+                L0PInfDistance(AbsoluteDistance::default()),
+                scale,
+                threshold,
+                None,
+            )?
+            .map(&sensitivity)?,
+            ThresholdNoise::Laplace { scale } => make_laplace_threshold::<
+                _,
+                L01InfDistance<AbsoluteDistance<i64>>,
+                Approximate<MaxDivergence>,
+            >(
+                domain,
+                L0PInfDistance(AbsoluteDistance::default()),
+                scale,
+                threshold,
+                None,
+            )?
+            .map(&sensitivity)?,
+        })
+    }
+
+    /// The partitions (by key) whose noisy count reaches the threshold.
+    pub fn select(&self, counts: HashMap<u64, i64>) -> Result<BTreeSet<u64>, NoiseError> {
+        let domain = PartitionCounts::new(AtomDomain::default(), AtomDomain::default());
+        // Built per call: OpenDP measurements are neither Send nor Sync.
+        let kept = match self.noise {
+            ThresholdNoise::Gaussian { scale } => make_gaussian_threshold::<
+                _,
+                L02InfDistance<AbsoluteDistance<i64>>,
+                Approximate<ZeroConcentratedDivergence>,
+            >(
+                domain,
+                L0PInfDistance(AbsoluteDistance::default()),
+                scale,
+                self.threshold,
+                None,
+            )?
+            .invoke(&counts)?,
+            ThresholdNoise::Laplace { scale } => make_laplace_threshold::<
+                _,
+                L01InfDistance<AbsoluteDistance<i64>>,
+                Approximate<MaxDivergence>,
+            >(
+                domain,
+                L0PInfDistance(AbsoluteDistance::default()),
+                scale,
+                self.threshold,
+                None,
+            )?
+            .invoke(&counts)?,
+        };
+        // The noisy counts themselves are not used: only which keys survived.
+        Ok(kept.into_keys().collect())
+    }
+}
+
 type CountVector = VectorDomain<AtomDomain<i64>>;
+
+fn gaussian(
+    scale: f64,
+) -> Result<
+    opendp::core::Measurement<CountVector, L2Distance<f64>, ZeroConcentratedDivergence, Vec<i64>>,
+    NoiseError,
+> {
+    Ok(make_gaussian(
+        VectorDomain::new(AtomDomain::<i64>::default()),
+        L2Distance::<f64>::default(),
+        scale,
+        None,
+    )?)
+}
 
 fn measurement(
     scale: f64,
@@ -146,10 +505,89 @@ mod tests {
     }
 
     #[test]
+    fn gaussian_calibration_meets_rho_per_opendp() {
+        for (sens, rho) in [(1.0, 0.5), (10f64.sqrt(), 0.01), (2.0, 1e6)] {
+            let m = DiscreteGaussian::calibrate(sens, rho).unwrap();
+            assert!(m.rho <= rho);
+            assert!(m.rho > rho * 0.999, "wastes budget: {} vs {rho}", m.rho);
+        }
+        assert!(DiscreteGaussian::calibrate(1.0, 0.0).is_err());
+        assert!(DiscreteGaussian::calibrate(f64::INFINITY, 1.0).is_err());
+    }
+
+    #[test]
+    fn gaussian_variance_matches_theory() {
+        for rho in [0.5, 0.05] {
+            let m = DiscreteGaussian::calibrate(1.0, rho).unwrap();
+            let n = 50_000;
+            let noisy = m.apply(&vec![0; n]).unwrap();
+            let mean = noisy.iter().sum::<i64>() as f64 / n as f64;
+            let var = noisy
+                .iter()
+                .map(|x| (*x as f64 - mean).powi(2))
+                .sum::<f64>()
+                / (n - 1) as f64;
+            let expected = m.std_dev().powi(2);
+            // Gaussian-like tails: s.d. of the sample variance ≈ var·√(2/n)
+            // = 0.63%; ±4% is beyond 6 sigma.
+            assert!(
+                (var / expected - 1.0).abs() < 0.04,
+                "rho {rho}: var {var} vs {expected}"
+            );
+            assert!(mean.abs() < 0.1, "mean {mean}");
+        }
+        // For large σ the discrete Gaussian's variance tends to σ².
+        let wide = DiscreteGaussian::calibrate(1.0, 0.001).unwrap();
+        assert!((wide.std_dev() / wide.scale - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zcdp_conversion_round_trips_and_is_tight() {
+        let delta = 1e-8;
+        for eps in [0.1, 1.0, 5.0] {
+            let rho = zcdp_rho_for(eps, delta).unwrap();
+            let back = zcdp_epsilon(rho, delta).unwrap();
+            assert!(
+                back <= eps && back > eps * 0.999,
+                "{eps} -> {rho} -> {back}"
+            );
+            // Looser textbook bound ε ≤ ρ + 2√(ρ ln 1/δ) must not be beaten
+            // by much in the other direction: the conversion is at least as
+            // good as it.
+            assert!(back <= rho + 2.0 * (rho * (1.0 / delta).ln()).sqrt());
+        }
+        assert!(zcdp_epsilon(0.1, 0.0).is_err());
+    }
+
+    #[test]
+    fn threshold_meets_its_budget_and_drops_lone_partitions() {
+        let g = ThresholdSelector::gaussian((1, 1, 1), 0.05, 1e-8).unwrap();
+        assert!(g.cost <= 0.05 && g.delta <= 1e-8);
+        // With σ ≈ 3.2 a threshold that a lone record passes w.p. ≤ 1e-8
+        // sits many σ above 1.
+        assert!(g.threshold > 10, "threshold {}", g.threshold);
+        let l = ThresholdSelector::laplace((1, 1, 1), 0.1, 1e-8).unwrap();
+        assert!(l.cost <= 0.1 && l.delta <= 1e-8);
+        for sel in [g, l] {
+            let counts: HashMap<u64, i64> = HashMap::from([(1, 1), (2, 5), (3, 100_000), (4, 0)]);
+            let kept = sel.select(counts).unwrap();
+            assert!(kept.contains(&3), "a large partition is kept");
+            assert!(!kept.contains(&1) && !kept.contains(&4));
+        }
+        // Looser δ, lower threshold.
+        let loose = ThresholdSelector::gaussian((1, 1, 1), 0.05, 1e-3).unwrap();
+        assert!(loose.threshold < g.threshold);
+    }
+
+    #[test]
     fn huge_epsilon_adds_no_noise() {
         let m = DiscreteLaplace::calibrate(10.0, 1e6).unwrap();
         let counts: Vec<i64> = (0..1000).collect();
         assert_eq!(m.apply(&counts).unwrap(), counts);
         assert!(m.std_dev() < 1e-6);
+        let rho = zcdp_rho_for(1e6, 1e-8).unwrap();
+        let g = DiscreteGaussian::calibrate(10f64.sqrt(), rho).unwrap();
+        assert_eq!(g.apply(&counts).unwrap(), counts);
+        assert!(g.std_dev() < 1e-6);
     }
 }

@@ -7,31 +7,64 @@
 //! configured half-width are marked suppressed.
 
 use crate::engine::CellCounts;
-use crate::noise::{DiscreteLaplace, NoiseError};
+use crate::ledger::PrivacyCost;
+use crate::noise::{CountNoise, NoiseError, ThresholdSelector};
 use hushmap_schema::release::CellLabel;
-use hushmap_schema::{AgeBand, Release, ReleaseMeta, ReleaseRow, Window};
-use std::collections::BTreeSet;
+use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, Window};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// How a release decides which regions it contains.
+#[derive(Debug, Clone)]
+pub enum RegionSelection {
+    /// A public, data-independent set: all of it, always, zeros included.
+    /// Costs nothing; records outside it are not counted.
+    Public(Arc<BTreeSet<RegionCell>>),
+    /// Regions whose noisy total reaches a threshold (OpenDP), so that a
+    /// region only a handful of people reported from is not revealed.
+    Threshold(ThresholdSelector),
+}
 
 /// Calibrated mechanisms for one release.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReleasePlan {
-    pub risk: DiscreteLaplace,
-    pub symptoms: DiscreteLaplace,
+    /// Name in the release metadata (`hushmap.mechanism`).
+    pub mechanism: &'static str,
+    pub selection: RegionSelection,
+    pub risk: CountNoise,
+    pub symptoms: CountNoise,
+    /// What one release costs each contributor (both statistics composed).
+    pub cost: PrivacyCost,
     /// Cells with a wider 95% interval of the high share are suppressed.
     pub max_ci_half_width: f64,
 }
 
-impl ReleasePlan {
-    /// Total ε of one release (basic composition of the two statistics).
-    pub fn epsilon(&self) -> f64 {
-        self.risk.epsilon + self.symptoms.epsilon
+/// The regions `plan` releases for these counts.
+fn released_regions(
+    cells: &[CellCounts],
+    plan: &ReleasePlan,
+) -> Result<BTreeSet<RegionCell>, NoiseError> {
+    match &plan.selection {
+        RegionSelection::Public(set) => Ok(set.as_ref().clone()),
+        RegionSelection::Threshold(selector) => {
+            let mut totals: HashMap<u64, i64> = HashMap::new();
+            for c in cells {
+                *totals.entry(c.region.raw()).or_default() += c.risk.iter().sum::<i64>();
+            }
+            Ok(selector
+                .select(totals)?
+                .into_iter()
+                .filter_map(|raw| RegionCell::from_raw(raw).ok())
+                .collect())
+        }
     }
 }
 
 /// Noises and post-processes `cells` into the release of `window`.
 ///
-/// Every observed region is released with all six age bands (zeros
-/// included), so the presence of an age band is not itself a signal.
+/// The regions are chosen by the plan's [`RegionSelection`]; each is
+/// released with all six age bands (zeros included), so the presence of an
+/// age band is not itself a signal.
 pub fn noisy_release(
     window: Window,
     level: u8,
@@ -39,7 +72,7 @@ pub fn noisy_release(
     plan: &ReleasePlan,
     ledger_entry: &str,
 ) -> Result<Release, NoiseError> {
-    let regions: BTreeSet<_> = cells.iter().map(|c| c.region).collect();
+    let regions = released_regions(cells, plan)?;
     let mut grid = Vec::with_capacity(regions.len() * AgeBand::ALL.len());
     for region in &regions {
         for band in AgeBand::ALL {
@@ -82,10 +115,12 @@ pub fn noisy_release(
         .collect();
     Ok(Release {
         meta: ReleaseMeta {
-            mechanism: DiscreteLaplace::NAME.to_string(),
-            rho: None,
-            epsilon: plan.epsilon(),
-            delta: 0.0,
+            window_start: window.start_ms,
+            window_end: window.end_ms,
+            mechanism: plan.mechanism.to_string(),
+            rho: plan.cost.rho,
+            epsilon: plan.cost.epsilon,
+            delta: plan.cost.delta,
             ledger_entry: ledger_entry.to_string(),
             symptom_noise_scale: plan.symptoms.std_dev(),
             max_ci_half_width: plan.max_ci_half_width,
@@ -101,11 +136,9 @@ mod tests {
     use hushmap_schema::{RegionCell, WindowLength};
 
     fn plan(eps: f64) -> ReleasePlan {
-        ReleasePlan {
-            risk: DiscreteLaplace::calibrate(1.0, eps / 2.0).unwrap(),
-            symptoms: DiscreteLaplace::calibrate(10.0, eps / 2.0).unwrap(),
-            max_ci_half_width: 0.15,
-        }
+        let mut config = crate::config::AggregateConfig::default();
+        config.privacy.epsilon_per_window = eps;
+        config.release_plan().unwrap()
     }
 
     fn cell(lat: f64, band: AgeBand, risk: [i64; 3]) -> CellCounts {
@@ -141,8 +174,63 @@ mod tests {
         assert!(!big.suppressed);
         let empty = r.rows.iter().find(|x| x.n_total == 0).unwrap();
         assert!(empty.suppressed && empty.high_share.is_none());
-        assert_eq!(r.meta.mechanism, "discrete_laplace");
+        assert_eq!(r.meta.mechanism, "discrete_gaussian");
         assert!(r.meta.epsilon <= 1e6);
+        // δ: the conversion's 1e-8 plus the threshold's at most 1e-8.
+        assert!(r.meta.rho.is_some_and(|rho| rho > 0.0));
+        assert!(r.meta.delta > 1e-8 && r.meta.delta <= 2e-8);
+    }
+
+    #[test]
+    fn the_threshold_hides_a_region_only_one_person_reported_from() {
+        // Even with next to no noise, a region with a single record is not
+        // released: its presence alone would reveal that person.
+        let w = Window::containing(0, WindowLength::from_secs(60).unwrap());
+        let cells = vec![
+            cell(10.0, AgeBand::From18To29, [1, 0, 0]),
+            cell(20.0, AgeBand::From75, [0, 0, 400]),
+        ];
+        for eps in [1e6, 1.0] {
+            let r = noisy_release(w, 5, &cells, &plan(eps), "w0").unwrap();
+            let regions: BTreeSet<_> = r.rows.iter().map(|x| x.region.clone()).collect();
+            assert_eq!(regions.len(), 1, "ε = {eps}: {regions:?}");
+            assert!(regions.contains(&cells[1].region.to_string()));
+        }
+    }
+
+    #[test]
+    fn a_public_region_set_is_released_whole_and_nothing_else() {
+        let w = Window::containing(0, WindowLength::from_secs(60).unwrap());
+        let inside = cell(10.0, AgeBand::From18To29, [1, 0, 0]);
+        let outside = cell(20.0, AgeBand::From75, [0, 0, 400]);
+        let empty = cell(30.0, AgeBand::Under18, [0, 0, 0]);
+        let mut config = crate::config::AggregateConfig::default();
+        config.privacy.epsilon_per_window = 1e6;
+        // A coarser parent stands for all its children at the release level.
+        config.privacy.public_regions = vec![
+            inside.region.to_string(),
+            empty.region.parent(3).unwrap().to_string(),
+        ];
+        let plan = config.release_plan().unwrap();
+        let r = noisy_release(w, 5, &[inside.clone(), outside.clone()], &plan, "w0").unwrap();
+        let regions: BTreeSet<_> = r.rows.iter().map(|x| x.region.clone()).collect();
+        assert_eq!(
+            regions.len(),
+            1 + 49,
+            "one cell and a res-3 parent's 49 children"
+        );
+        assert!(regions.contains(&empty.region.to_string()));
+        assert!(!regions.contains(&outside.region.to_string()));
+        // The lone record inside the set is counted (no threshold), and the
+        // release costs no selection δ.
+        let row = r
+            .rows
+            .iter()
+            .find(|x| x.region == inside.region.to_string() && x.age_band == "18-29")
+            .unwrap();
+        assert_eq!(row.n_low, 1);
+        assert_eq!(r.meta.delta, 1e-8);
+        assert_eq!(r.rows.iter().map(|x| x.n_total).sum::<i64>(), 1);
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //! | symptom counts     | `10·m`   | `√10 · m`   |
 //!
 //! (The L2 figures are the worst case of all `m` records in one cell.)
+//!
+//! For partition selection, the per-region totals: one contributor touches
+//! at most `m` regions (l0), and moves each total, and their L2 norm, by at
+//! most `m` (l∞, l2).
 
 use hushmap_schema::Symptom;
 
@@ -51,6 +55,13 @@ impl ContributionBounds {
 
     pub fn symptom_counts_l2(&self) -> f64 {
         (Symptom::ALL.len() as f64).sqrt() * self.m()
+    }
+
+    /// (l0, l2, l∞) of the per-region totals, as OpenDP's threshold
+    /// mechanism takes it.
+    pub fn region_totals(&self) -> (u32, i64, i64) {
+        let m = self.max_records_per_window;
+        (m, i64::from(m), i64::from(m))
     }
 }
 
@@ -118,6 +129,15 @@ mod tests {
                 assert!(rl2 <= bounds.risk_counts_l2() + 1e-9);
                 assert!(sl1 <= bounds.symptom_counts_l1() + 1e-9);
                 assert!(sl2 <= bounds.symptom_counts_l2() + 1e-9);
+                // Region totals (each test cell standing for a region).
+                let totals =
+                    |r: &[i64]| -> Vec<i64> { r.chunks(3).map(|c| c.iter().sum()).collect() };
+                let (t0, t1) = (totals(&r0), totals(&r1));
+                let (l0_bound, l2_bound, linf_bound) = bounds.region_totals();
+                let moved: Vec<i64> = t0.iter().zip(&t1).map(|(a, b)| (a - b).abs()).collect();
+                assert!(moved.iter().filter(|d| **d != 0).count() as u32 <= l0_bound);
+                assert!(moved.iter().all(|d| *d <= linf_bound));
+                assert!(norms(&t0, &t1).1 <= l2_bound as f64 + 1e-9);
                 if same_cell {
                     // The bound is tight: the worst case reaches it.
                     assert_eq!(rl1, bounds.risk_counts_l1());

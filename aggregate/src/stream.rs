@@ -31,7 +31,7 @@
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, EngineError};
-use crate::ledger::{LedgerEntry, LedgerError, PrivacyLedger};
+use crate::ledger::{LedgerEntry, LedgerError, PrivacyCost, PrivacyLedger};
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
@@ -158,7 +158,10 @@ impl Aggregator {
             "ledger restored from the releases topic"
         );
         tracing::info!(
-            epsilon_per_window = plan.epsilon(),
+            mechanism = plan.mechanism,
+            epsilon_per_window = plan.cost.epsilon,
+            delta = plan.cost.delta,
+            rho_per_window = plan.cost.rho,
             risk_noise_sd = plan.risk.std_dev(),
             symptom_noise_sd = plan.symptoms.std_dev(),
             window_secs = config.window_secs,
@@ -325,7 +328,7 @@ impl Aggregator {
         let batch =
             to_record_batch(&buffer.records).map_err(|e| EngineError::DataFusion(e.into()))?;
         let cells = engine::bounded_counts(&self.ctx, batch, self.config.bounds()).await?;
-        let entry = match self.ledger.authorise(window, self.plan.epsilon(), 0.0) {
+        let entry = match self.ledger.authorise(window, self.plan.cost) {
             Ok(entry) => entry,
             Err(e @ (LedgerError::OverBudget { .. } | LedgerError::AlreadyReleased(_))) => {
                 self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
@@ -527,17 +530,18 @@ fn released_windows(config: &AggregateConfig) -> Result<Vec<LedgerEntry>, Aggreg
             );
             continue;
         };
-        let Some(first) = release.rows.first() else {
-            continue;
-        };
+        // From the metadata: a release may have no rows at all.
         entries.push(LedgerEntry {
             id: release.meta.ledger_entry.clone(),
             window: Window {
-                start_ms: first.window_start,
-                end_ms: first.window_end,
+                start_ms: release.meta.window_start,
+                end_ms: release.meta.window_end,
             },
-            epsilon: release.meta.epsilon,
-            delta: release.meta.delta,
+            cost: PrivacyCost {
+                rho: release.meta.rho,
+                epsilon: release.meta.epsilon,
+                delta: release.meta.delta,
+            },
         });
     }
     Ok(entries)

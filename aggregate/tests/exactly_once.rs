@@ -70,6 +70,10 @@ fn spawn(setup: &Setup) -> Running {
             "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
             "1000000000000",
         )
+        .env(
+            "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
+            "1000000000000",
+        )
         .spawn()
         .expect("aggregate binary starts");
     Running(child)
@@ -152,10 +156,7 @@ async fn wait_for_release(setup: &Setup, window: Window) {
                 .await
                 .unwrap()
         };
-        if out
-            .iter()
-            .any(|r| r.rows[0].window_start == window.start_ms)
-        {
+        if out.iter().any(|r| r.meta.window_start == window.start_ms) {
             return;
         }
         assert!(
@@ -213,7 +214,7 @@ async fn kill_9_never_loses_or_repeats_a_release() -> anyhow::Result<()> {
     let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
     let mut released: BTreeMap<(i64, String, String, u8), i64> = BTreeMap::new();
     for r in &out {
-        *per_window.entry(r.rows[0].window_start).or_default() += 1;
+        *per_window.entry(r.meta.window_start).or_default() += 1;
         for row in &r.rows {
             for (code, n) in [(0u8, row.n_low), (1, row.n_moderate), (2, row.n_high)] {
                 if n > 0 {

@@ -103,8 +103,10 @@ struct ReleaseSummary {
 #[derive(Serialize)]
 struct ReleasesResponse {
     releases: Vec<ReleaseSummary>,
-    /// Sum of ε over every stored window: the most a contributor who
-    /// submitted in every one of them may have lost (sequential composition).
+    /// Sum of ε over every stored window: an upper bound on what a
+    /// contributor who submitted in every one of them may have lost (basic
+    /// composition). Under zCDP the aggregator's ledger composes in ρ and
+    /// finds a lower figure; this one is never an understatement.
     cumulative_epsilon: f64,
 }
 
@@ -112,14 +114,11 @@ async fn releases(State(store): State<SharedStore>) -> Json<ReleasesResponse> {
     let store = store.read().expect("store lock");
     let releases: Vec<ReleaseSummary> = store
         .iter()
-        .filter_map(|r| {
-            let first = r.rows.first()?;
-            Some(ReleaseSummary {
-                window_start: first.window_start,
-                window_end: first.window_end,
-                cells: r.rows.len(),
-                meta: r.meta.clone(),
-            })
+        .map(|r| ReleaseSummary {
+            window_start: r.meta.window_start,
+            window_end: r.meta.window_end,
+            cells: r.rows.len(),
+            meta: r.meta.clone(),
         })
         .collect();
     let cumulative_epsilon = releases.iter().map(|r| r.meta.epsilon).sum();
@@ -176,16 +175,11 @@ async fn heatmap(State(store): State<SharedStore>, Query(q): Query<HeatmapQuery>
             "no release for that window",
         );
     };
-    let Some(first) = release.rows.first() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no release for that window",
-        );
-    };
+    // A release may have no cells (no region passed the threshold); it is
+    // still a release, with its window and cost.
     Json(HeatmapResponse {
-        window_start: first.window_start,
-        window_end: first.window_end,
+        window_start: release.meta.window_start,
+        window_end: release.meta.window_end,
         age_band: filter.label(),
         meta: release.meta.clone(),
         cells: heatmap_cells(release, filter),

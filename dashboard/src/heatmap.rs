@@ -136,6 +136,8 @@ mod tests {
     fn all_ages_sums_counts_and_noise_variance() {
         let release = Release {
             meta: ReleaseMeta {
+                window_start: 0,
+                window_end: 60_000,
                 mechanism: "discrete_laplace".into(),
                 rho: None,
                 epsilon: 1.0,

@@ -15,9 +15,7 @@ pub struct ReleaseStore {
 impl ReleaseStore {
     /// Stores a release; returns false if its window was already stored.
     pub fn insert(&mut self, release: Release) -> bool {
-        let Some(start) = release.rows.first().map(|r| r.window_start) else {
-            return false;
-        };
+        let start = release.meta.window_start;
         if self.by_window.contains_key(&start) {
             self.duplicates += 1;
             return false;

@@ -23,7 +23,9 @@ fn free_port() -> u16 {
 /// Distinctive values: 6-decimal coordinates and profile ids that occur
 /// nowhere else.
 fn submission(i: usize) -> (serde_json::Value, String, String, String) {
-    let lat = format!("{:.6}", 12.0 + (i as f64) * 0.000_731 + 0.123_457);
+    // Integer parts of 60 and above: a needle like "12.1241" would also
+    // match log timestamps at second 12 ("…T01:45:12.124123Z").
+    let lat = format!("{:.6}", 64.0 + (i as f64) * 0.000_731 + 0.123_457);
     let lon = format!("{:.6}", 77.0 + (i as f64) * 0.000_593 + 0.654_321);
     let profile = format!("pii-canary-{i:04}-qzx");
     let body = json!({

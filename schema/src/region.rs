@@ -112,6 +112,16 @@ impl RegionCell {
         self.0.parent(r).map(RegionCell)
     }
 
+    /// Every cell at the finer resolution `res` inside this one (`None` if
+    /// `res` is coarser than this cell).
+    pub fn children(self, res: u8) -> Option<Vec<RegionCell>> {
+        let r = Resolution::try_from(res).ok()?;
+        if r < self.0.resolution() {
+            return None;
+        }
+        Some(self.0.children(r).map(RegionCell).collect())
+    }
+
     /// The cell outline as (lat, lon) vertices, for drawing maps. Cell
     /// outlines are public geometry, not anyone's location.
     pub fn boundary(self) -> Vec<(f64, f64)> {

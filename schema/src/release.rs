@@ -32,6 +32,10 @@ pub mod meta_keys {
     pub const DELTA: &str = "hushmap.delta";
     pub const LEDGER_ENTRY: &str = "hushmap.ledger_entry";
     pub const SCHEMA_VERSION: &str = "hushmap.schema_version";
+    /// The window, also when the release has no rows (no region passed
+    /// the selection threshold).
+    pub const WINDOW_START: &str = "hushmap.window_start";
+    pub const WINDOW_END: &str = "hushmap.window_end";
     /// Standard deviation of the noise on each `sym_*` count (the risk-level
     /// counts carry theirs in the `noise_scale` column).
     pub const SYMPTOM_NOISE_SCALE: &str = "hushmap.symptom_noise_scale";
@@ -60,6 +64,9 @@ pub enum ReleaseError {
 /// How a release was made and what it cost; travels as schema metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseMeta {
+    /// The released window (ms since the epoch, UTC).
+    pub window_start: i64,
+    pub window_end: i64,
     /// e.g. `"discrete_laplace"` or `"discrete_gaussian"`.
     pub mechanism: String,
     /// zCDP cost of the whole release (`None` for pure-ε mechanisms).
@@ -194,6 +201,11 @@ impl ReleaseMeta {
     /// The schema metadata map.
     pub fn to_metadata(&self) -> HashMap<String, String> {
         let mut m = HashMap::new();
+        m.insert(
+            meta_keys::WINDOW_START.into(),
+            self.window_start.to_string(),
+        );
+        m.insert(meta_keys::WINDOW_END.into(), self.window_end.to_string());
         m.insert(meta_keys::MECHANISM.into(), self.mechanism.clone());
         m.insert(
             meta_keys::RHO.into(),
@@ -232,7 +244,14 @@ impl ReleaseMeta {
                     .map_err(|_| ReleaseError::Metadata(meta_keys::RHO))?,
             ),
         };
+        let ms = |k: &'static str| {
+            get(k)?
+                .parse::<i64>()
+                .map_err(|_| ReleaseError::Metadata(k))
+        };
         Ok(ReleaseMeta {
+            window_start: ms(meta_keys::WINDOW_START)?,
+            window_end: ms(meta_keys::WINDOW_END)?,
             mechanism: get(meta_keys::MECHANISM)?.clone(),
             rho,
             epsilon: num(meta_keys::EPSILON)?,
@@ -434,6 +453,8 @@ mod tests {
     pub(crate) fn sample() -> Release {
         Release {
             meta: ReleaseMeta {
+                window_start: 1_700_000_000_000,
+                window_end: 1_700_000_060_000,
                 mechanism: "discrete_laplace".into(),
                 rho: None,
                 epsilon: 1.0,

@@ -14,12 +14,28 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The H3 cell (resolution 5, the default) ingest files a submission under:
+/// tests use it to build a public region set covering what they send.
+pub fn region_of(s: &hushmap_schema::submission::Submission) -> String {
+    use hushmap_schema::RegionCell;
+    use hushmap_schema::region::RegionResolution;
+    let res = RegionResolution::new(5).expect("5 is a valid resolution");
+    let cell = match (&s.location, &s.region) {
+        (Some(l), _) => RegionCell::from_coordinate(l.lat, l.lon, res),
+        (None, Some(cell)) => RegionCell::from_client_cell(cell, res),
+        (None, None) => panic!("a submission without location or region"),
+    };
+    cell.expect("generated submissions are valid").to_string()
+}
+
 /// Settings of a test pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
     pub window_secs: u32,
     pub allowed_lateness_secs: u32,
     pub epsilon_per_window: f64,
+    /// The aggregator's public region set (empty: DP threshold selection).
+    pub public_regions: Vec<String>,
 }
 
 impl Default for PipelineOptions {
@@ -28,6 +44,7 @@ impl Default for PipelineOptions {
             window_secs: 10,
             allowed_lateness_secs: 2,
             epsilon_per_window: 1.0,
+            public_regions: Vec::new(),
         }
     }
 }
@@ -88,7 +105,9 @@ impl Pipeline {
         aggregate_config.window_secs = options.window_secs;
         aggregate_config.allowed_lateness_secs = options.allowed_lateness_secs;
         aggregate_config.privacy.epsilon_per_window = options.epsilon_per_window;
+        aggregate_config.privacy.public_regions = options.public_regions.clone();
         // Tests release many short windows; the ledger's budget must allow them.
+        aggregate_config.privacy.max_epsilon_per_day = options.epsilon_per_window * 1e4;
         aggregate_config.privacy.max_epsilon_per_horizon = options.epsilon_per_window * 1e4;
 
         let mut dashboard_config = DashboardConfig {

@@ -6,7 +6,7 @@
 //! `target/test-artifacts/dashboard.png`.
 
 use futures::stream::{self, StreamExt};
-use hushmap_tests::{Pipeline, PipelineOptions, eventually};
+use hushmap_tests::{Pipeline, PipelineOptions, eventually, region_of};
 use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
 use std::path::PathBuf;
 use std::process::Command;
@@ -96,12 +96,6 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 async fn page_draws_cells_and_marks_suppressed_ones() -> anyhow::Result<()> {
     // Huge ε: a cell is suppressed exactly when it has no submissions, which
     // in the 75+ band is true of many cells and false of some.
-    let pipeline = Pipeline::start(PipelineOptions {
-        epsilon_per_window: 1e6,
-        ..PipelineOptions::default()
-    })
-    .await?;
-    let client = reqwest::Client::new();
     // Anonymous submissions only: each counts once, so all 800 show up.
     let mut generator = SubmissionGenerator::with_profile(
         5,
@@ -111,6 +105,21 @@ async fn page_draws_cells_and_marks_suppressed_ones() -> anyhow::Result<()> {
         },
     );
     let subs: Vec<_> = (0..800).map(|_| generator.next_submission()).collect();
+    // A public region set (the cells sent to), so that no region is held
+    // back by the selection threshold and every count shows.
+    let public_regions = subs
+        .iter()
+        .map(region_of)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let pipeline = Pipeline::start(PipelineOptions {
+        epsilon_per_window: 1e6,
+        public_regions,
+        ..PipelineOptions::default()
+    })
+    .await?;
+    let client = reqwest::Client::new();
     let url = format!("{}/v1/submissions", pipeline.ingest_url);
     let accepted = stream::iter(subs)
         .map(|s| {

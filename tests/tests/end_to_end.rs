@@ -7,7 +7,7 @@
 use futures::stream::{self, StreamExt};
 use hushmap_schema::submission::Submission;
 use hushmap_schema::{AgeBand, RiskLevel};
-use hushmap_tests::{Pipeline, PipelineOptions, eventually, raw_topic_bytes};
+use hushmap_tests::{Pipeline, PipelineOptions, eventually, raw_topic_bytes, region_of};
 use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -165,7 +165,11 @@ async fn released_counts(
             let resp = client.get(&url).send().await?;
             anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
             let body: Value = resp.json().await?;
-            assert_eq!(body["meta"]["mechanism"], "discrete_laplace");
+            // The default mechanism: discrete Gaussian under zCDP, with ρ
+            // and the δ at which ε is stated.
+            assert_eq!(body["meta"]["mechanism"], "discrete_gaussian");
+            assert!(body["meta"]["rho"].as_f64().is_some_and(|r| r > 0.0));
+            assert!(body["meta"]["delta"].as_f64().is_some_and(|d| d > 0.0));
             for cell in body["cells"].as_array().unwrap() {
                 let key = (
                     cell["region"].as_str().unwrap().to_string(),
@@ -244,12 +248,17 @@ struct RunResult {
     pipeline: Pipeline,
 }
 
-async fn run(epsilon: f64, seed: u64) -> anyhow::Result<RunResult> {
-    let options = PipelineOptions {
-        epsilon_per_window: epsilon,
-        ..PipelineOptions::default()
-    };
-    let pipeline = Pipeline::start(options).await?;
+/// How regions are chosen in a run.
+#[derive(Clone, Copy, PartialEq)]
+enum Regions {
+    /// A public set: the cells the run's submissions fall in, so every
+    /// count can be checked exactly.
+    PublicSet,
+    /// The default: OpenDP's threshold on each region's noisy total.
+    Threshold,
+}
+
+async fn run(epsilon: f64, seed: u64, regions: Regions) -> anyhow::Result<RunResult> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -279,6 +288,21 @@ async fn run(epsilon: f64, seed: u64) -> anyhow::Result<RunResult> {
         .iter()
         .filter_map(|s| s.location.map(|l| (l.lat, l.lon)))
         .collect();
+    let public_regions = match regions {
+        Regions::PublicSet => subs
+            .iter()
+            .map(region_of)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        Regions::Threshold => Vec::new(),
+    };
+    let pipeline = Pipeline::start(PipelineOptions {
+        epsilon_per_window: epsilon,
+        public_regions,
+        ..PipelineOptions::default()
+    })
+    .await?;
 
     post_invalid(&client, &pipeline.ingest_url, &subs[0]).await;
     let accepted = post_all(&client, &pipeline.ingest_url, subs).await;
@@ -338,7 +362,7 @@ fn assert_no_coordinates(bytes: &[u8], coordinates: &[(f64, f64)], topic: &str) 
 async fn huge_epsilon_releases_the_true_counts_and_topics_hold_no_coordinates() -> anyhow::Result<()>
 {
     let t0 = std::time::Instant::now();
-    let r = run(1e6, 11).await?;
+    let r = run(1e6, 11, Regions::PublicSet).await?;
     // Every region × band that received submissions, with its exact counts;
     // released-but-empty cells (the zero-filled grid) must be exactly zero.
     for (key, counts) in &r.expected {
@@ -384,7 +408,7 @@ async fn huge_epsilon_releases_the_true_counts_and_topics_hold_no_coordinates() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn default_epsilon_releases_noisy_counts() -> anyhow::Result<()> {
-    let r = run(1.0, 12).await?;
+    let r = run(1.0, 12, Regions::Threshold).await?;
     let cells_differing = r
         .expected
         .iter()
@@ -401,6 +425,25 @@ async fn default_epsilon_releases_noisy_counts() -> anyhow::Result<()> {
     for counts in r.released.values() {
         assert!(counts.iter().all(|c| *c >= 0));
     }
+    // Region selection by threshold: a region only one person reported
+    // from in the whole run is never released.
+    let mut per_region: BTreeMap<&str, i64> = BTreeMap::new();
+    for ((region, _), counts) in &r.expected {
+        *per_region.entry(region).or_default() += counts.iter().sum::<i64>();
+    }
+    let released_regions: BTreeSet<&str> = r.released.keys().map(|(g, _)| g.as_str()).collect();
+    for (region, total) in &per_region {
+        if *total <= 1 {
+            assert!(
+                !released_regions.contains(region),
+                "lone region {region} released"
+            );
+        }
+    }
+    assert!(
+        released_regions.len() < per_region.len(),
+        "the threshold dropped no region at all"
+    );
     r.pipeline.stop().await?;
     Ok(())
 }
