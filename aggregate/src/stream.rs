@@ -463,14 +463,51 @@ fn assign_every_partition(
     topic: &str,
 ) -> Result<(), AggregatorError> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let mut tpl = TopicPartitionList::new();
+    let mut wanted = TopicPartitionList::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition_offset(topic, p.id(), Offset::Stored)?;
+        wanted.add_partition(topic, p.id());
     }
-    if tpl.count() == 0 {
+    if wanted.count() == 0 {
         return Err(AggregatorError::Recovery(format!(
             "input topic {topic} has no partitions (does it exist?)"
         )));
+    }
+    // Fetched explicitly, with retries, rather than left to librdkafka's
+    // `Offset::Stored`: on a fresh cluster the group coordinator is still
+    // loading (`NotCoordinator`), and a failed internal fetch left the
+    // partitions idle for good.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        let attempt = consumer
+            .committed_offsets(wanted.clone(), Duration::from_secs(10))
+            .map_err(AggregatorError::from)
+            .and_then(
+                |tpl| match tpl.elements().iter().find_map(|e| e.error().err()) {
+                    Some(e) => Err(AggregatorError::from(e)),
+                    None => Ok(tpl),
+                },
+            );
+        match attempt {
+            Ok(tpl) => break tpl,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "committed offsets not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => {
+                return Err(AggregatorError::Recovery(format!(
+                    "cannot fetch committed offsets: {e}"
+                )));
+            }
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for e in committed.elements() {
+        // No committed offset yet: from the beginning (retention bounds it).
+        let offset = match e.offset() {
+            Offset::Offset(n) => Offset::Offset(n),
+            _ => Offset::Beginning,
+        };
+        tpl.add_partition_offset(topic, e.partition(), offset)?;
     }
     consumer.assign(&tpl)?;
     tracing::info!(partitions = tpl.count(), "assigned every input partition");
