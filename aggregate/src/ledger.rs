@@ -97,7 +97,7 @@ impl PrivacyLedger {
 
     /// Largest ε, over every `horizon`-long span containing `window`, that
     /// the entries plus `extra` would reach.
-    fn worst_span(&self, window: &Window, horizon_ms: i64, extra: Option<&PrivacyCost>) -> f64 {
+    fn worst_span(&self, window: &Window, horizon_ms: i64, extra: &PrivacyCost) -> f64 {
         // The spans that matter start at a window start in
         // (start − horizon, start]; each holds the windows starting before
         // its own start + horizon.
@@ -113,7 +113,7 @@ impl PrivacyLedger {
                     .entries
                     .range(from..from + horizon_ms)
                     .map(|(_, e)| &e.cost);
-                self.compose(inside.chain(extra))
+                self.compose(inside.chain(std::iter::once(extra)))
             })
             .fold(0.0, f64::max)
     }
@@ -128,7 +128,7 @@ impl PrivacyLedger {
             return Err(LedgerError::AlreadyReleased(window.start_ms));
         }
         for limit in &self.budget.limits {
-            let would_be = self.worst_span(&window, limit.horizon_ms, Some(&cost));
+            let would_be = self.worst_span(&window, limit.horizon_ms, &cost);
             // A tiny tolerance so that k windows of ε/k fit a budget of ε;
             // NaN never fits.
             let fits = would_be <= limit.max_epsilon + 1e-9;

@@ -40,19 +40,29 @@ impl From<opendp::error::Error> for NoiseError {
     }
 }
 
+/// `value` if it is a positive finite number, else `message` as the error.
+fn positive(value: f64, message: &'static str) -> Result<f64, NoiseError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(NoiseError::Parameter(message))
+    }
+}
+
 /// The smallest scale from `start` up whose privacy map `spent` (OpenDP's)
-/// certifies at most `budget`, with what it spends. OpenDP rounds its maps
+/// certifies at most `budget`: returns the scale, what it spends, and
+/// whatever else `spent` worked out for it. OpenDP rounds its maps
 /// conservatively, so the scale is nudged up a few ulps at most.
-fn certified_scale(
+fn certified_scale<T>(
     start: f64,
     budget: f64,
-    spent: impl Fn(f64) -> Result<f64, NoiseError>,
-) -> Result<(f64, f64), NoiseError> {
+    spent: impl Fn(f64) -> Result<(f64, T), NoiseError>,
+) -> Result<(f64, f64, T), NoiseError> {
     let mut scale = start;
     for _ in 0..64 {
-        let cost = spent(scale)?;
+        let (cost, extra) = spent(scale)?;
         if cost <= budget {
-            return Ok((scale, cost));
+            return Ok((scale, cost, extra));
         }
         scale = scale * (1.0 + 1e-12) + f64::MIN_POSITIVE;
     }
@@ -78,18 +88,10 @@ impl DiscreteLaplace {
     /// The smallest scale whose OpenDP privacy map at `sensitivity` is at
     /// most `epsilon`.
     pub fn calibrate(sensitivity: f64, epsilon: f64) -> Result<DiscreteLaplace, NoiseError> {
-        if !(epsilon.is_finite() && epsilon > 0.0) {
-            return Err(NoiseError::Parameter(
-                "epsilon must be a positive finite number",
-            ));
-        }
-        if !(sensitivity.is_finite() && sensitivity > 0.0) {
-            return Err(NoiseError::Parameter(
-                "sensitivity must be a positive finite number",
-            ));
-        }
-        let (scale, spent) = certified_scale(sensitivity / epsilon, epsilon, |scale| {
-            Ok(measurement(scale)?.map(&sensitivity)?)
+        positive(epsilon, "epsilon must be a positive finite number")?;
+        positive(sensitivity, "sensitivity must be a positive finite number")?;
+        let (scale, spent, ()) = certified_scale(sensitivity / epsilon, epsilon, |scale| {
+            Ok((measurement(scale)?.map(&sensitivity)?, ()))
         })?;
         Ok(DiscreteLaplace {
             scale,
@@ -131,19 +133,11 @@ impl DiscreteGaussian {
     /// The smallest scale whose OpenDP privacy map at `sensitivity` is at
     /// most `rho`.
     pub fn calibrate(sensitivity: f64, rho: f64) -> Result<DiscreteGaussian, NoiseError> {
-        if !(rho.is_finite() && rho > 0.0) {
-            return Err(NoiseError::Parameter(
-                "rho must be a positive finite number",
-            ));
-        }
-        if !(sensitivity.is_finite() && sensitivity > 0.0) {
-            return Err(NoiseError::Parameter(
-                "sensitivity must be a positive finite number",
-            ));
-        }
+        positive(rho, "rho must be a positive finite number")?;
+        positive(sensitivity, "sensitivity must be a positive finite number")?;
         // ρ = Δ² / 2σ²
-        let (scale, spent) = certified_scale(sensitivity / (2.0 * rho).sqrt(), rho, |scale| {
-            Ok(gaussian(scale)?.map(&sensitivity)?)
+        let (scale, spent, ()) = certified_scale(sensitivity / (2.0 * rho).sqrt(), rho, |scale| {
+            Ok((gaussian(scale)?.map(&sensitivity)?, ()))
         })?;
         Ok(DiscreteGaussian {
             scale,
@@ -197,11 +191,7 @@ pub fn zcdp_epsilon(rho: f64, delta: f64) -> Result<f64, NoiseError> {
 /// The largest ρ whose ε at `delta` is at most `epsilon` (bisection on
 /// OpenDP's conversion, which is increasing in ρ).
 pub fn zcdp_rho_for(epsilon: f64, delta: f64) -> Result<f64, NoiseError> {
-    if !(epsilon.is_finite() && epsilon > 0.0) {
-        return Err(NoiseError::Parameter(
-            "epsilon must be a positive finite number",
-        ));
-    }
+    positive(epsilon, "epsilon must be a positive finite number")?;
     // ε(ρ) ≥ ρ, so ρ = ε is an upper end.
     let (mut lo, mut hi) = (0.0_f64, epsilon);
     for _ in 0..200 {
@@ -273,6 +263,85 @@ pub enum ThresholdNoise {
 
 type PartitionCounts = MapDomain<AtomDomain<u64>, AtomDomain<i64>>;
 
+/// An OpenDP threshold measurement of either kind; both are mapped and
+/// invoked the same way.
+enum ThresholdMeasurement {
+    Gaussian(
+        opendp::core::Measurement<
+            PartitionCounts,
+            L02InfDistance<AbsoluteDistance<i64>>,
+            Approximate<ZeroConcentratedDivergence>,
+            HashMap<u64, i64>,
+        >,
+    ),
+    Laplace(
+        opendp::core::Measurement<
+            PartitionCounts,
+            L01InfDistance<AbsoluteDistance<i64>>,
+            Approximate<MaxDivergence>,
+            HashMap<u64, i64>,
+        >,
+    ),
+}
+
+impl ThresholdMeasurement {
+    /// Built per use: OpenDP measurements are neither Send nor Sync.
+    fn new(noise: ThresholdNoise, threshold: i64) -> Result<ThresholdMeasurement, NoiseError> {
+        let domain = PartitionCounts::new(AtomDomain::default(), AtomDomain::default());
+        // The metric's P (2 for Gaussian, 1 for Laplace) is inferred per arm.
+        Ok(match noise {
+            ThresholdNoise::Gaussian { scale } => {
+                ThresholdMeasurement::Gaussian(make_gaussian_threshold(
+                    domain,
+                    L0PInfDistance(AbsoluteDistance::default()),
+                    scale,
+                    threshold,
+                    None,
+                )?)
+            }
+            ThresholdNoise::Laplace { scale } => {
+                ThresholdMeasurement::Laplace(make_laplace_threshold(
+                    domain,
+                    L0PInfDistance(AbsoluteDistance::default()),
+                    scale,
+                    threshold,
+                    None,
+                )?)
+            }
+        })
+    }
+
+    /// (cost, δ) at `sensitivity`: cost is ρ (Gaussian) or ε (Laplace).
+    fn map(&self, sensitivity: &(u32, i64, i64)) -> Result<(f64, f64), NoiseError> {
+        Ok(match self {
+            ThresholdMeasurement::Gaussian(m) => m.map(sensitivity)?,
+            ThresholdMeasurement::Laplace(m) => m.map(sensitivity)?,
+        })
+    }
+
+    fn invoke(&self, counts: &HashMap<u64, i64>) -> Result<HashMap<u64, i64>, NoiseError> {
+        Ok(match self {
+            ThresholdMeasurement::Gaussian(m) => m.invoke(counts)?,
+            ThresholdMeasurement::Laplace(m) => m.invoke(counts)?,
+        })
+    }
+}
+
+impl ThresholdNoise {
+    fn with_scale(self, scale: f64) -> ThresholdNoise {
+        match self {
+            ThresholdNoise::Gaussian { .. } => ThresholdNoise::Gaussian { scale },
+            ThresholdNoise::Laplace { .. } => ThresholdNoise::Laplace { scale },
+        }
+    }
+
+    fn scale(self) -> f64 {
+        match self {
+            ThresholdNoise::Gaussian { scale } | ThresholdNoise::Laplace { scale } => scale,
+        }
+    }
+}
+
 impl ThresholdSelector {
     /// Calibrates a Gaussian threshold to at most (`rho`, `delta`) per
     /// OpenDP's privacy map.
@@ -281,11 +350,7 @@ impl ThresholdSelector {
         rho: f64,
         delta: f64,
     ) -> Result<ThresholdSelector, NoiseError> {
-        if !(rho.is_finite() && rho > 0.0) {
-            return Err(NoiseError::Parameter(
-                "rho must be a positive finite number",
-            ));
-        }
+        positive(rho, "rho must be a positive finite number")?;
         let scale = sensitivity.1 as f64 / (2.0 * rho).sqrt();
         Self::calibrate(ThresholdNoise::Gaussian { scale }, sensitivity, rho, delta)
     }
@@ -296,11 +361,7 @@ impl ThresholdSelector {
         epsilon: f64,
         delta: f64,
     ) -> Result<ThresholdSelector, NoiseError> {
-        if !(epsilon.is_finite() && epsilon > 0.0) {
-            return Err(NoiseError::Parameter(
-                "epsilon must be a positive finite number",
-            ));
-        }
+        positive(epsilon, "epsilon must be a positive finite number")?;
         // l0 partitions, each moved by at most l∞: L1 ≤ l0·l∞.
         let scale = f64::from(sensitivity.0) * sensitivity.2 as f64 / epsilon;
         Self::calibrate(
@@ -312,7 +373,7 @@ impl ThresholdSelector {
     }
 
     fn calibrate(
-        mut noise: ThresholdNoise,
+        noise: ThresholdNoise,
         sensitivity: (u32, i64, i64),
         budget: f64,
         delta: f64,
@@ -320,114 +381,54 @@ impl ThresholdSelector {
         if !(delta > 0.0 && delta < 1.0) {
             return Err(NoiseError::Parameter("delta must be in (0, 1)"));
         }
-        for _ in 0..64 {
-            // δ falls as the threshold rises: double, then bisect for the
-            // lowest threshold OpenDP certifies.
-            let map =
-                |t: i64| -> Result<(f64, f64), NoiseError> { Self::map_of(noise, t, sensitivity) };
-            let mut hi = sensitivity.2.max(1);
-            while map(hi)?.1 > delta {
-                hi = hi
-                    .checked_mul(2)
-                    .ok_or(NoiseError::Parameter("no threshold reaches this delta"))?;
-            }
-            let mut lo = sensitivity.2.max(1) - 1;
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if map(mid).map(|(_, d)| d <= delta).unwrap_or(false) {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            let (cost, spent_delta) = map(hi)?;
-            if cost <= budget {
-                return Ok(ThresholdSelector {
-                    noise,
-                    threshold: hi,
-                    sensitivity,
-                    cost,
-                    delta: spent_delta,
-                });
-            }
-            noise = match noise {
-                ThresholdNoise::Gaussian { scale } => ThresholdNoise::Gaussian {
-                    scale: scale * (1.0 + 1e-12) + f64::MIN_POSITIVE,
-                },
-                ThresholdNoise::Laplace { scale } => ThresholdNoise::Laplace {
-                    scale: scale * (1.0 + 1e-12) + f64::MIN_POSITIVE,
-                },
-            };
-        }
-        Err(NoiseError::Parameter(
-            "could not calibrate the threshold to the budget",
-        ))
+        let (scale, cost, (threshold, spent_delta)) =
+            certified_scale(noise.scale(), budget, |scale| {
+                let noise = noise.with_scale(scale);
+                let threshold = Self::lowest_threshold(noise, sensitivity, delta)?;
+                let (cost, spent_delta) =
+                    ThresholdMeasurement::new(noise, threshold)?.map(&sensitivity)?;
+                Ok((cost, (threshold, spent_delta)))
+            })?;
+        Ok(ThresholdSelector {
+            noise: noise.with_scale(scale),
+            threshold,
+            sensitivity,
+            cost,
+            delta: spent_delta,
+        })
     }
 
-    fn map_of(
+    /// The lowest threshold whose δ OpenDP certifies at most `delta`: δ
+    /// falls as the threshold rises, so double, then bisect.
+    fn lowest_threshold(
         noise: ThresholdNoise,
-        threshold: i64,
         sensitivity: (u32, i64, i64),
-    ) -> Result<(f64, f64), NoiseError> {
-        let domain = PartitionCounts::new(AtomDomain::default(), AtomDomain::default());
-        Ok(match noise {
-            ThresholdNoise::Gaussian { scale } => make_gaussian_threshold::<
-                _,
-                L02InfDistance<AbsoluteDistance<i64>>,
-                Approximate<ZeroConcentratedDivergence>,
-            >(
-                domain,
-                L0PInfDistance(AbsoluteDistance::default()),
-                scale,
-                threshold,
-                None,
-            )?
-            .map(&sensitivity)?,
-            ThresholdNoise::Laplace { scale } => make_laplace_threshold::<
-                _,
-                L01InfDistance<AbsoluteDistance<i64>>,
-                Approximate<MaxDivergence>,
-            >(
-                domain,
-                L0PInfDistance(AbsoluteDistance::default()),
-                scale,
-                threshold,
-                None,
-            )?
-            .map(&sensitivity)?,
-        })
+        delta: f64,
+    ) -> Result<i64, NoiseError> {
+        let delta_at = |t: i64| -> Result<f64, NoiseError> {
+            Ok(ThresholdMeasurement::new(noise, t)?.map(&sensitivity)?.1)
+        };
+        let mut hi = sensitivity.2.max(1);
+        while delta_at(hi)? > delta {
+            hi = hi
+                .checked_mul(2)
+                .ok_or(NoiseError::Parameter("no threshold reaches this delta"))?;
+        }
+        let mut lo = sensitivity.2.max(1) - 1;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if delta_at(mid).map(|d| d <= delta).unwrap_or(false) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Ok(hi)
     }
 
     /// The partitions (by key) whose noisy count reaches the threshold.
     pub fn select(&self, counts: HashMap<u64, i64>) -> Result<BTreeSet<u64>, NoiseError> {
-        let domain = PartitionCounts::new(AtomDomain::default(), AtomDomain::default());
-        // Built per call: OpenDP measurements are neither Send nor Sync.
-        let kept = match self.noise {
-            ThresholdNoise::Gaussian { scale } => make_gaussian_threshold::<
-                _,
-                L02InfDistance<AbsoluteDistance<i64>>,
-                Approximate<ZeroConcentratedDivergence>,
-            >(
-                domain,
-                L0PInfDistance(AbsoluteDistance::default()),
-                scale,
-                self.threshold,
-                None,
-            )?
-            .invoke(&counts)?,
-            ThresholdNoise::Laplace { scale } => make_laplace_threshold::<
-                _,
-                L01InfDistance<AbsoluteDistance<i64>>,
-                Approximate<MaxDivergence>,
-            >(
-                domain,
-                L0PInfDistance(AbsoluteDistance::default()),
-                scale,
-                self.threshold,
-                None,
-            )?
-            .invoke(&counts)?,
-        };
+        let kept = ThresholdMeasurement::new(self.noise, self.threshold)?.invoke(&counts)?;
         // The noisy counts themselves are not used: only which keys survived.
         Ok(kept.into_keys().collect())
     }

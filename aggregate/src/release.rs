@@ -11,6 +11,7 @@ use crate::ledger::PrivacyCost;
 use crate::noise::{CountNoise, NoiseError, ThresholdSelector};
 use hushmap_schema::release::CellLabel;
 use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, Window};
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -40,22 +41,25 @@ pub struct ReleasePlan {
 }
 
 /// The regions `plan` releases for these counts.
-fn released_regions(
+fn released_regions<'a>(
     cells: &[CellCounts],
-    plan: &ReleasePlan,
-) -> Result<BTreeSet<RegionCell>, NoiseError> {
+    plan: &'a ReleasePlan,
+) -> Result<Cow<'a, BTreeSet<RegionCell>>, NoiseError> {
     match &plan.selection {
-        RegionSelection::Public(set) => Ok(set.as_ref().clone()),
+        // Borrowed: a public set may hold tens of thousands of cells.
+        RegionSelection::Public(set) => Ok(Cow::Borrowed(set.as_ref())),
         RegionSelection::Threshold(selector) => {
             let mut totals: HashMap<u64, i64> = HashMap::new();
             for c in cells {
                 *totals.entry(c.region.raw()).or_default() += c.risk.iter().sum::<i64>();
             }
-            Ok(selector
-                .select(totals)?
-                .into_iter()
-                .filter_map(|raw| RegionCell::from_raw(raw).ok())
-                .collect())
+            Ok(Cow::Owned(
+                selector
+                    .select(totals)?
+                    .into_iter()
+                    .filter_map(|raw| RegionCell::from_raw(raw).ok())
+                    .collect(),
+            ))
         }
     }
 }
@@ -73,12 +77,14 @@ pub fn noisy_release(
     ledger_entry: &str,
 ) -> Result<Release, NoiseError> {
     let regions = released_regions(cells, plan)?;
+    // Indexed once: the grid (regions × bands) and the counted cells can
+    // both run to tens of thousands.
+    let counted: HashMap<(RegionCell, AgeBand), &CellCounts> =
+        cells.iter().map(|c| ((c.region, c.age_band), c)).collect();
     let mut grid = Vec::with_capacity(regions.len() * AgeBand::ALL.len());
-    for region in &regions {
+    for region in regions.iter() {
         for band in AgeBand::ALL {
-            let found = cells
-                .iter()
-                .find(|c| c.region == *region && c.age_band == band);
+            let found = counted.get(&(*region, band)).copied();
             grid.push(found.cloned().unwrap_or(CellCounts {
                 region: *region,
                 age_band: band,

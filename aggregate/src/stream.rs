@@ -13,8 +13,10 @@
 //! dead member's lingering group session would otherwise hold partitions for
 //! up to `session.timeout.ms`, and a live one would release windows from the
 //! partitions it happened to own.) Two instances with the same
-//! `transactional.id` fence each other; the newer one wins. A closed window is bounded and counted
-//! ([`engine`](crate::engine)), authorised by the [`PrivacyLedger`],
+//! `transactional.id` fence each other; the newer one wins.
+//!
+//! A closed window is bounded and counted ([`engine`](crate::engine)),
+//! authorised by the [`PrivacyLedger`],
 //! noised once ([`release`](crate::release)) and published; the noised
 //! release is kept until Kafka acknowledges it, so a retry resends the same
 //! numbers rather than fresh noise.
@@ -104,6 +106,8 @@ pub struct Aggregator {
     pending: BTreeMap<i64, PendingRelease>,
     /// Highest offset consumed per partition.
     consumed: HashMap<i32, i64>,
+    /// The input partitions, all assigned to this instance at start-up.
+    partitions: Vec<i32>,
     /// Latest produce timestamp seen per partition.
     latest_arrival: HashMap<i32, i64>,
     /// Partitions read to their end since their last record.
@@ -131,10 +135,10 @@ impl Aggregator {
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             // Reaching the end of a partition is how we know a replay after
-            // a restart has caught up (see `ready_to_close`).
+            // a restart has caught up (see `read_frontier`).
             .set("enable.partition.eof", "true")
             .create_with_context(QuietEofContext)?;
-        assign_every_partition(&consumer, &config.kafka.input_topic)?;
+        let partitions = assign_every_partition(&consumer, &config.kafka.input_topic)?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka.brokers)
             .set("transactional.id", &config.kafka.transactional_id)
@@ -178,6 +182,7 @@ impl Aggregator {
             open: BTreeMap::new(),
             pending: BTreeMap::new(),
             consumed: HashMap::new(),
+            partitions,
             latest_arrival: HashMap::new(),
             caught_up: std::collections::HashSet::new(),
             next_seq: 0,
@@ -264,20 +269,11 @@ impl Aggregator {
             .store(self.open.len() as u64, Ordering::Relaxed);
     }
 
-    /// The instant up to which every assigned partition has been read: a
-    /// partition counts as far as its latest record's produce time, or as
-    /// "now" once it has been read to its end. `None` before any assignment.
-    fn read_frontier(&self, now: i64) -> Option<i64> {
-        let assignment = self.consumer.assignment().ok()?;
-        let partitions: Vec<i32> = assignment
-            .elements()
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        if partitions.is_empty() {
-            return None;
-        }
-        partitions
+    /// The instant up to which every partition has been read: a partition
+    /// counts as far as its latest record's produce time, or as "now" once
+    /// it has been read to its end.
+    fn read_frontier(&self, now: i64) -> i64 {
+        self.partitions
             .iter()
             .map(|p| {
                 if self.caught_up.contains(p) {
@@ -287,13 +283,14 @@ impl Aggregator {
                 }
             })
             .min()
+            .unwrap_or(i64::MIN)
     }
 
     async fn close_due_windows(&mut self, now: i64) -> Result<(), AggregatorError> {
         // A window closes once its deadline has passed both on the clock and
         // in what we have read: after a restart the backlog of every
         // partition is replayed before any window is closed on partial data.
-        let frontier = self.read_frontier(now).unwrap_or(i64::MIN).min(now);
+        let frontier = self.read_frontier(now).min(now);
         let due: Vec<i64> = self
             .open
             .keys()
@@ -457,11 +454,12 @@ impl ClientContext for QuietEofContext {
 impl ConsumerContext for QuietEofContext {}
 
 /// Assigns every partition of `topic`, each from its committed offset (the
-/// first record of the oldest window not yet released), or the beginning.
+/// first record of the oldest window not yet released), or the beginning;
+/// returns the partitions.
 fn assign_every_partition(
     consumer: &StreamConsumer<QuietEofContext>,
     topic: &str,
-) -> Result<(), AggregatorError> {
+) -> Result<Vec<i32>, AggregatorError> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let mut wanted = TopicPartitionList::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -511,7 +509,7 @@ fn assign_every_partition(
     }
     consumer.assign(&tpl)?;
     tracing::info!(partitions = tpl.count(), "assigned every input partition");
-    Ok(())
+    Ok(tpl.elements().iter().map(|e| e.partition()).collect())
 }
 
 /// Every committed release on the releases topic, as ledger entries.

@@ -134,8 +134,9 @@ async fn produce(
     window
 }
 
-fn releases(setup: &Setup) -> Vec<Release> {
-    committed_records_on(&brokers(), &setup.output)
+/// Every committed release on `topic` (blocking: run off the runtime).
+fn releases(topic: &str) -> Vec<Release> {
+    committed_records_on(&brokers(), topic)
         .unwrap()
         .iter()
         .map(|(_, v)| Release::from_ipc(v).unwrap())
@@ -145,17 +146,10 @@ fn releases(setup: &Setup) -> Vec<Release> {
 async fn wait_for_release(setup: &Setup, window: Window) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = {
-            let s = Setup {
-                input: setup.input.clone(),
-                output: setup.output.clone(),
-                group: String::new(),
-                txn: String::new(),
-            };
-            tokio::task::spawn_blocking(move || releases(&s))
-                .await
-                .unwrap()
-        };
+        let topic = setup.output.clone();
+        let out = tokio::task::spawn_blocking(move || releases(&topic))
+            .await
+            .unwrap();
         if out.iter().any(|r| r.meta.window_start == window.start_ms) {
             return;
         }
@@ -210,7 +204,7 @@ async fn kill_9_never_loses_or_repeats_a_release() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(u64::from(WINDOW_SECS) + 3)).await;
     kill9(d);
 
-    let out = tokio::task::spawn_blocking(move || releases(&setup)).await?;
+    let out = tokio::task::spawn_blocking(move || releases(&setup.output)).await?;
     let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
     let mut released: BTreeMap<(i64, String, String, u8), i64> = BTreeMap::new();
     for r in &out {
