@@ -6,12 +6,12 @@ use crate::noise::{
     CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector, zcdp_epsilon,
     zcdp_rho_for,
 };
-use crate::release::{RegionSelection, ReleasePlan};
+use crate::release::{LevelPlan, RegionSelection, ReleasePlan};
 use crate::sensitivity::ContributionBounds;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{RegionCell, RegionError, WindowLength, topics};
+use hushmap_schema::{RegionCell, RegionError, StatisticCost, WindowLength, topics};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -112,9 +112,19 @@ pub struct PrivacyConfig {
     /// Share of the window's budget (ρ or ε) spent choosing regions when
     /// there is no public set.
     pub selection_share: f64,
-    /// δ of the threshold mechanism (per window), on top of `delta`.
+    /// δ of the threshold mechanism (per window, all levels together), on
+    /// top of `delta`.
     pub selection_delta: f64,
+    /// Coarser H3 levels released besides the release resolution (2: also
+    /// r−1 and r−2), from the same bounded counts; the budget is split
+    /// evenly across levels. A suppressed cell points to its nearest
+    /// unsuppressed ancestor.
+    pub parent_levels: u8,
 }
+
+/// Most coarser levels a release may carry (each one takes a share of the
+/// budget).
+pub const MAX_PARENT_LEVELS: u8 = 4;
 
 /// Most cells a public region set may expand to (a release noises 13
 /// counts per cell and age band).
@@ -135,6 +145,7 @@ impl Default for PrivacyConfig {
             public_regions: Vec::new(),
             selection_share: 0.1,
             selection_delta: 1e-8,
+            parent_levels: 2,
         }
     }
 }
@@ -194,6 +205,12 @@ impl AggregateConfig {
         }
         RegionResolution::new(self.region_resolution)?;
         let p = &self.privacy;
+        if p.parent_levels > self.region_resolution || p.parent_levels > MAX_PARENT_LEVELS {
+            return Err(ConfigError::Privacy {
+                field: "parent_levels",
+                reason: "must be at most 4 and at most region_resolution",
+            });
+        }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(p.epsilon_per_window) {
             return Err(ConfigError::Privacy {
@@ -311,91 +328,126 @@ impl AggregateConfig {
         Ok(Some(set))
     }
 
+    /// The H3 resolutions released, finest (the release resolution) first.
+    pub fn release_levels(&self) -> Vec<u8> {
+        (0..=self.privacy.parent_levels)
+            .filter_map(|k| self.region_resolution.checked_sub(k))
+            .collect()
+    }
+
     /// Calibrates every mechanism from the budget split and the
     /// sensitivities ([`ContributionBounds`]).
     ///
-    /// Without a public region set, `selection_share` of the window's budget
-    /// goes to choosing regions; the rest is split by `risk_share` between
-    /// the risk-level counts and the symptom counts.
+    /// The window's budget (ρ for the Gaussian mechanism, ε for Laplace) is
+    /// split evenly across the hierarchy levels; within a level,
+    /// `selection_share` goes to choosing regions when there is no public
+    /// set, and the rest is split by `risk_share` between the risk-level
+    /// counts and the symptom counts. Every statistic's cost is OpenDP's
+    /// privacy map at the bounded sensitivity; they add up (ρ and pure ε
+    /// both compose additively) to the release's cost.
     pub fn release_plan(&self) -> Result<ReleasePlan, ConfigError> {
         let p = &self.privacy;
         let bounds = self.bounds();
         let public = self.public_regions()?;
-        let counts_share = if public.is_some() {
-            1.0
-        } else {
-            1.0 - p.selection_share
+        let levels = self.release_levels();
+        let n_levels = levels.len() as f64;
+        let total = match p.mechanism {
+            Mechanism::Gaussian => zcdp_rho_for(p.epsilon_per_window, p.delta)?,
+            Mechanism::Laplace => p.epsilon_per_window,
         };
-        let plan = match p.mechanism {
-            Mechanism::Gaussian => {
-                let rho = zcdp_rho_for(p.epsilon_per_window, p.delta)?;
-                let (selection, rho_sel, delta_sel) = match public {
-                    Some(set) => (RegionSelection::Public(Arc::new(set)), 0.0, 0.0),
-                    None => {
-                        let t = ThresholdSelector::gaussian(
-                            bounds.region_totals(),
-                            rho * p.selection_share,
-                            p.selection_delta,
-                        )?;
-                        (RegionSelection::Threshold(t), t.cost, t.delta)
-                    }
-                };
-                let rho_counts = rho * counts_share;
-                let risk = DiscreteGaussian::calibrate(
-                    bounds.risk_counts_l2(),
-                    rho_counts * p.risk_share,
-                )?;
-                let symptoms = DiscreteGaussian::calibrate(
-                    bounds.symptom_counts_l2(),
-                    rho_counts * (1.0 - p.risk_share),
-                )?;
-                let rho = rho_sel + risk.rho + symptoms.rho;
-                ReleasePlan {
-                    mechanism: DiscreteGaussian::NAME,
-                    selection,
-                    risk: CountNoise::Gaussian(risk),
-                    symptoms: CountNoise::Gaussian(symptoms),
-                    cost: PrivacyCost {
-                        rho: Some(rho),
-                        epsilon: zcdp_epsilon(rho, p.delta)?,
-                        delta: p.delta + delta_sel,
-                    },
-                    max_ci_half_width: p.max_ci_half_width,
-                }
-            }
-            Mechanism::Laplace => {
-                let eps = p.epsilon_per_window;
-                let (selection, eps_sel, delta_sel) = match public {
-                    Some(set) => (RegionSelection::Public(Arc::new(set)), 0.0, 0.0),
-                    None => {
-                        let t = ThresholdSelector::laplace(
-                            bounds.region_totals(),
-                            eps * p.selection_share,
-                            p.selection_delta,
-                        )?;
-                        (RegionSelection::Threshold(t), t.cost, t.delta)
-                    }
-                };
-                let eps_counts = eps * counts_share;
-                let risk_eps = eps_counts * p.risk_share;
-                let risk = DiscreteLaplace::calibrate(bounds.risk_counts_l1(), risk_eps)?;
-                let symptoms =
-                    DiscreteLaplace::calibrate(bounds.symptom_counts_l1(), eps_counts - risk_eps)?;
-                ReleasePlan {
-                    mechanism: DiscreteLaplace::NAME,
-                    selection,
-                    risk: CountNoise::Laplace(risk),
-                    symptoms: CountNoise::Laplace(symptoms),
-                    cost: PrivacyCost {
-                        rho: None,
-                        epsilon: eps_sel + risk.epsilon + symptoms.epsilon,
-                        delta: delta_sel,
-                    },
-                    max_ci_half_width: p.max_ci_half_width,
-                }
-            }
+        let (selection_budget, counts_budget) = match public {
+            Some(_) => (0.0, total / n_levels),
+            None => (
+                total * p.selection_share / n_levels,
+                total * (1.0 - p.selection_share) / n_levels,
+            ),
         };
-        Ok(plan)
+        let (risk_budget, symptom_budget) = (
+            counts_budget * p.risk_share,
+            counts_budget * (1.0 - p.risk_share),
+        );
+        let mut level_plans = Vec::with_capacity(levels.len());
+        let mut costs = Vec::new();
+        let mut cost_of = |statistic: &str, level: u8, cost: f64, delta: f64| {
+            costs.push(StatisticCost {
+                statistic: statistic.into(),
+                level,
+                cost,
+                delta,
+            })
+        };
+        for level in levels {
+            let selection = match &public {
+                // Parents of public cells are public too (and derived from
+                // nothing but the configuration).
+                Some(set) => RegionSelection::Public(Arc::new(
+                    set.iter().filter_map(|c| c.parent(level)).collect(),
+                )),
+                None => {
+                    let selector = match p.mechanism {
+                        Mechanism::Gaussian => ThresholdSelector::gaussian,
+                        Mechanism::Laplace => ThresholdSelector::laplace,
+                    }(
+                        bounds.region_totals(),
+                        selection_budget,
+                        p.selection_delta / n_levels,
+                    )?;
+                    cost_of("selection", level, selector.cost, selector.delta);
+                    RegionSelection::Threshold(selector)
+                }
+            };
+            let (risk, symptoms) = match p.mechanism {
+                Mechanism::Gaussian => {
+                    let risk = DiscreteGaussian::calibrate(bounds.risk_counts_l2(), risk_budget)?;
+                    let symptoms =
+                        DiscreteGaussian::calibrate(bounds.symptom_counts_l2(), symptom_budget)?;
+                    cost_of("risk_counts", level, risk.rho, 0.0);
+                    cost_of("symptom_counts", level, symptoms.rho, 0.0);
+                    (CountNoise::Gaussian(risk), CountNoise::Gaussian(symptoms))
+                }
+                Mechanism::Laplace => {
+                    let risk = DiscreteLaplace::calibrate(bounds.risk_counts_l1(), risk_budget)?;
+                    let symptoms =
+                        DiscreteLaplace::calibrate(bounds.symptom_counts_l1(), symptom_budget)?;
+                    cost_of("risk_counts", level, risk.epsilon, 0.0);
+                    cost_of("symptom_counts", level, symptoms.epsilon, 0.0);
+                    (CountNoise::Laplace(risk), CountNoise::Laplace(symptoms))
+                }
+            };
+            level_plans.push(LevelPlan {
+                level,
+                selection,
+                risk,
+                symptoms,
+            });
+        }
+        let composed: f64 = costs.iter().map(|c| c.cost).sum();
+        let selection_delta: f64 = costs.iter().map(|c| c.delta).sum();
+        let (mechanism, cost) = match p.mechanism {
+            Mechanism::Gaussian => (
+                DiscreteGaussian::NAME,
+                PrivacyCost {
+                    rho: Some(composed),
+                    epsilon: zcdp_epsilon(composed, p.delta)?,
+                    delta: p.delta + selection_delta,
+                },
+            ),
+            Mechanism::Laplace => (
+                DiscreteLaplace::NAME,
+                PrivacyCost {
+                    rho: None,
+                    epsilon: composed,
+                    delta: selection_delta,
+                },
+            ),
+        };
+        Ok(ReleasePlan {
+            mechanism,
+            levels: level_plans,
+            cost,
+            statistic_costs: costs,
+            max_ci_half_width: p.max_ci_half_width,
+        })
     }
 }
 
@@ -421,9 +473,9 @@ mod tests {
         // The symptom vector's L2 sensitivity is √10 against an L1 of 10:
         // at the same ε, Gaussian noise on symptoms is much smaller.
         let mut c = AggregateConfig::default();
-        let gauss = c.release_plan().unwrap().symptoms.std_dev();
+        let gauss = c.release_plan().unwrap().finest().symptoms.std_dev();
         c.privacy.mechanism = Mechanism::Laplace;
-        let laplace = c.release_plan().unwrap().symptoms.std_dev();
+        let laplace = c.release_plan().unwrap().finest().symptoms.std_dev();
         assert!(gauss < laplace, "gaussian {gauss} vs laplace {laplace}");
     }
 

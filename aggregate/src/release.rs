@@ -10,7 +10,9 @@ use crate::engine::CellCounts;
 use crate::ledger::PrivacyCost;
 use crate::noise::{CountNoise, NoiseError, ThresholdSelector};
 use hushmap_schema::release::CellLabel;
-use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, Window};
+use hushmap_schema::{
+    AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, StatisticCost, Window,
+};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,26 +28,46 @@ pub enum RegionSelection {
     Threshold(ThresholdSelector),
 }
 
-/// Calibrated mechanisms for one release.
+/// Calibrated mechanisms for one hierarchy level of a release.
+#[derive(Debug, Clone)]
+pub struct LevelPlan {
+    /// H3 resolution of the level's regions.
+    pub level: u8,
+    pub selection: RegionSelection,
+    pub risk: CountNoise,
+    pub symptoms: CountNoise,
+}
+
+/// Calibrated mechanisms for one release: the release resolution first,
+/// then each coarser level.
 #[derive(Debug, Clone)]
 pub struct ReleasePlan {
     /// Name in the release metadata (`hushmap.mechanism`).
     pub mechanism: &'static str,
-    pub selection: RegionSelection,
-    pub risk: CountNoise,
-    pub symptoms: CountNoise,
-    /// What one release costs each contributor (both statistics composed).
+    /// Finest first; every level is computed from the same bounded counts.
+    pub levels: Vec<LevelPlan>,
+    /// What one release costs each contributor (every statistic of every
+    /// level composed).
     pub cost: PrivacyCost,
+    /// The parts `cost` is composed of.
+    pub statistic_costs: Vec<StatisticCost>,
     /// Cells with a wider 95% interval of the high share are suppressed.
     pub max_ci_half_width: f64,
 }
 
-/// The regions `plan` releases for these counts.
+impl ReleasePlan {
+    /// The release resolution (the finest level).
+    pub fn finest(&self) -> &LevelPlan {
+        &self.levels[0]
+    }
+}
+
+/// The regions `level` releases for these counts.
 fn released_regions<'a>(
     cells: &[CellCounts],
-    plan: &'a ReleasePlan,
+    level: &'a LevelPlan,
 ) -> Result<Cow<'a, BTreeSet<RegionCell>>, NoiseError> {
-    match &plan.selection {
+    match &level.selection {
         // Borrowed: a public set may hold tens of thousands of cells.
         RegionSelection::Public(set) => Ok(Cow::Borrowed(set.as_ref())),
         RegionSelection::Threshold(selector) => {
@@ -64,19 +86,43 @@ fn released_regions<'a>(
     }
 }
 
-/// Noises and post-processes `cells` into the release of `window`.
-///
-/// The regions are chosen by the plan's [`RegionSelection`]; each is
-/// released with all six age bands (zeros included), so the presence of an
-/// age band is not itself a signal.
-pub fn noisy_release(
+/// The bounded counts of the release resolution summed into their parent
+/// cells at `level`. A contributor's records still touch at most `m` cells
+/// and move each count by at most `m`, so the sensitivities of
+/// [`ContributionBounds`](crate::sensitivity::ContributionBounds) hold at
+/// every level.
+pub fn roll_up(cells: &[CellCounts], level: u8) -> Vec<CellCounts> {
+    let mut parents: HashMap<(RegionCell, AgeBand), CellCounts> = HashMap::new();
+    for c in cells {
+        let Some(parent) = c.region.parent(level) else {
+            continue;
+        };
+        let acc = parents
+            .entry((parent, c.age_band))
+            .or_insert_with(|| CellCounts {
+                region: parent,
+                age_band: c.age_band,
+                risk: [0; 3],
+                symptoms: [0; 10],
+            });
+        for (a, v) in acc.risk.iter_mut().zip(c.risk) {
+            *a += v;
+        }
+        for (a, v) in acc.symptoms.iter_mut().zip(c.symptoms) {
+            *a += v;
+        }
+    }
+    parents.into_values().collect()
+}
+
+/// Noises and post-processes one level's counts into release rows.
+fn level_rows(
     window: Window,
-    level: u8,
     cells: &[CellCounts],
-    plan: &ReleasePlan,
-    ledger_entry: &str,
-) -> Result<Release, NoiseError> {
-    let regions = released_regions(cells, plan)?;
+    level: &LevelPlan,
+    max_ci_half_width: f64,
+) -> Result<Vec<ReleaseRow>, NoiseError> {
+    let regions = released_regions(cells, level)?;
     // Indexed once: the grid (regions × bands) and the counted cells can
     // both run to tens of thousands.
     let counted: HashMap<(RegionCell, AgeBand), &CellCounts> =
@@ -95,30 +141,55 @@ pub fn noisy_release(
     }
     let risk_true: Vec<i64> = grid.iter().flat_map(|c| c.risk).collect();
     let sym_true: Vec<i64> = grid.iter().flat_map(|c| c.symptoms).collect();
-    let risk_noisy = plan.risk.apply(&risk_true)?;
-    let sym_noisy = plan.symptoms.apply(&sym_true)?;
-    let sigma = plan.risk.std_dev();
-
-    let rows = grid
+    let risk_noisy = level.risk.apply(&risk_true)?;
+    let sym_noisy = level.symptoms.apply(&sym_true)?;
+    let sigma = level.risk.std_dev();
+    Ok(grid
         .iter()
-        .enumerate()
-        .map(|(i, cell)| {
+        .zip(risk_noisy.chunks_exact(3).zip(sym_noisy.chunks_exact(10)))
+        .map(|(cell, (risk, symptoms))| {
             let label = CellLabel {
                 window_start: window.start_ms,
                 window_end: window.end_ms,
-                level,
+                level: level.level,
                 region: cell.region.to_string(),
                 age_band: cell.age_band.label().to_string(),
             };
-            let risk: [i64; 3] = risk_noisy[i * 3..i * 3 + 3]
-                .try_into()
-                .expect("3 risk levels per cell");
-            let symptoms: [i64; 10] = sym_noisy[i * 10..i * 10 + 10]
-                .try_into()
-                .expect("10 symptoms per cell");
-            ReleaseRow::from_noisy_counts(label, risk, symptoms, sigma, plan.max_ci_half_width)
+            let risk: [i64; 3] = risk.try_into().expect("chunks of 3");
+            let symptoms: [i64; 10] = symptoms.try_into().expect("chunks of 10");
+            ReleaseRow::from_noisy_counts(label, risk, symptoms, sigma, max_ci_half_width)
         })
-        .collect();
+        .collect())
+}
+
+/// Noises and post-processes `cells` (bounded counts at the release
+/// resolution) into the release of `window`, every level of the plan.
+///
+/// Each level's regions are chosen by its [`RegionSelection`]; each region
+/// is released with all six age bands (zeros included), so the presence of
+/// an age band is not itself a signal.
+pub fn noisy_release(
+    window: Window,
+    cells: &[CellCounts],
+    plan: &ReleasePlan,
+    ledger_entry: &str,
+) -> Result<Release, NoiseError> {
+    let mut rows = Vec::new();
+    for (i, level) in plan.levels.iter().enumerate() {
+        let rolled;
+        let level_cells = if i == 0 {
+            cells
+        } else {
+            rolled = roll_up(cells, level.level);
+            &rolled
+        };
+        rows.extend(level_rows(
+            window,
+            level_cells,
+            level,
+            plan.max_ci_half_width,
+        )?);
+    }
     Ok(Release {
         meta: ReleaseMeta {
             window_start: window.start_ms,
@@ -128,8 +199,9 @@ pub fn noisy_release(
             epsilon: plan.cost.epsilon,
             delta: plan.cost.delta,
             ledger_entry: ledger_entry.to_string(),
-            symptom_noise_scale: plan.symptoms.std_dev(),
+            symptom_noise_scale: plan.finest().symptoms.std_dev(),
             max_ci_half_width: plan.max_ci_half_width,
+            statistic_costs: plan.statistic_costs.clone(),
         },
         rows,
     })
@@ -140,6 +212,15 @@ mod tests {
     use super::*;
     use hushmap_schema::region::RegionResolution;
     use hushmap_schema::{RegionCell, WindowLength};
+
+    /// The rows of one level.
+    fn at(r: &Release, level: u8) -> Vec<ReleaseRow> {
+        r.rows
+            .iter()
+            .filter(|x| x.level == level)
+            .cloned()
+            .collect()
+    }
 
     fn plan(eps: f64) -> ReleasePlan {
         let mut config = crate::config::AggregateConfig::default();
@@ -164,10 +245,10 @@ mod tests {
             cell(10.0, AgeBand::From18To29, [5, 3, 2]),
             cell(20.0, AgeBand::From75, [0, 0, 400]),
         ];
-        let r = noisy_release(w, 5, &cells, &plan(1e6), "w0").unwrap();
-        assert_eq!(r.rows.len(), 12, "two regions × six bands");
-        let row = r
-            .rows
+        let release = noisy_release(w, &cells, &plan(1e6), "w0").unwrap();
+        let rows = at(&release, 5);
+        assert_eq!(rows.len(), 12, "two regions × six bands");
+        let row = rows
             .iter()
             .find(|x| x.age_band == "18-29" && x.n_total > 0)
             .unwrap();
@@ -176,15 +257,26 @@ mod tests {
             (5, 3, 2, 10)
         );
         assert_eq!(row.high_share, Some(0.2));
-        let big = r.rows.iter().find(|x| x.n_total == 400).unwrap();
+        let big = rows.iter().find(|x| x.n_total == 400).unwrap();
         assert!(!big.suppressed);
-        let empty = r.rows.iter().find(|x| x.n_total == 0).unwrap();
+        let empty = rows.iter().find(|x| x.n_total == 0).unwrap();
         assert!(empty.suppressed && empty.high_share.is_none());
-        assert_eq!(r.meta.mechanism, "discrete_gaussian");
-        assert!(r.meta.epsilon <= 1e6);
-        // δ: the conversion's 1e-8 plus the threshold's at most 1e-8.
-        assert!(r.meta.rho.is_some_and(|rho| rho > 0.0));
-        assert!(r.meta.delta > 1e-8 && r.meta.delta <= 2e-8);
+        let m = &release.meta;
+        assert_eq!(m.mechanism, "discrete_gaussian");
+        assert!(m.epsilon <= 1e6);
+        // δ: the conversion's 1e-8 plus the thresholds' at most 1e-8.
+        assert!(m.rho.is_some_and(|rho| rho > 0.0));
+        assert!(m.delta > 1e-8 && m.delta <= 2e-8);
+        // The parents hold the same counts, rolled up.
+        for level in [4, 3] {
+            let rows = at(&release, level);
+            assert_eq!(rows.iter().map(|x| x.n_total).sum::<i64>(), 410);
+            assert_eq!(rows.iter().map(|x| x.n_high).sum::<i64>(), 402);
+        }
+        // Per-statistic costs compose to the total.
+        assert_eq!(m.statistic_costs.len(), 9, "3 statistics × 3 levels");
+        let sum: f64 = m.statistic_costs.iter().map(|c| c.cost).sum();
+        assert!((sum - m.rho.unwrap()).abs() < 1e-9 * sum);
     }
 
     #[test]
@@ -197,8 +289,8 @@ mod tests {
             cell(20.0, AgeBand::From75, [0, 0, 400]),
         ];
         for eps in [1e6, 1.0] {
-            let r = noisy_release(w, 5, &cells, &plan(eps), "w0").unwrap();
-            let regions: BTreeSet<_> = r.rows.iter().map(|x| x.region.clone()).collect();
+            let r = noisy_release(w, &cells, &plan(eps), "w0").unwrap();
+            let regions: BTreeSet<_> = at(&r, 5).iter().map(|x| x.region.clone()).collect();
             assert_eq!(regions.len(), 1, "ε = {eps}: {regions:?}");
             assert!(regions.contains(&cells[1].region.to_string()));
         }
@@ -218,8 +310,8 @@ mod tests {
             empty.region.parent(3).unwrap().to_string(),
         ];
         let plan = config.release_plan().unwrap();
-        let r = noisy_release(w, 5, &[inside.clone(), outside.clone()], &plan, "w0").unwrap();
-        let regions: BTreeSet<_> = r.rows.iter().map(|x| x.region.clone()).collect();
+        let r = noisy_release(w, &[inside.clone(), outside.clone()], &plan, "w0").unwrap();
+        let regions: BTreeSet<_> = at(&r, 5).iter().map(|x| x.region.clone()).collect();
         assert_eq!(
             regions.len(),
             1 + 49,
@@ -236,7 +328,14 @@ mod tests {
             .unwrap();
         assert_eq!(row.n_low, 1);
         assert_eq!(r.meta.delta, 1e-8);
-        assert_eq!(r.rows.iter().map(|x| x.n_total).sum::<i64>(), 1);
+        assert_eq!(at(&r, 5).iter().map(|x| x.n_total).sum::<i64>(), 1);
+        // Parent levels: the public set's parents, no more.
+        let parents: BTreeSet<_> = at(&r, 3).iter().map(|x| x.region.clone()).collect();
+        let expected: BTreeSet<_> = [inside.region, empty.region]
+            .iter()
+            .map(|c| c.parent(3).unwrap().to_string())
+            .collect();
+        assert_eq!(parents, expected);
     }
 
     #[test]
@@ -245,7 +344,7 @@ mod tests {
         let cells: Vec<_> = (0..20)
             .map(|i| cell(i as f64, AgeBand::From45To59, [i, 2 * i, 1]))
             .collect();
-        let r = noisy_release(w, 5, &cells, &plan(0.5), "w0").unwrap();
+        let r = noisy_release(w, &cells, &plan(0.5), "w0").unwrap();
         for row in &r.rows {
             assert!(row.n_low >= 0 && row.n_moderate >= 0 && row.n_high >= 0);
             assert_eq!(row.n_total, row.n_low + row.n_moderate + row.n_high);
@@ -263,5 +362,60 @@ mod tests {
                 .filter(|x| x.n_total < 5)
                 .all(|x| x.suppressed)
         );
+    }
+
+    #[test]
+    fn rolled_up_counts_keep_the_per_level_sensitivity() {
+        // One contributor's m records, each in a different child of the
+        // same parent: the worst case for the parent level.
+        let base: Vec<_> = (0..30)
+            .map(|i| cell(i as f64, AgeBand::From18To29, [i, 1, 2]))
+            .collect();
+        let parent = base[0].region.parent(3).unwrap();
+        for m in 1..=3u32 {
+            let bounds = crate::sensitivity::ContributionBounds::new(m);
+            let children = parent.children(5).unwrap();
+            let mut with = base.clone();
+            for child in children.iter().take(m as usize) {
+                with.push(CellCounts {
+                    region: *child,
+                    age_band: AgeBand::From18To29,
+                    risk: [0, 0, 1],
+                    symptoms: [1; 10],
+                });
+            }
+            for level in [4, 3] {
+                let index = |cells: &[CellCounts]| -> HashMap<_, _> {
+                    roll_up(cells, level)
+                        .into_iter()
+                        .map(|c| ((c.region, c.age_band), c))
+                        .collect()
+                };
+                let (a, b) = (index(&base), index(&with));
+                let (mut l1, mut l2, mut s_l2) = (0.0, 0.0, 0.0);
+                for (key, cb) in &b {
+                    let zero = CellCounts {
+                        risk: [0; 3],
+                        symptoms: [0; 10],
+                        ..cb.clone()
+                    };
+                    let ca = a.get(key).unwrap_or(&zero);
+                    for (x, y) in ca.risk.iter().zip(cb.risk) {
+                        l1 += (y - x).abs() as f64;
+                        l2 += ((y - x) as f64).powi(2);
+                    }
+                    for (x, y) in ca.symptoms.iter().zip(cb.symptoms) {
+                        s_l2 += ((y - x) as f64).powi(2);
+                    }
+                }
+                assert!(l1 <= bounds.risk_counts_l1() + 1e-9);
+                assert!(l2.sqrt() <= bounds.risk_counts_l2() + 1e-9);
+                assert!(s_l2.sqrt() <= bounds.symptom_counts_l2() + 1e-9);
+                if level == 3 {
+                    // All m records land in one parent: the bound is reached.
+                    assert_eq!(l2.sqrt(), bounds.risk_counts_l2());
+                }
+            }
+        }
     }
 }

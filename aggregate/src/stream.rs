@@ -166,8 +166,9 @@ impl Aggregator {
             epsilon_per_window = plan.cost.epsilon,
             delta = plan.cost.delta,
             rho_per_window = plan.cost.rho,
-            risk_noise_sd = plan.risk.std_dev(),
-            symptom_noise_sd = plan.symptoms.std_dev(),
+            levels = plan.levels.len(),
+            risk_noise_sd = plan.finest().risk.std_dev(),
+            symptom_noise_sd = plan.finest().symptoms.std_dev(),
             window_secs = config.window_secs,
             "aggregator calibrated"
         );
@@ -333,13 +334,7 @@ impl Aggregator {
                 return Ok(());
             }
         };
-        let release = noisy_release(
-            window,
-            self.config.region_resolution,
-            &cells,
-            &self.plan,
-            &entry.id,
-        )?;
+        let release = noisy_release(window, &cells, &self.plan, &entry.id)?;
         tracing::info!(
             window_start = window.start_ms,
             cells = release.rows.len(),

@@ -2,13 +2,15 @@
 //!
 //! * `GET /api/v1/releases`: every stored window with its privacy cost, and
 //!   the cumulative ε a contributor may have spent across them.
-//! * `GET /api/v1/heatmap?window=<start ms>&age_band=<band|all>`: the cells
-//!   of one window (latest by default) with outlines for drawing.
+//! * `GET /api/v1/heatmap?window=<start ms>&age_band=<band|all>&level=<res>`:
+//!   the cells of one window (latest by default) at one hierarchy level
+//!   (finest by default) with outlines for drawing; suppressed cells name
+//!   their nearest unsuppressed ancestor.
 //! * `GET /healthz`, `GET /`.
 
 use crate::config::DashboardConfig;
 use crate::consumer::spawn_release_consumer;
-use crate::heatmap::{BandFilter, HeatmapCell, heatmap_cells};
+use crate::heatmap::{self, BandFilter, HeatmapCell, heatmap_cells};
 use crate::store::ReleaseStore;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -132,6 +134,7 @@ async fn releases(State(store): State<SharedStore>) -> Json<ReleasesResponse> {
 struct HeatmapQuery {
     window: Option<i64>,
     age_band: Option<String>,
+    level: Option<u8>,
 }
 
 #[derive(Serialize)]
@@ -139,6 +142,9 @@ struct HeatmapResponse {
     window_start: i64,
     window_end: i64,
     age_band: &'static str,
+    /// The level shown, and every level the release holds (finest first).
+    level: Option<u8>,
+    levels: Vec<u8>,
     meta: ReleaseMeta,
     cells: Vec<HeatmapCell>,
 }
@@ -175,14 +181,25 @@ async fn heatmap(State(store): State<SharedStore>, Query(q): Query<HeatmapQuery>
             "no release for that window",
         );
     };
+    let levels = heatmap::levels(release);
+    if q.level.is_some_and(|l| !levels.contains(&l)) {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the release has no cells at that level",
+        );
+    }
+    let level = q.level.or_else(|| levels.first().copied());
     // A release may have no cells (no region passed the threshold); it is
     // still a release, with its window and cost.
     Json(HeatmapResponse {
         window_start: release.meta.window_start,
         window_end: release.meta.window_end,
         age_band: filter.label(),
+        level,
+        levels,
         meta: release.meta.clone(),
-        cells: heatmap_cells(release, filter),
+        cells: heatmap_cells(release, filter, level),
     })
     .into_response()
 }

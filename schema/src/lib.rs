@@ -26,5 +26,5 @@ pub use domain::{AgeBand, Condition, Gender, RiskLevel, Subject, Symptom, Sympto
 pub use interval::ShareInterval;
 pub use record::{CoarseRecord, ContributorKey, RecordError};
 pub use region::{MAX_RESOLUTION, RegionCell, RegionError};
-pub use release::{Release, ReleaseError, ReleaseMeta, ReleaseRow};
+pub use release::{Release, ReleaseError, ReleaseMeta, ReleaseRow, StatisticCost};
 pub use window::{Window, WindowLength};

@@ -41,6 +41,9 @@ pub mod meta_keys {
     pub const SYMPTOM_NOISE_SCALE: &str = "hushmap.symptom_noise_scale";
     /// Cells whose 95% interval is wider than ± this were marked suppressed.
     pub const SUPPRESSION_HALF_WIDTH: &str = "hushmap.suppression_half_width";
+    /// What each statistic of the release cost (JSON list of
+    /// [`StatisticCost`](super::StatisticCost)); they compose to the totals.
+    pub const STATISTIC_COSTS: &str = "hushmap.statistic_costs";
 }
 
 /// Why a release could not be encoded or decoded.
@@ -81,6 +84,23 @@ pub struct ReleaseMeta {
     pub symptom_noise_scale: f64,
     /// Suppression threshold: half-width of the 95% interval of the share.
     pub max_ci_half_width: f64,
+    /// The cost of each statistic (per hierarchy level); they compose
+    /// (add, in ρ or in pure ε) to `rho`/`epsilon`, and their δs add to
+    /// `delta` less the conversion's.
+    pub statistic_costs: Vec<StatisticCost>,
+}
+
+/// The privacy cost of one statistic of a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatisticCost {
+    /// `"selection"`, `"risk_counts"` or `"symptom_counts"`.
+    pub statistic: String,
+    /// H3 resolution the statistic was computed at.
+    pub level: u8,
+    /// ρ (zCDP mechanisms) or ε (pure-DP mechanisms).
+    pub cost: f64,
+    /// δ of the statistic itself (the threshold's; 0 for counts).
+    pub delta: f64,
 }
 
 /// One released cell: noisy counts and their uncertainty.
@@ -223,6 +243,10 @@ impl ReleaseMeta {
             meta_keys::SUPPRESSION_HALF_WIDTH.into(),
             self.max_ci_half_width.to_string(),
         );
+        m.insert(
+            meta_keys::STATISTIC_COSTS.into(),
+            serde_json::to_string(&self.statistic_costs).unwrap_or_default(),
+        );
         m
     }
 
@@ -259,6 +283,8 @@ impl ReleaseMeta {
             ledger_entry: get(meta_keys::LEDGER_ENTRY)?.clone(),
             symptom_noise_scale: num(meta_keys::SYMPTOM_NOISE_SCALE)?,
             max_ci_half_width: num(meta_keys::SUPPRESSION_HALF_WIDTH)?,
+            statistic_costs: serde_json::from_str(get(meta_keys::STATISTIC_COSTS)?)
+                .map_err(|_| ReleaseError::Metadata(meta_keys::STATISTIC_COSTS))?,
         })
     }
 
@@ -462,6 +488,12 @@ mod tests {
                 ledger_entry: "w1700000000000".into(),
                 symptom_noise_scale: 28.3,
                 max_ci_half_width: 0.15,
+                statistic_costs: vec![StatisticCost {
+                    statistic: "risk_counts".into(),
+                    level: 5,
+                    cost: 0.5,
+                    delta: 0.0,
+                }],
             },
             rows: vec![ReleaseRow {
                 window_start: 1_700_000_000_000,

@@ -244,6 +244,7 @@ async fn wait_for_releases(
 struct RunResult {
     expected: BTreeMap<CellKey, [i64; 3]>,
     released: BTreeMap<CellKey, [i64; 3]>,
+    windows: BTreeSet<i64>,
     sent_coordinates: Vec<(f64, f64)>,
     pipeline: Pipeline,
 }
@@ -327,9 +328,62 @@ async fn run(epsilon: f64, seed: u64, regions: Regions) -> anyhow::Result<RunRes
     Ok(RunResult {
         expected,
         released,
+        windows,
         sent_coordinates,
         pipeline,
     })
+}
+
+/// Per region: `n_total` of all ages at one level of a window, and the
+/// levels the release holds.
+async fn level_totals(
+    dashboard: &str,
+    window: i64,
+    level: Option<u8>,
+) -> anyhow::Result<(BTreeMap<String, i64>, Vec<u8>)> {
+    let mut url = format!("{dashboard}/api/v1/heatmap?window={window}&age_band=all");
+    if let Some(l) = level {
+        url.push_str(&format!("&level={l}"));
+    }
+    let body: Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+    let levels = body["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap() as u8)
+        .collect();
+    let totals = body["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["region"].as_str().unwrap().to_string(),
+                c["n_total"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    Ok((totals, levels))
+}
+
+/// At huge ε every coarser level holds exactly the sums of its children.
+async fn assert_levels_roll_up(dashboard: &str, windows: &BTreeSet<i64>) -> anyhow::Result<()> {
+    for &w in windows {
+        let (finest, levels) = level_totals(dashboard, w, None).await?;
+        assert_eq!(levels.len(), 3, "release resolution and two parents");
+        for &level in &levels[1..] {
+            let (parents, _) = level_totals(dashboard, w, Some(level)).await?;
+            let mut summed: BTreeMap<String, i64> = BTreeMap::new();
+            for (region, n) in &finest {
+                let cell: hushmap_schema::RegionCell = region.parse()?;
+                *summed
+                    .entry(cell.parent(level).unwrap().to_string())
+                    .or_default() += n;
+            }
+            assert_eq!(parents, summed, "window {w}, level {level}");
+        }
+    }
+    Ok(())
 }
 
 fn time_rfc3339(ms: i64) -> String {
@@ -379,6 +433,7 @@ async fn huge_epsilon_releases_the_true_counts_and_topics_hold_no_coordinates() 
         SUBMISSIONS + 1,
         "2000 anonymous + one bounded repeat visitor"
     );
+    assert_levels_roll_up(&r.pipeline.dashboard_url, &r.windows).await?;
     assert_eq!(
         r.pipeline
             .aggregator_stats
