@@ -8,13 +8,17 @@
 use crate::sensitivity::ContributionBounds;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, UInt8Type, UInt64Type};
+use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use hushmap_schema::{AgeBand, RegionCell, RiskLevel, Symptom};
+use std::sync::Arc;
 
 /// True (un-noised) counts of one region × age band. Lives only in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellCounts {
+    /// Start of the window the counts belong to (ms since the epoch).
+    pub window_start: i64,
     pub region: RegionCell,
     pub age_band: AgeBand,
     /// Indexed by `RiskLevel::code()`.
@@ -33,7 +37,8 @@ pub enum EngineError {
     Value(&'static str),
 }
 
-/// The bounded GROUP BY, as SQL over the `records` table.
+/// The bounded GROUP BY, as SQL over the `records` table, which may hold
+/// many windows (batch mode): a contributor is bounded per window.
 pub fn bounded_counts_sql(bounds: ContributionBounds) -> String {
     let risk_cols: Vec<String> = RiskLevel::ALL
         .iter()
@@ -58,13 +63,14 @@ pub fn bounded_counts_sql(bounds: ContributionBounds) -> String {
         .collect();
     format!(
         "WITH bounded AS ( \
-           SELECT region, age_band, risk, symptoms FROM ( \
-             SELECT region, age_band, risk, symptoms, \
-                    ROW_NUMBER() OVER (PARTITION BY contributor_hi, contributor_lo ORDER BY seq DESC) AS rn \
+           SELECT window_start, region, age_band, risk, symptoms FROM ( \
+             SELECT window_start, region, age_band, risk, symptoms, \
+                    ROW_NUMBER() OVER (PARTITION BY window_start, contributor_hi, contributor_lo ORDER BY seq DESC) AS rn \
              FROM records) \
            WHERE rn <= {m}) \
-         SELECT region, age_band, {risk}, {sym} \
-         FROM bounded GROUP BY region, age_band ORDER BY region, age_band",
+         SELECT window_start, region, age_band, {risk}, {sym} \
+         FROM bounded GROUP BY window_start, region, age_band \
+         ORDER BY window_start, region, age_band",
         m = bounds.max_records_per_window,
         risk = risk_cols.join(", "),
         sym = sym_cols.join(", "),
@@ -77,8 +83,18 @@ pub async fn bounded_counts(
     records: RecordBatch,
     bounds: ContributionBounds,
 ) -> Result<Vec<CellCounts>, EngineError> {
-    let df = ctx.read_batch(records)?;
-    ctx.register_table("records", df.into_view())?;
+    let table = ctx.read_batch(records)?.into_view();
+    bounded_counts_table(ctx, table, bounds).await
+}
+
+/// Runs the bounded count over a `records` table of any number of windows
+/// and partitions.
+pub async fn bounded_counts_table(
+    ctx: &SessionContext,
+    records: Arc<dyn TableProvider>,
+    bounds: ContributionBounds,
+) -> Result<Vec<CellCounts>, EngineError> {
+    ctx.register_table("records", records)?;
     let result = ctx.sql(&bounded_counts_sql(bounds)).await;
     let batches = match result {
         Ok(df) => df.collect().await,
@@ -93,12 +109,16 @@ pub async fn bounded_counts(
 }
 
 fn cells_from_batch(batch: &RecordBatch) -> Result<Vec<CellCounts>, EngineError> {
-    let region = batch
+    let window = batch
         .column(0)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or(EngineError::Column("window_start"))?;
+    let region = batch
+        .column(1)
         .as_primitive_opt::<UInt64Type>()
         .ok_or(EngineError::Column("region"))?;
     let band = batch
-        .column(1)
+        .column(2)
         .as_primitive_opt::<UInt8Type>()
         .ok_or(EngineError::Column("age_band"))?;
     let count = |i: usize| {
@@ -108,10 +128,10 @@ fn cells_from_batch(batch: &RecordBatch) -> Result<Vec<CellCounts>, EngineError>
             .ok_or(EngineError::Column("count"))
     };
     let risk_cols = (0..3)
-        .map(|i| count(2 + i))
+        .map(|i| count(3 + i))
         .collect::<Result<Vec<_>, _>>()?;
     let sym_cols = (0..10)
-        .map(|i| count(5 + i))
+        .map(|i| count(6 + i))
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
@@ -124,6 +144,7 @@ fn cells_from_batch(batch: &RecordBatch) -> Result<Vec<CellCounts>, EngineError>
             symptoms[i] = if c.is_null(row) { 0 } else { c.value(row) };
         }
         out.push(CellCounts {
+            window_start: window.value(row),
             region: RegionCell::from_raw(region.value(row))
                 .map_err(|_| EngineError::Value("region"))?,
             age_band: AgeBand::from_code(band.value(row)).ok_or(EngineError::Value("age band"))?,

@@ -14,6 +14,7 @@
 //!
 //! True counts exist only in memory, inside steps 2–4.
 
+pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod ledger;

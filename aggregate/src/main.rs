@@ -1,8 +1,10 @@
 //! `hushmap-aggregate`: bounded, noised, accounted releases from coarse records.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use hushmap_aggregate::batch::{self, Progress};
 use hushmap_aggregate::{AggregateConfig, Aggregator};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 /// Consumes coarse records, releases differentially private aggregates per
@@ -11,19 +13,132 @@ use std::path::PathBuf;
 #[command(version)]
 struct Args {
     /// TOML configuration file.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream from Kafka (the default).
+    Stream,
+    /// Release historic data from a file with the same coarsening,
+    /// bounding, noise and ledger as the stream.
+    Batch(BatchArgs),
+}
+
+#[derive(ClapArgs)]
+struct BatchArgs {
+    /// Submissions, one JSON body per line (.ndjson, .jsonl; each needs
+    /// observed_at), or coarse records (.parquet).
+    #[arg(long)]
+    input: PathBuf,
+    /// ε spent per window (overrides privacy.epsilon_per_window).
+    #[arg(long)]
+    epsilon: f64,
+    /// δ at which ε is stated (overrides privacy.delta; Gaussian only).
+    #[arg(long)]
+    delta: Option<f64>,
+    /// Output in the release schema: .arrow (IPC file), .parquet or .json.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     hushmap_service::init_tracing();
     let args = Args::parse();
-    let config = AggregateConfig::load(args.config.as_deref()).context("loading configuration")?;
-    let aggregator = Aggregator::new(config).context("starting aggregator")?;
-    aggregator
-        .run(hushmap_service::shutdown_signal())
-        .await
-        .context("aggregating")?;
+    let mut config =
+        AggregateConfig::load(args.config.as_deref()).context("loading configuration")?;
+    match args.command.unwrap_or(Command::Stream) {
+        Command::Stream => {
+            let aggregator = Aggregator::new(config).context("starting aggregator")?;
+            aggregator
+                .run(hushmap_service::shutdown_signal())
+                .await
+                .context("aggregating")?;
+        }
+        Command::Batch(b) => {
+            config.privacy.epsilon_per_window = b.epsilon;
+            if let Some(delta) = b.delta {
+                config.privacy.delta = delta;
+            }
+            run_batch(config, b).await?;
+        }
+    }
     Ok(())
+}
+
+async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<()> {
+    // Refuse a bad output path before reading anything.
+    batch::OutputFormat::of(&args.out)?;
+    let plan = config.release_plan().context("calibrating the noise")?;
+    let progress = BarProgress(ProgressBar::hidden());
+    let report = batch::run_batch(&config, &args.input, &progress)
+        .await
+        .with_context(|| format!("releasing {}", args.input.display()))?;
+    progress.0.finish_and_clear();
+    batch::write_output(&args.out, &report.releases, batch::plan_meta(&plan))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+
+    let input = &report.input;
+    eprintln!(
+        "read {} records: {} accepted, {} refused",
+        input.read, input.accepted, input.refused
+    );
+    for e in &input.errors {
+        eprintln!("  refused {e}");
+    }
+    if input.refused > input.errors.len() as u64 {
+        eprintln!("  … and {} more", input.refused - input.errors.len() as u64);
+    }
+    for (window, reason) in &report.refused_windows {
+        eprintln!("window {}: not released: {reason}", window.start_ms);
+    }
+    let rows: usize = report.releases.iter().map(|r| r.rows.len()).sum();
+    eprintln!(
+        "released {} windows ({rows} rows; {} per window: ε {:.4}, δ {:.3e}) to {}",
+        report.releases.len(),
+        plan.mechanism,
+        plan.cost.epsilon,
+        plan.cost.delta,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+struct BarProgress(ProgressBar);
+
+impl Progress for BarProgress {
+    fn phase(&self, name: &'static str, total: Option<u64>) {
+        let style = match total {
+            Some(_) => ProgressStyle::with_template(
+                "{msg:>24} [{bar:40}] {percent:>3}% {elapsed} (eta {eta})",
+            ),
+            None => ProgressStyle::with_template("{msg:>24} {spinner} {pos} {elapsed}"),
+        };
+        self.0.reset();
+        self.0.set_length(total.unwrap_or(0));
+        self.0.set_position(0);
+        if let Ok(style) = style {
+            self.0.set_style(style.progress_chars("=> "));
+        }
+        self.0.set_message(name);
+        if self.0.is_hidden() && console_is_terminal() {
+            self.0
+                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        tracing::info!(phase = name, total, "batch phase");
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+fn console_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
 }

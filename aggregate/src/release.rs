@@ -100,6 +100,7 @@ pub fn roll_up(cells: &[CellCounts], level: u8) -> Vec<CellCounts> {
         let acc = parents
             .entry((parent, c.age_band))
             .or_insert_with(|| CellCounts {
+                window_start: c.window_start,
                 region: parent,
                 age_band: c.age_band,
                 risk: [0; 3],
@@ -132,6 +133,7 @@ fn level_rows(
         for band in AgeBand::ALL {
             let found = counted.get(&(*region, band)).copied();
             grid.push(found.cloned().unwrap_or(CellCounts {
+                window_start: window.start_ms,
                 region: *region,
                 age_band: band,
                 risk: [0; 3],
@@ -230,6 +232,7 @@ mod tests {
 
     fn cell(lat: f64, band: AgeBand, risk: [i64; 3]) -> CellCounts {
         CellCounts {
+            window_start: 0,
             region: RegionCell::from_coordinate(lat, 0.0, RegionResolution::new(5).unwrap())
                 .unwrap(),
             age_band: band,
@@ -378,6 +381,7 @@ mod tests {
             let mut with = base.clone();
             for child in children.iter().take(m as usize) {
                 with.push(CellCounts {
+                    window_start: 0,
                     region: *child,
                     age_band: AgeBand::From18To29,
                     risk: [0, 0, 1],

@@ -200,6 +200,13 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Parses a submission body as the API does: unknown fields, wrong types
+/// and malformed JSON become the contract's problem details.
+pub fn parse_submission(bytes: &[u8]) -> Result<Submission, Problem> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+        .map_err(parse_problem)
+}
+
 /// Maps a serde error to the contract's codes. Details name the field and
 /// the rule, never the value that was sent.
 fn parse_problem(err: serde_path_to_error::Error<serde_json::Error>) -> Problem {
@@ -434,9 +441,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
     let bytes = to_bytes(body, state.max_body_bytes)
         .await
         .map_err(|_| too_large())?;
-    let submission: Submission =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
-            .map_err(parse_problem)?;
+    let submission = parse_submission(&bytes)?;
     let valid = validate(submission, &state.rules, now_ms())?;
     let (risk, record) = state.coarsener.coarsen(valid);
 

@@ -245,6 +245,9 @@ struct RunResult {
     expected: BTreeMap<CellKey, [i64; 3]>,
     released: BTreeMap<CellKey, [i64; 3]>,
     windows: BTreeSet<i64>,
+    /// The accepted submissions, and the public region set they were released over.
+    submissions: Vec<Submission>,
+    public_regions: Vec<String>,
     sent_coordinates: Vec<(f64, f64)>,
     pipeline: Pipeline,
 }
@@ -300,7 +303,7 @@ async fn run(epsilon: f64, seed: u64, regions: Regions) -> anyhow::Result<RunRes
     };
     let pipeline = Pipeline::start(PipelineOptions {
         epsilon_per_window: epsilon,
-        public_regions,
+        public_regions: public_regions.clone(),
         ..PipelineOptions::default()
     })
     .await?;
@@ -325,10 +328,13 @@ async fn run(epsilon: f64, seed: u64, regions: Regions) -> anyhow::Result<RunRes
     let windows = wait_for_releases(&client, &pipeline, accepted.len() as u64).await?;
     assert!(!windows.is_empty());
     let released = released_counts(&client, &pipeline.dashboard_url, &windows).await?;
+    let submissions = accepted.into_iter().map(|(s, _, _)| s).collect();
     Ok(RunResult {
         expected,
         released,
         windows,
+        submissions,
+        public_regions,
         sent_coordinates,
         pipeline,
     })
@@ -386,6 +392,44 @@ async fn assert_levels_roll_up(dashboard: &str, windows: &BTreeSet<i64>) -> anyh
     Ok(())
 }
 
+/// The same submissions through `batch` (in one window, stated by
+/// `observed_at`) release the same counts per region × band as the stream.
+async fn assert_batch_matches_stream(r: &RunResult) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("hushmap-e2e-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("submissions.ndjson");
+    let observed =
+        time_rfc3339(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 60_000);
+    let mut lines = String::new();
+    for s in &r.submissions {
+        let mut s = s.clone();
+        s.observed_at = Some(observed.clone());
+        lines.push_str(&serde_json::to_string(&s)?);
+        lines.push('\n');
+    }
+    std::fs::write(&input, lines)?;
+    let mut config = hushmap_aggregate::AggregateConfig::default();
+    config.privacy.epsilon_per_window = 1e6;
+    config.privacy.max_epsilon_per_day = 1e9;
+    config.privacy.max_epsilon_per_horizon = 1e9;
+    config.privacy.public_regions = r.public_regions.clone();
+    let report =
+        hushmap_aggregate::batch::run_batch(&config, &input, &hushmap_aggregate::batch::NoProgress)
+            .await?;
+    assert_eq!(report.input.refused, 0, "{:?}", report.input.errors);
+    assert_eq!(report.releases.len(), 1);
+    let mut batch: BTreeMap<CellKey, [i64; 3]> = BTreeMap::new();
+    for row in report.releases[0].rows.iter().filter(|x| x.level == 5) {
+        batch.insert(
+            (row.region.clone(), row.age_band.clone()),
+            [row.n_low, row.n_moderate, row.n_high],
+        );
+    }
+    assert_eq!(batch, r.released, "batch and stream differ");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
 fn time_rfc3339(ms: i64) -> String {
     use time::format_description::well_known::Rfc3339;
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -434,6 +478,7 @@ async fn huge_epsilon_releases_the_true_counts_and_topics_hold_no_coordinates() 
         "2000 anonymous + one bounded repeat visitor"
     );
     assert_levels_roll_up(&r.pipeline.dashboard_url, &r.windows).await?;
+    assert_batch_matches_stream(&r).await?;
     assert_eq!(
         r.pipeline
             .aggregator_stats

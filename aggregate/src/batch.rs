@@ -1,0 +1,671 @@
+//! Batch mode: historic data through the same coarsening, bounding, noise
+//! and ledger as the stream.
+//!
+//! ```text
+//! hushmap-aggregate batch --input FILE(.ndjson | .parquet) --epsilon E [--delta D]
+//!                         --out FILE(.arrow | .parquet | .json)
+//! ```
+//!
+//! Inputs:
+//! - **NDJSON of submissions**, one API body per line. Each line is parsed,
+//!   validated and coarsened by ingest's own code (`hushmap_ingest`), so a
+//!   line is accepted or refused exactly as `POST /v1/submissions` would,
+//!   except that `observed_at` is required (it places the submission in its
+//!   window) and may lie in the past. Profile ids are keyed with a secret
+//!   drawn for this run only: bounding works within the run, and the keys
+//!   cannot be linked to the stream's or another run's.
+//! - **Parquet of coarse records** ([`COARSE_RECORD_COLUMNS`]), e.g. a
+//!   dump of the submissions topic; later rows count as later.
+//!
+//! A bad line or row is reported (its number, the error code and field,
+//! never its content) and skipped; nothing else is lost. Each window is then
+//! bounded and counted by the same DataFusion plan as the stream, authorised
+//! by a [`PrivacyLedger`] with the configured limits, and noised once.
+
+use crate::config::AggregateConfig;
+use crate::engine::{self, CellCounts, EngineError};
+use crate::ledger::PrivacyLedger;
+use crate::noise::NoiseError;
+use crate::records::{SequencedRecord, to_record_batch};
+use crate::release::{ReleasePlan, noisy_release};
+use arrow::array::{
+    Array, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Int64Array, RecordBatch,
+    UInt8Array, UInt16Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt8Type, UInt16Type, UInt64Type};
+use arrow::error::ArrowError;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use hushmap_ingest::coarsen::Coarsener;
+use hushmap_ingest::server::parse_submission;
+use hushmap_ingest::validate::{ValidationRules, validate};
+use hushmap_schema::region::RegionResolution;
+use hushmap_schema::{
+    AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, ReleaseMeta, RiskLevel, SymptomSet,
+    Window,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::errors::ParquetError;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Most refused lines or rows described one by one in the report.
+pub const MAX_REPORTED_ERRORS: usize = 20;
+
+/// Rows per Arrow batch handed to DataFusion (it runs them in parallel).
+const ENGINE_BATCH_ROWS: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}: unknown input format (expected .ndjson, .jsonl or .parquet)")]
+    InputFormat(PathBuf),
+    #[error("{0}: unknown output format (expected .arrow, .parquet or .json)")]
+    OutputFormat(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parquet { path: PathBuf, source: ParquetError },
+    #[error("{path}: not a coarse-record file: {reason}")]
+    ParquetSchema { path: PathBuf, reason: String },
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("noise: {0}")]
+    Noise(#[from] NoiseError),
+    #[error("encoding the release: {0}")]
+    Release(#[from] hushmap_schema::ReleaseError),
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Where a batch run's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// Submission bodies, one JSON object per line.
+    Ndjson,
+    /// Coarse records ([`COARSE_RECORD_COLUMNS`]).
+    Parquet,
+}
+
+impl InputFormat {
+    pub fn of(path: &Path) -> Result<InputFormat, BatchError> {
+        match extension(path).as_deref() {
+            Some("ndjson" | "jsonl") => Ok(InputFormat::Ndjson),
+            Some("parquet") => Ok(InputFormat::Parquet),
+            _ => Err(BatchError::InputFormat(path.to_path_buf())),
+        }
+    }
+}
+
+/// What a batch run writes: the release schema in one of three encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Arrow IPC file; every window's rows, one schema.
+    Arrow,
+    Parquet,
+    /// A JSON array of releases, each `{"meta": …, "rows": […]}`.
+    Json,
+}
+
+impl OutputFormat {
+    pub fn of(path: &Path) -> Result<OutputFormat, BatchError> {
+        match extension(path).as_deref() {
+            Some("arrow" | "ipc" | "feather") => Ok(OutputFormat::Arrow),
+            Some("parquet") => Ok(OutputFormat::Parquet),
+            Some("json") => Ok(OutputFormat::Json),
+            _ => Err(BatchError::OutputFormat(path.to_path_buf())),
+        }
+    }
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+}
+
+/// Columns of the coarse-record Parquet input, in this order. `region` is
+/// the H3 index as an integer (coarsened to the configured resolution if
+/// finer), `age_band` and `risk` are codes (`AgeBand::code`,
+/// `RiskLevel::code`), `symptoms` a bit set in `Symptom::ALL` order.
+pub static COARSE_RECORD_COLUMNS: LazyLock<Arc<Schema>> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("window_start", DataType::Int64, false),
+        Field::new("region", DataType::UInt64, false),
+        Field::new("age_band", DataType::UInt8, false),
+        Field::new("risk", DataType::UInt8, false),
+        Field::new("symptoms", DataType::UInt16, false),
+        Field::new("contributor", DataType::FixedSizeBinary(16), false),
+    ]))
+});
+
+/// Writes coarse records in the Parquet input format (tests, benchmarks,
+/// topic dumps).
+pub fn write_coarse_parquet(path: &Path, records: &[CoarseRecord]) -> Result<(), BatchError> {
+    let file = File::create(path).map_err(|source| BatchError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parquet_err = |source| BatchError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, COARSE_RECORD_COLUMNS.clone(), None).map_err(parquet_err)?;
+    for chunk in records.chunks(ENGINE_BATCH_ROWS) {
+        let mut contributors = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
+        for r in chunk {
+            contributors.append_value(r.contributor.0)?;
+        }
+        let batch = RecordBatch::try_new(
+            COARSE_RECORD_COLUMNS.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(
+                    chunk.iter().map(|r| r.window.start_ms),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    chunk.iter().map(|r| r.region.raw()),
+                )),
+                Arc::new(UInt8Array::from_iter_values(
+                    chunk.iter().map(|r| r.age_band.code()),
+                )),
+                Arc::new(UInt8Array::from_iter_values(
+                    chunk.iter().map(|r| r.risk.code()),
+                )),
+                Arc::new(UInt16Array::from_iter_values(
+                    chunk.iter().map(|r| r.symptoms.bits()),
+                )),
+                Arc::new(contributors.finish()),
+            ],
+        )?;
+        writer.write(&batch).map_err(parquet_err)?;
+    }
+    writer.close().map_err(parquet_err)?;
+    Ok(())
+}
+
+/// What happened to the input.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InputReport {
+    /// Lines (NDJSON, blank ones skipped) or rows (Parquet) read.
+    pub read: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    /// The first [`MAX_REPORTED_ERRORS`] refusals: position, code, field,
+    /// rule. Never the refused content.
+    pub errors: Vec<String>,
+}
+
+impl InputReport {
+    fn refuse(&mut self, error: impl FnOnce() -> String) {
+        self.refused += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(error());
+        }
+    }
+}
+
+/// The outcome of a batch run.
+#[derive(Debug)]
+pub struct BatchReport {
+    pub input: InputReport,
+    /// Every released window, in time order.
+    pub releases: Vec<Release>,
+    /// Windows the ledger refused, with the reason.
+    pub refused_windows: Vec<RefusedWindow>,
+}
+
+/// A window the ledger would not release, and why.
+pub type RefusedWindow = (Window, String);
+
+/// Reports progress of a long run (a progress bar in the CLI).
+pub trait Progress {
+    /// A new phase with `total` steps (`None` when unknown).
+    fn phase(&self, name: &'static str, total: Option<u64>);
+    /// `n` more steps of the current phase are done.
+    fn advance(&self, n: u64);
+}
+
+/// Progress nobody watches.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn phase(&self, _: &'static str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// Reads `input`, releases every window it holds under `config`, and
+/// returns the releases (write them with [`write_output`]).
+pub async fn run_batch(
+    config: &AggregateConfig,
+    input: &Path,
+    progress: &dyn Progress,
+) -> Result<BatchReport, BatchError> {
+    config.validate()?;
+    let (records, input_report) = match InputFormat::of(input)? {
+        InputFormat::Ndjson => read_submissions(config, input, progress)?,
+        InputFormat::Parquet => read_coarse_records(config, input, progress)?,
+    };
+    let plan = config.release_plan()?;
+    let cells = count_bounded(config, records).await?;
+    let (releases, refused_windows) = release_windows(config, &plan, cells, progress)?;
+    Ok(BatchReport {
+        input: input_report,
+        releases,
+        refused_windows,
+    })
+}
+
+fn read_submissions(
+    config: &AggregateConfig,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<(Vec<SequencedRecord>, InputReport), BatchError> {
+    let io_err = |source| BatchError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let size = file.metadata().map(|m| m.len()).ok();
+    progress.phase("reading submissions", size);
+    let rules = ValidationRules {
+        resolution: RegionResolution::new(config.region_resolution)
+            .map_err(crate::config::ConfigError::from)?,
+        window: config.window_length(),
+        allowed_lateness_ms: i64::from(config.allowed_lateness_secs) * 1000,
+    };
+    // A secret for this run only: keys bound contributors within the run and
+    // link to nothing outside it.
+    let secret: [u8; 32] = rand::random();
+    let coarsener = Coarsener::new(&secret, config.window_length());
+    let mut report = InputReport::default();
+    let mut records = Vec::new();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| d.as_millis() as i64);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        progress.advance(n as u64);
+        line_no += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        report.read += 1;
+        let problem = match parse_submission(&line) {
+            Ok(sub) => match batch_observed_ms(sub.observed_at.as_deref(), now_ms) {
+                // "Now" is when it was observed: a past submission is valid
+                // in batch mode, and still refused if it claims the future.
+                Ok(observed) => match validate(sub, &rules, observed) {
+                    Ok(valid) => {
+                        let (_, record) = coarsener.coarsen(valid);
+                        records.push(SequencedRecord {
+                            seq: records.len() as u64,
+                            record,
+                        });
+                        report.accepted += 1;
+                        continue;
+                    }
+                    Err(p) => p,
+                },
+                Err(reason) => {
+                    report.refuse(|| {
+                        format!("line {line_no}: invalid_value (observed_at): {reason}")
+                    });
+                    continue;
+                }
+            },
+            Err(p) => p,
+        };
+        report.refuse(|| {
+            format!(
+                "line {line_no}: {}{}: {}",
+                problem.code.as_str(),
+                problem
+                    .field
+                    .as_deref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default(),
+                problem.detail
+            )
+        });
+    }
+    Ok((records, report))
+}
+
+/// The observation time of a batch submission, which must state it, and
+/// not in the future of `now_ms` (beyond the API's clock-skew allowance).
+fn batch_observed_ms(observed_at: Option<&str>, now_ms: i64) -> Result<i64, &'static str> {
+    let text = observed_at.ok_or("observed_at is required in batch mode")?;
+    let t = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| "observed_at must be an RFC 3339 timestamp")?;
+    let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| "observed_at is out of range")?;
+    if ms > now_ms.saturating_add(hushmap_ingest::validate::MAX_FUTURE_MS) {
+        return Err("observed_at may be at most 5 minutes in the future");
+    }
+    Ok(ms)
+}
+
+fn read_coarse_records(
+    config: &AggregateConfig,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<(Vec<SequencedRecord>, InputReport), BatchError> {
+    let file = File::open(path).map_err(|source| BatchError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parquet_err = |source| BatchError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    let rows = builder.metadata().file_metadata().num_rows();
+    check_coarse_schema(path, builder.schema())?;
+    progress.phase("reading coarse records", u64::try_from(rows).ok());
+    let reader = builder
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(parquet_err)?;
+    let window_length = config.window_length();
+    let resolution = config.region_resolution;
+    let mut report = InputReport::default();
+    let mut records = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    let mut row_no = 0u64;
+    for batch in reader {
+        let batch = batch?;
+        let col = |i: usize| batch.column(i);
+        let (Some(window), Some(region), Some(band), Some(risk), Some(symptoms), Some(who)) = (
+            col(0).as_primitive_opt::<Int64Type>(),
+            col(1).as_primitive_opt::<UInt64Type>(),
+            col(2).as_primitive_opt::<UInt8Type>(),
+            col(3).as_primitive_opt::<UInt8Type>(),
+            col(4).as_primitive_opt::<UInt16Type>(),
+            col(5).as_any().downcast_ref::<FixedSizeBinaryArray>(),
+        ) else {
+            return Err(BatchError::ParquetSchema {
+                path: path.to_path_buf(),
+                reason: "column types changed between row groups".into(),
+            });
+        };
+        for i in 0..batch.num_rows() {
+            row_no += 1;
+            report.read += 1;
+            let nulls = [
+                window.is_null(i),
+                region.is_null(i),
+                band.is_null(i),
+                risk.is_null(i),
+                symptoms.is_null(i),
+                who.is_null(i),
+            ];
+            if nulls.iter().any(|n| *n) {
+                report.refuse(|| format!("row {row_no}: a value is null"));
+                continue;
+            }
+            let record = coarse_record(
+                window.value(i),
+                region.value(i),
+                band.value(i),
+                risk.value(i),
+                symptoms.value(i),
+                who.value(i),
+                window_length,
+                resolution,
+            );
+            match record {
+                Ok(record) => {
+                    records.push(SequencedRecord {
+                        seq: row_no,
+                        record,
+                    });
+                    report.accepted += 1;
+                }
+                Err(reason) => report.refuse(|| format!("row {row_no}: {reason}")),
+            }
+        }
+        progress.advance(batch.num_rows() as u64);
+    }
+    Ok((records, report))
+}
+
+fn check_coarse_schema(path: &Path, schema: &Schema) -> Result<(), BatchError> {
+    for (i, want) in COARSE_RECORD_COLUMNS.fields().iter().enumerate() {
+        let ok = schema
+            .fields()
+            .get(i)
+            .is_some_and(|f| f.name() == want.name() && f.data_type() == want.data_type());
+        if !ok {
+            return Err(BatchError::ParquetSchema {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "column {i} must be `{}` of type {}",
+                    want.name(),
+                    want.data_type()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One coarse-record row, checked and coarsened to the configured
+/// resolution; the error says which rule failed, never the value.
+#[allow(clippy::too_many_arguments)]
+fn coarse_record(
+    window_start: i64,
+    region: u64,
+    band: u8,
+    risk: u8,
+    symptoms: u16,
+    contributor: &[u8],
+    window_length: hushmap_schema::WindowLength,
+    resolution: u8,
+) -> Result<CoarseRecord, &'static str> {
+    let window = Window::from_start(window_start, window_length)
+        .ok_or("window_start is not the start of a window of the configured length")?;
+    let cell = RegionCell::from_raw(region).map_err(|_| "region is not an H3 cell index")?;
+    let region = cell
+        .parent(resolution)
+        .ok_or("region is coarser than the configured resolution")?;
+    Ok(CoarseRecord {
+        window,
+        window_length,
+        region,
+        age_band: AgeBand::from_code(band).ok_or("age_band is not an age band code")?,
+        risk: RiskLevel::from_code(risk).ok_or("risk is not a risk level code")?,
+        symptoms: SymptomSet::from_bits(symptoms).ok_or("symptoms has unknown bits")?,
+        contributor: ContributorKey(
+            contributor
+                .try_into()
+                .map_err(|_| "contributor is not 16 bytes")?,
+        ),
+    })
+}
+
+/// The bounded counts of every window (the stream's plan, over all windows
+/// at once: contributors are bounded per window).
+async fn count_bounded(
+    config: &AggregateConfig,
+    records: Vec<SequencedRecord>,
+) -> Result<Vec<CellCounts>, BatchError> {
+    let batches = records
+        .chunks(ENGINE_BATCH_ROWS)
+        .map(to_record_batch)
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(records);
+    let ctx = SessionContext::new();
+    let schema = crate::records::RECORD_SCHEMA.clone();
+    // One partition per batch so both cores share the work.
+    let partitions = batches.into_iter().map(|b| vec![b]).collect();
+    let table = MemTable::try_new(schema, partitions)
+        .map_err(|e| BatchError::Engine(EngineError::DataFusion(e)))?;
+    Ok(engine::bounded_counts_table(&ctx, Arc::new(table), config.bounds()).await?)
+}
+
+fn release_windows(
+    config: &AggregateConfig,
+    plan: &ReleasePlan,
+    cells: Vec<CellCounts>,
+    progress: &dyn Progress,
+) -> Result<(Vec<Release>, Vec<RefusedWindow>), BatchError> {
+    let mut by_window: BTreeMap<i64, Vec<CellCounts>> = BTreeMap::new();
+    for c in cells {
+        by_window.entry(c.window_start).or_default().push(c);
+    }
+    progress.phase("noising windows", Some(by_window.len() as u64));
+    let mut ledger = PrivacyLedger::new(config.budget());
+    let mut releases = Vec::with_capacity(by_window.len());
+    let mut refused = Vec::new();
+    for (start, cells) in by_window {
+        let window = Window::from_start(start, config.window_length())
+            .expect("windows were checked when read");
+        match ledger.authorise(window, plan.cost) {
+            Ok(entry) => releases.push(noisy_release(window, &cells, plan, &entry.id)?),
+            Err(e) => refused.push((window, e.to_string())),
+        }
+        progress.advance(1);
+    }
+    Ok((releases, refused))
+}
+
+/// Writes `releases` to `path` in the format its extension names.
+///
+/// Arrow and Parquet hold one schema for all rows: its metadata is the first
+/// release's with the window widened to the whole run and the ledger
+/// entries joined by commas (every window costs the same; refused windows
+/// are absent). JSON keeps each release's own metadata.
+pub fn write_output(
+    path: &Path,
+    releases: &[Release],
+    plan_meta: ReleaseMeta,
+) -> Result<(), BatchError> {
+    let format = OutputFormat::of(path)?;
+    let io_err = |source| BatchError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::create(path).map_err(io_err)?;
+    match format {
+        OutputFormat::Json => {
+            let mut out = BufWriter::new(file);
+            serde_json::to_writer(&mut out, releases)?;
+            out.write_all(b"\n").map_err(io_err)?;
+            out.flush().map_err(io_err)?;
+        }
+        OutputFormat::Arrow | OutputFormat::Parquet => {
+            let meta = combined_meta(releases, plan_meta);
+            let rows: Vec<_> = releases.iter().flat_map(|r| r.rows.clone()).collect();
+            let batch = Release { meta, rows }.to_record_batch()?;
+            if format == OutputFormat::Arrow {
+                let mut w =
+                    arrow::ipc::writer::FileWriter::try_new(BufWriter::new(file), &batch.schema())?;
+                w.write(&batch)?;
+                w.finish()?;
+            } else {
+                let mut w = ArrowWriter::try_new(file, batch.schema(), None).map_err(|source| {
+                    BatchError::Parquet {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
+                w.write(&batch).map_err(|source| BatchError::Parquet {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                w.close().map_err(|source| BatchError::Parquet {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn combined_meta(releases: &[Release], plan_meta: ReleaseMeta) -> ReleaseMeta {
+    let (Some(first), Some(last)) = (releases.first(), releases.last()) else {
+        return plan_meta;
+    };
+    ReleaseMeta {
+        window_start: first.meta.window_start,
+        window_end: last.meta.window_end,
+        ledger_entry: releases
+            .iter()
+            .map(|r| r.meta.ledger_entry.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        ..first.meta.clone()
+    }
+}
+
+/// The metadata a release under `plan` carries, without a window (for an
+/// output with no released window).
+pub fn plan_meta(plan: &ReleasePlan) -> ReleaseMeta {
+    ReleaseMeta {
+        window_start: 0,
+        window_end: 0,
+        mechanism: plan.mechanism.to_string(),
+        rho: plan.cost.rho,
+        epsilon: plan.cost.epsilon,
+        delta: plan.cost.delta,
+        ledger_entry: String::new(),
+        symptom_noise_scale: plan.finest().symptoms.std_dev(),
+        max_ci_half_width: plan.max_ci_half_width,
+        statistic_costs: plan.statistic_costs.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_come_from_extensions() {
+        assert_eq!(
+            InputFormat::of(Path::new("a.NDJSON")).unwrap(),
+            InputFormat::Ndjson
+        );
+        assert_eq!(
+            InputFormat::of(Path::new("a.parquet")).unwrap(),
+            InputFormat::Parquet
+        );
+        assert!(InputFormat::of(Path::new("a.csv")).is_err());
+        assert_eq!(
+            OutputFormat::of(Path::new("x.arrow")).unwrap(),
+            OutputFormat::Arrow
+        );
+        assert!(OutputFormat::of(Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn batch_submissions_must_say_when() {
+        let now = 1_000_000_000;
+        assert!(batch_observed_ms(None, now).is_err());
+        assert!(batch_observed_ms(Some("yesterday"), now).is_err());
+        assert_eq!(
+            batch_observed_ms(Some("1970-01-01T00:01:00Z"), now),
+            Ok(60_000)
+        );
+        assert!(batch_observed_ms(Some("2999-01-01T00:00:00Z"), now).is_err());
+    }
+}
