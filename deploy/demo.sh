@@ -71,6 +71,7 @@ cat <<MSG
   Hushmap is running.
     Dashboard:  http://127.0.0.1:8081/
     Ingest:     POST http://127.0.0.1:8080/v1/submissions
+    Metrics:    http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:8082/metrics (aggregate)
     Traffic:    $RATE submissions/s; first release about $((WINDOW_SECS + 5)) s after start
     Logs:       $RUN_DIR/*.log
 

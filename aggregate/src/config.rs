@@ -34,6 +34,11 @@ pub enum ConfigError {
     },
     #[error("noise calibration: {0}")]
     Noise(#[from] NoiseError),
+    #[error(
+        "refusing to serve metrics on {0}: the aggregator binds loopback unless \
+         `metrics_public = true`"
+    )]
+    PublicMetrics(std::net::SocketAddr),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +170,10 @@ pub struct AggregateConfig {
     pub privacy: PrivacyConfig,
     /// How often open windows are checked for closing.
     pub tick_ms: u64,
+    /// Where `/metrics` and `/healthz` are served (port 0: any free port).
+    pub metrics_listen: std::net::SocketAddr,
+    /// Deliberately serve metrics beyond loopback (they hold counts only).
+    pub metrics_public: bool,
 }
 
 impl Default for AggregateConfig {
@@ -177,6 +186,8 @@ impl Default for AggregateConfig {
             region_resolution: 5,
             privacy: PrivacyConfig::default(),
             tick_ms: 500,
+            metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)),
+            metrics_public: false,
         }
     }
 }
@@ -204,6 +215,9 @@ impl AggregateConfig {
             });
         }
         RegionResolution::new(self.region_resolution)?;
+        if !self.metrics_listen.ip().is_loopback() && !self.metrics_public {
+            return Err(ConfigError::PublicMetrics(self.metrics_listen));
+        }
         let p = &self.privacy;
         if p.parent_levels > self.region_resolution || p.parent_levels > MAX_PARENT_LEVELS {
             return Err(ConfigError::Privacy {

@@ -18,6 +18,7 @@ pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod ledger;
+pub mod metrics;
 pub mod noise;
 pub mod records;
 pub mod release;

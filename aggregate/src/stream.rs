@@ -67,6 +67,8 @@ pub enum AggregatorError {
     Release(#[from] hushmap_schema::ReleaseError),
     #[error("recovering state from Kafka: {0}")]
     Recovery(String),
+    #[error("metrics endpoint: {0}")]
+    Metrics(String),
 }
 
 /// Counters for operators and tests. Counts only, never content.
@@ -114,6 +116,8 @@ pub struct Aggregator {
     caught_up: std::collections::HashSet<i32>,
     next_seq: u64,
     stats: Arc<AggregatorStats>,
+    /// Bound at start-up, served while running.
+    metrics_listener: std::net::TcpListener,
 }
 
 fn now_ms() -> i64 {
@@ -151,6 +155,11 @@ impl Aggregator {
         // Fences off any earlier instance with the same id and aborts its
         // open transaction: a half-published release never becomes visible.
         producer.init_transactions(Timeout::After(txn_timeout))?;
+        let metrics_listener = std::net::TcpListener::bind(config.metrics_listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| {
+                AggregatorError::Metrics(format!("binding {}: {e}", config.metrics_listen))
+            })?;
         let mut ledger = PrivacyLedger::new(config.budget());
         let restored = released_windows(&config)?;
         let restored_count = restored.len();
@@ -188,7 +197,13 @@ impl Aggregator {
             caught_up: std::collections::HashSet::new(),
             next_seq: 0,
             stats: Arc::new(AggregatorStats::default()),
+            metrics_listener,
         })
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.metrics_listener.local_addr()
     }
 
     pub fn stats(&self) -> Arc<AggregatorStats> {
@@ -201,6 +216,21 @@ impl Aggregator {
 
     /// Consumes and releases until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AggregatorError> {
+        let listener = self
+            .metrics_listener
+            .try_clone()
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| AggregatorError::Metrics(e.to_string()))?;
+        tracing::info!(addr = %self.metrics_addr().map_err(|e| AggregatorError::Metrics(e.to_string()))?, "serving /metrics");
+        let metrics = tokio::spawn(
+            axum::serve(listener, crate::metrics::router(self.stats.clone())).into_future(),
+        );
+        let result = self.consume(shutdown).await;
+        metrics.abort();
+        result
+    }
+
+    async fn consume(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AggregatorError> {
         let consumer = self.consumer.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -49,8 +49,25 @@ impl Drop for Running {
     }
 }
 
+/// A free loopback port for an instance's `/metrics`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn spawn(setup: &Setup) -> Running {
+    spawn_with_metrics(setup, free_port())
+}
+
+fn spawn_with_metrics(setup: &Setup, metrics_port: u16) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_hushmap-aggregate"))
+        .env(
+            "HUSHMAP_AGGREGATE_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
         .env(
             "HUSHMAP_LOG",
             std::env::var("HUSHMAP_TEST_AGG_LOG").unwrap_or("warn".into()),
@@ -200,8 +217,42 @@ async fn kill_9_never_loses_or_repeats_a_release() -> anyhow::Result<()> {
     wait_for_release(&setup, w3).await;
     // Let a restarted instance see everything again: nothing may be re-released.
     kill9(c);
-    let d = spawn(&setup);
+    let port = free_port();
+    let d = spawn_with_metrics(&setup, port);
     tokio::time::sleep(Duration::from_secs(u64::from(WINDOW_SECS) + 3)).await;
+    // A record for a window already released is dropped, never folded in,
+    // and counted in /metrics.
+    let late = CoarseRecord {
+        window: w1,
+        window_length: window_len(),
+        region: RegionCell::from_coordinate(10.0, 20.0, RegionResolution::new(5).unwrap()).unwrap(),
+        age_band: AgeBand::ALL[0],
+        risk: RiskLevel::ALL[2],
+        symptoms: SymptomSet::default(),
+        contributor: ContributorKey(rand::random()),
+    };
+    producer
+        .send(
+            FutureRecord::to(&setup.input)
+                .key("late")
+                .payload(&late.encode()[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = reqwest::get(&metrics_url).await?.text().await?;
+        if text.contains("hushmap_aggregate_records_late_total 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "late record not counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     kill9(d);
 
     let out = tokio::task::spawn_blocking(move || releases(&setup.output)).await?;

@@ -56,6 +56,8 @@ pub struct Pipeline {
     pub submissions_topic: String,
     pub releases_topic: String,
     pub aggregator_stats: std::sync::Arc<hushmap_aggregate::stream::AggregatorStats>,
+    /// The aggregator's `/metrics`.
+    pub aggregator_metrics_url: String,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -95,6 +97,7 @@ impl Pipeline {
         let mut aggregate_config = AggregateConfig {
             dev_mode: true,
             tick_ms: 200,
+            metrics_listen: loopback,
             ..AggregateConfig::default()
         };
         aggregate_config.kafka.brokers = brokers();
@@ -128,6 +131,7 @@ impl Pipeline {
 
         let aggregator = Aggregator::new(aggregate_config)?;
         let aggregator_stats = aggregator.stats();
+        let aggregator_metrics_url = format!("http://{}/metrics", aggregator.metrics_addr()?);
         let (tx, stop) = stop_signal();
         stops.push(tx);
         tasks.push(tokio::spawn(async move { Ok(aggregator.run(stop).await?) }));
@@ -146,6 +150,7 @@ impl Pipeline {
             submissions_topic,
             releases_topic,
             aggregator_stats,
+            aggregator_metrics_url,
             stops,
             tasks,
         })

@@ -479,6 +479,19 @@ async fn huge_epsilon_releases_the_true_counts_and_topics_hold_no_coordinates() 
     );
     assert_levels_roll_up(&r.pipeline.dashboard_url, &r.windows).await?;
     assert_batch_matches_stream(&r).await?;
+    // The aggregator's /metrics counts what it saw, and nothing else.
+    let metrics = reqwest::get(&r.pipeline.aggregator_metrics_url)
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(&format!(
+            "hushmap_aggregate_records_accepted_total {}",
+            SUBMISSIONS + 5
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hushmap_aggregate_windows_refused_total 0"));
     assert_eq!(
         r.pipeline
             .aggregator_stats

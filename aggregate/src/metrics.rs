@@ -1,0 +1,124 @@
+//! `/metrics` of the aggregator, in Prometheus text format.
+//!
+//! Counts only: records accepted, invalid and late (dropped because their
+//! window was already released or past its lateness), windows released and
+//! refused by the ledger, and what is buffered. Nothing here can carry a
+//! record's content.
+
+use crate::stream::AggregatorStats;
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Reads [`AggregatorStats`] on every scrape.
+#[derive(Debug)]
+struct StatsCollector(Arc<AggregatorStats>);
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let counters = [
+            (
+                "records_accepted",
+                "Records buffered into an open window",
+                &s.records_accepted,
+            ),
+            (
+                "records_invalid",
+                "Records that could not be decoded or have another window length",
+                &s.records_invalid,
+            ),
+            (
+                "records_late",
+                "Records dropped because their window was released or past its allowed lateness",
+                &s.records_late,
+            ),
+            (
+                "windows_released",
+                "Windows published (transaction committed)",
+                &s.windows_released,
+            ),
+            (
+                "windows_refused",
+                "Windows the privacy ledger refused to release (budget)",
+                &s.windows_refused,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value.load(Ordering::Relaxed));
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let gauges = [
+            ("open_windows", "Windows buffering records", &s.open_windows),
+            (
+                "pending_releases",
+                "Noised releases waiting for their transaction",
+                &s.pending_releases,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(value.load(Ordering::Relaxed) as i64);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The Prometheus text of `stats`.
+pub fn render(stats: Arc<AggregatorStats>) -> String {
+    let mut registry = Registry::with_prefix("hushmap_aggregate");
+    registry.register_collector(Box::new(StatsCollector(stats)));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// `GET /metrics` and `GET /healthz`.
+pub fn router(stats: Arc<AggregatorStats>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let stats = stats.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        render(stats),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter() {
+        let stats = Arc::new(AggregatorStats::default());
+        stats.records_late.fetch_add(3, Ordering::Relaxed);
+        stats.windows_refused.fetch_add(1, Ordering::Relaxed);
+        let text = render(stats);
+        assert!(
+            text.contains("hushmap_aggregate_records_late_total 3"),
+            "{text}"
+        );
+        assert!(text.contains("hushmap_aggregate_windows_refused_total 1"));
+        assert!(text.contains("hushmap_aggregate_open_windows 0"));
+    }
+}
