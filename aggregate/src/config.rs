@@ -104,6 +104,9 @@ pub struct PrivacyConfig {
     pub max_epsilon_per_day: f64,
     /// Ledger limit over any rolling `budget_horizon_days`.
     pub max_epsilon_per_horizon: f64,
+    /// Ledger limit on δ over any budgeted span (the conversion's `delta`
+    /// once plus every release's threshold δ).
+    pub max_delta_per_horizon: f64,
     pub budget_horizon_days: u32,
     /// Suppress cells whose 95% interval of the high-risk share is wider
     /// than ± this.
@@ -145,6 +148,7 @@ impl Default for PrivacyConfig {
             max_contributions_per_window: 1,
             max_epsilon_per_day: 1.0,
             max_epsilon_per_horizon: 10.0,
+            max_delta_per_horizon: 1e-6,
             budget_horizon_days: 30,
             max_ci_half_width: 0.15,
             public_regions: Vec::new(),
@@ -274,6 +278,12 @@ impl AggregateConfig {
                 reason: "must be in (0, 0.001)",
             });
         }
+        if !(p.max_delta_per_horizon > p.delta && p.max_delta_per_horizon < 1e-3) {
+            return Err(ConfigError::Privacy {
+                field: "max_delta_per_horizon",
+                reason: "must be above delta and below 0.001",
+            });
+        }
         if p.budget_horizon_days == 0 {
             return Err(ConfigError::Privacy {
                 field: "budget_horizon_days",
@@ -313,6 +323,7 @@ impl AggregateConfig {
                 },
             ],
             delta: p.delta,
+            max_delta: p.max_delta_per_horizon,
         }
     }
 

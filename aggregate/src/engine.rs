@@ -1,9 +1,12 @@
 //! The DataFusion plan: contribution bounding, then counting per cell.
 //!
 //! Bounding happens in the plan, before any grouping: each contributor keeps
-//! only their latest `m` records of the window (`row_number` over the
-//! contributor key, newest first). Everything after that point may assume
-//! the bounds of [`ContributionBounds`](crate::sensitivity::ContributionBounds).
+//! only their latest `m` records of the window. For the default `m = 1` that
+//! is a hash aggregate (`MAX(seq)` per contributor) joined back by hash; for
+//! larger `m`, `ROW_NUMBER()` over the contributor key, newest first (a sort,
+//! several times slower; see docs/BENCHMARKS.md). Everything after that
+//! point may assume the bounds of
+//! [`ContributionBounds`](crate::sensitivity::ContributionBounds).
 
 use crate::sensitivity::ContributionBounds;
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -38,7 +41,8 @@ pub enum EngineError {
 }
 
 /// The bounded GROUP BY, as SQL over the `records` table, which may hold
-/// many windows (batch mode): a contributor is bounded per window.
+/// many windows (batch mode): a contributor is bounded per window, keeping
+/// their latest `m` records.
 pub fn bounded_counts_sql(bounds: ContributionBounds) -> String {
     let risk_cols: Vec<String> = RiskLevel::ALL
         .iter()
@@ -61,17 +65,33 @@ pub fn bounded_counts_sql(bounds: ContributionBounds) -> String {
             )
         })
         .collect();
+    let bounded = if bounds.max_records_per_window == 1 {
+        // The default bound, by hashing: each contributor's latest record
+        // per window is found by a hash aggregate (MAX(seq)) and kept by a
+        // hash semi-join on `seq`, with no sort. Sound because `seq` is
+        // unique per record (`SequencedRecord`): each MAX(seq) names exactly
+        // one record, of that contributor and window.
+        "SELECT window_start, region, age_band, risk, symptoms FROM records \
+         WHERE seq IN ( \
+           SELECT MAX(seq) FROM records \
+           GROUP BY window_start, contributor_hi, contributor_lo)"
+            .to_string()
+    } else {
+        format!(
+            "SELECT window_start, region, age_band, risk, symptoms FROM ( \
+               SELECT window_start, region, age_band, risk, symptoms, \
+                      ROW_NUMBER() OVER (PARTITION BY window_start, contributor_hi, contributor_lo \
+                                         ORDER BY seq DESC) AS rn \
+               FROM records) \
+             WHERE rn <= {m}",
+            m = bounds.max_records_per_window
+        )
+    };
     format!(
-        "WITH bounded AS ( \
-           SELECT window_start, region, age_band, risk, symptoms FROM ( \
-             SELECT window_start, region, age_band, risk, symptoms, \
-                    ROW_NUMBER() OVER (PARTITION BY window_start, contributor_hi, contributor_lo ORDER BY seq DESC) AS rn \
-             FROM records) \
-           WHERE rn <= {m}) \
+        "WITH bounded AS ({bounded}) \
          SELECT window_start, region, age_band, {risk}, {sym} \
          FROM bounded GROUP BY window_start, region, age_band \
          ORDER BY window_start, region, age_band",
-        m = bounds.max_records_per_window,
         risk = risk_cols.join(", "),
         sym = sym_cols.join(", "),
     )

@@ -27,6 +27,9 @@ pub struct BudgetLimit {
 pub struct Budget {
     pub limits: Vec<BudgetLimit>,
     pub delta: f64,
+    /// Most δ over any budgeted span: the conversion's `delta` once, plus
+    /// every release's own δ (the threshold mechanisms') in the span.
+    pub max_delta: f64,
 }
 
 /// What one release costs each contributor.
@@ -57,6 +60,14 @@ pub enum LedgerError {
         would_be: f64,
         limit: f64,
     },
+    #[error(
+        "release would bring δ over a {horizon_secs} s span to {would_be:.3e} (limit {limit:.3e})"
+    )]
+    OverDelta {
+        horizon_secs: i64,
+        would_be: f64,
+        limit: f64,
+    },
 }
 
 /// In-memory ledger of authorised releases, keyed by window start.
@@ -74,13 +85,21 @@ impl PrivacyLedger {
         }
     }
 
-    /// ε of the composition of `costs` at the budget's δ.
-    fn compose<'a>(&self, costs: impl Iterator<Item = &'a PrivacyCost>) -> f64 {
-        let (mut rho, mut pure) = (0.0, 0.0);
+    /// (ε, δ) of the composition of `costs`: ε at the budget's δ for the
+    /// zCDP part; δ is that conversion's once plus each release's own δ.
+    fn compose<'a>(&self, costs: impl Iterator<Item = &'a PrivacyCost>) -> (f64, f64) {
+        let (mut rho, mut pure, mut own_delta) = (0.0, 0.0, 0.0);
         for c in costs {
             match c.rho {
-                Some(r) => rho += r,
-                None => pure += c.epsilon,
+                Some(r) => {
+                    rho += r;
+                    // A zCDP release states its δ including the conversion's.
+                    own_delta += (c.delta - self.budget.delta).max(0.0);
+                }
+                None => {
+                    pure += c.epsilon;
+                    own_delta += c.delta;
+                }
             }
         }
         let concentrated = if rho > 0.0 {
@@ -92,12 +111,13 @@ impl PrivacyLedger {
         } else {
             0.0
         };
-        pure + concentrated
+        let conversion_delta = if rho > 0.0 { self.budget.delta } else { 0.0 };
+        (pure + concentrated, conversion_delta + own_delta)
     }
 
-    /// Largest ε, over every `horizon`-long span containing `window`, that
-    /// the entries plus `extra` would reach.
-    fn worst_span(&self, window: &Window, horizon_ms: i64, extra: &PrivacyCost) -> f64 {
+    /// Largest (ε, δ), over every `horizon`-long span containing `window`,
+    /// that the entries plus `extra` would reach.
+    fn worst_span(&self, window: &Window, horizon_ms: i64, extra: &PrivacyCost) -> (f64, f64) {
         // The spans that matter start at a window start in
         // (start − horizon, start]; each holds the windows starting before
         // its own start + horizon.
@@ -115,7 +135,7 @@ impl PrivacyLedger {
                     .map(|(_, e)| &e.cost);
                 self.compose(inside.chain(std::iter::once(extra)))
             })
-            .fold(0.0, f64::max)
+            .fold((0.0, 0.0), |(e, d), (e2, d2)| (e.max(e2), d.max(d2)))
     }
 
     /// Authorises releasing `window` at `cost`, or refuses.
@@ -128,7 +148,7 @@ impl PrivacyLedger {
             return Err(LedgerError::AlreadyReleased(window.start_ms));
         }
         for limit in &self.budget.limits {
-            let would_be = self.worst_span(&window, limit.horizon_ms, &cost);
+            let (would_be, delta) = self.worst_span(&window, limit.horizon_ms, &cost);
             // A tiny tolerance so that k windows of ε/k fit a budget of ε;
             // NaN never fits.
             let fits = would_be <= limit.max_epsilon + 1e-9;
@@ -137,6 +157,15 @@ impl PrivacyLedger {
                     horizon_secs: limit.horizon_ms / 1000,
                     would_be,
                     limit: limit.max_epsilon,
+                });
+            }
+            // NaN never fits here either.
+            let delta_fits = delta <= self.budget.max_delta * (1.0 + 1e-9);
+            if !delta_fits {
+                return Err(LedgerError::OverDelta {
+                    horizon_secs: limit.horizon_ms / 1000,
+                    would_be: delta,
+                    limit: self.budget.max_delta,
                 });
             }
         }
@@ -155,8 +184,8 @@ impl PrivacyLedger {
         self.entries.insert(entry.window.start_ms, entry);
     }
 
-    /// Cumulative ε of windows starting in `(now − horizon, now]`.
-    pub fn spent_in_horizon(&self, now_ms: i64, horizon_ms: i64) -> f64 {
+    /// Cumulative (ε, δ) of windows starting in `(now − horizon, now]`.
+    pub fn spent_in_horizon(&self, now_ms: i64, horizon_ms: i64) -> (f64, f64) {
         self.compose(
             self.entries
                 .range(now_ms - horizon_ms + 1..=now_ms)
@@ -207,7 +236,31 @@ mod tests {
                 })
                 .collect(),
             delta: 1e-8,
+            max_delta: 1e-6,
         })
+    }
+
+    #[test]
+    fn refuses_a_span_whose_delta_would_exceed_the_limit() {
+        // Each release has a threshold δ of 1e-7 on top of the conversion's.
+        let cost = PrivacyCost {
+            rho: Some(1e-4),
+            epsilon: zcdp_epsilon(1e-4, 1e-8).unwrap(),
+            delta: 1e-8 + 1e-7,
+        };
+        let mut l = ledger(&[(DAY, 100.0)]);
+        // 1e-8 once + 9 × 1e-7 fits 1e-6; the tenth would not.
+        for i in 0..9 {
+            l.authorise(w(i), cost).unwrap();
+        }
+        let (_, delta) = l.spent_in_horizon(8 * HOUR, DAY);
+        assert!((delta - 9.1e-7).abs() < 1e-15, "{delta}");
+        assert!(matches!(
+            l.authorise(w(9), cost),
+            Err(LedgerError::OverDelta { .. })
+        ));
+        // A day later the span has room again.
+        assert!(l.authorise(w(9 + 24), cost).is_ok());
     }
 
     #[test]
@@ -222,7 +275,7 @@ mod tests {
         ));
         // A day after the first window, its spend has left the horizon.
         assert!(l.authorise(w(24), pure(0.25)).is_ok());
-        assert!((l.spent_in_horizon(24 * HOUR, DAY) - 1.0).abs() < 1e-12);
+        assert!((l.spent_in_horizon(24 * HOUR, DAY).0 - 1.0).abs() < 1e-12);
     }
 
     #[test]
@@ -251,7 +304,7 @@ mod tests {
             pure_ok += usize::from(pu.authorise(window, pure(1.0)).is_ok());
         }
         assert_eq!(pure_ok, 10, "pure DP runs out after 10 days of ε = 1");
-        let month = zc.spent_in_horizon(29 * DAY, 30 * DAY);
+        let (month, _) = zc.spent_in_horizon(29 * DAY, 30 * DAY);
         assert!(month < 10.0 && month > 1.0, "30 days of zCDP: ε = {month}");
         // And one more concentrated release on the same day is refused.
         let again =

@@ -220,8 +220,42 @@ pub enum CountNoise {
     Laplace(DiscreteLaplace),
 }
 
+/// Counts below this are noised on the calling thread; above, the vector is
+/// split across the cores (exact sampling runs at ~10⁵ draws/s per thread,
+/// so a release's noise cost is cells × statistics).
+const PARALLEL_NOISE_MIN: usize = 1024;
+
 impl CountNoise {
+    /// Adds independent noise to every count, on every core for long
+    /// vectors (each thread builds its own OpenDP measurement: they are
+    /// neither Send nor Sync). Independent draws per count either way.
     pub fn apply(&self, counts: &[i64]) -> Result<Vec<i64>, NoiseError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if counts.len() < PARALLEL_NOISE_MIN || threads < 2 {
+            return self.apply_here(counts);
+        }
+        let chunk = counts.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<i64>, NoiseError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = counts
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.apply_here(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(NoiseError::OpenDp("noise thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(counts.len());
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+
+    fn apply_here(&self, counts: &[i64]) -> Result<Vec<i64>, NoiseError> {
         match self {
             CountNoise::Gaussian(m) => m.apply(counts),
             CountNoise::Laplace(m) => m.apply(counts),

@@ -22,7 +22,8 @@ pub static RECORD_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// A record with its arrival sequence number.
+/// A record with its arrival sequence number, which must be unique within
+/// a table: the bounding plan keeps a contributor's records by `seq`.
 #[derive(Debug, Clone, Copy)]
 pub struct SequencedRecord {
     pub seq: u64,

@@ -422,4 +422,51 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn published_intervals_cover_the_true_share_at_their_nominal_rate() {
+        // OpenDP's own noise at the default budget (three levels), then the
+        // published row's interval: it must hold the true share 95% ± 2% of
+        // the time, under either mechanism.
+        const DRAWS: usize = 4000;
+        let truth = [300i64, 200, 100];
+        let share = 100.0 / 600.0;
+        for mechanism in [
+            crate::config::Mechanism::Gaussian,
+            crate::config::Mechanism::Laplace,
+        ] {
+            let mut config = crate::config::AggregateConfig::default();
+            config.privacy.mechanism = mechanism;
+            let plan = config.release_plan().unwrap();
+            let level = plan.finest();
+            let counts: Vec<i64> = std::iter::repeat_n(truth, DRAWS).flatten().collect();
+            let noisy = level.risk.apply(&counts).unwrap();
+            let sigma = level.risk.std_dev();
+            let covered = noisy
+                .chunks_exact(3)
+                .filter(|c| {
+                    let label = CellLabel {
+                        window_start: 0,
+                        window_end: 1,
+                        level: 5,
+                        region: String::new(),
+                        age_band: String::new(),
+                    };
+                    let row = ReleaseRow::from_noisy_counts(
+                        label,
+                        [c[0], c[1], c[2]],
+                        [0; 10],
+                        sigma,
+                        0.15,
+                    );
+                    row.high_share_ci_low <= share && share <= row.high_share_ci_high
+                })
+                .count();
+            let rate = covered as f64 / DRAWS as f64;
+            assert!(
+                (0.93..=0.97).contains(&rate),
+                "{mechanism:?}: coverage {rate} (σ {sigma})"
+            );
+        }
+    }
 }

@@ -33,7 +33,7 @@
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, EngineError};
-use crate::ledger::{LedgerEntry, LedgerError, PrivacyCost, PrivacyLedger};
+use crate::ledger::{LedgerEntry, PrivacyCost, PrivacyLedger};
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
@@ -358,7 +358,7 @@ impl Aggregator {
         let cells = engine::bounded_counts(&self.ctx, batch, self.config.bounds()).await?;
         let entry = match self.ledger.authorise(window, self.plan.cost) {
             Ok(entry) => entry,
-            Err(e @ (LedgerError::OverBudget { .. } | LedgerError::AlreadyReleased(_))) => {
+            Err(e) => {
                 self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
                 return Ok(());

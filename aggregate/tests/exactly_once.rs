@@ -91,6 +91,7 @@ fn spawn_with_metrics(setup: &Setup, metrics_port: u16) -> Running {
             "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
             "1000000000000",
         )
+        .env("HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON", "0.0009")
         .spawn()
         .expect("aggregate binary starts");
     Running(child)

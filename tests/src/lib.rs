@@ -112,6 +112,7 @@ impl Pipeline {
         // Tests release many short windows; the ledger's budget must allow them.
         aggregate_config.privacy.max_epsilon_per_day = options.epsilon_per_window * 1e4;
         aggregate_config.privacy.max_epsilon_per_horizon = options.epsilon_per_window * 1e4;
+        aggregate_config.privacy.max_delta_per_horizon = 9e-4;
 
         let mut dashboard_config = DashboardConfig {
             listen: loopback,

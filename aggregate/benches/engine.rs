@@ -1,0 +1,213 @@
+//! The DP release against plain DataFusion on the same Arrow data.
+//!
+//! ```text
+//! BENCH_RECORDS=1000000 cargo bench -p hushmap-aggregate --bench engine
+//! ```
+//!
+//! Synthetic coarse records of one window: `BENCH_RECORDS` records from
+//! `BENCH_RECORDS / 2` contributors (about 2 each), 200 regions × 6 age
+//! bands × 3 risk levels, random symptoms. Each query runs `BENCH_RUNS`
+//! times (default 5); the best time is reported, since the machine is shared.
+//! With `BENCH_PARQUET=path` the data is also written there (for the Python
+//! comparisons in `bench/aggregate.sh`).
+//!
+//! Compared:
+//! - `raw`: an unbounded `GROUP BY region, age_band, risk` with `COUNT(*)`;
+//! - `bounded_sql_sort`: the bounded count in plain DataFusion SQL with
+//!   `ROW_NUMBER()` (the textbook way to keep each contributor's latest
+//!   record);
+//! - `bounded_sql_hash`: the bounded count in plain DataFusion SQL as the
+//!   engine writes it (hash aggregate + hash join);
+//! - `dp_release`: the engine end to end — bounded count, OpenDP threshold
+//!   selection, noise on every count of three levels, post-processing into
+//!   release rows.
+
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use hushmap_aggregate::AggregateConfig;
+use hushmap_aggregate::engine::{bounded_counts_sql, bounded_counts_table};
+use hushmap_aggregate::records::{RECORD_SCHEMA, SequencedRecord, to_record_batch};
+use hushmap_aggregate::release::noisy_release;
+use hushmap_aggregate::sensitivity::ContributionBounds;
+use hushmap_schema::{
+    AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// 200 resolution-5 cells (children of five neighbouring resolution-3 cells).
+fn regions() -> Vec<RegionCell> {
+    let res3 = RegionCell::from_coordinate(
+        52.5,
+        13.4,
+        hushmap_schema::region::RegionResolution::new(3).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut parent = res3.raw();
+    while out.len() < 200 {
+        if let Ok(cell) = RegionCell::from_raw(parent)
+            && cell.resolution() == 3
+        {
+            out.extend(cell.children(5).unwrap());
+        }
+        // The next resolution-3 index (digits of a res-3 cell step by 2^42).
+        parent += 1 << 42;
+    }
+    out.truncate(200);
+    out
+}
+
+fn records(n: usize) -> Vec<SequencedRecord> {
+    let mut rng = StdRng::seed_from_u64(42);
+    let len = WindowLength::ONE_DAY;
+    let window = Window::containing(1_767_225_600_000, len);
+    let regions = regions();
+    let contributors = (n / 2).max(1) as u64;
+    (0..n)
+        .map(|i| {
+            let who = rng.random_range(0..contributors);
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&who.to_le_bytes());
+            SequencedRecord {
+                seq: i as u64,
+                record: CoarseRecord {
+                    window,
+                    window_length: len,
+                    region: regions[rng.random_range(0..regions.len())],
+                    age_band: AgeBand::ALL[rng.random_range(0..6)],
+                    risk: RiskLevel::ALL[rng.random_range(0..3)],
+                    symptoms: SymptomSet::from_bits(rng.random_range(0..1024u16)).unwrap(),
+                    contributor: ContributorKey(key),
+                },
+            }
+        })
+        .collect()
+}
+
+fn table(records: &[SequencedRecord]) -> Arc<MemTable> {
+    // One partition per core's share, as batch mode does.
+    let partitions = records
+        .chunks(256 * 1024)
+        .map(|c| vec![to_record_batch(c).unwrap()])
+        .collect();
+    Arc::new(MemTable::try_new(RECORD_SCHEMA.clone(), partitions).unwrap())
+}
+
+async fn time_sql(ctx: &SessionContext, sql: &str) -> (Duration, usize) {
+    let start = Instant::now();
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    (start.elapsed(), batches.iter().map(|b| b.num_rows()).sum())
+}
+
+fn best<T>(runs: usize, mut f: impl FnMut() -> (Duration, T)) -> (Duration, T) {
+    let mut best = f();
+    for _ in 1..runs {
+        let next = f();
+        if next.0 < best.0 {
+            best = next;
+        }
+    }
+    best
+}
+
+fn main() {
+    let n = env_usize("BENCH_RECORDS", 1_000_000);
+    let runs = env_usize("BENCH_RUNS", 5);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    eprintln!("bench: generating {n} records");
+    let data = records(n);
+    if let Ok(path) = std::env::var("BENCH_PARQUET") {
+        let plain: Vec<CoarseRecord> = data.iter().map(|r| r.record).collect();
+        hushmap_aggregate::batch::write_coarse_parquet(std::path::Path::new(&path), &plain)
+            .unwrap();
+        eprintln!("bench: wrote {path}");
+    }
+    let records_table = table(&data);
+    let ctx = SessionContext::new();
+    ctx.register_table("records", records_table.clone())
+        .unwrap();
+
+    let raw_sql = "SELECT region, age_band, risk, COUNT(*) AS n FROM records \
+                   GROUP BY region, age_band, risk";
+    let sort_sql = bounded_counts_sql(ContributionBounds::new(2)).replace("rn <= 2", "rn <= 1");
+    let hash_sql = bounded_counts_sql(ContributionBounds::new(1));
+
+    let (raw, raw_rows) = best(runs, || rt.block_on(time_sql(&ctx, raw_sql)));
+    let (sort, _) = best(runs.min(3), || rt.block_on(time_sql(&ctx, &sort_sql)));
+    let (hash, hash_rows) = best(runs, || rt.block_on(time_sql(&ctx, &hash_sql)));
+    // The floor of any per-contributor bounding: one hash aggregate over
+    // the contributor keys, nothing joined or counted.
+    let floor_sql = "SELECT window_start, contributor_hi, contributor_lo, MAX(seq) FROM records \
+                     GROUP BY window_start, contributor_hi, contributor_lo";
+    let (floor, _) = best(runs, || rt.block_on(time_sql(&ctx, floor_sql)));
+    // Bounding with ordered aggregates instead of a join.
+    let last_sql = "SELECT region, age_band, risk, COUNT(*) FROM ( \
+                      SELECT last_value(region ORDER BY seq) AS region, \
+                             last_value(age_band ORDER BY seq) AS age_band, \
+                             last_value(risk ORDER BY seq) AS risk \
+                      FROM records GROUP BY window_start, contributor_hi, contributor_lo) \
+                    GROUP BY region, age_band, risk";
+    let (last, _) = best(runs.min(3), || rt.block_on(time_sql(&ctx, last_sql)));
+    ctx.deregister_table("records").unwrap();
+
+    let config = AggregateConfig::default();
+    let plan = config.release_plan().unwrap();
+    let (dp, release_rows) = best(runs, || {
+        rt.block_on(async {
+            let start = Instant::now();
+            let ctx = SessionContext::new();
+            let cells = bounded_counts_table(&ctx, records_table.clone(), config.bounds())
+                .await
+                .unwrap();
+            let window = Window::from_start(cells[0].window_start, WindowLength::ONE_DAY).unwrap();
+            let release = noisy_release(window, &cells, &plan, "bench").unwrap();
+            (start.elapsed(), release.rows.len())
+        })
+    });
+
+    // The noise and post-processing alone, on the bounded counts.
+    let cells = rt
+        .block_on(bounded_counts_table(
+            &SessionContext::new(),
+            records_table.clone(),
+            config.bounds(),
+        ))
+        .unwrap();
+    let window = Window::from_start(cells[0].window_start, WindowLength::ONE_DAY).unwrap();
+    let (noise, _) = best(runs, || {
+        let start = Instant::now();
+        let release = noisy_release(window, &cells, &plan, "bench").unwrap();
+        (start.elapsed(), release.rows.len())
+    });
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("records,{n}");
+    println!("raw_group_by_ms,{:.1},rows,{raw_rows}", ms(raw));
+    println!("bounded_sql_sort_ms,{:.1}", ms(sort));
+    println!("bounded_sql_hash_ms,{:.1},rows,{hash_rows}", ms(hash));
+    println!("contributor_group_by_only_ms,{:.1}", ms(floor));
+    println!("bounded_sql_last_value_ms,{:.1}", ms(last));
+    println!("dp_release_ms,{:.1},rows,{release_rows}", ms(dp));
+    println!("noise_and_post_processing_ms,{:.1}", ms(noise));
+    println!(
+        "ratio_dp_vs_raw,{:.2}",
+        dp.as_secs_f64() / raw.as_secs_f64()
+    );
+    println!(
+        "ratio_dp_vs_bounded_sql,{:.2}",
+        dp.as_secs_f64() / hash.as_secs_f64()
+    );
+    println!(
+        "ratio_sort_vs_raw,{:.2}",
+        sort.as_secs_f64() / raw.as_secs_f64()
+    );
+}

@@ -1,0 +1,154 @@
+//! The streaming aggregator's sustained consumption against a raw rdkafka
+//! consumer loop, on the same topic of the local broker.
+//!
+//! ```text
+//! deploy/kafka/up.sh
+//! BENCH_RECORDS=1000000 cargo bench -p hushmap-aggregate --bench stream
+//! ```
+//!
+//! `BENCH_RECORDS` coarse records (41 bytes each, one window) are produced
+//! to a fresh 3-partition topic first. Then, each from the beginning of the
+//! topic:
+//! - `raw`: a `BaseConsumer` assigned every partition, polling until it has
+//!   seen every record (payloads touched, nothing decoded) — the ceiling;
+//! - `aggregator`: the real [`Aggregator`] (decode, window, buffer), timed
+//!   until its `records_accepted` counter reaches `BENCH_RECORDS`.
+
+use hushmap_aggregate::{AggregateConfig, Aggregator};
+use hushmap_schema::{
+    AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,
+};
+use hushmap_testkit::{brokers, create_topics, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn produce(topic: &str, n: usize) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let len = WindowLength::ONE_DAY;
+    // A window that stays open for the whole run: nothing is released.
+    let window = Window::containing(now_ms(), len);
+    let res = hushmap_schema::region::RegionResolution::new(5)?;
+    let regions: Vec<RegionCell> = (0..200)
+        .map(|i| RegionCell::from_coordinate(40.0 + f64::from(i) * 0.05, 10.0, res))
+        .collect::<Result<_, _>>()?;
+    let mut pending = Vec::with_capacity(10_000);
+    for i in 0..n {
+        let record = CoarseRecord {
+            window,
+            window_length: len,
+            region: regions[i % regions.len()],
+            age_band: AgeBand::ALL[i % 6],
+            risk: RiskLevel::ALL[i % 3],
+            symptoms: SymptomSet::default(),
+            contributor: ContributorKey(((i / 2) as u128).to_le_bytes()),
+        };
+        let key = record.region.raw().to_le_bytes();
+        let payload = record.encode();
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
+            .map_err(|(e, _)| e)?;
+        pending.push(delivery);
+        if pending.len() == 10_000 {
+            for p in pending.drain(..) {
+                let _ = p.await?;
+            }
+        }
+    }
+    for p in pending {
+        let _ = p.await?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn raw_loop(topic: &str, n: usize) -> anyhow::Result<Duration> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("bench.raw"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let start = Instant::now();
+    let (mut seen, mut bytes) = (0usize, 0usize);
+    while seen < n {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            bytes += m?.payload().map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+    }
+    assert!(bytes > 0);
+    Ok(start.elapsed())
+}
+
+async fn aggregator(topic: &str, n: usize) -> anyhow::Result<Duration> {
+    let mut config = AggregateConfig::default();
+    config.kafka.brokers = brokers();
+    config.kafka.input_topic = topic.to_string();
+    config.kafka.output_topic = unique("bench.releases");
+    config.kafka.group_id = unique("bench.aggregate");
+    config.kafka.transactional_id = unique("bench.txn");
+    config.metrics_listen = "127.0.0.1:0".parse()?;
+    create_topics(&[(&config.kafka.output_topic, 1)]).await?;
+    let aggregator = Aggregator::new(config)?;
+    let stats = aggregator.stats();
+    let start = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(aggregator.run(async move {
+        let _ = stop_rx.await;
+    }));
+    while stats.records_accepted.load(Ordering::Relaxed) < n as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed();
+    let _ = stop_tx.send(());
+    task.await??;
+    Ok(elapsed)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n = env_usize("BENCH_RECORDS", 1_000_000);
+    let topic = unique("bench.submissions");
+    create_topics(&[(&topic, 3)]).await?;
+    eprintln!("bench: producing {n} records to {topic}");
+    produce(&topic, n).await?;
+    let t = topic.clone();
+    let raw = tokio::task::spawn_blocking(move || raw_loop(&t, n)).await??;
+    let agg = aggregator(&topic, n).await?;
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!("records,{n}");
+    println!("raw_consumer_records_per_s,{:.0}", rate(raw));
+    println!("aggregator_records_per_s,{:.0}", rate(agg));
+    println!(
+        "ratio_aggregator_vs_raw,{:.2}",
+        raw.as_secs_f64() / agg.as_secs_f64()
+    );
+    Ok(())
+}

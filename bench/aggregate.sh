@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The DP engine side by side with its baselines (docs/BENCHMARKS.md):
+#
+# 1. batch DP release vs a raw DataFusion GROUP BY and vs the same bounded
+#    query in plain DataFusion SQL, on 1M and 10M synthetic coarse records
+#    (aggregate/benches/engine.rs);
+# 2. the same release in PipelineDP's local backend and OpenDP's Polars API
+#    (PyPI, in the bench-only virtualenv bench/.venv), 1M records;
+# 3. peak RSS of `hushmap-aggregate batch` on the 1M and 10M Parquet files;
+# 4. streaming: the aggregator's sustained records/s vs a raw rdkafka
+#    consumer loop on the same topic (aggregate/benches/stream.rs; starts the
+#    local Kafka if it is not running).
+#
+#   bench/aggregate.sh                  # everything
+#   BENCH_SIZES="1000000" bench/aggregate.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SIZES="${BENCH_SIZES:-1000000 10000000}"
+OUT="$PWD/target/bench"
+VENV="$PWD/bench/.venv"
+mkdir -p "$OUT"
+
+echo "bench: building (release profile)"
+cargo bench -j2 -p hushmap-aggregate --bench engine --bench stream --no-run 2>&1 | tail -n 1
+cargo build -j2 --release -p hushmap-aggregate --bin hushmap-aggregate 2>&1 | tail -n 1
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bench: creating $VENV with pipeline-dp and opendp[polars] from PyPI (once)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q pipeline-dp "opendp[polars]" pyarrow
+fi
+
+declare -A RSS
+for n in $SIZES; do
+  parquet="$OUT/records-$n.parquet"
+  echo "bench: engine, $n records"
+  BENCH_RECORDS="$n" BENCH_PARQUET="$parquet" \
+    cargo bench -q -j2 -p hushmap-aggregate --bench engine 2>/dev/null | tee "$OUT/engine-$n.csv"
+  echo "bench: batch CLI peak RSS, $n records"
+  /usr/bin/time -v target/release/hushmap-aggregate batch --input "$parquet" \
+      --epsilon 1 --out "$OUT/release-$n.parquet" 2>"$OUT/batch-$n.time" >/dev/null || {
+    tail -n 20 "$OUT/batch-$n.time"; exit 1; }
+  RSS[$n]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/batch-$n.time")
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$OUT/batch-$n.time")
+  echo "batch_cli_wall,$wall,peak_rss_kib,${RSS[$n]}"
+done
+
+first=$(echo "$SIZES" | awk '{print $1}')
+echo "bench: PipelineDP and OpenDP (Polars) on $first records"
+"$VENV/bin/python" bench/python/pipelinedp_release.py "$OUT/records-$first.parquet" | tee "$OUT/pipelinedp-$first.csv"
+"$VENV/bin/python" bench/python/opendp_polars_release.py "$OUT/records-$first.parquet" 2>/dev/null | tee "$OUT/opendp-$first.csv"
+
+echo "bench: streaming, $first records"
+deploy/kafka/up.sh >/dev/null
+BENCH_RECORDS="$first" cargo bench -q -j2 -p hushmap-aggregate --bench stream 2>/dev/null | tee "$OUT/stream-$first.csv"
+
+dp_ms=$(awk -F, '/^dp_release_ms/ {print $2}' "$OUT/engine-$first.csv")
+echo
+echo "summary ($first records):"
+awk -F, -v dp="$dp_ms" '/^pipelinedp_s/ {printf "  PipelineDP %.2f s = %.0fx Hushmap'\''s DP release (%.0f ms)\n", $2, $2*1000/dp, dp}' "$OUT/pipelinedp-$first.csv"
+awk -F, -v dp="$dp_ms" '/^opendp_polars_s/ {printf "  OpenDP Polars %.2f s = %.0fx Hushmap'\''s DP release\n", $2, $2*1000/dp}' "$OUT/opendp-$first.csv"
+grep ratio "$OUT/engine-$first.csv" | sed 's/^/  /'
+grep ratio "$OUT/stream-$first.csv" | sed 's/^/  /'
+set -- $SIZES
+if [ $# -ge 2 ]; then
+  awk -v a="${RSS[$1]}" -v b="${RSS[$2]}" -v n1="$1" -v n2="$2" \
+    'BEGIN {printf "  peak RSS %d records %.0f MiB, %d records %.0f MiB: ratio %.2f\n", n1, a/1024, n2, b/1024, b/a}'
+fi
