@@ -117,6 +117,12 @@ pub struct PrivacyConfig {
     /// included, and records elsewhere are dropped. When empty, regions are
     /// chosen from the data by OpenDP's threshold mechanism.
     pub public_regions: Vec<String>,
+    /// A public area as a polygon of `[lat, lon]` vertices: every cell at
+    /// the release resolution touching it joins the public region set.
+    pub public_polygon: Vec<[f64; 2]>,
+    /// A public area as a box `[south, west, north, east]` in degrees; its
+    /// cells join the public region set like the polygon's.
+    pub public_bbox: Option<[f64; 4]>,
     /// Share of the window's budget (ρ or ε) spent choosing regions when
     /// there is no public set.
     pub selection_share: f64,
@@ -152,6 +158,8 @@ impl Default for PrivacyConfig {
             budget_horizon_days: 30,
             max_ci_half_width: 0.15,
             public_regions: Vec::new(),
+            public_polygon: Vec::new(),
+            public_bbox: None,
             selection_share: 0.1,
             selection_delta: 1e-8,
             parent_levels: 2,
@@ -328,26 +336,69 @@ impl AggregateConfig {
     }
 
     /// The public region set, expanded to the release resolution (`None`
-    /// when regions are chosen from the data).
+    /// when regions are chosen from the data): the listed cells (coarser
+    /// ones stand for their children) and the cells covering the public
+    /// polygon and box.
     pub fn public_regions(&self) -> Result<Option<BTreeSet<RegionCell>>, ConfigError> {
-        if self.privacy.public_regions.is_empty() {
+        let p = &self.privacy;
+        if p.public_regions.is_empty() && p.public_polygon.is_empty() && p.public_bbox.is_none() {
             return Ok(None);
         }
-        let invalid = |reason| ConfigError::Privacy {
-            field: "public_regions",
-            reason,
+        let invalid = |field, reason| ConfigError::Privacy { field, reason };
+        let too_many = || {
+            invalid(
+                "public_regions",
+                "the set expands to more than 50,000 cells",
+            )
         };
         let mut set = BTreeSet::new();
-        for text in &self.privacy.public_regions {
+        for text in &p.public_regions {
             let cell: RegionCell = text
                 .parse()
-                .map_err(|_| invalid("each entry must be an H3 cell index"))?;
-            let children = cell
-                .children(self.region_resolution)
-                .ok_or(invalid("a cell is finer than region_resolution"))?;
+                .map_err(|_| invalid("public_regions", "each entry must be an H3 cell index"))?;
+            let children = cell.children(self.region_resolution).ok_or(invalid(
+                "public_regions",
+                "a cell is finer than region_resolution",
+            ))?;
             set.extend(children);
             if set.len() > MAX_PUBLIC_CELLS {
-                return Err(invalid("the set expands to more than 50,000 cells"));
+                return Err(too_many());
+            }
+        }
+        let mut areas: Vec<(&'static str, Vec<(f64, f64)>)> = Vec::new();
+        if !p.public_polygon.is_empty() {
+            areas.push((
+                "public_polygon",
+                p.public_polygon
+                    .iter()
+                    .map(|[lat, lon]| (*lat, *lon))
+                    .collect(),
+            ));
+        }
+        if let Some([south, west, north, east]) = p.public_bbox {
+            if !(south < north && west < east) {
+                return Err(invalid(
+                    "public_bbox",
+                    "must be [south, west, north, east] with south < north and west < east",
+                ));
+            }
+            areas.push((
+                "public_bbox",
+                vec![(south, west), (south, east), (north, east), (north, west)],
+            ));
+        }
+        for (field, vertices) in areas {
+            let cells = RegionCell::covering(&vertices, self.region_resolution, MAX_PUBLIC_CELLS)
+                .map_err(|e| match e {
+                RegionError::AreaTooLarge => too_many(),
+                _ => invalid(
+                    field,
+                    "must be at least three valid [lat, lon] vertices of a simple polygon",
+                ),
+            })?;
+            set.extend(cells);
+            if set.len() > MAX_PUBLIC_CELLS {
+                return Err(too_many());
             }
         }
         Ok(Some(set))
@@ -526,5 +577,63 @@ mod tests {
             ..AggregateConfig::default()
         };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_public_box_or_polygon_becomes_the_cells_covering_it() {
+        let mut c = AggregateConfig::default();
+        // About 0.4° × 0.6° around Berlin.
+        c.privacy.public_bbox = Some([52.3, 13.1, 52.7, 13.7]);
+        let from_box = c.public_regions().unwrap().unwrap();
+        let res = RegionResolution::new(5).unwrap();
+        // Every point of the box, corners included, lies in a public cell.
+        for lat in [52.3, 52.45, 52.7] {
+            for lon in [13.1, 13.4, 13.7] {
+                let cell = RegionCell::from_coordinate(lat, lon, res).unwrap();
+                assert!(from_box.contains(&cell), "({lat}, {lon})");
+            }
+        }
+        assert!(from_box.len() < 40, "{} cells", from_box.len());
+        let outside = RegionCell::from_coordinate(48.1, 11.6, res).unwrap();
+        assert!(!from_box.contains(&outside));
+        // The same area as a polygon gives the same cells.
+        c.privacy.public_bbox = None;
+        c.privacy.public_polygon = vec![[52.3, 13.1], [52.3, 13.7], [52.7, 13.7], [52.7, 13.1]];
+        assert_eq!(c.public_regions().unwrap().unwrap(), from_box);
+        c.validate().unwrap();
+        // Parents of the area's cells are the parent levels' public set.
+        let plan = c.release_plan().unwrap();
+        assert!(matches!(
+            plan.levels[2].selection,
+            RegionSelection::Public(_)
+        ));
+
+        // Bad areas are refused with the field named.
+        c.privacy.public_polygon = vec![[52.3, 13.1], [52.3, 13.7]];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Privacy {
+                field: "public_polygon",
+                ..
+            })
+        ));
+        c.privacy.public_polygon.clear();
+        c.privacy.public_bbox = Some([52.7, 13.1, 52.3, 13.7]);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Privacy {
+                field: "public_bbox",
+                ..
+            })
+        ));
+        // A continent at resolution 5 is far over the cell limit.
+        c.privacy.public_bbox = Some([35.0, -10.0, 70.0, 40.0]);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Privacy {
+                field: "public_regions",
+                ..
+            })
+        ));
     }
 }

@@ -24,6 +24,12 @@ pub enum RegionError {
     TooFine(u8),
     #[error("cell resolution {cell} is coarser than the configured region resolution {target}")]
     TooCoarse { cell: u8, target: u8 },
+    #[error("{0} is not an H3 resolution")]
+    Resolution(u8),
+    #[error("an area must be {0}")]
+    Area(&'static str),
+    #[error("the area covers more cells than allowed")]
+    AreaTooLarge,
 }
 
 /// The resolution regions are coarsened to; validated against the floor.
@@ -120,6 +126,53 @@ impl RegionCell {
             return None;
         }
         Some(self.0.children(r).map(RegionCell).collect())
+    }
+
+    /// Every cell at resolution `res` that touches the polygon with these
+    /// (lat, lon) vertices (at least three; the ring is closed for you), so
+    /// that every point of the area lies in one of them. Refuses, without
+    /// materialising them, areas of more than `max_cells` cells.
+    ///
+    /// ```
+    /// use hushmap_schema::RegionCell;
+    /// // A 0.2° box around central Berlin at resolution 5 (~250 km² cells).
+    /// let cells = RegionCell::covering(
+    ///     &[(52.4, 13.3), (52.4, 13.5), (52.6, 13.5), (52.6, 13.3)], 5, 1000).unwrap();
+    /// let inside = RegionCell::from_coordinate(52.5, 13.4,
+    ///     hushmap_schema::region::RegionResolution::new(5).unwrap()).unwrap();
+    /// assert!(cells.contains(&inside) && cells.len() < 20);
+    /// ```
+    pub fn covering(
+        vertices: &[(f64, f64)],
+        res: u8,
+        max_cells: usize,
+    ) -> Result<Vec<RegionCell>, RegionError> {
+        use h3o::geom::{ContainmentMode, TilerBuilder};
+        let resolution = Resolution::try_from(res).map_err(|_| RegionError::Resolution(res))?;
+        let valid = |&(lat, lon): &(f64, f64)| {
+            lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0
+        };
+        if vertices.len() < 3 || !vertices.iter().all(valid) {
+            return Err(RegionError::Area(
+                "at least three valid (lat, lon) vertices",
+            ));
+        }
+        let ring: Vec<(f64, f64)> = vertices.iter().map(|&(lat, lon)| (lon, lat)).collect();
+        let polygon = geo::Polygon::new(geo::LineString::from(ring), Vec::new());
+        let mut tiler = TilerBuilder::new(resolution)
+            .containment_mode(ContainmentMode::IntersectsBoundary)
+            .build();
+        tiler
+            .add(polygon)
+            .map_err(|_| RegionError::Area("an invalid polygon"))?;
+        if tiler.coverage_size_hint() > max_cells.saturating_mul(4).max(64) {
+            return Err(RegionError::AreaTooLarge);
+        }
+        let cells: Vec<RegionCell> = tiler.into_coverage().map(RegionCell).collect();
+        if cells.len() > max_cells {
+            return Err(RegionError::AreaTooLarge);
+        }
+        Ok(cells)
     }
 
     /// The cell outline as (lat, lon) vertices, for drawing maps. Cell
