@@ -225,6 +225,9 @@ pub struct BatchReport {
     pub releases: Vec<Release>,
     /// Windows the ledger refused, with the reason.
     pub refused_windows: Vec<RefusedWindow>,
+    /// What each window's release costs, and its mechanism (the metadata
+    /// of an output with no window).
+    pub plan_meta: ReleaseMeta,
 }
 
 /// A window the ledger would not release, and why.
@@ -253,18 +256,18 @@ pub async fn run_batch(
     input: &Path,
     progress: &dyn Progress,
 ) -> Result<BatchReport, BatchError> {
-    config.validate()?;
+    let plan = config.validated_plan()?;
     let (records, input_report) = match InputFormat::of(input)? {
         InputFormat::Ndjson => read_submissions(config, input, progress)?,
         InputFormat::Parquet => read_coarse_records(config, input, progress)?,
     };
-    let plan = config.release_plan()?;
     let cells = count_bounded(config, records).await?;
     let (releases, refused_windows) = release_windows(config, &plan, cells, progress)?;
     Ok(BatchReport {
         input: input_report,
         releases,
         refused_windows,
+        plan_meta: plan_meta(&plan),
     })
 }
 

@@ -218,7 +218,18 @@ impl AggregateConfig {
         Ok(config)
     }
 
+    /// Checks every setting and that the noise can be calibrated.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validated_plan().map(|_| ())
+    }
+
+    /// Checks every setting and calibrates: the plan of a valid config.
+    pub fn validated_plan(&self) -> Result<ReleasePlan, ConfigError> {
+        self.check_settings()?;
+        self.release_plan()
+    }
+
+    fn check_settings(&self) -> Result<(), ConfigError> {
         let window = WindowLength::from_secs(self.window_secs).ok_or(ConfigError::WindowZero)?;
         if !self.dev_mode && window.secs() < WindowLength::PRODUCTION_MIN.secs() {
             return Err(ConfigError::WindowTooShort {
@@ -304,7 +315,6 @@ impl AggregateConfig {
                 reason: "must be positive",
             });
         }
-        self.release_plan()?;
         Ok(())
     }
 

@@ -73,13 +73,12 @@ async fn main() -> anyhow::Result<()> {
 async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<()> {
     // Refuse a bad output path before reading anything.
     batch::OutputFormat::of(&args.out)?;
-    let plan = config.release_plan().context("calibrating the noise")?;
     let progress = BarProgress(ProgressBar::hidden());
     let report = batch::run_batch(&config, &args.input, &progress)
         .await
         .with_context(|| format!("releasing {}", args.input.display()))?;
     progress.0.finish_and_clear();
-    batch::write_output(&args.out, &report.releases, batch::plan_meta(&plan))
+    batch::write_output(&args.out, &report.releases, report.plan_meta.clone())
         .with_context(|| format!("writing {}", args.out.display()))?;
 
     let input = &report.input;
@@ -100,9 +99,9 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
     eprintln!(
         "released {} windows ({rows} rows; {} per window: ε {:.4}, δ {:.3e}) to {}",
         report.releases.len(),
-        plan.mechanism,
-        plan.cost.epsilon,
-        plan.cost.delta,
+        report.plan_meta.mechanism,
+        report.plan_meta.epsilon,
+        report.plan_meta.delta,
         args.out.display()
     );
     Ok(())

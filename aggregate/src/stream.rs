@@ -130,8 +130,7 @@ fn now_ms() -> i64 {
 impl Aggregator {
     /// Validates the config, calibrates the noise and subscribes.
     pub fn new(config: AggregateConfig) -> Result<Aggregator, AggregatorError> {
-        config.validate()?;
-        let plan = config.release_plan()?;
+        let plan = config.validated_plan()?;
         let consumer: StreamConsumer<QuietEofContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka.brokers)
             .set("group.id", &config.kafka.group_id)
@@ -412,23 +411,27 @@ impl Aggregator {
     }
 
     fn publish_one(&mut self, start: i64) -> Result<(), AggregatorError> {
+        // Always present (group.id is always set); without it the offsets
+        // could not join the transaction, so nothing may be committed.
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            AggregatorError::Recovery("no consumer group metadata for the transaction".into())
+        })?;
         let payload = self.pending[&start].release.to_ipc()?;
         let key = start.to_string();
         // Offsets as they will stand once this release is out.
         let released = self.pending.remove(&start).expect("listed");
         let offsets = self.offsets_to_commit();
         let timeout = Timeout::After(self.txn_timeout());
-        self.producer.begin_transaction()?;
         let record = FutureRecord::to(&self.config.kafka.output_topic)
             .key(&key)
             .payload(&payload);
+        // Any failure, the first step's included, puts the release back.
         let result = (|| -> Result<(), KafkaError> {
+            self.producer.begin_transaction()?;
             // Not awaited: commit_transaction flushes it, and fails if it failed.
             let _delivery = self.producer.send_result(record).map_err(|(e, _)| e)?;
-            if let Some(group) = self.consumer.group_metadata() {
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &group, timeout)?;
-            }
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, timeout)?;
             self.producer.commit_transaction(timeout)
         })();
         if result.is_err() {
