@@ -196,6 +196,50 @@ pub fn write_coarse_parquet(path: &Path, records: &[CoarseRecord]) -> Result<(),
     Ok(())
 }
 
+/// Accepted records, turned into Arrow batches as they come so the input
+/// is held once, in its compact columnar form.
+struct RecordSink {
+    pending: Vec<SequencedRecord>,
+    batches: Vec<RecordBatch>,
+    next_seq: u64,
+}
+
+impl RecordSink {
+    fn new() -> RecordSink {
+        RecordSink {
+            pending: Vec::with_capacity(ENGINE_BATCH_ROWS),
+            batches: Vec::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Appends a record; later calls count as later (`seq`).
+    fn push(&mut self, record: CoarseRecord) -> Result<(), BatchError> {
+        self.pending.push(SequencedRecord {
+            seq: self.next_seq,
+            record,
+        });
+        self.next_seq += 1;
+        if self.pending.len() == ENGINE_BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), BatchError> {
+        if !self.pending.is_empty() {
+            self.batches.push(to_record_batch(&self.pending)?);
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<RecordBatch>, BatchError> {
+        self.flush()?;
+        Ok(self.batches)
+    }
+}
+
 /// What happened to the input.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct InputReport {
@@ -275,7 +319,7 @@ fn read_submissions(
     config: &AggregateConfig,
     path: &Path,
     progress: &dyn Progress,
-) -> Result<(Vec<SequencedRecord>, InputReport), BatchError> {
+) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
     let io_err = |source| BatchError::Io {
         path: path.to_path_buf(),
         source,
@@ -294,7 +338,7 @@ fn read_submissions(
     let secret: [u8; 32] = rand::random();
     let coarsener = Coarsener::new(&secret, config.window_length());
     let mut report = InputReport::default();
-    let mut records = Vec::new();
+    let mut records = RecordSink::new();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     let mut line_no = 0u64;
@@ -320,10 +364,7 @@ fn read_submissions(
                 Ok(observed) => match validate(sub, &rules, observed) {
                     Ok(valid) => {
                         let (_, record) = coarsener.coarsen(valid);
-                        records.push(SequencedRecord {
-                            seq: records.len() as u64,
-                            record,
-                        });
+                        records.push(record)?;
                         report.accepted += 1;
                         continue;
                     }
@@ -351,7 +392,7 @@ fn read_submissions(
             )
         });
     }
-    Ok((records, report))
+    Ok((records.finish()?, report))
 }
 
 /// The observation time of a batch submission, which must state it, and
@@ -372,7 +413,7 @@ fn read_coarse_records(
     config: &AggregateConfig,
     path: &Path,
     progress: &dyn Progress,
-) -> Result<(Vec<SequencedRecord>, InputReport), BatchError> {
+) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
     let file = File::open(path).map_err(|source| BatchError::Io {
         path: path.to_path_buf(),
         source,
@@ -392,7 +433,7 @@ fn read_coarse_records(
     let window_length = config.window_length();
     let resolution = config.region_resolution;
     let mut report = InputReport::default();
-    let mut records = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    let mut records = RecordSink::new();
     let mut row_no = 0u64;
     for batch in reader {
         let batch = batch?;
@@ -437,10 +478,7 @@ fn read_coarse_records(
             );
             match record {
                 Ok(record) => {
-                    records.push(SequencedRecord {
-                        seq: row_no,
-                        record,
-                    });
+                    records.push(record)?;
                     report.accepted += 1;
                 }
                 Err(reason) => report.refuse(|| format!("row {row_no}: {reason}")),
@@ -448,7 +486,7 @@ fn read_coarse_records(
         }
         progress.advance(batch.num_rows() as u64);
     }
-    Ok((records, report))
+    Ok((records.finish()?, report))
 }
 
 fn check_coarse_schema(path: &Path, schema: &Schema) -> Result<(), BatchError> {
@@ -509,13 +547,8 @@ fn coarse_record(
 /// at once: contributors are bounded per window).
 async fn count_bounded(
     config: &AggregateConfig,
-    records: Vec<SequencedRecord>,
+    batches: Vec<RecordBatch>,
 ) -> Result<Vec<CellCounts>, BatchError> {
-    let batches = records
-        .chunks(ENGINE_BATCH_ROWS)
-        .map(to_record_batch)
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(records);
     let ctx = SessionContext::new();
     let schema = crate::records::RECORD_SCHEMA.clone();
     // One partition per batch so both cores share the work.
