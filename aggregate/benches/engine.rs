@@ -25,7 +25,9 @@
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use hushmap_aggregate::AggregateConfig;
-use hushmap_aggregate::engine::{bounded_counts_sql, bounded_counts_table};
+use hushmap_aggregate::engine::{
+    bounded_counts_sql, bounded_counts_table, sort_bounded_counts_sql,
+};
 use hushmap_aggregate::records::{RECORD_SCHEMA, SequencedRecord, to_record_batch};
 use hushmap_aggregate::release::noisy_release;
 use hushmap_aggregate::sensitivity::ContributionBounds;
@@ -37,12 +39,8 @@ use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::env_usize;
 
 /// 200 resolution-5 cells (children of five neighbouring resolution-3 cells).
 fn regions() -> Vec<RegionCell> {
@@ -139,7 +137,7 @@ fn main() {
 
     let raw_sql = "SELECT region, age_band, risk, COUNT(*) AS n FROM records \
                    GROUP BY region, age_band, risk";
-    let sort_sql = bounded_counts_sql(ContributionBounds::new(2)).replace("rn <= 2", "rn <= 1");
+    let sort_sql = sort_bounded_counts_sql(ContributionBounds::new(1));
     let hash_sql = bounded_counts_sql(ContributionBounds::new(1));
 
     let (raw, raw_rows) = best(runs, || rt.block_on(time_sql(&ctx, raw_sql)));

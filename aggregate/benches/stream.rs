@@ -26,12 +26,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::env_usize;
 
 async fn produce(topic: &str, n: usize) -> anyhow::Result<()> {
     let producer: FutureProducer = ClientConfig::new()

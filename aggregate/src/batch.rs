@@ -90,6 +90,24 @@ pub enum BatchError {
     Json(#[from] serde_json::Error),
 }
 
+impl BatchError {
+    /// Maps an I/O error on `path`.
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> BatchError + '_ {
+        move |source| BatchError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Maps a Parquet error on `path`.
+    fn parquet(path: &Path) -> impl Fn(ParquetError) -> BatchError + '_ {
+        move |source| BatchError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// Where a batch run's input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
@@ -154,16 +172,10 @@ pub static COARSE_RECORD_COLUMNS: LazyLock<Arc<Schema>> = LazyLock::new(|| {
 /// Writes coarse records in the Parquet input format (tests, benchmarks,
 /// topic dumps).
 pub fn write_coarse_parquet(path: &Path, records: &[CoarseRecord]) -> Result<(), BatchError> {
-    let file = File::create(path).map_err(|source| BatchError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let parquet_err = |source| BatchError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
+    let file = File::create(path).map_err(BatchError::io(path))?;
+    let parquet_err = BatchError::parquet(path);
     let mut writer =
-        ArrowWriter::try_new(file, COARSE_RECORD_COLUMNS.clone(), None).map_err(parquet_err)?;
+        ArrowWriter::try_new(file, COARSE_RECORD_COLUMNS.clone(), None).map_err(&parquet_err)?;
     for chunk in records.chunks(ENGINE_BATCH_ROWS) {
         let mut contributors = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
         for r in chunk {
@@ -190,9 +202,9 @@ pub fn write_coarse_parquet(path: &Path, records: &[CoarseRecord]) -> Result<(),
                 Arc::new(contributors.finish()),
             ],
         )?;
-        writer.write(&batch).map_err(parquet_err)?;
+        writer.write(&batch).map_err(&parquet_err)?;
     }
-    writer.close().map_err(parquet_err)?;
+    writer.close().map_err(&parquet_err)?;
     Ok(())
 }
 
@@ -320,11 +332,8 @@ fn read_submissions(
     path: &Path,
     progress: &dyn Progress,
 ) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
-    let io_err = |source| BatchError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
+    let io_err = BatchError::io(path);
+    let file = File::open(path).map_err(&io_err)?;
     let size = file.metadata().map(|m| m.len()).ok();
     progress.phase("reading submissions", size);
     let rules = ValidationRules {
@@ -347,7 +356,7 @@ fn read_submissions(
         .map_or(i64::MAX, |d| d.as_millis() as i64);
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io_err)?;
+        let n = reader.read_until(b'\n', &mut line).map_err(&io_err)?;
         if n == 0 {
             break;
         }
@@ -414,22 +423,16 @@ fn read_coarse_records(
     path: &Path,
     progress: &dyn Progress,
 ) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
-    let file = File::open(path).map_err(|source| BatchError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let parquet_err = |source| BatchError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    let file = File::open(path).map_err(BatchError::io(path))?;
+    let parquet_err = BatchError::parquet(path);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(&parquet_err)?;
     let rows = builder.metadata().file_metadata().num_rows();
     check_coarse_schema(path, builder.schema())?;
     progress.phase("reading coarse records", u64::try_from(rows).ok());
     let reader = builder
         .with_batch_size(64 * 1024)
         .build()
-        .map_err(parquet_err)?;
+        .map_err(&parquet_err)?;
     let window_length = config.window_length();
     let resolution = config.region_resolution;
     let mut report = InputReport::default();
@@ -596,17 +599,14 @@ pub fn write_output(
     plan_meta: ReleaseMeta,
 ) -> Result<(), BatchError> {
     let format = OutputFormat::of(path)?;
-    let io_err = |source| BatchError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::create(path).map_err(io_err)?;
+    let io_err = BatchError::io(path);
+    let file = File::create(path).map_err(&io_err)?;
     match format {
         OutputFormat::Json => {
             let mut out = BufWriter::new(file);
             serde_json::to_writer(&mut out, releases)?;
-            out.write_all(b"\n").map_err(io_err)?;
-            out.flush().map_err(io_err)?;
+            out.write_all(b"\n").map_err(&io_err)?;
+            out.flush().map_err(&io_err)?;
         }
         OutputFormat::Arrow | OutputFormat::Parquet => {
             let meta = combined_meta(releases, plan_meta);
@@ -618,20 +618,11 @@ pub fn write_output(
                 w.write(&batch)?;
                 w.finish()?;
             } else {
-                let mut w = ArrowWriter::try_new(file, batch.schema(), None).map_err(|source| {
-                    BatchError::Parquet {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })?;
-                w.write(&batch).map_err(|source| BatchError::Parquet {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                w.close().map_err(|source| BatchError::Parquet {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                let parquet_err = BatchError::parquet(path);
+                let mut w =
+                    ArrowWriter::try_new(file, batch.schema(), None).map_err(&parquet_err)?;
+                w.write(&batch).map_err(&parquet_err)?;
+                w.close().map_err(&parquet_err)?;
             }
         }
     }

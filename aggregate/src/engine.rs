@@ -42,8 +42,43 @@ pub enum EngineError {
 
 /// The bounded GROUP BY, as SQL over the `records` table, which may hold
 /// many windows (batch mode): a contributor is bounded per window, keeping
-/// their latest `m` records.
+/// their latest `m` records. For `m = 1` by hashing; otherwise by sorting
+/// ([`sort_bounded_counts_sql`]).
 pub fn bounded_counts_sql(bounds: ContributionBounds) -> String {
+    if bounds.max_records_per_window == 1 {
+        // The default bound, by hashing: each contributor's latest record
+        // per window is found by a hash aggregate (MAX(seq)) and kept by a
+        // hash semi-join on `seq`, with no sort. Sound because `seq` is
+        // unique per record (`SequencedRecord`): each MAX(seq) names exactly
+        // one record, of that contributor and window.
+        counts_sql(
+            "SELECT window_start, region, age_band, risk, symptoms FROM records \
+             WHERE seq IN ( \
+               SELECT MAX(seq) FROM records \
+               GROUP BY window_start, contributor_hi, contributor_lo)",
+        )
+    } else {
+        sort_bounded_counts_sql(bounds)
+    }
+}
+
+/// The bounded GROUP BY with the bound kept by `ROW_NUMBER()` over each
+/// contributor's records, newest first: any `m`, but a sort (several times
+/// slower than the hash plan; compared in `benches/engine.rs`).
+pub fn sort_bounded_counts_sql(bounds: ContributionBounds) -> String {
+    counts_sql(&format!(
+        "SELECT window_start, region, age_band, risk, symptoms FROM ( \
+           SELECT window_start, region, age_band, risk, symptoms, \
+                  ROW_NUMBER() OVER (PARTITION BY window_start, contributor_hi, contributor_lo \
+                                     ORDER BY seq DESC) AS rn \
+           FROM records) \
+         WHERE rn <= {m}",
+        m = bounds.max_records_per_window
+    ))
+}
+
+/// Counts per window × region × age band over the `bounded` query.
+fn counts_sql(bounded: &str) -> String {
     let risk_cols: Vec<String> = RiskLevel::ALL
         .iter()
         .map(|r| {
@@ -65,28 +100,6 @@ pub fn bounded_counts_sql(bounds: ContributionBounds) -> String {
             )
         })
         .collect();
-    let bounded = if bounds.max_records_per_window == 1 {
-        // The default bound, by hashing: each contributor's latest record
-        // per window is found by a hash aggregate (MAX(seq)) and kept by a
-        // hash semi-join on `seq`, with no sort. Sound because `seq` is
-        // unique per record (`SequencedRecord`): each MAX(seq) names exactly
-        // one record, of that contributor and window.
-        "SELECT window_start, region, age_band, risk, symptoms FROM records \
-         WHERE seq IN ( \
-           SELECT MAX(seq) FROM records \
-           GROUP BY window_start, contributor_hi, contributor_lo)"
-            .to_string()
-    } else {
-        format!(
-            "SELECT window_start, region, age_band, risk, symptoms FROM ( \
-               SELECT window_start, region, age_band, risk, symptoms, \
-                      ROW_NUMBER() OVER (PARTITION BY window_start, contributor_hi, contributor_lo \
-                                         ORDER BY seq DESC) AS rn \
-               FROM records) \
-             WHERE rn <= {m}",
-            m = bounds.max_records_per_window
-        )
-    };
     format!(
         "WITH bounded AS ({bounded}) \
          SELECT window_start, region, age_band, {risk}, {sym} \
@@ -255,6 +268,23 @@ mod tests {
         assert_eq!(c.symptoms, [1, 0, 0, 1, 0, 0, 0, 0, 1, 0]);
         let total: i64 = cells.iter().flat_map(|c| c.risk).sum();
         assert_eq!(total, 4, "one record per contributor");
+
+        // The sort plan keeps the same record for m = 1.
+        let df = ctx.read_batch(to_record_batch(&records).unwrap()).unwrap();
+        ctx.register_table("records", df.into_view()).unwrap();
+        let sorted = ctx
+            .sql(&sort_bounded_counts_sql(ContributionBounds::new(1)))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        ctx.deregister_table("records").unwrap();
+        let sorted: Vec<CellCounts> = sorted
+            .iter()
+            .flat_map(|b| cells_from_batch(b).unwrap())
+            .collect();
+        assert_eq!(sorted, cells);
 
         // With m = 2 both of contributor 1's records count.
         let cells = bounded_counts(

@@ -73,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
 async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<()> {
     // Refuse a bad output path before reading anything.
     batch::OutputFormat::of(&args.out)?;
-    let progress = BarProgress(ProgressBar::hidden());
+    // Drawn on stderr, and only when it is a terminal (indicatif's default).
+    let progress = BarProgress(ProgressBar::new(0));
     let report = batch::run_batch(&config, &args.input, &progress)
         .await
         .with_context(|| format!("releasing {}", args.input.display()))?;
@@ -107,7 +108,7 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
     Ok(())
 }
 
-/// A progress bar on stderr (drawn only when stderr is a terminal).
+/// A progress bar on stderr.
 struct BarProgress(ProgressBar);
 
 impl Progress for BarProgress {
@@ -125,19 +126,10 @@ impl Progress for BarProgress {
             self.0.set_style(style.progress_chars("=> "));
         }
         self.0.set_message(name);
-        if self.0.is_hidden() && console_is_terminal() {
-            self.0
-                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        }
         tracing::info!(phase = name, total, "batch phase");
     }
 
     fn advance(&self, n: u64) {
         self.0.inc(n);
     }
-}
-
-fn console_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
 }

@@ -518,17 +518,23 @@ mod tests {
         assert!(DiscreteLaplace::calibrate(1.0, f64::NAN).is_err());
     }
 
+    /// Sample mean and (unbiased) variance of noise draws.
+    fn mean_and_variance(draws: &[i64]) -> (f64, f64) {
+        let n = draws.len() as f64;
+        let mean = draws.iter().sum::<i64>() as f64 / n;
+        let var = draws
+            .iter()
+            .map(|x| (*x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
+        (mean, var)
+    }
+
     #[test]
     fn variance_matches_theory() {
         let m = DiscreteLaplace::calibrate(1.0, 0.5).unwrap();
         let n = 50_000;
-        let noisy = m.apply(&vec![0; n]).unwrap();
-        let mean = noisy.iter().sum::<i64>() as f64 / n as f64;
-        let var = noisy
-            .iter()
-            .map(|x| (*x as f64 - mean).powi(2))
-            .sum::<f64>()
-            / (n - 1) as f64;
+        let (mean, var) = mean_and_variance(&m.apply(&vec![0; n]).unwrap());
         let expected = m.std_dev().powi(2);
         // Var of the sample variance for this distribution is small enough
         // that ±6% is a 6-sigma band at n = 50k.
@@ -555,13 +561,7 @@ mod tests {
         for rho in [0.5, 0.05] {
             let m = DiscreteGaussian::calibrate(1.0, rho).unwrap();
             let n = 50_000;
-            let noisy = m.apply(&vec![0; n]).unwrap();
-            let mean = noisy.iter().sum::<i64>() as f64 / n as f64;
-            let var = noisy
-                .iter()
-                .map(|x| (*x as f64 - mean).powi(2))
-                .sum::<f64>()
-                / (n - 1) as f64;
+            let (mean, var) = mean_and_variance(&m.apply(&vec![0; n]).unwrap());
             let expected = m.std_dev().powi(2);
             // Gaussian-like tails: s.d. of the sample variance ≈ var·√(2/n)
             // = 0.63%; ±4% is beyond 6 sigma.

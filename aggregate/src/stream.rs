@@ -215,12 +215,14 @@ impl Aggregator {
 
     /// Consumes and releases until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AggregatorError> {
+        let metrics_error = |e: std::io::Error| AggregatorError::Metrics(e.to_string());
+        let addr = self.metrics_addr().map_err(metrics_error)?;
         let listener = self
             .metrics_listener
             .try_clone()
             .and_then(tokio::net::TcpListener::from_std)
-            .map_err(|e| AggregatorError::Metrics(e.to_string()))?;
-        tracing::info!(addr = %self.metrics_addr().map_err(|e| AggregatorError::Metrics(e.to_string()))?, "serving /metrics");
+            .map_err(metrics_error)?;
+        tracing::info!(%addr, "serving /metrics");
         let metrics = tokio::spawn(
             axum::serve(listener, crate::metrics::router(self.stats.clone())).into_future(),
         );
