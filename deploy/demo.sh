@@ -46,6 +46,11 @@ export HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY=100000
 export HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON=100000
 export HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON=0.0009
 export HUSHMAP_DASHBOARD_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
+export HUSHMAP_DASHBOARD_DATA_DIR="$RUN_DIR/dashboard-data"
+# A fresh access token for this demo, both roles; only its hash is kept.
+DEMO_TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "$DEMO_TOKEN" | target/debug/hushmap-dashboard hash-token --roles analyst,researcher --name demo >"$RUN_DIR/dashboard-tokens"
+export HUSHMAP_DASHBOARD_AUTH__TOKENS_FILE="$RUN_DIR/dashboard-tokens"
 HUSHMAP_CONTRIBUTOR_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export HUSHMAP_CONTRIBUTOR_SECRET
 
@@ -70,7 +75,10 @@ pids+=($!)
 cat <<MSG
 
   Hushmap is running.
-    Dashboard:  http://127.0.0.1:8081/
+    Dashboard:  http://127.0.0.1:8081/   (log in with the token below)
+    Token:      $DEMO_TOKEN   (analyst + researcher, this demo only)
+    Exports:    curl -H "Authorization: Bearer \$TOKEN" 'http://127.0.0.1:8081/api/v1/export?format=parquet' -o cells.parquet
+    Flight:     grpc://127.0.0.1:8815 (docs/RESEARCHERS.md)
     Ingest:     POST http://127.0.0.1:8080/v1/submissions
     Metrics:    http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:8082/metrics (aggregate)
     Traffic:    $RATE submissions/s; first release about $((WINDOW_SECS + 5)) s after start

@@ -27,6 +27,24 @@ if [ ! -d ingest/tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix ingest/tests/browser --no-audit --no-fund >/dev/null
 fi
 
+# The dashboard's page is bundled from dashboard/web (Leaflet, Natural Earth
+# outlines) and its browser test runs from there too.
+if [ ! -d dashboard/web/node_modules/playwright-core ]; then
+  echo "test: installing the dashboard page's packages (npm ci)"
+  npm ci --prefix dashboard/web --no-audit --no-fund >/dev/null
+fi
+
+# The researcher-client test runs pyarrow, polars and DuckDB from a
+# test-only virtualenv.
+if [ ! -x tests/python/.venv/bin/python ] \
+   || ! cmp -s tests/python/requirements.txt tests/python/.venv/requirements.txt; then
+  echo "test: creating the Python test virtualenv (pyarrow, pandas, polars, duckdb)"
+  rm -rf tests/python/.venv
+  python3 -m venv tests/python/.venv
+  tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+  cp tests/python/requirements.txt tests/python/.venv/requirements.txt
+fi
+
 started_kafka=0
 if ! kafka_running; then
   started_kafka=1

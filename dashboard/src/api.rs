@@ -1,23 +1,40 @@
-//! HTTP: the JSON API and the analyst page.
+//! HTTP: the analyst page, the JSON API and the researcher exports.
 //!
+//! Open: `GET /healthz`, `GET /metrics`, the login form (`GET`/`POST /login`).
+//!
+//! Analyst role:
+//! * `GET /` and `/assets/*`: the page (one binary serves everything).
 //! * `GET /api/v1/releases`: every stored window with its privacy cost, and
-//!   the cumulative ε a contributor may have spent across them.
+//!   the cost composed over the last day, the 30-day horizon and all.
 //! * `GET /api/v1/heatmap?window=<start ms>&age_band=<band|all>&level=<res>`:
 //!   the cells of one window (latest by default) at one hierarchy level
-//!   (finest by default) with outlines for drawing; suppressed cells name
-//!   their nearest unsuppressed ancestor.
-//! * `GET /healthz`, `GET /`.
+//!   (finest by default) with outlines; suppressed cells name their nearest
+//!   unsuppressed ancestor.
+//! * `GET /api/v1/cell?region=<cell>&window=<start ms>`: one cell's age-band
+//!   breakdown in that window and its all-ages time series.
+//! * `GET /api/v1/table?window=<start ms>&level=<res>`: region × age band rows.
+//!
+//! Researcher role:
+//! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
+//!   in the release schema, Arrow IPC stream or Parquet.
 
+use crate::auth::{self, AccessTokens, Denied, Role};
 use crate::config::DashboardConfig;
 use crate::consumer::spawn_release_consumer;
-use crate::heatmap::{self, BandFilter, HeatmapCell, heatmap_cells};
-use crate::store::ReleaseStore;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use crate::flight::ReleaseFlightService;
+use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
+use crate::privacy::{Composition, compose};
+use crate::query::{CellFilter, QueryError, ReleaseQuery, export_metadata};
+use crate::store::{ReleaseStore, StoreError};
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hushmap_schema::ReleaseMeta;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use hushmap_schema::{ReleaseMeta, ReleaseRow};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +42,19 @@ use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
+const LOGIN_HTML: &str = include_str!("../assets/login.html");
+/// Built from `dashboard/web` (see its README); committed so that a plain
+/// `cargo build` needs no Node.js.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript",
+        include_bytes!("../assets/app.js"),
+    ),
+    ("app.css", "text/css", include_bytes!("../assets/app.css")),
+];
+
+const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -37,33 +67,78 @@ pub enum ServeError {
     },
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    #[error("flight: {0}")]
+    Flight(#[from] tonic::transport::Error),
 }
 
-type SharedStore = Arc<RwLock<ReleaseStore>>;
+/// What every handler (HTTP and Flight) shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<RwLock<ReleaseStore>>,
+    pub query: Arc<ReleaseQuery>,
+    pub tokens: Arc<AccessTokens>,
+    pub cookie_secure: bool,
+}
+
+impl AppState {
+    /// The cells `filter` selects, from the Parquet store through DataFusion,
+    /// with metadata describing the releases they come from.
+    pub async fn cells(
+        &self,
+        filter: CellFilter,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        let meta = {
+            let store = self.store.read().expect("store lock");
+            let metas: Vec<&ReleaseMeta> = store
+                .iter()
+                .filter(|r| filter.contains_window(r.meta.window_start))
+                .map(|r| &r.meta)
+                .collect();
+            export_metadata(&metas)
+        };
+        self.query.cells(filter, meta).await
+    }
+}
 
 pub struct DashboardServer {
     listener: TcpListener,
-    store: SharedStore,
+    flight_listener: TcpListener,
+    state: AppState,
     consumer: tokio::task::JoinHandle<()>,
 }
 
 impl DashboardServer {
     pub async fn bind(config: DashboardConfig) -> Result<DashboardServer, ServeError> {
-        config.validate()?;
-        let store = SharedStore::default();
-        let consumer = spawn_release_consumer(&config.kafka, store.clone())?;
-        let listener =
-            TcpListener::bind(config.listen)
+        let tokens = config.validate()?;
+        if tokens.is_empty() {
+            tracing::warn!("no access tokens configured: open access, loopback only");
+        }
+        let store = ReleaseStore::open(&config.data_dir)?;
+        let query = ReleaseQuery::new(store.dir())?;
+        let store = Arc::new(RwLock::new(store));
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
                 .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let listener = bind(config.listen).await?;
+        let flight_listener = bind(config.flight_listen).await?;
+        let consumer = spawn_release_consumer(&config.kafka, store.clone())?;
         Ok(DashboardServer {
             listener,
-            store,
+            flight_listener,
+            state: AppState {
+                store,
+                query: Arc::new(query),
+                tokens: Arc::new(tokens),
+                cookie_secure: config.auth.cookie_secure,
+            },
             consumer,
         })
     }
@@ -74,24 +149,187 @@ impl DashboardServer {
             .expect("bound listener has an address")
     }
 
+    pub fn flight_addr(&self) -> SocketAddr {
+        self.flight_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let app = Router::new()
+        let state = self.state;
+        let analyst = Router::new()
             .route("/", get(|| async { Html(INDEX_HTML) }))
-            .route("/healthz", get(|| async { "ok" }))
+            .route("/assets/{name}", get(asset))
             .route("/api/v1/releases", get(releases))
             .route("/api/v1/heatmap", get(heatmap))
-            .with_state(self.store);
-        tracing::info!(addr = %self.listener.local_addr()?, "dashboard listening");
+            .route("/api/v1/cell", get(cell))
+            .route("/api/v1/table", get(table))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_analyst,
+            ));
+        let researcher = Router::new()
+            .route("/api/v1/export", get(export))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_researcher,
+            ));
+        let app = Router::new()
+            .merge(analyst)
+            .merge(researcher)
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics))
+            .route("/login", get(|| async { Html(LOGIN_HTML) }).post(login))
+            .with_state(state.clone());
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        let flight_stop = {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.changed().await;
+            }
+        };
+        let flight_addr = self.flight_listener.local_addr()?;
+        let flight = tonic::transport::Server::builder()
+            .add_service(
+                arrow_flight::flight_service_server::FlightServiceServer::new(
+                    ReleaseFlightService::new(state),
+                ),
+            )
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.flight_listener),
+                flight_stop,
+            );
+        let flight = tokio::spawn(flight);
+        tracing::info!(
+            addr = %self.listener.local_addr()?,
+            flight = %flight_addr,
+            "dashboard listening"
+        );
         let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(());
+            })
             .await;
         self.consumer.abort();
         result?;
+        match flight.await {
+            Ok(r) => r?,
+            Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
+        }
         Ok(())
     }
+}
+
+async fn require_analyst(state: State<AppState>, request: Request, next: Next) -> Response {
+    require(state, request, next, Role::Analyst).await
+}
+
+async fn require_researcher(state: State<AppState>, request: Request, next: Next) -> Response {
+    require(state, request, next, Role::Researcher).await
+}
+
+async fn require(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+    role: Role,
+) -> Response {
+    match state.tokens.authorize(request.headers(), role) {
+        Ok(()) => next.run(request).await,
+        // A browser asking for the page goes to the login form.
+        Err(Denied::Unauthenticated) if request.uri().path() == "/" => {
+            Redirect::to("/login").into_response()
+        }
+        Err(Denied::Unauthenticated) => {
+            let mut r = problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send Authorization: Bearer <token>, or log in at /login",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+        Err(Denied::Forbidden) => problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            match role {
+                Role::Analyst => "this needs a token with the analyst role",
+                Role::Researcher => "this needs a token with the researcher role",
+            },
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// Checks the token and keeps it in an HttpOnly, SameSite=Strict cookie.
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    let known = [Role::Analyst, Role::Researcher]
+        .into_iter()
+        .any(|r| state.tokens.check(token, r).is_ok());
+    if !known && !state.tokens.is_empty() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(LOGIN_HTML.replace("<!--error-->", "<p class=\"error\">Unknown token.</p>")),
+        )
+            .into_response();
+    }
+    let secure = if state.cookie_secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200{secure}",
+        auth::COOKIE
+    );
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => {
+            let mut r = Redirect::to("/").into_response();
+            r.headers_mut().insert(header::SET_COOKIE, v);
+            r
+        }
+        Err(_) => problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            "the token holds characters a cookie cannot carry; use the Authorization header",
+        ),
+    }
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, mime, body)) => (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "private, max-age=300"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => problem(StatusCode::NOT_FOUND, "not_found", "no such asset"),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let store = state.store.read().expect("store lock");
+    let body = format!(
+        "# HELP hushmap_dashboard_releases_stored Releases held in the release store.\n\
+         # TYPE hushmap_dashboard_releases_stored gauge\n\
+         hushmap_dashboard_releases_stored {}\n\
+         # HELP hushmap_dashboard_release_duplicates_total Copies of already stored windows ignored.\n\
+         # TYPE hushmap_dashboard_release_duplicates_total counter\n\
+         hushmap_dashboard_release_duplicates_total {}\n",
+        store.len(),
+        store.duplicates()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 #[derive(Serialize)]
@@ -102,18 +340,28 @@ struct ReleaseSummary {
     meta: ReleaseMeta,
 }
 
+/// Composed costs, as the aggregator's ledger counts them.
+#[derive(Serialize)]
+struct PrivacySummary {
+    /// Windows ending within a day of the newest window's end.
+    last_day: Composition,
+    /// Within the ledger's 30-day horizon of the newest window's end.
+    last_30_days: Composition,
+    /// Every stored window.
+    all: Composition,
+}
+
 #[derive(Serialize)]
 struct ReleasesResponse {
     releases: Vec<ReleaseSummary>,
-    /// Sum of ε over every stored window: an upper bound on what a
-    /// contributor who submitted in every one of them may have lost (basic
-    /// composition). Under zCDP the aggregator's ledger composes in ρ and
-    /// finds a lower figure; this one is never an understatement.
+    /// ε a contributor who submitted in every stored window may have lost:
+    /// the releases composed as the ledger does (ρ added, converted once).
     cumulative_epsilon: f64,
+    privacy: PrivacySummary,
 }
 
-async fn releases(State(store): State<SharedStore>) -> Json<ReleasesResponse> {
-    let store = store.read().expect("store lock");
+async fn releases(State(state): State<AppState>) -> Json<ReleasesResponse> {
+    let store = state.store.read().expect("store lock");
     let releases: Vec<ReleaseSummary> = store
         .iter()
         .map(|r| ReleaseSummary {
@@ -123,10 +371,24 @@ async fn releases(State(store): State<SharedStore>) -> Json<ReleasesResponse> {
             meta: r.meta.clone(),
         })
         .collect();
-    let cumulative_epsilon = releases.iter().map(|r| r.meta.epsilon).sum();
+    let newest_end = store.latest().map(|r| r.meta.window_end).unwrap_or(0);
+    let within = |span: i64| {
+        compose(
+            store
+                .iter()
+                .filter(|r| r.meta.window_start >= newest_end - span)
+                .map(|r| &r.meta),
+        )
+    };
+    let privacy = PrivacySummary {
+        last_day: within(DAY_MS),
+        last_30_days: within(30 * DAY_MS),
+        all: compose(store.iter().map(|r| &r.meta)),
+    };
     Json(ReleasesResponse {
         releases,
-        cumulative_epsilon,
+        cumulative_epsilon: privacy.all.epsilon,
+        privacy,
     })
 }
 
@@ -161,7 +423,15 @@ fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
         .into_response()
 }
 
-async fn heatmap(State(store): State<SharedStore>, Query(q): Query<HeatmapQuery>) -> Response {
+fn no_window() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no release for that window",
+    )
+}
+
+async fn heatmap(State(state): State<AppState>, Query(q): Query<HeatmapQuery>) -> Response {
     let Some(filter) = BandFilter::parse(q.age_band.as_deref()) else {
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -169,17 +439,13 @@ async fn heatmap(State(store): State<SharedStore>, Query(q): Query<HeatmapQuery>
             "age_band must be an age band label or all",
         );
     };
-    let store = store.read().expect("store lock");
+    let store = state.store.read().expect("store lock");
     let release = match q.window {
         Some(start) => store.get(start),
         None => store.latest(),
     };
     let Some(release) = release else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no release for that window",
-        );
+        return no_window();
     };
     let levels = heatmap::levels(release);
     if q.level.is_some_and(|l| !levels.contains(&l)) {
@@ -202,4 +468,191 @@ async fn heatmap(State(store): State<SharedStore>, Query(q): Query<HeatmapQuery>
         cells: heatmap_cells(release, filter, level),
     })
     .into_response()
+}
+
+#[derive(Deserialize)]
+struct CellQuery {
+    region: String,
+    window: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct CellResponse {
+    region: String,
+    level: u8,
+    window_start: i64,
+    /// The cell's rows in the window, one per age band released.
+    bands: Vec<ReleaseRow>,
+    /// All ages combined, every stored window that released the cell.
+    series: Vec<ReleaseRow>,
+}
+
+async fn cell(State(state): State<AppState>, Query(q): Query<CellQuery>) -> Response {
+    let store = state.store.read().expect("store lock");
+    let release = match q.window {
+        Some(start) => store.get(start),
+        None => store.latest(),
+    };
+    let Some(release) = release else {
+        return no_window();
+    };
+    let of_cell = |r: &hushmap_schema::Release| -> Vec<ReleaseRow> {
+        r.rows
+            .iter()
+            .filter(|row| row.region == q.region)
+            .cloned()
+            .collect()
+    };
+    let bands = of_cell(release);
+    let Some(level) = bands.first().map(|r| r.level) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the window has no such cell",
+        );
+    };
+    let series = store
+        .iter()
+        .flat_map(|r| combine_bands(&of_cell(r), r.meta.max_ci_half_width))
+        .collect();
+    Json(CellResponse {
+        region: q.region.clone(),
+        level,
+        window_start: release.meta.window_start,
+        bands,
+        series,
+    })
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct TableQuery {
+    window: Option<i64>,
+    level: Option<u8>,
+}
+
+async fn table(State(state): State<AppState>, Query(q): Query<TableQuery>) -> Response {
+    let store = state.store.read().expect("store lock");
+    let release = match q.window {
+        Some(start) => store.get(start),
+        None => store.latest(),
+    };
+    let Some(release) = release else {
+        return no_window();
+    };
+    let level = q
+        .level
+        .or_else(|| heatmap::levels(release).first().copied());
+    let rows: Vec<&ReleaseRow> = release
+        .rows
+        .iter()
+        .filter(|r| Some(r.level) == level)
+        .collect();
+    Json(serde_json::json!({
+        "window_start": release.meta.window_start,
+        "window_end": release.meta.window_end,
+        "level": level,
+        "rows": rows,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    level: Option<u8>,
+}
+
+async fn export(State(state): State<AppState>, Query(q): Query<ExportQuery>) -> Response {
+    let format = match q.format.as_deref() {
+        Some("arrow") | None => ExportFormat::Arrow,
+        Some("parquet") => ExportFormat::Parquet,
+        Some(_) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_value",
+                "format must be arrow or parquet",
+            );
+        }
+    };
+    let filter = match CellFilter::parse(q.from.as_deref(), q.to.as_deref(), q.level) {
+        Ok(f) => f,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_value",
+                &e.to_string(),
+            );
+        }
+    };
+    let encoded = match state.cells(filter).await {
+        Ok((schema, batches)) => format.encode(schema, &batches),
+        Err(e) => Err(e.to_string()),
+    };
+    match encoded {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, format.mime()),
+                (header::CONTENT_DISPOSITION, format.disposition()),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "export failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export_failed",
+                "the export could not be produced",
+            )
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ExportFormat {
+    Arrow,
+    Parquet,
+}
+
+impl ExportFormat {
+    fn mime(self) -> &'static str {
+        match self {
+            ExportFormat::Arrow => "application/vnd.apache.arrow.stream",
+            ExportFormat::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    fn disposition(self) -> &'static str {
+        match self {
+            ExportFormat::Arrow => "attachment; filename=\"hushmap-cells.arrows\"",
+            ExportFormat::Parquet => "attachment; filename=\"hushmap-cells.parquet\"",
+        }
+    }
+
+    /// The whole body. Exports hold aggregates only (30 days of hourly
+    /// windows is some 10⁵ rows, a few MiB), so they are built in memory.
+    fn encode(self, schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+        match self {
+            ExportFormat::Arrow => {
+                let mut w =
+                    datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+                        .map_err(|e| e.to_string())?;
+                for b in batches {
+                    w.write(b).map_err(|e| e.to_string())?;
+                }
+                w.into_inner().map_err(|e| e.to_string())
+            }
+            ExportFormat::Parquet => {
+                let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, None)
+                    .map_err(|e| e.to_string())?;
+                for b in batches {
+                    w.write(b).map_err(|e| e.to_string())?;
+                }
+                w.into_inner().map_err(|e| e.to_string())
+            }
+        }
+    }
 }

@@ -1,21 +1,27 @@
 //! Dashboard configuration: serde defaults < TOML file <
 //! `HUSHMAP_DASHBOARD_*` environment variables (nested keys with `__`).
+//!
+//! Secure by default: both listeners bind loopback, and a bind beyond
+//! loopback refuses to start unless access tokens are configured.
 
+use crate::auth::{AccessTokens, AuthError, TokenEntry};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::topics;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading configuration: {0}")]
     Load(#[from] Box<figment::Error>),
     #[error(
-        "refusing to bind {0}: the dashboard has no authentication configured, so it serves loopback only"
+        "refusing to bind {0}: no access tokens are configured (auth.tokens or auth.tokens_file), so the dashboard serves loopback only"
     )]
     PublicBind(SocketAddr),
+    #[error("access tokens: {0}")]
+    Tokens(#[from] AuthError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,18 +40,41 @@ impl Default for KafkaSettings {
     }
 }
 
+/// Who may read what. Tokens are stored as SHA-256 hashes only
+/// (`hushmap-dashboard hash-token` prints the line for a new token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Hashed tokens with their roles.
+    pub tokens: Vec<TokenEntry>,
+    /// A file of hashed tokens, one per line: `<sha256 hex> <role>[,<role>] [name]`.
+    pub tokens_file: Option<PathBuf>,
+    /// Mark the login cookie `Secure` (set it when a TLS proxy fronts the
+    /// dashboard; browsers drop Secure cookies over plain HTTP).
+    pub cookie_secure: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DashboardConfig {
+    /// HTTP: analyst page, JSON API, exports.
     pub listen: SocketAddr,
+    /// Arrow Flight for researchers.
+    pub flight_listen: SocketAddr,
+    /// Where the release store keeps its Parquet files (noisy data only).
+    pub data_dir: PathBuf,
     pub kafka: KafkaSettings,
+    pub auth: AuthSettings,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
         DashboardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            flight_listen: SocketAddr::from(([127, 0, 0, 1], 8815)),
+            data_dir: PathBuf::from("data/dashboard"),
             kafka: KafkaSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -64,25 +93,60 @@ impl DashboardConfig {
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.listen.ip().is_loopback() {
-            return Err(ConfigError::PublicBind(self.listen));
+    /// The configured tokens (inline and from the file), checked.
+    pub fn access_tokens(&self) -> Result<AccessTokens, ConfigError> {
+        Ok(AccessTokens::load(
+            &self.auth.tokens,
+            self.auth.tokens_file.as_deref(),
+        )?)
+    }
+
+    /// Refuses a bind beyond loopback when no tokens are configured.
+    pub fn validate(&self) -> Result<AccessTokens, ConfigError> {
+        let tokens = self.access_tokens()?;
+        if tokens.is_empty() {
+            for addr in [self.listen, self.flight_listen] {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::PublicBind(addr));
+                }
+            }
         }
-        Ok(())
+        Ok(tokens)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
 
     #[test]
-    fn public_bind_without_auth_is_refused() {
+    fn public_bind_without_tokens_is_refused() {
         assert!(DashboardConfig::default().validate().is_ok());
-        let c = DashboardConfig {
+        for (listen, flight) in [
+            ("0.0.0.0:8081", "127.0.0.1:8815"),
+            ("127.0.0.1:8081", "0.0.0.0:8815"),
+        ] {
+            let c = DashboardConfig {
+                listen: listen.parse().unwrap(),
+                flight_listen: flight.parse().unwrap(),
+                ..DashboardConfig::default()
+            };
+            assert!(matches!(c.validate(), Err(ConfigError::PublicBind(_))));
+        }
+    }
+
+    #[test]
+    fn public_bind_with_tokens_starts() {
+        let mut c = DashboardConfig {
             listen: "0.0.0.0:8081".parse().unwrap(),
             ..DashboardConfig::default()
         };
-        assert!(matches!(c.validate(), Err(ConfigError::PublicBind(_))));
+        c.auth.tokens.push(TokenEntry::for_token(
+            "a-long-random-token",
+            vec![Role::Analyst],
+            "ops",
+        ));
+        assert!(c.validate().is_ok());
     }
 }

@@ -1,4 +1,5 @@
-//! Reads the releases topic into the store.
+//! Reads the releases topic, from its beginning, into the store; windows
+//! the store already holds (from its files) are skipped there.
 
 use crate::config::KafkaSettings;
 use crate::store::ReleaseStore;
@@ -29,8 +30,12 @@ pub fn spawn_release_consumer(
                 Ok(m) => match m.payload().map(Release::from_ipc) {
                     Some(Ok(release)) => {
                         let cells = release.rows.len();
-                        let fresh = store.write().expect("store lock").insert(release);
-                        tracing::info!(cells, fresh, "release received");
+                        match store.write().expect("store lock").insert(release) {
+                            Ok(fresh) => tracing::info!(cells, fresh, "release received"),
+                            // Not stored, so not served: the window comes
+                            // back from the topic at the next start.
+                            Err(e) => tracing::error!(error = %e, "release not stored"),
+                        }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "skipping undecodable release"),
                     None => tracing::warn!("skipping empty release message"),

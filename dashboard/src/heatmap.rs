@@ -130,7 +130,9 @@ pub fn heatmap_cells(release: &Release, filter: BandFilter, level: Option<u8>) -
         .collect()
 }
 
-fn combine_bands(rows: &[ReleaseRow], max_ci_half_width: f64) -> Vec<ReleaseRow> {
+/// All-ages rows: each (region, level) group of `rows` summed over its age
+/// bands, with the noise s.d. and interval recomputed.
+pub fn combine_bands(rows: &[ReleaseRow], max_ci_half_width: f64) -> Vec<ReleaseRow> {
     let mut by_region: BTreeMap<(&str, u8), Vec<&ReleaseRow>> = BTreeMap::new();
     for r in rows {
         by_region

@@ -1,24 +1,64 @@
-//! `hushmap-dashboard`: noisy releases for analysts.
+//! `hushmap-dashboard`: noisy releases for analysts and researchers.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use hushmap_dashboard::auth::{Role, TokenEntry};
 use hushmap_dashboard::{DashboardConfig, DashboardServer};
+use std::io::BufRead;
 use std::path::PathBuf;
 
-/// Serves the analyst page and JSON API over the releases topic.
-/// Settings: defaults < --config FILE < HUSHMAP_DASHBOARD_* env.
+/// Serves the analyst page, the JSON API, the exports and Arrow Flight over
+/// the releases topic. Settings: defaults < --config FILE <
+/// HUSHMAP_DASHBOARD_* env.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reads a token on standard input (never an argument: arguments show
+    /// in `ps`) and prints its tokens-file line: `<sha256> <roles> <name>`.
+    HashToken {
+        /// Roles the token holds.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<RoleArg>,
+        /// Who holds it, for the operators' records.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Analyst,
+    Researcher,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    hushmap_service::init_tracing();
     let args = Args::parse();
+    if let Some(Command::HashToken { roles, name }) = args.command {
+        let mut token = String::new();
+        std::io::stdin().lock().read_line(&mut token)?;
+        let token = token.trim();
+        anyhow::ensure!(token.len() >= 16, "a token needs at least 16 characters");
+        let roles = roles
+            .into_iter()
+            .map(|r| match r {
+                RoleArg::Analyst => Role::Analyst,
+                RoleArg::Researcher => Role::Researcher,
+            })
+            .collect();
+        println!("{}", TokenEntry::for_token(token, roles, &name).to_line());
+        return Ok(());
+    }
+    hushmap_service::init_tracing();
     let config = DashboardConfig::load(args.config.as_deref()).context("loading configuration")?;
     let server = DashboardServer::bind(config)
         .await

@@ -36,6 +36,8 @@ pub struct PipelineOptions {
     pub epsilon_per_window: f64,
     /// The aggregator's public region set (empty: DP threshold selection).
     pub public_regions: Vec<String>,
+    /// The dashboard's access tokens (empty: open, loopback only).
+    pub dashboard_tokens: Vec<hushmap_dashboard::auth::TokenEntry>,
 }
 
 impl Default for PipelineOptions {
@@ -45,6 +47,7 @@ impl Default for PipelineOptions {
             allowed_lateness_secs: 2,
             epsilon_per_window: 1.0,
             public_regions: Vec::new(),
+            dashboard_tokens: Vec::new(),
         }
     }
 }
@@ -53,6 +56,10 @@ impl Default for PipelineOptions {
 pub struct Pipeline {
     pub ingest_url: String,
     pub dashboard_url: String,
+    /// `http://127.0.0.1:<port>` of the dashboard's Arrow Flight service.
+    pub flight_url: String,
+    /// The dashboard's release store (a fresh directory per pipeline).
+    pub dashboard_data_dir: std::path::PathBuf,
     pub submissions_topic: String,
     pub releases_topic: String,
     pub aggregator_stats: std::sync::Arc<hushmap_aggregate::stream::AggregatorStats>,
@@ -60,6 +67,8 @@ pub struct Pipeline {
     pub aggregator_metrics_url: String,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    dashboard_config: DashboardConfig,
+    dashboard: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
 
 fn stop_signal() -> (
@@ -114,12 +123,16 @@ impl Pipeline {
         aggregate_config.privacy.max_epsilon_per_horizon = options.epsilon_per_window * 1e4;
         aggregate_config.privacy.max_delta_per_horizon = 9e-4;
 
+        let dashboard_data_dir = std::env::temp_dir().join(unique("hushmap-dashboard-store"));
         let mut dashboard_config = DashboardConfig {
             listen: loopback,
+            flight_listen: loopback,
+            data_dir: dashboard_data_dir.clone(),
             ..DashboardConfig::default()
         };
         dashboard_config.kafka.brokers = brokers();
         dashboard_config.kafka.releases_topic = releases_topic.clone();
+        dashboard_config.auth.tokens = options.dashboard_tokens.clone();
 
         let mut stops = Vec::new();
         let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
@@ -137,17 +150,16 @@ impl Pipeline {
         stops.push(tx);
         tasks.push(tokio::spawn(async move { Ok(aggregator.run(stop).await?) }));
 
-        let dashboard = DashboardServer::bind(dashboard_config).await?;
-        let dashboard_url = format!("http://{}", dashboard.local_addr());
-        let (tx, stop) = stop_signal();
-        stops.push(tx);
-        tasks.push(tokio::spawn(
-            async move { Ok(dashboard.serve(stop).await?) },
-        ));
+        let (dashboard, dashboard_url, flight_url) =
+            Self::start_dashboard(dashboard_config.clone()).await?;
 
         Ok(Pipeline {
             ingest_url,
             dashboard_url,
+            flight_url,
+            dashboard_data_dir,
+            dashboard_config,
+            dashboard: Some(dashboard),
             submissions_topic,
             releases_topic,
             aggregator_stats,
@@ -157,14 +169,123 @@ impl Pipeline {
         })
     }
 
-    /// Stops every service and surfaces any error they ended with.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        for tx in self.stops {
+    #[allow(clippy::type_complexity)]
+    async fn start_dashboard(
+        config: DashboardConfig,
+    ) -> anyhow::Result<(
+        (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>),
+        String,
+        String,
+    )> {
+        let dashboard = DashboardServer::bind(config).await?;
+        let url = format!("http://{}", dashboard.local_addr());
+        let flight_url = format!("http://{}", dashboard.flight_addr());
+        let (tx, stop) = stop_signal();
+        let task = tokio::spawn(async move { Ok(dashboard.serve(stop).await?) });
+        Ok(((tx, task), url, flight_url))
+    }
+
+    /// Stops the dashboard and starts it again on the same release store
+    /// (new ports: `dashboard_url` and `flight_url` change).
+    pub async fn restart_dashboard(&mut self) -> anyhow::Result<()> {
+        if let Some((tx, task)) = self.dashboard.take() {
             let _ = tx.send(());
-        }
-        for task in self.tasks {
             tokio::time::timeout(Duration::from_secs(30), task).await???;
         }
+        let (dashboard, url, flight_url) =
+            Self::start_dashboard(self.dashboard_config.clone()).await?;
+        self.dashboard = Some(dashboard);
+        self.dashboard_url = url;
+        self.flight_url = flight_url;
         Ok(())
     }
+
+    /// Stops every service and surfaces any error they ended with.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let (stops, tasks): (Vec<_>, Vec<_>) = self.dashboard.into_iter().unzip();
+        for tx in self.stops.into_iter().chain(stops) {
+            let _ = tx.send(());
+        }
+        for task in self.tasks.into_iter().chain(tasks) {
+            tokio::time::timeout(Duration::from_secs(30), task).await???;
+        }
+        let _ = std::fs::remove_dir_all(&self.dashboard_data_dir);
+        Ok(())
+    }
+}
+
+/// Posts `subs` to ingest, 16 at a time; returns how many got 202.
+pub async fn submit_all(
+    ingest_url: &str,
+    subs: Vec<hushmap_schema::submission::Submission>,
+) -> usize {
+    use futures::stream::{self, StreamExt};
+    let client = reqwest::Client::new();
+    let url = format!("{ingest_url}/v1/submissions");
+    stream::iter(subs)
+        .map(|s| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .post(url)
+                    .json(&s)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16() == 202)
+                    .unwrap_or(false)
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
+}
+
+/// Waits until the dashboard's releases, at their finest level and all
+/// ages, hold `expected` submissions in total (exact at a huge ε); returns
+/// the start of the window holding the most. `token`: an analyst token,
+/// when the dashboard has tokens.
+pub async fn wait_for_dashboard_total(
+    dashboard_url: &str,
+    token: Option<&str>,
+    expected: i64,
+) -> anyhow::Result<i64> {
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let mut req = client.get(format!("{dashboard_url}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    };
+    eventually(
+        "the dashboard to hold every submission",
+        Duration::from_secs(90),
+        || async {
+            let list: serde_json::Value =
+                get("/api/v1/releases".into()).send().await?.json().await?;
+            let (mut fullest, mut sum) = (None::<(i64, i64)>, 0);
+            for release in list["releases"].as_array().into_iter().flatten() {
+                let start = release["window_start"].as_i64().unwrap_or_default();
+                let heatmap: serde_json::Value =
+                    get(format!("/api/v1/heatmap?window={start}&age_band=all"))
+                        .send()
+                        .await?
+                        .json()
+                        .await?;
+                let total: i64 = heatmap["cells"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["n_total"].as_i64())
+                    .sum();
+                sum += total;
+                if fullest.is_none_or(|(_, best)| total > best) {
+                    fullest = Some((start, total));
+                }
+            }
+            Ok(fullest.filter(|_| sum >= expected).map(|(start, _)| start))
+        },
+    )
+    .await
 }

@@ -1,0 +1,275 @@
+//! DataFusion over the release store: the cells of a time range (and
+//! level), for the Arrow/Parquet exports and Arrow Flight.
+//!
+//! The store's `day=` directories are a Hive partition column, so a range
+//! query opens only the days it needs.
+
+use crate::privacy::compose;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{SessionContext, col, lit};
+use hushmap_schema::ReleaseMeta;
+use hushmap_schema::release::{SCHEMA_VERSION, meta_keys, release_fields};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+const TABLE: &str = "releases";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("release query: {0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("release query: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("invalid `{field}`: {reason}")]
+    Filter {
+        field: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Which cells: windows starting in `[from, to)` (ms since the epoch, UTC)
+/// at one level or all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CellFilter {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub level: Option<u8>,
+}
+
+impl CellFilter {
+    /// Parses the public parameters: `from`/`to` as ms since the epoch, an
+    /// RFC 3339 time or a `YYYY-MM-DD` date (UTC midnight).
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        level: Option<u8>,
+    ) -> Result<CellFilter, QueryError> {
+        let filter = CellFilter {
+            from: from.map(|s| parse_time(s, "from")).transpose()?,
+            to: to.map(|s| parse_time(s, "to")).transpose()?,
+            level,
+        };
+        if let (Some(f), Some(t)) = (filter.from, filter.to)
+            && f >= t
+        {
+            return Err(QueryError::Filter {
+                field: "to",
+                reason: "must be after from",
+            });
+        }
+        if level.is_some_and(|l| l > 15) {
+            return Err(QueryError::Filter {
+                field: "level",
+                reason: "H3 resolutions are 0 to 15",
+            });
+        }
+        Ok(filter)
+    }
+
+    pub fn contains_window(&self, window_start: i64) -> bool {
+        self.from.is_none_or(|f| window_start >= f) && self.to.is_none_or(|t| window_start < t)
+    }
+}
+
+fn parse_time(s: &str, field: &'static str) -> Result<i64, QueryError> {
+    use time::format_description::well_known::Rfc3339;
+    let bad = QueryError::Filter {
+        field,
+        reason: "expected ms since the epoch, an RFC 3339 time or YYYY-MM-DD",
+    };
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &fmt)
+        .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
+        .map_err(|_| bad)
+}
+
+/// A DataFusion session with the store registered as table `releases`.
+pub struct ReleaseQuery {
+    ctx: SessionContext,
+}
+
+impl ReleaseQuery {
+    /// Registers the `day=…` partitioned Parquet files under `dir`. The
+    /// schema is the release schema, given rather than inferred, so an
+    /// empty store is a valid (empty) table.
+    pub fn new(dir: &Path) -> Result<ReleaseQuery, QueryError> {
+        let ctx = SessionContext::new();
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("day".into(), DataType::Utf8)]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(Arc::new(Schema::new(release_fields())));
+        ctx.register_table(TABLE, Arc::new(ListingTable::try_new(config)?))?;
+        Ok(ReleaseQuery { ctx })
+    }
+
+    /// The cells matching `filter`, ordered by window, level (coarsest
+    /// first), region and age band, under the release schema with `meta`
+    /// as its metadata.
+    pub async fn cells(
+        &self,
+        filter: CellFilter,
+        meta: HashMap<String, String>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        let ts = |ms| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(ms),
+                Some("UTC".into()),
+            ))
+        };
+        let mut df = self.ctx.table(TABLE).await?;
+        if let Some(from) = filter.from {
+            df = df.filter(col("window_start").gt_eq(ts(from)))?;
+        }
+        if let Some(to) = filter.to {
+            df = df.filter(col("window_start").lt(ts(to)))?;
+        }
+        if let Some(level) = filter.level {
+            df = df.filter(col("level").eq(lit(level)))?;
+        }
+        let columns: Vec<String> = release_fields().iter().map(|f| f.name().clone()).collect();
+        let df = df
+            .select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())?
+            .sort(vec![
+                col("window_start").sort(true, false),
+                col("level").sort(true, false),
+                col("region").sort(true, false),
+                col("age_band").sort(true, false),
+            ])?;
+        let batches = df.collect().await?;
+        let schema = Arc::new(Schema::new_with_metadata(release_fields(), meta));
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((schema, batches))
+    }
+}
+
+/// Schema metadata for cells of several releases. One release: its own
+/// metadata. Several: the same keys describing the whole (their windows'
+/// span, the composed cost as the ledger counts it, every ledger entry)
+/// plus `hushmap.releases`, each release's own metadata as a JSON list.
+pub fn export_metadata(metas: &[&ReleaseMeta]) -> HashMap<String, String> {
+    if let [one] = metas {
+        let mut m = one.to_metadata();
+        m.insert(
+            RELEASES_KEY.into(),
+            serde_json::to_string(metas).unwrap_or_default(),
+        );
+        return m;
+    }
+    let mut m = HashMap::new();
+    m.insert(meta_keys::SCHEMA_VERSION.into(), SCHEMA_VERSION.into());
+    m.insert(
+        RELEASES_KEY.into(),
+        serde_json::to_string(metas).unwrap_or_default(),
+    );
+    let Some(first) = metas.first() else {
+        return m;
+    };
+    let same = |f: fn(&ReleaseMeta) -> String| {
+        let v = f(first);
+        metas.iter().all(|x| f(x) == v).then_some(v)
+    };
+    let total = compose(metas.iter().copied());
+    let span = |f: fn(&ReleaseMeta) -> i64, max: bool| {
+        let it = metas.iter().map(|x| f(x));
+        if max { it.max() } else { it.min() }
+            .unwrap_or_default()
+            .to_string()
+    };
+    m.insert(
+        meta_keys::WINDOW_START.into(),
+        span(|x| x.window_start, false),
+    );
+    m.insert(meta_keys::WINDOW_END.into(), span(|x| x.window_end, true));
+    m.insert(
+        meta_keys::MECHANISM.into(),
+        same(|x| x.mechanism.clone()).unwrap_or_else(|| "mixed".into()),
+    );
+    let all_zcdp = metas.iter().all(|x| x.rho.is_some());
+    m.insert(
+        meta_keys::RHO.into(),
+        if all_zcdp {
+            total.rho.to_string()
+        } else {
+            String::new()
+        },
+    );
+    m.insert(meta_keys::EPSILON.into(), total.epsilon.to_string());
+    m.insert(meta_keys::DELTA.into(), total.delta.to_string());
+    m.insert(
+        meta_keys::LEDGER_ENTRY.into(),
+        metas
+            .iter()
+            .map(|x| x.ledger_entry.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let widest = |f: fn(&ReleaseMeta) -> f64| {
+        metas
+            .iter()
+            .map(|x| f(x))
+            .fold(0.0_f64, f64::max)
+            .to_string()
+    };
+    m.insert(
+        meta_keys::SYMPTOM_NOISE_SCALE.into(),
+        widest(|x| x.symptom_noise_scale),
+    );
+    m.insert(
+        meta_keys::SUPPRESSION_HALF_WIDTH.into(),
+        widest(|x| x.max_ci_half_width),
+    );
+    let costs: Vec<_> = metas
+        .iter()
+        .flat_map(|x| x.statistic_costs.iter())
+        .collect();
+    m.insert(
+        meta_keys::STATISTIC_COSTS.into(),
+        serde_json::to_string(&costs).unwrap_or_default(),
+    );
+    m
+}
+
+/// Metadata key of an export: each release's own metadata (JSON list).
+pub const RELEASES_KEY: &str = "hushmap.releases";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_in_three_forms_and_refuse_nonsense() {
+        let day =
+            CellFilter::parse(Some("2026-11-29"), Some("2026-11-30T00:00:00Z"), None).unwrap();
+        assert_eq!(day.from, Some(1_795_910_400_000));
+        assert_eq!(day.to, Some(1_795_910_400_000 + 86_400_000));
+        assert!(day.contains_window(1_795_910_400_000));
+        assert!(!day.contains_window(1_795_910_400_000 + 86_400_000));
+        assert_eq!(
+            CellFilter::parse(Some("5"), None, Some(4)).unwrap().from,
+            Some(5)
+        );
+        assert!(CellFilter::parse(Some("yesterday"), None, None).is_err());
+        assert!(CellFilter::parse(Some("10"), Some("5"), None).is_err());
+        assert!(CellFilter::parse(None, None, Some(16)).is_err());
+    }
+}

@@ -1,0 +1,292 @@
+// The analyst page: noisy releases on a Leaflet map over Natural Earth
+// country outlines (world-atlas, public domain), no tile server, so it works
+// offline. Projection, zoom and pan are Leaflet's.
+import L from "leaflet";
+import "leaflet/dist/leaflet.css";
+import { feature } from "topojson-client";
+import countries from "world-atlas/countries-50m.json";
+import "./style.css";
+
+const $ = (id) => document.getElementById(id);
+const fmtTime = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ") + "Z";
+const pct = (x) => (x === null || x === undefined) ? "–" : (100 * x).toFixed(1) + "%";
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;"}[c]));
+
+const state = {
+  releases: [], window: null, followLatest: true, band: "all", level: null, metric: "high_share",
+  cells: [], areas: [], meta: null, rows: [], sort: {key: "region", dir: 1}, fitted: null,
+};
+
+// ---- map ----
+const map = L.map("map", {worldCopyJump: true, preferCanvas: false, attributionControl: true}).setView([20, 0], 2);
+map.attributionControl.addAttribution("Outlines: Natural Earth (public domain) via world-atlas");
+L.geoJSON(feature(countries, countries.objects.countries), {
+  interactive: false,
+  style: () => ({className: "country", color: "#aab3c2", weight: 0.6, fillColor: "#fbfbf8", fillOpacity: 1}),
+}).addTo(map);
+const cellLayer = L.layerGroup().addTo(map);
+
+// Leaflet draws into one SVG; give it a hatch pattern for suppressed cells.
+function ensureHatch() {
+  const svg = map.getPanes().overlayPane.querySelector("svg");
+  if (!svg || svg.querySelector("#hushmap-hatch")) return;
+  const ns = "http://www.w3.org/2000/svg";
+  const defs = document.createElementNS(ns, "defs");
+  defs.innerHTML = `<pattern id="hushmap-hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">` +
+    `<rect width="6" height="6" fill="#e3e6ec"></rect><line x1="0" y1="0" x2="0" y2="6" stroke="#8a93a6" stroke-width="2"></line></pattern>`;
+  svg.insertBefore(defs, svg.firstChild);
+}
+
+// ---- metrics ----
+const SYMPTOM = (m) => m.startsWith("sym_");
+function metricValue(c, metric) {
+  if (metric === "high_share") return c.high_share;
+  if (metric === "n_total") return c.n_total;
+  return c.n_total > 0 ? Math.max(0, c[metric]) / c.n_total : null;
+}
+function ramp(t) {
+  // Light yellow to dark red.
+  t = Math.max(0, Math.min(1, t));
+  const r = Math.round(255 - 80 * t), g = Math.round(240 - 215 * t), b = Math.round(170 - 140 * t);
+  return `rgb(${r},${g},${b})`;
+}
+function scale(metric, cells) {
+  if (metric === "high_share") return {t: (v) => v / 0.5, lo: "0%", hi: "50%+"};
+  if (metric === "n_total") {
+    const max = Math.max(1, ...cells.map((c) => c.n_total));
+    return {t: (v) => Math.log1p(Math.max(0, v)) / Math.log1p(max), lo: "0", hi: String(max)};
+  }
+  return {t: (v) => v / 0.6, lo: "0%", hi: "60%+"};
+}
+function legend(metric, cells) {
+  const s = scale(metric, cells);
+  $("legend").innerHTML = Array.from({length: 10}, (_, i) => `<span style="background:${ramp(i / 9)}"></span>`).join("");
+  $("legend-lo").textContent = s.lo; $("legend-hi").textContent = s.hi;
+  $("legend-title").textContent = $("metric").selectedOptions[0].textContent;
+}
+
+// A cell whose interval is over half the suppression half-width: faded.
+const isWide = (c, meta) => !c.suppressed && (c.high_share_ci_high - c.high_share_ci_low) / 2 > 0.5 * meta.max_ci_half_width;
+
+function symptomInterval(c, metric, meta) {
+  const half = 1.96 * meta.symptom_noise_scale;
+  const k = Math.max(0, c[metric]);
+  return `${Math.max(0, k - half).toFixed(0)} – ${(k + half).toFixed(0)} (count, 95%)`;
+}
+
+function tooltip(c) {
+  const meta = state.meta;
+  let html = `<b>${esc(c.region)}</b> · ${esc(c.age_band === "all" ? "all ages" : c.age_band)}<br>`;
+  if (c.suppressed) {
+    html += `<i>Suppressed</i>: the 95% interval (${pct(c.high_share_ci_low)} – ${pct(c.high_share_ci_high)}) is wider than ±${pct(meta.max_ci_half_width)}.<br>`;
+    if (c.ancestor) html += `Nearest published area (level ${c.ancestor.level}): ${pct(c.ancestor.high_share)} (95% CI ${pct(c.ancestor.high_share_ci_low)} – ${pct(c.ancestor.high_share_ci_high)})<br>`;
+  } else {
+    html += `High-risk share <b>${pct(c.high_share)}</b> (95% CI ${pct(c.high_share_ci_low)} – ${pct(c.high_share_ci_high)})<br>`;
+    if (isWide(c, meta)) html += `<i>Wide interval: read with care.</i><br>`;
+  }
+  html += `Submissions ${c.n_total} (± ${(1.96 * c.noise_scale * Math.sqrt(3)).toFixed(0)}, 95%)`;
+  if (SYMPTOM(state.metric)) html += `<br>${esc($("metric").selectedOptions[0].textContent)}: ${pct(metricValue(c, state.metric))}; ${symptomInterval(c, state.metric, meta)}`;
+  return html;
+}
+
+function drawCells() {
+  cellLayer.clearLayers();
+  const s = scale(state.metric, state.cells);
+  legend(state.metric, state.cells);
+  for (const c of state.cells) {
+    const v = metricValue(c, state.metric);
+    const cls = "cell" + (c.suppressed ? " suppressed" : "") + (isWide(c, state.meta) ? " wide" : "");
+    const poly = L.polygon(c.boundary, {
+      className: cls, fillColor: v === null ? "#cfd5df" : ramp(s.t(v)), fillOpacity: 0.8, weight: 0.6, color: "#fff",
+    });
+    poly.bindTooltip(() => tooltip(c), {sticky: true, className: "cell-tooltip"});
+    poly.on("click", () => showCell(c));
+    poly.addTo(cellLayer);
+    poly.getElement()?.setAttribute("data-region", c.region);
+  }
+  ensureHatch();
+  areaChoices();
+  if (state.cells.length && state.fitted !== `${state.window}/${state.level}`) {
+    zoomTo($("area").value);
+    state.fitted = `${state.window}/${state.level}`;
+  }
+  const shown = state.cells.filter((c) => !c.suppressed).length;
+  $("status").textContent = `${state.cells.length} cells, ${shown} with a value, ${state.cells.length - shown} suppressed.`;
+}
+
+// Places with cells, a few degrees apart, largest first: a national
+// deployment has one, the synthetic demo traffic has cities on several
+// continents, each worth its own zoom.
+function areas(cells) {
+  const groups = [];
+  for (const c of cells) {
+    const [lat, lon] = c.boundary[0] || [0, 0];
+    let g = groups.find((g) => Math.abs(g.lat - lat) < 4 && Math.abs(g.lon - lon) < 4);
+    if (!g) { g = {lat, lon, cells: []}; groups.push(g); }
+    g.cells.push(c);
+  }
+  return groups.sort((a, b) => b.cells.length - a.cells.length);
+}
+function areaChoices() {
+  const groups = areas(state.cells);
+  state.areas = groups;
+  const keep = $("area").value;
+  const label = (g) => `${Math.abs(g.lat).toFixed(1)}°${g.lat >= 0 ? "N" : "S"} ${Math.abs(g.lon).toFixed(1)}°${g.lon >= 0 ? "E" : "W"} (${g.cells.length} cells)`;
+  $("area").innerHTML = groups.map((g, i) => `<option value="${i}">${label(g)}</option>`).join("") + `<option value="all">All cells</option>`;
+  if ([...$("area").options].some((o) => o.value === keep)) $("area").value = keep;
+}
+function zoomTo(choice) {
+  const cells = choice === "all" ? state.cells : (state.areas[Number(choice)] || {cells: state.cells}).cells;
+  if (cells.length) map.fitBounds(L.latLngBounds(cells.flatMap((c) => c.boundary)), {padding: [20, 20], maxZoom: 10});
+}
+
+// ---- details: age bands and time series ----
+function sparkline(series) {
+  const pts = series.filter((r) => r.high_share !== null);
+  if (pts.length < 2) return `<div class="muted">Not enough windows for a series yet.</div>`;
+  const w = 280, h = 80, x0 = pts[0].window_start, x1 = pts[pts.length - 1].window_start;
+  const ymax = Math.min(1, Math.max(0.1, ...pts.map((r) => r.high_share_ci_high)));
+  const X = (t) => 4 + (w - 8) * (t - x0) / Math.max(1, x1 - x0), Y = (v) => h - 4 - (h - 8) * Math.min(v, ymax) / ymax;
+  const band = pts.map((r) => `${X(r.window_start)},${Y(r.high_share_ci_high)}`).concat(pts.slice().reverse().map((r) => `${X(r.window_start)},${Y(r.high_share_ci_low)}`)).join(" ");
+  const line = pts.map((r) => `${X(r.window_start)},${Y(r.high_share)}`).join(" ");
+  const dots = pts.map((r) => `<circle cx="${X(r.window_start)}" cy="${Y(r.high_share)}" r="2" fill="${r.suppressed ? "#8a93a6" : "#b02a0a"}"></circle>`).join("");
+  return `<svg class="spark" viewBox="0 0 ${w} ${h}" role="img" aria-label="High-risk share over time with 95% band"><polygon points="${band}" fill="#f4c7b5"></polygon><polyline points="${line}" fill="none" stroke="#b02a0a" stroke-width="1.5"></polyline>${dots}</svg>` +
+    `<div class="muted">${fmtTime(x0)} → ${fmtTime(x1)}; band: 95% interval; grey dots: suppressed. Scale 0 – ${pct(ymax)}.</div>`;
+}
+
+async function showCell(c) {
+  const data = await getJson(`/api/v1/cell?region=${encodeURIComponent(c.region)}&window=${state.window}`);
+  const rows = data.bands.map((r) => `<tr><td>${esc(r.age_band)}</td><td>${r.n_total}</td><td>${r.suppressed ? "<i>suppressed</i>" : pct(r.high_share)}</td><td>${pct(r.high_share_ci_low)} – ${pct(r.high_share_ci_high)}</td></tr>`).join("");
+  $("details").innerHTML = `<h2>Cell ${esc(c.region)} (level ${data.level})</h2>` +
+    `<table><tr><th>Age band</th><th>n</th><th>High</th><th>95% CI</th></tr>${rows}</table>` +
+    `<h2 style="margin-top:10px">High-risk share, all ages, by window</h2>${sparkline(data.series)}`;
+}
+
+// ---- table view ----
+const COLUMNS = [
+  ["region", "Region"], ["age_band", "Age band"], ["n_total", "Submissions"], ["n_high", "High"], ["n_moderate", "Moderate"], ["n_low", "Low"],
+  ["high_share", "High share"], ["high_share_ci_low", "CI low"], ["high_share_ci_high", "CI high"], ["noise_scale", "Noise s.d."], ["suppressed", "Suppressed"],
+];
+function renderTable() {
+  const {key, dir} = state.sort;
+  const rows = state.rows.slice().sort((a, b) => {
+    const x = a[key], y = b[key];
+    if (x === y) return 0;
+    if (x === null) return 1;
+    if (y === null) return -1;
+    return (x < y ? -1 : 1) * dir;
+  });
+  $("cells-table").querySelector("thead").innerHTML = "<tr>" + COLUMNS.map(([k, label]) => `<th data-key="${k}">${label}${k === key ? (dir > 0 ? " ▲" : " ▼") : ""}</th>`).join("") + "</tr>";
+  $("cells-table").querySelector("tbody").innerHTML = rows.map((r) => `<tr class="${r.suppressed ? "suppressed" : ""}">` + COLUMNS.map(([k]) => {
+    const v = r[k];
+    return `<td>${k.startsWith("high_share") ? (r.suppressed && k === "high_share" ? "suppressed" : pct(v)) : k === "noise_scale" ? v.toFixed(2) : esc(v)}</td>`;
+  }).join("") + "</tr>").join("");
+}
+$("cells-table").addEventListener("click", (e) => {
+  const key = e.target.closest("th")?.dataset.key;
+  if (!key) return;
+  state.sort = {key, dir: state.sort.key === key ? -state.sort.dir : 1};
+  renderTable();
+});
+$("csv").addEventListener("click", () => {
+  const cols = ["window_start", "window_end", "level", ...COLUMNS.map(([k]) => k)];
+  const csv = [cols.join(",")].concat(state.rows.map((r) => cols.map((k) => {
+    const v = k.startsWith("window_") ? new Date(r[k]).toISOString() : r[k];
+    return v === null ? "" : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, "\"\"")}"` : String(v);
+  }).join(","))).join("\n");
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([csv + "\n"], {type: "text/csv"}));
+  a.download = `hushmap-${new Date(state.window).toISOString().slice(0, 13)}-level${state.level}.csv`;
+  document.body.appendChild(a); a.click(); a.remove();
+});
+
+// ---- data ----
+async function getJson(url) {
+  const resp = await fetch(url, {headers: {"Accept": "application/json"}, credentials: "same-origin"});
+  if (resp.status === 401) { location.href = "/login"; throw new Error("not logged in"); }
+  if (!resp.ok) throw new Error(`${url}: ${resp.status}`);
+  return resp.json();
+}
+
+function privacyPanel(data) {
+  const cur = state.releases.find((r) => r.window_start === state.window);
+  const c = data.privacy;
+  const row = (k, v) => `<tr><td>${k}</td><td>${v}</td></tr>`;
+  const eps = (x) => `ε ${x.epsilon.toFixed(3)}, δ ${x.delta.toExponential(1)}`;
+  $("privacy").innerHTML = `<table>` +
+    (cur ? row("This window", `${eps(cur.meta)} (${esc(cur.meta.mechanism)}${cur.meta.rho !== null ? `, ρ ${cur.meta.rho.toExponential(2)}` : ""})`) : "") +
+    row("Last day", `${eps(c.last_day)} over ${c.last_day.releases} windows`) +
+    row("Last 30 days", `${eps(c.last_30_days)} over ${c.last_30_days.releases} windows`) +
+    `</table><div class="muted">Per person, at most, composed as the aggregator's ledger does (ρ adds; converted once). Ledger entry ${cur ? esc(cur.meta.ledger_entry) : "–"}.</div>`;
+}
+
+async function refreshReleases() {
+  const data = await getJson("/api/v1/releases");
+  state.releases = data.releases;
+  const slider = $("window");
+  slider.max = String(Math.max(0, data.releases.length - 1));
+  if (!data.releases.length) { $("status").textContent = "Waiting for the first release…"; return false; }
+  if (state.followLatest || state.window === null || !data.releases.some((r) => r.window_start === state.window)) {
+    state.window = data.releases[data.releases.length - 1].window_start;
+  }
+  slider.value = String(data.releases.findIndex((r) => r.window_start === state.window));
+  const r = data.releases[Number(slider.value)];
+  $("window-label").textContent = `${fmtTime(r.window_start)} – ${fmtTime(r.window_end)} (${Number(slider.value) + 1}/${data.releases.length})`;
+  privacyPanel(data);
+  return true;
+}
+
+async function refreshView() {
+  if (state.window === null) return;
+  const band = encodeURIComponent(state.band);
+  const lvl = state.level !== null ? `&level=${state.level}` : "";
+  const data = await getJson(`/api/v1/heatmap?window=${state.window}&age_band=${band}${lvl}`);
+  state.meta = data.meta;
+  state.cells = data.cells;
+  if (state.level === null || !data.levels.includes(state.level)) state.level = data.level;
+  $("level").innerHTML = data.levels.map((l, i) => `<option value="${l}">H3 level ${l}${i === 0 ? " (finest)" : ""}</option>`).join("");
+  $("level").value = String(state.level);
+  drawCells();
+  const table = await getJson(`/api/v1/table?window=${state.window}&level=${state.level}`);
+  state.rows = table.rows.map((r) => ({...r, window_start: table.window_start, window_end: table.window_end, level: table.level}));
+  renderTable();
+  document.body.dataset.state = "ready";
+}
+
+async function refresh() {
+  try {
+    if (await refreshReleases()) await refreshView();
+  } catch (e) {
+    $("status").textContent = "Cannot reach the dashboard API: " + e.message;
+  }
+}
+
+// ---- controls ----
+const params = new URLSearchParams(location.search);
+if (params.get("age_band")) { state.band = params.get("age_band"); $("band").value = state.band; }
+if (params.get("window")) { state.window = Number(params.get("window")); state.followLatest = false; }
+if (params.get("level")) state.level = Number(params.get("level"));
+if (params.get("metric")) { state.metric = params.get("metric"); $("metric").value = state.metric; }
+
+$("window").addEventListener("input", (e) => {
+  const r = state.releases[Number(e.target.value)];
+  if (!r) return;
+  state.window = r.window_start;
+  state.followLatest = Number(e.target.value) === state.releases.length - 1;
+  refresh();
+});
+$("band").addEventListener("change", (e) => { state.band = e.target.value; refreshView(); });
+$("level").addEventListener("change", (e) => { state.level = Number(e.target.value); refreshView(); });
+$("area").addEventListener("change", (e) => zoomTo(e.target.value));
+$("metric").addEventListener("change", (e) => { state.metric = e.target.value; drawCells(); });
+for (const [tab, view] of [["tab-map", "map-view"], ["tab-table", "table-view"]]) {
+  $(tab).addEventListener("click", () => {
+    for (const [t, v] of [["tab-map", "map-view"], ["tab-table", "table-view"]]) {
+      $(t).classList.toggle("active", t === tab);
+      $(v).hidden = v !== view;
+    }
+    if (view === "map-view") map.invalidateSize();
+  });
+}
+refresh();
+setInterval(refresh, 10000);

@@ -1,0 +1,109 @@
+// The analyst page in a real browser: log in with a token, wait for the
+// map, check that cells are drawn over the country outlines, that hovering
+// shows the numbers with their 95% interval, that suppressed cells are
+// marked, that a click opens the age bands and history, and that the table
+// view sorts and exports CSV. Prints one JSON line of figures.
+//
+// Usage: node tests/dashboard.mjs <base URL> <token> <page path+query> <screenshot>
+// Chromium: $HUSHMAP_CHROMIUM or /usr/bin/chromium (Debian's package).
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+
+const [base, token, path, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.HUSHMAP_CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, acceptDownloads: true });
+  const page = await context.newPage();
+  const offsite = [];
+  page.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("data:") && !r.url().startsWith("blob:")) offsite.push(r.url()); });
+
+  // Not logged in: the page sends the browser to the login form.
+  await page.goto(base + path);
+  assert.match(page.url(), /\/login$/);
+  await page.getByLabel("Access token").fill("not-a-token");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByText("Unknown token.").waitFor();
+  await page.getByLabel("Access token").fill(token);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.waitForURL(base + "/");
+
+  // The cookie is HttpOnly: scripts cannot read it.
+  assert.equal(await page.evaluate(() => document.cookie), "");
+
+  const started = Date.now();
+  await page.goto(base + path);
+  await page.waitForSelector("body[data-state=ready]", { timeout: 30000 });
+  const loadMs = Date.now() - started;
+
+  const countries = await page.locator("path.country").count();
+  const cells = await page.locator("path.cell").count();
+  const suppressed = await page.locator("path.cell.suppressed").count();
+  assert.ok(countries > 100, `country outlines drawn: ${countries}`);
+  assert.ok(cells > 0, "no cells drawn");
+  assert.ok(suppressed > 0, "no suppressed cell marked");
+  assert.ok(cells > suppressed, "no cell with a value");
+  const hatch = await page.locator("path.cell.suppressed").first().evaluate((e) => getComputedStyle(e).fill);
+  assert.match(hatch, /hushmap-hatch/, "suppressed cells are hatched");
+  assert.match(await page.locator("#status").innerText(), /suppressed\./);
+
+  // A cell of each kind drawn large enough to point at in the current view.
+  const visible = async (selector) => {
+    const all = page.locator(selector);
+    const i = await all.evaluateAll((els) => els.findIndex((e) => {
+      const b = e.getBoundingClientRect(), map = document.getElementById("map").getBoundingClientRect();
+      return b.width > 8 && b.height > 8 && b.left > map.left && b.right < map.right && b.top > map.top && b.bottom < map.bottom;
+    }));
+    assert.ok(i >= 0, `no ${selector} visible in the initial view`);
+    return all.nth(i);
+  };
+
+  // Hover a published cell: its share with the 95% interval.
+  const published = await visible("path.cell:not(.suppressed)");
+  await published.hover();
+  const tip = page.locator(".cell-tooltip");
+  await tip.waitFor();
+  const tipText = await tip.innerText();
+  assert.match(tipText, /High-risk share \d+\.\d%/);
+  assert.match(tipText, /95% CI \d+\.\d% – \d+\.\d%/);
+
+  // Hover a suppressed one: the reason.
+  await page.mouse.move(0, 0);
+  await (await visible("path.cell.suppressed")).hover();
+  await page.locator(".cell-tooltip", { hasText: "Suppressed" }).waitFor();
+
+  // Click: age bands and the history of the cell.
+  await published.click({ force: true });
+  await page.locator("#details table").waitFor();
+  assert.match(await page.locator("#details").innerText(), /Age band/);
+  assert.match(await page.locator("#details").innerText(), /by window/);
+
+  // The privacy panel: this window and the horizons, from the ledger's composition.
+  const privacy = await page.locator("#privacy").innerText();
+  assert.match(privacy, /This window\s+ε/);
+  assert.match(privacy, /Last 30 days\s+ε/);
+
+  await page.screenshot({ path: screenshot, fullPage: false });
+
+  // Table view: sorted by a click, exported as CSV.
+  await page.getByRole("button", { name: "Table" }).click();
+  const rows = await page.locator("#cells-table tbody tr").count();
+  assert.ok(rows > 0, "table is empty");
+  await page.locator("#cells-table th", { hasText: "Submissions" }).click();
+  await page.locator("#cells-table th", { hasText: "Submissions ▲" }).waitFor();
+  const firstTwo = await page.locator("#cells-table tbody tr td:nth-child(3)").evaluateAll((tds) => tds.slice(0, 2).map((t) => Number(t.textContent)));
+  assert.ok(firstTwo.length < 2 || firstTwo[0] <= firstTwo[1], `sorted ascending: ${firstTwo}`);
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download CSV" }).click()]);
+  const csv = (await readFile(await download.path(), "utf8")).trim().split("\n");
+  assert.match(csv[0], /^window_start,window_end,level,region,age_band,n_total/);
+  assert.equal(csv.length - 1, rows);
+
+  assert.deepEqual(offsite, [], "the page fetched from outside the dashboard");
+  console.log(JSON.stringify({ load_ms: loadMs, countries, cells, suppressed, table_rows: rows, tooltip: tipText.replace(/\s+/g, " ") }));
+} finally {
+  await browser.close();
+}
