@@ -24,8 +24,9 @@ use crate::consumer::spawn_release_consumer;
 use crate::flight::ReleaseFlightService;
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
-use crate::query::{CellFilter, QueryError, ReleaseQuery, export_metadata};
-use crate::store::{ReleaseStore, StoreError};
+use crate::query::{CellFilter, CellStream, QueryError, ReleaseQuery, export_metadata};
+use crate::store::{ReleaseStore, StoreError, day_of};
+use axum::body::{Body, Bytes};
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -34,6 +35,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -87,22 +89,24 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The cells `filter` selects, from the Parquet store through DataFusion,
-    /// with metadata describing the releases they come from.
-    pub async fn cells(
-        &self,
-        filter: CellFilter,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let meta = {
+    /// The cells `filter` selects, streamed from the Parquet store through
+    /// DataFusion, with metadata describing the releases they come from.
+    pub fn cells(&self, filter: CellFilter) -> (SchemaRef, CellStream) {
+        let (days, meta) = {
             let store = self.store.read().expect("store lock");
-            let metas: Vec<&ReleaseMeta> = store
+            let releases: Vec<_> = store
                 .iter()
                 .filter(|r| filter.contains_window(r.meta.window_start))
-                .map(|r| &r.meta)
                 .collect();
-            export_metadata(&metas)
+            let mut days: Vec<String> = releases
+                .iter()
+                .map(|r| day_of(r.meta.window_start))
+                .collect();
+            days.dedup();
+            let metas: Vec<&ReleaseMeta> = releases.iter().map(|r| &r.meta).collect();
+            (days, export_metadata(&metas))
         };
-        self.query.cells(filter, meta).await
+        self.query.cells(filter, days, meta)
     }
 }
 
@@ -587,28 +591,15 @@ async fn export(State(state): State<AppState>, Query(q): Query<ExportQuery>) -> 
             );
         }
     };
-    let encoded = match state.cells(filter).await {
-        Ok((schema, batches)) => format.encode(schema, &batches),
-        Err(e) => Err(e.to_string()),
-    };
-    match encoded {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, format.mime()),
-                (header::CONTENT_DISPOSITION, format.disposition()),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "export failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "export_failed",
-                "the export could not be produced",
-            )
-        }
-    }
+    let (schema, cells) = state.cells(filter);
+    (
+        [
+            (header::CONTENT_TYPE, format.mime()),
+            (header::CONTENT_DISPOSITION, format.disposition()),
+        ],
+        Body::from_stream(format.encode(schema, cells)),
+    )
+        .into_response()
 }
 
 #[derive(Clone, Copy)]
@@ -632,27 +623,102 @@ impl ExportFormat {
         }
     }
 
-    /// The whole body. Exports hold aggregates only (30 days of hourly
-    /// windows is some 10⁵ rows, a few MiB), so they are built in memory.
-    fn encode(self, schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+    /// The body, encoded a batch at a time as DataFusion produces them: a
+    /// 30-day export never sits whole in memory. An error after the first
+    /// bytes can only cut the body short (the status is sent); it is logged
+    /// and the client sees a truncated file, which every Arrow and Parquet
+    /// reader refuses.
+    fn encode(
+        self,
+        schema: SchemaRef,
+        mut cells: CellStream,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        tokio::spawn(async move {
+            let mut writer = match ExportWriter::new(self, schema) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "export failed");
+                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                    return;
+                }
+            };
+            loop {
+                let step = match cells.next().await {
+                    Some(Ok(batch)) => writer.write(&batch),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => break,
+                };
+                let chunk = step.map(|()| writer.take());
+                match chunk {
+                    Ok(bytes) if bytes.is_empty() => {}
+                    Ok(bytes) => {
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "export failed");
+                        let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                        return;
+                    }
+                }
+            }
+            match writer.finish() {
+                Ok(rest) => {
+                    let _ = tx.send(Ok(rest)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "export failed");
+                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    }
+}
+
+/// An Arrow IPC stream or Parquet writer over a buffer that is drained
+/// after every batch.
+enum ExportWriter {
+    Arrow(datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Parquet(parquet::arrow::ArrowWriter<Vec<u8>>),
+}
+
+impl ExportWriter {
+    fn new(format: ExportFormat, schema: SchemaRef) -> Result<ExportWriter, String> {
+        Ok(match format {
+            ExportFormat::Arrow => ExportWriter::Arrow(
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+                    .map_err(|e| e.to_string())?,
+            ),
+            ExportFormat::Parquet => ExportWriter::Parquet(
+                parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, None)
+                    .map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         match self {
-            ExportFormat::Arrow => {
-                let mut w =
-                    datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
-                        .map_err(|e| e.to_string())?;
-                for b in batches {
-                    w.write(b).map_err(|e| e.to_string())?;
-                }
-                w.into_inner().map_err(|e| e.to_string())
-            }
-            ExportFormat::Parquet => {
-                let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, None)
-                    .map_err(|e| e.to_string())?;
-                for b in batches {
-                    w.write(b).map_err(|e| e.to_string())?;
-                }
-                w.into_inner().map_err(|e| e.to_string())
-            }
+            ExportWriter::Arrow(w) => w.write(batch).map_err(|e| e.to_string()),
+            ExportWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The bytes encoded so far. Draining the buffer under the Parquet
+    /// writer is safe: it counts offsets itself and only ever appends.
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(match self {
+            ExportWriter::Arrow(w) => w.get_mut(),
+            ExportWriter::Parquet(w) => w.inner_mut(),
+        }))
+    }
+
+    fn finish(self) -> Result<Bytes, String> {
+        match self {
+            ExportWriter::Arrow(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
+            ExportWriter::Parquet(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::api::AppState;
 use crate::auth::{Denied, Role};
 use crate::query::{CellFilter, export_metadata};
 use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
@@ -228,14 +229,10 @@ impl FlightService for ReleaseFlightService {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         self.authorize(&request)?;
         let filter = filter_of(&request.into_inner().ticket)?;
-        let (schema, batches) = self
-            .state
-            .cells(filter)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let (schema, cells) = self.state.cells(filter);
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
-            .build(stream::iter(batches.into_iter().map(Ok)))
+            .build(cells.map(|r| r.map_err(|e| FlightError::ExternalError(Box::new(e)))))
             .map(|r| r.map_err(|e| Status::internal(e.to_string())));
         Ok(Response::new(stream.boxed()))
     }

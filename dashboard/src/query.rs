@@ -14,6 +14,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionContext, col, lit};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use hushmap_schema::ReleaseMeta;
 use hushmap_schema::release::{SCHEMA_VERSION, meta_keys, release_fields};
 use std::collections::HashMap;
@@ -119,21 +120,53 @@ impl ReleaseQuery {
         Ok(ReleaseQuery { ctx })
     }
 
-    /// The cells matching `filter`, ordered by window, level (coarsest
-    /// first), region and age band, under the release schema with `meta`
-    /// as its metadata.
-    pub async fn cells(
+    /// The cells matching `filter` in the `days` given (`YYYY-MM-DD`, in
+    /// order), ordered by window, level (coarsest first), region and age
+    /// band, under the release schema with `meta` as its metadata.
+    ///
+    /// Streamed one day partition at a time: memory holds one day's cells
+    /// (sorted), never the whole range, so a 30-day export costs what a
+    /// one-day export costs.
+    pub fn cells(
+        self: &Arc<Self>,
+        filter: CellFilter,
+        days: Vec<String>,
+        meta: HashMap<String, String>,
+    ) -> (SchemaRef, CellStream) {
+        let schema = Arc::new(Schema::new_with_metadata(release_fields(), meta));
+        let query = self.clone();
+        let out = schema.clone();
+        let stream = stream::iter(days)
+            .then(move |day| {
+                let query = query.clone();
+                async move { query.one_day(filter, day).await }
+            })
+            .try_flatten()
+            .map(move |batch| {
+                let batch = batch?;
+                Ok(RecordBatch::try_new(out.clone(), batch.columns().to_vec())?)
+            })
+            .boxed();
+        (schema, stream)
+    }
+
+    async fn one_day(
         &self,
         filter: CellFilter,
-        meta: HashMap<String, String>,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        day: String,
+    ) -> Result<BoxStream<'static, Result<RecordBatch, QueryError>>, QueryError> {
         let ts = |ms| {
             lit(ScalarValue::TimestampMillisecond(
                 Some(ms),
                 Some("UTC".into()),
             ))
         };
-        let mut df = self.ctx.table(TABLE).await?;
+        // The partition filter prunes every other day's files unopened.
+        let mut df = self
+            .ctx
+            .table(TABLE)
+            .await?
+            .filter(col("day").eq(lit(day)))?;
         if let Some(from) = filter.from {
             df = df.filter(col("window_start").gt_eq(ts(from)))?;
         }
@@ -152,15 +185,16 @@ impl ReleaseQuery {
                 col("region").sort(true, false),
                 col("age_band").sort(true, false),
             ])?;
-        let batches = df.collect().await?;
-        let schema = Arc::new(Schema::new_with_metadata(release_fields(), meta));
-        let batches = batches
-            .into_iter()
-            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((schema, batches))
+        Ok(df
+            .execute_stream()
+            .await?
+            .map(|b| b.map_err(QueryError::from))
+            .boxed())
     }
 }
+
+/// Cells, a batch at a time.
+pub type CellStream = BoxStream<'static, Result<RecordBatch, QueryError>>;
 
 /// Schema metadata for cells of several releases. One release: its own
 /// metadata. Several: the same keys describing the whole (their windows'
@@ -255,6 +289,49 @@ pub const RELEASES_KEY: &str = "hushmap.releases";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ReleaseStore;
+    use crate::store::tests::sample_release;
+
+    #[tokio::test]
+    async fn range_and_level_select_the_right_cells_across_days() {
+        let dir = std::env::temp_dir().join(format!("hushmap-query-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = ReleaseStore::open(&dir).unwrap();
+        let day0 = 1_795_910_400_000; // 2026-11-29T00:00Z
+        let hour = 3_600_000;
+        // Two windows on the 29th (3 and 2 rows), one on the 30th (4 rows).
+        for (start, rows) in [(day0, 3), (day0 + hour, 2), (day0 + 24 * hour, 4)] {
+            store.insert(sample_release(start, rows)).unwrap();
+        }
+        let query = Arc::new(ReleaseQuery::new(store.dir()).unwrap());
+        let days = vec!["2026-11-29".to_string(), "2026-11-30".to_string()];
+        let rows = |f: CellFilter| {
+            let (query, days) = (query.clone(), days.clone());
+            async move {
+                let (schema, batches) = query.cells(f, days, HashMap::new());
+                assert_eq!(schema.fields().len(), release_fields().len());
+                let batches: Vec<RecordBatch> = batches.try_collect().await.unwrap();
+                batches.iter().map(|b| b.num_rows()).sum::<usize>()
+            }
+        };
+        assert_eq!(rows(CellFilter::default()).await, 9);
+        let day = |s: &str, e: &str| CellFilter::parse(Some(s), Some(e), None).unwrap();
+        assert_eq!(rows(day("2026-11-29", "2026-11-30")).await, 5);
+        assert_eq!(rows(day("2026-11-30", "2026-12-01")).await, 4);
+        let one = CellFilter {
+            from: Some(day0 + hour),
+            to: Some(day0 + hour + 1),
+            level: None,
+        };
+        assert_eq!(rows(one).await, 2);
+        let level = |l| CellFilter {
+            level: Some(l),
+            ..CellFilter::default()
+        };
+        assert_eq!(rows(level(5)).await, 9);
+        assert_eq!(rows(level(4)).await, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn filters_parse_in_three_forms_and_refuse_nonsense() {

@@ -143,13 +143,13 @@ impl ReleaseStore {
     }
 }
 
-/// `day=YYYY-MM-DD` (UTC) of a window start.
-fn day_partition(window_start_ms: i64) -> String {
+/// The UTC day (`YYYY-MM-DD`) of a window start: its partition.
+pub fn day_of(window_start_ms: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(window_start_ms.div_euclid(1000))
         .map(|t| t.date())
         .unwrap_or(time::Date::MIN);
     format!(
-        "day={:04}-{:02}-{:02}",
+        "{:04}-{:02}-{:02}",
         date.year(),
         u8::from(date.month()),
         date.day()
@@ -157,7 +157,7 @@ fn day_partition(window_start_ms: i64) -> String {
 }
 
 fn write_release(dir: &Path, release: &Release) -> Result<(), StoreError> {
-    let day = dir.join(day_partition(release.meta.window_start));
+    let day = dir.join(format!("day={}", day_of(release.meta.window_start)));
     std::fs::create_dir_all(&day).map_err(StoreError::io(&day))?;
     let name = format!("window_start={}.parquet", release.meta.window_start);
     let path = day.join(&name);
@@ -195,7 +195,7 @@ fn read_release(path: &Path) -> Result<Release, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hushmap_schema::ReleaseMeta;
     use hushmap_schema::release::{CellLabel, ReleaseRow};
