@@ -1,6 +1,7 @@
 //! HTTP: the analyst page, the JSON API and the researcher exports.
 //!
-//! Open: `GET /healthz`, `GET /metrics`, the login form (`GET`/`POST /login`).
+//! Open: `GET /healthz`, `GET /metrics`, the login form (`GET`/`POST /login`,
+//! `POST /logout`; see [`session`](crate::session)).
 //!
 //! Analyst role:
 //! * `GET /` and `/assets/*`: the page (one binary serves everything).
@@ -16,26 +17,25 @@
 //!
 //! Researcher role:
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
-//!   in the release schema, Arrow IPC stream or Parquet.
+//!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
-use crate::auth::{self, AccessTokens, Denied, Role};
+use crate::auth::AccessTokens;
 use crate::config::DashboardConfig;
 use crate::consumer::spawn_release_consumer;
+use crate::export::export;
 use crate::flight::ReleaseFlightService;
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
 use crate::query::{CellFilter, CellStream, QueryError, ReleaseQuery, export_metadata};
+use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
 use crate::store::{ReleaseStore, StoreError, day_of};
-use axum::body::{Body, Bytes};
-use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
-use futures::StreamExt;
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -44,7 +44,6 @@ use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
-const LOGIN_HTML: &str = include_str!("../assets/login.html");
 /// Built from `dashboard/web` (see its README); committed so that a plain
 /// `cargo build` needs no Node.js.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -187,6 +186,7 @@ impl DashboardServer {
             .route("/healthz", get(|| async { "ok" }))
             .route("/metrics", get(metrics))
             .route("/login", get(|| async { Html(LOGIN_HTML) }).post(login))
+            .route("/logout", post(logout))
             .with_state(state.clone());
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
@@ -226,84 +226,6 @@ impl DashboardServer {
             Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
         }
         Ok(())
-    }
-}
-
-async fn require_analyst(state: State<AppState>, request: Request, next: Next) -> Response {
-    require(state, request, next, Role::Analyst).await
-}
-
-async fn require_researcher(state: State<AppState>, request: Request, next: Next) -> Response {
-    require(state, request, next, Role::Researcher).await
-}
-
-async fn require(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-    role: Role,
-) -> Response {
-    match state.tokens.authorize(request.headers(), role) {
-        Ok(()) => next.run(request).await,
-        // A browser asking for the page goes to the login form.
-        Err(Denied::Unauthenticated) if request.uri().path() == "/" => {
-            Redirect::to("/login").into_response()
-        }
-        Err(Denied::Unauthenticated) => {
-            let mut r = problem(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "send Authorization: Bearer <token>, or log in at /login",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        }
-        Err(Denied::Forbidden) => problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            match role {
-                Role::Analyst => "this needs a token with the analyst role",
-                Role::Researcher => "this needs a token with the researcher role",
-            },
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-/// Checks the token and keeps it in an HttpOnly, SameSite=Strict cookie.
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    let token = form.token.trim();
-    let known = [Role::Analyst, Role::Researcher]
-        .into_iter()
-        .any(|r| state.tokens.check(token, r).is_ok());
-    if !known && !state.tokens.is_empty() {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(LOGIN_HTML.replace("<!--error-->", "<p class=\"error\">Unknown token.</p>")),
-        )
-            .into_response();
-    }
-    let secure = if state.cookie_secure { "; Secure" } else { "" };
-    let cookie = format!(
-        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200{secure}",
-        auth::COOKIE
-    );
-    match HeaderValue::from_str(&cookie) {
-        Ok(v) => {
-            let mut r = Redirect::to("/").into_response();
-            r.headers_mut().insert(header::SET_COOKIE, v);
-            r
-        }
-        Err(_) => problem(
-            StatusCode::BAD_REQUEST,
-            "invalid_value",
-            "the token holds characters a cookie cannot carry; use the Authorization header",
-        ),
     }
 }
 
@@ -415,7 +337,8 @@ struct HeatmapResponse {
     cells: Vec<HeatmapCell>,
 }
 
-fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
+/// An RFC 9457 problem response, as ingest answers.
+pub(crate) fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
     let body = serde_json::json!({
         "type": format!("/errors/{code}"), "title": detail, "status": status.as_u16(), "detail": detail, "code": code,
     });
@@ -559,166 +482,4 @@ async fn table(State(state): State<AppState>, Query(q): Query<TableQuery>) -> Re
         "rows": rows,
     }))
     .into_response()
-}
-
-#[derive(Deserialize)]
-struct ExportQuery {
-    format: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    level: Option<u8>,
-}
-
-async fn export(State(state): State<AppState>, Query(q): Query<ExportQuery>) -> Response {
-    let format = match q.format.as_deref() {
-        Some("arrow") | None => ExportFormat::Arrow,
-        Some("parquet") => ExportFormat::Parquet,
-        Some(_) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_value",
-                "format must be arrow or parquet",
-            );
-        }
-    };
-    let filter = match CellFilter::parse(q.from.as_deref(), q.to.as_deref(), q.level) {
-        Ok(f) => f,
-        Err(e) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_value",
-                &e.to_string(),
-            );
-        }
-    };
-    let (schema, cells) = state.cells(filter);
-    (
-        [
-            (header::CONTENT_TYPE, format.mime()),
-            (header::CONTENT_DISPOSITION, format.disposition()),
-        ],
-        Body::from_stream(format.encode(schema, cells)),
-    )
-        .into_response()
-}
-
-#[derive(Clone, Copy)]
-enum ExportFormat {
-    Arrow,
-    Parquet,
-}
-
-impl ExportFormat {
-    fn mime(self) -> &'static str {
-        match self {
-            ExportFormat::Arrow => "application/vnd.apache.arrow.stream",
-            ExportFormat::Parquet => "application/vnd.apache.parquet",
-        }
-    }
-
-    fn disposition(self) -> &'static str {
-        match self {
-            ExportFormat::Arrow => "attachment; filename=\"hushmap-cells.arrows\"",
-            ExportFormat::Parquet => "attachment; filename=\"hushmap-cells.parquet\"",
-        }
-    }
-
-    /// The body, encoded a batch at a time as DataFusion produces them: a
-    /// 30-day export never sits whole in memory. An error after the first
-    /// bytes can only cut the body short (the status is sent); it is logged
-    /// and the client sees a truncated file, which every Arrow and Parquet
-    /// reader refuses.
-    fn encode(
-        self,
-        schema: SchemaRef,
-        mut cells: CellStream,
-    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        tokio::spawn(async move {
-            let mut writer = match ExportWriter::new(self, schema) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(error = %e, "export failed");
-                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
-                    return;
-                }
-            };
-            loop {
-                let step = match cells.next().await {
-                    Some(Ok(batch)) => writer.write(&batch),
-                    Some(Err(e)) => Err(e.to_string()),
-                    None => break,
-                };
-                let chunk = step.map(|()| writer.take());
-                match chunk {
-                    Ok(bytes) if bytes.is_empty() => {}
-                    Ok(bytes) => {
-                        if tx.send(Ok(bytes)).await.is_err() {
-                            return; // the client went away
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "export failed");
-                        let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
-                        return;
-                    }
-                }
-            }
-            match writer.finish() {
-                Ok(rest) => {
-                    let _ = tx.send(Ok(rest)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "export failed");
-                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
-                }
-            }
-        });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
-    }
-}
-
-/// An Arrow IPC stream or Parquet writer over a buffer that is drained
-/// after every batch.
-enum ExportWriter {
-    Arrow(datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>),
-    Parquet(parquet::arrow::ArrowWriter<Vec<u8>>),
-}
-
-impl ExportWriter {
-    fn new(format: ExportFormat, schema: SchemaRef) -> Result<ExportWriter, String> {
-        Ok(match format {
-            ExportFormat::Arrow => ExportWriter::Arrow(
-                datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
-                    .map_err(|e| e.to_string())?,
-            ),
-            ExportFormat::Parquet => ExportWriter::Parquet(
-                parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, None)
-                    .map_err(|e| e.to_string())?,
-            ),
-        })
-    }
-
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        match self {
-            ExportWriter::Arrow(w) => w.write(batch).map_err(|e| e.to_string()),
-            ExportWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
-        }
-    }
-
-    /// The bytes encoded so far. Draining the buffer under the Parquet
-    /// writer is safe: it counts offsets itself and only ever appends.
-    fn take(&mut self) -> Bytes {
-        Bytes::from(std::mem::take(match self {
-            ExportWriter::Arrow(w) => w.get_mut(),
-            ExportWriter::Parquet(w) => w.inner_mut(),
-        }))
-    }
-
-    fn finish(self) -> Result<Bytes, String> {
-        match self {
-            ExportWriter::Arrow(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
-            ExportWriter::Parquet(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
-        }
-    }
 }

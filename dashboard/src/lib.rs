@@ -10,10 +10,12 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod consumer;
+pub mod export;
 pub mod flight;
 pub mod heatmap;
 pub mod privacy;
 pub mod query;
+pub mod session;
 pub mod store;
 
 pub use api::{DashboardServer, ServeError};

@@ -131,6 +131,13 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await?.contains("/assets/app.js"));
+    let r = http
+        .post(format!("{base}/logout"))
+        .header("cookie", &pair)
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers()["set-cookie"].to_str()?.contains("Max-Age=0"));
 
     // --- bad export parameters: a clear 422 ---
     for q in ["format=csv", "from=yesterday", "from=10&to=5"] {

@@ -1,0 +1,181 @@
+//! Researcher exports over HTTP: `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`.
+//!
+//! The cells come from the release store through DataFusion a day at a
+//! time and are encoded batch by batch into the response body, so a long
+//! range costs no more memory than a day.
+
+use crate::api::{AppState, problem};
+use crate::query::{CellFilter, CellStream};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub(crate) struct ExportQuery {
+    format: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    level: Option<u8>,
+}
+
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    let format = match q.format.as_deref() {
+        Some("arrow") | None => ExportFormat::Arrow,
+        Some("parquet") => ExportFormat::Parquet,
+        Some(_) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_value",
+                "format must be arrow or parquet",
+            );
+        }
+    };
+    let filter = match CellFilter::parse(q.from.as_deref(), q.to.as_deref(), q.level) {
+        Ok(f) => f,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_value",
+                &e.to_string(),
+            );
+        }
+    };
+    let (schema, cells) = state.cells(filter);
+    (
+        [
+            (header::CONTENT_TYPE, format.mime()),
+            (header::CONTENT_DISPOSITION, format.disposition()),
+        ],
+        Body::from_stream(format.encode(schema, cells)),
+    )
+        .into_response()
+}
+
+#[derive(Clone, Copy)]
+enum ExportFormat {
+    Arrow,
+    Parquet,
+}
+
+impl ExportFormat {
+    fn mime(self) -> &'static str {
+        match self {
+            ExportFormat::Arrow => "application/vnd.apache.arrow.stream",
+            ExportFormat::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    fn disposition(self) -> &'static str {
+        match self {
+            ExportFormat::Arrow => "attachment; filename=\"hushmap-cells.arrows\"",
+            ExportFormat::Parquet => "attachment; filename=\"hushmap-cells.parquet\"",
+        }
+    }
+
+    /// The body, encoded a batch at a time as DataFusion produces them: a
+    /// 30-day export never sits whole in memory. An error after the first
+    /// bytes can only cut the body short (the status is sent); it is logged
+    /// and the client sees a truncated file, which every Arrow and Parquet
+    /// reader refuses.
+    fn encode(
+        self,
+        schema: SchemaRef,
+        mut cells: CellStream,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        tokio::spawn(async move {
+            let mut writer = match ExportWriter::new(self, schema) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "export failed");
+                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                    return;
+                }
+            };
+            loop {
+                let step = match cells.next().await {
+                    Some(Ok(batch)) => writer.write(&batch),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => break,
+                };
+                let chunk = step.map(|()| writer.take());
+                match chunk {
+                    Ok(bytes) if bytes.is_empty() => {}
+                    Ok(bytes) => {
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "export failed");
+                        let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                        return;
+                    }
+                }
+            }
+            match writer.finish() {
+                Ok(rest) => {
+                    let _ = tx.send(Ok(rest)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "export failed");
+                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    }
+}
+
+/// An Arrow IPC stream or Parquet writer over a buffer that is drained
+/// after every batch.
+enum ExportWriter {
+    Arrow(datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Parquet(parquet::arrow::ArrowWriter<Vec<u8>>),
+}
+
+impl ExportWriter {
+    fn new(format: ExportFormat, schema: SchemaRef) -> Result<ExportWriter, String> {
+        Ok(match format {
+            ExportFormat::Arrow => ExportWriter::Arrow(
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+                    .map_err(|e| e.to_string())?,
+            ),
+            ExportFormat::Parquet => ExportWriter::Parquet(
+                parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, None)
+                    .map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        match self {
+            ExportWriter::Arrow(w) => w.write(batch).map_err(|e| e.to_string()),
+            ExportWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The bytes encoded so far. Draining the buffer under the Parquet
+    /// writer is safe: it counts offsets itself and only ever appends.
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(match self {
+            ExportWriter::Arrow(w) => w.get_mut(),
+            ExportWriter::Parquet(w) => w.inner_mut(),
+        }))
+    }
+
+    fn finish(self) -> Result<Bytes, String> {
+        match self {
+            ExportWriter::Arrow(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
+            ExportWriter::Parquet(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
+        }
+    }
+}
