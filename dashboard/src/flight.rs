@@ -7,12 +7,15 @@
 //!   query (`from=…&to=…&level=…`, as `GET /api/v1/export` takes).
 //! * `do_get`: the ticket is such a query; the answer streams the cells.
 //!
+//! Flight SQL commands and tickets go to [`ReleaseSqlService`] (read-only
+//! SQL over the store through DataFusion).
+//!
 //! Every call needs `authorization: Bearer <token>` with the researcher
 //! role (when tokens are configured; without them the service binds
 //! loopback only).
 
 use crate::api::AppState;
-use crate::auth::{Denied, Role};
+use crate::flight_sql::{ReleaseSqlService, is_flight_sql};
 use crate::query::{CellFilter, export_metadata};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -30,30 +33,19 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Clone)]
 pub struct ReleaseFlightService {
     state: AppState,
+    sql: ReleaseSqlService,
 }
 
 impl ReleaseFlightService {
     pub fn new(state: AppState) -> ReleaseFlightService {
-        ReleaseFlightService { state }
+        ReleaseFlightService {
+            sql: ReleaseSqlService::new(state.clone()),
+            state,
+        }
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        if self.state.tokens.is_empty() {
-            return Ok(());
-        }
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("send authorization: Bearer <token>"))?;
-        match self.state.tokens.check(token.trim(), Role::Researcher) {
-            Ok(()) => Ok(()),
-            Err(Denied::Unauthenticated) => Err(Status::unauthenticated("unknown token")),
-            Err(Denied::Forbidden) => Err(Status::permission_denied(
-                "Flight needs a token with the researcher role",
-            )),
-        }
+        ReleaseSqlService::authorize(&self.state, request)
     }
 
     /// The FlightInfo of the cells `filter` selects.
@@ -197,6 +189,9 @@ impl FlightService for ReleaseFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        if is_flight_sql(&request.get_ref().cmd) {
+            return FlightService::get_flight_info(&self.sql, request).await;
+        }
         self.authorize(&request)?;
         let descriptor = request.into_inner();
         let filter = match descriptor.r#type() {
@@ -227,6 +222,9 @@ impl FlightService for ReleaseFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        if is_flight_sql(&request.get_ref().ticket) {
+            return FlightService::do_get(&self.sql, request).await;
+        }
         self.authorize(&request)?;
         let filter = filter_of(&request.into_inner().ticket)?;
         let (schema, cells) = self.state.cells(filter);

@@ -12,6 +12,7 @@ pub mod config;
 pub mod consumer;
 pub mod export;
 pub mod flight;
+pub mod flight_sql;
 pub mod heatmap;
 pub mod privacy;
 pub mod query;

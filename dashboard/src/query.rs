@@ -13,7 +13,8 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use hushmap_schema::ReleaseMeta;
 use hushmap_schema::release::{SCHEMA_VERSION, meta_keys, release_fields};
@@ -21,7 +22,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-const TABLE: &str = "releases";
+/// The table researchers query (Flight SQL) and exports read.
+pub const TABLE: &str = "releases";
+
+/// Memory DataFusion may use for all queries at once.
+const SQL_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -108,7 +113,12 @@ impl ReleaseQuery {
     /// schema is the release schema, given rather than inferred, so an
     /// empty store is a valid (empty) table.
     pub fn new(dir: &Path) -> Result<ReleaseQuery, QueryError> {
-        let ctx = SessionContext::new();
+        // Researchers' SQL runs here too (Flight SQL): a bounded memory
+        // pool makes a runaway query fail instead of the dashboard.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(SQL_MEMORY_LIMIT, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -190,6 +200,19 @@ impl ReleaseQuery {
             .await?
             .map(|b| b.map_err(QueryError::from))
             .boxed())
+    }
+}
+
+impl ReleaseQuery {
+    /// Plans a researcher's read-only SQL over `releases` (no DDL, DML or
+    /// SET statements: the session, its tables and the files stay as they
+    /// are).
+    pub async fn sql(&self, sql: &str) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        Ok(self.ctx.sql_with_options(sql, options).await?)
     }
 }
 

@@ -65,8 +65,8 @@ def check_table(name, table):
 def main():
     docs = os.environ["HUSHMAP_DOCS"]
     blocks = snippets(docs)
-    if len(blocks) < 5:
-        fail(f"expected the five snippets of {docs}, found {len(blocks)}")
+    if len(blocks) < 6:
+        fail(f"expected the six snippets of {docs}, found {len(blocks)}")
     ns = {}
     workdir = tempfile.mkdtemp(prefix="hushmap-researcher-")
     os.chdir(workdir)
@@ -128,6 +128,13 @@ def main():
 
     finest = max(arrow_table.column("level").to_pylist()) if arrow_table.num_rows else None
     finest_total = sum(n for n, l in zip(arrow_table.column("n_total").to_pylist(), arrow_table.column("level").to_pylist()) if l == finest)
+
+    # Flight SQL (ADBC): the same totals per level as the export.
+    by_level = {row["level"]: row["n"] for row in ns["by_level"].to_pylist()}
+    for level in set(arrow_table.column("level").to_pylist()):
+        exported = sum(n for n, l in zip(arrow_table.column("n_total").to_pylist(), arrow_table.column("level").to_pylist()) if l == level)
+        if by_level.get(level) != exported:
+            fail(f"Flight SQL total at level {level}: {by_level.get(level)} vs export {exported}")
     print(json.dumps({
         "rows": arrow_table.num_rows,
         "windows": len(json.loads(meta["hushmap.releases"])),
@@ -136,6 +143,7 @@ def main():
         "flight_windows": len(ns["flights"]),
         "flight_n_total": flight_total,
         "duckdb_bands": len(by_band),
+        "sql_levels": len(by_level),
         "mechanism": meta["hushmap.mechanism"],
     }))
 

@@ -1,7 +1,8 @@
 //! The dashboard as analysts and researchers reach it, through real Kafka
 //! and real HTTP/gRPC: access control by role, the login cookie, the Arrow
 //! and Parquet exports, a real Python client (pyarrow, polars, DuckDB,
-//! Flight) running the snippets of docs/RESEARCHERS.md, and a restart that
+//! Flight, Flight SQL through ADBC) running the snippets of
+//! docs/RESEARCHERS.md, Flight SQL from Rust (read-only), and a restart that
 //! rebuilds from the release store.
 //!
 //! The Python client runs in `tests/python/.venv` (`deploy/test.sh` creates
@@ -252,6 +253,25 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
     assert_eq!(figures["finest_level"], finest);
     assert_eq!(figures["finest_n_total"], N);
     assert!(figures["duckdb_bands"].as_u64().unwrap_or_default() > 0);
+    assert_eq!(figures["sql_levels"], 3, "release level and two parents");
+
+    // --- Flight SQL on the same port: read-only SQL through DataFusion ---
+    let sql_total = flight_sql_total(&pipeline.flight_url, RESEARCHER, finest).await?;
+    assert_eq!(sql_total, N as i64);
+    let refused = flight_sql_total(&pipeline.flight_url, ANALYST, finest).await;
+    assert!(
+        format!("{:?}", refused.unwrap_err()).contains("researcher role"),
+        "an analyst token ran SQL"
+    );
+    let mut client = flight_sql_client(&pipeline.flight_url, RESEARCHER).await?;
+    for statement in [
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "DROP TABLE releases",
+        "SET datafusion.execution.target_partitions = 1",
+    ] {
+        let err = client.execute(statement.into(), None).await;
+        assert!(err.is_err(), "{statement} was accepted");
+    }
 
     // --- restart: rebuilt from the store, the topic replay adds nothing ---
     let before = heatmaps(&http, &base, &list).await?;
@@ -283,6 +303,39 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
     assert_eq!(store_files(&pipeline.dashboard_data_dir), windows);
     pipeline.stop().await?;
     Ok(())
+}
+
+async fn flight_sql_client(
+    flight_url: &str,
+    token: &str,
+) -> anyhow::Result<arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(flight_url.to_string())?
+        .connect()
+        .await?;
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    client.set_header("authorization", format!("Bearer {token}"));
+    Ok(client)
+}
+
+/// Σ n_total at `level` over every window, by Flight SQL.
+async fn flight_sql_total(flight_url: &str, token: &str, level: u8) -> anyhow::Result<i64> {
+    use futures::TryStreamExt;
+    let mut client = flight_sql_client(flight_url, token).await?;
+    let info = client
+        .execute(
+            format!("SELECT SUM(n_total) AS n FROM releases WHERE level = {level}"),
+            None,
+        )
+        .await?;
+    let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
+    let batches: Vec<_> = client.do_get(ticket).await?.try_collect().await?;
+    let n = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("SUM of int64 is int64")
+        .value(0);
+    Ok(n)
 }
 
 /// Every window's heatmap at every level, as served.
