@@ -89,6 +89,14 @@ try {
 
   await page.screenshot({ path: screenshot, fullPage: false });
 
+  // Another metric recolours the same cells and relabels the legend.
+  const fills = () => page.locator("path.cell:not(.suppressed)").evaluateAll((els) => els.map((e) => e.getAttribute("fill")).join());
+  const byShare = await fills();
+  await page.locator("#metric").selectOption("n_total");
+  await page.locator("#legend-title", { hasText: "Submissions" }).waitFor();
+  assert.notEqual(await fills(), byShare, "metric change did not recolour the cells");
+  assert.equal(await page.locator("path.cell").count(), cells);
+
   // Table view: sorted by a click, exported as CSV.
   await page.getByRole("button", { name: "Table" }).click();
   const rows = await page.locator("#cells-table tbody tr").count();
