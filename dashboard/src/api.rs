@@ -19,7 +19,7 @@
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
 //!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
-use crate::auth::AccessTokens;
+use crate::auth::TokenRegistry;
 use crate::config::DashboardConfig;
 use crate::consumer::spawn_release_consumer;
 use crate::export::export;
@@ -83,7 +83,7 @@ pub enum ServeError {
 pub struct AppState {
     pub store: Arc<RwLock<ReleaseStore>>,
     pub query: Arc<ReleaseQuery>,
-    pub tokens: Arc<AccessTokens>,
+    pub tokens: Arc<TokenRegistry>,
     pub cookie_secure: bool,
 }
 
@@ -139,7 +139,11 @@ impl DashboardServer {
             state: AppState {
                 store,
                 query: Arc::new(query),
-                tokens: Arc::new(tokens),
+                tokens: Arc::new(TokenRegistry::new(
+                    config.auth.tokens.clone(),
+                    config.auth.tokens_file.clone(),
+                    tokens,
+                )),
                 cookie_secure: config.auth.cookie_secure,
             },
             consumer,
@@ -163,6 +167,7 @@ impl DashboardServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let state = self.state;
+        let reloader = tokio::spawn(reload_tokens(state.tokens.clone()));
         let analyst = Router::new()
             .route("/", get(|| async { Html(INDEX_HTML) }))
             .route("/assets/{name}", get(asset))
@@ -220,12 +225,33 @@ impl DashboardServer {
             })
             .await;
         self.consumer.abort();
+        reloader.abort();
         result?;
         match flight.await {
             Ok(r) => r?,
             Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
         }
         Ok(())
+    }
+}
+
+/// How often the tokens file is checked for changes.
+const TOKEN_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Re-reads the tokens file when it changes (a no-op without one), so
+/// operators add and revoke tokens without a restart.
+async fn reload_tokens(tokens: Arc<TokenRegistry>) {
+    let mut tick = tokio::time::interval(TOKEN_RELOAD_EVERY);
+    loop {
+        tick.tick().await;
+        match tokens.reload_if_changed() {
+            Ok(Some(n)) => tracing::info!(tokens = n, "access tokens reloaded"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "tokens file not reloaded; the previous tokens stay in force"
+            ),
+        }
     }
 }
 

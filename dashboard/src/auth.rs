@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 /// Name of the login cookie.
 pub const COOKIE: &str = "hushmap_token";
@@ -190,16 +192,96 @@ impl AccessTokens {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+}
+
+/// The tokens in force, reloaded from the tokens file when it changes, so
+/// that a token can be added or revoked without a restart.
+///
+/// Open access (every request passes) is decided once, at start: only
+/// when no token and no tokens file is configured, which
+/// [`DashboardConfig::validate`](crate::DashboardConfig::validate) allows on
+/// loopback binds only. A tokens file that later empties locks everyone
+/// out; it never opens the dashboard.
+#[derive(Debug)]
+pub struct TokenRegistry {
+    inline: Vec<TokenEntry>,
+    file: Option<PathBuf>,
+    open: bool,
+    current: RwLock<Arc<AccessTokens>>,
+    /// The file's (modified time, length) when last read.
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+}
+
+impl TokenRegistry {
+    /// `initial`: the tokens `inline` and `file` held at start.
+    pub fn new(
+        inline: Vec<TokenEntry>,
+        file: Option<PathBuf>,
+        initial: AccessTokens,
+    ) -> TokenRegistry {
+        let open = inline.is_empty() && file.is_none();
+        let stamp = file.as_deref().and_then(file_stamp);
+        TokenRegistry {
+            inline,
+            file,
+            open,
+            current: RwLock::new(Arc::new(initial)),
+            stamp: Mutex::new(stamp),
+        }
+    }
+
+    /// No tokens configured at all: open access (loopback only).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    fn current(&self) -> Arc<AccessTokens> {
+        self.current.read().expect("token lock").clone()
+    }
+
+    /// Whether `token` holds `role` (always, in open access).
+    pub fn check(&self, token: &str, role: Role) -> Result<(), Denied> {
+        if self.open {
+            return Ok(());
+        }
+        self.current().check(token, role)
+    }
+
     /// Checks the token a request presents (header first, then cookie).
-    /// With no tokens configured every request passes: that mode is only
-    /// allowed on loopback binds ([`DashboardConfig::validate`](crate::DashboardConfig::validate)).
     pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<(), Denied> {
-        if self.is_empty() {
+        if self.open {
             return Ok(());
         }
         let token = presented_token(headers).ok_or(Denied::Unauthenticated)?;
-        self.check(&token, role)
+        self.current().check(&token, role)
     }
+
+    /// Re-reads the tokens file if it changed since the last read; returns
+    /// the number of tokens now in force, or `None` if nothing changed. A
+    /// file that fails to parse leaves the previous tokens in force.
+    pub fn reload_if_changed(&self) -> Result<Option<usize>, AuthError> {
+        let Some(file) = self.file.as_deref() else {
+            return Ok(None);
+        };
+        let now = file_stamp(file);
+        let mut stamp = self.stamp.lock().expect("stamp lock");
+        if now == *stamp {
+            return Ok(None);
+        }
+        let tokens = AccessTokens::load(&self.inline, Some(file))?;
+        let n = tokens.len();
+        *self.current.write().expect("token lock") = Arc::new(tokens);
+        *stamp = now;
+        Ok(Some(n))
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 /// The token in `Authorization: Bearer …`, else in the login cookie.
@@ -250,9 +332,21 @@ mod tests {
         assert_eq!(t.check("nope", Role::Analyst), Err(Denied::Unauthenticated));
     }
 
+    fn registry(t: AccessTokens) -> TokenRegistry {
+        TokenRegistry::new(
+            vec![TokenEntry::for_token(
+                "analyst-token",
+                vec![Role::Analyst],
+                "a",
+            )],
+            None,
+            t,
+        )
+    }
+
     #[test]
     fn header_and_cookie_are_read() {
-        let t = tokens();
+        let t = registry(tokens());
         let mut h = HeaderMap::new();
         assert_eq!(t.authorize(&h, Role::Analyst), Err(Denied::Unauthenticated));
         h.insert(
@@ -263,11 +357,54 @@ mod tests {
         // A header, when present, wins over the cookie.
         h.insert("authorization", HeaderValue::from_static("Bearer wrong"));
         assert_eq!(t.authorize(&h, Role::Analyst), Err(Denied::Unauthenticated));
+        // Open access only when nothing at all is configured.
+        let open = TokenRegistry::new(vec![], None, AccessTokens::default());
+        assert!(open.authorize(&h, Role::Researcher).is_ok());
         assert!(
-            AccessTokens::default()
+            registry(AccessTokens::default())
                 .authorize(&h, Role::Researcher)
-                .is_ok()
+                .is_err()
         );
+    }
+
+    #[test]
+    fn a_changed_tokens_file_takes_effect_and_a_broken_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("hushmap-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        let line =
+            |t: &str, name: &str| TokenEntry::for_token(t, vec![Role::Analyst], name).to_line();
+        std::fs::write(&path, line("first-token", "one")).unwrap();
+        let initial = AccessTokens::load(&[], Some(&path)).unwrap();
+        let reg = TokenRegistry::new(vec![], Some(path.clone()), initial);
+        assert!(!reg.is_open());
+        assert_eq!(reg.reload_if_changed().unwrap(), None);
+        assert_eq!(reg.check("first-token", Role::Analyst), Ok(()));
+
+        // Revoke the first, add a second (a different length, so the change
+        // shows even where mtime is coarse).
+        std::fs::write(&path, line("second-token", "number two")).unwrap();
+        assert_eq!(reg.reload_if_changed().unwrap(), Some(1));
+        assert_eq!(
+            reg.check("first-token", Role::Analyst),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(reg.check("second-token", Role::Analyst), Ok(()));
+
+        // A broken file keeps the tokens in force.
+        std::fs::write(&path, "not a token line at all\n").unwrap();
+        assert!(reg.reload_if_changed().is_err());
+        assert_eq!(reg.check("second-token", Role::Analyst), Ok(()));
+
+        // An emptied file locks everyone out; it never opens access.
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(reg.reload_if_changed().unwrap(), Some(0));
+        assert_eq!(
+            reg.check("second-token", Role::Analyst),
+            Err(Denied::Unauthenticated)
+        );
+        assert!(reg.authorize(&HeaderMap::new(), Role::Analyst).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
