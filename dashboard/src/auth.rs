@@ -49,6 +49,16 @@ impl Role {
     }
 }
 
+/// Whether `token` is usable: 16 to 256 characters from the URL-safe
+/// base64 and hex alphabets, so that it fits an HTTP header and a cookie
+/// as it is.
+pub fn valid_token(token: &str) -> bool {
+    (16..=256).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b))
+}
+
 /// One configured token: its hash, roles and a name for the logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,6 +328,16 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn tokens_fit_a_header_and_a_cookie() {
+        assert!(valid_token("d3ea4faab535dcaace62e0ac17ecb021"));
+        assert!(valid_token("abcDEF0123456789-_.~+/="));
+        assert!(!valid_token("short"));
+        assert!(!valid_token("has a space in it, sadly"));
+        assert!(!valid_token("semicolon;Domain=example.org"));
+        assert!(!valid_token(&"x".repeat(257)));
     }
 
     #[test]

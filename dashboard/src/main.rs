@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hushmap_dashboard::auth::{Role, TokenEntry};
+use hushmap_dashboard::auth::{Role, TokenEntry, valid_token};
 use hushmap_dashboard::{DashboardConfig, DashboardServer};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -47,7 +47,10 @@ async fn main() -> anyhow::Result<()> {
         let mut token = String::new();
         std::io::stdin().lock().read_line(&mut token)?;
         let token = token.trim();
-        anyhow::ensure!(token.len() >= 16, "a token needs at least 16 characters");
+        anyhow::ensure!(
+            valid_token(token),
+            "a token needs 16 to 256 characters of A-Z a-z 0-9 - _ . ~ + / ="
+        );
         let roles = roles
             .into_iter()
             .map(|r| match r {

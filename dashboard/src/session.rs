@@ -53,6 +53,15 @@ async fn require(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
+        // A browser whose token lacks the analyst role gets a page saying so.
+        Err(Denied::Forbidden) if request.uri().path() == "/" => (
+            StatusCode::FORBIDDEN,
+            Html(LOGIN_HTML.replace(
+                "<!--error-->",
+                "<p class=\"error\">This token has no analyst role: it opens the exports and Arrow Flight (see docs/RESEARCHERS.md), not this page. Log in with an analyst token.</p>",
+            )),
+        )
+            .into_response(),
         Err(Denied::Forbidden) => problem(
             StatusCode::FORBIDDEN,
             "forbidden",
