@@ -393,11 +393,7 @@ async fn heatmap(State(state): State<AppState>, Query(q): Query<HeatmapQuery>) -
         );
     };
     let store = state.store.read().expect("store lock");
-    let release = match q.window {
-        Some(start) => store.get(start),
-        None => store.latest(),
-    };
-    let Some(release) = release else {
+    let Some(release) = store.window_or_latest(q.window) else {
         return no_window();
     };
     let levels = heatmap::levels(release);
@@ -442,11 +438,7 @@ struct CellResponse {
 
 async fn cell(State(state): State<AppState>, Query(q): Query<CellQuery>) -> Response {
     let store = state.store.read().expect("store lock");
-    let release = match q.window {
-        Some(start) => store.get(start),
-        None => store.latest(),
-    };
-    let Some(release) = release else {
+    let Some(release) = store.window_or_latest(q.window) else {
         return no_window();
     };
     let of_cell = |r: &hushmap_schema::Release| -> Vec<ReleaseRow> {
@@ -486,11 +478,7 @@ struct TableQuery {
 
 async fn table(State(state): State<AppState>, Query(q): Query<TableQuery>) -> Response {
     let store = state.store.read().expect("store lock");
-    let release = match q.window {
-        Some(start) => store.get(start),
-        None => store.latest(),
-    };
-    let Some(release) = release else {
+    let Some(release) = store.window_or_latest(q.window) else {
         return no_window();
     };
     let level = q

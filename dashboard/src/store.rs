@@ -126,6 +126,15 @@ impl ReleaseStore {
         self.by_window.values().next_back()
     }
 
+    /// The release of the window starting at `window_start`, or the latest
+    /// when `None` (what the JSON API's optional `window=` means).
+    pub fn window_or_latest(&self, window_start: Option<i64>) -> Option<&Release> {
+        match window_start {
+            Some(start) => self.get(start),
+            None => self.latest(),
+        }
+    }
+
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Release> {
         self.by_window.values()
     }

@@ -28,6 +28,29 @@ pub fn region_of(s: &hushmap_schema::submission::Submission) -> String {
     cell.expect("generated submissions are valid").to_string()
 }
 
+/// `n` generated submissions, all anonymous: each is its own contributor,
+/// so at a huge ε the released counts must equal what was sent.
+pub fn anonymous_submissions(seed: u64, n: usize) -> Vec<hushmap_schema::submission::Submission> {
+    let mut generator = hushmap_traffic::SubmissionGenerator::with_profile(
+        seed,
+        hushmap_traffic::TrafficProfile {
+            signed_up_share: 0.0,
+            ..hushmap_traffic::TrafficProfile::default()
+        },
+    );
+    (0..n).map(|_| generator.next_submission()).collect()
+}
+
+/// The cells `subs` are filed under, as a public region set: no region is
+/// then held back by the selection threshold and every count shows.
+pub fn public_regions_of(subs: &[hushmap_schema::submission::Submission]) -> Vec<String> {
+    subs.iter()
+        .map(region_of)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// Settings of a test pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {

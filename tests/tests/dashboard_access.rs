@@ -12,9 +12,9 @@ use hushmap_dashboard::auth::{Role, TokenEntry};
 use hushmap_dashboard::{DashboardConfig, DashboardServer, ServeError};
 use hushmap_schema::release::release_fields;
 use hushmap_tests::{
-    Pipeline, PipelineOptions, eventually, region_of, submit_all, wait_for_dashboard_total,
+    Pipeline, PipelineOptions, anonymous_submissions, eventually, public_regions_of, submit_all,
+    wait_for_dashboard_total,
 };
-use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
 use reqwest::StatusCode;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,20 +28,8 @@ fn repo() -> PathBuf {
 }
 
 async fn pipeline_with_data() -> anyhow::Result<Pipeline> {
-    let mut generator = SubmissionGenerator::with_profile(
-        11,
-        TrafficProfile {
-            signed_up_share: 0.0,
-            ..TrafficProfile::default()
-        },
-    );
-    let subs: Vec<_> = (0..N).map(|_| generator.next_submission()).collect();
-    let public_regions = subs
-        .iter()
-        .map(region_of)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let subs = anonymous_submissions(11, N);
+    let public_regions = public_regions_of(&subs);
     let pipeline = Pipeline::start(PipelineOptions {
         epsilon_per_window: 1e6,
         public_regions,

@@ -5,8 +5,10 @@
 //! its CSV. The screenshot is kept at `target/test-artifacts/dashboard.png`.
 
 use hushmap_dashboard::auth::{Role, TokenEntry};
-use hushmap_tests::{Pipeline, PipelineOptions, region_of, submit_all, wait_for_dashboard_total};
-use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
+use hushmap_tests::{
+    Pipeline, PipelineOptions, anonymous_submissions, public_regions_of, submit_all,
+    wait_for_dashboard_total,
+};
 use std::path::PathBuf;
 
 const TOKEN: &str = "analyst-page-token-5c1d9e7a3b";
@@ -21,22 +23,9 @@ async fn analyst_logs_in_and_reads_the_map_with_its_uncertainty() -> anyhow::Res
     // Huge ε: a cell is suppressed exactly when it has no submissions, which
     // in the 75+ band is true of many cells and false of some. Anonymous
     // submissions only: each counts once, so all of them show up.
-    let mut generator = SubmissionGenerator::with_profile(
-        5,
-        TrafficProfile {
-            signed_up_share: 0.0,
-            ..TrafficProfile::default()
-        },
-    );
-    let subs: Vec<_> = (0..800).map(|_| generator.next_submission()).collect();
-    // A public region set (the cells sent to), so that no region is held
-    // back by the selection threshold and every count shows.
-    let public_regions = subs
-        .iter()
-        .map(region_of)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let subs = anonymous_submissions(5, 800);
+    // A public region set (the cells sent to), so that every count shows.
+    let public_regions = public_regions_of(&subs);
     let pipeline = Pipeline::start(PipelineOptions {
         epsilon_per_window: 1e6,
         public_regions,

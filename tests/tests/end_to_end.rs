@@ -7,7 +7,7 @@
 use futures::stream::{self, StreamExt};
 use hushmap_schema::submission::Submission;
 use hushmap_schema::{AgeBand, RiskLevel};
-use hushmap_tests::{Pipeline, PipelineOptions, eventually, raw_topic_bytes, region_of};
+use hushmap_tests::{Pipeline, PipelineOptions, eventually, public_regions_of, raw_topic_bytes};
 use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -293,12 +293,7 @@ async fn run(epsilon: f64, seed: u64, regions: Regions) -> anyhow::Result<RunRes
         .filter_map(|s| s.location.map(|l| (l.lat, l.lon)))
         .collect();
     let public_regions = match regions {
-        Regions::PublicSet => subs
-            .iter()
-            .map(region_of)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        Regions::PublicSet => public_regions_of(&subs),
         Regions::Threshold => Vec::new(),
     };
     let pipeline = Pipeline::start(PipelineOptions {
