@@ -11,7 +11,9 @@ use crate::sensitivity::ContributionBounds;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{RegionCell, RegionError, StatisticCost, WindowLength, topics};
+use hushmap_schema::{
+    PayloadKeyring, RegionCell, RegionError, StatisticCost, WindowLength, topics,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -39,6 +41,11 @@ pub enum ConfigError {
          `metrics_public = true`"
     )]
     PublicMetrics(std::net::SocketAddr),
+    #[error(
+        "HUSHMAP_PAYLOAD_KEYS (or payload_keys) is required to read the submissions topic: \
+         the keys ingest seals records with (`hushmap-ingest generate-payload-key`)"
+    )]
+    MissingPayloadKeys,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +193,10 @@ pub struct AggregateConfig {
     pub metrics_listen: std::net::SocketAddr,
     /// Deliberately serve metrics beyond loopback (they hold counts only).
     pub metrics_public: bool,
+    /// Keys that open sealed records (`ID:HEX64[,...]`); only from
+    /// `HUSHMAP_PAYLOAD_KEYS` or the file. Streaming needs them, batch not.
+    #[serde(skip_serializing)]
+    pub payload_keys: Option<PayloadKeyring>,
 }
 
 impl Default for AggregateConfig {
@@ -200,6 +211,7 @@ impl Default for AggregateConfig {
             tick_ms: 500,
             metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)),
             metrics_public: false,
+            payload_keys: None,
         }
     }
 }
@@ -212,6 +224,11 @@ impl AggregateConfig {
         }
         let config: AggregateConfig = fig
             .merge(Env::prefixed("HUSHMAP_AGGREGATE_").split("__"))
+            .merge(
+                Env::raw()
+                    .only(&["HUSHMAP_PAYLOAD_KEYS"])
+                    .map(|_| "payload_keys".into()),
+            )
             .extract()
             .map_err(Box::new)?;
         config.validate()?;

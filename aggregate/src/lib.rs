@@ -2,6 +2,8 @@
 //!
 //! The pipeline for one closed window:
 //!
+//! 0. [`intake`]: sealed topic records are opened; anything else is
+//!    dropped and counted;
 //! 1. [`records`]: buffered [`CoarseRecord`](hushmap_schema::CoarseRecord)s
 //!    become an Arrow `RecordBatch`;
 //! 2. [`engine`]: a DataFusion plan bounds each contributor's records
@@ -17,6 +19,7 @@
 pub mod batch;
 pub mod config;
 pub mod engine;
+pub mod intake;
 pub mod ledger;
 pub mod metrics;
 pub mod noise;

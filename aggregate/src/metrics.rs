@@ -1,10 +1,13 @@
 //! `/metrics` of the aggregator, in Prometheus text format.
 //!
-//! Counts only: records accepted, invalid and late (dropped because their
-//! window was already released or past its lateness), windows released and
-//! refused by the ledger, and what is buffered. Nothing here can carry a
+//! Counts only: records accepted, dropped before counting (by
+//! [`DropReason`](crate::intake::DropReason); `records_invalid` is their
+//! sum) and late (their window was already released or past its
+//! lateness), windows released and refused by the ledger, and what is
+//! buffered. Nothing here can carry a
 //! record's content.
 
+use crate::intake::DropReason;
 use crate::stream::AggregatorStats;
 use axum::Router;
 use axum::http::header;
@@ -12,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -25,16 +29,29 @@ struct StatsCollector(Arc<AggregatorStats>);
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
+        let invalid = ConstCounter::new(s.records_dropped.total());
+        invalid.encode(encoder.encode_descriptor(
+            "records_invalid",
+            "Records dropped before counting, all reasons",
+            None,
+            invalid.metric_type(),
+        )?)?;
+        let mut dropped = encoder.encode_descriptor(
+            "records_dropped",
+            "Records dropped before counting: empty, malformed, unsealed, unknown_key, \
+             tampered, invalid_record, window_length, replayed",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in DropReason::ALL {
+            let metric = ConstCounter::new(s.records_dropped.get(reason));
+            metric.encode(dropped.encode_family(&[("reason", reason.label())])?)?;
+        }
         let counters = [
             (
                 "records_accepted",
                 "Records buffered into an open window",
                 &s.records_accepted,
-            ),
-            (
-                "records_invalid",
-                "Records that could not be decoded or have another window length",
-                &s.records_invalid,
             ),
             (
                 "records_late",
@@ -113,7 +130,16 @@ mod tests {
         let stats = Arc::new(AggregatorStats::default());
         stats.records_late.fetch_add(3, Ordering::Relaxed);
         stats.windows_refused.fetch_add(1, Ordering::Relaxed);
+        stats.records_dropped.add(DropReason::Tampered);
+        stats.records_dropped.add(DropReason::Tampered);
+        stats.records_dropped.add(DropReason::Empty);
         let text = render(stats);
+        assert!(
+            text.contains("hushmap_aggregate_records_dropped_total{reason=\"tampered\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("hushmap_aggregate_records_dropped_total{reason=\"unknown_key\"} 0"));
+        assert!(text.contains("hushmap_aggregate_records_invalid_total 3"));
         assert!(
             text.contains("hushmap_aggregate_records_late_total 3"),
             "{text}"

@@ -33,12 +33,13 @@
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, EngineError};
+use crate::intake::{DropCounts, DropReason, open_record};
 use crate::ledger::{LedgerEntry, PrivacyCost, PrivacyLedger};
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
 use datafusion::prelude::SessionContext;
-use hushmap_schema::{CoarseRecord, Release, Window, WindowLength};
+use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -47,7 +48,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +76,8 @@ pub enum AggregatorError {
 #[derive(Debug, Default)]
 pub struct AggregatorStats {
     pub records_accepted: AtomicU64,
-    pub records_invalid: AtomicU64,
+    /// Dropped before counting, by reason; `records_invalid` is their sum.
+    pub records_dropped: DropCounts,
     pub records_late: AtomicU64,
     pub windows_released: AtomicU64,
     pub windows_refused: AtomicU64,
@@ -87,6 +89,8 @@ pub struct AggregatorStats {
 /// Records of one window, with the first offset seen per partition.
 struct WindowBuffer {
     records: Vec<SequencedRecord>,
+    /// Seal ids of the records buffered, to drop replayed copies.
+    seals: HashSet<u128>,
     first_offsets: HashMap<i32, i64>,
 }
 
@@ -99,6 +103,7 @@ struct PendingRelease {
 pub struct Aggregator {
     config: AggregateConfig,
     window_length: WindowLength,
+    keyring: PayloadKeyring,
     consumer: Arc<StreamConsumer<QuietEofContext>>,
     producer: FutureProducer,
     ctx: SessionContext,
@@ -113,7 +118,7 @@ pub struct Aggregator {
     /// Latest produce timestamp seen per partition.
     latest_arrival: HashMap<i32, i64>,
     /// Partitions read to their end since their last record.
-    caught_up: std::collections::HashSet<i32>,
+    caught_up: HashSet<i32>,
     next_seq: u64,
     stats: Arc<AggregatorStats>,
     /// Bound at start-up, served while running.
@@ -131,6 +136,10 @@ impl Aggregator {
     /// Validates the config, calibrates the noise and subscribes.
     pub fn new(config: AggregateConfig) -> Result<Aggregator, AggregatorError> {
         let plan = config.validated_plan()?;
+        let keyring = config
+            .payload_keys
+            .clone()
+            .ok_or(crate::config::ConfigError::MissingPayloadKeys)?;
         let consumer: StreamConsumer<QuietEofContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka.brokers)
             .set("group.id", &config.kafka.group_id)
@@ -182,6 +191,7 @@ impl Aggregator {
         );
         Ok(Aggregator {
             window_length: config.window_length(),
+            keyring,
             ledger,
             config,
             consumer: Arc::new(consumer),
@@ -193,7 +203,7 @@ impl Aggregator {
             consumed: HashMap::new(),
             partitions,
             latest_arrival: HashMap::new(),
-            caught_up: std::collections::HashSet::new(),
+            caught_up: HashSet::new(),
             next_seq: 0,
             stats: Arc::new(AggregatorStats::default()),
             metrics_listener,
@@ -267,10 +277,10 @@ impl Aggregator {
         self.caught_up.remove(&partition);
         let latest = self.latest_arrival.entry(partition).or_insert(arrived_ms);
         *latest = (*latest).max(arrived_ms);
-        let record = match payload.map(CoarseRecord::decode) {
-            Some(Ok(r)) if r.window_length == self.window_length => r,
-            Some(Ok(_)) | Some(Err(_)) | None => {
-                self.stats.records_invalid.fetch_add(1, Ordering::Relaxed);
+        let (record, seal_id) = match open_record(&self.keyring, self.window_length, payload) {
+            Ok(opened) => opened,
+            Err(reason) => {
+                self.stats.records_dropped.add(reason);
                 return;
             }
         };
@@ -287,8 +297,13 @@ impl Aggregator {
             .entry(window.start_ms)
             .or_insert_with(|| WindowBuffer {
                 records: Vec::new(),
+                seals: HashSet::new(),
                 first_offsets: HashMap::new(),
             });
+        if !buffer.seals.insert(seal_id) {
+            self.stats.records_dropped.add(DropReason::Replayed);
+            return;
+        }
         buffer.first_offsets.entry(partition).or_insert(offset);
         buffer.records.push(SequencedRecord {
             seq: self.next_seq,

@@ -8,7 +8,9 @@ use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, RiskLevel, SymptomSet, Window,
     WindowLength,
 };
-use hushmap_testkit::{brokers, committed_records_on, create_topics, unique};
+use hushmap_testkit::{
+    brokers, committed_records_on, create_topics, payload_keyring, payload_keys, unique,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::BTreeMap;
@@ -73,6 +75,7 @@ fn spawn_with_metrics(setup: &Setup, metrics_port: u16) -> Running {
             std::env::var("HUSHMAP_TEST_AGG_LOG").unwrap_or("warn".into()),
         )
         .env("HUSHMAP_AGGREGATE_DEV_MODE", "true")
+        .env("HUSHMAP_PAYLOAD_KEYS", payload_keys())
         .env("HUSHMAP_AGGREGATE_WINDOW_SECS", WINDOW_SECS.to_string())
         .env("HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS", "1")
         .env("HUSHMAP_AGGREGATE_TICK_MS", "200")
@@ -141,7 +144,7 @@ async fn produce(
             .send(
                 FutureRecord::to(topic)
                     .key(&key)
-                    .payload(&record.encode()[..]),
+                    .payload(&payload_keyring().seal(&record)[..]),
                 Duration::from_secs(10),
             )
             .await
@@ -236,7 +239,7 @@ async fn kill_9_never_loses_or_repeats_a_release() -> anyhow::Result<()> {
         .send(
             FutureRecord::to(&setup.input)
                 .key("late")
-                .payload(&late.encode()[..]),
+                .payload(&payload_keyring().seal(&late)[..]),
             Duration::from_secs(10),
         )
         .await

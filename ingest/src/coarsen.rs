@@ -9,7 +9,7 @@
 use crate::triage;
 use crate::validate::ValidSubmission;
 use hmac::{Hmac, Mac};
-use hushmap_schema::{AgeBand, CoarseRecord, ContributorKey, RiskLevel, WindowLength};
+use hushmap_schema::{AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, WindowLength};
 use sha2::Sha256;
 
 /// Derives contributor keys.
@@ -44,6 +44,18 @@ impl Coarsener {
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
         ContributorKey(key)
+    }
+
+    /// The Kafka key of a region's records: a keyed hash, so records of one
+    /// region share a partition (the aggregator scales out by partition)
+    /// while the broker, which sees keys in the clear, cannot tell regions.
+    pub fn partition_key(&self, region: RegionCell) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        // Domain-separated from profile keys, which hash under the same secret.
+        mac.update(b"hushmap.partition.v1\0");
+        mac.update(&region.raw().to_le_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
     /// Triages and coarsens; consumes the submission so nothing else of it

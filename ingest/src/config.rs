@@ -1,12 +1,13 @@
 //! Ingest configuration: serde defaults, overridden by an optional TOML file,
 //! overridden by `HUSHMAP_INGEST_*` environment variables (nested keys with
-//! `__`, e.g. `HUSHMAP_INGEST_KAFKA__BROKERS`). The contributor secret comes
-//! only from `HUSHMAP_CONTRIBUTOR_SECRET` or the file, never from a flag.
+//! `__`, e.g. `HUSHMAP_INGEST_KAFKA__BROKERS`). The secrets (contributor
+//! secret, payload keys) come only from `HUSHMAP_CONTRIBUTOR_SECRET` /
+//! `HUSHMAP_PAYLOAD_KEYS` or the file, never from a flag.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{RegionError, WindowLength, topics};
+use hushmap_schema::{PayloadKeyring, RegionError, WindowLength, topics};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,6 +31,11 @@ pub enum ConfigError {
     PublicBind(SocketAddr),
     #[error("HUSHMAP_CONTRIBUTOR_SECRET (or contributor_secret) is required outside dev mode")]
     MissingSecret,
+    #[error(
+        "HUSHMAP_PAYLOAD_KEYS (or payload_keys) is required: records are sealed on the topic; \
+         generate one with `hushmap-ingest generate-payload-key`"
+    )]
+    MissingPayloadKeys,
     #[error("contributor secret must be at least 32 bytes")]
     ShortSecret,
     #[error("max_in_flight must be positive")]
@@ -133,6 +139,10 @@ pub struct IngestConfig {
     /// Key for the pseudonymous contributor id (HMAC of `profile`).
     #[serde(skip_serializing)]
     pub contributor_secret: Option<Secret>,
+    /// Keys sealing records on the topic (`ID:HEX64[,...]`, the first
+    /// seals); the aggregator must hold the same ids.
+    #[serde(skip_serializing)]
+    pub payload_keys: Option<PayloadKeyring>,
     /// Request body limit, bytes.
     pub max_body_bytes: usize,
     /// Submissions waiting for Kafka at once; beyond it clients get 503.
@@ -153,6 +163,7 @@ impl Default for IngestConfig {
             window_secs: WindowLength::ONE_DAY.secs(),
             allowed_lateness_secs: 600,
             contributor_secret: None,
+            payload_keys: None,
             max_body_bytes: 16 * 1024,
             max_in_flight: 4096,
             request_timeout_ms: 15_000,
@@ -174,6 +185,11 @@ impl IngestConfig {
                 Env::raw()
                     .only(&["HUSHMAP_CONTRIBUTOR_SECRET"])
                     .map(|_| "contributor_secret".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["HUSHMAP_PAYLOAD_KEYS"])
+                    .map(|_| "payload_keys".into()),
             );
         let config: IngestConfig = fig.extract().map_err(Box::new)?;
         config.validate()?;
@@ -207,6 +223,9 @@ impl IngestConfig {
             Some(s) if s.expose().len() < 32 => return Err(ConfigError::ShortSecret),
             _ => {}
         }
+        if self.payload_keys.is_none() {
+            return Err(ConfigError::MissingPayloadKeys);
+        }
         Ok(())
     }
 
@@ -223,9 +242,14 @@ impl IngestConfig {
 mod tests {
     use super::*;
 
+    fn keys() -> Option<PayloadKeyring> {
+        Some(PayloadKeyring::generate_entry(1).parse().unwrap())
+    }
+
     fn dev() -> IngestConfig {
         IngestConfig {
             dev_mode: true,
+            payload_keys: keys(),
             ..IngestConfig::default()
         }
     }
@@ -265,6 +289,7 @@ mod tests {
         let c = IngestConfig {
             window_secs: 10,
             contributor_secret: Some(Secret::new("x".repeat(32))),
+            payload_keys: keys(),
             ..IngestConfig::default()
         };
         assert!(matches!(
@@ -291,5 +316,14 @@ mod tests {
         assert!(!text.contains("super-secret"));
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("super-secret"));
+    }
+
+    #[test]
+    fn payload_keys_required_even_in_dev_mode() {
+        let c = IngestConfig {
+            payload_keys: None,
+            ..dev()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::MissingPayloadKeys)));
     }
 }

@@ -1,24 +1,44 @@
 //! `hushmap-ingest`: the public submission endpoint.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use hushmap_ingest::{IngestConfig, IngestServer};
+use hushmap_schema::PayloadKeyring;
 use std::path::PathBuf;
 
 /// Validates, triages and coarsens self-check submissions and produces
-/// coarse records to Kafka. Settings: defaults < --config FILE < HUSHMAP_INGEST_* env.
+/// sealed coarse records to Kafka. Settings: defaults < --config FILE <
+/// HUSHMAP_INGEST_* env; secrets only from HUSHMAP_CONTRIBUTOR_SECRET and
+/// HUSHMAP_PAYLOAD_KEYS (or the file), never from flags.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prints a fresh payload key entry (ID:HEX64) for HUSHMAP_PAYLOAD_KEYS.
+    /// Give it to the aggregator first (as `new,old`), then to ingest.
+    GeneratePayloadKey {
+        /// Key id written in every record sealed under it.
+        #[arg(long, default_value_t = 1)]
+        id: u16,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    hushmap_service::init_tracing();
     let args = Args::parse();
+    if let Some(Command::GeneratePayloadKey { id }) = args.command {
+        println!("{}", PayloadKeyring::generate_entry(id));
+        return Ok(());
+    }
+    hushmap_service::init_tracing();
     let config = IngestConfig::load(args.config.as_deref()).context("loading configuration")?;
     let server = IngestServer::bind(config)
         .await

@@ -1,8 +1,10 @@
 //! The Kafka side of ingest: an idempotent producer that acknowledges a
-//! submission only after every in-sync replica has it.
+//! submission only after every in-sync replica has it. Records leave sealed
+//! ([`PayloadKeyring`]) under a keyed-hash partition key, so the broker holds
+//! nothing readable.
 
 use crate::config::KafkaSettings;
-use hushmap_schema::CoarseRecord;
+use hushmap_schema::{CoarseRecord, PayloadKeyring};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -16,16 +18,19 @@ pub enum ProduceError {
     Kafka(#[from] KafkaError),
 }
 
-/// Produces coarse records, keyed by region so a region's records share a
-/// partition (the aggregator scales out by partition).
+/// Produces sealed coarse records.
 pub struct SubmissionProducer {
     producer: FutureProducer,
     topic: String,
     timeout: Duration,
+    keyring: PayloadKeyring,
 }
 
 impl SubmissionProducer {
-    pub fn new(settings: &KafkaSettings) -> Result<SubmissionProducer, KafkaError> {
+    pub fn new(
+        settings: &KafkaSettings,
+        keyring: PayloadKeyring,
+    ) -> Result<SubmissionProducer, KafkaError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             // Idempotence: retries never duplicate or reorder a record.
@@ -48,16 +53,16 @@ impl SubmissionProducer {
             producer,
             topic: settings.topic.clone(),
             timeout: Duration::from_millis(settings.produce_timeout_ms),
+            keyring,
         })
     }
 
-    /// Sends one record and waits for the broker's acknowledgement.
-    pub async fn send(&self, record: &CoarseRecord) -> Result<(), ProduceError> {
-        let key = record.region.to_string();
-        let payload = record.encode();
-        let rec = FutureRecord::to(&self.topic)
-            .key(&key)
-            .payload(&payload[..]);
+    /// Seals one record, sends it under `key` (see
+    /// [`Coarsener::partition_key`](crate::coarsen::Coarsener::partition_key))
+    /// and waits for the broker's acknowledgement.
+    pub async fn send(&self, key: &str, record: &CoarseRecord) -> Result<(), ProduceError> {
+        let payload = self.keyring.seal(record);
+        let rec = FutureRecord::to(&self.topic).key(key).payload(&payload[..]);
         // The error side carries the message (our payload); drop it, keep the error.
         self.producer
             .send(rec, Timeout::After(self.timeout))

@@ -96,7 +96,10 @@ impl IngestServer {
                 allowed_lateness_ms: i64::from(config.allowed_lateness_secs) * 1000,
             },
             coarsener: Coarsener::new(&secret, config.window_length()),
-            producer: SubmissionProducer::new(&config.kafka)?,
+            producer: SubmissionProducer::new(
+                &config.kafka,
+                config.payload_keys.clone().expect("validated"),
+            )?,
             max_body_bytes: config.max_body_bytes,
             next_request: AtomicU64::new(1),
             metrics: IngestMetrics::default(),
@@ -454,7 +457,8 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
     };
     state.metrics.in_flight().inc();
     let started = Instant::now();
-    let sent = state.producer.send(&record).await;
+    let key = state.coarsener.partition_key(record.region);
+    let sent = state.producer.send(&key, &record).await;
     state
         .metrics
         .observe_produce(started.elapsed().as_secs_f64());

@@ -7,9 +7,9 @@ use futures::future::join_all;
 mod common;
 
 use common::start_ingest;
+use hushmap_schema::RegionCell;
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{CoarseRecord, RegionCell};
-use hushmap_testkit::{SpareBroker, topic_records_on};
+use hushmap_testkit::{SpareBroker, payload_keyring, topic_records_on};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -114,8 +114,9 @@ async fn outage_gives_bounded_503s_and_loses_or_duplicates_nothing() -> anyhow::
     let records =
         tokio::task::spawn_blocking(move || topic_records_on(&bootstrap, &topic)).await??;
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let keyring = payload_keyring();
     for (_, payload) in &records {
-        let record = CoarseRecord::decode(payload)?;
+        let record = keyring.open(payload)?;
         *seen.entry(record.region.to_string()).or_default() += 1;
     }
     for (cell, status) in &outcome {

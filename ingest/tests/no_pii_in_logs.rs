@@ -3,7 +3,7 @@
 //! ages and profile ids through it and the real broker, and search every
 //! byte it logged and every metric it exposed for them.
 
-use hushmap_testkit::{brokers, create_topics, eventually, unique};
+use hushmap_testkit::{brokers, create_topics, eventually, payload_keys, unique};
 use serde_json::json;
 use std::io::Read;
 use std::net::TcpListener;
@@ -37,6 +37,8 @@ fn submission(i: usize) -> (serde_json::Value, String, String, String) {
     (body, lat, lon, profile)
 }
 
+const CONTRIBUTOR_SECRET: &str = "log-test-secret-0123456789abcdef0123456789";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
     let topic = unique("test.ingest.pii");
@@ -50,10 +52,8 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
         .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers())
         .env("HUSHMAP_INGEST_KAFKA__TOPIC", &topic)
         .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
-        .env(
-            "HUSHMAP_CONTRIBUTOR_SECRET",
-            "log-test-secret-0123456789abcdef0123456789",
-        )
+        .env("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET)
+        .env("HUSHMAP_PAYLOAD_KEYS", payload_keys())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -79,7 +79,13 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
     })
     .await?;
 
-    let mut needles = Vec::new();
+    // Secrets are needles too: trace-level logs must not echo the config.
+    let key_hex = payload_keys().split_once(':').unwrap().1;
+    let mut needles = vec![
+        CONTRIBUTOR_SECRET.to_string(),
+        key_hex.to_string(),
+        key_hex[..16].to_string(),
+    ];
     for i in 0..N {
         let (body, lat, lon, profile) = submission(i);
         let age = body["age"].as_u64().unwrap();

@@ -7,6 +7,8 @@
 //! * [`window`]: [`Window`] and [`WindowLength`], the coarse time unit.
 //! * [`record`]: [`CoarseRecord`], the only thing ingest writes to Kafka, and
 //!   its versioned binary encoding.
+//! * [`sealed`]: [`PayloadKeyring`], the AEAD envelope records travel in on
+//!   the submissions topic.
 //! * [`release`]: the Arrow release schema shared by the releases topic, the
 //!   dashboard API, exports and batch output.
 //! * [`interval`]: post-processing of noisy counts into shares with a 95%
@@ -18,6 +20,7 @@ pub mod interval;
 pub mod record;
 pub mod region;
 pub mod release;
+pub mod sealed;
 pub mod submission;
 pub mod topics;
 pub mod window;
@@ -27,4 +30,5 @@ pub use interval::ShareInterval;
 pub use record::{CoarseRecord, ContributorKey, RecordError};
 pub use region::{MAX_RESOLUTION, RegionCell, RegionError};
 pub use release::{Release, ReleaseError, ReleaseMeta, ReleaseRow, StatisticCost};
+pub use sealed::{OpenError, PayloadKeyring};
 pub use window::{Window, WindowLength};

@@ -5,6 +5,7 @@
 //! [`SpareBroker`] starts a second broker on other ports for tests that stop
 //! and start Kafka, so they never disturb the shared one.
 
+use hushmap_schema::PayloadKeyring;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -14,11 +15,25 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// Broker address: `HUSHMAP_TEST_KAFKA`, default the `deploy/` broker.
 pub fn brokers() -> String {
     std::env::var("HUSHMAP_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The payload keyring of this test process (`ID:HEX64`), fresh per
+/// process: what ingest seals with and the aggregator opens with. Child
+/// processes get it through `HUSHMAP_PAYLOAD_KEYS`.
+pub fn payload_keys() -> &'static str {
+    static KEYS: LazyLock<String> = LazyLock::new(|| PayloadKeyring::generate_entry(1));
+    &KEYS
+}
+
+/// [`payload_keys`], parsed.
+pub fn payload_keyring() -> PayloadKeyring {
+    payload_keys().parse().expect("generated keyring parses")
 }
 
 /// A name no other test run uses.

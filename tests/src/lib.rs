@@ -7,7 +7,9 @@
 use hushmap_aggregate::{AggregateConfig, Aggregator};
 use hushmap_dashboard::{DashboardConfig, DashboardServer};
 use hushmap_ingest::{IngestConfig, IngestServer};
-pub use hushmap_testkit::{brokers, create_topics, eventually, raw_topic_bytes, unique};
+pub use hushmap_testkit::{
+    brokers, create_topics, eventually, payload_keyring, payload_keys, raw_topic_bytes, unique,
+};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -114,6 +116,7 @@ impl Pipeline {
         let mut ingest_config = IngestConfig {
             listen: loopback,
             dev_mode: true,
+            payload_keys: Some(payload_keyring()),
             ..IngestConfig::default()
         };
         ingest_config.kafka.brokers = brokers();
@@ -128,6 +131,7 @@ impl Pipeline {
 
         let mut aggregate_config = AggregateConfig {
             dev_mode: true,
+            payload_keys: Some(payload_keyring()),
             tick_ms: 200,
             metrics_listen: loopback,
             ..AggregateConfig::default()
@@ -264,6 +268,42 @@ pub async fn submit_all(
         .await
 }
 
+/// Each released window's total at its finest level and all ages (exact
+/// at a huge ε), as (window start, total). `token`: an analyst token, when
+/// the dashboard has tokens.
+pub async fn dashboard_window_totals(
+    dashboard_url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let mut req = client.get(format!("{dashboard_url}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    };
+    let list: serde_json::Value = get("/api/v1/releases".into()).send().await?.json().await?;
+    let mut totals = Vec::new();
+    for release in list["releases"].as_array().into_iter().flatten() {
+        let start = release["window_start"].as_i64().unwrap_or_default();
+        let heatmap: serde_json::Value =
+            get(format!("/api/v1/heatmap?window={start}&age_band=all"))
+                .send()
+                .await?
+                .json()
+                .await?;
+        let total: i64 = heatmap["cells"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["n_total"].as_i64())
+            .sum();
+        totals.push((start, total));
+    }
+    Ok(totals)
+}
+
 /// Waits until the dashboard's releases, at their finest level and all
 /// ages, hold `expected` submissions in total (exact at a huge ε); returns
 /// the start of the window holding the most. `token`: an analyst token,
@@ -273,41 +313,14 @@ pub async fn wait_for_dashboard_total(
     token: Option<&str>,
     expected: i64,
 ) -> anyhow::Result<i64> {
-    let client = reqwest::Client::new();
-    let get = |path: String| {
-        let mut req = client.get(format!("{dashboard_url}{path}"));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req
-    };
     eventually(
         "the dashboard to hold every submission",
         Duration::from_secs(90),
         || async {
-            let list: serde_json::Value =
-                get("/api/v1/releases".into()).send().await?.json().await?;
-            let (mut fullest, mut sum) = (None::<(i64, i64)>, 0);
-            for release in list["releases"].as_array().into_iter().flatten() {
-                let start = release["window_start"].as_i64().unwrap_or_default();
-                let heatmap: serde_json::Value =
-                    get(format!("/api/v1/heatmap?window={start}&age_band=all"))
-                        .send()
-                        .await?
-                        .json()
-                        .await?;
-                let total: i64 = heatmap["cells"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["n_total"].as_i64())
-                    .sum();
-                sum += total;
-                if fullest.is_none_or(|(_, best)| total > best) {
-                    fullest = Some((start, total));
-                }
-            }
-            Ok(fullest.filter(|_| sum >= expected).map(|(start, _)| start))
+            let totals = dashboard_window_totals(dashboard_url, token).await?;
+            let sum: i64 = totals.iter().map(|(_, t)| t).sum();
+            let fullest = totals.iter().max_by_key(|(_, t)| *t).map(|(s, _)| *s);
+            Ok(fullest.filter(|_| sum >= expected))
         },
     )
     .await

@@ -487,13 +487,7 @@ async fn huge_epsilon_releases_the_true_counts_and_topics_hold_no_coordinates() 
         "{metrics}"
     );
     assert!(metrics.contains("hushmap_aggregate_windows_refused_total 0"));
-    assert_eq!(
-        r.pipeline
-            .aggregator_stats
-            .records_invalid
-            .load(Ordering::Relaxed),
-        0
-    );
+    assert_eq!(r.pipeline.aggregator_stats.records_dropped.total(), 0);
 
     assert_no_coordinates(
         &raw_topic_bytes(&r.pipeline.submissions_topic)?,

@@ -1,7 +1,7 @@
 //! Starting an in-process ingest for a test, on its own topic.
 
 use hushmap_ingest::{IngestConfig, IngestServer};
-use hushmap_testkit::{brokers, create_topics_on, unique};
+use hushmap_testkit::{brokers, create_topics_on, payload_keyring, unique};
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
@@ -20,6 +20,7 @@ pub async fn start_ingest(tweak: impl FnOnce(&mut IngestConfig)) -> anyhow::Resu
     let mut c = IngestConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         dev_mode: true,
+        payload_keys: Some(payload_keyring()),
         ..IngestConfig::default()
     };
     c.kafka.brokers = brokers();
