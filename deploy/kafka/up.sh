@@ -52,14 +52,27 @@ for _ in $(seq 1 120); do
 done
 kafka_port_open || { echo; echo "kafka: broker did not answer in time" >&2; exit 1; }
 
+# Creates a topic if missing and (re)applies its settings, so a broker
+# started by an older script gets today's retention too.
 create_topic() {
   kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
-    --create --if-not-exists --topic "$1" --partitions "$2" --replication-factor 1 \
-    "${@:3}" >/dev/null
+    --create --if-not-exists --topic "$1" --partitions "$2" --replication-factor 1 >/dev/null
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+    --entity-type topics --entity-name "$1" --alter --add-config "$3" >/dev/null
 }
-# Submissions: coarse records only, kept just long enough for the longest
-# window (1 day) plus lateness and a restart of the aggregator.
-create_topic hushmap.submissions.v1 6 --config retention.ms=172800000
-# Releases: noisy aggregates only; kept for good (the dashboard rebuilds from them).
-create_topic hushmap.releases.v1 1 --config retention.ms=-1
+# Submissions: sealed coarse records, kept just long enough to be released:
+# the window (HUSHMAP_WINDOW_SECS, default 1 day) plus allowed lateness
+# (HUSHMAP_LATENESS_SECS, default 10 min) plus a margin for an aggregator
+# outage (HUSHMAP_OUTAGE_MARGIN_SECS, default 6 h): 30 h 10 min by default.
+# Kafka deletes whole segments only, so segments roll every hour; without
+# that the default 7-day segment would keep records up to a week.
+window_secs="${HUSHMAP_WINDOW_SECS:-86400}"
+lateness_secs="${HUSHMAP_LATENESS_SECS:-600}"
+margin_secs="${HUSHMAP_OUTAGE_MARGIN_SECS:-21600}"
+retention_ms=$(( (window_secs + lateness_secs + margin_secs) * 1000 ))
+create_topic hushmap.submissions.v1 6 \
+  "retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete"
+# Releases: noisy aggregates only, one record per window; kept for good
+# (the aggregator restores its ledger and the dashboard its store from them).
+create_topic hushmap.releases.v1 1 "retention.ms=-1,retention.bytes=-1,cleanup.policy=delete"
 echo "kafka: topics ready on $KAFKA_BOOTSTRAP"

@@ -1,0 +1,48 @@
+//! The topics `deploy/kafka/up.sh` made on the test broker keep what they
+//! should for as long as they should: submissions just past window +
+//! lateness + an outage margin, in hourly segments (Kafka deletes whole
+//! segments); releases for good.
+
+use hushmap_schema::topics;
+use hushmap_tests::brokers;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use std::collections::HashMap;
+
+async fn topic_config(topic: &str) -> anyhow::Result<HashMap<String, String>> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no answer for {topic}"))?
+        .map_err(|e| anyhow::anyhow!("{topic}: {e} (did deploy/kafka/up.sh create it?)"))?;
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect())
+}
+
+#[tokio::test]
+async fn submissions_expire_soon_after_release_and_releases_stay() -> anyhow::Result<()> {
+    let submissions = topic_config(topics::SUBMISSIONS).await?;
+    let day_window_lateness_margin_ms = (86_400 + 600 + 6 * 3600) * 1000;
+    assert_eq!(
+        submissions["retention.ms"],
+        day_window_lateness_margin_ms.to_string()
+    );
+    assert_eq!(submissions["cleanup.policy"], "delete");
+    let segment_ms: u64 = submissions["segment.ms"].parse()?;
+    assert!(segment_ms <= 3_600_000, "segment.ms {segment_ms}");
+
+    let releases = topic_config(topics::RELEASES).await?;
+    assert_eq!(releases["retention.ms"], "-1");
+    assert_eq!(releases["retention.bytes"], "-1");
+    Ok(())
+}
