@@ -9,9 +9,15 @@ use std::io::IsTerminal;
 /// `HUSHMAP_LOG_FORMAT=json` switches to one JSON object per line. Logs go
 /// to stderr. What is logged is decided at each call site; no layer here
 /// records request bodies or headers.
+///
+/// Whatever `HUSHMAP_LOG` says, targets known to log a client's address
+/// are capped below the level where they do (see [`ADDRESS_LOGGING_CAPS`]).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HUSHMAP_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("HUSHMAP_LOG")
         .unwrap_or_else(|_| "info".into());
+    for cap in ADDRESS_LOGGING_CAPS {
+        filter = filter.add_directive(cap.parse().expect("valid directive"));
+    }
     let json = std::env::var("HUSHMAP_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -23,6 +29,11 @@ pub fn init_tracing() {
         builder.compact().init()
     }
 }
+
+/// Filter directives appended after `HUSHMAP_LOG`: axum's server logs
+/// "connection <peer address> accepted" at TRACE, which is a client IP in
+/// the logs (found by the soak's leak scan).
+pub const ADDRESS_LOGGING_CAPS: [&str; 1] = ["axum::serve=debug"];
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

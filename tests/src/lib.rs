@@ -4,6 +4,8 @@
 //! Each [`Pipeline`] gets its own topics and consumer group, so tests run in
 //! parallel on one broker without seeing each other's data.
 
+pub mod processes;
+
 use hushmap_aggregate::{AggregateConfig, Aggregator};
 use hushmap_dashboard::{DashboardConfig, DashboardServer};
 use hushmap_ingest::{IngestConfig, IngestServer};
