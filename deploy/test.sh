@@ -60,3 +60,11 @@ trap cleanup EXIT
 export HUSHMAP_TEST_KAFKA="$KAFKA_BOOTSTRAP"
 echo "test: building and running the workspace tests (2 jobs; the first build takes a while)"
 cargo test --workspace --locked -j2 "$@"
+
+# The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default
+# 60; 0 skips), on a full run only: arguments select particular tests.
+fuzz_secs="${HUSHMAP_FUZZ_SECS:-60}"
+if [ "$#" -eq 0 ] && [ "$fuzz_secs" != 0 ]; then
+  echo "test: fuzzing each target for ${fuzz_secs}s (fuzz/run.sh)"
+  fuzz/run.sh "$fuzz_secs"
+fi

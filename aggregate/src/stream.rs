@@ -287,7 +287,7 @@ impl Aggregator {
         let window = record.window;
         if self.ledger.is_released(&window)
             || self.pending.contains_key(&window.start_ms)
-            || window.end_ms + self.lateness_ms() <= arrived_ms
+            || window.end_ms.saturating_add(self.lateness_ms()) <= arrived_ms
         {
             self.stats.records_late.fetch_add(1, Ordering::Relaxed);
             return;
@@ -342,7 +342,12 @@ impl Aggregator {
             .open
             .keys()
             .copied()
-            .filter(|start| start + self.window_length.millis() + self.lateness_ms() <= frontier)
+            .filter(|start| {
+                start
+                    .saturating_add(self.window_length.millis())
+                    .saturating_add(self.lateness_ms())
+                    <= frontier
+            })
             .collect();
         let mut changed = !self.pending.is_empty();
         for start in due {

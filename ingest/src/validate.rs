@@ -127,7 +127,7 @@ pub fn validate(
         }
     };
     let window = Window::containing(observed_ms, rules.window);
-    if window.end_ms + rules.allowed_lateness_ms <= now_ms {
+    if window.end_ms.saturating_add(rules.allowed_lateness_ms) <= now_ms {
         return Err(invalid(
             "observed_at",
             "observed_at is older than the window still open for submissions",

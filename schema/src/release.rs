@@ -13,9 +13,10 @@ use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray, UInt8Array,
 };
+use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use arrow::ipc::reader::StreamReader;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ pub enum ReleaseError {
     Metadata(&'static str),
     #[error("release payload holds {0} record batches, expected exactly one")]
     Batches(usize),
+    #[error("release payload is not a well-formed Arrow IPC stream (buffers out of bounds)")]
+    Malformed,
     #[error("invalid value in column `{column}`: {reason}")]
     Value {
         column: &'static str,
@@ -432,10 +435,29 @@ impl Release {
         Ok(buf)
     }
 
-    /// Decodes an Arrow IPC stream holding exactly one release batch.
+    /// Decodes an Arrow IPC stream holding exactly one release batch; never
+    /// panics on any input.
     pub fn from_ipc(bytes: &[u8]) -> Result<Release, ReleaseError> {
-        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        // Two defences against crafted bytes, both found by fuzzing
+        // (fuzz/corpus/release/regression-*): `StreamDecoder` takes the
+        // message from the slice as it is, where `StreamReader` allocates
+        // whatever body length a header claims up front (an abort, not an
+        // error, at exabytes); and arrow-ipc 59.3 asserts (panics) on buffer
+        // offsets past the body instead of returning an error, so the read
+        // is fenced. Bytes on the releases topic come from our own
+        // transactional producer, but a crafted record must not take down
+        // the dashboard or the aggregator's ledger recovery.
+        let read = std::panic::catch_unwind(|| {
+            let mut decoder = StreamDecoder::new();
+            let mut buffer = Buffer::from(bytes.to_vec());
+            let mut batches = Vec::new();
+            while let Some(batch) = decoder.decode(&mut buffer)? {
+                batches.push(batch);
+            }
+            decoder.finish()?;
+            Ok::<_, ArrowError>(batches)
+        });
+        let batches = read.map_err(|_| ReleaseError::Malformed)??;
         match batches.as_slice() {
             [batch] => Release::from_record_batch(batch),
             other => Err(ReleaseError::Batches(other.len())),
@@ -475,6 +497,44 @@ mod symptom_columns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record batch message claiming an exabyte body: `StreamReader`
+    /// would try to allocate it (and abort); ours reads what is there.
+    #[test]
+    fn a_huge_claimed_body_is_an_error_not_an_allocation() {
+        let mut bytes = sample().to_ipc().unwrap();
+        // Stream framing: 0xFFFFFFFF, i32 metadata length, metadata, body.
+        let mut at = 0;
+        let mut patched = false;
+        while at + 8 <= bytes.len() {
+            let len = i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            let meta = at + 8..at + 8 + len;
+            let message = arrow::ipc::root_as_message(&bytes[meta.clone()]).unwrap();
+            let body = message.bodyLength() as usize;
+            if message.header_type() == arrow::ipc::MessageHeader::RecordBatch {
+                let needle = (body as i64).to_le_bytes();
+                let pos = bytes[meta.clone()]
+                    .windows(8)
+                    .position(|w| w == needle)
+                    .expect("bodyLength in the message");
+                let huge: i64 = 0x0c00_0000_1c00_0000;
+                bytes[meta.start + pos..meta.start + pos + 8].copy_from_slice(&huge.to_le_bytes());
+                patched = true;
+                break;
+            }
+            at = meta.end + body;
+        }
+        assert!(patched);
+        assert!(Release::from_ipc(&bytes).is_err());
+    }
+
+    #[test]
+    fn malformed_ipc_is_an_error_not_a_panic() {
+        let crafted = include_bytes!("../../fuzz/regressions/release/buffer-out-of-bounds");
+        assert!(Release::from_ipc(crafted).is_err());
+        assert!(Release::from_ipc(&[]).is_err());
+        assert!(Release::from_ipc(b"ARROW1 not really").is_err());
+    }
 
     pub(crate) fn sample() -> Release {
         Release {

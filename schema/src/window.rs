@@ -62,15 +62,21 @@ impl Window {
         let start_ms = t_ms.div_euclid(len.millis()) * len.millis();
         Window {
             start_ms,
-            end_ms: start_ms + len.millis(),
+            // Only the last window before i64::MAX saturates; no clock or
+            // accepted `observed_at` comes near it.
+            end_ms: start_ms.saturating_add(len.millis()),
         }
     }
 
-    /// A window from its start, checking alignment.
+    /// A window from its start, checking alignment; `None` also when its end
+    /// would not fit in an i64 (a crafted record, found by fuzzing).
     pub fn from_start(start_ms: i64, len: WindowLength) -> Option<Window> {
-        (start_ms.rem_euclid(len.millis()) == 0).then_some(Window {
+        if start_ms.rem_euclid(len.millis()) != 0 {
+            return None;
+        }
+        Some(Window {
             start_ms,
-            end_ms: start_ms + len.millis(),
+            end_ms: start_ms.checked_add(len.millis())?,
         })
     }
 }
@@ -90,5 +96,15 @@ mod tests {
         // Instants before the epoch still land in the window that contains them.
         let w = Window::containing(-1, WindowLength::from_secs(10).unwrap());
         assert_eq!((w.start_ms, w.end_ms), (-10_000, 0));
+    }
+
+    #[test]
+    fn the_last_window_before_overflow_is_refused_not_wrapped() {
+        let len = WindowLength::from_secs(60).unwrap();
+        let last = i64::MAX - i64::MAX.rem_euclid(len.millis());
+        assert_eq!(Window::from_start(last, len), None);
+        let before = last - len.millis();
+        assert_eq!(Window::from_start(before, len).unwrap().end_ms, last);
+        assert_eq!(Window::containing(i64::MAX, len).end_ms, i64::MAX);
     }
 }
