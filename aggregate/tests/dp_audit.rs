@@ -146,29 +146,39 @@ struct Audit {
 /// The best threshold test "T ≥ t means D'": chosen on the first half of
 /// each sample, bounded on the second.
 fn audit(without: &[f64], with: &[f64], delta: f64) -> Audit {
+    let sorted = |xs: &[f64]| {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        v
+    };
     let (choose_0, eval_0) = without.split_at(without.len() / 2);
     let (choose_1, eval_1) = with.split_at(with.len() / 2);
-    let rate = |xs: &[f64], t: f64| xs.iter().filter(|&&x| x >= t).count();
+    let (choose_0, eval_0, choose_1, eval_1) = (
+        sorted(choose_0),
+        sorted(eval_0),
+        sorted(choose_1),
+        sorted(eval_1),
+    );
+    // Samples at or above t, in a sorted sample.
+    let at_least = |xs: &[f64], t: f64| xs.len() - xs.partition_point(|&x| x < t);
     let bound = |xs0: &[f64], xs1: &[f64], t: f64| {
-        let fp = rate(xs0, t);
-        let fn_ = xs1.len() - rate(xs1, t);
+        let fp = at_least(xs0, t);
+        let fn_ = xs1.len() - at_least(xs1, t);
         let fpr = clopper_pearson_upper(fp, xs0.len(), 0.025);
         let fnr = clopper_pearson_upper(fn_, xs1.len(), 0.025);
         ((1.0 - delta - fnr) / fpr, fpr, fnr)
     };
-    let mut candidates: Vec<f64> = choose_0.iter().chain(choose_1).copied().collect();
+    let mut candidates: Vec<f64> = choose_0.iter().chain(&choose_1).copied().collect();
     candidates.sort_by(f64::total_cmp);
     candidates.dedup();
     let threshold = candidates
         .iter()
         .copied()
-        .max_by(|&a, &b| {
-            bound(choose_0, choose_1, a)
-                .0
-                .total_cmp(&bound(choose_0, choose_1, b).0)
-        })
+        .map(|t| (bound(&choose_0, &choose_1, t).0, t))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, t)| t)
         .unwrap();
-    let (ratio, fpr_upper, fnr_upper) = bound(eval_0, eval_1, threshold);
+    let (ratio, fpr_upper, fnr_upper) = bound(&eval_0, &eval_1, threshold);
     Audit {
         epsilon_lower: ratio.max(f64::MIN_POSITIVE).ln().max(0.0),
         threshold,

@@ -1,4 +1,5 @@
-//! Kafka goes away mid-run (a private second broker, stopped for real):
+//! Kafka goes away for 20 s under steady requests (a private second
+//! broker, stopped for real):
 //! ingest answers 503 within its bound instead of hanging, never sends a
 //! 202 without the broker's acknowledgement, and after the broker returns
 //! every 202 is in the topic exactly once and no 503 is.
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const PRODUCE_TIMEOUT_MS: u64 = 3_000;
+const OUTAGE_SECS: u64 = 20;
 
 /// A distinct region per request, so each record in the topic can be traced
 /// back to the request that produced it.
@@ -70,13 +72,27 @@ async fn outage_gives_bounded_503s_and_loses_or_duplicates_nothing() -> anyhow::
         outcome.insert(cell, status);
     }
 
-    // During: the broker is stopped. Every request ends within the bound.
+    // During: the broker is stopped for 20 s under a steady 5 requests/s.
+    // Every request ends within the bound, and none is acknowledged.
     let broker = tokio::task::spawn_blocking(move || broker.stop().map(|_| broker)).await??;
-    let during = join_all((40..70).map(|i| {
+    let outage = Instant::now();
+    let mut pending = Vec::new();
+    let mut i = 40;
+    while outage.elapsed() < Duration::from_secs(OUTAGE_SECS) {
         let (client, url) = (client.clone(), url.clone());
-        async move { post(&client, &url, i).await }
-    }))
-    .await;
+        pending.push(tokio::spawn(async move { post(&client, &url, i).await }));
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let during: Vec<_> = join_all(pending)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    assert!(
+        during.len() >= 90,
+        "{} requests during the outage",
+        during.len()
+    );
     let ready = client.get(format!("{url}/readyz")).send().await?.status();
     assert_eq!(ready, 503, "not ready while the broker is down");
     for (cell, status, elapsed, retry) in during {
@@ -93,7 +109,7 @@ async fn outage_gives_bounded_503s_and_loses_or_duplicates_nothing() -> anyhow::
     // After: the broker is back; ingest recovers by itself. Requests while
     // it reconnects may get either answer; each is recorded.
     let broker = tokio::task::spawn_blocking(move || broker.start().map(|_| broker)).await??;
-    let mut n = 70;
+    let mut n = 1_000;
     loop {
         let (cell, status, _, _) = post(&client, &url, n).await;
         outcome.insert(cell, status);
@@ -101,10 +117,13 @@ async fn outage_gives_bounded_503s_and_loses_or_duplicates_nothing() -> anyhow::
         if status == 202 {
             break;
         }
-        anyhow::ensure!(n < 130, "ingest did not recover after the broker returned");
+        anyhow::ensure!(
+            n < 1_060,
+            "ingest did not recover after the broker returned"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for n in 200..240 {
+    for n in 2_000..2_040 {
         let (cell, status, _, _) = post(&client, &url, n).await;
         assert_eq!(status, 202);
         outcome.insert(cell, status);

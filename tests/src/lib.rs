@@ -4,6 +4,7 @@
 //! Each [`Pipeline`] gets its own topics and consumer group, so tests run in
 //! parallel on one broker without seeing each other's data.
 
+pub mod load;
 pub mod processes;
 
 use hushmap_aggregate::{AggregateConfig, Aggregator};

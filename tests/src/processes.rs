@@ -139,3 +139,224 @@ impl Drop for ServiceProcess {
         self.kill9();
     }
 }
+
+/// Settings of a [`ServiceSet`].
+#[derive(Debug, Clone)]
+pub struct ServiceSetOptions {
+    /// Names the run directory under `target/test-artifacts`.
+    pub name: String,
+    pub window_secs: u32,
+    /// `HUSHMAP_LOG` of every service.
+    pub log_filter: String,
+    /// The aggregator's public area, `[south, west, north, east]`.
+    pub public_bbox: [f64; 4],
+}
+
+/// Ingest, aggregate and dashboard as processes on fresh topics of the test
+/// broker, at a huge ε (released counts are the true counts), dev-mode
+/// windows, logs as JSON in `run_dir/logs`, the release store in
+/// `run_dir/dashboard-data`.
+pub struct ServiceSet {
+    pub ingest: ServiceProcess,
+    pub aggregate: ServiceProcess,
+    pub dashboard: ServiceProcess,
+    pub ingest_url: String,
+    pub dashboard_url: String,
+    pub aggregate_metrics_url: String,
+    pub submissions_topic: String,
+    pub releases_topic: String,
+    pub run_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl ServiceSet {
+    pub async fn start(options: ServiceSetOptions) -> anyhow::Result<ServiceSet> {
+        use crate::{brokers, create_topics, payload_keys, unique};
+        let submissions_topic = unique(&format!("test.{}.submissions", options.name));
+        let releases_topic = unique(&format!("test.{}.releases", options.name));
+        create_topics(&[(&submissions_topic, 6), (&releases_topic, 1)]).await?;
+        let run_dir = artifacts_dir().join(unique(&options.name));
+        let log_dir = run_dir.join("logs");
+        let data_dir = run_dir.join("dashboard-data");
+        let (ingest_port, metrics_port, dashboard_port, flight_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let window = options.window_secs.to_string();
+        let with_log = |vars: Vec<(&str, String)>| -> Vec<(String, String)> {
+            let mut env = vec![
+                ("HUSHMAP_LOG".to_string(), options.log_filter.clone()),
+                ("HUSHMAP_LOG_FORMAT".to_string(), "json".to_string()),
+                (
+                    "HUSHMAP_PAYLOAD_KEYS".to_string(),
+                    payload_keys().to_string(),
+                ),
+            ];
+            env.extend(vars.into_iter().map(|(k, v)| (k.to_string(), v)));
+            env
+        };
+        let [south, west, north, east] = options.public_bbox;
+        let ingest = ServiceProcess::spawn(
+            "ingest",
+            &service_binary("hushmap-ingest")?,
+            with_log(vec![
+                ("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{ingest_port}")),
+                ("HUSHMAP_INGEST_DEV_MODE", "true".into()),
+                ("HUSHMAP_INGEST_WINDOW_SECS", window.clone()),
+                ("HUSHMAP_INGEST_ALLOWED_LATENESS_SECS", "2".into()),
+                ("HUSHMAP_INGEST_KAFKA__BROKERS", brokers()),
+                ("HUSHMAP_INGEST_KAFKA__TOPIC", submissions_topic.clone()),
+                // The limiter sees every client address (from
+                // X-Forwarded-For) but never limits the one load generator.
+                ("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "1000000".into()),
+                ("HUSHMAP_INGEST_RATE_LIMIT__BURST", "100000".into()),
+                (
+                    "HUSHMAP_INGEST_RATE_LIMIT__TRUST_FORWARDED_FOR",
+                    "true".into(),
+                ),
+                (
+                    "HUSHMAP_CONTRIBUTOR_SECRET",
+                    "process-test-contributor-secret-0123456789".into(),
+                ),
+            ]),
+            &log_dir,
+        )?;
+        let aggregate = ServiceProcess::spawn(
+            "aggregate",
+            &service_binary("hushmap-aggregate")?,
+            with_log(vec![
+                (
+                    "HUSHMAP_AGGREGATE_METRICS_LISTEN",
+                    format!("127.0.0.1:{metrics_port}"),
+                ),
+                ("HUSHMAP_AGGREGATE_DEV_MODE", "true".into()),
+                ("HUSHMAP_AGGREGATE_WINDOW_SECS", window),
+                ("HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS", "2".into()),
+                ("HUSHMAP_AGGREGATE_TICK_MS", "200".into()),
+                ("HUSHMAP_AGGREGATE_KAFKA__BROKERS", brokers()),
+                (
+                    "HUSHMAP_AGGREGATE_KAFKA__INPUT_TOPIC",
+                    submissions_topic.clone(),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC",
+                    releases_topic.clone(),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_KAFKA__GROUP_ID",
+                    unique("process.aggregate"),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_KAFKA__TRANSACTIONAL_ID",
+                    unique("process.txn"),
+                ),
+                // A fenced-off instance's transaction is aborted within this.
+                (
+                    "HUSHMAP_AGGREGATE_KAFKA__TRANSACTION_TIMEOUT_MS",
+                    "10000".into(),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_PRIVACY__EPSILON_PER_WINDOW",
+                    "1000000".into(),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
+                    "1000000000000000.0".into(),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
+                    "1000000000000000.0".into(),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON",
+                    "0.0009".into(),
+                ),
+                (
+                    "HUSHMAP_AGGREGATE_PRIVACY__PUBLIC_BBOX",
+                    format!("[{south}, {west}, {north}, {east}]"),
+                ),
+            ]),
+            &log_dir,
+        )?;
+        let dashboard = ServiceProcess::spawn(
+            "dashboard",
+            &service_binary("hushmap-dashboard")?,
+            with_log(vec![
+                (
+                    "HUSHMAP_DASHBOARD_LISTEN",
+                    format!("127.0.0.1:{dashboard_port}"),
+                ),
+                (
+                    "HUSHMAP_DASHBOARD_FLIGHT_LISTEN",
+                    format!("127.0.0.1:{flight_port}"),
+                ),
+                ("HUSHMAP_DASHBOARD_KAFKA__BROKERS", brokers()),
+                (
+                    "HUSHMAP_DASHBOARD_KAFKA__RELEASES_TOPIC",
+                    releases_topic.clone(),
+                ),
+                ("HUSHMAP_DASHBOARD_DATA_DIR", data_dir.display().to_string()),
+            ]),
+            &log_dir,
+        )?;
+        let set = ServiceSet {
+            ingest,
+            aggregate,
+            dashboard,
+            ingest_url: format!("http://127.0.0.1:{ingest_port}"),
+            dashboard_url: format!("http://127.0.0.1:{dashboard_port}"),
+            aggregate_metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            submissions_topic,
+            releases_topic,
+            run_dir,
+            log_dir,
+            data_dir,
+        };
+        set.wait_healthy().await?;
+        Ok(set)
+    }
+
+    /// Waits until every service answers `/healthz`.
+    pub async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let metrics = self.aggregate_metrics_url.replace("/metrics", "/healthz");
+        for url in [
+            format!("{}/healthz", self.ingest_url),
+            metrics,
+            format!("{}/healthz", self.dashboard_url),
+        ] {
+            wait_until_answers(&url).await?;
+        }
+        Ok(())
+    }
+
+    pub fn all(&self) -> [&ServiceProcess; 3] {
+        [&self.ingest, &self.aggregate, &self.dashboard]
+    }
+
+    pub fn all_mut(&mut self) -> [&mut ServiceProcess; 3] {
+        [&mut self.ingest, &mut self.aggregate, &mut self.dashboard]
+    }
+}
+
+/// Waits (up to 60 s) for `GET url` to succeed.
+pub async fn wait_until_answers(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    crate::eventually(
+        &format!("{url} to answer"),
+        Duration::from_secs(60),
+        || async {
+            Ok(client
+                .get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ()))
+        },
+    )
+    .await
+}
+
+/// `target/test-artifacts`, where tests leave screenshots and reports.
+pub fn artifacts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts")
+}

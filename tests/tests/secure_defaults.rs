@@ -1,0 +1,187 @@
+//! Secure defaults, checked on the real binaries:
+//!
+//! * every service refuses to listen beyond loopback unless told so
+//!   deliberately (ingest: `allow_public_bind`; the aggregator's metrics:
+//!   `metrics_public`; the dashboard and its Flight port: access tokens);
+//! * secrets come from the environment or a file, and no `--help` output
+//!   shows them even when they are set;
+//! * a malformed or short secret is refused with an error that names the
+//!   setting, never its value.
+//!
+//! That running services keep secrets out of their logs is checked where
+//! they run at TRACE level: `ingest/tests/no_pii_in_logs.rs` and the soak.
+
+use hushmap_tests::processes::{free_port, service_binary};
+use hushmap_tests::{brokers, payload_keys};
+use std::process::{Command, Output};
+
+const CONTRIBUTOR_SECRET: &str = "secret-contributor-value-0123456789abcdef";
+const LEAKSCAN_TOKEN: &str = "secret-leakscan-token-0123456789";
+const DASHBOARD_TOKENS: &str = "[\"secret-dashboard-inline-token\"]";
+
+/// Runs a binary with every secret set in its environment.
+fn run(binary: &str, args: &[&str], extra: &[(&str, String)]) -> Output {
+    Command::new(service_binary(binary).expect("binary built"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET)
+        .env("HUSHMAP_PAYLOAD_KEYS", payload_keys())
+        .env("HUSHMAP_LEAKSCAN_TOKEN", LEAKSCAN_TOKEN)
+        .envs(extra.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A binary, the environment it is started with, and what its refusal says.
+type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+
+fn secrets() -> Vec<String> {
+    let key_hex = payload_keys().split_once(':').unwrap().1.to_string();
+    vec![
+        CONTRIBUTOR_SECRET.to_string(),
+        key_hex[..16].to_string(),
+        LEAKSCAN_TOKEN.to_string(),
+        "secret-dashboard-inline-token".to_string(),
+    ]
+}
+
+#[test]
+fn help_output_never_shows_secrets() {
+    let cases: [(&str, &[&str]); 7] = [
+        ("hushmap-ingest", &["--help"]),
+        ("hushmap-ingest", &["generate-payload-key", "--help"]),
+        ("hushmap-aggregate", &["--help"]),
+        ("hushmap-aggregate", &["batch", "--help"]),
+        ("hushmap-dashboard", &["--help"]),
+        ("hushmap-dashboard", &["hash-token", "--help"]),
+        ("hushmap-leakscan", &["--help"]),
+    ];
+    for (binary, args) in cases {
+        let out = run(
+            binary,
+            args,
+            &[("HUSHMAP_DASHBOARD_AUTH__TOKENS", DASHBOARD_TOKENS.into())],
+        );
+        assert!(out.status.success(), "{binary} {args:?}: {}", text(&out));
+        let help = text(&out);
+        assert!(help.len() > 200, "{binary} {args:?} printed no help");
+        for secret in secrets() {
+            assert!(!help.contains(&secret), "{binary} {args:?} shows a secret");
+        }
+    }
+}
+
+#[test]
+fn malformed_secrets_are_refused_without_echoing_them() {
+    let bad_key = format!("1:{}zz", "ab".repeat(31));
+    let short_secret = "too-short-secret-abc";
+    let cases: [Case; 4] = [
+        (
+            "hushmap-ingest",
+            vec![("HUSHMAP_PAYLOAD_KEYS", bad_key.clone())],
+            "payload key 1",
+        ),
+        (
+            "hushmap-aggregate",
+            vec![("HUSHMAP_PAYLOAD_KEYS", bad_key.clone())],
+            "payload key 1",
+        ),
+        (
+            "hushmap-ingest",
+            vec![("HUSHMAP_CONTRIBUTOR_SECRET", short_secret.to_string())],
+            "at least 32 bytes",
+        ),
+        (
+            "hushmap-ingest",
+            vec![("HUSHMAP_PAYLOAD_KEYS", String::new())],
+            "payload keyring is empty",
+        ),
+    ];
+    for (binary, env, expected) in cases {
+        let out = run(binary, &[], &env);
+        let said = text(&out);
+        assert!(!out.status.success(), "{binary} started with {env:?}");
+        assert!(said.contains(expected), "{binary}: {said}");
+        for (_, value) in &env {
+            if !value.is_empty() {
+                assert!(
+                    !said.contains(value.as_str()),
+                    "{binary} echoed a secret: {said}"
+                );
+            }
+        }
+        assert!(
+            !said.contains(&"ab".repeat(8)),
+            "{binary} echoed key material"
+        );
+    }
+}
+
+#[test]
+fn every_service_refuses_a_public_bind_unless_told() {
+    let kafka = brokers();
+    let cases: [Case; 4] = [
+        (
+            "hushmap-ingest",
+            vec![
+                ("HUSHMAP_INGEST_LISTEN", format!("0.0.0.0:{}", free_port())),
+                ("HUSHMAP_INGEST_KAFKA__BROKERS", kafka.clone()),
+            ],
+            "allow_public_bind",
+        ),
+        (
+            "hushmap-aggregate",
+            vec![
+                (
+                    "HUSHMAP_AGGREGATE_METRICS_LISTEN",
+                    format!("0.0.0.0:{}", free_port()),
+                ),
+                ("HUSHMAP_AGGREGATE_KAFKA__BROKERS", kafka.clone()),
+            ],
+            "metrics_public",
+        ),
+        (
+            "hushmap-dashboard",
+            vec![
+                (
+                    "HUSHMAP_DASHBOARD_LISTEN",
+                    format!("0.0.0.0:{}", free_port()),
+                ),
+                ("HUSHMAP_DASHBOARD_KAFKA__BROKERS", kafka.clone()),
+            ],
+            "token",
+        ),
+        (
+            "hushmap-dashboard",
+            vec![
+                (
+                    "HUSHMAP_DASHBOARD_FLIGHT_LISTEN",
+                    format!("0.0.0.0:{}", free_port()),
+                ),
+                ("HUSHMAP_DASHBOARD_KAFKA__BROKERS", kafka.clone()),
+            ],
+            "token",
+        ),
+    ];
+    for (binary, env, expected) in cases {
+        let out = run(binary, &[], &env);
+        let said = text(&out);
+        assert!(
+            !out.status.success(),
+            "{binary} bound publicly with {env:?}"
+        );
+        assert!(
+            said.to_lowercase().contains(expected),
+            "{binary} did not say why: {said}"
+        );
+    }
+}
