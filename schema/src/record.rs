@@ -147,12 +147,14 @@ impl CoarseRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::Symptom;
     use crate::region::RegionResolution;
 
-    fn sample() -> CoarseRecord {
+    /// A record with every field set, shared by the encoding tests here and
+    /// the sealing tests in [`crate::sealed`].
+    pub(crate) fn sample() -> CoarseRecord {
         let len = WindowLength::from_secs(900).unwrap();
         CoarseRecord {
             window: Window::containing(1_764_000_000_000, len),

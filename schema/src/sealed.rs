@@ -245,28 +245,7 @@ impl<'de> serde::Deserialize<'de> for PayloadKeyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AgeBand, RiskLevel, Symptom};
-    use crate::record::ContributorKey;
-    use crate::region::{RegionCell, RegionResolution};
-    use crate::window::{Window, WindowLength};
-
-    fn record() -> CoarseRecord {
-        let len = WindowLength::from_secs(900).unwrap();
-        CoarseRecord {
-            window: Window::containing(1_764_000_000_000, len),
-            window_length: len,
-            region: RegionCell::from_coordinate(
-                18.5204,
-                73.8567,
-                RegionResolution::new(5).unwrap(),
-            )
-            .unwrap(),
-            age_band: AgeBand::From60To74,
-            risk: RiskLevel::High,
-            symptoms: Symptom::ALL.into_iter().collect(),
-            contributor: ContributorKey([0xAB; 16]),
-        }
-    }
+    use crate::record::tests::sample as record;
 
     fn ring(s: &str) -> PayloadKeyring {
         s.parse().unwrap()

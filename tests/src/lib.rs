@@ -307,6 +307,22 @@ pub async fn dashboard_window_totals(
     Ok(totals)
 }
 
+/// Waits until the dashboard's released windows add up to at least
+/// `expected` (finest level, all ages) and returns their sum: at a huge ε,
+/// equal to `expected` when nothing was lost or counted twice.
+pub async fn released_total_reaching(dashboard_url: &str, expected: u64) -> anyhow::Result<i64> {
+    eventually(
+        "every accepted submission to be released",
+        Duration::from_secs(90),
+        || async {
+            let totals = dashboard_window_totals(dashboard_url, None).await?;
+            let sum: i64 = totals.iter().map(|(_, t)| t).sum();
+            Ok((sum >= expected as i64).then_some(sum))
+        },
+    )
+    .await
+}
+
 /// Waits until the dashboard's releases, at their finest level and all
 /// ages, hold `expected` submissions in total (exact at a huge ε); returns
 /// the start of the window holding the most. `token`: an analyst token,

@@ -94,16 +94,7 @@ async fn crashes_and_restarts_under_load_lose_and_repeat_nothing() -> anyhow::Re
     );
 
     // Every 202 released exactly once.
-    let released = eventually(
-        "every accepted submission to be released",
-        Duration::from_secs(90),
-        || async {
-            let totals = dashboard_window_totals(&services.dashboard_url, None).await?;
-            let sum: i64 = totals.iter().map(|(_, t)| t).sum();
-            Ok((sum >= load.accepted as i64).then_some(sum))
-        },
-    )
-    .await?;
+    let released = released_total_reaching(&services.dashboard_url, load.accepted).await?;
     assert_eq!(released, load.accepted as i64, "lost or double-counted");
 
     // No window published twice on the topic (a second, freshly noised

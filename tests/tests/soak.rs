@@ -74,16 +74,7 @@ async fn soak_holds_load_loses_nothing_and_leaks_nothing() -> anyhow::Result<()>
     );
 
     // Nothing lost, nothing added: released totals equal what was accepted.
-    let released = eventually(
-        "every accepted submission to be released",
-        Duration::from_secs(90),
-        || async {
-            let totals = dashboard_window_totals(&services.dashboard_url, None).await?;
-            let sum: i64 = totals.iter().map(|(_, t)| t).sum();
-            Ok((sum >= load.accepted as i64).then_some(sum))
-        },
-    )
-    .await?;
+    let released = released_total_reaching(&services.dashboard_url, load.accepted).await?;
     assert_eq!(released, load.accepted as i64);
     for p in services.all() {
         rss.entry(p.name.clone())
