@@ -59,6 +59,10 @@ trap cleanup EXIT
 
 export HUSHMAP_TEST_KAFKA="$KAFKA_BOOTSTRAP"
 echo "test: building and running the workspace tests (2 jobs; the first build takes a while)"
+# The process tests (soak, faults, secure defaults) start the service
+# binaries from target/debug; `cargo test` builds a binary only for a
+# package with integration tests of its own, so build them all first.
+cargo build --workspace --locked -j2 --bins
 cargo test --workspace --locked -j2 "$@"
 
 # The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default

@@ -1,13 +1,14 @@
 //! The services as real processes, for tests that kill, restart or measure
-//! them: the binaries `cargo test --workspace` builds next to the test
-//! executables, logs captured to files, RSS read from `/proc`.
+//! them: the binaries `cargo build --workspace --bins` puts next to the test
+//! executables (deploy/test.sh builds them first), logs captured to files,
+//! RSS read from `/proc`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The path of a workspace binary built by this `cargo test` run
-/// (`target/<profile>/<name>`).
+/// The path of a workspace binary (`target/<profile>/<name>`), built by
+/// `cargo build --workspace --bins` in the same profile as the tests.
 pub fn service_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -18,7 +19,7 @@ pub fn service_binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     anyhow::ensure!(
         path.exists(),
-        "{} is not built; run the tests with `cargo test --workspace` (deploy/test.sh does)",
+        "{} is not built; run `cargo build --workspace --bins` first (deploy/test.sh does)",
         path.display()
     );
     Ok(path)
