@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
 use std::time::Duration;
 
@@ -95,11 +95,13 @@ impl Scanner {
         let mut magic = [0u8; 6];
         let n = file.read(&mut magic).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
+        // One open: peek at the magic, then read from the start again.
+        file.rewind().map_err(io)?;
         if n >= 4 && &magic[..4] == b"PAR1" || n == 6 && &magic == b"ARROW1" {
-            let bytes = std::fs::read(path).map_err(io)?;
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut bytes).map_err(io)?;
             self.scan_columnar(&name, Bytes::from(bytes))?;
         } else {
-            let file = std::fs::File::open(path).map_err(io)?;
             self.scan_lines(&name, BufReader::new(file)).map_err(io)?;
         }
         self.account(name, size);

@@ -141,6 +141,10 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// The contributor secret a [`ServiceSet`]'s ingest runs with (tests check
+/// it never reaches a log).
+pub const CONTRIBUTOR_SECRET: &str = "process-test-contributor-secret-0123456789";
+
 /// Settings of a [`ServiceSet`].
 #[derive(Debug, Clone)]
 pub struct ServiceSetOptions {
@@ -214,10 +218,7 @@ impl ServiceSet {
                     "HUSHMAP_INGEST_RATE_LIMIT__TRUST_FORWARDED_FOR",
                     "true".into(),
                 ),
-                (
-                    "HUSHMAP_CONTRIBUTOR_SECRET",
-                    "process-test-contributor-secret-0123456789".into(),
-                ),
+                ("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET.into()),
             ]),
             &log_dir,
         )?;

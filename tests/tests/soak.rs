@@ -14,7 +14,9 @@
 //! figures go to `target/test-artifacts/soak.json`.
 
 use hushmap_tests::load::{LOAD_AREA, steady_load};
-use hushmap_tests::processes::{ServiceSet, ServiceSetOptions, artifacts_dir, service_binary};
+use hushmap_tests::processes::{
+    CONTRIBUTOR_SECRET, ServiceSet, ServiceSetOptions, artifacts_dir, service_binary,
+};
 use hushmap_tests::*;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -163,7 +165,7 @@ async fn soak_holds_load_loses_nothing_and_leaks_nothing() -> anyhow::Result<()>
     let key_hex = payload_keys().split_once(':').expect("ID:HEX").1;
     for p in services.all() {
         let log = std::fs::read_to_string(&p.log)?;
-        for secret in [key_hex, &key_hex[..16], "process-test-contributor-secret"] {
+        for secret in [key_hex, &key_hex[..16], CONTRIBUTOR_SECRET] {
             assert!(!log.contains(secret), "{} logged a secret", p.name);
         }
     }
