@@ -1,5 +1,6 @@
 //! Aggregate configuration: serde defaults < TOML file < `HUSHMAP_AGGREGATE_*`
-//! environment variables (nested keys with `__`).
+//! environment variables (nested keys with `__`). Secrets (payload keys,
+//! the Kafka password) come from their own variables or the file, never a flag.
 
 use crate::ledger::{Budget, BudgetLimit, PrivacyCost};
 use crate::noise::{
@@ -14,6 +15,7 @@ use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{
     PayloadKeyring, RegionCell, RegionError, StatisticCost, WindowLength, topics,
 };
+use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -46,6 +48,8 @@ pub enum ConfigError {
          the keys ingest seals records with (`hushmap-ingest generate-payload-key`)"
     )]
     MissingPayloadKeys,
+    #[error(transparent)]
+    KafkaSecurity(#[from] KafkaSecurityError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +65,8 @@ pub struct KafkaSettings {
     pub transactional_id: String,
     /// Longest wait for a transaction step (init, commit) before retrying.
     pub transaction_timeout_ms: u64,
+    /// TLS and SASL towards the brokers.
+    pub security: KafkaSecurity,
 }
 
 impl Default for KafkaSettings {
@@ -72,6 +78,7 @@ impl Default for KafkaSettings {
             group_id: "hushmap-aggregate".into(),
             transactional_id: "hushmap-aggregate-releases".into(),
             transaction_timeout_ms: 30_000,
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -229,6 +236,11 @@ impl AggregateConfig {
                     .only(&["HUSHMAP_PAYLOAD_KEYS"])
                     .map(|_| "payload_keys".into()),
             )
+            .merge(
+                Env::raw()
+                    .only(&[kafka::SASL_PASSWORD_ENV])
+                    .map(|_| kafka::SASL_PASSWORD_KEY.into()),
+            )
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -255,6 +267,7 @@ impl AggregateConfig {
             });
         }
         RegionResolution::new(self.region_resolution)?;
+        self.kafka.security.validate(&self.kafka.brokers)?;
         if !self.metrics_listen.ip().is_loopback() && !self.metrics_public {
             return Err(ConfigError::PublicMetrics(self.metrics_listen));
         }

@@ -47,7 +47,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -140,8 +140,10 @@ impl Aggregator {
             .payload_keys
             .clone()
             .ok_or(crate::config::ConfigError::MissingPayloadKeys)?;
-        let consumer: StreamConsumer<QuietEofContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
+        let consumer: StreamConsumer<QuietEofContext> = config
+            .kafka
+            .security
+            .client_config(&config.kafka.brokers)?
             .set("group.id", &config.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -151,8 +153,10 @@ impl Aggregator {
             .set("enable.partition.eof", "true")
             .create_with_context(QuietEofContext)?;
         let partitions = assign_every_partition(&consumer, &config.kafka.input_topic)?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
+        let producer: FutureProducer = config
+            .kafka
+            .security
+            .client_config(&config.kafka.brokers)?
             .set("transactional.id", &config.kafka.transactional_id)
             .set(
                 "transaction.timeout.ms",
@@ -564,8 +568,10 @@ fn assign_every_partition(
 
 /// Every committed release on the releases topic, as ledger entries.
 fn released_windows(config: &AggregateConfig) -> Result<Vec<LedgerEntry>, AggregatorError> {
-    let reader: BaseConsumer<QuietEofContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+    let reader: BaseConsumer<QuietEofContext> = config
+        .kafka
+        .security
+        .client_config(&config.kafka.brokers)?
         .set(
             "group.id",
             format!("{}-ledger-recovery", config.kafka.group_id),

@@ -2,12 +2,14 @@
 //! `HUSHMAP_DASHBOARD_*` environment variables (nested keys with `__`).
 //!
 //! Secure by default: both listeners bind loopback, and a bind beyond
-//! loopback refuses to start unless access tokens are configured.
+//! loopback refuses to start unless access tokens are configured. The
+//! Kafka password comes from `HUSHMAP_KAFKA_SASL_PASSWORD` or a file only.
 
 use crate::auth::{AccessTokens, AuthError, TokenEntry};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::topics;
+use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ pub enum ConfigError {
     PublicBind(SocketAddr),
     #[error("access tokens: {0}")]
     Tokens(#[from] AuthError),
+    #[error(transparent)]
+    KafkaSecurity(#[from] KafkaSecurityError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +33,8 @@ pub enum ConfigError {
 pub struct KafkaSettings {
     pub brokers: String,
     pub releases_topic: String,
+    /// TLS and SASL towards the brokers.
+    pub security: KafkaSecurity,
 }
 
 impl Default for KafkaSettings {
@@ -36,6 +42,7 @@ impl Default for KafkaSettings {
         KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
             releases_topic: topics::RELEASES.into(),
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -87,6 +94,11 @@ impl DashboardConfig {
         }
         let config: DashboardConfig = fig
             .merge(Env::prefixed("HUSHMAP_DASHBOARD_").split("__"))
+            .merge(
+                Env::raw()
+                    .only(&[kafka::SASL_PASSWORD_ENV])
+                    .map(|_| kafka::SASL_PASSWORD_KEY.into()),
+            )
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -103,6 +115,7 @@ impl DashboardConfig {
 
     /// Refuses a bind beyond loopback when no tokens are configured.
     pub fn validate(&self) -> Result<AccessTokens, ConfigError> {
+        self.kafka.security.validate(&self.kafka.brokers)?;
         let tokens = self.access_tokens()?;
         if tokens.is_empty() {
             for addr in [self.listen, self.flight_listen] {

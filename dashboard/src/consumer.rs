@@ -4,7 +4,6 @@
 use crate::config::KafkaSettings;
 use crate::store::ReleaseStore;
 use hushmap_schema::Release;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -15,8 +14,9 @@ pub fn spawn_release_consumer(
     settings: &KafkaSettings,
     store: Arc<RwLock<ReleaseStore>>,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    let consumer: StreamConsumer = settings
+        .security
+        .client_config(&settings.brokers)?
         // Each dashboard reads the whole topic itself; no shared group state.
         .set("group.id", format!("hushmap-dashboard-{:016x}", rand_id()))
         .set("enable.auto.commit", "false")

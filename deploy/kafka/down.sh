@@ -20,6 +20,6 @@ else
 fi
 rm -f "$KAFKA_PID_FILE"
 if [ "${1:-}" = "--wipe" ]; then
-  rm -rf "$KAFKA_DATA" "$KAFKA_LOGS"
+  rm -rf "$KAFKA_DATA" "$KAFKA_LOGS" "$KAFKA_SECRETS"
   echo "kafka: data wiped"
 fi

@@ -11,11 +11,32 @@ KAFKA_LOGS="$KAFKA_DIR/logs$KAFKA_SUFFIX"
 KAFKA_RUN="$KAFKA_DIR/run$KAFKA_SUFFIX"
 KAFKA_PID_FILE="$KAFKA_RUN/kafka.pid"
 KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+# TLS material, SCRAM passwords and the admin client's settings of a
+# SASL_SSL broker (HUSHMAP_KAFKA_SECURITY=sasl_ssl); wiped with the data.
+KAFKA_SECRETS="$KAFKA_DIR/secrets$KAFKA_SUFFIX"
+# A broker keeps the protocol it was formatted with.
+if [ -f "$KAFKA_SECRETS/protocol" ]; then
+  KAFKA_PROTOCOL="$(cat "$KAFKA_SECRETS/protocol")"
+else
+  KAFKA_PROTOCOL="${HUSHMAP_KAFKA_SECURITY:-plaintext}"
+fi
 
 kafka_java() {
   # The Kafka tools (storage formatter, topic admin) share the broker's classpath.
   java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
     -Dkafka.logs.dir="$KAFKA_LOGS" -cp "$KAFKA_LIB/*" "$@"
+}
+
+# Runs a Kafka admin tool (TopicCommand, ConfigCommand, AclCommand) against
+# this broker, as its admin user when it speaks SASL_SSL.
+kafka_admin() {
+  local tool="$1"; shift
+  if [ "$KAFKA_PROTOCOL" = sasl_ssl ]; then
+    kafka_java "$tool" --bootstrap-server "$KAFKA_BOOTSTRAP" \
+      --command-config "$KAFKA_SECRETS/admin.properties" "$@"
+  else
+    kafka_java "$tool" --bootstrap-server "$KAFKA_BOOTSTRAP" "$@"
+  fi
 }
 
 kafka_running() {

@@ -2,12 +2,14 @@
 //! overridden by `HUSHMAP_INGEST_*` environment variables (nested keys with
 //! `__`, e.g. `HUSHMAP_INGEST_KAFKA__BROKERS`). The secrets (contributor
 //! secret, payload keys) come only from `HUSHMAP_CONTRIBUTOR_SECRET` /
-//! `HUSHMAP_PAYLOAD_KEYS` or the file, never from a flag.
+//! `HUSHMAP_PAYLOAD_KEYS` or the file, never from a flag; so does the Kafka
+//! password (`HUSHMAP_KAFKA_SASL_PASSWORD`, see [`KafkaSecurity`]).
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{PayloadKeyring, RegionError, WindowLength, topics};
+use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -38,6 +40,8 @@ pub enum ConfigError {
     MissingPayloadKeys,
     #[error("contributor secret must be at least 32 bytes")]
     ShortSecret,
+    #[error(transparent)]
+    KafkaSecurity(#[from] KafkaSecurityError),
     #[error("max_in_flight must be positive")]
     NoInFlight,
     #[error(
@@ -82,6 +86,8 @@ pub struct KafkaSettings {
     /// millisecond here is a millisecond of each client's wait for its 202;
     /// under load batches fill anyway while earlier requests are in flight.
     pub linger_ms: u32,
+    /// TLS and SASL towards the brokers.
+    pub security: KafkaSecurity,
 }
 
 impl Default for KafkaSettings {
@@ -91,6 +97,7 @@ impl Default for KafkaSettings {
             topic: topics::SUBMISSIONS.into(),
             produce_timeout_ms: 5_000,
             linger_ms: 0,
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -190,6 +197,11 @@ impl IngestConfig {
                 Env::raw()
                     .only(&["HUSHMAP_PAYLOAD_KEYS"])
                     .map(|_| "payload_keys".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&[kafka::SASL_PASSWORD_ENV])
+                    .map(|_| kafka::SASL_PASSWORD_KEY.into()),
             );
         let config: IngestConfig = fig.extract().map_err(Box::new)?;
         config.validate()?;
@@ -209,6 +221,7 @@ impl IngestConfig {
         if !self.listen.ip().is_loopback() && !self.allow_public_bind {
             return Err(ConfigError::PublicBind(self.listen));
         }
+        self.kafka.security.validate(&self.kafka.brokers)?;
         if self.max_in_flight == 0 {
             return Err(ConfigError::NoInFlight);
         }

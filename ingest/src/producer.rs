@@ -5,7 +5,6 @@
 
 use crate::config::KafkaSettings;
 use hushmap_schema::{CoarseRecord, PayloadKeyring};
-use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -31,8 +30,9 @@ impl SubmissionProducer {
         settings: &KafkaSettings,
         keyring: PayloadKeyring,
     ) -> Result<SubmissionProducer, KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
+        let producer: FutureProducer = settings
+            .security
+            .client_config(&settings.brokers)?
             // Idempotence: retries never duplicate or reorder a record.
             .set("enable.idempotence", "true")
             .set("acks", "all")

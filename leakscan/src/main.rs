@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use hushmap_leakscan::{Needles, Scanner};
+use hushmap_service::kafka::{KafkaPassword, KafkaSecurity, SASL_PASSWORD_ENV, SecurityProtocol};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,13 +14,24 @@ use std::process::ExitCode;
 /// uncommitted records included), files and directories (logs, the release
 /// store; Parquet and Arrow are decoded) and HTTP endpoints (metrics,
 /// exports). Findings name the kind and place, never the value. A bearer
-/// token for endpoints is read from HUSHMAP_LEAKSCAN_TOKEN, never a flag.
+/// token for endpoints is read from HUSHMAP_LEAKSCAN_TOKEN, never a flag;
+/// so is the Kafka password (HUSHMAP_KAFKA_SASL_PASSWORD, or a file).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// Kafka bootstrap servers for --topic.
     #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// Log in to Kafka as this SCRAM-SHA-512 user over TLS (SASL_SSL); the
+    /// password comes from HUSHMAP_KAFKA_SASL_PASSWORD or --kafka-password-file.
+    #[arg(long)]
+    kafka_user: Option<String>,
+    /// A file holding the Kafka password.
+    #[arg(long, requires = "kafka_user")]
+    kafka_password_file: Option<PathBuf>,
+    /// PEM CA bundle for the brokers' certificates (default: system store).
+    #[arg(long, requires = "kafka_user")]
+    kafka_ca: Option<PathBuf>,
     /// A topic to read from offset 0 (repeatable).
     #[arg(long)]
     topic: Vec<String>,
@@ -47,11 +59,14 @@ async fn scan(args: &Args) -> anyhow::Result<Scanner> {
         None => Needles::default(),
     };
     let mut scanner = Scanner::new(needles);
+    let security = kafka_security(args);
     for topic in &args.topic {
         eprintln!("leakscan: topic {topic}");
-        let (brokers, topic) = (args.brokers.clone(), topic.clone());
+        let (brokers, topic, security) = (args.brokers.clone(), topic.clone(), security.clone());
         scanner = tokio::task::spawn_blocking(move || {
-            scanner.scan_topic(&brokers, &topic).map(|()| scanner)
+            scanner
+                .scan_topic(&brokers, &security, &topic)
+                .map(|()| scanner)
         })
         .await??;
     }
@@ -65,6 +80,23 @@ async fn scan(args: &Args) -> anyhow::Result<Scanner> {
         scanner.scan_url(url, token.as_deref()).await?;
     }
     Ok(scanner)
+}
+
+/// The services' `kafka.security`, from the flags and the environment.
+fn kafka_security(args: &Args) -> KafkaSecurity {
+    let Some(user) = &args.kafka_user else {
+        return KafkaSecurity::default();
+    };
+    KafkaSecurity {
+        protocol: SecurityProtocol::SaslSsl,
+        sasl_username: Some(user.clone()),
+        sasl_password: std::env::var(SASL_PASSWORD_ENV)
+            .ok()
+            .map(|p| KafkaPassword::from(p.as_str())),
+        sasl_password_file: args.kafka_password_file.clone(),
+        ca_location: args.kafka_ca.clone(),
+        ..KafkaSecurity::default()
+    }
 }
 
 #[tokio::main]

@@ -8,10 +8,11 @@ use crate::detect::{Finding, Needles, scan_patterns};
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
+use hushmap_service::kafka::KafkaSecurity;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
@@ -180,13 +181,21 @@ impl Scanner {
 
     /// Every record of `topic` from offset 0 to its end, uncommitted ones
     /// included; keys, payloads and header values.
-    pub fn scan_topic(&mut self, brokers: &str, topic: &str) -> Result<(), ScanError> {
+    /// `security` as the services' `kafka.security` (SASL_SSL for a
+    /// secured cluster).
+    pub fn scan_topic(
+        &mut self,
+        brokers: &str,
+        security: &KafkaSecurity,
+        topic: &str,
+    ) -> Result<(), ScanError> {
         let kafka = |e: rdkafka::error::KafkaError| ScanError::Kafka {
             topic: topic.to_string(),
             reason: e.to_string(),
         };
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: BaseConsumer = security
+            .client_config(brokers)
+            .map_err(kafka)?
             .set("group.id", "hushmap-leakscan")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_uncommitted")

@@ -1,5 +1,8 @@
 //! Process plumbing shared by `hushmap-ingest`, `hushmap-aggregate` and
-//! `hushmap-dashboard`: how they log and how they are asked to stop.
+//! `hushmap-dashboard`: how they log, how they are asked to stop and how
+//! their Kafka clients connect ([`kafka`]).
+
+pub mod kafka;
 
 use std::io::IsTerminal;
 

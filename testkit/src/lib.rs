@@ -3,9 +3,11 @@
 //! Every test makes its own topics ([`unique`], [`create_topics`]) so tests
 //! run in parallel on one broker without seeing each other's data.
 //! [`SpareBroker`] starts a second broker on other ports for tests that stop
-//! and start Kafka, so they never disturb the shared one.
+//! and start Kafka, so they never disturb the shared one, or that need a
+//! broker speaking SASL_SSL ([`SaslAccess`]).
 
 use hushmap_schema::PayloadKeyring;
+use hushmap_service::kafka::{KafkaSecurity, SecurityProtocol};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -47,9 +49,16 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates topics on `brokers`, failing loudly if the broker is not there.
 pub async fn create_topics_on(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    create_topics_with(&plain_config(brokers), topics).await
+}
+
+/// Creates topics through a client made from `config` (e.g. an admin's
+/// [`SaslAccess::client_config`]).
+pub async fn create_topics_with(
+    config: &ClientConfig,
+    topics: &[(&str, i32)],
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
@@ -72,22 +81,36 @@ pub async fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
 /// including records of open or aborted transactions: what a thief with the
 /// broker's disk would see.
 pub fn topic_records_on(brokers: &str, topic: &str) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    read_topic(brokers, topic, "read_uncommitted")
+    read_topic(&plain_config(brokers), topic, "read_uncommitted")
+}
+
+/// [`topic_records_on`] through a client made from `config`.
+pub fn topic_records_with(
+    config: &ClientConfig,
+    topic: &str,
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    read_topic(config, topic, "read_uncommitted")
 }
 
 /// Every committed record (key, payload) on a topic: what downstream
 /// `read_committed` consumers see.
 pub fn committed_records_on(brokers: &str, topic: &str) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    read_topic(brokers, topic, "read_committed")
+    read_topic(&plain_config(brokers), topic, "read_committed")
+}
+
+fn plain_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
 }
 
 fn read_topic(
-    brokers: &str,
+    config: &ClientConfig,
     topic: &str,
     isolation: &str,
 ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = config
+        .clone()
         .set("group.id", unique("raw-reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
@@ -158,6 +181,7 @@ where
 pub struct SpareBroker {
     port: u16,
     controller_port: u16,
+    protocol: &'static str,
 }
 
 impl SpareBroker {
@@ -176,6 +200,7 @@ impl SpareBroker {
                 "HUSHMAP_KAFKA_CONTROLLER_PORT",
                 self.controller_port.to_string(),
             )
+            .env("HUSHMAP_KAFKA_SECURITY", self.protocol)
             .output()?;
         anyhow::ensure!(
             out.status.success(),
@@ -188,13 +213,37 @@ impl SpareBroker {
 
     /// Starts a fresh broker (wiping any old state of this port pair).
     pub fn start_fresh(port: u16, controller_port: u16) -> anyhow::Result<SpareBroker> {
+        Self::start_fresh_as(port, controller_port, "plaintext")
+    }
+
+    /// Starts a fresh broker that speaks only SASL_SSL, with the CA, SCRAM
+    /// users and ACLs `deploy/kafka/up.sh` makes ([`SpareBroker::sasl`]).
+    pub fn start_fresh_sasl_ssl(port: u16, controller_port: u16) -> anyhow::Result<SpareBroker> {
+        Self::start_fresh_as(port, controller_port, "sasl_ssl")
+    }
+
+    fn start_fresh_as(
+        port: u16,
+        controller_port: u16,
+        protocol: &'static str,
+    ) -> anyhow::Result<SpareBroker> {
         let broker = SpareBroker {
             port,
             controller_port,
+            protocol,
         };
+        // Wiping goes by port, whatever protocol the old broker spoke.
         broker.run("down.sh", &["--wipe"])?;
         broker.start()?;
         Ok(broker)
+    }
+
+    /// How to reach a SASL_SSL broker; `None` for a plaintext one.
+    pub fn sasl(&self) -> Option<SaslAccess> {
+        (self.protocol == "sasl_ssl").then(|| SaslAccess {
+            bootstrap: self.bootstrap(),
+            secrets: Self::script(&format!("secrets-{}", self.port)),
+        })
     }
 
     pub fn bootstrap(&self) -> String {
@@ -215,5 +264,41 @@ impl SpareBroker {
 impl Drop for SpareBroker {
     fn drop(&mut self) {
         let _ = self.run("down.sh", &["--wipe"]);
+    }
+}
+
+/// What a client needs to reach a SASL_SSL [`SpareBroker`]: its address,
+/// the CA that signed its certificate and the SCRAM users' password files
+/// (`admin` and one per service, as `deploy/kafka/up.sh` made them).
+#[derive(Debug, Clone)]
+pub struct SaslAccess {
+    pub bootstrap: String,
+    /// `deploy/kafka/secrets-PORT`.
+    pub secrets: PathBuf,
+}
+
+impl SaslAccess {
+    pub fn ca(&self) -> PathBuf {
+        self.secrets.join("tls/ca.pem")
+    }
+
+    pub fn password_file(&self, user: &str) -> PathBuf {
+        self.secrets.join(format!("users/{user}.password"))
+    }
+
+    /// The `kafka.security` section a service logging in as `user` gets.
+    pub fn security(&self, user: &str) -> KafkaSecurity {
+        KafkaSecurity {
+            protocol: SecurityProtocol::SaslSsl,
+            sasl_username: Some(user.to_string()),
+            sasl_password_file: Some(self.password_file(user)),
+            ca_location: Some(self.ca()),
+            ..KafkaSecurity::default()
+        }
+    }
+
+    /// A client configuration logging in as `user`.
+    pub fn client_config(&self, user: &str) -> anyhow::Result<ClientConfig> {
+        Ok(self.security(user).client_config(&self.bootstrap)?)
     }
 }

@@ -3,6 +3,9 @@
 //! executables (deploy/test.sh builds them first), logs captured to files,
 //! RSS read from `/proc`.
 
+use hushmap_schema::topics;
+use hushmap_service::kafka::SASL_PASSWORD_ENV;
+use hushmap_testkit::SaslAccess;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,6 +158,11 @@ pub struct ServiceSetOptions {
     pub log_filter: String,
     /// The aggregator's public area, `[south, west, north, east]`.
     pub public_bbox: [f64; 4],
+    /// Run against this SASL_SSL broker instead of the test broker: each
+    /// service logs in as its own user (ingest with its password in
+    /// `HUSHMAP_KAFKA_SASL_PASSWORD`, the others from the password file),
+    /// on the standard topics that broker's ACLs are written for.
+    pub sasl: Option<SaslAccess>,
 }
 
 /// Ingest, aggregate and dashboard as processes on fresh topics of the test
@@ -177,127 +185,175 @@ pub struct ServiceSet {
 
 impl ServiceSet {
     pub async fn start(options: ServiceSetOptions) -> anyhow::Result<ServiceSet> {
-        use crate::{brokers, create_topics, payload_keys, unique};
-        let submissions_topic = unique(&format!("test.{}.submissions", options.name));
-        let releases_topic = unique(&format!("test.{}.releases", options.name));
-        create_topics(&[(&submissions_topic, 6), (&releases_topic, 1)]).await?;
+        use crate::{create_topics, payload_keys, unique};
+        let (brokers, submissions_topic, releases_topic) = match &options.sasl {
+            // deploy/kafka/up.sh made the topics and the ACLs naming them.
+            Some(sasl) => (
+                sasl.bootstrap.clone(),
+                topics::SUBMISSIONS.to_string(),
+                topics::RELEASES.to_string(),
+            ),
+            None => {
+                let submissions = unique(&format!("test.{}.submissions", options.name));
+                let releases = unique(&format!("test.{}.releases", options.name));
+                create_topics(&[(&submissions, 6), (&releases, 1)]).await?;
+                (crate::brokers(), submissions, releases)
+            }
+        };
+        let security_env = |service: &str| -> anyhow::Result<Vec<(String, String)>> {
+            let Some(sasl) = &options.sasl else {
+                return Ok(Vec::new());
+            };
+            let user = format!("hushmap-{service}");
+            let prefix = format!("HUSHMAP_{}_KAFKA__SECURITY__", service.to_uppercase());
+            let mut env = vec![
+                (format!("{prefix}PROTOCOL"), "sasl_ssl".to_string()),
+                (format!("{prefix}SASL_USERNAME"), user.clone()),
+                (
+                    format!("{prefix}CA_LOCATION"),
+                    sasl.ca().display().to_string(),
+                ),
+            ];
+            // Both ways a password can arrive are exercised.
+            if service == "ingest" {
+                let password = std::fs::read_to_string(sasl.password_file(&user))?;
+                env.push((SASL_PASSWORD_ENV.to_string(), password.trim().to_string()));
+            } else {
+                env.push((
+                    format!("{prefix}SASL_PASSWORD_FILE"),
+                    sasl.password_file(&user).display().to_string(),
+                ));
+            }
+            Ok(env)
+        };
         let run_dir = artifacts_dir().join(unique(&options.name));
         let log_dir = run_dir.join("logs");
         let data_dir = run_dir.join("dashboard-data");
         let (ingest_port, metrics_port, dashboard_port, flight_port) =
             (free_port(), free_port(), free_port(), free_port());
         let window = options.window_secs.to_string();
-        let with_log = |vars: Vec<(&str, String)>| -> Vec<(String, String)> {
-            let mut env = vec![
-                ("HUSHMAP_LOG".to_string(), options.log_filter.clone()),
-                ("HUSHMAP_LOG_FORMAT".to_string(), "json".to_string()),
-                (
-                    "HUSHMAP_PAYLOAD_KEYS".to_string(),
-                    payload_keys().to_string(),
-                ),
-            ];
-            env.extend(vars.into_iter().map(|(k, v)| (k.to_string(), v)));
-            env
-        };
+        let with_log =
+            |service: &str, vars: Vec<(&str, String)>| -> anyhow::Result<Vec<(String, String)>> {
+                let mut env = vec![
+                    ("HUSHMAP_LOG".to_string(), options.log_filter.clone()),
+                    ("HUSHMAP_LOG_FORMAT".to_string(), "json".to_string()),
+                    (
+                        "HUSHMAP_PAYLOAD_KEYS".to_string(),
+                        payload_keys().to_string(),
+                    ),
+                ];
+                env.extend(vars.into_iter().map(|(k, v)| (k.to_string(), v)));
+                env.extend(security_env(service)?);
+                Ok(env)
+            };
         let [south, west, north, east] = options.public_bbox;
         let ingest = ServiceProcess::spawn(
             "ingest",
             &service_binary("hushmap-ingest")?,
-            with_log(vec![
-                ("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{ingest_port}")),
-                ("HUSHMAP_INGEST_DEV_MODE", "true".into()),
-                ("HUSHMAP_INGEST_WINDOW_SECS", window.clone()),
-                ("HUSHMAP_INGEST_ALLOWED_LATENESS_SECS", "2".into()),
-                ("HUSHMAP_INGEST_KAFKA__BROKERS", brokers()),
-                ("HUSHMAP_INGEST_KAFKA__TOPIC", submissions_topic.clone()),
-                // The limiter sees every client address (from
-                // X-Forwarded-For) but never limits the one load generator.
-                ("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "1000000".into()),
-                ("HUSHMAP_INGEST_RATE_LIMIT__BURST", "100000".into()),
-                (
-                    "HUSHMAP_INGEST_RATE_LIMIT__TRUST_FORWARDED_FOR",
-                    "true".into(),
-                ),
-                ("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET.into()),
-            ]),
+            with_log(
+                "ingest",
+                vec![
+                    ("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{ingest_port}")),
+                    ("HUSHMAP_INGEST_DEV_MODE", "true".into()),
+                    ("HUSHMAP_INGEST_WINDOW_SECS", window.clone()),
+                    ("HUSHMAP_INGEST_ALLOWED_LATENESS_SECS", "2".into()),
+                    ("HUSHMAP_INGEST_KAFKA__BROKERS", brokers.clone()),
+                    ("HUSHMAP_INGEST_KAFKA__TOPIC", submissions_topic.clone()),
+                    // The limiter sees every client address (from
+                    // X-Forwarded-For) but never limits the one load generator.
+                    ("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "1000000".into()),
+                    ("HUSHMAP_INGEST_RATE_LIMIT__BURST", "100000".into()),
+                    (
+                        "HUSHMAP_INGEST_RATE_LIMIT__TRUST_FORWARDED_FOR",
+                        "true".into(),
+                    ),
+                    ("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET.into()),
+                ],
+            )?,
             &log_dir,
         )?;
         let aggregate = ServiceProcess::spawn(
             "aggregate",
             &service_binary("hushmap-aggregate")?,
-            with_log(vec![
-                (
-                    "HUSHMAP_AGGREGATE_METRICS_LISTEN",
-                    format!("127.0.0.1:{metrics_port}"),
-                ),
-                ("HUSHMAP_AGGREGATE_DEV_MODE", "true".into()),
-                ("HUSHMAP_AGGREGATE_WINDOW_SECS", window),
-                ("HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS", "2".into()),
-                ("HUSHMAP_AGGREGATE_TICK_MS", "200".into()),
-                ("HUSHMAP_AGGREGATE_KAFKA__BROKERS", brokers()),
-                (
-                    "HUSHMAP_AGGREGATE_KAFKA__INPUT_TOPIC",
-                    submissions_topic.clone(),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC",
-                    releases_topic.clone(),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_KAFKA__GROUP_ID",
-                    unique("process.aggregate"),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_KAFKA__TRANSACTIONAL_ID",
-                    unique("process.txn"),
-                ),
-                // A fenced-off instance's transaction is aborted within this.
-                (
-                    "HUSHMAP_AGGREGATE_KAFKA__TRANSACTION_TIMEOUT_MS",
-                    "10000".into(),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_PRIVACY__EPSILON_PER_WINDOW",
-                    "1000000".into(),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
-                    "1000000000000000.0".into(),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
-                    "1000000000000000.0".into(),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON",
-                    "0.0009".into(),
-                ),
-                (
-                    "HUSHMAP_AGGREGATE_PRIVACY__PUBLIC_BBOX",
-                    format!("[{south}, {west}, {north}, {east}]"),
-                ),
-            ]),
+            with_log(
+                "aggregate",
+                vec![
+                    (
+                        "HUSHMAP_AGGREGATE_METRICS_LISTEN",
+                        format!("127.0.0.1:{metrics_port}"),
+                    ),
+                    ("HUSHMAP_AGGREGATE_DEV_MODE", "true".into()),
+                    ("HUSHMAP_AGGREGATE_WINDOW_SECS", window),
+                    ("HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS", "2".into()),
+                    ("HUSHMAP_AGGREGATE_TICK_MS", "200".into()),
+                    ("HUSHMAP_AGGREGATE_KAFKA__BROKERS", brokers.clone()),
+                    (
+                        "HUSHMAP_AGGREGATE_KAFKA__INPUT_TOPIC",
+                        submissions_topic.clone(),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC",
+                        releases_topic.clone(),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_KAFKA__GROUP_ID",
+                        unique("hushmap-aggregate.process"),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_KAFKA__TRANSACTIONAL_ID",
+                        unique("hushmap-aggregate.txn"),
+                    ),
+                    // A fenced-off instance's transaction is aborted within this.
+                    (
+                        "HUSHMAP_AGGREGATE_KAFKA__TRANSACTION_TIMEOUT_MS",
+                        "10000".into(),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_PRIVACY__EPSILON_PER_WINDOW",
+                        "1000000".into(),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
+                        "1000000000000000.0".into(),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
+                        "1000000000000000.0".into(),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON",
+                        "0.0009".into(),
+                    ),
+                    (
+                        "HUSHMAP_AGGREGATE_PRIVACY__PUBLIC_BBOX",
+                        format!("[{south}, {west}, {north}, {east}]"),
+                    ),
+                ],
+            )?,
             &log_dir,
         )?;
         let dashboard = ServiceProcess::spawn(
             "dashboard",
             &service_binary("hushmap-dashboard")?,
-            with_log(vec![
-                (
-                    "HUSHMAP_DASHBOARD_LISTEN",
-                    format!("127.0.0.1:{dashboard_port}"),
-                ),
-                (
-                    "HUSHMAP_DASHBOARD_FLIGHT_LISTEN",
-                    format!("127.0.0.1:{flight_port}"),
-                ),
-                ("HUSHMAP_DASHBOARD_KAFKA__BROKERS", brokers()),
-                (
-                    "HUSHMAP_DASHBOARD_KAFKA__RELEASES_TOPIC",
-                    releases_topic.clone(),
-                ),
-                ("HUSHMAP_DASHBOARD_DATA_DIR", data_dir.display().to_string()),
-            ]),
+            with_log(
+                "dashboard",
+                vec![
+                    (
+                        "HUSHMAP_DASHBOARD_LISTEN",
+                        format!("127.0.0.1:{dashboard_port}"),
+                    ),
+                    (
+                        "HUSHMAP_DASHBOARD_FLIGHT_LISTEN",
+                        format!("127.0.0.1:{flight_port}"),
+                    ),
+                    ("HUSHMAP_DASHBOARD_KAFKA__BROKERS", brokers.clone()),
+                    (
+                        "HUSHMAP_DASHBOARD_KAFKA__RELEASES_TOPIC",
+                        releases_topic.clone(),
+                    ),
+                    ("HUSHMAP_DASHBOARD_DATA_DIR", data_dir.display().to_string()),
+                ],
+            )?,
             &log_dir,
         )?;
         let set = ServiceSet {

@@ -53,6 +53,7 @@ async fn crashes_and_restarts_under_load_lose_and_repeat_nothing() -> anyhow::Re
         window_secs: WINDOW_SECS,
         log_filter: "info".into(),
         public_bbox: LOAD_AREA,
+        sasl: None,
     })
     .await?;
     let load = steady_load(&services.ingest_url, 30.0, Duration::from_secs(50));

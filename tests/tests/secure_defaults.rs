@@ -6,7 +6,9 @@
 //! * secrets come from the environment or a file, and no `--help` output
 //!   shows them even when they are set;
 //! * a malformed or short secret is refused with an error that names the
-//!   setting, never its value.
+//!   setting, never its value;
+//! * every service refuses plaintext Kafka to a broker beyond loopback, and
+//!   a Kafka security section that is incomplete or would be ignored.
 //!
 //! That running services keep secrets out of their logs is checked where
 //! they run at TRACE level: `ingest/tests/no_pii_in_logs.rs` and the soak.
@@ -18,6 +20,7 @@ use std::process::{Command, Output};
 const CONTRIBUTOR_SECRET: &str = "secret-contributor-value-0123456789abcdef";
 const LEAKSCAN_TOKEN: &str = "secret-leakscan-token-0123456789";
 const DASHBOARD_TOKENS: &str = "[\"secret-dashboard-inline-token\"]";
+const KAFKA_PASSWORD: &str = "secret-kafka-sasl-password-0123456789";
 
 /// Runs a binary with every secret set in its environment.
 fn run(binary: &str, args: &[&str], extra: &[(&str, String)]) -> Output {
@@ -51,6 +54,7 @@ fn secrets() -> Vec<String> {
         key_hex[..16].to_string(),
         LEAKSCAN_TOKEN.to_string(),
         "secret-dashboard-inline-token".to_string(),
+        KAFKA_PASSWORD.to_string(),
     ]
 }
 
@@ -69,7 +73,10 @@ fn help_output_never_shows_secrets() {
         let out = run(
             binary,
             args,
-            &[("HUSHMAP_DASHBOARD_AUTH__TOKENS", DASHBOARD_TOKENS.into())],
+            &[
+                ("HUSHMAP_DASHBOARD_AUTH__TOKENS", DASHBOARD_TOKENS.into()),
+                ("HUSHMAP_KAFKA_SASL_PASSWORD", KAFKA_PASSWORD.into()),
+            ],
         );
         assert!(out.status.success(), "{binary} {args:?}: {}", text(&out));
         let help = text(&out);
@@ -182,6 +189,78 @@ fn every_service_refuses_a_public_bind_unless_told() {
         assert!(
             said.to_lowercase().contains(expected),
             "{binary} did not say why: {said}"
+        );
+    }
+}
+
+#[test]
+fn every_service_refuses_unsafe_kafka_security() {
+    let remote = "kafka.example.net:9092".to_string();
+    let password = || ("HUSHMAP_KAFKA_SASL_PASSWORD", KAFKA_PASSWORD.to_string());
+    let cases: [Case; 6] = [
+        (
+            "hushmap-ingest",
+            vec![("HUSHMAP_INGEST_KAFKA__BROKERS", remote.clone())],
+            "not on loopback",
+        ),
+        (
+            "hushmap-aggregate",
+            vec![("HUSHMAP_AGGREGATE_KAFKA__BROKERS", remote.clone())],
+            "not on loopback",
+        ),
+        (
+            "hushmap-dashboard",
+            vec![("HUSHMAP_DASHBOARD_KAFKA__BROKERS", remote.clone())],
+            "not on loopback",
+        ),
+        (
+            "hushmap-ingest",
+            vec![
+                (
+                    "HUSHMAP_INGEST_KAFKA__SECURITY__PROTOCOL",
+                    "sasl_ssl".into(),
+                ),
+                (
+                    "HUSHMAP_INGEST_KAFKA__SECURITY__SASL_USERNAME",
+                    "hushmap-ingest".into(),
+                ),
+            ],
+            "a kafka password is required",
+        ),
+        // A password with plaintext would silently not be used.
+        ("hushmap-aggregate", vec![password()], "would be ignored"),
+        (
+            "hushmap-dashboard",
+            vec![
+                ("HUSHMAP_DASHBOARD_KAFKA__BROKERS", remote),
+                (
+                    "HUSHMAP_DASHBOARD_KAFKA__SECURITY__PROTOCOL",
+                    "sasl_ssl".into(),
+                ),
+                (
+                    "HUSHMAP_DASHBOARD_KAFKA__SECURITY__SASL_USERNAME",
+                    "hushmap-dashboard".into(),
+                ),
+                (
+                    "HUSHMAP_DASHBOARD_KAFKA__SECURITY__CA_LOCATION",
+                    "/nonexistent/ca.pem".into(),
+                ),
+                password(),
+            ],
+            "ca_location",
+        ),
+    ];
+    for (binary, env, expected) in cases {
+        let out = run(binary, &[], &env);
+        let said = text(&out);
+        assert!(!out.status.success(), "{binary} started with {env:?}");
+        assert!(
+            said.to_lowercase().contains(expected),
+            "{binary} did not say why: {said}"
+        );
+        assert!(
+            !said.contains(KAFKA_PASSWORD),
+            "{binary} echoed the password"
         );
     }
 }

@@ -54,6 +54,7 @@ async fn soak_holds_load_loses_nothing_and_leaks_nothing() -> anyhow::Result<()>
         // Everything our code logs, at its most verbose.
         log_filter: "trace,rdkafka=info,h2=info,hyper=info,tower=info,datafusion=info".into(),
         public_bbox: LOAD_AREA,
+        sasl: None,
     })
     .await?;
 
