@@ -4,12 +4,13 @@
 //! run in parallel on one broker without seeing each other's data.
 //! [`SpareBroker`] starts a second broker on other ports for tests that stop
 //! and start Kafka, so they never disturb the shared one, or that need a
-//! broker speaking SASL_SSL ([`SaslAccess`]).
+//! broker speaking SASL_SSL ([`SaslAccess`]); [`KafkaCluster`] starts a
+//! replicated 3-node cluster.
 
 use hushmap_schema::PayloadKeyring;
 use hushmap_service::kafka::{KafkaSecurity, SecurityProtocol};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -70,6 +71,27 @@ pub async fn create_topics_with(
         })?;
     }
     Ok(())
+}
+
+/// A topic's settings as the broker reports them (`describe_configs`).
+pub async fn topic_config_on(
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let admin: AdminClient<DefaultClientContext> = plain_config(brokers).create()?;
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no answer for {topic}"))?
+        .map_err(|e| anyhow::anyhow!("{topic}: {e} (did deploy/kafka create it?)"))?;
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect())
 }
 
 /// Creates topics on the test broker.
@@ -139,6 +161,11 @@ fn read_topic(
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 remaining.remove(&p);
             }
+            // A node of a cluster being down is reported too; librdkafka
+            // reads from the others (until the deadline).
+            Some(Err(e))
+                if e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure) => {}
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => records.push((
                 m.key().unwrap_or_default().to_vec(),
@@ -264,6 +291,64 @@ impl SpareBroker {
 impl Drop for SpareBroker {
     fn drop(&mut self) {
         let _ = self.run("down.sh", &["--wipe"]);
+    }
+}
+
+/// A local 3-node KRaft cluster (`deploy/kafka/cluster.sh`): replication
+/// 3, `min.insync.replicas` 2, Hushmap's topics made. Wiped on drop.
+pub struct KafkaCluster {
+    base: u16,
+}
+
+impl KafkaCluster {
+    /// Node `n` (1..=3) serves clients on `base + 10n + 2`.
+    pub const DEFAULT_BASE: u16 = 29090;
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("bash")
+            .arg(SpareBroker::script("cluster.sh"))
+            .args(args)
+            .env("HUSHMAP_KAFKA_CLUSTER_BASE", self.base.to_string())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "cluster.sh {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts a fresh cluster (wiping any old state at these ports).
+    pub fn start_fresh(base: u16) -> anyhow::Result<KafkaCluster> {
+        let cluster = KafkaCluster { base };
+        cluster.run(&["down", "--wipe"])?;
+        cluster.run(&["up"])?;
+        Ok(cluster)
+    }
+
+    /// `bootstrap.servers` naming all three nodes.
+    pub fn bootstrap(&self) -> String {
+        (1..=3)
+            .map(|n| format!("127.0.0.1:{}", self.base + 10 * n + 2))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `kill -9` of node `n`.
+    pub fn kill9(&self, n: u8) -> anyhow::Result<()> {
+        self.run(&["kill", &n.to_string()]).map(drop)
+    }
+
+    /// Starts node `n` again with its data and waits until it answers.
+    pub fn start(&self, n: u8) -> anyhow::Result<()> {
+        self.run(&["start", &n.to_string()]).map(drop)
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        let _ = self.run(&["down", "--wipe"]);
     }
 }
 

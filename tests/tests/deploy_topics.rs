@@ -4,29 +4,11 @@
 //! segments); releases for good.
 
 use hushmap_schema::topics;
+use hushmap_testkit::topic_config_on;
 use hushmap_tests::brokers;
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use std::collections::HashMap;
 
-async fn topic_config(topic: &str) -> anyhow::Result<HashMap<String, String>> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()?;
-    let results = admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
-        .await?;
-    let resource = results
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("no answer for {topic}"))?
-        .map_err(|e| anyhow::anyhow!("{topic}: {e} (did deploy/kafka/up.sh create it?)"))?;
-    Ok(resource
-        .entries
-        .into_iter()
-        .filter_map(|e| Some((e.name, e.value?)))
-        .collect())
+async fn topic_config(topic: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    topic_config_on(&brokers(), topic).await
 }
 
 #[tokio::test]
