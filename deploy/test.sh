@@ -65,6 +65,13 @@ echo "test: building and running the workspace tests (2 jobs; the first build ta
 cargo build --workspace --locked -j2 --bins
 cargo test --workspace --locked -j2 "$@"
 
+# The Kubernetes manifests: schemas, references, and each service's own
+# check of the configuration its Deployment gives it (a full run only).
+if [ "$#" -eq 0 ]; then
+  echo "test: checking the Kubernetes manifests (deploy/k8s/validate.sh)"
+  deploy/k8s/validate.sh
+fi
+
 # The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default
 # 60; 0 skips), on a full run only: arguments select particular tests.
 fuzz_secs="${HUSHMAP_FUZZ_SECS:-60}"

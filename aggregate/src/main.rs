@@ -26,6 +26,11 @@ enum Command {
     /// Release historic data from a file with the same coarsening,
     /// bounding, noise and ledger as the stream.
     Batch(BatchArgs),
+    /// Loads and checks the configuration for streaming (file and
+    /// environment, payload keys included; the noise is calibrated), prints
+    /// `configuration ok` and exits; non-zero with the reason otherwise.
+    /// Connects to nothing.
+    CheckConfig,
 }
 
 #[derive(ClapArgs)]
@@ -58,6 +63,14 @@ async fn main() -> anyhow::Result<()> {
                 .run(hushmap_service::shutdown_signal())
                 .await
                 .context("aggregating")?;
+        }
+        Command::CheckConfig => {
+            config.validated_plan().context("checking configuration")?;
+            anyhow::ensure!(
+                config.payload_keys.is_some(),
+                hushmap_aggregate::config::ConfigError::MissingPayloadKeys
+            );
+            println!("configuration ok");
         }
         Command::Batch(b) => {
             config.privacy.epsilon_per_window = b.epsilon;

@@ -32,6 +32,10 @@ enum Command {
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// Loads and checks the configuration (file, environment, tokens file)
+    /// as a start would, prints `configuration ok` and exits; non-zero with
+    /// the reason otherwise. Connects to nothing.
+    CheckConfig,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -43,7 +47,7 @@ enum RoleArg {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::HashToken { roles, name }) = args.command {
+    if let Some(Command::HashToken { roles, name }) = &args.command {
         let mut token = String::new();
         std::io::stdin().lock().read_line(&mut token)?;
         let token = token.trim();
@@ -52,13 +56,18 @@ async fn main() -> anyhow::Result<()> {
             "a token needs 16 to 256 characters of A-Z a-z 0-9 - _ . ~ + / ="
         );
         let roles = roles
-            .into_iter()
+            .iter()
             .map(|r| match r {
                 RoleArg::Analyst => Role::Analyst,
                 RoleArg::Researcher => Role::Researcher,
             })
             .collect();
-        println!("{}", TokenEntry::for_token(token, roles, &name).to_line());
+        println!("{}", TokenEntry::for_token(token, roles, name).to_line());
+        return Ok(());
+    }
+    if let Some(Command::CheckConfig) = args.command {
+        DashboardConfig::load(args.config.as_deref()).context("loading configuration")?;
+        println!("configuration ok");
         return Ok(());
     }
     hushmap_service::init_tracing();

@@ -29,14 +29,26 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         id: u16,
     },
+    /// Loads and checks the configuration (file and environment, secrets
+    /// included) as a start would, prints `configuration ok` and exits;
+    /// non-zero with the reason otherwise. Connects to nothing.
+    CheckConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::GeneratePayloadKey { id }) = args.command {
-        println!("{}", PayloadKeyring::generate_entry(id));
-        return Ok(());
+    match args.command {
+        Some(Command::GeneratePayloadKey { id }) => {
+            println!("{}", PayloadKeyring::generate_entry(id));
+            return Ok(());
+        }
+        Some(Command::CheckConfig) => {
+            IngestConfig::load(args.config.as_deref()).context("loading configuration")?;
+            println!("configuration ok");
+            return Ok(());
+        }
+        None => {}
     }
     hushmap_service::init_tracing();
     let config = IngestConfig::load(args.config.as_deref()).context("loading configuration")?;

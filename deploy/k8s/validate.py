@@ -1,0 +1,353 @@
+"""Checks the manifests of deploy/k8s, strictly, without a cluster.
+
+1. Every Kubernetes resource against its own schema (kubernetes-validate,
+   which carries the upstream JSON schemas), unknown fields being errors.
+2. Every Strimzi resource against the CRD schema Strimzi's own generator
+   makes from its published model (deploy/k8s/strimzi, see validate.sh),
+   made strict the same way.
+3. References: every Secret, ConfigMap and KafkaUser a Deployment names is
+   defined here, made by Strimzi, or one of the documented out-of-band
+   Secrets; every Service selects a Deployment's pods.
+4. Every service's configuration, as its Deployment gives it (environment,
+   args, mounted ConfigMaps), is loaded and checked by the service binary
+   itself (`check-config`), with stand-ins for the secrets.
+
+Usage: validate.py MANIFEST_DIR CRD_DIR BIN_DIR
+Exit 0 when all passes; 1 with one line per problem otherwise.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+K8S_VERSION = "1.34.0"
+# Secrets an operator makes before applying (deploy/README.md).
+OUT_OF_BAND_SECRETS = {"hushmap-secrets", "hushmap-dashboard-tokens"}
+BINARIES = {
+    "ingest": "hushmap-ingest",
+    "aggregate": "hushmap-aggregate",
+    "dashboard": "hushmap-dashboard",
+}
+
+problems = []
+checked = []
+
+
+def problem(where, what):
+    problems.append(f"{where}: {what}")
+
+
+def load_resources(manifest_dir):
+    resources = []
+    for name in sorted(os.listdir(manifest_dir)):
+        if not name.endswith(".yaml"):
+            continue
+        with open(os.path.join(manifest_dir, name)) as f:
+            try:
+                docs = list(yaml.safe_load_all(f))
+            except yaml.YAMLError as e:
+                problem(name, f"not YAML: {e}")
+                continue
+        resources.extend((name, doc) for doc in docs if doc)
+    return resources
+
+
+def strict(schema):
+    """A copy of an OpenAPI v3 schema where objects with listed properties
+    refuse others (as kubectl's strict field validation does)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(s):
+        if not isinstance(s, dict):
+            return
+        if (
+            "properties" in s
+            and "additionalProperties" not in s
+            and not s.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            s["additionalProperties"] = False
+        for key in ("properties", "patternProperties"):
+            for sub in s.get(key, {}).values():
+                walk(sub)
+        for key in ("items", "additionalProperties", "not"):
+            walk(s.get(key))
+        for key in ("oneOf", "anyOf", "allOf"):
+            for sub in s.get(key, []):
+                walk(sub)
+
+    walk(schema)
+    return schema
+
+
+def load_crd_schemas(crd_dir):
+    """(group/version, kind) -> strict schema, from generated CRD YAMLs."""
+    schemas = {}
+    for name in sorted(os.listdir(crd_dir)):
+        if not name.endswith(".yaml"):
+            continue
+        with open(os.path.join(crd_dir, name)) as f:
+            for crd in yaml.safe_load_all(f):
+                if not crd or crd.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = crd["spec"]
+                for version in spec["versions"]:
+                    if not version.get("served", True):
+                        continue
+                    schema = version["schema"]["openAPIV3Schema"]
+                    key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                    schemas[key] = strict(schema)
+    return schemas
+
+
+def kn(doc):
+    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+def check_schemas(resources, crd_schemas):
+    for file, doc in resources:
+        where = f"{file} {kn(doc)}"
+        api = doc.get("apiVersion", "")
+        if api.startswith("kafka.strimzi.io/"):
+            schema = crd_schemas.get((api, doc.get("kind")))
+            if schema is None:
+                served = sorted(f"{a} {k}" for a, k in crd_schemas)
+                problem(where, f"Strimzi serves no {api} {doc.get('kind')} (served: {served})")
+                continue
+            for error in jsonschema.Draft7Validator(schema).iter_errors(doc):
+                path = ".".join(str(p) for p in error.absolute_path)
+                problem(where, f"{path}: {error.message}")
+        else:
+            try:
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                problem(where, f"{path}: {e.message}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                problem(where, f"no schema: {e}")
+
+
+def check_references(resources):
+    by_kind = {}
+    for _, doc in resources:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    kafka_users = set(by_kind.get("KafkaUser", {}))
+    # Strimzi makes a Secret per KafkaUser and `<cluster>-cluster-ca-cert`.
+    secrets = (
+        set(by_kind.get("Secret", {}))
+        | kafka_users
+        | {f"{k}-cluster-ca-cert" for k in by_kind.get("Kafka", {})}
+        | OUT_OF_BAND_SECRETS
+    )
+    config_maps = set(by_kind.get("ConfigMap", {}))
+    deployments = by_kind.get("Deployment", {})
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]["spec"]
+        where = f"Deployment/{name}"
+        for volume in pod.get("volumes", []):
+            if "secret" in volume and volume["secret"]["secretName"] not in secrets:
+                problem(where, f"volume {volume['name']}: no Secret {volume['secret']['secretName']}")
+            if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
+                problem(where, f"volume {volume['name']}: no ConfigMap {volume['configMap']['name']}")
+        for container in pod["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] not in secrets:
+                    problem(where, f"env {env['name']}: no Secret {ref['name']}")
+                if env["name"].endswith("SASL_USERNAME") and env["value"] not in kafka_users:
+                    problem(where, f"{env['name']}: no KafkaUser {env['value']}")
+    for name, svc in by_kind.get("Service", {}).items():
+        selector = svc["spec"].get("selector", {})
+        if not any(
+            selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+            for dep in deployments.values()
+        ):
+            problem(f"Service/{name}", f"selects no Deployment's pods: {selector}")
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        for name, obj in by_kind.get(kind, {}).items():
+            target = obj["spec"].get("scaleTargetRef", {}).get("name")
+            if target and target not in deployments:
+                problem(f"{kind}/{name}", f"targets no Deployment {target}")
+
+
+def stand_in_secret(env_name, bin_dir):
+    if env_name == "HUSHMAP_PAYLOAD_KEYS":
+        out = subprocess.run(
+            [os.path.join(bin_dir, "hushmap-ingest"), "generate-payload-key", "--id", "1"],
+            check=True, capture_output=True, text=True,
+        )
+        return out.stdout.strip()
+    if env_name == "HUSHMAP_CONTRIBUTOR_SECRET":
+        return "stand-in-contributor-secret-0123456789abcdef"
+    return "stand-in-secret-value"
+
+
+def stand_in_file(volume, key, bin_dir, config_maps):
+    if "configMap" in volume:
+        return config_maps[volume["configMap"]["name"]]["data"][key]
+    if volume["secret"]["secretName"] == "hushmap-dashboard-tokens":
+        out = subprocess.run(
+            [os.path.join(bin_dir, "hushmap-dashboard"), "hash-token", "--roles", "analyst"],
+            input="stand-in-token-0123456789\n", check=True, capture_output=True, text=True,
+        )
+        return out.stdout
+    return "stand-in file\n"
+
+
+def check_service_configs(resources, bin_dir):
+    config_maps = {d["metadata"]["name"]: d for _, d in resources if d["kind"] == "ConfigMap"}
+    for _, dep in resources:
+        if dep["kind"] != "Deployment":
+            continue
+        pod = dep["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod["containers"]:
+            where = f"Deployment/{dep['metadata']['name']} container {container['name']}"
+            binary = BINARIES.get(container["name"])
+            if binary is None:
+                problem(where, "no Hushmap binary of that name")
+                continue
+            with tempfile.TemporaryDirectory() as root:
+                # Mounted files materialised under a scratch root.
+                remap = {}
+                for mount in container.get("volumeMounts", []):
+                    volume = volumes[mount["name"]]
+                    target = root + mount["mountPath"]
+                    if "emptyDir" in volume:
+                        os.makedirs(target, exist_ok=True)
+                    elif "subPath" in mount:
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        with open(target, "w") as f:
+                            f.write(stand_in_file(volume, mount["subPath"], bin_dir, config_maps))
+                    else:
+                        os.makedirs(target, exist_ok=True)
+                        source = volume.get("secret") or volume.get("configMap")
+                        keys = [i["path"] for i in source.get("items", [])] or ["tokens"]
+                        for key in keys:
+                            with open(os.path.join(target, key), "w") as f:
+                                f.write(stand_in_file(volume, key, bin_dir, config_maps))
+                    remap[mount["mountPath"]] = target
+
+                def local(value):
+                    for mount_path, target in remap.items():
+                        if value.startswith(mount_path):
+                            return target + value[len(mount_path):]
+                    return value
+
+                env = {"PATH": os.environ.get("PATH", "")}
+                for e in container.get("env", []):
+                    if "valueFrom" in e:
+                        env[e["name"]] = stand_in_secret(e["name"], bin_dir)
+                    else:
+                        env[e["name"]] = local(e["value"])
+                args = [local(a) for a in container.get("args", [])]
+                # The Deployment's subcommand (if any) becomes check-config.
+                if args and not args[0].startswith("-"):
+                    args = args[1:]
+                run = subprocess.run(
+                    [os.path.join(bin_dir, binary), *args, "check-config"],
+                    env=env, capture_output=True, text=True, timeout=60,
+                )
+                said = (run.stdout + run.stderr).strip()
+                if run.returncode != 0 or "configuration ok" not in said:
+                    problem(where, f"{binary} refused its configuration: {said}")
+                else:
+                    checked.append(f"{where}: {binary} check-config ok")
+
+
+def find(resources, kind, name):
+    return next(d for _, d in resources if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def container_env(resources, deployment, name):
+    pod = find(resources, "Deployment", deployment)["spec"]["template"]["spec"]
+    return next(e for e in pod["containers"][0]["env"] if e["name"] == name)
+
+
+# Broken copies of the manifests that every check must refuse, so a check
+# that passes everything is caught: (what, mutation).
+MUTATIONS = [
+    ("unknown Strimzi field",
+     lambda r: find(r, "Kafka", "hushmap")["spec"]["kafka"].__setitem__("replicaz", 3)),
+    ("misspelt ACL key",
+     lambda r: find(r, "KafkaUser", "hushmap-ingest")["spec"]["authorization"]["acls"][0]
+     .__setitem__("operationz", ["Read"])),
+    ("wrong Strimzi type",
+     lambda r: find(r, "KafkaTopic", "hushmap.submissions.v1")["spec"].__setitem__("partitions", "12")),
+    ("unknown Kubernetes field",
+     lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["spec"]["containers"][0]
+     .__setitem__("imagePullPolicyy", "Always")),
+    ("Service selecting nothing",
+     lambda r: find(r, "Service", "hushmap-ingest")["spec"]["selector"]
+     .__setitem__("app.kubernetes.io/name", "nobody")),
+    ("Secret nobody makes",
+     lambda r: container_env(r, "hushmap-aggregate", "HUSHMAP_KAFKA_SASL_PASSWORD")["valueFrom"]
+     ["secretKeyRef"].__setitem__("name", "nobody")),
+    ("plaintext to the remote brokers (refused by ingest itself)",
+     lambda r: container_env(r, "hushmap-ingest", "HUSHMAP_INGEST_KAFKA__SECURITY__PROTOCOL")
+     .__setitem__("value", "plaintext")),
+    ("misspelt privacy setting (refused by the aggregator itself)",
+     lambda r: find(r, "ConfigMap", "hushmap-aggregate")["data"].__setitem__(
+         "aggregate.toml",
+         find(r, "ConfigMap", "hushmap-aggregate")["data"]["aggregate.toml"]
+         .replace("epsilon_per_window", "epsilon_per_windw"))),
+]
+
+
+def check_all(resources, crd_schemas, bin_dir):
+    check_schemas(resources, crd_schemas)
+    check_references(resources)
+    check_service_configs(resources, bin_dir)
+
+
+def self_test(resources, crd_schemas, bin_dir):
+    """Every mutation must be refused; returns the ones that were not."""
+    missed = []
+    for what, mutate in MUTATIONS:
+        broken = copy.deepcopy(resources)
+        mutate(broken)
+        problems.clear()
+        check_all(broken, crd_schemas, bin_dir)
+        if not problems:
+            missed.append(what)
+    problems.clear()
+    return missed
+
+
+def main():
+    manifest_dir, crd_dir, bin_dir = sys.argv[1:4]
+    resources = load_resources(manifest_dir)
+    if problems:
+        print("\n".join(f"k8s: {p}" for p in problems))
+        sys.exit(1)
+    crd_schemas = load_crd_schemas(crd_dir)
+    missed = self_test(resources, crd_schemas, bin_dir)
+    if missed:
+        print(f"k8s: the checks let broken manifests through: {missed}")
+        sys.exit(1)
+    print(f"k8s: self-test: all {len(MUTATIONS)} broken variants refused")
+    check_schemas(resources, crd_schemas)
+    check_references(resources)
+    check_service_configs(resources, bin_dir)
+    kinds = sorted({d["kind"] for _, d in resources})
+    if problems:
+        for p in problems:
+            print(f"k8s: {p}")
+        print(f"k8s: {len(problems)} problems in {len(resources)} resources")
+        sys.exit(1)
+    for line in checked[-3:]:
+        print(f"k8s: {line}")
+    print(
+        f"k8s: {len(resources)} resources valid (Kubernetes {K8S_VERSION}, "
+        f"{len(crd_schemas)} Strimzi schemas, strict): {', '.join(kinds)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
