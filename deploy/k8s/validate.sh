@@ -40,8 +40,10 @@ if [ ! -f "$crds/.complete" ]; then
   echo "k8s: generating Strimzi $strimzi_version CRD schemas (Maven Central, $java21)"
   rm -rf "$here/strimzi/lib" "$crds"
   mkdir -p "$crds"
-  mvn -q -B -Dstyle.color=never -f "$here/strimzi/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory="$here/strimzi/lib" -DincludeScope=runtime
+  # Maven's output (colour codes even when quiet) goes to a log, shown on failure.
+  mvn -q -B -f "$here/strimzi/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$here/strimzi/lib" -DincludeScope=runtime >"$crds/maven.log" 2>&1 \
+    || { cat "$crds/maven.log" >&2; exit 1; }
   "$java21" -cp "$here/strimzi/lib/*" io.strimzi.crdgenerator.CrdGenerator --yaml --crd-api-version v1 \
     io.strimzi.api.kafka.model.kafka.Kafka="$crds/kafka.yaml" \
     io.strimzi.api.kafka.model.nodepool.KafkaNodePool="$crds/kafkanodepool.yaml" \
