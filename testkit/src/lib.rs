@@ -203,6 +203,23 @@ where
     }
 }
 
+/// Runs a `deploy/kafka` script; its standard output, or an error with
+/// everything it printed.
+fn run_kafka_script(script: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<String> {
+    let out = Command::new("bash")
+        .arg(SpareBroker::script(script))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{script} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A second, private Kafka broker (same `deploy/kafka` scripts, other ports
 /// and data directory) that a test may stop and start at will.
 pub struct SpareBroker {
@@ -219,23 +236,15 @@ impl SpareBroker {
     }
 
     fn run(&self, script: &str, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new("bash")
-            .arg(Self::script(script))
-            .args(args)
-            .env("HUSHMAP_KAFKA_PORT", self.port.to_string())
-            .env(
+        let env = [
+            ("HUSHMAP_KAFKA_PORT", self.port.to_string()),
+            (
                 "HUSHMAP_KAFKA_CONTROLLER_PORT",
                 self.controller_port.to_string(),
-            )
-            .env("HUSHMAP_KAFKA_SECURITY", self.protocol)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{script} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
+            ),
+            ("HUSHMAP_KAFKA_SECURITY", self.protocol.to_string()),
+        ];
+        run_kafka_script(script, args, &env).map(drop)
     }
 
     /// Starts a fresh broker (wiping any old state of this port pair).
@@ -305,18 +314,8 @@ impl KafkaCluster {
     pub const DEFAULT_BASE: u16 = 29090;
 
     fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("bash")
-            .arg(SpareBroker::script("cluster.sh"))
-            .args(args)
-            .env("HUSHMAP_KAFKA_CLUSTER_BASE", self.base.to_string())
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "cluster.sh {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let env = [("HUSHMAP_KAFKA_CLUSTER_BASE", self.base.to_string())];
+        run_kafka_script("cluster.sh", args, &env)
     }
 
     /// Starts a fresh cluster (wiping any old state at these ports).
