@@ -26,7 +26,6 @@ controller_port() { echo $((BASE + 10 * $1 + 3)); }
 node_dir() { echo "$CLUSTER_DIR/node-$1"; }
 pid_file() { echo "$(node_dir "$1")/kafka.pid"; }
 node_running() { [ -f "$(pid_file "$1")" ] && kill -0 "$(cat "$(pid_file "$1")")" 2>/dev/null; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 bootstrap() {
   local out=()
@@ -68,35 +67,22 @@ PROPS
 start_node() {
   local n="$1" dir; dir="$(node_dir "$n")"
   if node_running "$n"; then return 0; fi
-  if port_open "$(client_port "$n")"; then
+  if kafka_port_open "$(client_port "$n")"; then
     echo "kafka cluster: port $(client_port "$n") is taken by another process" >&2
     exit 1
   fi
   write_properties "$n"
-  nohup java -Xms128m -Xmx512m -XX:+UseG1GC \
-    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
-    -Dkafka.logs.dir="$dir/logs" -cp "$KAFKA_LIB/*" \
-    kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 &
-  echo $! > "$(pid_file "$n")"
+  kafka_launch "$dir/server.properties" "$dir/logs" "$(pid_file "$n")" 512m
 }
 
-stop_node() {
-  local n="$1" signal="${2:-TERM}"
-  if node_running "$n"; then
-    local pid; pid="$(cat "$(pid_file "$n")")"
-    kill -"$signal" "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" || true
-  fi
-  rm -f "$(pid_file "$n")"
-}
+stop_node() { kafka_stop "$(pid_file "$1")" "${2:-TERM}"; }
 
 # Waits until node $1 answers an admin request through its own port.
 wait_node() {
   local n="$1"
   for _ in $(seq 1 120); do
     node_running "$n" || { echo "kafka cluster: node $n exited; see $(node_dir "$n")/logs" >&2; exit 1; }
-    if port_open "$(client_port "$n")" && kafka_java org.apache.kafka.tools.TopicCommand \
+    if kafka_port_open "$(client_port "$n")" && kafka_java org.apache.kafka.tools.TopicCommand \
          --bootstrap-server "127.0.0.1:$(client_port "$n")" --list >/dev/null 2>&1; then
       return 0
     fi
@@ -104,14 +90,6 @@ wait_node() {
   done
   echo "kafka cluster: node $n did not answer in time" >&2
   exit 1
-}
-
-create_topic() {
-  kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" \
-    --create --if-not-exists --topic "$1" --partitions "$2" --replication-factor 3 \
-    --config min.insync.replicas=2 >/dev/null
-  kafka_java kafka.admin.ConfigCommand --bootstrap-server "$(bootstrap)" \
-    --entity-type topics --entity-name "$1" --alter --add-config "$3" >/dev/null
 }
 
 case "${1:-}" in
@@ -130,13 +108,8 @@ case "${1:-}" in
     printf "kafka cluster: waiting for 3 nodes"
     for n in "${NODES[@]}"; do wait_node "$n"; printf "."; done
     echo " ready"
-    # The same topics as the single node, replicated (retention as up.sh).
-    window_secs="${HUSHMAP_WINDOW_SECS:-86400}"
-    lateness_secs="${HUSHMAP_LATENESS_SECS:-600}"
-    margin_secs="${HUSHMAP_OUTAGE_MARGIN_SECS:-21600}"
-    create_topic hushmap.submissions.v1 6 \
-      "retention.ms=$(( (window_secs + lateness_secs + margin_secs) * 1000 )),segment.ms=3600000,cleanup.policy=delete"
-    create_topic hushmap.releases.v1 1 "retention.ms=-1,retention.bytes=-1,cleanup.policy=delete"
+    # The same topics as the single node (env.sh), replicated.
+    KAFKA_BOOTSTRAP="$(bootstrap)" KAFKA_PROTOCOL=plaintext kafka_make_topics 3 2
     echo "kafka cluster: topics ready (replication 3, min.insync.replicas 2) on $(bootstrap)"
     ;;
   down)

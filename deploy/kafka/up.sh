@@ -98,11 +98,7 @@ else
       -c "$KAFKA_RUN/server.properties" "${scram[@]}" >/dev/null
   fi
   echo "kafka: starting broker (logs in $KAFKA_LOGS)"
-  nohup java -Xms256m -Xmx1g -XX:+UseG1GC \
-    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
-    -Dkafka.logs.dir="$KAFKA_LOGS" -cp "$KAFKA_LIB/*" \
-    kafka.Kafka "$KAFKA_RUN/server.properties" >"$KAFKA_LOGS/stdout.log" 2>&1 &
-  echo $! > "$KAFKA_PID_FILE"
+  kafka_launch "$KAFKA_RUN/server.properties" "$KAFKA_LOGS" "$KAFKA_PID_FILE" 1g
 fi
 
 printf "kafka: waiting for the broker"
@@ -121,29 +117,7 @@ for _ in $(seq 1 120); do
 done
 kafka_port_open || { echo; echo "kafka: broker did not answer in time" >&2; exit 1; }
 
-# Creates a topic if missing and (re)applies its settings, so a broker
-# started by an older script gets today's retention too.
-create_topic() {
-  kafka_admin org.apache.kafka.tools.TopicCommand \
-    --create --if-not-exists --topic "$1" --partitions "$2" --replication-factor 1 >/dev/null
-  kafka_admin kafka.admin.ConfigCommand \
-    --entity-type topics --entity-name "$1" --alter --add-config "$3" >/dev/null
-}
-# Submissions: sealed coarse records, kept just long enough to be released:
-# the window (HUSHMAP_WINDOW_SECS, default 1 day) plus allowed lateness
-# (HUSHMAP_LATENESS_SECS, default 10 min) plus a margin for an aggregator
-# outage (HUSHMAP_OUTAGE_MARGIN_SECS, default 6 h): 30 h 10 min by default.
-# Kafka deletes whole segments only, so segments roll every hour; without
-# that the default 7-day segment would keep records up to a week.
-window_secs="${HUSHMAP_WINDOW_SECS:-86400}"
-lateness_secs="${HUSHMAP_LATENESS_SECS:-600}"
-margin_secs="${HUSHMAP_OUTAGE_MARGIN_SECS:-21600}"
-retention_ms=$(( (window_secs + lateness_secs + margin_secs) * 1000 ))
-create_topic hushmap.submissions.v1 6 \
-  "retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete"
-# Releases: noisy aggregates only, one record per window; kept for good
-# (the aggregator restores its ledger and the dashboard its store from them).
-create_topic hushmap.releases.v1 1 "retention.ms=-1,retention.bytes=-1,cleanup.policy=delete"
+kafka_make_topics 1 1
 echo "kafka: topics ready on $KAFKA_BOOTSTRAP"
 
 # Users and ACLs once per broker (both commands are idempotent, so an
