@@ -17,6 +17,7 @@ Exit 0 when all passes; 1 with one line per problem otherwise.
 """
 
 import copy
+import functools
 import json
 import os
 import subprocess
@@ -176,13 +177,20 @@ def check_references(resources):
                 problem(f"{kind}/{name}", f"targets no Deployment {target}")
 
 
+# Each stand-in is made once by the binaries themselves (every check run
+# and every self-test variant needs the same ones).
+@functools.cache
+def tool_output(bin_dir, binary, *args, stdin=None):
+    out = subprocess.run(
+        [os.path.join(bin_dir, binary), *args],
+        input=stdin, check=True, capture_output=True, text=True,
+    )
+    return out.stdout
+
+
 def stand_in_secret(env_name, bin_dir):
     if env_name == "HUSHMAP_PAYLOAD_KEYS":
-        out = subprocess.run(
-            [os.path.join(bin_dir, "hushmap-ingest"), "generate-payload-key", "--id", "1"],
-            check=True, capture_output=True, text=True,
-        )
-        return out.stdout.strip()
+        return tool_output(bin_dir, "hushmap-ingest", "generate-payload-key", "--id", "1").strip()
     if env_name == "HUSHMAP_CONTRIBUTOR_SECRET":
         return "stand-in-contributor-secret-0123456789abcdef"
     return "stand-in-secret-value"
@@ -192,11 +200,10 @@ def stand_in_file(volume, key, bin_dir, config_maps):
     if "configMap" in volume:
         return config_maps[volume["configMap"]["name"]]["data"][key]
     if volume["secret"]["secretName"] == "hushmap-dashboard-tokens":
-        out = subprocess.run(
-            [os.path.join(bin_dir, "hushmap-dashboard"), "hash-token", "--roles", "analyst"],
-            input="stand-in-token-0123456789\n", check=True, capture_output=True, text=True,
+        return tool_output(
+            bin_dir, "hushmap-dashboard", "hash-token", "--roles", "analyst",
+            stdin="stand-in-token-0123456789\n",
         )
-        return out.stdout
     return "stand-in file\n"
 
 

@@ -50,16 +50,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates topics on `brokers`, failing loudly if the broker is not there.
 pub async fn create_topics_on(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    create_topics_with(&plain_config(brokers), topics).await
-}
-
-/// Creates topics through a client made from `config` (e.g. an admin's
-/// [`SaslAccess::client_config`]).
-pub async fn create_topics_with(
-    config: &ClientConfig,
-    topics: &[(&str, i32)],
-) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let admin: AdminClient<DefaultClientContext> = plain_config(brokers).create()?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
@@ -203,9 +194,9 @@ where
     }
 }
 
-/// Runs a `deploy/kafka` script; its standard output, or an error with
-/// everything it printed.
-fn run_kafka_script(script: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<String> {
+/// Runs a `deploy/kafka` script; on failure, an error with everything it
+/// printed.
+fn run_kafka_script(script: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<()> {
     let out = Command::new("bash")
         .arg(SpareBroker::script(script))
         .args(args)
@@ -217,7 +208,7 @@ fn run_kafka_script(script: &str, args: &[&str], env: &[(&str, String)]) -> anyh
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(())
 }
 
 /// A second, private Kafka broker (same `deploy/kafka` scripts, other ports
@@ -244,7 +235,7 @@ impl SpareBroker {
             ),
             ("HUSHMAP_KAFKA_SECURITY", self.protocol.to_string()),
         ];
-        run_kafka_script(script, args, &env).map(drop)
+        run_kafka_script(script, args, &env)
     }
 
     /// Starts a fresh broker (wiping any old state of this port pair).
@@ -313,7 +304,7 @@ impl KafkaCluster {
     /// Node `n` (1..=3) serves clients on `base + 10n + 2`.
     pub const DEFAULT_BASE: u16 = 29090;
 
-    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
         let env = [("HUSHMAP_KAFKA_CLUSTER_BASE", self.base.to_string())];
         run_kafka_script("cluster.sh", args, &env)
     }
@@ -336,12 +327,12 @@ impl KafkaCluster {
 
     /// `kill -9` of node `n`.
     pub fn kill9(&self, n: u8) -> anyhow::Result<()> {
-        self.run(&["kill", &n.to_string()]).map(drop)
+        self.run(&["kill", &n.to_string()])
     }
 
     /// Starts node `n` again with its data and waits until it answers.
     pub fn start(&self, n: u8) -> anyhow::Result<()> {
-        self.run(&["start", &n.to_string()]).map(drop)
+        self.run(&["start", &n.to_string()])
     }
 }
 

@@ -232,7 +232,7 @@ impl ServiceSet {
         let (ingest_port, metrics_port, dashboard_port, flight_port) =
             (free_port(), free_port(), free_port(), free_port());
         let window = options.window_secs.to_string();
-        let with_log =
+        let service_env =
             |service: &str, vars: Vec<(&str, String)>| -> anyhow::Result<Vec<(String, String)>> {
                 let mut env = vec![
                     ("HUSHMAP_LOG".to_string(), options.log_filter.clone()),
@@ -250,7 +250,7 @@ impl ServiceSet {
         let ingest = ServiceProcess::spawn(
             "ingest",
             &service_binary("hushmap-ingest")?,
-            with_log(
+            service_env(
                 "ingest",
                 vec![
                     ("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{ingest_port}")),
@@ -275,7 +275,7 @@ impl ServiceSet {
         let aggregate = ServiceProcess::spawn(
             "aggregate",
             &service_binary("hushmap-aggregate")?,
-            with_log(
+            service_env(
                 "aggregate",
                 vec![
                     (
@@ -335,7 +335,7 @@ impl ServiceSet {
         let dashboard = ServiceProcess::spawn(
             "dashboard",
             &service_binary("hushmap-dashboard")?,
-            with_log(
+            service_env(
                 "dashboard",
                 vec![
                     (

@@ -51,10 +51,7 @@ impl ClientErrors {
 /// what it was told on the way.
 async fn metadata_answer(
     config: ClientConfig,
-) -> anyhow::Result<(
-    Result<usize, KafkaError>,
-    Vec<(Option<RDKafkaErrorCode>, String)>,
-)> {
+) -> anyhow::Result<(Result<usize, KafkaError>, Vec<Told>)> {
     tokio::task::spawn_blocking(move || {
         let errors = ClientErrors::default();
         let consumer: BaseConsumer<ClientErrors> = config.create_with_context(errors.clone())?;
@@ -76,14 +73,13 @@ async fn metadata_answer(
 /// start (in consumer group `group`): a denial code, or `None` if the read
 /// went through.
 async fn read_answer(
-    config: ClientConfig,
+    mut config: ClientConfig,
     group: &'static str,
     topic: &'static str,
 ) -> anyhow::Result<Option<RDKafkaErrorCode>> {
     tokio::task::spawn_blocking(move || {
         let errors = ClientErrors::default();
         let consumer: BaseConsumer<ClientErrors> = config
-            .clone()
             .set("group.id", group)
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
@@ -117,10 +113,10 @@ async fn read_answer(
 
 /// What the broker answers when `config`'s user writes to `topic`.
 async fn write_answer(
-    config: ClientConfig,
+    mut config: ClientConfig,
     topic: &str,
 ) -> anyhow::Result<Option<RDKafkaErrorCode>> {
-    let producer: FutureProducer = config.clone().set("message.timeout.ms", "15000").create()?;
+    let producer: FutureProducer = config.set("message.timeout.ms", "15000").create()?;
     let sent = producer
         .send(
             FutureRecord::to(topic)

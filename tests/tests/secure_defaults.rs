@@ -47,6 +47,19 @@ fn text(out: &Output) -> String {
 /// A binary, the environment it is started with, and what its refusal says.
 type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
 
+/// Runs `binary` with `env`, checks that it refuses to start and says
+/// `expected`, and returns everything it printed.
+fn refusal(binary: &str, env: &[(&str, String)], expected: &str) -> String {
+    let out = run(binary, &[], env);
+    let said = text(&out);
+    assert!(!out.status.success(), "{binary} started with {env:?}");
+    assert!(
+        said.contains(expected),
+        "{binary} did not say {expected:?}: {said}"
+    );
+    said
+}
+
 fn secrets() -> Vec<String> {
     let key_hex = payload_keys().split_once(':').unwrap().1.to_string();
     vec![
@@ -114,10 +127,7 @@ fn malformed_secrets_are_refused_without_echoing_them() {
         ),
     ];
     for (binary, env, expected) in cases {
-        let out = run(binary, &[], &env);
-        let said = text(&out);
-        assert!(!out.status.success(), "{binary} started with {env:?}");
-        assert!(said.contains(expected), "{binary}: {said}");
+        let said = refusal(binary, &env, expected);
         for (_, value) in &env {
             if !value.is_empty() {
                 assert!(
@@ -180,16 +190,7 @@ fn every_service_refuses_a_public_bind_unless_told() {
         ),
     ];
     for (binary, env, expected) in cases {
-        let out = run(binary, &[], &env);
-        let said = text(&out);
-        assert!(
-            !out.status.success(),
-            "{binary} bound publicly with {env:?}"
-        );
-        assert!(
-            said.to_lowercase().contains(expected),
-            "{binary} did not say why: {said}"
-        );
+        refusal(binary, &env, expected);
     }
 }
 
@@ -225,7 +226,7 @@ fn every_service_refuses_unsafe_kafka_security() {
                     "hushmap-ingest".into(),
                 ),
             ],
-            "a kafka password is required",
+            "a Kafka password is required",
         ),
         // A password with plaintext would silently not be used.
         ("hushmap-aggregate", vec![password()], "would be ignored"),
@@ -251,13 +252,7 @@ fn every_service_refuses_unsafe_kafka_security() {
         ),
     ];
     for (binary, env, expected) in cases {
-        let out = run(binary, &[], &env);
-        let said = text(&out);
-        assert!(!out.status.success(), "{binary} started with {env:?}");
-        assert!(
-            said.to_lowercase().contains(expected),
-            "{binary} did not say why: {said}"
-        );
+        let said = refusal(binary, &env, expected);
         assert!(
             !said.contains(KAFKA_PASSWORD),
             "{binary} echoed the password"
