@@ -659,6 +659,7 @@ pub fn plan_meta(plan: &ReleasePlan) -> ReleaseMeta {
         symptom_noise_scale: plan.finest().symptoms.std_dev(),
         max_ci_half_width: plan.max_ci_half_width,
         statistic_costs: plan.statistic_costs.clone(),
+        part: hushmap_schema::release::ReleasePart::WHOLE,
     }
 }
 

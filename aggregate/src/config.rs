@@ -67,6 +67,18 @@ pub struct KafkaSettings {
     pub transaction_timeout_ms: u64,
     /// TLS and SASL towards the brokers.
     pub security: KafkaSecurity,
+    /// Partitioned topology only: the topic between its two stages.
+    pub bounded_topic: String,
+    /// Partitioned topology only: this instance's name, which makes its
+    /// transactional ids (`<transactional_id>-bound-<id>`, `-release-<id>`).
+    /// A stable name (a StatefulSet pod's) lets a restarted instance abort
+    /// its predecessor's open transactions at once; without one a random
+    /// name is drawn and a crashed instance's open transaction blocks its
+    /// partitions until `transaction_timeout_ms` passes.
+    pub instance_id: Option<String>,
+    /// Partitioned topology only: how long the group waits for a silent
+    /// member before handing its partitions to the others.
+    pub session_timeout_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -79,6 +91,9 @@ impl Default for KafkaSettings {
             transactional_id: "hushmap-aggregate-releases".into(),
             transaction_timeout_ms: 30_000,
             security: KafkaSecurity::default(),
+            bounded_topic: topics::BOUNDED.into(),
+            instance_id: None,
+            session_timeout_ms: 10_000,
         }
     }
 }
@@ -181,11 +196,26 @@ impl Default for PrivacyConfig {
     }
 }
 
+/// How the streaming aggregator is laid out (docs/SCALE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topology {
+    /// One instance reads every submissions partition and publishes each
+    /// window whole.
+    #[default]
+    Single,
+    /// Any number of instances share two consumer groups: stage 1 bounds
+    /// contributions per submissions partition, stage 2 counts, noises and
+    /// publishes one part of each window per bounded-topic partition.
+    Partitioned,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AggregateConfig {
     /// Allows windows shorter than 15 minutes (demos, tests).
     pub dev_mode: bool,
+    pub topology: Topology,
     pub kafka: KafkaSettings,
     /// Must match ingest's.
     pub window_secs: u32,
@@ -210,6 +240,7 @@ impl Default for AggregateConfig {
     fn default() -> Self {
         AggregateConfig {
             dev_mode: false,
+            topology: Topology::Single,
             kafka: KafkaSettings::default(),
             window_secs: WindowLength::ONE_DAY.secs(),
             allowed_lateness_secs: 600,
@@ -350,6 +381,13 @@ impl AggregateConfig {
 
     pub fn window_length(&self) -> WindowLength {
         WindowLength::from_secs(self.window_secs).expect("validated")
+    }
+
+    /// The coarsest released resolution: partitioned stage 2 shards by it,
+    /// so each shard holds whole trees of the hierarchy.
+    pub fn coarsest_level(&self) -> u8 {
+        self.region_resolution
+            .saturating_sub(self.privacy.parent_levels)
     }
 
     pub fn bounds(&self) -> ContributionBounds {

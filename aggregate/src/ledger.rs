@@ -193,6 +193,11 @@ impl PrivacyLedger {
         )
     }
 
+    /// The entry that authorised `window`, if any.
+    pub fn entry(&self, window: &Window) -> Option<&LedgerEntry> {
+        self.entries.get(&window.start_ms)
+    }
+
     pub fn is_released(&self, window: &Window) -> bool {
         self.entries.contains_key(&window.start_ms)
     }

@@ -15,6 +15,9 @@
 //! 5. [`stream`]: the release goes to Kafka and offsets are committed.
 //!
 //! True counts exist only in memory, inside steps 2–4.
+//!
+//! [`partitioned`] runs the same steps on any number of instances: bounding
+//! per submissions partition, counting and noising per shard of cells.
 
 pub mod batch;
 pub mod config;
@@ -23,10 +26,12 @@ pub mod intake;
 pub mod ledger;
 pub mod metrics;
 pub mod noise;
+pub mod partitioned;
 pub mod records;
 pub mod release;
 pub mod sensitivity;
 pub mod stream;
 
-pub use config::AggregateConfig;
+pub use config::{AggregateConfig, Topology};
+pub use partitioned::PartitionedAggregator;
 pub use stream::{Aggregator, AggregatorError};

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use hushmap_aggregate::batch::{self, Progress};
-use hushmap_aggregate::{AggregateConfig, Aggregator};
+use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topology};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -57,13 +57,23 @@ async fn main() -> anyhow::Result<()> {
     let mut config =
         AggregateConfig::load(args.config.as_deref()).context("loading configuration")?;
     match args.command.unwrap_or(Command::Stream) {
-        Command::Stream => {
-            let aggregator = Aggregator::new(config).context("starting aggregator")?;
-            aggregator
-                .run(hushmap_service::shutdown_signal())
-                .await
-                .context("aggregating")?;
-        }
+        Command::Stream => match config.topology {
+            Topology::Single => {
+                let aggregator = Aggregator::new(config).context("starting aggregator")?;
+                aggregator
+                    .run(hushmap_service::shutdown_signal())
+                    .await
+                    .context("aggregating")?;
+            }
+            Topology::Partitioned => {
+                let aggregator = PartitionedAggregator::new(config)
+                    .context("starting partitioned aggregator")?;
+                aggregator
+                    .run(hushmap_service::shutdown_signal())
+                    .await
+                    .context("aggregating")?;
+            }
+        },
         Command::CheckConfig => {
             // `load` has checked every setting and calibrated the noise;
             // streaming also needs the payload keys.

@@ -99,6 +99,23 @@ pub fn render(stats: Arc<AggregatorStats>) -> String {
     out
 }
 
+/// Serves [`router`] on `listener` (bound at start-up) until aborted.
+pub(crate) fn serve(
+    listener: &std::net::TcpListener,
+    stats: Arc<AggregatorStats>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, crate::stream::AggregatorError> {
+    let metrics_error = |e: std::io::Error| crate::stream::AggregatorError::Metrics(e.to_string());
+    let addr = listener.local_addr().map_err(metrics_error)?;
+    let listener = listener
+        .try_clone()
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(metrics_error)?;
+    tracing::info!(%addr, "serving /metrics");
+    Ok(tokio::spawn(
+        axum::serve(listener, router(stats)).into_future(),
+    ))
+}
+
 /// `GET /metrics` and `GET /healthz`.
 pub fn router(stats: Arc<AggregatorStats>) -> Router {
     Router::new()

@@ -60,6 +60,26 @@ impl ReleasePlan {
     pub fn finest(&self) -> &LevelPlan {
         &self.levels[0]
     }
+
+    /// The plan of one shard's part of a partitioned release: each public
+    /// region set cut down to the cells whose `coarsest`-level ancestor is
+    /// in `shard` of `shards` ([`RegionCell::shard`]); everything else
+    /// (noise, costs) unchanged. Regions chosen by threshold need no cut:
+    /// a shard only ever counts its own cells.
+    pub fn for_shard(&self, coarsest: u8, shard: u32, shards: u32) -> ReleasePlan {
+        let mut plan = self.clone();
+        for level in &mut plan.levels {
+            if let RegionSelection::Public(set) = &level.selection {
+                let mine = set
+                    .iter()
+                    .copied()
+                    .filter(|cell| cell.shard(coarsest, shards) == Some(shard))
+                    .collect();
+                level.selection = RegionSelection::Public(Arc::new(mine));
+            }
+        }
+        plan
+    }
 }
 
 /// The regions `level` releases for these counts.
@@ -204,6 +224,7 @@ pub fn noisy_release(
             symptom_noise_scale: plan.finest().symptoms.std_dev(),
             max_ci_half_width: plan.max_ci_half_width,
             statistic_costs: plan.statistic_costs.clone(),
+            part: hushmap_schema::release::ReleasePart::WHOLE,
         },
         rows,
     })

@@ -229,17 +229,7 @@ impl Aggregator {
 
     /// Consumes and releases until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AggregatorError> {
-        let metrics_error = |e: std::io::Error| AggregatorError::Metrics(e.to_string());
-        let addr = self.metrics_addr().map_err(metrics_error)?;
-        let listener = self
-            .metrics_listener
-            .try_clone()
-            .and_then(tokio::net::TcpListener::from_std)
-            .map_err(metrics_error)?;
-        tracing::info!(%addr, "serving /metrics");
-        let metrics = tokio::spawn(
-            axum::serve(listener, crate::metrics::router(self.stats.clone())).into_future(),
-        );
+        let metrics = crate::metrics::serve(&self.metrics_listener, self.stats.clone())?;
         let result = self.consume(shutdown).await;
         metrics.abort();
         result
@@ -525,33 +515,8 @@ fn assign_every_partition(
         )));
     }
     // Fetched explicitly, with retries, rather than left to librdkafka's
-    // `Offset::Stored`: on a fresh cluster the group coordinator is still
-    // loading (`NotCoordinator`), and a failed internal fetch left the
-    // partitions idle for good.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let committed = loop {
-        let attempt = consumer
-            .committed_offsets(wanted.clone(), Duration::from_secs(10))
-            .map_err(AggregatorError::from)
-            .and_then(
-                |tpl| match tpl.elements().iter().find_map(|e| e.error().err()) {
-                    Some(e) => Err(AggregatorError::from(e)),
-                    None => Ok(tpl),
-                },
-            );
-        match attempt {
-            Ok(tpl) => break tpl,
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::info!(error = %e, "committed offsets not available yet; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => {
-                return Err(AggregatorError::Recovery(format!(
-                    "cannot fetch committed offsets: {e}"
-                )));
-            }
-        }
-    };
+    // `Offset::Stored`: a failed internal fetch left the partitions idle.
+    let committed = committed_offsets(consumer, wanted)?;
     let mut tpl = TopicPartitionList::new();
     for e in committed.elements() {
         // No committed offset yet: from the beginning (retention bounds it).
@@ -566,8 +531,43 @@ fn assign_every_partition(
     Ok(tpl.elements().iter().map(|e| e.partition()).collect())
 }
 
+/// The committed offsets (and metadata) of `wanted`, retried for up to a
+/// minute: on a fresh cluster the group coordinator is still loading
+/// (`NotCoordinator`) for a while.
+pub(crate) fn committed_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    wanted: TopicPartitionList,
+) -> Result<TopicPartitionList, AggregatorError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = consumer
+            .committed_offsets(wanted.clone(), Duration::from_secs(10))
+            .map_err(AggregatorError::from)
+            .and_then(
+                |tpl| match tpl.elements().iter().find_map(|e| e.error().err()) {
+                    Some(e) => Err(AggregatorError::from(e)),
+                    None => Ok(tpl),
+                },
+            );
+        match attempt {
+            Ok(tpl) => return Ok(tpl),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "committed offsets not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => {
+                return Err(AggregatorError::Recovery(format!(
+                    "cannot fetch committed offsets: {e}"
+                )));
+            }
+        }
+    }
+}
+
 /// Every committed release on the releases topic, as ledger entries.
-fn released_windows(config: &AggregateConfig) -> Result<Vec<LedgerEntry>, AggregatorError> {
+pub(crate) fn released_windows(
+    config: &AggregateConfig,
+) -> Result<Vec<LedgerEntry>, AggregatorError> {
     let reader: BaseConsumer<QuietEofContext> = config
         .kafka
         .security

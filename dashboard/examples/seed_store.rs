@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
                 symptom_noise_scale: sigma,
                 max_ci_half_width: 0.2,
                 statistic_costs: vec![],
+                part: hushmap_schema::release::ReleasePart::WHOLE,
             },
             rows,
         })?;

@@ -209,6 +209,7 @@ mod tests {
                 symptom_noise_scale: 1.0,
                 max_ci_half_width: 0.15,
                 statistic_costs: Vec::new(),
+                part: hushmap_schema::release::ReleasePart::WHOLE,
             },
             rows: vec![
                 row("18-29", [10, 10, 5], 2.0),
@@ -265,6 +266,7 @@ mod tests {
                 symptom_noise_scale: 1.0,
                 max_ci_half_width: 0.15,
                 statistic_costs: Vec::new(),
+                part: hushmap_schema::release::ReleasePart::WHOLE,
             },
             rows: vec![
                 at(5, [3, 1, 1], 10.0),       // suppressed: tiny and noisy

@@ -93,6 +93,7 @@ mod tests {
                 cost: rho / 10.0,
                 delta: threshold_delta,
             }],
+            part: Default::default(),
         }
     }
 

@@ -13,11 +13,18 @@
 //! neither loses nor duplicates a release. A window is stored once; a second
 //! copy of it (a replay) is ignored and counted, never shown.
 //!
+//! A partitioned aggregator publishes a window in parts (disjoint cells,
+//! the same metadata); parts wait in memory until all of them are in, and
+//! the window is then stored and shown whole, never half. Parts not yet
+//! whole at a restart come back from the topic, which is read again from
+//! its beginning.
+//!
 //! The files are also what [`ReleaseQuery`](crate::query::ReleaseQuery)
 //! scans with DataFusion for exports and Flight.
 
 use arrow::compute::concat_batches;
 use hushmap_schema::Release;
+use hushmap_schema::release::ReleasePart;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
@@ -55,6 +62,8 @@ impl StoreError {
 pub struct ReleaseStore {
     dir: PathBuf,
     by_window: BTreeMap<i64, Release>,
+    /// Parts of windows not yet whole, by window start and part index.
+    partial: BTreeMap<i64, BTreeMap<u32, Release>>,
     duplicates: u64,
 }
 
@@ -96,6 +105,7 @@ impl ReleaseStore {
         Ok(ReleaseStore {
             dir,
             by_window,
+            partial: BTreeMap::new(),
             duplicates: 0,
         })
     }
@@ -106,16 +116,50 @@ impl ReleaseStore {
     }
 
     /// Stores a release (file first, then memory); returns false if its
-    /// window was already stored.
+    /// window (or this part of it) was already held. A part is held until
+    /// its window's last part arrives; the window is then stored whole.
     pub fn insert(&mut self, release: Release) -> Result<bool, StoreError> {
         let start = release.meta.window_start;
         if self.by_window.contains_key(&start) {
             self.duplicates += 1;
             return Ok(false);
         }
+        let release = if release.meta.part.is_whole() {
+            release
+        } else {
+            let part = release.meta.part;
+            let parts = self.partial.entry(start).or_default();
+            let agrees = parts
+                .values()
+                .next()
+                .is_none_or(|first| same_window_release(&first.meta, &release.meta));
+            if !agrees {
+                tracing::warn!(
+                    window_start = start,
+                    %part,
+                    "release part disagrees with its window's other parts; ignored"
+                );
+                return Ok(false);
+            }
+            if parts.contains_key(&part.index) {
+                self.duplicates += 1;
+                return Ok(false);
+            }
+            parts.insert(part.index, release);
+            if parts.len() < part.of as usize {
+                return Ok(true);
+            }
+            let parts = self.partial.remove(&start).expect("just filled");
+            whole_of(parts.into_values())
+        };
         write_release(&self.dir, &release)?;
         self.by_window.insert(start, release);
         Ok(true)
+    }
+
+    /// Windows with some parts in and some still missing.
+    pub fn incomplete(&self) -> usize {
+        self.partial.len()
     }
 
     pub fn get(&self, window_start: i64) -> Option<&Release> {
@@ -150,6 +194,35 @@ impl ReleaseStore {
     pub fn duplicates(&self) -> u64 {
         self.duplicates
     }
+}
+
+/// Whether two parts belong to one window's release: everything but the
+/// part index agrees.
+fn same_window_release(a: &hushmap_schema::ReleaseMeta, b: &hushmap_schema::ReleaseMeta) -> bool {
+    let mut b = b.clone();
+    b.part.index = a.part.index;
+    *a == b
+}
+
+/// One release from all the parts of a window, rows in a whole release's
+/// order (finest level first, then region, then age band).
+fn whole_of(parts: impl Iterator<Item = Release>) -> Release {
+    let mut meta = None;
+    let mut rows = Vec::new();
+    for part in parts {
+        meta.get_or_insert(part.meta);
+        rows.extend(part.rows);
+    }
+    let mut meta = meta.expect("at least one part");
+    meta.part = ReleasePart::WHOLE;
+    rows.sort_by(|a, b| {
+        (std::cmp::Reverse(a.level), &a.region, &a.age_band).cmp(&(
+            std::cmp::Reverse(b.level),
+            &b.region,
+            &b.age_band,
+        ))
+    });
+    Release { meta, rows }
 }
 
 /// The UTC day (`YYYY-MM-DD`) of a window start: its partition.
@@ -243,6 +316,7 @@ pub(crate) mod tests {
                 symptom_noise_scale: 2.0,
                 max_ci_half_width: 0.2,
                 statistic_costs: vec![],
+                part: hushmap_schema::release::ReleasePart::WHOLE,
             },
             rows,
         }
@@ -277,6 +351,48 @@ pub(crate) mod tests {
             reopened.get(1_764_374_400_000),
             Some(&sample_release(1_764_374_400_000, 3))
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_window_in_parts_is_shown_only_when_whole_and_once() {
+        let dir = std::env::temp_dir().join(format!("hushmap-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = ReleaseStore::open(&dir).unwrap();
+        let start = 1_764_374_400_000;
+        let whole = sample_release(start, 6);
+        // Three parts of two rows each, out of order, one sent twice.
+        let part = |k: u32| {
+            let mut r = whole.clone();
+            r.rows = whole.rows[2 * k as usize..2 * k as usize + 2].to_vec();
+            r.meta.part = ReleasePart { index: k, of: 3 };
+            r
+        };
+        assert!(store.insert(part(2)).unwrap());
+        assert!(store.insert(part(0)).unwrap());
+        assert!(!store.insert(part(0)).unwrap(), "a repeated part");
+        assert_eq!((store.len(), store.incomplete()), (0, 1), "not shown half");
+        let mut stranger = part(1);
+        stranger.meta.epsilon = 2.0;
+        assert!(
+            !store.insert(stranger).unwrap(),
+            "a part of another release"
+        );
+        assert_eq!(store.len(), 0);
+        assert!(store.insert(part(1)).unwrap());
+        assert_eq!((store.len(), store.incomplete()), (1, 0));
+        let mut expected = whole.clone();
+        expected
+            .rows
+            .sort_by(|a, b| (&a.region, &a.age_band).cmp(&(&b.region, &b.age_band)));
+        assert_eq!(store.get(start), Some(&expected));
+        assert!(
+            !store.insert(part(1)).unwrap(),
+            "the window is already whole"
+        );
+        assert_eq!(store.duplicates(), 2);
+        let reopened = ReleaseStore::open(&dir).unwrap();
+        assert_eq!(reopened.get(start), Some(&expected));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,10 +5,10 @@
 2. Every Strimzi resource against the CRD schema Strimzi's own generator
    makes from its published model (deploy/k8s/strimzi, see validate.sh),
    made strict the same way.
-3. References: every Secret, ConfigMap and KafkaUser a Deployment names is
+3. References: every Secret, ConfigMap and KafkaUser a workload (Deployment, StatefulSet) names is
    defined here, made by Strimzi, or one of the documented out-of-band
-   Secrets; every Service selects a Deployment's pods.
-4. Every service's configuration, as its Deployment gives it (environment,
+   Secrets; every Service selects a workload's pods.
+4. Every service's configuration, as its workload gives it (environment,
    args, mounted ConfigMaps), is loaded and checked by the service binary
    itself (`check-config`), with stand-ins for the secrets.
 
@@ -134,6 +134,9 @@ def check_schemas(resources, crd_schemas):
                 problem(where, f"no schema: {e}")
 
 
+WORKLOADS = ("Deployment", "StatefulSet")
+
+
 def check_references(resources):
     by_kind = {}
     for _, doc in resources:
@@ -147,10 +150,13 @@ def check_references(resources):
         | OUT_OF_BAND_SECRETS
     )
     config_maps = set(by_kind.get("ConfigMap", {}))
-    deployments = by_kind.get("Deployment", {})
+    deployments = {**by_kind.get("Deployment", {}), **by_kind.get("StatefulSet", {})}
     for name, dep in deployments.items():
         pod = dep["spec"]["template"]["spec"]
-        where = f"Deployment/{name}"
+        where = f"{dep['kind']}/{name}"
+        service_name = dep["spec"].get("serviceName")
+        if service_name and service_name not in by_kind.get("Service", {}):
+            problem(where, f"serviceName: no Service {service_name}")
         for volume in pod.get("volumes", []):
             if "secret" in volume and volume["secret"]["secretName"] not in secrets:
                 problem(where, f"volume {volume['name']}: no Secret {volume['secret']['secretName']}")
@@ -169,12 +175,12 @@ def check_references(resources):
             selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
             for dep in deployments.values()
         ):
-            problem(f"Service/{name}", f"selects no Deployment's pods: {selector}")
+            problem(f"Service/{name}", f"selects no workload's pods: {selector}")
     for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
         for name, obj in by_kind.get(kind, {}).items():
             target = obj["spec"].get("scaleTargetRef", {}).get("name")
             if target and target not in deployments:
-                problem(f"{kind}/{name}", f"targets no Deployment {target}")
+                problem(f"{kind}/{name}", f"targets no workload {target}")
 
 
 # Each stand-in is made once by the binaries themselves (every check run
@@ -210,12 +216,12 @@ def stand_in_file(volume, key, bin_dir, config_maps):
 def check_service_configs(resources, bin_dir):
     config_maps = {d["metadata"]["name"]: d for _, d in resources if d["kind"] == "ConfigMap"}
     for _, dep in resources:
-        if dep["kind"] != "Deployment":
+        if dep["kind"] not in WORKLOADS:
             continue
         pod = dep["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for container in pod["containers"]:
-            where = f"Deployment/{dep['metadata']['name']} container {container['name']}"
+            where = f"{dep['kind']}/{dep['metadata']['name']} container {container['name']}"
             binary = BINARIES.get(container["name"])
             if binary is None:
                 problem(where, "no Hushmap binary of that name")
@@ -272,8 +278,10 @@ def find(resources, kind, name):
     return next(d for _, d in resources if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-def container_env(resources, deployment, name):
-    pod = find(resources, "Deployment", deployment)["spec"]["template"]["spec"]
+def container_env(resources, workload, name):
+    found = next(d for _, d in resources
+                 if d["kind"] in WORKLOADS and d["metadata"]["name"] == workload)
+    pod = found["spec"]["template"]["spec"]
     return next(e for e in pod["containers"][0]["env"] if e["name"] == name)
 
 
@@ -293,6 +301,8 @@ MUTATIONS = [
     ("Service selecting nothing",
      lambda r: find(r, "Service", "hushmap-ingest")["spec"]["selector"]
      .__setitem__("app.kubernetes.io/name", "nobody")),
+    ("StatefulSet governed by no Service",
+     lambda r: find(r, "StatefulSet", "hushmap-aggregate")["spec"].__setitem__("serviceName", "nobody")),
     ("Secret nobody makes",
      lambda r: container_env(r, "hushmap-aggregate", "HUSHMAP_KAFKA_SASL_PASSWORD")["valueFrom"]
      ["secretKeyRef"].__setitem__("name", "nobody")),

@@ -141,6 +141,9 @@ if [ "$KAFKA_PROTOCOL" = sasl_ssl ] && [ ! -f "$KAFKA_SECRETS/users.done" ]; the
     --topic hushmap.submissions.v1
   acl --allow-principal User:hushmap-aggregate --operation Read --operation Write \
     --operation Describe --topic hushmap.releases.v1
+  # The partitioned aggregator's two stages talk over the bounded topic.
+  acl --allow-principal User:hushmap-aggregate --operation Read --operation Write \
+    --operation Describe --topic hushmap.bounded.v1
   acl --allow-principal User:hushmap-aggregate --operation Read --operation Describe \
     --resource-pattern-type prefixed --group hushmap-aggregate
   acl --allow-principal User:hushmap-aggregate --operation Write --operation Describe \

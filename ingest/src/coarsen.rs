@@ -9,7 +9,7 @@
 use crate::triage;
 use crate::validate::ValidSubmission;
 use hmac::{Hmac, Mac};
-use hushmap_schema::{AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, WindowLength};
+use hushmap_schema::{AgeBand, CoarseRecord, ContributorKey, RiskLevel, WindowLength};
 use sha2::Sha256;
 
 /// Derives contributor keys.
@@ -46,15 +46,19 @@ impl Coarsener {
         ContributorKey(key)
     }
 
-    /// The Kafka key of a region's records: a keyed hash, so records of one
-    /// region share a partition (the aggregator scales out by partition)
-    /// while the broker, which sees keys in the clear, cannot tell regions.
-    pub fn partition_key(&self, region: RegionCell) -> String {
+    /// The Kafka key of a record: a keyed hash of its contributor and
+    /// window. All of one contributor's records of a window share a
+    /// partition, which contribution bounding needs when aggregation runs
+    /// partitioned (docs/SCALE.md); the key changes every window, so the
+    /// broker, which sees keys in the clear, cannot link a person's
+    /// submissions across windows, and it says nothing about the region.
+    pub fn partition_key(&self, record: &CoarseRecord) -> String {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         // Domain-separated from profile keys, which hash under the same secret.
-        mac.update(b"hushmap.partition.v1\0");
-        mac.update(&region.raw().to_le_bytes());
+        mac.update(b"hushmap.partition.v2\0");
+        mac.update(&record.contributor.0);
+        mac.update(&record.window.start_ms.to_le_bytes());
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
@@ -151,5 +155,31 @@ mod tests {
         let v1 = validate(submission(1.0, 1.0, 20, None), &rules(), 1_764_000_000_000).unwrap();
         let v2 = validate(submission(1.0, 1.0, 20, None), &rules(), 1_764_000_000_000).unwrap();
         assert_ne!(a.coarsen(v1).1.contributor, a.coarsen(v2).1.contributor);
+    }
+
+    #[test]
+    fn partition_keys_follow_contributor_and_window_only() {
+        let w = WindowLength::from_secs(3600).unwrap();
+        let c = Coarsener::new(b"0123456789abcdef0123456789abcdef", w);
+        let at = |lat: f64, profile: Option<&str>, now: i64| {
+            let s = submission(lat, 1.0, 20, profile);
+            c.coarsen(validate(s, &rules(), now).unwrap()).1
+        };
+        let now = 1_764_000_000_000;
+        // One contributor, two regions, one window: one key (one partition).
+        let (here, there) = (at(1.0, Some("u1"), now), at(40.0, Some("u1"), now));
+        assert_ne!(here.region, there.region);
+        assert_eq!(c.partition_key(&here), c.partition_key(&there));
+        // The next window: another key, so windows cannot be linked.
+        let later = at(1.0, Some("u1"), now + 3_600_000);
+        assert_ne!(c.partition_key(&here), c.partition_key(&later));
+        // Another contributor in the same region: (almost surely) another key.
+        assert_ne!(
+            c.partition_key(&here),
+            c.partition_key(&at(1.0, Some("u2"), now))
+        );
+        let key = c.partition_key(&here);
+        assert_eq!(key.len(), 16);
+        assert!(key.parse::<hushmap_schema::RegionCell>().is_err());
     }
 }

@@ -457,7 +457,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
     };
     state.metrics.in_flight().inc();
     let started = Instant::now();
-    let key = state.coarsener.partition_key(record.region);
+    let key = state.coarsener.partition_key(&record);
     let sent = state.producer.send(&key, &record).await;
     state
         .metrics

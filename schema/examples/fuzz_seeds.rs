@@ -85,6 +85,7 @@ fn main() {
                 cost: 0.0066,
                 delta: 0.0,
             }],
+            part: Default::default(),
         },
         rows: vec![row("18-29", 10), row("75+", 0)],
     };

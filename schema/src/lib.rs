@@ -13,8 +13,11 @@
 //!   dashboard API, exports and batch output.
 //! * [`interval`]: post-processing of noisy counts into shares with a 95%
 //!   confidence interval.
+//! * [`bounded`]: [`BoundedMessage`], what the two stages of partitioned
+//!   aggregation pass each other on the bounded topic.
 //! * [`topics`]: Kafka topic names.
 
+pub mod bounded;
 pub mod domain;
 pub mod interval;
 pub mod record;
@@ -25,6 +28,7 @@ pub mod submission;
 pub mod topics;
 pub mod window;
 
+pub use bounded::{BoundedMessage, Watermark};
 pub use domain::{AgeBand, Condition, Gender, RiskLevel, Subject, Symptom, SymptomSet};
 pub use interval::ShareInterval;
 pub use record::{CoarseRecord, ContributorKey, RecordError};

@@ -118,6 +118,33 @@ impl RegionCell {
         self.0.parent(r).map(RegionCell)
     }
 
+    /// The shard (of `shards`) that owns this cell and every cell in the
+    /// same `coarsest`-resolution ancestor, so that one shard sees whole
+    /// trees of the released hierarchy. A fixed mix of the ancestor's H3
+    /// index (whose low bits are constant), so every process agrees.
+    /// `None` when this cell is coarser than `coarsest` or `shards` is 0.
+    ///
+    /// ```
+    /// # use hushmap_schema::RegionCell;
+    /// # use hushmap_schema::region::RegionResolution;
+    /// let cell = RegionCell::from_coordinate(51.5, -0.12, RegionResolution::new(5).unwrap()).unwrap();
+    /// let parent = cell.parent(3).unwrap();
+    /// assert_eq!(cell.shard(3, 12), parent.shard(3, 12));
+    /// assert!(cell.shard(3, 12).unwrap() < 12);
+    /// ```
+    pub fn shard(self, coarsest: u8, shards: u32) -> Option<u32> {
+        if shards == 0 {
+            return None;
+        }
+        let ancestor = self.parent(coarsest)?;
+        // SplitMix64's finaliser: every input bit moves every output bit.
+        let mut z = ancestor.raw();
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        Some((z % u64::from(shards)) as u32)
+    }
+
     /// Every cell at the finer resolution `res` inside this one (`None` if
     /// `res` is coarser than this cell).
     pub fn children(self, res: u8) -> Option<Vec<RegionCell>> {

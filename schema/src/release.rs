@@ -45,6 +45,9 @@ pub mod meta_keys {
     /// What each statistic of the release cost (JSON list of
     /// [`StatisticCost`](super::StatisticCost)); they compose to the totals.
     pub const STATISTIC_COSTS: &str = "hushmap.statistic_costs";
+    /// `k/n`: the release is part k (from 0) of n of its window, made by a
+    /// partitioned aggregator (docs/SCALE.md). Absent on whole releases.
+    pub const PART: &str = "hushmap.part";
 }
 
 /// Why a release could not be encoded or decoded.
@@ -91,6 +94,61 @@ pub struct ReleaseMeta {
     /// (add, in ρ or in pure ε) to `rho`/`epsilon`, and their δs add to
     /// `delta` less the conversion's.
     pub statistic_costs: Vec<StatisticCost>,
+    /// Which part of its window's release this is; whole unless a
+    /// partitioned aggregator made it. Not in JSON when whole.
+    #[serde(default, skip_serializing_if = "ReleasePart::is_whole")]
+    pub part: ReleasePart,
+}
+
+/// Part `index` of `of` disjoint parts of one window's release.
+///
+/// A partitioned aggregator publishes a window as one part per shard of
+/// the coarsest released cells; the parts share every metadata value but
+/// this, hold disjoint cells, and together are the whole release.
+///
+/// ```
+/// # use hushmap_schema::release::ReleasePart;
+/// assert!(ReleasePart::WHOLE.is_whole());
+/// assert_eq!("2/3".parse::<ReleasePart>(), Ok(ReleasePart { index: 2, of: 3 }));
+/// assert!("3/3".parse::<ReleasePart>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReleasePart {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl ReleasePart {
+    pub const WHOLE: ReleasePart = ReleasePart { index: 0, of: 1 };
+
+    pub fn is_whole(&self) -> bool {
+        self.of == 1
+    }
+}
+
+impl Default for ReleasePart {
+    fn default() -> Self {
+        ReleasePart::WHOLE
+    }
+}
+
+impl std::fmt::Display for ReleasePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.of)
+    }
+}
+
+impl std::str::FromStr for ReleasePart {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<ReleasePart, ()> {
+        let (index, of) = s.split_once('/').ok_or(())?;
+        let part = ReleasePart {
+            index: index.parse().map_err(|_| ())?,
+            of: of.parse().map_err(|_| ())?,
+        };
+        (part.index < part.of).then_some(part).ok_or(())
+    }
 }
 
 /// The privacy cost of one statistic of a release.
@@ -250,6 +308,9 @@ impl ReleaseMeta {
             meta_keys::STATISTIC_COSTS.into(),
             serde_json::to_string(&self.statistic_costs).unwrap_or_default(),
         );
+        if !self.part.is_whole() {
+            m.insert(meta_keys::PART.into(), self.part.to_string());
+        }
         m
     }
 
@@ -288,6 +349,12 @@ impl ReleaseMeta {
             max_ci_half_width: num(meta_keys::SUPPRESSION_HALF_WIDTH)?,
             statistic_costs: serde_json::from_str(get(meta_keys::STATISTIC_COSTS)?)
                 .map_err(|_| ReleaseError::Metadata(meta_keys::STATISTIC_COSTS))?,
+            part: match m.get(meta_keys::PART) {
+                None => ReleasePart::WHOLE,
+                Some(text) => text
+                    .parse()
+                    .map_err(|()| ReleaseError::Metadata(meta_keys::PART))?,
+            },
         })
     }
 
@@ -554,6 +621,7 @@ mod tests {
                     cost: 0.5,
                     delta: 0.0,
                 }],
+                part: Default::default(),
             },
             rows: vec![ReleaseRow {
                 window_start: 1_700_000_000_000,

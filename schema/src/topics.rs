@@ -4,3 +4,6 @@
 pub const SUBMISSIONS: &str = "hushmap.submissions.v1";
 /// Noisy releases produced by aggregate, consumed by the dashboard.
 pub const RELEASES: &str = "hushmap.releases.v1";
+/// Bounded sealed records and watermarks between the two stages of a
+/// partitioned aggregator (docs/SCALE.md).
+pub const BOUNDED: &str = "hushmap.bounded.v1";

@@ -37,7 +37,7 @@ async fn a_replicated_cluster_loses_nothing_when_a_node_dies() -> anyhow::Result
             .await??;
     let bootstrap = cluster.bootstrap();
 
-    for topic in [topics::SUBMISSIONS, topics::RELEASES] {
+    for topic in [topics::SUBMISSIONS, topics::BOUNDED, topics::RELEASES] {
         let partitions = replication(&bootstrap, topic).await?;
         assert!(!partitions.is_empty(), "{topic} exists");
         assert!(

@@ -1,0 +1,339 @@
+//! Stage 1, "bound": per submissions partition, keep each contributor's
+//! latest `m` records of a window; when the window is due, forward them
+//! (still sealed) to the bounded-topic partition of their region's shard,
+//! and tell every stage-2 partition how far this partition is done.
+//!
+//! Ingest keys submissions by contributor and window, so all of one
+//! contributor's records of a window are in one partition, read in offset
+//! order: keeping the latest `m` here keeps exactly what one aggregator's
+//! `MAX(seq)` keeps.
+//!
+//! A window of partition `p` is due once its deadline (end + allowed
+//! lateness) has passed on the clock and in what has been read from `p`
+//! (its latest record's produce time, or "now" once read to its end). Each
+//! step forwards the due windows, a [`Watermark`] to every stage-2
+//! partition and `p`'s offset in one transaction; the offset never passes
+//! the first record of a window still open, and its commit metadata holds
+//! the watermark, so a new owner after a rebalance rebuilds exactly the
+//! open windows and skips the forwarded ones.
+
+use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, send_queued};
+use crate::config::AggregateConfig;
+use crate::intake::{DropReason, open_record};
+use crate::stream::{AggregatorError, AggregatorStats};
+use hushmap_schema::{
+    BoundedMessage, ContributorKey, PayloadKeyring, Watermark, Window, WindowLength,
+};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Commit metadata of a submissions partition: `through=<ms>`.
+const THROUGH: &str = "through=";
+
+/// A kept record: sealed bytes and the stage-2 partition they go to.
+struct Kept {
+    sealed: Vec<u8>,
+    shard: u32,
+}
+
+/// One window of one partition.
+struct BoundWindow {
+    first_offset: i64,
+    seals: HashSet<u128>,
+    /// Each contributor's latest `m` records, oldest first.
+    kept: HashMap<ContributorKey, VecDeque<Kept>>,
+}
+
+/// What this instance holds for one owned submissions partition.
+struct OwnedPartition {
+    /// Every window ending at or before this has been forwarded.
+    forwarded_through: i64,
+    /// The offset after the last one read.
+    next_offset: i64,
+    latest_arrival: Option<i64>,
+    caught_up: bool,
+    windows: BTreeMap<i64, BoundWindow>,
+}
+
+pub(crate) struct BoundStage {
+    keyring: PayloadKeyring,
+    window_length: WindowLength,
+    lateness_ms: i64,
+    max_records: usize,
+    coarsest: u8,
+    input_topic: String,
+    bounded_topic: String,
+    consumer: Arc<GroupConsumer>,
+    txn: group::Transactions,
+    /// Partitions of the submissions topic (P₁) and the bounded topic (P₂).
+    inputs: u32,
+    shards: u32,
+    owned: BTreeMap<i32, OwnedPartition>,
+    stats: Arc<AggregatorStats>,
+}
+
+fn parse_through(metadata: &str) -> Result<i64, AggregatorError> {
+    if metadata.is_empty() {
+        return Ok(i64::MIN);
+    }
+    metadata
+        .strip_prefix(THROUGH)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            AggregatorError::Recovery(format!(
+                "unreadable stage-1 commit metadata {metadata:?}; refusing to guess what was forwarded"
+            ))
+        })
+}
+
+impl BoundStage {
+    pub(crate) fn new(
+        config: &AggregateConfig,
+        instance: &str,
+        stats: Arc<AggregatorStats>,
+    ) -> Result<(BoundStage, GroupMember), AggregatorError> {
+        let keyring = config
+            .payload_keys
+            .clone()
+            .ok_or(crate::config::ConfigError::MissingPayloadKeys)?;
+        let k = &config.kafka;
+        let member = group::group_member(config, &format!("{}-bound", k.group_id), &k.input_topic)?;
+        let inputs = group::partition_count(member.consumer.as_ref(), &k.input_topic)?;
+        let shards = group::partition_count(member.consumer.as_ref(), &k.bounded_topic)?;
+        let txn =
+            group::Transactions::new(config, format!("{}-bound-{instance}", k.transactional_id))?;
+        tracing::info!(inputs, shards, "stage 1 (bound) joined its group");
+        let stage = BoundStage {
+            keyring,
+            window_length: config.window_length(),
+            lateness_ms: i64::from(config.allowed_lateness_secs) * 1000,
+            max_records: config.bounds().max_records_per_window as usize,
+            coarsest: config.coarsest_level(),
+            input_topic: k.input_topic.clone(),
+            bounded_topic: k.bounded_topic.clone(),
+            consumer: member.consumer.clone(),
+            txn,
+            inputs,
+            shards,
+            owned: BTreeMap::new(),
+            stats,
+        };
+        Ok((stage, member))
+    }
+}
+
+impl Stage for BoundStage {
+    fn revoke(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.owned.remove(p);
+        }
+    }
+
+    fn assign(&mut self, committed: HashMap<i32, Committed>) -> Result<(), AggregatorError> {
+        for (p, Committed { offset, metadata }) in committed {
+            let owned = OwnedPartition {
+                forwarded_through: parse_through(&metadata)?,
+                next_offset: offset,
+                latest_arrival: None,
+                caught_up: false,
+                windows: BTreeMap::new(),
+            };
+            self.owned.insert(p, owned);
+        }
+        Ok(())
+    }
+
+    fn on_caught_up(&mut self, partition: i32) {
+        if let Some(owned) = self.owned.get_mut(&partition) {
+            owned.caught_up = true;
+        }
+    }
+
+    async fn on_tick(&mut self) -> Result<(), AggregatorError> {
+        self.forward_due(super::now_ms()).await
+    }
+
+    fn on_message(&mut self, message: &BorrowedMessage<'_>) {
+        let (partition, offset, payload) =
+            (message.partition(), message.offset(), message.payload());
+        let arrived_ms = message
+            .timestamp()
+            .to_millis()
+            .unwrap_or_else(super::now_ms);
+        // Only from a partition we own (a message fetched before its
+        // revocation is ignored: the new owner reads it again).
+        let Some(owned) = self.owned.get_mut(&partition) else {
+            return;
+        };
+        owned.next_offset = offset + 1;
+        owned.caught_up = false;
+        owned.latest_arrival = Some(
+            owned
+                .latest_arrival
+                .map_or(arrived_ms, |a| a.max(arrived_ms)),
+        );
+        let (record, seal_id) = match open_record(&self.keyring, self.window_length, payload) {
+            Ok(opened) => opened,
+            Err(reason) => {
+                self.stats.records_dropped.add(reason);
+                return;
+            }
+        };
+        let window = record.window;
+        if window.end_ms <= owned.forwarded_through
+            || window.end_ms.saturating_add(self.lateness_ms) <= arrived_ms
+        {
+            self.stats.records_late.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(shard) = record.region.shard(self.coarsest, self.shards) else {
+            self.stats.records_dropped.add(DropReason::InvalidRecord);
+            return;
+        };
+        let bucket = owned
+            .windows
+            .entry(window.start_ms)
+            .or_insert_with(|| BoundWindow {
+                first_offset: offset,
+                seals: HashSet::new(),
+                kept: HashMap::new(),
+            });
+        if !bucket.seals.insert(seal_id) {
+            self.stats.records_dropped.add(DropReason::Replayed);
+            return;
+        }
+        let kept = bucket.kept.entry(record.contributor).or_default();
+        kept.push_back(Kept {
+            sealed: payload.unwrap_or_default().to_vec(),
+            shard,
+        });
+        if kept.len() > self.max_records {
+            kept.pop_front();
+        }
+        self.stats.records_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl BoundStage {
+    /// Forwards, per owned partition, every window now due.
+    async fn forward_due(&mut self, now: i64) -> Result<(), AggregatorError> {
+        let partitions: Vec<i32> = self.owned.keys().copied().collect();
+        for p in partitions {
+            let owned = &self.owned[&p];
+            let frontier = if owned.caught_up {
+                now
+            } else {
+                match owned.latest_arrival {
+                    Some(t) => t.min(now),
+                    None => continue,
+                }
+            };
+            let Some(deadline) = frontier.checked_sub(self.lateness_ms) else {
+                continue;
+            };
+            // The last window end at or before the deadline.
+            let through = Window::containing(deadline, self.window_length).start_ms;
+            if through <= owned.forwarded_through {
+                continue;
+            }
+            if let Err(e) = self.forward(p, through).await {
+                tracing::warn!(partition = p, error = %e, "stage 1 transaction failed; will retry");
+                self.txn.recover();
+                let (consumer, topic) = (self.consumer.clone(), self.input_topic.clone());
+                group::rewind(self, &consumer, &topic, p)?;
+            }
+        }
+        let open: usize = self.owned.values().map(|o| o.windows.len()).sum();
+        self.stats
+            .open_windows
+            .store(open as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One transaction: partition `p`'s windows ending by `through`, a
+    /// watermark to every shard, and `p`'s offset with the new watermark.
+    async fn forward(&mut self, p: i32, through: i64) -> Result<(), AggregatorError> {
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            AggregatorError::Recovery("no consumer group metadata for the transaction".into())
+        })?;
+        let length = self.window_length.millis();
+        let owned = &self.owned[&p];
+        let due: Vec<i64> = owned
+            .windows
+            .keys()
+            .copied()
+            .filter(|start| start.saturating_add(length) <= through)
+            .collect();
+        let commit_offset = owned
+            .windows
+            .iter()
+            .filter(|(start, _)| !due.contains(start))
+            .map(|(_, w)| w.first_offset)
+            .min()
+            .unwrap_or(owned.next_offset);
+        self.txn.producer.begin_transaction()?;
+        let mut forwarded = 0u64;
+        for start in &due {
+            for kept in owned.windows[start].kept.values().flatten() {
+                let payload = BoundedMessage::Sealed(kept.sealed.clone()).encode();
+                let record = FutureRecord::to(&self.bounded_topic)
+                    .partition(kept.shard as i32)
+                    .payload(payload.as_slice());
+                send_queued(&self.txn.producer, record).await?;
+                forwarded += 1;
+            }
+        }
+        let mark = BoundedMessage::Watermark(Watermark {
+            partition: p as u32,
+            partitions: self.inputs,
+            through_ms: through,
+            windows: due.clone(),
+        })
+        .encode();
+        for shard in 0..self.shards {
+            let record = FutureRecord::to(&self.bounded_topic)
+                .partition(shard as i32)
+                .payload(mark.as_slice());
+            send_queued(&self.txn.producer, record).await?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        let mut position = offsets.add_partition(&self.input_topic, p);
+        position.set_offset(Offset::Offset(commit_offset))?;
+        position.set_metadata(format!("{THROUGH}{through}"));
+        let timeout = self.txn.timeout();
+        self.txn
+            .producer
+            .send_offsets_to_transaction(&offsets, &group, timeout)?;
+        self.txn.commit()?;
+        let owned = self.owned.get_mut(&p).expect("still owned: no poll since");
+        for start in &due {
+            owned.windows.remove(start);
+        }
+        owned.forwarded_through = through;
+        tracing::info!(
+            partition = p,
+            windows = due.len(),
+            records = forwarded,
+            "stage 1 forwarded due windows"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_watermark_is_read_back_or_refused() {
+        assert_eq!(parse_through("").unwrap(), i64::MIN);
+        assert_eq!(parse_through("through=-20000").unwrap(), -20_000);
+        assert!(parse_through("through=").is_err());
+        assert!(parse_through("released=1;marks=").is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! What both stages need from Kafka: a consumer-group member that reports
+//! its rebalances, a transactional producer, and committed positions with
+//! the state each stage keeps in its offset-commit metadata.
+
+use crate::config::AggregateConfig;
+use crate::stream::AggregatorError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+/// A change of the partitions this member owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GroupEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Passes rebalances to the stage's loop. librdkafka calls these from
+/// inside the consumer's poll, which only the stage's own task drives, so
+/// the loop sees a revocation before it can start another transaction.
+pub(crate) struct GroupContext {
+    events: mpsc::Sender<GroupEvent>,
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::stream::QuietEofContext.error(error, reason);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let _ = self.events.send(GroupEvent::Revoked(partitions_of(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let _ = self.events.send(GroupEvent::Assigned(partitions_of(tpl)));
+        }
+    }
+}
+
+pub(crate) type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// A stage's place in its consumer group: the consumer, the rebalances it
+/// reports, and the topic it reads.
+pub(crate) struct GroupMember {
+    pub consumer: Arc<GroupConsumer>,
+    events: mpsc::Receiver<GroupEvent>,
+    topic: String,
+}
+
+impl GroupMember {
+    /// Applies the rebalances librdkafka reported during the last poll:
+    /// revoked partitions' state is dropped, assigned ones start from their
+    /// committed positions.
+    fn apply_events(&self, stage: &mut impl Stage) -> Result<(), AggregatorError> {
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                GroupEvent::Revoked(partitions) => {
+                    stage.revoke(&partitions);
+                    tracing::info!(
+                        topic = %self.topic,
+                        partitions = partitions.len(),
+                        "partitions revoked; their state dropped"
+                    );
+                }
+                GroupEvent::Assigned(partitions) => {
+                    let committed = committed_positions(&self.consumer, &self.topic, &partitions)?;
+                    stage.assign(committed)?;
+                    tracing::info!(
+                        topic = %self.topic,
+                        partitions = partitions.len(),
+                        "partitions assigned"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One stage's reactions; [`drive`] runs its loop.
+pub(crate) trait Stage {
+    /// Forgets everything about these partitions: another member owns
+    /// them now.
+    fn revoke(&mut self, partitions: &[i32]);
+    /// Starts owning these partitions, from their committed positions.
+    fn assign(&mut self, committed: HashMap<i32, Committed>) -> Result<(), AggregatorError>;
+    fn on_message(&mut self, message: &BorrowedMessage<'_>);
+    /// `partition` has been read to its end.
+    fn on_caught_up(&mut self, partition: i32);
+    /// Periodic work: forwarding or publishing what is due.
+    async fn on_tick(&mut self) -> Result<(), AggregatorError>;
+}
+
+/// After a failed transaction, whose outcome this member cannot be sure
+/// of (a replaced producer's initialisation may still let it commit):
+/// forgets `partition` and reads it again from its committed position,
+/// which says exactly what was forwarded or published.
+pub(crate) fn rewind(
+    stage: &mut impl Stage,
+    consumer: &GroupConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(), AggregatorError> {
+    let committed = committed_positions(consumer, topic, &[partition])?;
+    let offset = committed.get(&partition).map(|c| c.offset);
+    stage.revoke(&[partition]);
+    stage.assign(committed)?;
+    if let Some(offset) = offset {
+        consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        )?;
+    }
+    tracing::info!(
+        topic,
+        partition,
+        "partition rewound to its committed position"
+    );
+    Ok(())
+}
+
+/// Runs `stage` on `consumer` until `shutdown` resolves or it fails.
+/// Rebalance events are applied after every poll and before every tick,
+/// so no transaction starts on a partition already revoked.
+pub(crate) async fn drive(
+    stage: &mut impl Stage,
+    member: &GroupMember,
+    tick_ms: u64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AggregatorError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!(topic = %member.topic, "stopping; open windows resume from Kafka");
+                return Ok(());
+            }
+            msg = member.consumer.recv() => {
+                member.apply_events(stage)?;
+                match msg {
+                    Ok(m) => stage.on_message(&m),
+                    Err(KafkaError::PartitionEOF(p)) => stage.on_caught_up(p),
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                }
+            }
+            _ = tick.tick() => {
+                member.apply_events(stage)?;
+                stage.on_tick().await?;
+            }
+        }
+    }
+}
+
+/// A member of `group_id` subscribed to `topic`, reading committed data
+/// only, with its rebalance events.
+pub(crate) fn group_member(
+    config: &AggregateConfig,
+    group_id: &str,
+    topic: &str,
+) -> Result<GroupMember, AggregatorError> {
+    let (tx, rx) = mpsc::channel();
+    let consumer: GroupConsumer = config
+        .kafka
+        .security
+        .client_config(&config.kafka.brokers)?
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.kafka.session_timeout_ms / 4).max(100).to_string(),
+        )
+        .create_with_context(GroupContext { events: tx })?;
+    consumer.subscribe(&[topic])?;
+    Ok(GroupMember {
+        consumer: Arc::new(consumer),
+        events: rx,
+        topic: topic.to_string(),
+    })
+}
+
+/// A transactional producer under one transactional id, and how to get it
+/// back into a usable state after a failed transaction.
+pub(crate) struct Transactions {
+    pub producer: FutureProducer,
+    config: AggregateConfig,
+    id: String,
+    timeout: Duration,
+}
+
+impl Transactions {
+    /// A producer under `id`, initialised (which aborts whatever an
+    /// earlier holder of the id left open).
+    pub(crate) fn new(
+        config: &AggregateConfig,
+        id: String,
+    ) -> Result<Transactions, AggregatorError> {
+        let timeout = Duration::from_millis(config.kafka.transaction_timeout_ms);
+        let producer = Self::producer(config, &id, timeout)?;
+        Ok(Transactions {
+            producer,
+            config: config.clone(),
+            id,
+            timeout,
+        })
+    }
+
+    fn producer(
+        config: &AggregateConfig,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<FutureProducer, AggregatorError> {
+        let producer: FutureProducer = config
+            .kafka
+            .security
+            .client_config(&config.kafka.brokers)?
+            .set("transactional.id", id)
+            .set(
+                "transaction.timeout.ms",
+                config.kafka.transaction_timeout_ms.to_string(),
+            )
+            .create()?;
+        producer.init_transactions(Timeout::After(timeout))?;
+        Ok(producer)
+    }
+
+    pub(crate) fn timeout(&self) -> Timeout {
+        Timeout::After(self.timeout)
+    }
+
+    /// Commits the open transaction. A commit that timed out may still
+    /// complete, so it is resumed (librdkafka's "retriable"), never
+    /// abandoned for an abort.
+    pub(crate) fn commit(&self) -> Result<(), KafkaError> {
+        let mut resumed = 0;
+        loop {
+            match self.producer.commit_transaction(self.timeout()) {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && resumed < 10 => {
+                    resumed += 1;
+                    tracing::info!(error = %e, "commit not finished yet; resuming it");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// After a failed transaction: aborts it. When the producer cannot
+    /// (its transaction state is broken, as after its coordinator died
+    /// mid-commit), a fresh producer under the same id replaces it; its
+    /// initialisation bumps the epoch and aborts whatever was left open.
+    /// Nothing of the failed transaction was visible, and its inputs are
+    /// still held, so the next attempt starts clean.
+    pub(crate) fn recover(&mut self) {
+        let Err(e) = self.producer.abort_transaction(self.timeout()) else {
+            return;
+        };
+        tracing::warn!(error = %e, "abort failed; replacing the transactional producer");
+        match Self::producer(&self.config, &self.id, self.timeout) {
+            Ok(fresh) => self.producer = fresh,
+            Err(e) => {
+                tracing::warn!(error = %e, "new transactional producer not ready; will retry")
+            }
+        }
+    }
+}
+
+/// How many partitions `topic` has.
+pub(crate) fn partition_count<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+) -> Result<u32, AggregatorError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let n = metadata
+        .topics()
+        .iter()
+        .map(|t| t.partitions().len())
+        .sum::<usize>();
+    if n == 0 {
+        return Err(AggregatorError::Recovery(format!(
+            "topic {topic} has no partitions (does it exist?)"
+        )));
+    }
+    Ok(n as u32)
+}
+
+/// Where a newly assigned partition resumes, and the state its last owner
+/// committed with that offset.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    /// The committed offset, or the partition's first offset if none.
+    pub offset: i64,
+    /// The commit's metadata ("" if none).
+    pub metadata: String,
+}
+
+/// The committed positions of `partitions`, with retries while the group
+/// coordinator is still loading.
+pub(crate) fn committed_positions(
+    consumer: &GroupConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, Committed>, AggregatorError> {
+    let mut wanted = TopicPartitionList::new();
+    for &p in partitions {
+        wanted.add_partition(topic, p);
+    }
+    let committed = crate::stream::committed_offsets(consumer, wanted)?;
+    let mut out = HashMap::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(n) => n,
+            // Never committed: from the first offset still held.
+            _ => {
+                consumer
+                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?
+                    .0
+            }
+        };
+        out.insert(
+            e.partition(),
+            Committed {
+                offset,
+                metadata: e.metadata().to_string(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Queues `record` on `producer`, waiting while its queue is full (a large
+/// window's transaction may hold more records than the queue).
+pub(crate) async fn send_queued(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, (), [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            // Not awaited: commit_transaction flushes it, and fails if it failed.
+            Ok(_delivery) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
