@@ -220,11 +220,12 @@ impl Stage for BoundStage {
 }
 
 impl BoundStage {
-    /// Forwards, per owned partition, every window now due.
+    /// Forwards every window now due, of every owned partition, in one
+    /// transaction: a transaction costs a round of commit markers whatever
+    /// it holds.
     async fn forward_due(&mut self, now: i64) -> Result<(), AggregatorError> {
-        let partitions: Vec<i32> = self.owned.keys().copied().collect();
-        for p in partitions {
-            let owned = &self.owned[&p];
+        let mut steps = Vec::new();
+        for (&p, owned) in &self.owned {
             let frontier = if owned.caught_up {
                 now
             } else {
@@ -238,14 +239,21 @@ impl BoundStage {
             };
             // The last window end at or before the deadline.
             let through = Window::containing(deadline, self.window_length).start_ms;
-            if through <= owned.forwarded_through {
-                continue;
+            if through > owned.forwarded_through {
+                steps.push((p, through));
             }
-            if let Err(e) = self.forward(p, through).await {
-                tracing::warn!(partition = p, error = %e, "stage 1 transaction failed; will retry");
-                self.txn.recover();
-                let (consumer, topic) = (self.consumer.clone(), self.input_topic.clone());
-                group::rewind(self, &consumer, &topic, p)?;
+        }
+        if !steps.is_empty() {
+            match self.forward(&steps).await {
+                Ok(()) => self.forwarded(&steps),
+                Err(e) => {
+                    tracing::warn!(partitions = steps.len(), error = %e, "stage 1 transaction failed; will retry");
+                    self.txn.recover();
+                    let (consumer, topic) = (self.consumer.clone(), self.input_topic.clone());
+                    for (p, _) in &steps {
+                        group::rewind(self, &consumer, &topic, *p)?;
+                    }
+                }
             }
         }
         let open: usize = self.owned.values().map(|o| o.windows.len()).sum();
@@ -255,73 +263,88 @@ impl BoundStage {
         Ok(())
     }
 
-    /// One transaction: partition `p`'s windows ending by `through`, a
-    /// watermark to every shard, and `p`'s offset with the new watermark.
-    async fn forward(&mut self, p: i32, through: i64) -> Result<(), AggregatorError> {
-        let group = self.consumer.group_metadata().ok_or_else(|| {
-            AggregatorError::Recovery("no consumer group metadata for the transaction".into())
-        })?;
+    /// The windows of partition `p` that end by `through`.
+    fn due(&self, p: i32, through: i64) -> Vec<i64> {
         let length = self.window_length.millis();
-        let owned = &self.owned[&p];
-        let due: Vec<i64> = owned
+        self.owned[&p]
             .windows
             .keys()
             .copied()
             .filter(|start| start.saturating_add(length) <= through)
-            .collect();
-        let commit_offset = owned
-            .windows
-            .iter()
-            .filter(|(start, _)| !due.contains(start))
-            .map(|(_, w)| w.first_offset)
-            .min()
-            .unwrap_or(owned.next_offset);
-        self.txn.producer.begin_transaction()?;
-        let mut forwarded = 0u64;
-        for start in &due {
-            for kept in owned.windows[start].kept.values().flatten() {
-                let payload = BoundedMessage::Sealed(kept.sealed.clone()).encode();
-                let record = FutureRecord::to(&self.bounded_topic)
-                    .partition(kept.shard as i32)
-                    .payload(payload.as_slice());
-                send_queued(&self.txn.producer, record).await?;
-                forwarded += 1;
-            }
-        }
-        let mark = BoundedMessage::Watermark(Watermark {
-            partition: p as u32,
-            partitions: self.inputs,
-            through_ms: through,
-            windows: due.clone(),
-        })
-        .encode();
-        for shard in 0..self.shards {
-            let record = FutureRecord::to(&self.bounded_topic)
-                .partition(shard as i32)
-                .payload(mark.as_slice());
-            send_queued(&self.txn.producer, record).await?;
-        }
+            .collect()
+    }
+
+    /// One transaction: for each `(p, through)`, partition `p`'s windows
+    /// ending by `through`, a watermark to every shard, and `p`'s offset
+    /// with the new watermark in its commit metadata.
+    async fn forward(&self, steps: &[(i32, i64)]) -> Result<(), AggregatorError> {
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            AggregatorError::Recovery("no consumer group metadata for the transaction".into())
+        })?;
         let mut offsets = TopicPartitionList::new();
-        let mut position = offsets.add_partition(&self.input_topic, p);
-        position.set_offset(Offset::Offset(commit_offset))?;
-        position.set_metadata(format!("{THROUGH}{through}"));
-        let timeout = self.txn.timeout();
+        self.txn.producer.begin_transaction()?;
+        for &(p, through) in steps {
+            let owned = &self.owned[&p];
+            let due = self.due(p, through);
+            for start in &due {
+                for kept in owned.windows[start].kept.values().flatten() {
+                    let payload = BoundedMessage::Sealed(kept.sealed.clone()).encode();
+                    let record = FutureRecord::to(&self.bounded_topic)
+                        .partition(kept.shard as i32)
+                        .payload(payload.as_slice());
+                    send_queued(&self.txn.producer, record).await?;
+                }
+            }
+            let mark = BoundedMessage::Watermark(Watermark {
+                partition: p as u32,
+                partitions: self.inputs,
+                through_ms: through,
+                windows: due.clone(),
+            })
+            .encode();
+            for shard in 0..self.shards {
+                let record = FutureRecord::to(&self.bounded_topic)
+                    .partition(shard as i32)
+                    .payload(mark.as_slice());
+                send_queued(&self.txn.producer, record).await?;
+            }
+            let commit_offset = owned
+                .windows
+                .iter()
+                .filter(|(start, _)| !due.contains(start))
+                .map(|(_, w)| w.first_offset)
+                .min()
+                .unwrap_or(owned.next_offset);
+            let mut position = offsets.add_partition(&self.input_topic, p);
+            position.set_offset(Offset::Offset(commit_offset))?;
+            position.set_metadata(format!("{THROUGH}{through}"));
+        }
         self.txn
             .producer
-            .send_offsets_to_transaction(&offsets, &group, timeout)?;
+            .send_offsets_to_transaction(&offsets, &group, self.txn.timeout())?;
         self.txn.commit()?;
-        let owned = self.owned.get_mut(&p).expect("still owned: no poll since");
-        for start in &due {
-            owned.windows.remove(start);
-        }
-        owned.forwarded_through = through;
-        tracing::info!(
-            partition = p,
-            windows = due.len(),
-            records = forwarded,
-            "stage 1 forwarded due windows"
-        );
         Ok(())
+    }
+
+    /// Drops what a committed [`forward`](Self::forward) sent.
+    fn forwarded(&mut self, steps: &[(i32, i64)]) {
+        for &(p, through) in steps {
+            let due = self.due(p, through);
+            let owned = self.owned.get_mut(&p).expect("still owned: no poll since");
+            let mut records = 0;
+            for start in &due {
+                records += owned.windows.remove(start).map_or(0, |w| w.kept.len());
+            }
+            owned.forwarded_through = through;
+            if !due.is_empty() {
+                tracing::info!(
+                    partition = p,
+                    windows = due.len(),
+                    contributors = records,
+                    "stage 1 forwarded due windows"
+                );
+            }
+        }
     }
 }
 

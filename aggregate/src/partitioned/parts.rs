@@ -136,8 +136,6 @@ pub(crate) struct PartStage {
     shard_plans: HashMap<u32, ReleasePlan>,
     ledger: PrivacyLedger,
     owned: BTreeMap<i32, OwnedShard>,
-    /// Noised parts not yet committed, so a retry resends the same numbers.
-    pending: HashMap<(i32, i64), Option<Release>>,
     next_seq: u64,
     stats: Arc<AggregatorStats>,
 }
@@ -179,7 +177,6 @@ impl PartStage {
             shard_plans: HashMap::new(),
             ledger,
             owned: BTreeMap::new(),
-            pending: HashMap::new(),
             next_seq: 0,
             stats,
             config: config.clone(),
@@ -192,7 +189,6 @@ impl Stage for PartStage {
     fn revoke(&mut self, shards: &[i32]) {
         for q in shards {
             self.owned.remove(q);
-            self.pending.retain(|(shard, _), _| shard != q);
         }
     }
 
@@ -271,31 +267,61 @@ impl Stage for PartStage {
 }
 
 impl PartStage {
-    /// Publishes, shard by shard and oldest first, every complete window.
+    /// Publishes every complete window of every owned shard (oldest first
+    /// per shard) in one transaction with the shards' offsets: a
+    /// transaction costs a round of commit markers whatever it holds.
     async fn release_complete(&mut self) -> Result<(), AggregatorError> {
         let length = self.window_length.millis();
-        let shards: Vec<i32> = self.owned.keys().copied().collect();
-        for q in shards {
-            for start in self.owned[&q].complete(length) {
-                if let Err(e) = self.release_part(q, start).await {
-                    match e {
-                        AggregatorError::Kafka(e) => {
-                            tracing::warn!(shard = q, window_start = start, error = %e, "part transaction failed; will retry");
-                            self.txn.recover();
-                            let consumer = self.consumer.clone();
-                            let topic = self.config.kafka.bounded_topic.clone();
-                            group::rewind(self, &consumer, &topic, q)?;
-                            // Later windows wait: parts stay in window order.
-                            break;
-                        }
-                        other => return Err(other),
+        let due: Vec<(i32, Vec<i64>)> = self
+            .owned
+            .iter()
+            .map(|(q, shard)| (*q, shard.complete(length)))
+            .filter(|(_, windows)| !windows.is_empty())
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        for (q, starts) in &due {
+            for &start in starts {
+                match self.noised_part(*q, start).await {
+                    Ok(part) => parts.push((*q, start, part)),
+                    // The ledger's view of the releases topic could not be
+                    // refreshed (a broker away): nothing published; retried.
+                    Err(e @ (AggregatorError::Kafka(_) | AggregatorError::Recovery(_))) => {
+                        tracing::warn!(error = %e, "cannot authorise yet; will retry");
+                        return Ok(());
                     }
+                    Err(e) => return Err(e),
                 }
             }
         }
-        self.stats
-            .pending_releases
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+        match self.publish(&due, &parts) {
+            Ok(()) => {
+                for (q, starts) in &due {
+                    let shard = self.owned.get_mut(q).expect("still owned: no poll since");
+                    for start in starts {
+                        shard.windows.remove(start);
+                    }
+                    shard.released_through = starts.last().expect("non-empty") + length;
+                }
+                for (q, start, release) in &parts {
+                    if release.is_some() {
+                        self.stats.windows_released.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(shard = q, window_start = start, "part committed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(parts = parts.len(), error = %e, "part transaction failed; will retry");
+                self.txn.recover();
+                let consumer = self.consumer.clone();
+                let topic = self.config.kafka.bounded_topic.clone();
+                for (q, _) in &due {
+                    group::rewind(self, &consumer, &topic, *q)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -322,62 +348,73 @@ impl PartStage {
         }
     }
 
-    async fn release_part(&mut self, q: i32, start: i64) -> Result<(), AggregatorError> {
+    /// Shard `q`'s part of the window starting at `start`: counted, noised
+    /// and labelled; `None` when the ledger refuses the window.
+    async fn noised_part(
+        &mut self,
+        q: i32,
+        start: i64,
+    ) -> Result<Option<Release>, AggregatorError> {
         let window = Window::from_start(start, self.window_length)
             .ok_or_else(|| AggregatorError::Recovery("misaligned window".into()))?;
+        let Some(entry) = self.authorised(window)? else {
+            return Ok(None);
+        };
         let part = ReleasePart {
             index: q as u32,
             of: self.shards,
         };
-        if !self.pending.contains_key(&(q, start)) {
-            let release = match self.authorised(window)? {
-                None => None,
-                Some(entry) => {
-                    let records = &self.owned[&q].windows[&start].records;
-                    let batch =
-                        to_record_batch(records).map_err(|e| EngineError::DataFusion(e.into()))?;
-                    let cells = engine::bounded_counts(&self.ctx, batch, self.bounds).await?;
-                    let (coarsest, shards, plan) = (self.coarsest, self.shards, &self.plan);
-                    let shard_plan = self
-                        .shard_plans
-                        .entry(part.index)
-                        .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
-                    let mut release = noisy_release(window, &cells, shard_plan, &entry.id)?;
-                    release.meta.part = part;
-                    Some(release)
-                }
-            };
-            self.pending.insert((q, start), release);
-        }
+        let records = &self.owned[&q].windows[&start].records;
+        let batch = to_record_batch(records).map_err(|e| EngineError::DataFusion(e.into()))?;
+        let cells = engine::bounded_counts(&self.ctx, batch, self.bounds).await?;
+        let (coarsest, shards, plan) = (self.coarsest, self.shards, &self.plan);
+        let shard_plan = self
+            .shard_plans
+            .entry(part.index)
+            .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
+        let mut release = noisy_release(window, &cells, shard_plan, &entry.id)?;
+        release.meta.part = part;
+        Ok(Some(release))
+    }
+
+    /// One transaction: the parts, and each shard's offset with its new
+    /// commit metadata (the last window released, the watermarks).
+    fn publish(
+        &self,
+        due: &[(i32, Vec<i64>)],
+        parts: &[(i32, i64, Option<Release>)],
+    ) -> Result<(), AggregatorError> {
         let group = self.consumer.group_metadata().ok_or_else(|| {
             AggregatorError::Recovery("no consumer group metadata for the transaction".into())
         })?;
-        let owned = &self.owned[&q];
-        let commit_offset = owned
-            .windows
-            .iter()
-            .filter(|(s, _)| **s != start)
-            .filter_map(|(_, w)| w.first_offset)
-            .min()
-            .unwrap_or(owned.next_offset);
-        let after = OwnedShard {
-            released_through: window.end_ms,
-            marks: owned.marks.clone(),
-            next_offset: owned.next_offset,
-            windows: BTreeMap::new(),
-        };
+        let length = self.window_length.millis();
         let mut offsets = TopicPartitionList::new();
-        let mut position = offsets.add_partition(&self.config.kafka.bounded_topic, q);
-        position.set_offset(Offset::Offset(commit_offset))?;
-        position.set_metadata(after.metadata());
-        let payload = match &self.pending[&(q, start)] {
-            Some(release) => Some(release.to_ipc()?),
-            None => None,
-        };
-        let timeout = self.txn.timeout();
+        for (q, starts) in due {
+            let shard = &self.owned[q];
+            let commit_offset = shard
+                .windows
+                .iter()
+                .filter(|(s, _)| !starts.contains(s))
+                .filter_map(|(_, w)| w.first_offset)
+                .min()
+                .unwrap_or(shard.next_offset);
+            let after = OwnedShard {
+                released_through: starts.last().expect("non-empty") + length,
+                marks: shard.marks.clone(),
+                next_offset: shard.next_offset,
+                windows: BTreeMap::new(),
+            };
+            let mut position = offsets.add_partition(&self.config.kafka.bounded_topic, *q);
+            position.set_offset(Offset::Offset(commit_offset))?;
+            position.set_metadata(after.metadata());
+        }
+        let payloads = parts
+            .iter()
+            .filter_map(|(_, start, release)| release.as_ref().map(|r| (start, r)))
+            .map(|(start, r)| Ok((start.to_string(), r.to_ipc()?)))
+            .collect::<Result<Vec<_>, AggregatorError>>()?;
         self.txn.producer.begin_transaction()?;
-        if let Some(payload) = &payload {
-            let key = start.to_string();
+        for (key, payload) in &payloads {
             let record = FutureRecord::to(&self.config.kafka.output_topic)
                 .key(key.as_bytes())
                 .payload(payload.as_slice());
@@ -385,16 +422,8 @@ impl PartStage {
         }
         self.txn
             .producer
-            .send_offsets_to_transaction(&offsets, &group, timeout)?;
+            .send_offsets_to_transaction(&offsets, &group, self.txn.timeout())?;
         self.txn.commit()?;
-        self.pending.remove(&(q, start));
-        let owned = self.owned.get_mut(&q).expect("still owned: no poll since");
-        owned.windows.remove(&start);
-        owned.released_through = window.end_ms;
-        if payload.is_some() {
-            self.stats.windows_released.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(window_start = start, part = %part, "part committed");
-        }
         Ok(())
     }
 }

@@ -1,0 +1,246 @@
+//! Single vs partitioned aggregation: how fast each drains the same
+//! backlog, from reading the first record to the last window published.
+//!
+//! ```text
+//! deploy/kafka/up.sh
+//! BENCH_RECORDS=600000 BENCH_INSTANCES="1 2 3" cargo bench -p hushmap-aggregate --bench partitioned
+//! ```
+//!
+//! `BENCH_RECORDS` sealed records over 5 one-minute windows that ended
+//! minutes ago, in time order (Kafka timestamps inside their windows, so
+//! every record is on time and a window is due once read past), each
+//! contributor twice per window (bounding keeps one), keyed by contributor
+//! and window as ingest keys them, on a 6-partition topic. Then, each on its own
+//! topics and groups:
+//! - `single`: one [`Aggregator`], until it has published all 5 windows;
+//! - `partitioned_k`: k [`PartitionedAggregator`]s, each on its own thread
+//!   and runtime as separate processes would be, until all 5 windows are
+//!   published in all their parts (6 shards).
+//!
+//! Timed from the first record accepted (so joining the consumer groups is
+//! left out) to the last publication. Everything shares this machine's
+//! cores with the broker.
+
+use hushmap_aggregate::stream::AggregatorStats;
+use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topology};
+use hushmap_schema::{
+    AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,
+};
+use hushmap_testkit::{brokers, create_topics, payload_keyring, unique};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+mod support;
+use support::env_usize;
+
+const WINDOWS: i64 = 5;
+const PARTITIONS: i32 = 6;
+const WINDOW_SECS: u32 = 60;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Produces the backlog; returns the number of distinct (contributor,
+/// window) pairs, which is what a release counts.
+async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let len = WindowLength::from_secs(WINDOW_SECS).expect("non-zero");
+    let first = Window::containing(now_ms() - 20 * 60_000, len).start_ms;
+    let res = hushmap_schema::region::RegionResolution::new(5)?;
+    let regions: Vec<RegionCell> = (0..200)
+        .map(|i| RegionCell::from_coordinate(40.0 + f64::from(i) * 0.05, 10.0, res))
+        .collect::<Result<_, _>>()?;
+    let keyring = payload_keyring();
+    let mut pending = Vec::with_capacity(10_000);
+    // In time order, as ingest produces: window after window, each
+    // contributor twice per window (bounding keeps one).
+    let per_window = n / WINDOWS as usize;
+    for i in 0..per_window * WINDOWS as usize {
+        let (w, j) = ((i / per_window) as i64, i % per_window);
+        let window = Window::from_start(first + w * len.millis(), len).expect("aligned");
+        let contributor = (j / 2) as u128;
+        let record = CoarseRecord {
+            window,
+            window_length: len,
+            region: regions[(j / 7) % regions.len()],
+            age_band: AgeBand::ALL[j % 6],
+            risk: RiskLevel::ALL[j % 3],
+            symptoms: SymptomSet::default(),
+            contributor: ContributorKey(contributor.to_le_bytes()),
+        };
+        let key = format!("{contributor:x}-{w}");
+        let at = window.start_ms + (j as i64) * 50_000 / per_window as i64;
+        let payload = keyring.seal(&record);
+        let delivery = producer
+            .send_result(
+                FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .timestamp(at),
+            )
+            .map_err(|(e, _)| e)?;
+        pending.push(delivery);
+        if pending.len() == 10_000 {
+            for p in pending.drain(..) {
+                let _ = p.await?;
+            }
+        }
+    }
+    for p in pending {
+        let _ = p.await?;
+    }
+    Ok(WINDOWS as usize * per_window.div_ceil(2))
+}
+
+async fn config(topic: &str, topology: Topology) -> anyhow::Result<AggregateConfig> {
+    let mut config = AggregateConfig {
+        payload_keys: Some(payload_keyring()),
+        dev_mode: true,
+        window_secs: WINDOW_SECS,
+        allowed_lateness_secs: 10,
+        tick_ms: 100,
+        topology,
+        ..AggregateConfig::default()
+    };
+    config.privacy.max_epsilon_per_day = 1e6;
+    config.privacy.max_epsilon_per_horizon = 1e6;
+    config.kafka.brokers = brokers();
+    config.kafka.input_topic = topic.to_string();
+    config.kafka.bounded_topic = unique("bench.bounded");
+    config.kafka.output_topic = unique("bench.releases");
+    config.kafka.group_id = unique("bench.aggregate");
+    config.kafka.transactional_id = unique("bench.txn");
+    config.kafka.session_timeout_ms = 6_000;
+    config.metrics_listen = "127.0.0.1:0".parse()?;
+    create_topics(&[
+        (&config.kafka.output_topic, 1),
+        (&config.kafka.bounded_topic, PARTITIONS),
+    ])
+    .await?;
+    Ok(config)
+}
+
+/// Runs `instances` aggregators on threads of their own until `done`
+/// holds for their summed stats; the time from the first accepted record.
+fn race(
+    configs: Vec<AggregateConfig>,
+    done: impl Fn(u64) -> bool,
+) -> anyhow::Result<(Duration, u64)> {
+    let (stats_tx, stats_rx) = std::sync::mpsc::channel::<Arc<AggregatorStats>>();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut threads = Vec::new();
+    for config in configs {
+        let stats_tx = stats_tx.clone();
+        let mut stop = stop_tx.subscribe();
+        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let stop = async move {
+                    let _ = stop.recv().await;
+                };
+                match config.topology {
+                    Topology::Single => {
+                        let a = Aggregator::new(config)?;
+                        stats_tx.send(a.stats())?;
+                        a.run(stop).await?;
+                    }
+                    Topology::Partitioned => {
+                        let a = PartitionedAggregator::new(config)?;
+                        stats_tx.send(a.stats())?;
+                        a.run(stop).await?;
+                    }
+                }
+                anyhow::Ok(())
+            })
+        }));
+    }
+    drop(stats_tx);
+    let stats: Vec<Arc<AggregatorStats>> = stats_rx.iter().take(threads.len()).collect();
+    let sum = |f: fn(&AggregatorStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while sum(|s| s.records_accepted.load(Ordering::Relaxed)) == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "nothing accepted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    while !done(sum(|s| s.windows_released.load(Ordering::Relaxed))) {
+        anyhow::ensure!(Instant::now() < deadline, "not everything was published");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = started.elapsed();
+    let accepted = sum(|s| s.records_accepted.load(Ordering::Relaxed));
+    let _ = stop_tx.send(());
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("an aggregator thread panicked"))??;
+    }
+    Ok((elapsed, accepted))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // The services' own logs, on stderr, when asked for (HUSHMAP_LOG=info).
+    if std::env::var_os("HUSHMAP_LOG").is_some() {
+        hushmap_service::init_tracing();
+    }
+    let n = env_usize("BENCH_RECORDS", 600_000);
+    let instances: Vec<usize> = std::env::var("BENCH_INSTANCES")
+        .unwrap_or_else(|_| "1 2 3".into())
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let topic = unique("bench.part.submissions");
+    create_topics(&[(&topic, PARTITIONS)]).await?;
+    eprintln!("bench: producing {n} records over {WINDOWS} windows to {topic}");
+    let counted = produce(&topic, n).await?;
+    let n = n / WINDOWS as usize * WINDOWS as usize;
+    println!("records,{n}");
+    println!("counted_after_bounding,{counted}");
+
+    let single = vec![config(&topic, Topology::Single).await?];
+    let (t, accepted) =
+        tokio::task::spawn_blocking(move || race(single, |w| w >= WINDOWS as u64)).await??;
+    anyhow::ensure!(accepted == n as u64, "single accepted {accepted} of {n}");
+    println!("single_s,{:.2}", t.as_secs_f64());
+    println!("single_records_per_s,{:.0}", n as f64 / t.as_secs_f64());
+
+    for k in instances {
+        let base = config(&topic, Topology::Partitioned).await?;
+        let configs: Vec<AggregateConfig> = (0..k)
+            .map(|i| {
+                let mut c = base.clone();
+                c.kafka.instance_id = Some(format!("bench{i}"));
+                c
+            })
+            .collect();
+        let parts = WINDOWS as u64 * PARTITIONS as u64;
+        let (t, accepted) =
+            tokio::task::spawn_blocking(move || race(configs, move |w| w >= parts)).await??;
+        // More than n when a rebalance made a new owner read a partition again.
+        anyhow::ensure!(
+            accepted >= n as u64,
+            "{k} instances accepted {accepted} of {n}"
+        );
+        println!("partitioned_{k}_records_read,{accepted}");
+        println!("partitioned_{k}_s,{:.2}", t.as_secs_f64());
+        println!(
+            "partitioned_{k}_records_per_s,{:.0}",
+            n as f64 / t.as_secs_f64()
+        );
+    }
+    Ok(())
+}
