@@ -18,8 +18,9 @@
 //!   published in all their parts (6 shards).
 //!
 //! Timed from the first record accepted (so joining the consumer groups is
-//! left out) to the last publication. Everything shares this machine's
-//! cores with the broker.
+//! left out) to the last publication, in wall-clock seconds and in CPU
+//! seconds of this process (every aggregator thread; not the broker's).
+//! Everything shares this machine's cores with the broker.
 
 use hushmap_aggregate::stream::AggregatorStats;
 use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topology};
@@ -132,12 +133,29 @@ async fn config(topic: &str, topology: Topology) -> anyhow::Result<AggregateConf
     Ok(config)
 }
 
+/// CPU seconds this process has used (all threads: the aggregators and
+/// their librdkafka threads; the broker is another process).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 12th, stime the 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Runs `instances` aggregators on threads of their own until `done`
 /// holds for their summed stats; the time from the first accepted record.
 fn race(
     configs: Vec<AggregateConfig>,
     done: impl Fn(u64) -> bool,
-) -> anyhow::Result<(Duration, u64)> {
+) -> anyhow::Result<(Duration, u64, f64)> {
     let (stats_tx, stats_rx) = std::sync::mpsc::channel::<Arc<AggregatorStats>>();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut threads = Vec::new();
@@ -177,18 +195,20 @@ fn race(
         std::thread::sleep(Duration::from_millis(5));
     }
     let started = Instant::now();
+    let cpu_at_start = cpu_secs();
     while !done(sum(|s| s.windows_released.load(Ordering::Relaxed))) {
         anyhow::ensure!(Instant::now() < deadline, "not everything was published");
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_secs() - cpu_at_start;
     let accepted = sum(|s| s.records_accepted.load(Ordering::Relaxed));
     let _ = stop_tx.send(());
     for t in threads {
         t.join()
             .map_err(|_| anyhow::anyhow!("an aggregator thread panicked"))??;
     }
-    Ok((elapsed, accepted))
+    Ok((elapsed, accepted, cpu))
 }
 
 #[tokio::main]
@@ -212,11 +232,13 @@ async fn main() -> anyhow::Result<()> {
     println!("counted_after_bounding,{counted}");
 
     let single = vec![config(&topic, Topology::Single).await?];
-    let (t, accepted) =
+    let (t, accepted, cpu) =
         tokio::task::spawn_blocking(move || race(single, |w| w >= WINDOWS as u64)).await??;
     anyhow::ensure!(accepted == n as u64, "single accepted {accepted} of {n}");
     println!("single_s,{:.2}", t.as_secs_f64());
     println!("single_records_per_s,{:.0}", n as f64 / t.as_secs_f64());
+    println!("single_cpu_s,{cpu:.2}");
+    println!("single_records_per_cpu_s,{:.0}", n as f64 / cpu);
 
     for k in instances {
         let base = config(&topic, Topology::Partitioned).await?;
@@ -228,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         let parts = WINDOWS as u64 * PARTITIONS as u64;
-        let (t, accepted) =
+        let (t, accepted, cpu) =
             tokio::task::spawn_blocking(move || race(configs, move |w| w >= parts)).await??;
         // More than n when a rebalance made a new owner read a partition again.
         anyhow::ensure!(
@@ -241,6 +263,8 @@ async fn main() -> anyhow::Result<()> {
             "partitioned_{k}_records_per_s,{:.0}",
             n as f64 / t.as_secs_f64()
         );
+        println!("partitioned_{k}_cpu_s,{cpu:.2}");
+        println!("partitioned_{k}_records_per_cpu_s,{:.0}", n as f64 / cpu);
     }
     Ok(())
 }

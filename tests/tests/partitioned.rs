@@ -14,9 +14,10 @@
 //!
 //! Longer variant: `HUSHMAP_PARTITIONED_SECS=300` (default 50 s of load).
 
-use hushmap_schema::Release;
+use hushmap_schema::sealed::SEALED_LEN;
 use hushmap_schema::submission::Location;
-use hushmap_testkit::{KafkaCluster, committed_records_on, create_topics_on};
+use hushmap_schema::{BoundedMessage, CoarseRecord, Release};
+use hushmap_testkit::{KafkaCluster, committed_records_on, create_topics_on, topic_records_on};
 use hushmap_tests::load::LOAD_AREA;
 use hushmap_tests::processes::{
     CONTRIBUTOR_SECRET, ServiceProcess, artifacts_dir, free_port, service_binary,
@@ -41,6 +42,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[derive(Clone)]
 struct Topics {
     submissions: String,
     bounded: String,
@@ -486,6 +488,37 @@ async fn partitioned_aggregators_release_what_one_would_through_kills_and_rebala
         total < accepted as i64,
         "bounding kept fewer than were sent"
     );
+
+    // The bounded topic holds nothing readable and nothing linkable: sealed
+    // envelopes (sealed afresh, so no bytes match a submission's) and
+    // watermarks, no keys.
+    let (b, t) = (brokers.clone(), topics.clone());
+    let (bounded, submitted) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((
+            topic_records_on(&b, &t.bounded)?,
+            topic_records_on(&b, &t.submissions)?,
+        ))
+    })
+    .await??;
+    let submitted: BTreeSet<Vec<u8>> = submitted.into_iter().map(|(_, p)| p).collect();
+    let (mut sealed, mut marks) = (0, 0);
+    for (key, payload) in &bounded {
+        assert!(key.is_empty(), "bounded records carry no key");
+        match BoundedMessage::decode(payload)? {
+            BoundedMessage::Sealed(bytes) => {
+                assert_eq!(bytes.len(), SEALED_LEN);
+                assert!(CoarseRecord::decode(&bytes).is_err());
+                assert!(
+                    !submitted.contains(&bytes),
+                    "a submission's bytes forwarded as they were"
+                );
+                sealed += 1;
+            }
+            BoundedMessage::Watermark(_) => marks += 1,
+        }
+    }
+    eprintln!("bounded topic: {sealed} sealed records, {marks} watermarks");
+    assert!(sealed >= total as usize);
 
     // The dashboard shows each window whole, with the same totals.
     let expected: Vec<(i64, i64)> = reference

@@ -11,8 +11,9 @@
 //! A window of partition `p` is due once its deadline (end + allowed
 //! lateness) has passed on the clock and in what has been read from `p`
 //! (its latest record's produce time, or "now" once read to its end). Each
-//! step forwards the due windows, a [`Watermark`] to every stage-2
-//! partition and `p`'s offset in one transaction; the offset never passes
+//! tick forwards the due windows of every owned partition, for each a
+//! [`Watermark`] to every stage-2 partition, and the partitions' offsets,
+//! in one transaction; the offset never passes
 //! the first record of a window still open, and its commit metadata holds
 //! the watermark, so a new owner after a rebalance rebuilds exactly the
 //! open windows and skips the forwarded ones.
@@ -22,7 +23,7 @@ use crate::config::AggregateConfig;
 use crate::intake::{DropReason, open_record};
 use crate::stream::{AggregatorError, AggregatorStats};
 use hushmap_schema::{
-    BoundedMessage, ContributorKey, PayloadKeyring, Watermark, Window, WindowLength,
+    BoundedMessage, CoarseRecord, ContributorKey, PayloadKeyring, Watermark, Window, WindowLength,
 };
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -35,9 +36,11 @@ use std::sync::atomic::Ordering;
 /// Commit metadata of a submissions partition: `through=<ms>`.
 const THROUGH: &str = "through=";
 
-/// A kept record: sealed bytes and the stage-2 partition they go to.
+/// A kept record and the stage-2 partition it goes to. Sealed afresh when
+/// forwarded (a new nonce), so the bounded topic's bytes cannot be matched
+/// to the submission they came from, nor to its key.
 struct Kept {
-    sealed: Vec<u8>,
+    record: CoarseRecord,
     shard: u32,
 }
 
@@ -208,10 +211,7 @@ impl Stage for BoundStage {
             return;
         }
         let kept = bucket.kept.entry(record.contributor).or_default();
-        kept.push_back(Kept {
-            sealed: payload.unwrap_or_default().to_vec(),
-            shard,
-        });
+        kept.push_back(Kept { record, shard });
         if kept.len() > self.max_records {
             kept.pop_front();
         }
@@ -288,7 +288,7 @@ impl BoundStage {
             let due = self.due(p, through);
             for start in &due {
                 for kept in owned.windows[start].kept.values().flatten() {
-                    let payload = BoundedMessage::Sealed(kept.sealed.clone()).encode();
+                    let payload = BoundedMessage::Sealed(self.keyring.seal(&kept.record)).encode();
                     let record = FutureRecord::to(&self.bounded_topic)
                         .partition(kept.shard as i32)
                         .payload(payload.as_slice());

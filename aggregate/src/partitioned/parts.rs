@@ -12,8 +12,9 @@
 //!
 //! Every shard publishes a part of every window any submissions partition
 //! had records for (the watermarks list them), empty or not, so the
-//! dashboard knows when a window is whole. A part is published in one
-//! transaction with the shard's offset, whose commit metadata records the
+//! dashboard knows when a window is whole. Each tick publishes every
+//! complete part of every owned shard in one transaction with the shards'
+//! offsets, whose commit metadata records the
 //! last window released and each submissions partition's watermark: a new
 //! owner after a rebalance skips what was released and waits for nothing
 //! it has already been told.
