@@ -31,6 +31,7 @@ pub mod records;
 pub mod release;
 pub mod sensitivity;
 pub mod stream;
+pub(crate) mod transactions;
 
 pub use config::{AggregateConfig, Topology};
 pub use partitioned::PartitionedAggregator;

@@ -38,15 +38,15 @@ use crate::ledger::{LedgerEntry, PrivacyCost, PrivacyLedger};
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
+use crate::transactions::Transactions;
 use datafusion::prelude::SessionContext;
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -105,7 +105,7 @@ pub struct Aggregator {
     window_length: WindowLength,
     keyring: PayloadKeyring,
     consumer: Arc<StreamConsumer<QuietEofContext>>,
-    producer: FutureProducer,
+    txn: Transactions,
     ctx: SessionContext,
     plan: ReleasePlan,
     ledger: PrivacyLedger,
@@ -153,20 +153,9 @@ impl Aggregator {
             .set("enable.partition.eof", "true")
             .create_with_context(QuietEofContext)?;
         let partitions = assign_every_partition(&consumer, &config.kafka.input_topic)?;
-        let producer: FutureProducer = config
-            .kafka
-            .security
-            .client_config(&config.kafka.brokers)?
-            .set("transactional.id", &config.kafka.transactional_id)
-            .set(
-                "transaction.timeout.ms",
-                config.kafka.transaction_timeout_ms.to_string(),
-            )
-            .create()?;
-        let txn_timeout = Duration::from_millis(config.kafka.transaction_timeout_ms);
         // Fences off any earlier instance with the same id and aborts its
         // open transaction: a half-published release never becomes visible.
-        producer.init_transactions(Timeout::After(txn_timeout))?;
+        let txn = Transactions::new(&config, config.kafka.transactional_id.clone())?;
         let metrics_listener = std::net::TcpListener::bind(config.metrics_listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| {
@@ -199,7 +188,7 @@ impl Aggregator {
             ledger,
             config,
             consumer: Arc::new(consumer),
-            producer,
+            txn,
             ctx: SessionContext::new(),
             plan,
             open: BTreeMap::new(),
@@ -397,7 +386,9 @@ impl Aggregator {
 
     /// Publishes each pending release in its own transaction with the
     /// offsets it accounts for. A failed transaction is aborted and retried
-    /// on the next tick with the same noised numbers.
+    /// on the next tick with the same noised numbers, unless the releases
+    /// topic shows it committed after all (a commit can fail on the way
+    /// back after the broker completed it).
     fn publish_pending(&mut self) {
         let starts: Vec<i64> = self.pending.keys().copied().collect();
         for start in starts {
@@ -409,12 +400,8 @@ impl Aggregator {
                 }
                 Err(e) => {
                     tracing::warn!(window_start = start, error = %e, "release transaction failed; will retry");
-                    if let Err(e) = self
-                        .producer
-                        .abort_transaction(Timeout::After(self.txn_timeout()))
-                    {
-                        tracing::warn!(error = %e, "abort failed");
-                    }
+                    self.txn.recover();
+                    self.drop_published();
                     // Later windows wait: releases stay in window order.
                     break;
                 }
@@ -422,8 +409,23 @@ impl Aggregator {
         }
     }
 
-    fn txn_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.kafka.transaction_timeout_ms)
+    /// Drops pending releases the releases topic already holds.
+    fn drop_published(&mut self) {
+        match released_windows(&self.config) {
+            Ok(entries) => {
+                for entry in entries {
+                    if self.pending.remove(&entry.window.start_ms).is_some() {
+                        self.stats.windows_released.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            window_start = entry.window.start_ms,
+                            "release was committed after all"
+                        );
+                    }
+                    self.ledger.restore(entry);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the releases topic; will retry"),
+        }
     }
 
     fn publish_one(&mut self, start: i64) -> Result<(), AggregatorError> {
@@ -437,18 +439,18 @@ impl Aggregator {
         // Offsets as they will stand once this release is out.
         let released = self.pending.remove(&start).expect("listed");
         let offsets = self.offsets_to_commit();
-        let timeout = Timeout::After(self.txn_timeout());
+        let timeout = self.txn.timeout();
         let record = FutureRecord::to(&self.config.kafka.output_topic)
             .key(&key)
             .payload(&payload);
         // Any failure, the first step's included, puts the release back.
         let result = (|| -> Result<(), KafkaError> {
-            self.producer.begin_transaction()?;
+            let producer = &self.txn.producer;
+            producer.begin_transaction()?;
             // Not awaited: commit_transaction flushes it, and fails if it failed.
-            let _delivery = self.producer.send_result(record).map_err(|(e, _)| e)?;
-            self.producer
-                .send_offsets_to_transaction(&offsets, &group, timeout)?;
-            self.producer.commit_transaction(timeout)
+            let _delivery = producer.send_result(record).map_err(|(e, _)| e)?;
+            producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+            self.txn.commit()
         })();
         if result.is_err() {
             self.pending.insert(start, released);

@@ -72,7 +72,7 @@ pub(crate) struct BoundStage {
     input_topic: String,
     bounded_topic: String,
     consumer: Arc<GroupConsumer>,
-    txn: group::Transactions,
+    txn: crate::transactions::Transactions,
     /// Partitions of the submissions topic (P₁) and the bounded topic (P₂).
     inputs: u32,
     shards: u32,
@@ -108,8 +108,10 @@ impl BoundStage {
         let member = group::group_member(config, &format!("{}-bound", k.group_id), &k.input_topic)?;
         let inputs = group::partition_count(member.consumer.as_ref(), &k.input_topic)?;
         let shards = group::partition_count(member.consumer.as_ref(), &k.bounded_topic)?;
-        let txn =
-            group::Transactions::new(config, format!("{}-bound-{instance}", k.transactional_id))?;
+        let txn = crate::transactions::Transactions::new(
+            config,
+            format!("{}-bound-{instance}", k.transactional_id),
+        )?;
         tracing::info!(inputs, shards, "stage 1 (bound) joined its group");
         let stage = BoundStage {
             keyring,

@@ -128,7 +128,7 @@ pub(crate) struct PartStage {
     bounds: ContributionBounds,
     coarsest: u8,
     consumer: Arc<GroupConsumer>,
-    txn: group::Transactions,
+    txn: crate::transactions::Transactions,
     inputs: u32,
     shards: u32,
     ctx: SessionContext,
@@ -157,8 +157,10 @@ impl PartStage {
             group::group_member(config, &format!("{}-release", k.group_id), &k.bounded_topic)?;
         let inputs = group::partition_count(member.consumer.as_ref(), &k.input_topic)?;
         let shards = group::partition_count(member.consumer.as_ref(), &k.bounded_topic)?;
-        let txn =
-            group::Transactions::new(config, format!("{}-release-{instance}", k.transactional_id))?;
+        let txn = crate::transactions::Transactions::new(
+            config,
+            format!("{}-release-{instance}", k.transactional_id),
+        )?;
         let mut ledger = PrivacyLedger::new(config.budget());
         for entry in released_windows(config)? {
             ledger.restore(entry);
