@@ -25,46 +25,32 @@
 use hushmap_aggregate::stream::AggregatorStats;
 use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topology};
 use hushmap_schema::{
-    AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,
+    AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
-use hushmap_testkit::{brokers, create_topics, payload_keyring, unique};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use hushmap_testkit::{brokers, create_topics, now_ms, payload_keyring, unique};
+use rdkafka::producer::FutureRecord;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod support;
 use support::env_usize;
+#[path = "support/backlog.rs"]
+mod backlog;
+use backlog::Backlog;
 
 const WINDOWS: i64 = 5;
 const PARTITIONS: i32 = 6;
 const WINDOW_SECS: u32 = 60;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// Produces the backlog; returns the number of distinct (contributor,
 /// window) pairs, which is what a release counts.
 async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+    let mut backlog = Backlog::new()?;
     let len = WindowLength::from_secs(WINDOW_SECS).expect("non-zero");
     let first = Window::containing(now_ms() - 20 * 60_000, len).start_ms;
-    let res = hushmap_schema::region::RegionResolution::new(5)?;
-    let regions: Vec<RegionCell> = (0..200)
-        .map(|i| RegionCell::from_coordinate(40.0 + f64::from(i) * 0.05, 10.0, res))
-        .collect::<Result<_, _>>()?;
+    let regions = backlog::regions()?;
     let keyring = payload_keyring();
-    let mut pending = Vec::with_capacity(10_000);
     // In time order, as ingest produces: window after window, each
     // contributor twice per window (bounding keeps one).
     let per_window = n / WINDOWS as usize;
@@ -84,24 +70,16 @@ async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
         let key = format!("{contributor:x}-{w}");
         let at = window.start_ms + (j as i64) * 50_000 / per_window as i64;
         let payload = keyring.seal(&record);
-        let delivery = producer
-            .send_result(
+        backlog
+            .send(
                 FutureRecord::to(topic)
                     .key(&key)
                     .payload(&payload)
                     .timestamp(at),
             )
-            .map_err(|(e, _)| e)?;
-        pending.push(delivery);
-        if pending.len() == 10_000 {
-            for p in pending.drain(..) {
-                let _ = p.await?;
-            }
-        }
+            .await?;
     }
-    for p in pending {
-        let _ = p.await?;
-    }
+    backlog.acknowledged().await?;
     Ok(WINDOWS as usize * per_window.div_ceil(2))
 }
 

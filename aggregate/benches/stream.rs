@@ -16,35 +16,29 @@
 
 use hushmap_aggregate::{AggregateConfig, Aggregator};
 use hushmap_schema::{
-    AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,
+    AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
-use hushmap_testkit::{brokers, create_topics, payload_keyring, unique};
+use hushmap_testkit::{brokers, create_topics, now_ms, payload_keyring, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod support;
 use support::env_usize;
+#[path = "support/backlog.rs"]
+mod backlog;
+use backlog::Backlog;
 
 async fn produce(topic: &str, n: usize) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+    let mut backlog = Backlog::new()?;
     let len = WindowLength::ONE_DAY;
     // A window that stays open for the whole run: nothing is released.
     let window = Window::containing(now_ms(), len);
-    let res = hushmap_schema::region::RegionResolution::new(5)?;
-    let regions: Vec<RegionCell> = (0..200)
-        .map(|i| RegionCell::from_coordinate(40.0 + f64::from(i) * 0.05, 10.0, res))
-        .collect::<Result<_, _>>()?;
+    let regions = backlog::regions()?;
     let keyring = payload_keyring();
-    let mut pending = Vec::with_capacity(10_000);
     for i in 0..n {
         let record = CoarseRecord {
             window,
@@ -58,27 +52,12 @@ async fn produce(topic: &str, n: usize) -> anyhow::Result<()> {
         let key = record.region.raw().to_le_bytes();
         // Sealed as ingest does: opening is part of the aggregator's cost.
         let payload = keyring.seal(&record);
-        let delivery = producer
-            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
-            .map_err(|(e, _)| e)?;
-        pending.push(delivery);
-        if pending.len() == 10_000 {
-            for p in pending.drain(..) {
-                let _ = p.await?;
-            }
-        }
+        backlog
+            .send(FutureRecord::to(topic).key(&key).payload(&payload))
+            .await?;
     }
-    for p in pending {
-        let _ = p.await?;
-    }
+    backlog.acknowledged().await?;
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn raw_loop(topic: &str, n: usize) -> anyhow::Result<Duration> {

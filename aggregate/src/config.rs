@@ -383,6 +383,13 @@ impl AggregateConfig {
         WindowLength::from_secs(self.window_secs).expect("validated")
     }
 
+    /// The keys that open sealed records; streaming cannot run without them.
+    pub fn payload_keyring(&self) -> Result<PayloadKeyring, ConfigError> {
+        self.payload_keys
+            .clone()
+            .ok_or(ConfigError::MissingPayloadKeys)
+    }
+
     /// The coarsest released resolution: partitioned stage 2 shards by it,
     /// so each shard holds whole trees of the hierarchy.
     pub fn coarsest_level(&self) -> u8 {

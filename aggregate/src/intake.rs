@@ -106,6 +106,19 @@ pub fn open_record(
 pub struct DropCounts([AtomicU64; DropReason::ALL.len()]);
 
 impl DropCounts {
+    /// [`open_record`], counting the reason when the record is dropped:
+    /// every stage that opens topic records counts its drops the same way.
+    pub fn opened(
+        &self,
+        keyring: &PayloadKeyring,
+        window_length: WindowLength,
+        payload: Option<&[u8]>,
+    ) -> Option<(CoarseRecord, u128)> {
+        open_record(keyring, window_length, payload)
+            .inspect_err(|&reason| self.add(reason))
+            .ok()
+    }
+
     pub fn add(&self, reason: DropReason) {
         self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
     }

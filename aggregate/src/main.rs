@@ -77,10 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckConfig => {
             // `load` has checked every setting and calibrated the noise;
             // streaming also needs the payload keys.
-            anyhow::ensure!(
-                config.payload_keys.is_some(),
-                hushmap_aggregate::config::ConfigError::MissingPayloadKeys
-            );
+            config.payload_keyring()?;
             println!("configuration ok");
         }
         Command::Batch(b) => {

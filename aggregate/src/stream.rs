@@ -33,7 +33,7 @@
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, EngineError};
-use crate::intake::{DropCounts, DropReason, open_record};
+use crate::intake::{DropCounts, DropReason};
 use crate::ledger::{LedgerEntry, PrivacyCost, PrivacyLedger};
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
@@ -125,7 +125,7 @@ pub struct Aggregator {
     metrics_listener: std::net::TcpListener,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -136,10 +136,7 @@ impl Aggregator {
     /// Validates the config, calibrates the noise and subscribes.
     pub fn new(config: AggregateConfig) -> Result<Aggregator, AggregatorError> {
         let plan = config.validated_plan()?;
-        let keyring = config
-            .payload_keys
-            .clone()
-            .ok_or(crate::config::ConfigError::MissingPayloadKeys)?;
+        let keyring = config.payload_keyring()?;
         let consumer: StreamConsumer<QuietEofContext> = config
             .kafka
             .security
@@ -260,12 +257,12 @@ impl Aggregator {
         self.caught_up.remove(&partition);
         let latest = self.latest_arrival.entry(partition).or_insert(arrived_ms);
         *latest = (*latest).max(arrived_ms);
-        let (record, seal_id) = match open_record(&self.keyring, self.window_length, payload) {
-            Ok(opened) => opened,
-            Err(reason) => {
-                self.stats.records_dropped.add(reason);
-                return;
-            }
+        let Some((record, seal_id)) =
+            self.stats
+                .records_dropped
+                .opened(&self.keyring, self.window_length, payload)
+        else {
+            return;
         };
         let window = record.window;
         if self.ledger.is_released(&window)

@@ -9,22 +9,15 @@ use hushmap_schema::{
     WindowLength,
 };
 use hushmap_testkit::{
-    brokers, committed_records_on, create_topics, payload_keyring, payload_keys, unique,
+    brokers, committed_records_on, create_topics, now_ms, payload_keyring, payload_keys, unique,
 };
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::BTreeMap;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const WINDOW_SECS: u32 = 6;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn window_len() -> WindowLength {
     WindowLength::from_secs(WINDOW_SECS).unwrap()

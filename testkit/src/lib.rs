@@ -48,6 +48,14 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Milliseconds since the epoch, as Kafka timestamps and windows count.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as i64
+}
+
 /// Creates topics on `brokers`, failing loudly if the broker is not there.
 pub async fn create_topics_on(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = plain_config(brokers).create()?;

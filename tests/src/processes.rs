@@ -246,7 +246,6 @@ impl ServiceSet {
                 env.extend(security_env(service)?);
                 Ok(env)
             };
-        let [south, west, north, east] = options.public_bbox;
         let ingest = ServiceProcess::spawn(
             "ingest",
             &service_binary("hushmap-ingest")?,
@@ -277,7 +276,7 @@ impl ServiceSet {
             &service_binary("hushmap-aggregate")?,
             service_env(
                 "aggregate",
-                vec![
+                [
                     (
                         "HUSHMAP_AGGREGATE_METRICS_LISTEN",
                         format!("127.0.0.1:{metrics_port}"),
@@ -308,27 +307,10 @@ impl ServiceSet {
                         "HUSHMAP_AGGREGATE_KAFKA__TRANSACTION_TIMEOUT_MS",
                         "10000".into(),
                     ),
-                    (
-                        "HUSHMAP_AGGREGATE_PRIVACY__EPSILON_PER_WINDOW",
-                        "1000000".into(),
-                    ),
-                    (
-                        "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
-                        "1000000000000000.0".into(),
-                    ),
-                    (
-                        "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
-                        "1000000000000000.0".into(),
-                    ),
-                    (
-                        "HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON",
-                        "0.0009".into(),
-                    ),
-                    (
-                        "HUSHMAP_AGGREGATE_PRIVACY__PUBLIC_BBOX",
-                        format!("[{south}, {west}, {north}, {east}]"),
-                    ),
-                ],
+                ]
+                .into_iter()
+                .chain(true_counts_env(options.public_bbox))
+                .collect(),
             )?,
             &log_dir,
         )?;
@@ -393,6 +375,36 @@ impl ServiceSet {
     pub fn all_mut(&mut self) -> [&mut ServiceProcess; 3] {
         [&mut self.ingest, &mut self.aggregate, &mut self.dashboard]
     }
+}
+
+/// Aggregator settings (as `HUSHMAP_AGGREGATE_*` variables) that release
+/// true counts: ε 10⁶ per window, so the noise rounds away, budgets that
+/// never refuse, and `public_bbox` as the public region set, so every cell
+/// shows. Tests compare exact totals under them.
+pub fn true_counts_env(public_bbox: [f64; 4]) -> Vec<(&'static str, String)> {
+    let [south, west, north, east] = public_bbox;
+    vec![
+        (
+            "HUSHMAP_AGGREGATE_PRIVACY__EPSILON_PER_WINDOW",
+            "1000000".into(),
+        ),
+        (
+            "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
+            "1000000000000000.0".into(),
+        ),
+        (
+            "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
+            "1000000000000000.0".into(),
+        ),
+        (
+            "HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON",
+            "0.0009".into(),
+        ),
+        (
+            "HUSHMAP_AGGREGATE_PRIVACY__PUBLIC_BBOX",
+            format!("[{south}, {west}, {north}, {east}]"),
+        ),
+    ]
 }
 
 /// Waits (up to 60 s) for `GET url` to succeed.

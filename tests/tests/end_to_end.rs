@@ -7,6 +7,7 @@
 use futures::stream::{self, StreamExt};
 use hushmap_schema::submission::Submission;
 use hushmap_schema::{AgeBand, RiskLevel};
+use hushmap_testkit::now_ms;
 use hushmap_tests::{Pipeline, PipelineOptions, eventually, public_regions_of, raw_topic_bytes};
 use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
 use serde_json::Value;
@@ -17,13 +18,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const SUBMISSIONS: usize = 2000;
 
 type CellKey = (String, String); // (region, age band)
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Posts every submission (16 at a time); returns the accepted ones with
 /// the region and risk the service answered.

@@ -10,21 +10,14 @@
 //! docs/RELIABILITY.md.
 
 use hushmap_schema::Release;
-use hushmap_testkit::committed_records_on;
+use hushmap_testkit::{committed_records_on, now_ms};
 use hushmap_tests::load::{LOAD_AREA, steady_load};
 use hushmap_tests::processes::{ServiceSet, ServiceSetOptions};
 use hushmap_tests::*;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const WINDOW_SECS: u32 = 10;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Every window's heatmap (all ages) as the dashboard serves it.
 async fn heatmaps(dashboard: &str) -> anyhow::Result<BTreeMap<i64, serde_json::Value>> {

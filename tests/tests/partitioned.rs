@@ -17,30 +17,25 @@
 use hushmap_schema::sealed::SEALED_LEN;
 use hushmap_schema::submission::Location;
 use hushmap_schema::{BoundedMessage, CoarseRecord, Release};
-use hushmap_testkit::{KafkaCluster, committed_records_on, create_topics_on, topic_records_on};
+use hushmap_testkit::{
+    KafkaCluster, committed_records_on, create_topics_on, now_ms, topic_records_on,
+};
 use hushmap_tests::load::LOAD_AREA;
 use hushmap_tests::processes::{
-    CONTRIBUTOR_SECRET, ServiceProcess, artifacts_dir, free_port, service_binary,
+    CONTRIBUTOR_SECRET, ServiceProcess, artifacts_dir, free_port, service_binary, true_counts_env,
     wait_until_answers,
 };
 use hushmap_tests::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const WINDOW_SECS: u32 = 10;
 const LATENESS_SECS: u32 = 6;
 /// Returning contributors: each may submit many times a window.
 const POOL: u64 = 40;
 const CLUSTER_BASE: u16 = 29190;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 #[derive(Clone)]
 struct Topics {
@@ -88,7 +83,6 @@ fn aggregate_env(
     group: &str,
 ) -> Vec<(String, String)> {
     let mut env = common_env();
-    let [south, west, north, east] = LOAD_AREA;
     let (topology, output) = match instance {
         Some(_) => ("partitioned", topics.releases.clone()),
         None => ("single", topics.single_releases.clone()),
@@ -126,27 +120,10 @@ fn aggregate_env(
             "10000".into(),
         ),
         ("HUSHMAP_AGGREGATE_KAFKA__SESSION_TIMEOUT_MS", "6000".into()),
-        (
-            "HUSHMAP_AGGREGATE_PRIVACY__EPSILON_PER_WINDOW",
-            "1000000".into(),
-        ),
-        (
-            "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY",
-            "1000000000000000.0".into(),
-        ),
-        (
-            "HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON",
-            "1000000000000000.0".into(),
-        ),
-        (
-            "HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON",
-            "0.0009".into(),
-        ),
-        (
-            "HUSHMAP_AGGREGATE_PRIVACY__PUBLIC_BBOX",
-            format!("[{south}, {west}, {north}, {east}]"),
-        ),
-    ] {
+    ]
+    .into_iter()
+    .chain(true_counts_env(LOAD_AREA))
+    {
         env.push((k.into(), v));
     }
     if let Some(id) = instance {

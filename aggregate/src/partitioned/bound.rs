@@ -18,9 +18,9 @@
 //! the watermark, so a new owner after a rebalance rebuilds exactly the
 //! open windows and skips the forwarded ones.
 
-use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, send_queued};
+use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart, send_queued};
 use crate::config::AggregateConfig;
-use crate::intake::{DropReason, open_record};
+use crate::intake::DropReason;
 use crate::stream::{AggregatorError, AggregatorStats};
 use hushmap_schema::{
     BoundedMessage, CoarseRecord, ContributorKey, PayloadKeyring, Watermark, Window, WindowLength,
@@ -100,21 +100,15 @@ impl BoundStage {
         instance: &str,
         stats: Arc<AggregatorStats>,
     ) -> Result<(BoundStage, GroupMember), AggregatorError> {
-        let keyring = config
-            .payload_keys
-            .clone()
-            .ok_or(crate::config::ConfigError::MissingPayloadKeys)?;
         let k = &config.kafka;
-        let member = group::group_member(config, &format!("{}-bound", k.group_id), &k.input_topic)?;
-        let inputs = group::partition_count(member.consumer.as_ref(), &k.input_topic)?;
-        let shards = group::partition_count(member.consumer.as_ref(), &k.bounded_topic)?;
-        let txn = crate::transactions::Transactions::new(
-            config,
-            format!("{}-bound-{instance}", k.transactional_id),
-        )?;
-        tracing::info!(inputs, shards, "stage 1 (bound) joined its group");
+        let StageStart {
+            member,
+            inputs,
+            shards,
+            txn,
+        } = group::start_stage(config, "bound", &k.input_topic, instance)?;
         let stage = BoundStage {
-            keyring,
+            keyring: config.payload_keyring()?,
             window_length: config.window_length(),
             lateness_ms: i64::from(config.allowed_lateness_secs) * 1000,
             max_records: config.bounds().max_records_per_window as usize,
@@ -182,12 +176,12 @@ impl Stage for BoundStage {
                 .latest_arrival
                 .map_or(arrived_ms, |a| a.max(arrived_ms)),
         );
-        let (record, seal_id) = match open_record(&self.keyring, self.window_length, payload) {
-            Ok(opened) => opened,
-            Err(reason) => {
-                self.stats.records_dropped.add(reason);
-                return;
-            }
+        let Some((record, seal_id)) =
+            self.stats
+                .records_dropped
+                .opened(&self.keyring, self.window_length, payload)
+        else {
+            return;
         };
         let window = record.window;
         if window.end_ms <= owned.forwarded_through

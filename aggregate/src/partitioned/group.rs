@@ -4,6 +4,7 @@
 
 use crate::config::AggregateConfig;
 use crate::stream::AggregatorError;
+use crate::transactions::Transactions;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -174,7 +175,7 @@ pub(crate) async fn drive(
 
 /// A member of `group_id` subscribed to `topic`, reading committed data
 /// only, with its rebalance events.
-pub(crate) fn group_member(
+fn group_member(
     config: &AggregateConfig,
     group_id: &str,
     topic: &str,
@@ -206,8 +207,40 @@ pub(crate) fn group_member(
     })
 }
 
+/// What each stage starts with: its group membership, the partition counts
+/// of the submissions topic (P₁) and the bounded topic (P₂, the shards),
+/// and its transactional producer.
+pub(crate) struct StageStart {
+    pub member: GroupMember,
+    pub inputs: u32,
+    pub shards: u32,
+    pub txn: Transactions,
+}
+
+/// Joins group `<group_id>-<stage>` on `topic` and makes the producer
+/// `<transactional_id>-<stage>-<instance>`.
+pub(crate) fn start_stage(
+    config: &AggregateConfig,
+    stage: &str,
+    topic: &str,
+    instance: &str,
+) -> Result<StageStart, AggregatorError> {
+    let k = &config.kafka;
+    let member = group_member(config, &format!("{}-{stage}", k.group_id), topic)?;
+    let inputs = partition_count(member.consumer.as_ref(), &k.input_topic)?;
+    let shards = partition_count(member.consumer.as_ref(), &k.bounded_topic)?;
+    let txn = Transactions::new(config, format!("{}-{stage}-{instance}", k.transactional_id))?;
+    tracing::info!(stage, inputs, shards, "stage joined its group");
+    Ok(StageStart {
+        member,
+        inputs,
+        shards,
+        txn,
+    })
+}
+
 /// How many partitions `topic` has.
-pub(crate) fn partition_count<C: ConsumerContext>(
+fn partition_count<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
 ) -> Result<u32, AggregatorError> {

@@ -24,17 +24,10 @@ mod group;
 mod parts;
 
 use crate::config::AggregateConfig;
+use crate::stream::now_ms;
 use crate::stream::{AggregatorError, AggregatorStats};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Both stages of one partitioned instance, and its `/metrics`.
 pub struct PartitionedAggregator {

@@ -24,10 +24,10 @@
 //! a window another instance already authorised (any part of it on the
 //! topic) is accounted once, never twice, and never re-decided.
 
-use super::group::{self, Committed, GroupConsumer, GroupMember, Stage};
+use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart};
 use crate::config::AggregateConfig;
 use crate::engine::{self, EngineError};
-use crate::intake::{DropReason, open_record};
+use crate::intake::DropReason;
 use crate::ledger::{LedgerEntry, PrivacyLedger};
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
@@ -148,26 +148,19 @@ impl PartStage {
         plan: ReleasePlan,
         stats: Arc<AggregatorStats>,
     ) -> Result<(PartStage, GroupMember), AggregatorError> {
-        let keyring = config
-            .payload_keys
-            .clone()
-            .ok_or(crate::config::ConfigError::MissingPayloadKeys)?;
         let k = &config.kafka;
-        let member =
-            group::group_member(config, &format!("{}-release", k.group_id), &k.bounded_topic)?;
-        let inputs = group::partition_count(member.consumer.as_ref(), &k.input_topic)?;
-        let shards = group::partition_count(member.consumer.as_ref(), &k.bounded_topic)?;
-        let txn = crate::transactions::Transactions::new(
-            config,
-            format!("{}-release-{instance}", k.transactional_id),
-        )?;
+        let StageStart {
+            member,
+            inputs,
+            shards,
+            txn,
+        } = group::start_stage(config, "release", &k.bounded_topic, instance)?;
         let mut ledger = PrivacyLedger::new(config.budget());
         for entry in released_windows(config)? {
             ledger.restore(entry);
         }
-        tracing::info!(inputs, shards, "stage 2 (release) joined its group");
         let stage = PartStage {
-            keyring,
+            keyring: config.payload_keyring()?,
             window_length: config.window_length(),
             bounds: config.bounds(),
             coarsest: config.coarsest_level(),
@@ -243,14 +236,13 @@ impl Stage for PartStage {
                 }
             }
             BoundedMessage::Sealed(sealed) => {
-                let (record, seal_id) =
-                    match open_record(&self.keyring, self.window_length, Some(&sealed)) {
-                        Ok(opened) => opened,
-                        Err(reason) => {
-                            self.stats.records_dropped.add(reason);
-                            return;
-                        }
-                    };
+                let Some((record, seal_id)) = self.stats.records_dropped.opened(
+                    &self.keyring,
+                    self.window_length,
+                    Some(&sealed),
+                ) else {
+                    return;
+                };
                 // Already published here: a replay after a rebalance.
                 if record.window.end_ms <= owned.released_through {
                     return;
