@@ -1,5 +1,6 @@
 //! What both stages need from Kafka: a consumer-group member that reports
-//! its rebalances, a transactional producer, and committed positions with
+//! its rebalances ([`start_stage`] also makes the stage's transactional
+//! producer), the loop that drives a stage, and committed positions with
 //! the state each stage keeps in its offset-commit metadata.
 
 use crate::config::AggregateConfig;
