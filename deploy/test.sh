@@ -62,7 +62,11 @@ echo "test: building and running the workspace tests (2 jobs; the first build ta
 # The process tests (soak, faults, secure defaults) start the service
 # binaries from target/debug; `cargo test` builds a binary only for a
 # package with integration tests of its own, so build them all first.
-cargo build --workspace --locked -j2 --bins
+# `--tests` with `--bins` builds them with the tests' features (proptest's
+# dev-dependency turns on rand and getrandom features that reach DataFusion
+# through uuid): built with `--bins` alone, the binaries' dependencies would
+# be a second copy of the whole DataFusion stack, minutes and gigabytes more.
+cargo build --workspace --locked -j2 --bins --tests
 cargo test --workspace --locked -j2 "$@"
 
 # The Kubernetes manifests: schemas, references, and each service's own
