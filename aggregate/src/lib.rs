@@ -29,6 +29,7 @@ pub mod noise;
 pub mod partitioned;
 pub mod records;
 pub mod release;
+pub mod release_log;
 pub mod sensitivity;
 pub mod stream;
 pub(crate) mod transactions;

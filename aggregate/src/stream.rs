@@ -34,15 +34,16 @@
 use crate::config::AggregateConfig;
 use crate::engine::{self, EngineError};
 use crate::intake::{DropCounts, DropReason};
-use crate::ledger::{LedgerEntry, PrivacyCost, PrivacyLedger};
+use crate::ledger::PrivacyLedger;
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
+use crate::release_log::ReleaseLog;
 use crate::transactions::Transactions;
 use datafusion::prelude::SessionContext;
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureRecord, Producer};
@@ -109,6 +110,8 @@ pub struct Aggregator {
     ctx: SessionContext,
     plan: ReleasePlan,
     ledger: PrivacyLedger,
+    /// The releases topic as the ledger's history, read where it left off.
+    release_log: ReleaseLog,
     open: BTreeMap<i64, WindowBuffer>,
     pending: BTreeMap<i64, PendingRelease>,
     /// Highest offset consumed per partition.
@@ -159,7 +162,8 @@ impl Aggregator {
                 AggregatorError::Metrics(format!("binding {}: {e}", config.metrics_listen))
             })?;
         let mut ledger = PrivacyLedger::new(config.budget());
-        let restored = released_windows(&config)?;
+        let mut release_log = ReleaseLog::new(&config)?;
+        let restored = release_log.read_new()?;
         let restored_count = restored.len();
         for entry in restored {
             ledger.restore(entry);
@@ -183,6 +187,7 @@ impl Aggregator {
             window_length: config.window_length(),
             keyring,
             ledger,
+            release_log,
             config,
             consumer: Arc::new(consumer),
             txn,
@@ -408,7 +413,7 @@ impl Aggregator {
 
     /// Drops pending releases the releases topic already holds.
     fn drop_published(&mut self) {
-        match released_windows(&self.config) {
+        match self.release_log.read_new() {
             Ok(entries) => {
                 for entry in entries {
                     if self.pending.remove(&entry.window.start_ms).is_some() {
@@ -561,78 +566,4 @@ pub(crate) fn committed_offsets<C: ConsumerContext>(
             }
         }
     }
-}
-
-/// Every committed release on the releases topic, as ledger entries.
-pub(crate) fn released_windows(
-    config: &AggregateConfig,
-) -> Result<Vec<LedgerEntry>, AggregatorError> {
-    let reader: BaseConsumer<QuietEofContext> = config
-        .kafka
-        .security
-        .client_config(&config.kafka.brokers)?
-        .set(
-            "group.id",
-            format!("{}-ledger-recovery", config.kafka.group_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        // End of partition is reported past transaction markers too, which
-        // record offsets alone cannot tell.
-        .set("enable.partition.eof", "true")
-        .create_with_context(QuietEofContext)?;
-    let topic = &config.kafka.output_topic;
-    let timeout = Duration::from_secs(30);
-    let metadata = reader.fetch_metadata(Some(topic), timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = std::collections::HashSet::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        remaining.insert(p.id());
-    }
-    if remaining.is_empty() {
-        return Err(AggregatorError::Recovery(format!(
-            "releases topic {topic} has no partitions"
-        )));
-    }
-    reader.assign(&tpl)?;
-    let mut entries = Vec::new();
-    let deadline = std::time::Instant::now() + timeout;
-    while !remaining.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(AggregatorError::Recovery(format!(
-                "timed out reading {topic}"
-            )));
-        }
-        let message = match reader.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                remaining.remove(&p);
-                continue;
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => m,
-        };
-        let Some(release) = message.payload().and_then(|p| Release::from_ipc(p).ok()) else {
-            tracing::warn!(
-                offset = message.offset(),
-                "undecodable release on the releases topic; skipped"
-            );
-            continue;
-        };
-        // From the metadata: a release may have no rows at all.
-        entries.push(LedgerEntry {
-            id: release.meta.ledger_entry.clone(),
-            window: Window {
-                start_ms: release.meta.window_start,
-                end_ms: release.meta.window_end,
-            },
-            cost: PrivacyCost {
-                rho: release.meta.rho,
-                epsilon: release.meta.epsilon,
-                delta: release.meta.delta,
-            },
-        });
-    }
-    Ok(entries)
 }

@@ -48,6 +48,30 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A release of the hour-long window starting `hour` hours after
+/// 2026-01-01T00:00Z with `rows`: fixed metadata (ρ 0.01, ε 1, δ 1e-8), its
+/// ledger entry named `w<window start>` as the aggregator names them.
+pub fn hourly_release(hour: i64, rows: Vec<hushmap_schema::ReleaseRow>) -> hushmap_schema::Release {
+    const HOUR_MS: i64 = 3_600_000;
+    let start = 1_767_225_600_000 + hour * HOUR_MS;
+    hushmap_schema::Release {
+        meta: hushmap_schema::release::ReleaseMeta {
+            window_start: start,
+            window_end: start + HOUR_MS,
+            mechanism: "discrete_gaussian".into(),
+            rho: Some(0.01),
+            epsilon: 1.0,
+            delta: 1e-8,
+            ledger_entry: format!("w{start}"),
+            symptom_noise_scale: 4.0,
+            max_ci_half_width: 0.15,
+            statistic_costs: Vec::new(),
+            part: Default::default(),
+        },
+        rows,
+    }
+}
+
 /// Milliseconds since the epoch, as Kafka timestamps and windows count.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

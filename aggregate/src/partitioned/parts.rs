@@ -20,9 +20,10 @@
 //! it has already been told.
 //!
 //! The ledger: the first part of a window to be published authorises the
-//! window; before authorising, an instance re-reads the releases topic, so
-//! a window another instance already authorised (any part of it on the
-//! topic) is accounted once, never twice, and never re-decided.
+//! window; before authorising, an instance reads what is new on the
+//! releases topic ([`ReleaseLog`]), so a window another instance already
+//! authorised (any part of it on the topic) is accounted once, never twice,
+//! and never re-decided.
 
 use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart};
 use crate::config::AggregateConfig;
@@ -31,8 +32,9 @@ use crate::intake::DropReason;
 use crate::ledger::{LedgerEntry, PrivacyLedger};
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
+use crate::release_log::ReleaseLog;
 use crate::sensitivity::ContributionBounds;
-use crate::stream::{AggregatorError, AggregatorStats, released_windows};
+use crate::stream::{AggregatorError, AggregatorStats};
 use datafusion::prelude::SessionContext;
 use hushmap_schema::release::ReleasePart;
 use hushmap_schema::{BoundedMessage, PayloadKeyring, Release, Window, WindowLength};
@@ -136,6 +138,7 @@ pub(crate) struct PartStage {
     /// Each shard's plan (its cut of the public region sets), made once.
     shard_plans: HashMap<u32, ReleasePlan>,
     ledger: PrivacyLedger,
+    release_log: ReleaseLog,
     owned: BTreeMap<i32, OwnedShard>,
     next_seq: u64,
     stats: Arc<AggregatorStats>,
@@ -156,7 +159,8 @@ impl PartStage {
             txn,
         } = group::start_stage(config, "release", &k.bounded_topic, instance)?;
         let mut ledger = PrivacyLedger::new(config.budget());
-        for entry in released_windows(config)? {
+        let mut release_log = ReleaseLog::new(config)?;
+        for entry in release_log.read_new()? {
             ledger.restore(entry);
         }
         let stage = PartStage {
@@ -172,6 +176,7 @@ impl PartStage {
             plan,
             shard_plans: HashMap::new(),
             ledger,
+            release_log,
             owned: BTreeMap::new(),
             next_seq: 0,
             stats,
@@ -327,7 +332,7 @@ impl PartStage {
         if let Some(entry) = self.ledger.entry(&window) {
             return Ok(Some(entry.clone()));
         }
-        for entry in released_windows(&self.config)? {
+        for entry in self.release_log.read_new()? {
             self.ledger.restore(entry);
         }
         if let Some(entry) = self.ledger.entry(&window) {
