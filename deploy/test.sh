@@ -58,7 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 export HUSHMAP_TEST_KAFKA="$KAFKA_BOOTSTRAP"
-echo "test: building and running the workspace tests (2 jobs; the first build takes a while)"
+echo "test: building the workspace (2 jobs; the first build takes a while) at ${SECONDS}s"
 # The process tests (soak, faults, secure defaults) start the service
 # binaries from target/debug; `cargo test` builds a binary only for a
 # package with integration tests of its own, so build them all first.
@@ -67,19 +67,22 @@ echo "test: building and running the workspace tests (2 jobs; the first build ta
 # through uuid): built with `--bins` alone, the binaries' dependencies would
 # be a second copy of the whole DataFusion stack, minutes and gigabytes more.
 cargo build --workspace --locked -j2 --bins --tests
+echo "test: running the workspace tests at ${SECONDS}s"
 cargo test --workspace --locked -j2 "$@"
 
 # The Kubernetes manifests: schemas, references, and each service's own
 # check of the configuration its Deployment gives it (a full run only).
 if [ "$#" -eq 0 ]; then
-  echo "test: checking the Kubernetes manifests (deploy/k8s/validate.sh)"
+  echo "test: checking the Kubernetes manifests (deploy/k8s/validate.sh) at ${SECONDS}s"
   deploy/k8s/validate.sh
 fi
 
 # The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default
-# 60; 0 skips), on a full run only: arguments select particular tests.
-fuzz_secs="${HUSHMAP_FUZZ_SECS:-60}"
+# 45, three minutes for the four targets; 0 skips), on a full run only:
+# arguments select particular tests.
+fuzz_secs="${HUSHMAP_FUZZ_SECS:-45}"
 if [ "$#" -eq 0 ] && [ "$fuzz_secs" != 0 ]; then
-  echo "test: fuzzing each target for ${fuzz_secs}s (fuzz/run.sh)"
+  echo "test: fuzzing each target for ${fuzz_secs}s (fuzz/run.sh) at ${SECONDS}s"
   fuzz/run.sh "$fuzz_secs"
 fi
+echo "test: done in ${SECONDS}s"

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds="${1:-60}"
-targets=(submission coarse_record release)
+targets=(submission coarse_record release bounded)
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz: installing a nightly toolchain (minimal profile)"

@@ -36,8 +36,8 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt8Type, UInt16Type
 use arrow::error::ArrowError;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use hushmap_ingest::body::parse_submission;
 use hushmap_ingest::coarsen::Coarsener;
-use hushmap_ingest::server::parse_submission;
 use hushmap_ingest::validate::{ValidationRules, validate};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{

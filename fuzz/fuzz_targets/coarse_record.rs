@@ -4,15 +4,9 @@
 //! to the same record.
 #![no_main]
 
-use hushmap_schema::{CoarseRecord, PayloadKeyring};
+use hushmap_schema::CoarseRecord;
+use hushmap_fuzz::KEYS;
 use libfuzzer_sys::fuzz_target;
-use std::sync::LazyLock;
-
-static KEYS: LazyLock<PayloadKeyring> = LazyLock::new(|| {
-    format!("1:{},2:{}", "11".repeat(32), "22".repeat(32))
-        .parse()
-        .expect("valid keyring")
-});
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(record) = CoarseRecord::decode(bytes) {

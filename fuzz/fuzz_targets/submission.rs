@@ -4,7 +4,7 @@
 #![no_main]
 
 use hushmap_ingest::coarsen::Coarsener;
-use hushmap_ingest::server::parse_submission;
+use hushmap_ingest::body::parse_submission;
 use hushmap_ingest::validate::{ValidationRules, validate};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{CoarseRecord, WindowLength};

@@ -6,17 +6,32 @@
 //! ([`producer`]). Everything else in the body is dropped in the handler; the
 //! raw body, coordinates, exact age and profile id never reach a log, a
 //! metric, Kafka or disk.
+//!
+//! The `service` feature (on by default) builds the HTTP service and its
+//! Kafka producer. Without it only the parse → validate → triage → coarsen
+//! steps are built ([`body`], [`validate`], [`triage`], [`coarsen`]): the
+//! fuzz targets need no more, and skip building librdkafka and the HTTP
+//! stack.
 
+pub mod body;
 pub mod coarsen;
+#[cfg(feature = "service")]
 pub mod config;
+#[cfg(feature = "service")]
 pub mod metrics;
+#[cfg(feature = "service")]
 pub mod openapi;
 pub mod problem;
+#[cfg(feature = "service")]
 pub mod producer;
+#[cfg(feature = "service")]
 pub mod rate_limit;
+#[cfg(feature = "service")]
 pub mod server;
 pub mod triage;
 pub mod validate;
 
+#[cfg(feature = "service")]
 pub use config::IngestConfig;
+#[cfg(feature = "service")]
 pub use server::{IngestServer, ServeError};

@@ -4,12 +4,12 @@
 //! machine-readable, `field` is a JSON path into the submission. The
 //! `detail` text never echoes a submitted value.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 use serde::Serialize;
 
 /// Stable error codes of the submission API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedJson,
@@ -62,7 +62,8 @@ impl ErrorCode {
 }
 
 /// A problem details response (RFC 9457).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// `/errors/<code>`.
     #[serde(rename = "type")]
@@ -102,8 +103,10 @@ impl Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+#[cfg(feature = "service")]
+impl axum::response::IntoResponse for Problem {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{HeaderValue, header};
         let status = self.code.status();
         let body = serde_json::to_vec(&self).expect("problem serialises");
         let mut resp = (status, body).into_response();

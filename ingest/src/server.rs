@@ -1,5 +1,6 @@
 //! The HTTP service: routes, the submission handler and graceful shutdown.
 
+use crate::body::parse_submission;
 use crate::coarsen::Coarsener;
 use crate::config::IngestConfig;
 use crate::metrics::IngestMetrics;
@@ -16,7 +17,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use hushmap_schema::submission::{Submission, Triage};
-use serde_json::error::Category;
 use std::future::Future;
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -201,83 +201,6 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// Parses a submission body as the API does: unknown fields, wrong types
-/// and malformed JSON become the contract's problem details.
-pub fn parse_submission(bytes: &[u8]) -> Result<Submission, Problem> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
-        .map_err(parse_problem)
-}
-
-/// Maps a serde error to the contract's codes. Details name the field and
-/// the rule, never the value that was sent.
-fn parse_problem(err: serde_path_to_error::Error<serde_json::Error>) -> Problem {
-    let path = err.path().to_string();
-    let inner = err.inner();
-    match inner.classify() {
-        // JSON cannot spell NaN or ∞; an overflowing literal such as 1e999
-        // is the closest a client gets, and it is a bad value, not bad JSON.
-        Category::Syntax if path != "." && inner.to_string().starts_with("number out of range") => {
-            Problem::new(
-                ErrorCode::InvalidValue,
-                "invalid value: number out of range",
-            )
-            .with_field(path)
-        }
-        Category::Syntax | Category::Eof | Category::Io => Problem::new(
-            ErrorCode::MalformedJson,
-            format!(
-                "invalid JSON at line {}, column {}",
-                inner.line(),
-                inner.column()
-            ),
-        ),
-        Category::Data => {
-            let msg = inner.to_string();
-            let join = |name: &str| {
-                if path == "." {
-                    name.to_string()
-                } else {
-                    format!("{path}.{name}")
-                }
-            };
-            if let Some(name) = backticked(&msg, "unknown field `") {
-                // serde_path_to_error's path already ends at the unknown field.
-                let field = if path == "." {
-                    name.to_string()
-                } else {
-                    path.clone()
-                };
-                Problem::new(
-                    ErrorCode::UnknownField,
-                    "the body has a field this API does not accept",
-                )
-                .with_field(field)
-            } else if let Some(name) = backticked(&msg, "missing field `") {
-                Problem::new(ErrorCode::MissingField, "a required field is missing")
-                    .with_field(join(name))
-            } else if path == "." {
-                Problem::new(ErrorCode::MalformedJson, "the body must be a JSON object")
-            } else {
-                // Type or enum errors: describe the expectation, not the input.
-                let expected = msg
-                    .split("expected ")
-                    .nth(1)
-                    .map(|e| e.split(" at line").next().unwrap_or(e));
-                let detail = match expected {
-                    Some(e) => format!("invalid value: expected {e}"),
-                    None => "invalid value".to_string(),
-                };
-                Problem::new(ErrorCode::InvalidValue, detail).with_field(path)
-            }
-        }
-    }
-}
-
-/// The name between `prefix` and the next backtick, if `msg` starts so.
-fn backticked<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
-    msg.strip_prefix(prefix)?.split('`').next()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -481,12 +404,9 @@ mod tests {
     use super::*;
 
     fn problem_for(body: &str) -> Problem {
-        serde_path_to_error::deserialize::<_, Submission>(&mut serde_json::Deserializer::from_str(
-            body,
-        ))
-        .map(|_| ())
-        .map_err(parse_problem)
-        .expect_err("must fail")
+        parse_submission(body.as_bytes())
+            .map(|_| ())
+            .expect_err("must fail")
     }
 
     const VALID: &str = r#"{"for":"self","age":30,"gender":"female","symptoms":[],"conditions":[],

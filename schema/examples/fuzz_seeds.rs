@@ -4,6 +4,7 @@
 //! run this (`cargo run -p hushmap-schema --example fuzz_seeds`) only to
 //! start one afresh.
 
+use hushmap_schema::bounded::{BoundedMessage, Watermark};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, PayloadKeyring, RegionCell, Release, ReleaseMeta,
@@ -49,6 +50,24 @@ fn main() {
         .unwrap();
     write(&root.join("coarse_record"), "plain", &record.encode());
     write(&root.join("coarse_record"), "sealed", &keys.seal(&record));
+    // The bounded topic: a forwarded record (sealed afresh) and watermarks.
+    let forwarded = BoundedMessage::Sealed(keys.seal(&record));
+    write(&root.join("bounded"), "sealed", &forwarded.encode());
+    let mark = |windows: Vec<i64>| {
+        BoundedMessage::Watermark(Watermark {
+            partition: 1,
+            partitions: 6,
+            through_ms: record.window.end_ms,
+            windows,
+        })
+        .encode()
+    };
+    write(
+        &root.join("bounded"),
+        "watermark",
+        &mark(vec![record.window.start_ms]),
+    );
+    write(&root.join("bounded"), "watermark-empty", &mark(Vec::new()));
 
     let window = record.window;
     let row = |band: &str, n: i64| ReleaseRow {

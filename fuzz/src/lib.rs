@@ -1,0 +1,12 @@
+//! What the fuzz targets share: the payload keyring their sealed inputs are
+//! opened with (the committed corpus holds envelopes sealed with it).
+
+use hushmap_schema::PayloadKeyring;
+use std::sync::LazyLock;
+
+/// Key 1 is 32 bytes of 0x11, key 2 32 bytes of 0x22.
+pub static KEYS: LazyLock<PayloadKeyring> = LazyLock::new(|| {
+    format!("1:{},2:{}", "11".repeat(32), "22".repeat(32))
+        .parse()
+        .expect("valid keyring")
+});
