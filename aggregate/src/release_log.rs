@@ -67,7 +67,11 @@ impl ReleaseLog {
             .set("auto.offset.reset", "earliest")
             // End of partition is reported past transaction markers too,
             // which record offsets alone cannot tell.
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            // The end is known when a fetch comes back empty; the broker
+            // holds an empty fetch this long (default 500 ms) hoping for
+            // data, which a catch-up read does not want to wait for.
+            .set("fetch.wait.max.ms", "10");
         Ok(ReleaseLog {
             client,
             topic: config.kafka.output_topic.clone(),
