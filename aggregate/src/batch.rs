@@ -2,29 +2,45 @@
 //! and ledger as the stream.
 //!
 //! ```text
-//! hushmap-aggregate batch --input FILE(.ndjson | .parquet) --epsilon E [--delta D]
-//!                         --out FILE(.arrow | .parquet | .json)
+//! hushmap-aggregate batch --input FILE(.ndjson | .parquet) --from T --to T
+//!                         --epsilon E [--delta D] --out FILE(.arrow | .parquet | .json)
+//!                         [--ledger FILE [--ledger-topic] | --fresh-ledger]
 //! ```
+//!
+//! Which windows are released is an input, never read off the data: every
+//! window starting in `[from, to)` is released (zeros plus noise, or no
+//! rows under threshold selection, when nobody submitted in it), and
+//! records outside the range are refused like any bad line. Each window is
+//! spent from a persistent ledger: a ledger file (appended to and synced
+//! before the window is noised; locked for the run), optionally with the
+//! stream's releases topic as further history, so a window released
+//! before — by an earlier run or by the stream — is refused, as the stream
+//! would refuse it. A fresh ledger (`--fresh-ledger`) shares its budget
+//! with nothing, and says so on stderr and in every release's metadata
+//! (`hushmap.ledger_scope = fresh`).
 //!
 //! Inputs:
 //! - **NDJSON of submissions**, one API body per line. Each line is parsed,
 //!   validated and coarsened by ingest's own code (`hushmap_ingest`), so a
 //!   line is accepted or refused exactly as `POST /v1/submissions` would,
 //!   except that `observed_at` is required (it places the submission in its
-//!   window) and may lie in the past. Profile ids are keyed with a secret
-//!   drawn for this run only: bounding works within the run, and the keys
-//!   cannot be linked to the stream's or another run's.
+//!   window) and may lie in the past. Who sent a line is the batch-only
+//!   field `contributor` (an opaque id, 1 to 128 characters: the person, as
+//!   the data's owner knows them), keyed with a secret drawn for this run
+//!   only, so bounding works within the run and the keys link to nothing
+//!   outside it. A line without one counts as a contributor of its own:
+//!   for such lines the unit of privacy is the line, which the run reports.
 //! - **Parquet of coarse records** ([`COARSE_RECORD_COLUMNS`]), e.g. a
 //!   dump of the submissions topic; later rows count as later.
 //!
 //! A bad line or row is reported (its number, the error code and field,
 //! never its content) and skipped; nothing else is lost. Each window is then
 //! bounded and counted by the same DataFusion plan as the stream, authorised
-//! by a [`PrivacyLedger`] with the configured limits, and noised once.
+//! by a [`PrivacyLedger`] with the configured limits, and noised once with
+//! that authorisation.
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
-use crate::ledger::PrivacyLedger;
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
@@ -38,8 +54,11 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use hushmap_ingest::body::parse_submission;
 use hushmap_ingest::coarsen::Coarsener;
+use hushmap_ingest::contributor::ContributorKeys;
 use hushmap_ingest::validate::{ValidationRules, validate};
+use hushmap_privacy::{LedgerFile, LedgerFileError, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
+use hushmap_schema::release::LedgerScope;
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, ReleaseMeta, RiskLevel, SymptomSet,
     Window,
@@ -60,6 +79,10 @@ pub const MAX_REPORTED_ERRORS: usize = 20;
 
 /// Rows per Arrow batch handed to DataFusion (it runs them in parallel).
 const ENGINE_BATCH_ROWS: usize = 256 * 1024;
+
+/// Most windows one run may release (a year of 15-minute windows is
+/// 35,040).
+pub const MAX_BATCH_WINDOWS: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -88,6 +111,12 @@ pub enum BatchError {
     Release(#[from] hushmap_schema::ReleaseError),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("--from/--to: {0}")]
+    Range(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerFileError),
+    #[error("reading the releases topic for the ledger: {0}")]
+    ReleasesTopic(#[from] crate::stream::AggregatorError),
 }
 
 impl BatchError {
@@ -208,6 +237,78 @@ pub fn write_coarse_parquet(path: &Path, records: &[CoarseRecord]) -> Result<(),
     Ok(())
 }
 
+/// The windows a batch run releases: every window starting in
+/// `[from_ms, to_ms)`, both on window boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowRange {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl WindowRange {
+    /// Checks the range against the window length: both ends on window
+    /// boundaries, `from` before `to`, at most [`MAX_BATCH_WINDOWS`].
+    pub fn new(
+        from_ms: i64,
+        to_ms: i64,
+        length: hushmap_schema::WindowLength,
+    ) -> Result<WindowRange, BatchError> {
+        for (name, t) in [("--from", from_ms), ("--to", to_ms)] {
+            if Window::from_start(t, length).is_none() {
+                return Err(BatchError::Range(format!(
+                    "{name} must be on a window boundary (windows are {} s long, aligned to \
+                     the Unix epoch; a UTC date is one for daily windows)",
+                    length.secs()
+                )));
+            }
+        }
+        if from_ms >= to_ms {
+            return Err(BatchError::Range("--to must be after --from".into()));
+        }
+        let n = (to_ms - from_ms) / length.millis();
+        if n > MAX_BATCH_WINDOWS as i64 {
+            return Err(BatchError::Range(format!(
+                "{n} windows; at most {MAX_BATCH_WINDOWS} per run"
+            )));
+        }
+        Ok(WindowRange { from_ms, to_ms })
+    }
+
+    pub fn contains(&self, window: &Window) -> bool {
+        self.from_ms <= window.start_ms && window.start_ms < self.to_ms
+    }
+
+    /// Every window of the range, in order.
+    pub fn windows(
+        &self,
+        length: hushmap_schema::WindowLength,
+    ) -> impl Iterator<Item = Window> + use<> {
+        let to = self.to_ms;
+        std::iter::successors(Window::from_start(self.from_ms, length), move |w| {
+            Window::from_start(w.end_ms, length)
+        })
+        .take_while(move |w| w.start_ms < to)
+    }
+}
+
+/// Where a batch run spends its budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchLedger {
+    /// A ledger file (created if absent), kept across runs; with
+    /// `releases_topic`, the stream's releases topic is read into it as
+    /// further history (windows the stream released are refused).
+    File { path: PathBuf, releases_topic: bool },
+    /// A ledger for this run only: nothing else's spending is counted.
+    Fresh,
+}
+
+/// What a batch run is asked to do besides its input.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    pub range: WindowRange,
+    pub ledger: BatchLedger,
+}
+
 /// Accepted records, turned into Arrow batches as they come so the input
 /// is held once, in its compact columnar form.
 struct RecordSink {
@@ -258,11 +359,19 @@ pub struct InputReport {
     /// Lines (NDJSON, blank ones skipped) or rows (Parquet) read.
     pub read: u64,
     pub accepted: u64,
+    /// Invalid, or outside the run's windows.
     pub refused: u64,
+    /// Of the refused, those valid but outside `[from, to)`.
+    pub outside_range: u64,
+    /// Accepted NDJSON lines without a `contributor` (each its own).
+    pub without_contributor: u64,
     /// The first [`MAX_REPORTED_ERRORS`] refusals: position, code, field,
     /// rule. Never the refused content.
     pub errors: Vec<String>,
 }
+
+/// Why a valid record outside the run's windows is refused.
+const OUTSIDE: &str = "its window does not start in [--from, --to)";
 
 impl InputReport {
     fn refuse(&mut self, error: impl FnOnce() -> String) {
@@ -270,6 +379,11 @@ impl InputReport {
         if self.errors.len() < MAX_REPORTED_ERRORS {
             self.errors.push(error());
         }
+    }
+
+    fn outside(&mut self, error: impl FnOnce() -> String) {
+        self.outside_range += 1;
+        self.refuse(error);
     }
 }
 
@@ -279,6 +393,8 @@ pub struct BatchReport {
     pub input: InputReport,
     /// Every released window, in time order.
     pub releases: Vec<Release>,
+    /// Entries the ledger held before this run (file and topic).
+    pub ledger_history: usize,
     /// Windows the ledger refused, with the reason.
     pub refused_windows: Vec<RefusedWindow>,
     /// What each window's release costs, and its mechanism (the metadata
@@ -305,31 +421,80 @@ impl Progress for NoProgress {
     fn advance(&self, _: u64) {}
 }
 
-/// Reads `input`, releases every window it holds under `config`, and
-/// returns the releases (write them with [`write_output`]).
+/// Reads `input` and releases every window of `options.range` under
+/// `config`, spending from `options.ledger`; returns the releases (write
+/// them with [`write_output`]).
 pub async fn run_batch(
     config: &AggregateConfig,
     input: &Path,
+    options: &BatchOptions,
     progress: &dyn Progress,
 ) -> Result<BatchReport, BatchError> {
     let plan = config.validated_plan()?;
-    let (records, input_report) = match InputFormat::of(input)? {
-        InputFormat::Ndjson => read_submissions(config, input, progress)?,
-        InputFormat::Parquet => read_coarse_records(config, input, progress)?,
+    let format = InputFormat::of(input)?;
+    // The ledger first: a run that cannot spend must not read gigabytes.
+    let (mut ledger, mut ledger_file, ledger_history) = open_ledger(config, &options.ledger)?;
+    let (records, input_report) = match format {
+        InputFormat::Ndjson => read_submissions(config, input, options.range, progress)?,
+        InputFormat::Parquet => read_coarse_records(config, input, options.range, progress)?,
     };
     let cells = count_bounded(config, records).await?;
-    let (releases, refused_windows) = release_windows(config, &plan, cells, progress)?;
+    let scope = match options.ledger {
+        BatchLedger::File { .. } => LedgerScope::Shared,
+        BatchLedger::Fresh => LedgerScope::Fresh,
+    };
+    let (releases, refused_windows) = release_windows(
+        config,
+        &plan,
+        options.range,
+        cells,
+        (&mut ledger, ledger_file.as_mut()),
+        scope,
+        progress,
+    )?;
+    let mut plan_meta = plan_meta(&plan);
+    plan_meta.ledger_scope = scope;
     Ok(BatchReport {
         input: input_report,
         releases,
+        ledger_history,
         refused_windows,
-        plan_meta: plan_meta(&plan),
+        plan_meta,
     })
+}
+
+/// The run's ledger with its history, and the file it is kept in.
+fn open_ledger(
+    config: &AggregateConfig,
+    choice: &BatchLedger,
+) -> Result<(PrivacyLedger, Option<LedgerFile>, usize), BatchError> {
+    let mut ledger = PrivacyLedger::new(config.budget());
+    let BatchLedger::File {
+        path,
+        releases_topic,
+    } = choice
+    else {
+        return Ok((ledger, None, 0));
+    };
+    let (file, entries) = LedgerFile::open(path)?;
+    let mut history = entries.len();
+    for entry in entries {
+        ledger.restore(entry);
+    }
+    if *releases_topic {
+        let published = crate::release_log::ReleaseLog::new(config)?.read_new()?;
+        history += published.len();
+        for entry in published {
+            ledger.restore(entry);
+        }
+    }
+    Ok((ledger, Some(file), history))
 }
 
 fn read_submissions(
     config: &AggregateConfig,
     path: &Path,
+    range: WindowRange,
     progress: &dyn Progress,
 ) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
     let io_err = BatchError::io(path);
@@ -346,6 +511,7 @@ fn read_submissions(
     // link to nothing outside it.
     let secret: [u8; 32] = rand::random();
     let coarsener = Coarsener::new(&secret, config.window_length());
+    let contributors = ContributorKeys::new(&secret);
     let mut report = InputReport::default();
     let mut records = RecordSink::new();
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -366,13 +532,33 @@ fn read_submissions(
             continue;
         }
         report.read += 1;
-        let problem = match parse_submission(&line) {
+        let (body, contributor) = match split_contributor(&line) {
+            Ok(split) => split,
+            Err(reason) => {
+                report.refuse(|| format!("line {line_no}: {reason}"));
+                continue;
+            }
+        };
+        let problem = match parse_submission(body.as_deref().unwrap_or(&line)) {
             Ok(sub) => match batch_observed_ms(sub.observed_at.as_deref(), now_ms) {
                 // "Now" is when it was observed: a past submission is valid
                 // in batch mode, and still refused if it claims the future.
                 Ok(observed) => match validate(sub, &rules, observed) {
                     Ok(valid) => {
-                        let (_, record) = coarsener.coarsen(valid);
+                        let key = match &contributor {
+                            Some(id) => contributors.batch_key(id),
+                            None => {
+                                report.without_contributor += 1;
+                                ContributorKey(rand::random())
+                            }
+                        };
+                        let (_, record) = coarsener.coarsen(valid, key);
+                        if !range.contains(&record.window) {
+                            report.outside(|| {
+                                format!("line {line_no}: outside_range (observed_at): {OUTSIDE}")
+                            });
+                            continue;
+                        }
                         records.push(record)?;
                         report.accepted += 1;
                         continue;
@@ -404,6 +590,32 @@ fn read_submissions(
     Ok((records.finish()?, report))
 }
 
+/// A batch line's batch-only `contributor` field taken out: the rest of
+/// the line (re-encoded; `None` when there was no such field and the line
+/// is parsed as it is) and the id. The error says which rule failed, never
+/// the value.
+fn split_contributor(line: &[u8]) -> Result<(Option<Vec<u8>>, Option<String>), &'static str> {
+    const FIELD: &[u8] = b"\"contributor\"";
+    if !line.windows(FIELD.len()).any(|w| w == FIELD) {
+        return Ok((None, None));
+    }
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(line) else {
+        // Not an object: let the API's parser say what is wrong.
+        return Ok((None, None));
+    };
+    let id = match fields.remove("contributor") {
+        None => return Ok((None, None)),
+        Some(serde_json::Value::String(id)) if (1..=128).contains(&id.chars().count()) => id,
+        Some(_) => {
+            return Err(
+                "invalid_value (contributor): contributor must be a string of 1 to 128 characters",
+            );
+        }
+    };
+    let rest = serde_json::to_vec(&fields).expect("a JSON map encodes");
+    Ok((Some(rest), Some(id)))
+}
+
 /// The observation time of a batch submission, which must state it, and
 /// not in the future of `now_ms` (beyond the API's clock-skew allowance).
 fn batch_observed_ms(observed_at: Option<&str>, now_ms: i64) -> Result<i64, &'static str> {
@@ -421,6 +633,7 @@ fn batch_observed_ms(observed_at: Option<&str>, now_ms: i64) -> Result<i64, &'st
 fn read_coarse_records(
     config: &AggregateConfig,
     path: &Path,
+    range: WindowRange,
     progress: &dyn Progress,
 ) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
     let file = File::open(path).map_err(BatchError::io(path))?;
@@ -480,6 +693,9 @@ fn read_coarse_records(
                 resolution,
             );
             match record {
+                Ok(record) if !range.contains(&record.window) => {
+                    report.outside(|| format!("row {row_no}: {OUTSIDE}"));
+                }
                 Ok(record) => {
                     records.push(record)?;
                     report.accepted += 1;
@@ -561,25 +777,39 @@ async fn count_bounded(
     Ok(engine::bounded_counts_table(&ctx, Arc::new(table), config.bounds()).await?)
 }
 
+/// Releases every window of `range`, in order, each authorised by the
+/// ledger (and recorded in its file, synced, before it is noised).
 fn release_windows(
     config: &AggregateConfig,
     plan: &ReleasePlan,
+    range: WindowRange,
     cells: Vec<CellCounts>,
+    (ledger, mut file): (&mut PrivacyLedger, Option<&mut LedgerFile>),
+    scope: LedgerScope,
     progress: &dyn Progress,
 ) -> Result<(Vec<Release>, Vec<RefusedWindow>), BatchError> {
     let mut by_window: BTreeMap<i64, Vec<CellCounts>> = BTreeMap::new();
     for c in cells {
         by_window.entry(c.window_start).or_default().push(c);
     }
-    progress.phase("noising windows", Some(by_window.len() as u64));
-    let mut ledger = PrivacyLedger::new(config.budget());
-    let mut releases = Vec::with_capacity(by_window.len());
+    let length = config.window_length();
+    let windows: Vec<Window> = range.windows(length).collect();
+    progress.phase("noising windows", Some(windows.len() as u64));
+    let mut releases = Vec::with_capacity(windows.len());
     let mut refused = Vec::new();
-    for (start, cells) in by_window {
-        let window = Window::from_start(start, config.window_length())
-            .expect("windows were checked when read");
-        match ledger.authorise(window, plan.cost) {
-            Ok(entry) => releases.push(noisy_release(window, &cells, plan, &entry.id)?),
+    for window in windows {
+        // Every window of the range, whether or not anyone is in it.
+        let cells = by_window.remove(&window.start_ms).unwrap_or_default();
+        match ledger.authorise(window, plan.cost.clone()) {
+            Ok(authorisation) => {
+                if let Some(file) = file.as_deref_mut() {
+                    let entry = ledger.entry(&window).expect("just authorised");
+                    file.append(entry)?;
+                }
+                let mut release = noisy_release(&cells, plan, authorisation)?;
+                release.meta.ledger_scope = scope;
+                releases.push(release);
+            }
             Err(e) => refused.push((window, e.to_string())),
         }
         progress.advance(1);
@@ -658,8 +888,10 @@ pub fn plan_meta(plan: &ReleasePlan) -> ReleaseMeta {
         ledger_entry: String::new(),
         symptom_noise_scale: plan.finest().symptoms.std_dev(),
         max_ci_half_width: plan.max_ci_half_width,
-        statistic_costs: plan.statistic_costs.clone(),
+        statistic_costs: plan.cost.statistics.clone(),
         part: hushmap_schema::release::ReleasePart::WHOLE,
+        coverage: Default::default(),
+        ledger_scope: LedgerScope::Shared,
     }
 }
 
@@ -683,6 +915,20 @@ mod tests {
             OutputFormat::Arrow
         );
         assert!(OutputFormat::of(Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn a_range_is_whole_windows_and_lists_every_one() {
+        let day = hushmap_schema::WindowLength::ONE_DAY;
+        const D: i64 = 86_400_000;
+        let r = WindowRange::new(D, 4 * D, day).unwrap();
+        let starts: Vec<i64> = r.windows(day).map(|w| w.start_ms).collect();
+        assert_eq!(starts, vec![D, 2 * D, 3 * D]);
+        assert!(r.contains(&Window::from_start(3 * D, day).unwrap()));
+        assert!(!r.contains(&Window::from_start(4 * D, day).unwrap()));
+        assert!(WindowRange::new(D + 1, 4 * D, day).is_err());
+        assert!(WindowRange::new(4 * D, 4 * D, day).is_err());
+        assert!(WindowRange::new(0, (MAX_BATCH_WINDOWS as i64 + 1) * D, day).is_err());
     }
 
     #[test]

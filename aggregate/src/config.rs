@@ -2,15 +2,12 @@
 //! environment variables (nested keys with `__`). Secrets (payload keys,
 //! the Kafka password) come from their own variables or the file, never a flag.
 
-use crate::ledger::{Budget, BudgetLimit, PrivacyCost};
-use crate::noise::{
-    CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector, zcdp_epsilon,
-    zcdp_rho_for,
-};
+use crate::noise::{CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector};
 use crate::release::{LevelPlan, RegionSelection, ReleasePlan};
 use crate::sensitivity::ContributionBounds;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use hushmap_privacy::{Budget, BudgetLimit, ReleaseCost, zcdp_rho_for};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{
     PayloadKeyring, RegionCell, RegionError, StatisticCost, WindowLength, topics,
@@ -50,6 +47,8 @@ pub enum ConfigError {
     MissingPayloadKeys,
     #[error(transparent)]
     KafkaSecurity(#[from] KafkaSecurityError),
+    #[error("schedule_epoch: {0} (expected an RFC 3339 time or YYYY-MM-DD on a window boundary)")]
+    Epoch(&'static str),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,6 +220,20 @@ pub struct AggregateConfig {
     pub window_secs: u32,
     /// A window is released this long after it ends; later records are dropped.
     pub allowed_lateness_secs: u32,
+    /// The first window released (RFC 3339 or `YYYY-MM-DD`, UTC, on a
+    /// window boundary); every window from it on is released, whatever the
+    /// data. Default: the first window at or after the first start-up,
+    /// kept in the consumer group's commit metadata so a restart continues
+    /// it. Required with `topology = "partitioned"`, whose instances must
+    /// agree on it.
+    #[serde(deserialize_with = "instant_text")]
+    pub schedule_epoch: Option<String>,
+    /// How long after a window's deadline (end + lateness) its records are
+    /// surely still on the submissions topic: the topic's retention less
+    /// window and lateness (deploy/ keeps 6 h), less time for a replay. A
+    /// window whose deadline passed longer ago than this when the
+    /// aggregator started is published empty, marked `missed`, at no cost.
+    pub replay_horizon_secs: u32,
     /// H3 resolution of released regions (ingest coarsens to the same).
     pub region_resolution: u8,
     pub privacy: PrivacyConfig,
@@ -236,6 +249,21 @@ pub struct AggregateConfig {
     pub payload_keys: Option<PayloadKeyring>,
 }
 
+/// An instant as text or as a number of ms: figment reads an environment
+/// variable of digits as a number.
+fn instant_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Instant {
+        Text(String),
+        Millis(i64),
+    }
+    Ok(Option::<Instant>::deserialize(d)?.map(|i| match i {
+        Instant::Text(t) => t,
+        Instant::Millis(ms) => ms.to_string(),
+    }))
+}
+
 impl Default for AggregateConfig {
     fn default() -> Self {
         AggregateConfig {
@@ -244,6 +272,8 @@ impl Default for AggregateConfig {
             kafka: KafkaSettings::default(),
             window_secs: WindowLength::ONE_DAY.secs(),
             allowed_lateness_secs: 600,
+            schedule_epoch: None,
+            replay_horizon_secs: 5 * 3600,
             region_resolution: 5,
             privacy: PrivacyConfig::default(),
             tick_ms: 500,
@@ -298,6 +328,13 @@ impl AggregateConfig {
             });
         }
         RegionResolution::new(self.region_resolution)?;
+        let epoch = self.schedule_epoch_ms()?;
+        if self.topology == Topology::Partitioned && epoch.is_none() {
+            return Err(ConfigError::Epoch(
+                "required with topology = \"partitioned\": every instance must start the \
+                 schedule at the same window",
+            ));
+        }
         self.kafka.security.validate(&self.kafka.brokers)?;
         if !self.metrics_listen.ip().is_loopback() && !self.metrics_public {
             return Err(ConfigError::PublicMetrics(self.metrics_listen));
@@ -381,6 +418,27 @@ impl AggregateConfig {
 
     pub fn window_length(&self) -> WindowLength {
         WindowLength::from_secs(self.window_secs).expect("validated")
+    }
+
+    /// The configured schedule epoch, checked to be a window start.
+    pub fn schedule_epoch_ms(&self) -> Result<Option<i64>, ConfigError> {
+        let Some(text) = &self.schedule_epoch else {
+            return Ok(None);
+        };
+        let ms =
+            hushmap_schema::window::parse_instant(text).ok_or(ConfigError::Epoch("not a time"))?;
+        let length = WindowLength::from_secs(self.window_secs).ok_or(ConfigError::WindowZero)?;
+        hushmap_schema::Window::from_start(ms, length)
+            .ok_or(ConfigError::Epoch("not the start of a window"))?;
+        Ok(Some(ms))
+    }
+
+    pub fn lateness_ms(&self) -> i64 {
+        i64::from(self.allowed_lateness_secs) * 1000
+    }
+
+    pub fn replay_horizon_ms(&self) -> i64 {
+        i64::from(self.replay_horizon_secs) * 1000
     }
 
     /// The keys that open sealed records; streaming cannot run without them.
@@ -513,7 +571,9 @@ impl AggregateConfig {
         let levels = self.release_levels();
         let n_levels = levels.len() as f64;
         let total = match p.mechanism {
-            Mechanism::Gaussian => zcdp_rho_for(p.epsilon_per_window, p.delta)?,
+            Mechanism::Gaussian => {
+                zcdp_rho_for(p.epsilon_per_window, p.delta).map_err(NoiseError::from)?
+            }
             Mechanism::Laplace => p.epsilon_per_window,
         };
         let (selection_budget, counts_budget) = match public {
@@ -582,31 +642,24 @@ impl AggregateConfig {
                 symptoms,
             });
         }
-        let composed: f64 = costs.iter().map(|c| c.cost).sum();
-        let selection_delta: f64 = costs.iter().map(|c| c.delta).sum();
         let (mechanism, cost) = match p.mechanism {
             Mechanism::Gaussian => (
                 DiscreteGaussian::NAME,
-                PrivacyCost {
-                    rho: Some(composed),
-                    epsilon: zcdp_epsilon(composed, p.delta)?,
-                    delta: p.delta + selection_delta,
-                },
+                ReleaseCost::concentrated(costs, p.delta).map_err(NoiseError::from)?,
             ),
-            Mechanism::Laplace => (
-                DiscreteLaplace::NAME,
-                PrivacyCost {
-                    rho: None,
-                    epsilon: composed,
-                    delta: selection_delta,
-                },
-            ),
+            Mechanism::Laplace => {
+                let epsilon: f64 = costs.iter().map(|c| c.cost).sum();
+                let delta: f64 = costs.iter().map(|c| c.delta).sum();
+                (
+                    DiscreteLaplace::NAME,
+                    ReleaseCost::pure(epsilon, delta, costs),
+                )
+            }
         };
         Ok(ReleasePlan {
             mechanism,
             levels: level_plans,
             cost,
-            statistic_costs: costs,
             max_ci_half_width: p.max_ci_half_width,
         })
     }
@@ -615,6 +668,38 @@ impl AggregateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_epoch_is_a_window_start_given_as_text_or_ms() {
+        // As figment reads it from a file or the environment, where a
+        // variable of digits becomes a number.
+        let read = |toml: &str| {
+            let c: AggregateConfig =
+                Figment::from(Serialized::defaults(AggregateConfig::default()))
+                    .merge(Toml::string(toml))
+                    .extract()
+                    .unwrap();
+            c.schedule_epoch_ms().unwrap()
+        };
+        for toml in [
+            "schedule_epoch = 1767225600000",
+            "schedule_epoch = \"2026-01-01\"",
+            "schedule_epoch = \"2026-01-01T00:00:00Z\"",
+        ] {
+            assert_eq!(read(toml), Some(1_767_225_600_000), "{toml}");
+        }
+        let mut c = AggregateConfig {
+            schedule_epoch: Some("2026-01-01T00:00:30Z".into()),
+            ..AggregateConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::Epoch(_))));
+        c.schedule_epoch = Some("soon".into());
+        assert!(matches!(c.validate(), Err(ConfigError::Epoch(_))));
+        // Partitioned instances must agree on it: no default.
+        c.schedule_epoch = None;
+        c.topology = Topology::Partitioned;
+        assert!(matches!(c.validate(), Err(ConfigError::Epoch(_))));
+    }
 
     #[test]
     fn defaults_validate_and_spend_the_configured_epsilon() {

@@ -8,13 +8,15 @@
 //!    become an Arrow `RecordBatch`;
 //! 2. [`engine`]: a DataFusion plan bounds each contributor's records
 //!    ([`sensitivity::ContributionBounds`]) and counts per region × age band;
-//! 3. [`ledger`]: the [`PrivacyLedger`](ledger::PrivacyLedger) authorises the
-//!    spend (or refuses);
+//! 3. [`hushmap_privacy`]: the [`PrivacyLedger`](hushmap_privacy::PrivacyLedger)
+//!    authorises the spend (or refuses) and hands out the
+//!    [`Authorisation`](hushmap_privacy::Authorisation) noise needs;
 //! 4. [`noise`]: OpenDP's exact samplers add noise calibrated to the bounded
 //!    sensitivity; [`release`] post-processes into the release schema;
 //! 5. [`stream`]: the release goes to Kafka and offsets are committed.
 //!
-//! True counts exist only in memory, inside steps 2–4.
+//! True counts exist only in memory, inside steps 2–4. Which windows go
+//! through these steps is decided by the clock alone ([`schedule`]).
 //!
 //! [`partitioned`] runs the same steps on any number of instances: bounding
 //! per submissions partition, counting and noising per shard of cells.
@@ -23,13 +25,13 @@ pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod intake;
-pub mod ledger;
 pub mod metrics;
 pub mod noise;
 pub mod partitioned;
 pub mod records;
 pub mod release;
 pub mod release_log;
+pub mod schedule;
 pub mod sensitivity;
 pub mod stream;
 pub(crate) mod transactions;

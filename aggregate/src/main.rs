@@ -39,6 +39,27 @@ struct BatchArgs {
     /// observed_at), or coarse records (.parquet).
     #[arg(long)]
     input: PathBuf,
+    /// Start of the first window released: an RFC 3339 time or a UTC date
+    /// (YYYY-MM-DD), on a window boundary. Every window starting in
+    /// [from, to) is released, whatever the input holds; records outside
+    /// are refused.
+    #[arg(long, value_parser = instant)]
+    from: i64,
+    /// End of the range (exclusive), likewise.
+    #[arg(long, value_parser = instant)]
+    to: i64,
+    /// The ledger this run spends from and records in (created if absent,
+    /// kept across runs: releasing a window twice is refused).
+    #[arg(long, default_value = "hushmap-ledger.ndjson")]
+    ledger: PathBuf,
+    /// Also count what the stream released (the releases topic of the
+    /// configuration) as spent.
+    #[arg(long, conflicts_with = "fresh_ledger")]
+    ledger_topic: bool,
+    /// Spend from a ledger made for this run only: its budget is shared with
+    /// nothing, which stderr and every release's metadata say.
+    #[arg(long, conflicts_with = "ledger")]
+    fresh_ledger: bool,
     /// ε spent per window (overrides privacy.epsilon_per_window).
     #[arg(long)]
     epsilon: f64,
@@ -91,17 +112,45 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An instant on the command line: RFC 3339, a UTC date, or ms.
+fn instant(text: &str) -> Result<i64, String> {
+    hushmap_schema::window::parse_instant(text)
+        .ok_or_else(|| "expected an RFC 3339 time or a UTC date (YYYY-MM-DD)".to_string())
+}
+
 async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<()> {
-    // Refuse a bad output path before reading anything.
+    // Refuse a bad output path and range before reading anything.
     batch::OutputFormat::of(&args.out)?;
+    let options = batch::BatchOptions {
+        range: batch::WindowRange::new(args.from, args.to, config.window_length())?,
+        ledger: if args.fresh_ledger {
+            batch::BatchLedger::Fresh
+        } else {
+            batch::BatchLedger::File {
+                path: args.ledger.clone(),
+                releases_topic: args.ledger_topic,
+            }
+        },
+    };
+    if args.fresh_ledger {
+        eprintln!(
+            "warning: --fresh-ledger: this run's budget is not shared with any other release \
+             (earlier runs, the stream); the output says so (hushmap.ledger_scope = fresh)"
+        );
+    }
     // Drawn on stderr, and only when it is a terminal (indicatif's default).
     let progress = BarProgress(ProgressBar::new(0));
-    let report = batch::run_batch(&config, &args.input, &progress)
+    let report = batch::run_batch(&config, &args.input, &options, &progress)
         .await
         .with_context(|| format!("releasing {}", args.input.display()))?;
     progress.0.finish_and_clear();
-    batch::write_output(&args.out, &report.releases, report.plan_meta.clone())
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    if let batch::BatchLedger::File { path, .. } = &options.ledger {
+        eprintln!(
+            "ledger {}: {} earlier releases on record",
+            path.display(),
+            report.ledger_history
+        );
+    }
 
     let input = &report.input;
     eprintln!(
@@ -114,9 +163,31 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
     if input.refused > input.errors.len() as u64 {
         eprintln!("  … and {} more", input.refused - input.errors.len() as u64);
     }
+    if input.without_contributor > 0 {
+        eprintln!(
+            "  {} accepted lines name no contributor: each counts as a person of its own \
+             (for them the unit of privacy is the line, not the person)",
+            input.without_contributor
+        );
+    }
+    if input.outside_range > 0 {
+        eprintln!(
+            "  ({} of the refused are valid but outside [--from, --to))",
+            input.outside_range
+        );
+    }
     for (window, reason) in &report.refused_windows {
         eprintln!("window {}: not released: {reason}", window.start_ms);
     }
+    if report.releases.is_empty() {
+        anyhow::bail!(
+            "no window released ({} refused by the ledger); nothing written to {}",
+            report.refused_windows.len(),
+            args.out.display()
+        );
+    }
+    batch::write_output(&args.out, &report.releases, report.plan_meta.clone())
+        .with_context(|| format!("writing {}", args.out.display()))?;
     let rows: usize = report.releases.iter().map(|r| r.rows.len()).sum();
     eprintln!(
         "released {} windows ({rows} rows; {} per window: ε {:.4}, δ {:.3e}) to {}",

@@ -3,8 +3,8 @@
 //! Counts only: records accepted, dropped before counting (by
 //! [`DropReason`](crate::intake::DropReason); `records_invalid` is their
 //! sum) and late (their window was already released or past its
-//! lateness), windows released and refused by the ledger, and what is
-//! buffered. Nothing here can carry a
+//! lateness), windows released, refused by the ledger and published
+//! without data, releases found already published, and what is buffered. Nothing here can carry a
 //! record's content.
 
 use crate::intake::DropReason;
@@ -67,6 +67,17 @@ impl Collector for StatsCollector {
                 "windows_refused",
                 "Windows the privacy ledger refused to release (budget)",
                 &s.windows_refused,
+            ),
+            (
+                "windows_missed",
+                "Windows published without data (the aggregator was down past the topic's retention)",
+                &s.windows_missed,
+            ),
+            (
+                "releases_found_published",
+                "Releases or parts found already committed on the releases topic after a \
+                 transaction whose outcome was unknown, and not noised again",
+                &s.releases_found_published,
             ),
         ];
         for (name, help, value) in counters {

@@ -12,9 +12,8 @@
 //! No float noise and no hand-written sampler. OpenDP's privacy map, not our
 //! arithmetic, has the last word on the cost: the measurement is built, then
 //! asked what `d_in` = sensitivity costs. ε(δ) for ρ comes from OpenDP's
-//! zCDP → approximate-DP conversion ([`zcdp_epsilon`]).
+//! zCDP → approximate-DP conversion ([`hushmap_privacy::zcdp_epsilon`]).
 
-use opendp::combinators::ConcentratedMeasure;
 use opendp::domains::{AtomDomain, MapDomain, VectorDomain};
 use opendp::measurements::{
     make_gaussian, make_gaussian_threshold, make_laplace, make_laplace_threshold,
@@ -32,6 +31,15 @@ pub enum NoiseError {
     OpenDp(String),
     #[error("invalid privacy parameter: {0}")]
     Parameter(&'static str),
+}
+
+impl From<hushmap_privacy::ConversionError> for NoiseError {
+    fn from(e: hushmap_privacy::ConversionError) -> Self {
+        match e {
+            hushmap_privacy::ConversionError::OpenDp(m) => NoiseError::OpenDp(m),
+            hushmap_privacy::ConversionError::Parameter(m) => NoiseError::Parameter(m),
+        }
+    }
 }
 
 impl From<opendp::error::Error> for NoiseError {
@@ -171,46 +179,6 @@ impl DiscreteGaussian {
         }
         (second / mass).sqrt()
     }
-}
-
-/// ε at `delta` of a ρ-zCDP release, from OpenDP's conversion
-/// (Canonne, Kamath, Steinke 2020, as implemented by OpenDP's
-/// `make_zCDP_to_approxDP`).
-pub fn zcdp_epsilon(rho: f64, delta: f64) -> Result<f64, NoiseError> {
-    if !(rho.is_finite() && rho >= 0.0) {
-        return Err(NoiseError::Parameter(
-            "rho must be a non-negative finite number",
-        ));
-    }
-    if !(delta > 0.0 && delta < 1.0) {
-        return Err(NoiseError::Parameter("delta must be in (0, 1)"));
-    }
-    Ok(ZeroConcentratedDivergence::convert(rho)?.epsilon(delta)?)
-}
-
-/// The largest ρ whose ε at `delta` is at most `epsilon` (bisection on
-/// OpenDP's conversion, which is increasing in ρ).
-pub fn zcdp_rho_for(epsilon: f64, delta: f64) -> Result<f64, NoiseError> {
-    positive(epsilon, "epsilon must be a positive finite number")?;
-    // ε(ρ) ≥ ρ, so ρ = ε is an upper end.
-    let (mut lo, mut hi) = (0.0_f64, epsilon);
-    for _ in 0..200 {
-        let mid = lo + (hi - lo) / 2.0;
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        // OpenDP's conversion overflows for absurdly large ρ (ε ~ 10⁶, as
-        // tests use); such a ρ is simply not certified.
-        match zcdp_epsilon(mid, delta) {
-            Ok(e) if e <= epsilon => lo = mid,
-            Ok(_) | Err(NoiseError::OpenDp(_)) => hi = mid,
-            Err(e) => return Err(e),
-        }
-    }
-    if lo <= 0.0 {
-        return Err(NoiseError::Parameter("epsilon too small for this delta"));
-    }
-    Ok(lo)
 }
 
 /// One of the two mechanisms, as the release step uses it.
@@ -577,24 +545,6 @@ mod tests {
     }
 
     #[test]
-    fn zcdp_conversion_round_trips_and_is_tight() {
-        let delta = 1e-8;
-        for eps in [0.1, 1.0, 5.0] {
-            let rho = zcdp_rho_for(eps, delta).unwrap();
-            let back = zcdp_epsilon(rho, delta).unwrap();
-            assert!(
-                back <= eps && back > eps * 0.999,
-                "{eps} -> {rho} -> {back}"
-            );
-            // Looser textbook bound ε ≤ ρ + 2√(ρ ln 1/δ) must not be beaten
-            // by much in the other direction: the conversion is at least as
-            // good as it.
-            assert!(back <= rho + 2.0 * (rho * (1.0 / delta).ln()).sqrt());
-        }
-        assert!(zcdp_epsilon(0.1, 0.0).is_err());
-    }
-
-    #[test]
     fn threshold_meets_its_budget_and_drops_lone_partitions() {
         let g = ThresholdSelector::gaussian((1, 1, 1), 0.05, 1e-8).unwrap();
         assert!(g.cost <= 0.05 && g.delta <= 1e-8);
@@ -620,7 +570,7 @@ mod tests {
         let counts: Vec<i64> = (0..1000).collect();
         assert_eq!(m.apply(&counts).unwrap(), counts);
         assert!(m.std_dev() < 1e-6);
-        let rho = zcdp_rho_for(1e6, 1e-8).unwrap();
+        let rho = hushmap_privacy::zcdp_rho_for(1e6, 1e-8).unwrap();
         let g = DiscreteGaussian::calibrate(10f64.sqrt(), rho).unwrap();
         assert_eq!(g.apply(&counts).unwrap(), counts);
         assert!(g.std_dev() < 1e-6);

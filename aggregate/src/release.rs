@@ -7,12 +7,10 @@
 //! configured half-width are marked suppressed.
 
 use crate::engine::CellCounts;
-use crate::ledger::PrivacyCost;
 use crate::noise::{CountNoise, NoiseError, ThresholdSelector};
-use hushmap_schema::release::CellLabel;
-use hushmap_schema::{
-    AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, StatisticCost, Window,
-};
+use hushmap_privacy::{Authorisation, ReleaseCost};
+use hushmap_schema::release::{CellLabel, Coverage};
+use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, Window};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -46,11 +44,9 @@ pub struct ReleasePlan {
     pub mechanism: &'static str,
     /// Finest first; every level is computed from the same bounded counts.
     pub levels: Vec<LevelPlan>,
-    /// What one release costs each contributor (every statistic of every
-    /// level composed).
-    pub cost: PrivacyCost,
-    /// The parts `cost` is composed of.
-    pub statistic_costs: Vec<StatisticCost>,
+    /// What one release costs each contributor: every statistic of every
+    /// level, and their composition.
+    pub cost: ReleaseCost,
     /// Cells with a wider 95% interval of the high share are suppressed.
     pub max_ci_half_width: f64,
 }
@@ -185,17 +181,38 @@ fn level_rows(
 }
 
 /// Noises and post-processes `cells` (bounded counts at the release
-/// resolution) into the release of `window`, every level of the plan.
+/// resolution) into the release the ledger authorised, every level of the
+/// plan. Noise is drawn only here, and only with an [`Authorisation`]
+/// (taken by value: one authorisation, one noising).
 ///
 /// Each level's regions are chosen by its [`RegionSelection`]; each region
 /// is released with all six age bands (zeros included), so the presence of
-/// an age band is not itself a signal.
+/// an age band is not itself a signal. With a public region set, records
+/// outside it count at no level: the parent levels roll up only the
+/// set's cells.
 pub fn noisy_release(
-    window: Window,
     cells: &[CellCounts],
     plan: &ReleasePlan,
-    ledger_entry: &str,
+    authorisation: Authorisation,
 ) -> Result<Release, NoiseError> {
+    if !authorisation.cost().same_as(&plan.cost) {
+        return Err(NoiseError::Parameter(
+            "the authorisation is for another cost than this plan spends",
+        ));
+    }
+    let window = authorisation.window();
+    let public_only;
+    let cells = match &plan.finest().selection {
+        RegionSelection::Public(set) => {
+            public_only = cells
+                .iter()
+                .filter(|c| set.contains(&c.region))
+                .cloned()
+                .collect::<Vec<_>>();
+            &public_only[..]
+        }
+        RegionSelection::Threshold(_) => cells,
+    };
     let mut rows = Vec::new();
     for (i, level) in plan.levels.iter().enumerate() {
         let rolled;
@@ -213,21 +230,49 @@ pub fn noisy_release(
         )?);
     }
     Ok(Release {
-        meta: ReleaseMeta {
-            window_start: window.start_ms,
-            window_end: window.end_ms,
-            mechanism: plan.mechanism.to_string(),
-            rho: plan.cost.rho,
-            epsilon: plan.cost.epsilon,
-            delta: plan.cost.delta,
-            ledger_entry: ledger_entry.to_string(),
-            symptom_noise_scale: plan.finest().symptoms.std_dev(),
-            max_ci_half_width: plan.max_ci_half_width,
-            statistic_costs: plan.statistic_costs.clone(),
-            part: hushmap_schema::release::ReleasePart::WHOLE,
-        },
+        meta: release_meta(plan, &authorisation, Coverage::Complete),
         rows,
     })
+}
+
+/// The release of a window whose records were no longer there to count
+/// (the aggregator was down for longer than the submissions topic keeps
+/// them): no rows, [`Coverage::Missed`], and, since it reads no data, the
+/// authorisation must be for a free release
+/// ([`ReleaseCost::free`]). Publishing it keeps the schedule whole.
+pub fn missed_release(
+    plan: &ReleasePlan,
+    authorisation: Authorisation,
+) -> Result<Release, NoiseError> {
+    if !authorisation.cost().is_free() {
+        return Err(NoiseError::Parameter(
+            "a window published without its data must cost nothing",
+        ));
+    }
+    Ok(Release {
+        meta: release_meta(plan, &authorisation, Coverage::Missed),
+        rows: Vec::new(),
+    })
+}
+
+fn release_meta(plan: &ReleasePlan, auth: &Authorisation, coverage: Coverage) -> ReleaseMeta {
+    let window = auth.window();
+    let cost = auth.cost();
+    ReleaseMeta {
+        window_start: window.start_ms,
+        window_end: window.end_ms,
+        mechanism: plan.mechanism.to_string(),
+        rho: cost.rho,
+        epsilon: cost.epsilon,
+        delta: cost.delta,
+        ledger_entry: auth.id().to_string(),
+        symptom_noise_scale: plan.finest().symptoms.std_dev(),
+        max_ci_half_width: plan.max_ci_half_width,
+        statistic_costs: cost.statistics.clone(),
+        part: auth.part(),
+        coverage,
+        ledger_scope: Default::default(),
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +296,18 @@ mod tests {
         config.release_plan().unwrap()
     }
 
+    /// `plan`'s release of `cells` in `w`, authorised by a ledger with no
+    /// limits to speak of.
+    fn release(w: Window, cells: &[CellCounts], plan: &ReleasePlan) -> Release {
+        let mut ledger = hushmap_privacy::PrivacyLedger::new(hushmap_privacy::Budget {
+            limits: Vec::new(),
+            delta: 1e-8,
+            max_delta: 1.0,
+        });
+        let auth = ledger.authorise(w, plan.cost.clone()).unwrap();
+        noisy_release(cells, plan, auth).unwrap()
+    }
+
     fn cell(lat: f64, band: AgeBand, risk: [i64; 3]) -> CellCounts {
         CellCounts {
             window_start: 0,
@@ -269,7 +326,7 @@ mod tests {
             cell(10.0, AgeBand::From18To29, [5, 3, 2]),
             cell(20.0, AgeBand::From75, [0, 0, 400]),
         ];
-        let release = noisy_release(w, &cells, &plan(1e6), "w0").unwrap();
+        let release = release(w, &cells, &plan(1e6));
         let rows = at(&release, 5);
         assert_eq!(rows.len(), 12, "two regions × six bands");
         let row = rows
@@ -299,6 +356,7 @@ mod tests {
         }
         // Per-statistic costs compose to the total.
         assert_eq!(m.statistic_costs.len(), 9, "3 statistics × 3 levels");
+        assert_eq!(m.ledger_entry, "w0");
         let sum: f64 = m.statistic_costs.iter().map(|c| c.cost).sum();
         assert!((sum - m.rho.unwrap()).abs() < 1e-9 * sum);
     }
@@ -313,7 +371,7 @@ mod tests {
             cell(20.0, AgeBand::From75, [0, 0, 400]),
         ];
         for eps in [1e6, 1.0] {
-            let r = noisy_release(w, &cells, &plan(eps), "w0").unwrap();
+            let r = release(w, &cells, &plan(eps));
             let regions: BTreeSet<_> = at(&r, 5).iter().map(|x| x.region.clone()).collect();
             assert_eq!(regions.len(), 1, "ε = {eps}: {regions:?}");
             assert!(regions.contains(&cells[1].region.to_string()));
@@ -325,6 +383,20 @@ mod tests {
         let w = Window::containing(0, WindowLength::from_secs(60).unwrap());
         let inside = cell(10.0, AgeBand::From18To29, [1, 0, 0]);
         let outside = cell(20.0, AgeBand::From75, [0, 0, 400]);
+        // A neighbour of `inside` in the same parent cells, outside the set.
+        let sibling = CellCounts {
+            region: *inside
+                .region
+                .parent(4)
+                .unwrap()
+                .children(5)
+                .unwrap()
+                .iter()
+                .find(|c| **c != inside.region)
+                .unwrap(),
+            risk: [0, 7, 0],
+            ..inside.clone()
+        };
         let empty = cell(30.0, AgeBand::Under18, [0, 0, 0]);
         let mut config = crate::config::AggregateConfig::default();
         config.privacy.epsilon_per_window = 1e6;
@@ -334,7 +406,11 @@ mod tests {
             empty.region.parent(3).unwrap().to_string(),
         ];
         let plan = config.release_plan().unwrap();
-        let r = noisy_release(w, &[inside.clone(), outside.clone()], &plan, "w0").unwrap();
+        let r = release(
+            w,
+            &[inside.clone(), outside.clone(), sibling.clone()],
+            &plan,
+        );
         let regions: BTreeSet<_> = at(&r, 5).iter().map(|x| x.region.clone()).collect();
         assert_eq!(
             regions.len(),
@@ -353,6 +429,12 @@ mod tests {
         assert_eq!(row.n_low, 1);
         assert_eq!(r.meta.delta, 1e-8);
         assert_eq!(at(&r, 5).iter().map(|x| x.n_total).sum::<i64>(), 1);
+        // Parent levels count only what is in the set: the sibling's seven
+        // records are not in its public parent's row.
+        for level in [4, 3] {
+            let total: i64 = at(&r, level).iter().map(|x| x.n_total).sum();
+            assert_eq!(total, 1, "level {level}");
+        }
         // Parent levels: the public set's parents, no more.
         let parents: BTreeSet<_> = at(&r, 3).iter().map(|x| x.region.clone()).collect();
         let expected: BTreeSet<_> = [inside.region, empty.region]
@@ -368,7 +450,7 @@ mod tests {
         let cells: Vec<_> = (0..20)
             .map(|i| cell(i as f64, AgeBand::From45To59, [i, 2 * i, 1]))
             .collect();
-        let r = noisy_release(w, &cells, &plan(0.5), "w0").unwrap();
+        let r = release(w, &cells, &plan(0.5));
         for row in &r.rows {
             assert!(row.n_low >= 0 && row.n_moderate >= 0 && row.n_high >= 0);
             assert_eq!(row.n_total, row.n_low + row.n_moderate + row.n_high);

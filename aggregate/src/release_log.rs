@@ -20,9 +20,9 @@
 //! transaction, would wait for an event that never comes.
 
 use crate::config::AggregateConfig;
-use crate::ledger::{LedgerEntry, PrivacyCost};
 use crate::stream::{AggregatorError, QuietEofContext};
-use hushmap_schema::{Release, Window};
+use hushmap_privacy::LedgerEntry;
+use hushmap_schema::Release;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -125,7 +125,7 @@ impl ReleaseLog {
             };
             next.insert(message.partition(), message.offset() + 1);
             match message.payload().and_then(|p| Release::from_ipc(p).ok()) {
-                Some(release) => entries.push(ledger_entry(&release)),
+                Some(release) => entries.push(LedgerEntry::of_release(&release.meta)),
                 None => tracing::warn!(
                     partition = message.partition(),
                     offset = message.offset(),
@@ -137,22 +137,5 @@ impl ReleaseLog {
         // failed one is repeated whole, so nothing it saw is lost.
         self.next.extend(next);
         Ok(entries)
-    }
-}
-
-/// What a published release spent, from its metadata (a release may have
-/// no rows at all).
-fn ledger_entry(release: &Release) -> LedgerEntry {
-    LedgerEntry {
-        id: release.meta.ledger_entry.clone(),
-        window: Window {
-            start_ms: release.meta.window_start,
-            end_ms: release.meta.window_end,
-        },
-        cost: PrivacyCost {
-            rho: release.meta.rho,
-            epsilon: release.meta.epsilon,
-            delta: release.meta.delta,
-        },
     }
 }

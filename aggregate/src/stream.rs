@@ -15,11 +15,16 @@
 //! partitions it happened to own.) Two instances with the same
 //! `transactional.id` fence each other; the newer one wins.
 //!
-//! A closed window is bounded and counted ([`engine`](crate::engine)),
-//! authorised by the [`PrivacyLedger`],
-//! noised once ([`release`](crate::release)) and published; the noised
-//! release is kept until Kafka acknowledges it, so a retry resends the same
-//! numbers rather than fresh noise.
+//! Which windows are released is the [`WindowSchedule`]'s decision, by the
+//! clock alone: every window from the schedule's epoch is closed, in
+//! order, once its deadline has been read past, whether or not any record
+//! arrived for it. A closed window is bounded and counted
+//! ([`engine`](crate::engine)), authorised by the [`PrivacyLedger`], noised
+//! once with that authorisation ([`release`](crate::release)) and
+//! published; the noised release is kept until Kafka acknowledges it, so a
+//! retry resends the same numbers rather than fresh noise. The epoch is
+//! kept in the input partitions' commit metadata (`epoch=<ms>`), so a
+//! restart continues the same schedule.
 //!
 //! Exactly once: each release is written in a Kafka transaction together
 //! with the consumer offsets it accounts for (`send_offsets_to_transaction`).
@@ -32,15 +37,16 @@
 //! publishes it for the first time.
 
 use crate::config::AggregateConfig;
-use crate::engine::{self, EngineError};
+use crate::engine::{self, CellCounts, EngineError};
 use crate::intake::{DropCounts, DropReason};
-use crate::ledger::PrivacyLedger;
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
-use crate::release::{ReleasePlan, noisy_release};
+use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
+use crate::schedule::{Decision, WindowSchedule};
 use crate::transactions::Transactions;
 use datafusion::prelude::SessionContext;
+use hushmap_privacy::{PrivacyLedger, ReleaseCost};
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
@@ -82,12 +88,20 @@ pub struct AggregatorStats {
     pub records_late: AtomicU64,
     pub windows_released: AtomicU64,
     pub windows_refused: AtomicU64,
+    /// Windows published without data (the aggregator was down past the
+    /// topic's retention); also counted in `windows_released`.
+    pub windows_missed: AtomicU64,
+    /// Releases (or parts) found committed on the releases topic after a
+    /// transaction whose outcome was unknown: kept as they are, never
+    /// noised again.
+    pub releases_found_published: AtomicU64,
     /// Windows buffering records, and noised releases not yet acknowledged.
     pub open_windows: AtomicU64,
     pub pending_releases: AtomicU64,
 }
 
 /// Records of one window, with the first offset seen per partition.
+#[derive(Default)]
 struct WindowBuffer {
     records: Vec<SequencedRecord>,
     /// Seal ids of the records buffered, to drop replayed copies.
@@ -112,12 +126,16 @@ pub struct Aggregator {
     ledger: PrivacyLedger,
     /// The releases topic as the ledger's history, read where it left off.
     release_log: ReleaseLog,
+    /// Which window is decided next, by the clock.
+    schedule: WindowSchedule,
     open: BTreeMap<i64, WindowBuffer>,
     pending: BTreeMap<i64, PendingRelease>,
     /// Highest offset consumed per partition.
     consumed: HashMap<i32, i64>,
-    /// The input partitions, all assigned to this instance at start-up.
+    /// The input partitions, all assigned to this instance at start-up,
+    /// and the offset each was assigned at.
     partitions: Vec<i32>,
+    assigned_from: HashMap<i32, i64>,
     /// Latest produce timestamp seen per partition.
     latest_arrival: HashMap<i32, i64>,
     /// Partitions read to their end since their last record.
@@ -127,6 +145,10 @@ pub struct Aggregator {
     /// Bound at start-up, served while running.
     metrics_listener: std::net::TcpListener,
 }
+
+/// Most windows decided in one tick (a long outage is worked off over
+/// several ticks, each publishing what it decided).
+const MAX_WINDOWS_PER_TICK: usize = 64;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -152,7 +174,12 @@ impl Aggregator {
             // a restart has caught up (see `read_frontier`).
             .set("enable.partition.eof", "true")
             .create_with_context(QuietEofContext)?;
-        let partitions = assign_every_partition(&consumer, &config.kafka.input_topic)?;
+        let started_ms = now_ms();
+        let Assignment {
+            partitions,
+            from: assigned_from,
+            epoch: persisted_epoch,
+        } = assign_every_partition(&consumer, &config.kafka.input_topic)?;
         // Fences off any earlier instance with the same id and aborts its
         // open transaction: a half-published release never becomes visible.
         let txn = Transactions::new(&config, config.kafka.transactional_id.clone())?;
@@ -168,8 +195,18 @@ impl Aggregator {
         for entry in restored {
             ledger.restore(entry);
         }
+        let schedule = WindowSchedule::starting(
+            config.window_length(),
+            config.lateness_ms(),
+            config.replay_horizon_ms(),
+            config.schedule_epoch_ms()?.or(persisted_epoch),
+            ledger.latest().map(|e| e.window.end_ms),
+            started_ms,
+        );
         tracing::info!(
             releases = restored_count,
+            schedule_epoch = schedule.epoch(),
+            next_window = schedule.next().start_ms,
             "ledger restored from the releases topic"
         );
         tracing::info!(
@@ -183,11 +220,12 @@ impl Aggregator {
             window_secs = config.window_secs,
             "aggregator calibrated"
         );
-        Ok(Aggregator {
+        let mut aggregator = Aggregator {
             window_length: config.window_length(),
             keyring,
             ledger,
             release_log,
+            schedule,
             config,
             consumer: Arc::new(consumer),
             txn,
@@ -197,12 +235,42 @@ impl Aggregator {
             pending: BTreeMap::new(),
             consumed: HashMap::new(),
             partitions,
+            assigned_from,
             latest_arrival: HashMap::new(),
             caught_up: HashSet::new(),
             next_seq: 0,
             stats: Arc::new(AggregatorStats::default()),
             metrics_listener,
-        })
+        };
+        if persisted_epoch != Some(aggregator.schedule.epoch()) {
+            aggregator.persist_schedule()?;
+        }
+        Ok(aggregator)
+    }
+
+    /// Commits the current positions with the schedule's epoch in their
+    /// metadata, so that a restart before the first release keeps the
+    /// epoch chosen now.
+    fn persist_schedule(&mut self) -> Result<(), AggregatorError> {
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            AggregatorError::Recovery("no consumer group metadata for the transaction".into())
+        })?;
+        let offsets = self.offsets_to_commit()?;
+        let producer = &self.txn.producer;
+        let result = (|| -> Result<(), KafkaError> {
+            producer.begin_transaction()?;
+            producer.send_offsets_to_transaction(&offsets, &group, self.txn.timeout())?;
+            self.txn.commit()
+        })();
+        if let Err(e) = result {
+            self.txn.recover();
+            return Err(e.into());
+        }
+        tracing::info!(
+            schedule_epoch = self.schedule.epoch(),
+            "schedule epoch kept in the commit metadata"
+        );
+        Ok(())
     }
 
     /// Where `/metrics` is served.
@@ -212,10 +280,6 @@ impl Aggregator {
 
     pub fn stats(&self) -> Arc<AggregatorStats> {
         self.stats.clone()
-    }
-
-    fn lateness_ms(&self) -> i64 {
-        i64::from(self.config.allowed_lateness_secs) * 1000
     }
 
     /// Consumes and releases until `shutdown` resolves.
@@ -270,21 +334,13 @@ impl Aggregator {
             return;
         };
         let window = record.window;
-        if self.ledger.is_released(&window)
-            || self.pending.contains_key(&window.start_ms)
-            || window.end_ms.saturating_add(self.lateness_ms()) <= arrived_ms
-        {
+        // Late: its window is decided (or before the schedule's epoch, or
+        // published without data), or it arrived after the deadline.
+        if !self.schedule.wants(&window) || self.schedule.deadline(&window) <= arrived_ms {
             self.stats.records_late.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let buffer = self
-            .open
-            .entry(window.start_ms)
-            .or_insert_with(|| WindowBuffer {
-                records: Vec::new(),
-                seals: HashSet::new(),
-                first_offsets: HashMap::new(),
-            });
+        let buffer = self.open.entry(window.start_ms).or_default();
         if !buffer.seals.insert(seal_id) {
             self.stats.records_dropped.add(DropReason::Replayed);
             return;
@@ -323,23 +379,18 @@ impl Aggregator {
         // in what we have read: after a restart the backlog of every
         // partition is replayed before any window is closed on partial data.
         let frontier = self.read_frontier(now).min(now);
-        let due: Vec<i64> = self
-            .open
-            .keys()
-            .copied()
-            .filter(|start| {
-                start
-                    .saturating_add(self.window_length.millis())
-                    .saturating_add(self.lateness_ms())
-                    <= frontier
-            })
+        // Every scheduled window, records or not, in order; a long outage
+        // is worked off a bounded number of windows per tick.
+        let due: Vec<(Window, Decision)> = self
+            .schedule
+            .due(frontier)
+            .take(MAX_WINDOWS_PER_TICK)
             .collect();
         let mut changed = !self.pending.is_empty();
-        for start in due {
-            let buffer = self.open.remove(&start).expect("listed above");
-            let window =
-                Window::from_start(start, self.window_length).expect("aligned by construction");
-            self.close_window(window, buffer).await?;
+        for (window, decision) in due {
+            let buffer = self.open.remove(&window.start_ms).unwrap_or_default();
+            self.close_window(window, decision, buffer).await?;
+            self.schedule.decided(window);
             changed = true;
         }
         if changed {
@@ -354,23 +405,46 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Decides one scheduled window: counted, authorised and noised, or
+    /// published without data; refused windows are dropped.
     async fn close_window(
         &mut self,
         window: Window,
+        decision: Decision,
         buffer: WindowBuffer,
     ) -> Result<(), AggregatorError> {
-        let batch =
-            to_record_batch(&buffer.records).map_err(|e| EngineError::DataFusion(e.into()))?;
-        let cells = engine::bounded_counts(&self.ctx, batch, self.config.bounds()).await?;
-        let entry = match self.ledger.authorise(window, self.plan.cost) {
-            Ok(entry) => entry,
+        let cells: Vec<CellCounts> = match decision {
+            Decision::Missed => Vec::new(),
+            Decision::Count if buffer.records.is_empty() => Vec::new(),
+            Decision::Count => {
+                let batch = to_record_batch(&buffer.records)
+                    .map_err(|e| EngineError::DataFusion(e.into()))?;
+                engine::bounded_counts(&self.ctx, batch, self.config.bounds()).await?
+            }
+        };
+        let cost = match decision {
+            Decision::Count => self.plan.cost.clone(),
+            Decision::Missed => ReleaseCost::free(self.plan.cost.rho.is_some()),
+        };
+        let authorisation = match self.ledger.authorise(window, cost) {
+            Ok(authorisation) => authorisation,
             Err(e) => {
                 self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
                 return Ok(());
             }
         };
-        let release = noisy_release(window, &cells, &self.plan, &entry.id)?;
+        let release = match decision {
+            Decision::Count => noisy_release(&cells, &self.plan, authorisation)?,
+            Decision::Missed => {
+                self.stats.windows_missed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    window_start = window.start_ms,
+                    "window's records may be gone from the topic (aggregator down too long); published without data"
+                );
+                missed_release(&self.plan, authorisation)?
+            }
+        };
         tracing::info!(
             window_start = window.start_ms,
             cells = release.rows.len(),
@@ -418,6 +492,9 @@ impl Aggregator {
                 for entry in entries {
                     if self.pending.remove(&entry.window.start_ms).is_some() {
                         self.stats.windows_released.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .releases_found_published
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
                             window_start = entry.window.start_ms,
                             "release was committed after all"
@@ -440,7 +517,13 @@ impl Aggregator {
         let key = start.to_string();
         // Offsets as they will stand once this release is out.
         let released = self.pending.remove(&start).expect("listed");
-        let offsets = self.offsets_to_commit();
+        let offsets = match self.offsets_to_commit() {
+            Ok(offsets) => offsets,
+            Err(e) => {
+                self.pending.insert(start, released);
+                return Err(e);
+            }
+        };
         let timeout = self.txn.timeout();
         let record = FutureRecord::to(&self.config.kafka.output_topic)
             .key(&key)
@@ -460,11 +543,13 @@ impl Aggregator {
         Ok(result?)
     }
 
-    /// Per partition, the lowest offset still needed: the first record of
-    /// any open or unpublished window, else one past the last consumed.
-    fn offsets_to_commit(&self) -> TopicPartitionList {
+    /// Per partition, the lowest offset still needed (the first record of
+    /// any open or unpublished window, else one past the last consumed, else
+    /// where it was assigned from), with the schedule's epoch as metadata.
+    fn offsets_to_commit(&self) -> Result<TopicPartitionList, AggregatorError> {
         let mut tpl = TopicPartitionList::new();
-        for (&partition, &last) in &self.consumed {
+        let metadata = format!("{EPOCH}{}", self.schedule.epoch());
+        for &partition in &self.partitions {
             let needed = self
                 .open
                 .values()
@@ -472,18 +557,25 @@ impl Aggregator {
                 .chain(self.pending.values().map(|p| &p.first_offsets))
                 .filter_map(|m| m.get(&partition).copied())
                 .min();
-            let offset = needed.unwrap_or(last + 1);
-            if let Err(e) = tpl.add_partition_offset(
-                &self.config.kafka.input_topic,
-                partition,
-                Offset::Offset(offset),
-            ) {
-                tracing::warn!(error = %e, partition, "cannot add offset to commit");
-            }
+            let offset = match (needed, self.consumed.get(&partition)) {
+                (Some(n), _) => Offset::Offset(n),
+                (None, Some(last)) => Offset::Offset(last + 1),
+                (None, None) => match self.assigned_from.get(&partition) {
+                    Some(&o) => Offset::Offset(o),
+                    None => continue,
+                },
+            };
+            let mut position = tpl.add_partition(&self.config.kafka.input_topic, partition);
+            position.set_offset(offset)?;
+            position.set_metadata(metadata.clone());
         }
-        tpl
+        Ok(tpl)
     }
 }
+
+/// Commit metadata of an input partition: `epoch=<ms>`, the schedule's
+/// first window.
+const EPOCH: &str = "epoch=";
 
 /// Client context that leaves end-of-partition out of the error log:
 /// librdkafka reports it through the error callback as well as to the
@@ -501,13 +593,22 @@ impl ClientContext for QuietEofContext {
 
 impl ConsumerContext for QuietEofContext {}
 
+/// Where a single-topology instance reads from: every partition of the
+/// input topic and the offset each was assigned at, and the schedule
+/// epoch found in the commit metadata.
+struct Assignment {
+    partitions: Vec<i32>,
+    from: HashMap<i32, i64>,
+    epoch: Option<i64>,
+}
+
 /// Assigns every partition of `topic`, each from its committed offset (the
-/// first record of the oldest window not yet released), or the beginning;
-/// returns the partitions.
+/// first record of the oldest window not yet released), or its first
+/// offset still held.
 fn assign_every_partition(
     consumer: &StreamConsumer<QuietEofContext>,
     topic: &str,
-) -> Result<Vec<i32>, AggregatorError> {
+) -> Result<Assignment, AggregatorError> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let mut wanted = TopicPartitionList::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -522,17 +623,36 @@ fn assign_every_partition(
     // `Offset::Stored`: a failed internal fetch left the partitions idle.
     let committed = committed_offsets(consumer, wanted)?;
     let mut tpl = TopicPartitionList::new();
+    let mut from = HashMap::new();
+    let mut epoch = None;
     for e in committed.elements() {
-        // No committed offset yet: from the beginning (retention bounds it).
         let offset = match e.offset() {
-            Offset::Offset(n) => Offset::Offset(n),
-            _ => Offset::Beginning,
+            Offset::Offset(n) => n,
+            // No committed offset yet: from the first offset still held.
+            _ => {
+                consumer
+                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?
+                    .0
+            }
         };
-        tpl.add_partition_offset(topic, e.partition(), offset)?;
+        if let Some(ms) = e.metadata().strip_prefix(EPOCH) {
+            epoch = Some(ms.parse::<i64>().map_err(|_| {
+                AggregatorError::Recovery(format!(
+                    "unreadable commit metadata {:?}; refusing to guess the schedule",
+                    e.metadata()
+                ))
+            })?);
+        }
+        tpl.add_partition_offset(topic, e.partition(), Offset::Offset(offset))?;
+        from.insert(e.partition(), offset);
     }
     consumer.assign(&tpl)?;
     tracing::info!(partitions = tpl.count(), "assigned every input partition");
-    Ok(tpl.elements().iter().map(|e| e.partition()).collect())
+    Ok(Assignment {
+        partitions: tpl.elements().iter().map(|e| e.partition()).collect(),
+        from,
+        epoch,
+    })
 }
 
 /// The committed offsets (and metadata) of `wanted`, retried for up to a

@@ -1,6 +1,8 @@
 //! `hushmap-aggregate batch`, the real binary: NDJSON of submissions and
 //! Parquet of coarse records, every output format, bad lines reported and
 //! skipped, contributors bounded per window, and at huge ε the true counts.
+//! Which windows are released is the `--from`/`--to` range, never the
+//! data; the ledger file refuses a second run over the same windows.
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, UInt8Type};
@@ -8,7 +10,7 @@ use hushmap_aggregate::batch::write_coarse_parquet;
 use hushmap_ingest::coarsen::Coarsener;
 use hushmap_ingest::validate::{ValidationRules, validate};
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{CoarseRecord, Release, WindowLength};
+use hushmap_schema::{CoarseRecord, ContributorKey, Release, WindowLength};
 use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,28 +43,33 @@ struct Fixture {
 fn fixture(name: &str) -> Fixture {
     let dir = std::env::temp_dir().join(format!("hushmap-batch-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut generator = SubmissionGenerator::with_profile(
-        7,
-        TrafficProfile {
-            signed_up_share: 0.0,
-            ..TrafficProfile::default()
-        },
-    );
+    let mut generator = SubmissionGenerator::with_profile(7, TrafficProfile::default());
     let mut subs = Vec::new();
     for i in 0..3000i64 {
         let mut s = generator.next_submission();
         s.observed_at = Some(rfc3339(T0 + (i % 3) * DAY_MS + i * 1000));
         subs.push(s);
     }
-    for k in 0..3 {
+    // One person, three checks on the first day: `contributor` names them.
+    let repeats = 3;
+    for k in 0..repeats {
         let mut s = subs[k].clone();
-        s.profile = Some("repeat-visitor".into());
         s.observed_at = Some(rfc3339(T0 + 3_600_000 * (k as i64 + 1)));
         subs.push(s);
     }
     let mut lines: Vec<String> = subs
         .iter()
-        .map(|s| serde_json::to_string(s).unwrap())
+        .enumerate()
+        .map(|(i, s)| {
+            let mut v = serde_json::to_value(s).unwrap();
+            let who = if i >= 3000 {
+                "repeat-visitor".to_string()
+            } else {
+                format!("person-{i}")
+            };
+            v["contributor"] = who.into();
+            v.to_string()
+        })
         .collect();
     let mut no_time = subs[5].clone();
     no_time.observed_at = None;
@@ -95,14 +102,21 @@ fn fixture(name: &str) -> Fixture {
     let coarsener = Coarsener::new(b"test", WindowLength::ONE_DAY);
     let records: Vec<CoarseRecord> = subs
         .into_iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let t = time::OffsetDateTime::parse(
                 s.observed_at.as_deref().unwrap(),
                 &time::format_description::well_known::Rfc3339,
             )
             .unwrap();
             let now = (t.unix_timestamp_nanos() / 1_000_000) as i64;
-            coarsener.coarsen(validate(s, &rules, now).unwrap()).1
+            let who = if i >= 3000 { 1 << 20 } else { i as u128 };
+            coarsener
+                .coarsen(
+                    validate(s, &rules, now).unwrap(),
+                    ContributorKey(who.to_le_bytes()),
+                )
+                .1
         })
         .collect();
     // Huge ε and budget, and every region sent to as a public set (no
@@ -143,17 +157,39 @@ fn expected(records: &[CoarseRecord]) -> Counts {
     out
 }
 
-fn run_batch(f: &Fixture, input: &Path, out: &Path) -> String {
+/// Runs the binary's batch over `[from, to)` with `extra` arguments;
+/// (success, stderr).
+fn batch(
+    config: &Path,
+    input: &Path,
+    out: &Path,
+    (from, to): (&str, &str),
+    extra: &[&str],
+) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_hushmap-aggregate"))
-        .args(["--config", f.config.to_str().unwrap(), "batch", "--input"])
+        .args(["--config", config.to_str().unwrap(), "batch", "--input"])
         .arg(input)
-        .args(["--epsilon", "1e6", "--out"])
+        .args(["--from", from, "--to", to, "--epsilon", "1e6", "--out"])
         .arg(out)
+        .args(extra)
         .env("HUSHMAP_LOG", "warn")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(output.status.success(), "batch failed:\n{stderr}");
+    (output.status.success(), stderr)
+}
+
+/// The fixture's three days, each run with a ledger of its own.
+fn run_batch(f: &Fixture, input: &Path, out: &Path) -> String {
+    let ledger = PathBuf::from(format!("{}.ledger", out.display()));
+    let (ok, stderr) = batch(
+        &f.config,
+        input,
+        out,
+        ("2026-01-01", "2026-01-04"),
+        &["--ledger", ledger.to_str().unwrap()],
+    );
+    assert!(ok, "batch failed:\n{stderr}");
     stderr
 }
 
@@ -185,6 +221,8 @@ fn ndjson_batch_releases_the_bounded_true_counts_and_reports_bad_lines() {
         stderr.contains("3009 records: 3003 accepted, 6 refused"),
         "{stderr}"
     );
+    assert!(stderr.contains("0 earlier releases on record"), "{stderr}");
+    assert!(!stderr.contains("name no contributor"), "{stderr}");
     for needle in [
         "line 3004: malformed_json",
         "line 3005: invalid_value (observed_at): observed_at is required in batch mode",
@@ -291,6 +329,174 @@ fn counts_of_rows(release: &Release) -> Counts {
     counts_of(&by_window.into_values().collect::<Vec<_>>())
 }
 
+/// One submission on day 1 (`D`), or that one and another on day 2
+/// (`D'`): the same windows are released for both, every day of the range,
+/// the empty ones included.
+#[test]
+fn the_windows_released_are_the_range_not_the_data() {
+    let f = fixture("schedule");
+    let lines: Vec<String> = std::fs::read_to_string(&f.ndjson)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let day = |d: i64| {
+        let mut v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        v["observed_at"] = rfc3339(T0 + d * DAY_MS + 3_600_000).into();
+        v.to_string()
+    };
+    let d = f.dir.join("d.ndjson");
+    let d_prime = f.dir.join("d_prime.ndjson");
+    std::fs::write(&d, day(0)).unwrap();
+    std::fs::write(&d_prime, format!("{}\n{}", day(0), day(1))).unwrap();
+    // A threshold selection (no public set): who is where decides nothing.
+    let config = f.dir.join("threshold.toml");
+    std::fs::write(
+        &config,
+        "[privacy]\nmax_epsilon_per_day = 1e9\nmax_epsilon_per_horizon = 1e9\n",
+    )
+    .unwrap();
+    let mut windows = Vec::new();
+    for (name, input) in [("d", &d), ("d_prime", &d_prime)] {
+        let out = f.dir.join(format!("{name}.json"));
+        let ledger = f.dir.join(format!("{name}.ledger"));
+        let (ok, stderr) = batch(
+            &config,
+            input,
+            &out,
+            ("2026-01-01", "2026-01-06"),
+            &["--ledger", ledger.to_str().unwrap()],
+        );
+        assert!(ok, "{stderr}");
+        let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        windows.push(
+            releases
+                .iter()
+                .map(|r| r.meta.window_start)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let expected: Vec<i64> = (0..5).map(|d| T0 + d * DAY_MS).collect();
+    assert_eq!(windows[0], expected, "D: every day of the range");
+    assert_eq!(windows[1], expected, "D': the same windows");
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+/// The ledger file is the budget's memory: the same windows again are
+/// refused (and the run fails, writing nothing); records outside the range
+/// are refused like bad lines; a fresh ledger says so.
+#[test]
+fn a_second_run_over_the_same_windows_is_refused_by_the_ledger() {
+    let f = fixture("ledger");
+    let ledger = f.dir.join("shared.ledger");
+    let ledger_arg = ["--ledger", ledger.to_str().unwrap()];
+    let first = f.dir.join("first.json");
+    // Only the first two days: the third day's records are outside.
+    let (ok, stderr) = batch(
+        &f.config,
+        &f.ndjson,
+        &first,
+        ("2026-01-01", "2026-01-03"),
+        &ledger_arg,
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("3009 records: 2003 accepted, 1006 refused"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1000 of the refused are valid but outside"),
+        "{stderr}"
+    );
+    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    assert_eq!(releases.len(), 2);
+    assert!(
+        releases
+            .iter()
+            .all(|r| r.meta.ledger_scope.as_str() == "shared")
+    );
+
+    // Again, overlapping: day 2 is refused, day 3 is released.
+    let second = f.dir.join("second.json");
+    let (ok, stderr) = batch(
+        &f.config,
+        &f.ndjson,
+        &second,
+        ("2026-01-02", "2026-01-04"),
+        &ledger_arg,
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("2 earlier releases on record"), "{stderr}");
+    assert!(stderr.contains("already released"), "{stderr}");
+    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&second).unwrap()).unwrap();
+    assert_eq!(
+        releases
+            .iter()
+            .map(|r| r.meta.window_start)
+            .collect::<Vec<_>>(),
+        vec![T0 + 2 * DAY_MS]
+    );
+
+    // Everything again: nothing can be released; the run says why and fails.
+    let third = f.dir.join("third.json");
+    let (ok, stderr) = batch(
+        &f.config,
+        &f.ndjson,
+        &third,
+        ("2026-01-01", "2026-01-04"),
+        &ledger_arg,
+    );
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("no window released"), "{stderr}");
+    assert!(!third.exists());
+
+    // A fresh ledger releases them, and says its budget was not shared.
+    let fresh = f.dir.join("fresh.json");
+    let (ok, stderr) = batch(
+        &f.config,
+        &f.ndjson,
+        &fresh,
+        ("2026-01-01", "2026-01-04"),
+        &["--fresh-ledger"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("--fresh-ledger"), "{stderr}");
+    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&fresh).unwrap()).unwrap();
+    assert_eq!(releases.len(), 3);
+    assert!(
+        releases
+            .iter()
+            .all(|r| r.meta.ledger_scope.as_str() == "fresh")
+    );
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[test]
+fn a_bad_range_is_refused_before_reading() {
+    for (from, to, needle) in [
+        ("2026-01-01T06:00:00Z", "2026-01-02", "window boundary"),
+        ("2026-01-02", "2026-01-01", "after --from"),
+        ("tomorrow", "2026-01-02", "RFC 3339"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_hushmap-aggregate"))
+            .args([
+                "batch",
+                "--input",
+                "/nonexistent.ndjson",
+                "--from",
+                from,
+                "--to",
+                to,
+            ])
+            .args(["--epsilon", "1", "--fresh-ledger", "--out", "/tmp/x.json"])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{from}..{to}: {stderr}");
+    }
+}
+
 #[test]
 fn a_bad_output_path_is_refused_before_reading() {
     let output = Command::new(env!("CARGO_BIN_EXE_hushmap-aggregate"))
@@ -298,6 +504,10 @@ fn a_bad_output_path_is_refused_before_reading() {
             "batch",
             "--input",
             "/nonexistent.ndjson",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-02",
             "--epsilon",
             "1",
             "--out",

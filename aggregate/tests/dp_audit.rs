@@ -1,8 +1,16 @@
 //! Empirical differential-privacy audit of the release path.
 //!
-//! Two neighbouring datasets: `D`, a window of ordinary records, and `D'`,
-//! the same plus one contributor who submits several times into the most
-//! sensitive spot (one region × age band, high risk, every symptom). Both go
+//! Pairs of neighbouring datasets `D` and `D'`, where `D'` adds one
+//! contributor who submits several times into the most sensitive spot (one
+//! region × age band, high risk, every symptom), to:
+//!
+//! - a window of ordinary records (the original pair);
+//! - an otherwise empty window (nobody else took part: the release of `D`
+//!   is zeros plus noise with a public region set, and no rows at all under
+//!   threshold selection; both are checked);
+//! - a busy cell (the person shares their cell with hundreds of others).
+//!
+//! Both datasets of a pair go
 //! through the engine's contribution bounding (DataFusion, once each: it is
 //! deterministic) and then through `noisy_release` — the same calls batch
 //! mode makes — thousands of times each. Every released count the extra
@@ -31,6 +39,7 @@ use hushmap_aggregate::config::Mechanism;
 use hushmap_aggregate::engine::{CellCounts, bounded_counts};
 use hushmap_aggregate::records::{SequencedRecord, to_record_batch};
 use hushmap_aggregate::release::{ReleasePlan, noisy_release};
+use hushmap_privacy::{Budget, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, Symptom, SymptomSet, Window,
@@ -53,6 +62,26 @@ fn window() -> Window {
     Window::containing(1_795_000_000_000, WindowLength::ONE_DAY)
 }
 
+/// The window trial `k` is released as: every trial is a release of its
+/// own (the ledger authorises a window once), of the same data.
+fn trial_window(k: usize) -> Window {
+    Window::from_start(
+        window().start_ms + k as i64 * WindowLength::ONE_DAY.millis(),
+        WindowLength::ONE_DAY,
+    )
+    .unwrap()
+}
+
+/// A ledger that refuses nothing but a second release of a window: the
+/// audit measures what one release spends.
+fn audit_ledger() -> PrivacyLedger {
+    PrivacyLedger::new(Budget {
+        limits: Vec::new(),
+        delta: 1e-8,
+        max_delta: 1.0,
+    })
+}
+
 fn record(band: AgeBand, risk: RiskLevel, symptoms: SymptomSet, who: u128) -> CoarseRecord {
     CoarseRecord {
         window: window(),
@@ -65,21 +94,38 @@ fn record(band: AgeBand, risk: RiskLevel, symptoms: SymptomSet, who: u128) -> Co
     }
 }
 
-/// `D`: 60 ordinary records; `D'`: the same and one contributor with five
-/// high-risk, every-symptom records in the 75+ band.
-fn neighbours() -> (Vec<CoarseRecord>, Vec<CoarseRecord>) {
-    let d: Vec<CoarseRecord> = (0..60)
-        .map(|i| {
-            record(
-                AgeBand::ALL[i % 6],
-                RiskLevel::ALL[i % 3],
-                [Symptom::ALL[i % 10]].into_iter().collect(),
-                i as u128,
-            )
-        })
-        .collect();
-    let mut d_prime = d.clone();
+/// Who else is in the window besides the extra contributor.
+#[derive(Debug, Clone, Copy)]
+enum Others {
+    /// 60 ordinary records spread over bands, risks and symptoms.
+    Ordinary,
+    /// Nobody: the window is empty in `D`.
+    Nobody,
+    /// 600 contributors in the extra one's own cell (75+, high risk).
+    BusyCell,
+}
+
+/// `D` (the others) and `D'` (the others and one contributor with five
+/// high-risk, every-symptom records in the 75+ band).
+fn neighbours(others: Others) -> (Vec<CoarseRecord>, Vec<CoarseRecord>) {
     let every: SymptomSet = Symptom::ALL.into_iter().collect();
+    let d: Vec<CoarseRecord> = match others {
+        Others::Ordinary => (0..60)
+            .map(|i| {
+                record(
+                    AgeBand::ALL[i % 6],
+                    RiskLevel::ALL[i % 3],
+                    [Symptom::ALL[i % 10]].into_iter().collect(),
+                    i as u128,
+                )
+            })
+            .collect(),
+        Others::Nobody => Vec::new(),
+        Others::BusyCell => (0..600)
+            .map(|i| record(AgeBand::From75, RiskLevel::High, every, i as u128))
+            .collect(),
+    };
+    let mut d_prime = d.clone();
     for _ in 0..5 {
         d_prime.push(record(AgeBand::From75, RiskLevel::High, every, 1 << 100));
     }
@@ -87,6 +133,9 @@ fn neighbours() -> (Vec<CoarseRecord>, Vec<CoarseRecord>) {
 }
 
 async fn bounded(config: &AggregateConfig, records: &[CoarseRecord]) -> Vec<CellCounts> {
+    if records.is_empty() {
+        return Vec::new();
+    }
     let sequenced: Vec<SequencedRecord> = records
         .iter()
         .enumerate()
@@ -101,9 +150,18 @@ async fn bounded(config: &AggregateConfig, records: &[CoarseRecord]) -> Vec<Cell
         .unwrap()
 }
 
-/// The weighted sum of every released count the extra contributor moves.
-fn statistic(plan: &ReleasePlan, cells: &[CellCounts]) -> f64 {
-    let release = noisy_release(window(), cells, plan, "audit").unwrap();
+/// The weighted sum of every released count the extra contributor moves,
+/// in trial `k`'s release (0 for counts not released at all).
+fn statistic(
+    ledger: &mut PrivacyLedger,
+    k: usize,
+    plan: &ReleasePlan,
+    cells: &[CellCounts],
+) -> f64 {
+    let authorisation = ledger
+        .authorise(trial_window(k), plan.cost.clone())
+        .unwrap();
+    let release = noisy_release(cells, plan, authorisation).unwrap();
     let mut t = 0.0;
     for row in &release.rows {
         if row.age_band != AgeBand::From75.label() {
@@ -195,22 +253,37 @@ fn config(mechanism: Mechanism, epsilon: f64) -> AggregateConfig {
     c
 }
 
-/// Runs the audit of `noised` (the release actually run) against the ε and
-/// δ that `claimed` states.
-async fn run(noised: &AggregateConfig, claimed: &AggregateConfig) -> (Audit, f64, f64) {
+/// Runs the audit of `noised` (the release actually run) on the pair
+/// `others` makes, against the ε and δ that `claimed` states.
+async fn run(
+    noised: &AggregateConfig,
+    claimed: &AggregateConfig,
+    others: Others,
+) -> (Audit, f64, f64) {
     let plan = noised.validated_plan().unwrap();
     let claim = claimed.validated_plan().unwrap().cost;
-    let (d, d_prime) = neighbours();
+    let (d, d_prime) = neighbours(others);
     let (cells, cells_prime) = (bounded(noised, &d).await, bounded(noised, &d_prime).await);
     let n = trials();
-    let without: Vec<f64> = (0..n).map(|_| statistic(&plan, &cells)).collect();
-    let with: Vec<f64> = (0..n).map(|_| statistic(&plan, &cells_prime)).collect();
+    let mut ledger = audit_ledger();
+    let without: Vec<f64> = (0..n)
+        .map(|k| statistic(&mut ledger, k, &plan, &cells))
+        .collect();
+    let with: Vec<f64> = (n..2 * n)
+        .map(|k| statistic(&mut ledger, k, &plan, &cells_prime))
+        .collect();
     let audit = audit(&without, &with, claim.delta);
+    let selection = if noised.privacy.public_regions.is_empty() {
+        "threshold selection"
+    } else {
+        "public region"
+    };
     eprintln!(
-        "audit {} trials/side, {}: claimed ε {:.3} (δ {:.1e}); lower bound ε ≥ {:.3} \
-         (threshold {:.2}, FPR ≤ {:.4}, FNR ≤ {:.4})",
+        "audit {} trials/side, {}, {:?} besides the person, {selection}: claimed ε {:.3} \
+         (δ {:.1e}); lower bound ε ≥ {:.3} (threshold {:.2}, FPR ≤ {:.4}, FNR ≤ {:.4})",
         n,
         plan.mechanism,
+        others,
         claim.epsilon,
         claim.delta,
         audit.epsilon_lower,
@@ -221,24 +294,41 @@ async fn run(noised: &AggregateConfig, claimed: &AggregateConfig) -> (Audit, f64
     (audit, claim.epsilon, claim.delta)
 }
 
-async fn assert_within_claim(mechanism: Mechanism) {
-    let c = config(mechanism, 1.0);
-    let (audit, claimed, _) = run(&c, &c).await;
+async fn assert_within_claim(c: &AggregateConfig, others: Others) {
+    let (audit, claimed, _) = run(c, c, others).await;
     assert!(
         audit.epsilon_lower <= claimed,
-        "empirical ε ≥ {} exceeds the claimed {claimed}",
+        "empirical ε ≥ {} exceeds the claimed {claimed} ({others:?})",
         audit.epsilon_lower
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaussian_release_spends_no_more_than_it_claims() {
-    assert_within_claim(Mechanism::Gaussian).await;
+    assert_within_claim(&config(Mechanism::Gaussian, 1.0), Others::Ordinary).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn laplace_release_spends_no_more_than_it_claims() {
-    assert_within_claim(Mechanism::Laplace).await;
+    assert_within_claim(&config(Mechanism::Laplace, 1.0), Others::Ordinary).await;
+}
+
+/// One person in an otherwise empty window: with a public region set the
+/// window is released as zeros plus noise either way; with threshold
+/// selection, as no rows unless the lone person's region passes (which
+/// the selection's δ bounds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_person_in_an_empty_window_is_hidden_within_the_claim() {
+    assert_within_claim(&config(Mechanism::Gaussian, 1.0), Others::Nobody).await;
+    let mut threshold = config(Mechanism::Gaussian, 1.0);
+    threshold.privacy.public_regions.clear();
+    assert_within_claim(&threshold, Others::Nobody).await;
+}
+
+/// One person among hundreds in their own cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_in_a_busy_cell_is_hidden_within_the_claim() {
+    assert_within_claim(&config(Mechanism::Gaussian, 1.0), Others::BusyCell).await;
 }
 
 /// The audit has teeth: noise calibrated for ε = 10 while claiming ε = 1 is
@@ -248,6 +338,7 @@ async fn audit_catches_a_release_noised_for_ten_times_its_claim() {
     let (audit, claimed, _) = run(
         &config(Mechanism::Gaussian, 10.0),
         &config(Mechanism::Gaussian, 1.0),
+        Others::Ordinary,
     )
     .await;
     assert!(

@@ -99,6 +99,8 @@ fn main() -> anyhow::Result<()> {
                 max_ci_half_width: 0.2,
                 statistic_costs: vec![],
                 part: hushmap_schema::release::ReleasePart::WHOLE,
+                coverage: Default::default(),
+                ledger_scope: Default::default(),
             },
             rows,
         })?;

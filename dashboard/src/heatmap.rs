@@ -210,6 +210,8 @@ mod tests {
                 max_ci_half_width: 0.15,
                 statistic_costs: Vec::new(),
                 part: hushmap_schema::release::ReleasePart::WHOLE,
+                coverage: Default::default(),
+                ledger_scope: Default::default(),
             },
             rows: vec![
                 row("18-29", [10, 10, 5], 2.0),
@@ -267,6 +269,8 @@ mod tests {
                 max_ci_half_width: 0.15,
                 statistic_costs: Vec::new(),
                 part: hushmap_schema::release::ReleasePart::WHOLE,
+                coverage: Default::default(),
+                ledger_scope: Default::default(),
             },
             rows: vec![
                 at(5, [3, 1, 1], 10.0),       // suppressed: tiny and noisy

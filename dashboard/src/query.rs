@@ -86,21 +86,10 @@ impl CellFilter {
 }
 
 fn parse_time(s: &str, field: &'static str) -> Result<i64, QueryError> {
-    use time::format_description::well_known::Rfc3339;
-    let bad = QueryError::Filter {
+    hushmap_schema::window::parse_instant(s).ok_or(QueryError::Filter {
         field,
         reason: "expected ms since the epoch, an RFC 3339 time or YYYY-MM-DD",
-    };
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
-        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(s, &fmt)
-        .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
-        .map_err(|_| bad)
+    })
 }
 
 /// A DataFusion session with the store registered as table `releases`.

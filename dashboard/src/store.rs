@@ -317,6 +317,8 @@ pub(crate) mod tests {
                 max_ci_half_width: 0.2,
                 statistic_costs: vec![],
                 part: hushmap_schema::release::ReleasePart::WHOLE,
+                coverage: Default::default(),
+                ledger_scope: Default::default(),
             },
             rows,
         }

@@ -105,6 +105,8 @@ fn main() {
                 delta: 0.0,
             }],
             part: Default::default(),
+            coverage: Default::default(),
+            ledger_scope: Default::default(),
         },
         rows: vec![row("18-29", 10), row("75+", 0)],
     };

@@ -32,12 +32,11 @@ pub enum BoundedMessage {
 }
 
 /// "Submissions partition `partition` (of `partitions`) has forwarded every
-/// record of every window ending at or before `through_ms`; of those it
-/// forwarded since its previous watermark, these windows had records."
+/// record of every window ending at or before `through_ms`."
 ///
-/// The windows are listed so that every stage-2 partition publishes its
-/// part of them, empty or not: a window is released when any partition
-/// had records for it, as with one aggregator.
+/// `windows` is part of the format but sent empty: stage 2 publishes every
+/// window of its schedule by the clock, so which windows had records is
+/// neither needed nor shown to the broker. A reader ignores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermark {
     pub partition: u32,

@@ -48,6 +48,15 @@ pub mod meta_keys {
     /// `k/n`: the release is part k (from 0) of n of its window, made by a
     /// partitioned aggregator (docs/SCALE.md). Absent on whole releases.
     pub const PART: &str = "hushmap.part";
+    /// `complete` (counted from the window's records, also when nobody
+    /// submitted) or `missed` (published without data: the aggregator was
+    /// down for longer than the submissions topic keeps records). Absent
+    /// means `complete`.
+    pub const COVERAGE: &str = "hushmap.coverage";
+    /// `shared` (spent from the deployment's persistent ledger) or `fresh`
+    /// (a batch run told to use a fresh ledger: its budget was shared with
+    /// nothing else). Absent means `shared`.
+    pub const LEDGER_SCOPE: &str = "hushmap.ledger_scope";
 }
 
 /// Why a release could not be encoded or decoded.
@@ -98,6 +107,90 @@ pub struct ReleaseMeta {
     /// partitioned aggregator made it. Not in JSON when whole.
     #[serde(default, skip_serializing_if = "ReleasePart::is_whole")]
     pub part: ReleasePart,
+    /// Whether the window's records were counted.
+    #[serde(default)]
+    pub coverage: Coverage,
+    /// Whose budget the release was spent from.
+    #[serde(default)]
+    pub ledger_scope: LedgerScope,
+}
+
+/// Whether a release counted its window's records.
+///
+/// Every scheduled window is published (which windows exist never depends
+/// on the data); this says whether its numbers come from the data.
+///
+/// ```
+/// # use hushmap_schema::release::Coverage;
+/// assert_eq!("missed".parse::<Coverage>(), Ok(Coverage::Missed));
+/// assert_eq!(Coverage::default().as_str(), "complete");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coverage {
+    /// Counted from every record of the window that arrived in time
+    /// (zero records included).
+    #[default]
+    Complete,
+    /// Published without data and at no cost: the aggregator was down for
+    /// longer than the submissions topic keeps a window's records, so the
+    /// window could not be counted whole. No rows.
+    Missed,
+}
+
+impl Coverage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Coverage::Complete => "complete",
+            Coverage::Missed => "missed",
+        }
+    }
+}
+
+impl std::str::FromStr for Coverage {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Coverage, ()> {
+        match s {
+            "complete" => Ok(Coverage::Complete),
+            "missed" => Ok(Coverage::Missed),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Whose privacy budget a release was spent from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerScope {
+    /// The deployment's persistent ledger (the releases topic, or a batch
+    /// ledger file): a second release of a window is refused there.
+    #[default]
+    Shared,
+    /// A ledger made for one batch run and shared with nothing: the budget
+    /// it reports was not checked against any other release.
+    Fresh,
+}
+
+impl LedgerScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerScope::Shared => "shared",
+            LedgerScope::Fresh => "fresh",
+        }
+    }
+}
+
+impl std::str::FromStr for LedgerScope {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<LedgerScope, ()> {
+        match s {
+            "shared" => Ok(LedgerScope::Shared),
+            "fresh" => Ok(LedgerScope::Fresh),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Part `index` of `of` disjoint parts of one window's release.
@@ -311,6 +404,11 @@ impl ReleaseMeta {
         if !self.part.is_whole() {
             m.insert(meta_keys::PART.into(), self.part.to_string());
         }
+        m.insert(meta_keys::COVERAGE.into(), self.coverage.as_str().into());
+        m.insert(
+            meta_keys::LEDGER_SCOPE.into(),
+            self.ledger_scope.as_str().into(),
+        );
         m
     }
 
@@ -354,6 +452,18 @@ impl ReleaseMeta {
                 Some(text) => text
                     .parse()
                     .map_err(|()| ReleaseError::Metadata(meta_keys::PART))?,
+            },
+            coverage: match m.get(meta_keys::COVERAGE) {
+                None => Coverage::Complete,
+                Some(text) => text
+                    .parse()
+                    .map_err(|()| ReleaseError::Metadata(meta_keys::COVERAGE))?,
+            },
+            ledger_scope: match m.get(meta_keys::LEDGER_SCOPE) {
+                None => LedgerScope::Shared,
+                Some(text) => text
+                    .parse()
+                    .map_err(|()| ReleaseError::Metadata(meta_keys::LEDGER_SCOPE))?,
             },
         })
     }
@@ -622,6 +732,8 @@ mod tests {
                     delta: 0.0,
                 }],
                 part: Default::default(),
+                coverage: Default::default(),
+                ledger_scope: Default::default(),
             },
             rows: vec![ReleaseRow {
                 window_start: 1_700_000_000_000,

@@ -4,6 +4,10 @@
 //! with them (unknown fields rejected) and the traffic generator and tests
 //! build bodies with them. Validation beyond JSON shape (ranges, duplicates,
 //! time bounds) lives in ingest, which reports it field by field.
+//!
+//! Who submits is not in the body: a signed-in client proves it with an ID
+//! token (`Authorization: Bearer …`), an anonymous one sends back the
+//! `contributor_token` of its first answer (`Hushmap-Contributor`).
 
 use crate::domain::{Condition, Gender, Subject, Symptom};
 use serde::{Deserialize, Serialize};
@@ -28,9 +32,6 @@ pub struct Submission {
     /// An H3 cell index of any resolution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Opaque id of a signed-up user, ≤ 128 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
     /// RFC 3339 timestamp of the self-check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<String>,
@@ -53,4 +54,14 @@ pub struct Triage {
     pub advice: String,
     /// The coarse region the submission was counted in.
     pub region: String,
+    /// For anonymous use: this browser's identity, to send back in the
+    /// `Hushmap-Contributor` header with every later self-check, so that
+    /// one browser counts as one person. Random, signed by the service,
+    /// holds no personal data and no time finer than a day. Absent for
+    /// signed-in submissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contributor_token: Option<String>,
 }
+
+/// The header an anonymous client sends its contributor token back in.
+pub const CONTRIBUTOR_HEADER: &str = "hushmap-contributor";

@@ -81,6 +81,32 @@ impl Window {
     }
 }
 
+/// An instant given as text: milliseconds since the Unix epoch, an RFC 3339
+/// time, or a `YYYY-MM-DD` date (its UTC midnight). `None` when it is none
+/// of these.
+///
+/// ```
+/// use hushmap_schema::window::parse_instant;
+/// assert_eq!(parse_instant("1970-01-02"), Some(86_400_000));
+/// assert_eq!(parse_instant("1970-01-01T00:01:00Z"), Some(60_000));
+/// assert_eq!(parse_instant("60000"), Some(60_000));
+/// assert_eq!(parse_instant("yesterday"), None);
+/// ```
+pub fn parse_instant(text: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok();
+    }
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &date)
+        .ok()
+        .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,9 @@
 //! [`SpareBroker`] starts a second broker on other ports for tests that stop
 //! and start Kafka, so they never disturb the shared one, or that need a
 //! broker speaking SASL_SSL ([`SaslAccess`]); [`KafkaCluster`] starts a
-//! replicated 3-node cluster.
+//! replicated 3-node cluster. [`idp`] stands in for the identity provider.
+
+pub mod idp;
 
 use hushmap_schema::PayloadKeyring;
 use hushmap_service::kafka::{KafkaSecurity, SecurityProtocol};
@@ -67,6 +69,8 @@ pub fn hourly_release(hour: i64, rows: Vec<hushmap_schema::ReleaseRow>) -> hushm
             max_ci_half_width: 0.15,
             statistic_costs: Vec::new(),
             part: Default::default(),
+            coverage: Default::default(),
+            ledger_scope: Default::default(),
         },
         rows,
     }
@@ -78,6 +82,41 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970")
         .as_millis() as i64
+}
+
+/// The start of the `window_secs`-long window holding this instant: a test
+/// aggregator's schedule epoch, so that what a test sends at once is in a
+/// scheduled window (the default epoch is the *next* window).
+pub fn current_window_start(window_secs: u32) -> i64 {
+    let length = i64::from(window_secs) * 1000;
+    now_ms().div_euclid(length) * length
+}
+
+/// A plain producer to the test broker, for writing topics as ingest would.
+pub fn producer() -> anyhow::Result<rdkafka::producer::FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?)
+}
+
+/// Produces `record` sealed with this process's payload keys (as ingest
+/// would) under `key`, and waits for the broker's acknowledgement.
+pub async fn produce_sealed(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &str,
+    record: &hushmap_schema::CoarseRecord,
+) -> anyhow::Result<()> {
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(&payload_keyring().seal(record)[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
 }
 
 /// Creates topics on `brokers`, failing loudly if the broker is not there.

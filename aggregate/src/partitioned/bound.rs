@@ -12,7 +12,8 @@
 //! lateness) has passed on the clock and in what has been read from `p`
 //! (its latest record's produce time, or "now" once read to its end). Each
 //! tick forwards the due windows of every owned partition, for each a
-//! [`Watermark`] to every stage-2 partition, and the partitions' offsets,
+//! [`Watermark`] to every stage-2 partition (naming no windows: stage 2
+//! publishes every window by the clock), and the partitions' offsets,
 //! in one transaction; the offset never passes
 //! the first record of a window still open, and its commit metadata holds
 //! the watermark, so a new owner after a rebalance rebuilds exactly the
@@ -291,11 +292,13 @@ impl BoundStage {
                     send_queued(&self.txn.producer, record).await?;
                 }
             }
+            // Stage 2 publishes every window by the clock, so the watermark
+            // names none: which windows had records is not the broker's to see.
             let mark = BoundedMessage::Watermark(Watermark {
                 partition: p as u32,
                 partitions: self.inputs,
                 through_ms: through,
-                windows: due.clone(),
+                windows: Vec::new(),
             })
             .encode();
             for shard in 0..self.shards {
@@ -327,16 +330,16 @@ impl BoundStage {
         for &(p, through) in steps {
             let due = self.due(p, through);
             let owned = self.owned.get_mut(&p).expect("still owned: no poll since");
-            let mut records = 0;
             for start in &due {
-                records += owned.windows.remove(start).map_or(0, |w| w.kept.len());
+                owned.windows.remove(start);
             }
             owned.forwarded_through = through;
+            // How many contributors a partition kept is an exact count of
+            // people: not logged.
             if !due.is_empty() {
                 tracing::info!(
                     partition = p,
                     windows = due.len(),
-                    contributors = records,
                     "stage 1 forwarded due windows"
                 );
             }

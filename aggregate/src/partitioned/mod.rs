@@ -21,7 +21,7 @@
 
 mod bound;
 mod group;
-mod parts;
+pub mod parts;
 
 use crate::config::AggregateConfig;
 use crate::stream::now_ms;
@@ -75,6 +75,12 @@ impl PartitionedAggregator {
 
     pub fn stats(&self) -> Arc<AggregatorStats> {
         self.stats.clone()
+    }
+
+    /// Fault injection for tests: see [`parts::LostCommitAnswers`].
+    #[doc(hidden)]
+    pub fn lost_commit_answers(&self) -> Arc<parts::LostCommitAnswers> {
+        self.parts.0.lost_commit_answers()
     }
 
     /// Runs both stages until `shutdown` resolves or one of them fails.

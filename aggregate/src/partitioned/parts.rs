@@ -10,11 +10,13 @@
 //! single-instance sensitivity (docs/PRIVACY.md, "Partitioned
 //! aggregation").
 //!
-//! Every shard publishes a part of every window any submissions partition
-//! had records for (the watermarks list them), empty or not, so the
-//! dashboard knows when a window is whole. Each tick publishes every
-//! complete part of every owned shard in one transaction with the shards'
-//! offsets, whose commit metadata records the
+//! Which windows are released is decided by the clock
+//! ([`WindowSchedule`]): every shard publishes a part of every window from
+//! the configured epoch on, records or not, once every submissions
+//! partition's watermark has passed its end, so the dashboard knows when a
+//! window is whole and no window's existence depends on the data. Each
+//! tick publishes every complete part of every owned shard in one
+//! transaction with the shards' offsets, whose commit metadata records the
 //! last window released and each submissions partition's watermark: a new
 //! owner after a rebalance skips what was released and waits for nothing
 //! it has already been told.
@@ -23,19 +25,23 @@
 //! window; before authorising, an instance reads what is new on the
 //! releases topic ([`ReleaseLog`]), so a window another instance already
 //! authorised (any part of it on the topic) is accounted once, never twice,
-//! and never re-decided.
+//! and never re-decided. A part is noised at most once per process: a
+//! noised part waits in `noised` until it is seen committed (by this
+//! instance's commit, or on the releases topic after a commit whose outcome
+//! was unknown), and a part found on the topic is never noised again.
 
 use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart};
 use crate::config::AggregateConfig;
-use crate::engine::{self, EngineError};
+use crate::engine::{self, CellCounts, EngineError};
 use crate::intake::DropReason;
-use crate::ledger::{LedgerEntry, PrivacyLedger};
 use crate::records::{SequencedRecord, to_record_batch};
-use crate::release::{ReleasePlan, noisy_release};
+use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
+use crate::schedule::{Decision, WindowSchedule};
 use crate::sensitivity::ContributionBounds;
 use crate::stream::{AggregatorError, AggregatorStats};
 use datafusion::prelude::SessionContext;
+use hushmap_privacy::{LedgerError, PrivacyLedger, ReleaseCost};
 use hushmap_schema::release::ReleasePart;
 use hushmap_schema::{BoundedMessage, PayloadKeyring, Release, Window, WindowLength};
 use rdkafka::consumer::Consumer;
@@ -65,16 +71,40 @@ struct OwnedShard {
     windows: BTreeMap<i64, PartWindow>,
 }
 
+/// What a shard's schedule is made of: the same for every shard.
+#[derive(Debug, Clone, Copy)]
+struct ShardClock {
+    length: WindowLength,
+    lateness_ms: i64,
+    replay_horizon_ms: i64,
+    /// The configured first window of the schedule.
+    epoch: i64,
+    /// When this process started: windows whose records may have left the
+    /// topic by then are published as missed.
+    started_ms: i64,
+}
+
 impl OwnedShard {
-    /// Windows every submissions partition is done with, oldest first.
-    fn complete(&self, length: i64) -> Vec<i64> {
+    /// The windows this shard publishes now, oldest first, at most
+    /// `limit`: every window from the epoch (or after the last one it
+    /// published) that ends at or before every submissions partition's
+    /// watermark.
+    fn due(&self, clock: &ShardClock, limit: usize) -> Vec<(Window, Decision)> {
         let Some(&low) = self.marks.iter().min() else {
             return Vec::new();
         };
-        self.windows
-            .keys()
-            .copied()
-            .filter(|start| start.saturating_add(length) <= low)
+        let schedule = WindowSchedule::starting(
+            clock.length,
+            clock.lateness_ms,
+            clock.replay_horizon_ms,
+            Some(clock.epoch),
+            (self.released_through > i64::MIN).then_some(self.released_through),
+            clock.started_ms,
+        );
+        // A window is due when its end is at or before the lowest mark.
+        schedule
+            .due(low.saturating_add(clock.lateness_ms))
+            .take(limit)
             .collect()
     }
 
@@ -123,8 +153,39 @@ impl OwnedShard {
     }
 }
 
+/// Most windows one shard publishes in one tick (a long outage is worked
+/// off over several ticks).
+const MAX_WINDOWS_PER_TICK: usize = 64;
+
+/// Fault injection, for tests only (nothing sets it in a deployment): the
+/// next `n` committed part transactions are treated by this instance as
+/// failed, and it rebuilds its shards from the positions committed
+/// *before* them, as if the broker's answer had been lost and the
+/// committed offsets did not show the commit yet. Only the releases topic
+/// can then tell that the parts are out; nothing may be noised again.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct LostCommitAnswers(std::sync::atomic::AtomicU32);
+
+impl LostCommitAnswers {
+    pub fn lose_next(&self, n: u32) {
+        self.0.store(n, Ordering::SeqCst);
+    }
+
+    fn armed(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+
+    fn take(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
 pub(crate) struct PartStage {
     config: AggregateConfig,
+    clock: ShardClock,
     keyring: PayloadKeyring,
     window_length: WindowLength,
     bounds: ContributionBounds,
@@ -139,9 +200,15 @@ pub(crate) struct PartStage {
     shard_plans: HashMap<u32, ReleasePlan>,
     ledger: PrivacyLedger,
     release_log: ReleaseLog,
+    /// Parts seen committed on the releases topic: (window start, part).
+    published: HashSet<(i64, u32)>,
+    /// Parts noised but not yet seen committed: sent again, same numbers,
+    /// until they are.
+    noised: BTreeMap<(i64, u32), Release>,
     owned: BTreeMap<i32, OwnedShard>,
     next_seq: u64,
     stats: Arc<AggregatorStats>,
+    lost_answers: Arc<LostCommitAnswers>,
 }
 
 impl PartStage {
@@ -158,12 +225,19 @@ impl PartStage {
             shards,
             txn,
         } = group::start_stage(config, "release", &k.bounded_topic, instance)?;
-        let mut ledger = PrivacyLedger::new(config.budget());
-        let mut release_log = ReleaseLog::new(config)?;
-        for entry in release_log.read_new()? {
-            ledger.restore(entry);
-        }
-        let stage = PartStage {
+        let epoch = config
+            .schedule_epoch_ms()?
+            .ok_or(crate::config::ConfigError::Epoch(
+                "required with topology = \"partitioned\"",
+            ))?;
+        let mut stage = PartStage {
+            clock: ShardClock {
+                length: config.window_length(),
+                lateness_ms: config.lateness_ms(),
+                replay_horizon_ms: config.replay_horizon_ms(),
+                epoch,
+                started_ms: super::now_ms(),
+            },
             keyring: config.payload_keyring()?,
             window_length: config.window_length(),
             bounds: config.bounds(),
@@ -175,14 +249,24 @@ impl PartStage {
             ctx: SessionContext::new(),
             plan,
             shard_plans: HashMap::new(),
-            ledger,
-            release_log,
+            ledger: PrivacyLedger::new(config.budget()),
+            release_log: ReleaseLog::new(config)?,
+            published: HashSet::new(),
+            noised: BTreeMap::new(),
             owned: BTreeMap::new(),
             next_seq: 0,
             stats,
+            lost_answers: Arc::default(),
             config: config.clone(),
         };
+        stage.read_releases()?;
         Ok((stage, member))
+    }
+}
+
+impl PartStage {
+    pub(crate) fn lost_commit_answers(&self) -> Arc<LostCommitAnswers> {
+        self.lost_answers.clone()
     }
 }
 
@@ -213,7 +297,6 @@ impl Stage for PartStage {
             return;
         };
         owned.next_offset = offset + 1;
-        let length = self.window_length.millis();
         let message = match payload.map(BoundedMessage::decode) {
             Some(Ok(m)) => m,
             Some(Err(e)) => {
@@ -233,12 +316,8 @@ impl Stage for PartStage {
                     owned.marks.resize(i + 1, i64::MIN);
                 }
                 owned.marks[i] = owned.marks[i].max(mark.through_ms);
-                for start in mark.windows {
-                    if start.saturating_add(length) > owned.released_through {
-                        let window = owned.windows.entry(start).or_default();
-                        window.first_offset.get_or_insert(offset);
-                    }
-                }
+                // The windows it lists are not needed: every window is
+                // published by the clock.
             }
             BoundedMessage::Sealed(sealed) => {
                 let Some((record, seal_id)) = self.stats.records_dropped.opened(
@@ -248,8 +327,11 @@ impl Stage for PartStage {
                 ) else {
                     return;
                 };
-                // Already published here: a replay after a rebalance.
-                if record.window.end_ms <= owned.released_through {
+                // Already published here (a replay after a rebalance), or
+                // before the schedule's epoch.
+                if record.window.end_ms <= owned.released_through
+                    || record.window.start_ms < self.clock.epoch
+                {
                     return;
                 }
                 let window = owned.windows.entry(record.window.start_ms).or_default();
@@ -267,36 +349,77 @@ impl Stage for PartStage {
 }
 
 impl PartStage {
+    /// Reads what is new on the releases topic into the ledger and the set
+    /// of published parts; a noised part found there is done.
+    fn read_releases(&mut self) -> Result<(), AggregatorError> {
+        for entry in self.release_log.read_new()? {
+            for &index in &entry.parts {
+                self.published.insert((entry.window.start_ms, index));
+                self.noised.remove(&(entry.window.start_ms, index));
+            }
+            self.ledger.restore(entry);
+        }
+        Ok(())
+    }
+
     /// Publishes every complete window of every owned shard (oldest first
-    /// per shard) in one transaction with the shards' offsets: a
-    /// transaction costs a round of commit markers whatever it holds.
+    /// per shard), records or not, in one transaction with the shards'
+    /// offsets: a transaction costs a round of commit markers whatever it
+    /// holds.
     async fn release_complete(&mut self) -> Result<(), AggregatorError> {
-        let length = self.window_length.millis();
-        let due: Vec<(i32, Vec<i64>)> = self
+        let due: Vec<(i32, Vec<(Window, Decision)>)> = self
             .owned
             .iter()
-            .map(|(q, shard)| (*q, shard.complete(length)))
-            .filter(|(_, windows)| !windows.is_empty())
+            .filter_map(|(q, shard)| {
+                let windows = shard.due(&self.clock, MAX_WINDOWS_PER_TICK);
+                (!windows.is_empty()).then_some((*q, windows))
+            })
             .collect();
         if due.is_empty() {
             return Ok(());
         }
+        // What other instances (or this one, in a commit whose answer was
+        // lost) have published since the last look.
+        if let Err(e) = self.read_releases() {
+            // A broker away: nothing published; retried next tick.
+            tracing::warn!(error = %e, "cannot read the releases topic yet; will retry");
+            return Ok(());
+        }
         let mut parts = Vec::new();
-        for (q, starts) in &due {
-            for &start in starts {
-                match self.noised_part(*q, start).await {
-                    Ok(part) => parts.push((*q, start, part)),
-                    // The ledger's view of the releases topic could not be
-                    // refreshed (a broker away): nothing published; retried.
-                    Err(e @ (AggregatorError::Kafka(_) | AggregatorError::Recovery(_))) => {
-                        tracing::warn!(error = %e, "cannot authorise yet; will retry");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                }
+        for (q, windows) in &due {
+            for &(window, decision) in windows {
+                let part = self.noised_part(*q, window, decision).await?;
+                parts.push((*q, window.start_ms, part));
             }
         }
+        let due: Vec<(i32, Vec<i64>)> = due
+            .into_iter()
+            .map(|(q, windows)| (q, windows.iter().map(|(w, _)| w.start_ms).collect()))
+            .collect();
+        let length = self.window_length.millis();
+        let topic = self.config.kafka.bounded_topic.clone();
+        let stale = if self.lost_answers.armed() {
+            let shards: Vec<i32> = due.iter().map(|(q, _)| *q).collect();
+            Some(group::committed_positions(&self.consumer, &topic, &shards)?)
+        } else {
+            None
+        };
         match self.publish(&due, &parts) {
+            Ok(()) if stale.is_some() && self.lost_answers.take() => {
+                tracing::warn!("injected fault: a committed part transaction is taken as failed");
+                self.txn.recover();
+                for (q, committed) in stale.expect("checked") {
+                    let offset = committed.offset;
+                    self.revoke(&[q]);
+                    self.assign(HashMap::from([(q, committed)]))?;
+                    self.consumer.seek(
+                        &topic,
+                        q,
+                        Offset::Offset(offset),
+                        std::time::Duration::from_secs(10),
+                    )?;
+                }
+            }
             Ok(()) => {
                 for (q, starts) in &due {
                     let shard = self.owned.get_mut(q).expect("still owned: no poll since");
@@ -307,6 +430,9 @@ impl PartStage {
                 }
                 for (q, start, release) in &parts {
                     if release.is_some() {
+                        let key = (*start, *q as u32);
+                        self.noised.remove(&key);
+                        self.published.insert(key);
                         self.stats.windows_released.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(shard = q, window_start = start, "part committed");
                     }
@@ -325,55 +451,87 @@ impl PartStage {
         Ok(())
     }
 
-    /// The ledger entry for `window`: the one already on record (this
-    /// instance's, or another part's found on the releases topic), or a
-    /// new authorisation; `None` when the ledger refuses.
-    fn authorised(&mut self, window: Window) -> Result<Option<LedgerEntry>, AggregatorError> {
-        if let Some(entry) = self.ledger.entry(&window) {
-            return Ok(Some(entry.clone()));
-        }
-        for entry in self.release_log.read_new()? {
-            self.ledger.restore(entry);
-        }
-        if let Some(entry) = self.ledger.entry(&window) {
-            return Ok(Some(entry.clone()));
-        }
-        match self.ledger.authorise(window, self.plan.cost) {
-            Ok(entry) => Ok(Some(entry)),
-            Err(e) => {
-                self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
-                Ok(None)
-            }
-        }
-    }
-
-    /// Shard `q`'s part of the window starting at `start`: counted, noised
-    /// and labelled; `None` when the ledger refuses the window.
+    /// Shard `q`'s part of `window`: the part noised earlier and not yet
+    /// seen committed; or `None` when it is on the releases topic already
+    /// or the ledger refuses the window; or counted, authorised and noised
+    /// now. Whether the window is counted or published without data
+    /// follows the ledger when another part is on record, so all parts of
+    /// a window agree.
     async fn noised_part(
         &mut self,
         q: i32,
-        start: i64,
+        window: Window,
+        decision: Decision,
     ) -> Result<Option<Release>, AggregatorError> {
-        let window = Window::from_start(start, self.window_length)
-            .ok_or_else(|| AggregatorError::Recovery("misaligned window".into()))?;
-        let Some(entry) = self.authorised(window)? else {
-            return Ok(None);
-        };
         let part = ReleasePart {
             index: q as u32,
             of: self.shards,
         };
-        let records = &self.owned[&q].windows[&start].records;
-        let batch = to_record_batch(records).map_err(|e| EngineError::DataFusion(e.into()))?;
-        let cells = engine::bounded_counts(&self.ctx, batch, self.bounds).await?;
-        let (coarsest, shards, plan) = (self.coarsest, self.shards, &self.plan);
-        let shard_plan = self
-            .shard_plans
-            .entry(part.index)
-            .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
-        let mut release = noisy_release(window, &cells, shard_plan, &entry.id)?;
-        release.meta.part = part;
+        let key = (window.start_ms, part.index);
+        if self.published.contains(&key) {
+            self.stats
+                .releases_found_published
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                shard = q,
+                window_start = window.start_ms,
+                "part already on the releases topic; not noised again"
+            );
+            return Ok(None);
+        }
+        if let Some(release) = self.noised.get(&key) {
+            return Ok(Some(release.clone()));
+        }
+        let decision = match self.ledger.entry(&window) {
+            Some(entry) if entry.cost.is_free() => Decision::Missed,
+            Some(_) => Decision::Count,
+            None => decision,
+        };
+        let cost = match decision {
+            Decision::Count => self.plan.cost.clone(),
+            Decision::Missed => ReleaseCost::free(self.plan.cost.rho.is_some()),
+        };
+        let authorisation = match self.ledger.authorise_part(window, part, cost) {
+            Ok(authorisation) => authorisation,
+            Err(e @ LedgerError::PartAlreadyReleased { .. }) => {
+                // Authorised by this process before and lost with a cache it
+                // no longer holds: never noised twice.
+                tracing::warn!(shard = q, window_start = window.start_ms, reason = %e, "part not noised again");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
+                return Ok(None);
+            }
+        };
+        let release = match decision {
+            Decision::Missed => {
+                self.stats.windows_missed.fetch_add(1, Ordering::Relaxed);
+                missed_release(&self.plan, authorisation)?
+            }
+            Decision::Count => {
+                let records = self.owned[&q]
+                    .windows
+                    .get(&window.start_ms)
+                    .map(|w| w.records.as_slice())
+                    .unwrap_or_default();
+                let cells: Vec<CellCounts> = if records.is_empty() {
+                    Vec::new()
+                } else {
+                    let batch =
+                        to_record_batch(records).map_err(|e| EngineError::DataFusion(e.into()))?;
+                    engine::bounded_counts(&self.ctx, batch, self.bounds).await?
+                };
+                let (coarsest, shards, plan) = (self.coarsest, self.shards, &self.plan);
+                let shard_plan = self
+                    .shard_plans
+                    .entry(part.index)
+                    .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
+                noisy_release(&cells, shard_plan, authorisation)?
+            }
+        };
+        self.noised.insert(key, release.clone());
         Ok(Some(release))
     }
 
@@ -458,14 +616,31 @@ mod tests {
     }
 
     #[test]
-    fn a_window_is_complete_once_every_partition_has_passed_it() {
+    fn every_window_is_due_by_the_clock_once_every_partition_has_passed_it() {
+        let clock = ShardClock {
+            length: WindowLength::from_secs(10).unwrap(),
+            lateness_ms: 2_000,
+            replay_horizon_ms: 3_600_000,
+            epoch: 0,
+            started_ms: 0,
+        };
+        let starts = |shard: &OwnedShard| -> Vec<i64> {
+            shard
+                .due(&clock, 100)
+                .iter()
+                .map(|(w, _)| w.start_ms)
+                .collect()
+        };
         let mut shard = OwnedShard::from_metadata("", 2, 0).unwrap();
-        shard.windows.insert(0, PartWindow::default());
-        shard.windows.insert(10_000, PartWindow::default());
-        assert!(shard.complete(10_000).is_empty(), "no watermark yet");
+        assert!(starts(&shard).is_empty(), "no watermark yet");
+        // No records anywhere: the windows are due all the same.
         shard.marks = vec![20_000, 10_000];
-        assert_eq!(shard.complete(10_000), vec![0]);
-        shard.marks = vec![20_000, 20_000];
-        assert_eq!(shard.complete(10_000), vec![0, 10_000]);
+        assert_eq!(starts(&shard), vec![0]);
+        shard.marks = vec![30_000, 30_000];
+        assert_eq!(starts(&shard), vec![0, 10_000, 20_000]);
+        // After publishing through 20 s, only what follows.
+        shard.released_through = 20_000;
+        assert_eq!(starts(&shard), vec![20_000]);
+        assert_eq!(shard.due(&clock, 0).len(), 0);
     }
 }
