@@ -1,10 +1,11 @@
 //! Turns a validated submission into the coarse record that goes to Kafka.
 //!
 //! This is the privacy boundary of ingest: the output type has no room for a
-//! coordinate, exact age, exact time, gender, condition or id. A profile id
-//! becomes an HMAC-SHA256 keyed hash truncated to 128 bits, so the same
-//! person maps to the same contributor key (for contribution bounding)
-//! while the key cannot be linked back without the secret.
+//! coordinate, exact age, exact time, gender, condition or id. Who the
+//! submission is from arrives as a [`ContributorKey`] already keyed
+//! ([`contributor`](crate::contributor)), so the same person maps to the
+//! same key (for contribution bounding) while the key cannot be linked back
+//! without the secret.
 
 use crate::triage;
 use crate::validate::ValidSubmission;
@@ -12,7 +13,7 @@ use hmac::{Hmac, Mac};
 use hushmap_schema::{AgeBand, CoarseRecord, ContributorKey, RiskLevel, WindowLength};
 use sha2::Sha256;
 
-/// Derives contributor keys.
+/// Coarsens submissions and derives their Kafka keys.
 #[derive(Clone)]
 pub struct Coarsener {
     secret: Vec<u8>,
@@ -35,17 +36,6 @@ impl Coarsener {
         }
     }
 
-    /// The pseudonymous key of a profile id.
-    pub fn profile_key(&self, profile: &str) -> ContributorKey {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(profile.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        ContributorKey(key)
-    }
-
     /// The Kafka key of a record: a keyed hash of its contributor and
     /// window. All of one contributor's records of a window share a
     /// partition, which contribution bounding needs when aggregation runs
@@ -55,22 +45,22 @@ impl Coarsener {
     pub fn partition_key(&self, record: &CoarseRecord) -> String {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        // Domain-separated from profile keys, which hash under the same secret.
+        // Domain-separated from contributor keys, which hash under the same
+        // secret.
         mac.update(b"hushmap.partition.v2\0");
         mac.update(&record.contributor.0);
         mac.update(&record.window.start_ms.to_le_bytes());
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
-    /// Triages and coarsens; consumes the submission so nothing else of it
-    /// outlives this call.
-    pub fn coarsen(&self, valid: ValidSubmission) -> (RiskLevel, CoarseRecord) {
+    /// Triages and coarsens `contributor`'s submission; consumes it so
+    /// nothing else of it outlives this call.
+    pub fn coarsen(
+        &self,
+        valid: ValidSubmission,
+        contributor: ContributorKey,
+    ) -> (RiskLevel, CoarseRecord) {
         let risk = triage::assess(&valid.triage);
-        let contributor = match &valid.profile {
-            Some(p) => self.profile_key(p),
-            // Anonymous: a fresh key, so each submission is its own unit of privacy.
-            None => ContributorKey(rand::random()),
-        };
         let record = CoarseRecord {
             window: valid.window,
             window_length: self.window,
@@ -92,7 +82,7 @@ mod tests {
     use hushmap_schema::region::RegionResolution;
     use hushmap_schema::submission::{Location, Submission};
 
-    fn submission(lat: f64, lon: f64, age: i64, profile: Option<&str>) -> Submission {
+    fn submission(lat: f64, lon: f64, age: i64) -> Submission {
         Submission {
             subject: Subject::Myself,
             age,
@@ -103,7 +93,6 @@ mod tests {
             contact_with_confirmed_case: true,
             location: Some(Location { lat, lon }),
             region: None,
-            profile: profile.map(String::from),
             observed_at: None,
         }
     }
@@ -123,8 +112,8 @@ mod tests {
             WindowLength::from_secs(3600).unwrap(),
         );
         let (lat, lon, age) = (18.520_431_7_f64, 73.856_743_9_f64, 37);
-        let v = validate(submission(lat, lon, age, None), &rules(), 1_764_000_000_000).unwrap();
-        let (risk, record) = c.coarsen(v);
+        let v = validate(submission(lat, lon, age), &rules(), 1_764_000_000_000).unwrap();
+        let (risk, record) = c.coarsen(v, ContributorKey([7; 16]));
         assert_eq!(risk, RiskLevel::High);
         assert_eq!(record.age_band, AgeBand::From30To44);
         let bytes = record.encode();
@@ -145,39 +134,27 @@ mod tests {
     }
 
     #[test]
-    fn profile_keys_are_stable_keyed_and_opaque() {
-        let w = WindowLength::from_secs(3600).unwrap();
-        let a = Coarsener::new(b"0123456789abcdef0123456789abcdef", w);
-        let b = Coarsener::new(b"fedcba9876543210fedcba9876543210", w);
-        assert_eq!(a.profile_key("user-1"), a.profile_key("user-1"));
-        assert_ne!(a.profile_key("user-1"), a.profile_key("user-2"));
-        assert_ne!(a.profile_key("user-1"), b.profile_key("user-1"));
-        let v1 = validate(submission(1.0, 1.0, 20, None), &rules(), 1_764_000_000_000).unwrap();
-        let v2 = validate(submission(1.0, 1.0, 20, None), &rules(), 1_764_000_000_000).unwrap();
-        assert_ne!(a.coarsen(v1).1.contributor, a.coarsen(v2).1.contributor);
-    }
-
-    #[test]
     fn partition_keys_follow_contributor_and_window_only() {
         let w = WindowLength::from_secs(3600).unwrap();
         let c = Coarsener::new(b"0123456789abcdef0123456789abcdef", w);
-        let at = |lat: f64, profile: Option<&str>, now: i64| {
-            let s = submission(lat, 1.0, 20, profile);
-            c.coarsen(validate(s, &rules(), now).unwrap()).1
+        let at = |lat: f64, who: u8, now: i64| {
+            let s = submission(lat, 1.0, 20);
+            c.coarsen(
+                validate(s, &rules(), now).unwrap(),
+                ContributorKey([who; 16]),
+            )
+            .1
         };
         let now = 1_764_000_000_000;
         // One contributor, two regions, one window: one key (one partition).
-        let (here, there) = (at(1.0, Some("u1"), now), at(40.0, Some("u1"), now));
+        let (here, there) = (at(1.0, 1, now), at(40.0, 1, now));
         assert_ne!(here.region, there.region);
         assert_eq!(c.partition_key(&here), c.partition_key(&there));
         // The next window: another key, so windows cannot be linked.
-        let later = at(1.0, Some("u1"), now + 3_600_000);
+        let later = at(1.0, 1, now + 3_600_000);
         assert_ne!(c.partition_key(&here), c.partition_key(&later));
         // Another contributor in the same region: (almost surely) another key.
-        assert_ne!(
-            c.partition_key(&here),
-            c.partition_key(&at(1.0, Some("u2"), now))
-        );
+        assert_ne!(c.partition_key(&here), c.partition_key(&at(1.0, 2, now)));
         let key = c.partition_key(&here);
         assert_eq!(key.len(), 16);
         assert!(key.parse::<hushmap_schema::RegionCell>().is_err());

@@ -49,6 +49,15 @@ pub enum ConfigError {
          so a client always gets the broker's answer"
     )]
     Timeouts { request: u64, produce: u64 },
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityConfigError),
+    #[error("identity.sign_in_url must be an http:// or https:// URL")]
+    SignInUrl,
+    #[error(
+        "refusing to serve metrics on {0}: the admin listener binds loopback unless \
+         `admin_public = true`"
+    )]
+    PublicAdmin(SocketAddr),
 }
 
 /// A secret string that never prints.
@@ -131,6 +140,11 @@ impl Default for RateLimitSettings {
 pub struct IngestConfig {
     /// Address to serve on. Loopback unless `allow_public_bind`.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served: never on the public listener (port 0:
+    /// any free port).
+    pub admin_listen: SocketAddr,
+    /// Deliberately serve the admin listener beyond loopback.
+    pub admin_public: bool,
     /// Deliberately serve beyond loopback (ingest is a public endpoint).
     pub allow_public_bind: bool,
     /// Relaxes production checks for demos and tests: windows shorter than
@@ -143,7 +157,8 @@ pub struct IngestConfig {
     pub window_secs: u32,
     /// How long after a window ends records for it are still accepted.
     pub allowed_lateness_secs: u32,
-    /// Key for the pseudonymous contributor id (HMAC of `profile`).
+    /// Key for contributor keys (HMAC of a verified subject or of an
+    /// anonymous browser's token id) and of contributor tokens' MACs.
     #[serde(skip_serializing)]
     pub contributor_secret: Option<Secret>,
     /// Keys sealing records on the topic (`ID:HEX64[,...]`, the first
@@ -157,12 +172,17 @@ pub struct IngestConfig {
     /// Whole-request deadline (reading the body included).
     pub request_timeout_ms: u64,
     pub rate_limit: RateLimitSettings,
+    /// Who submits: ID tokens from the identity provider, contributor
+    /// tokens for anonymous browsers.
+    pub identity: crate::identity::IdentitySettings,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            admin_public: false,
             allow_public_bind: false,
             dev_mode: false,
             kafka: KafkaSettings::default(),
@@ -175,6 +195,7 @@ impl Default for IngestConfig {
             max_in_flight: 4096,
             request_timeout_ms: 15_000,
             rate_limit: RateLimitSettings::default(),
+            identity: crate::identity::IdentitySettings::default(),
         }
     }
 }
@@ -221,6 +242,17 @@ impl IngestConfig {
         if !self.listen.ip().is_loopback() && !self.allow_public_bind {
             return Err(ConfigError::PublicBind(self.listen));
         }
+        if !self.admin_listen.ip().is_loopback() && !self.admin_public {
+            return Err(ConfigError::PublicAdmin(self.admin_listen));
+        }
+        if let Some(url) = &self.identity.sign_in_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::SignInUrl);
+        }
+        // Loads the keys: a broken key file is refused at start, not at
+        // the first signed-in submission.
+        crate::identity::IdTokenVerifier::new(&self.identity)?;
         self.kafka.security.validate(&self.kafka.brokers)?;
         if self.max_in_flight == 0 {
             return Err(ConfigError::NoInFlight);

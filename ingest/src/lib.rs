@@ -3,9 +3,11 @@
 //! A submission is validated strictly ([`validate`]), triaged ([`triage`])
 //! so the person gets their risk level at once, coarsened ([`coarsen`]) to
 //! a [`CoarseRecord`](hushmap_schema::CoarseRecord) and produced to Kafka
-//! ([`producer`]). Everything else in the body is dropped in the handler; the
-//! raw body, coordinates, exact age and profile id never reach a log, a
-//! metric, Kafka or disk.
+//! ([`producer`]). Who submits is a person ([`contributor`]): a signed-in
+//! user whose ID token [`identity`] verifies, or an anonymous browser that
+//! sends back the contributor token it was issued. Everything else in the
+//! body is dropped in the handler; the raw body, coordinates, exact age,
+//! tokens and subject ids never reach a log, a metric, Kafka or disk.
 //!
 //! The `service` feature (on by default) builds the HTTP service and its
 //! Kafka producer. Without it only the parse → validate → triage → coarsen
@@ -17,6 +19,11 @@ pub mod body;
 pub mod coarsen;
 #[cfg(feature = "service")]
 pub mod config;
+pub mod contributor;
+#[cfg(feature = "service")]
+pub mod dev_idp;
+#[cfg(feature = "service")]
+pub mod identity;
 #[cfg(feature = "service")]
 pub mod metrics;
 #[cfg(feature = "service")]

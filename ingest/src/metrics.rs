@@ -1,10 +1,11 @@
-//! `/metrics` in Prometheus text format.
+//! `/metrics` in Prometheus text format, served on the admin listener only.
 //!
-//! Counts and latencies only. Label values come from closed sets (error
-//! codes, risk levels), so no submitted value can ever become a label.
+//! Counts and latencies only. Label values come from a closed set (error
+//! codes), so no submitted value can ever become a label. There is no
+//! count by risk level: one person's triage result must not be readable
+//! from a counter polled around their submission.
 
 use crate::problem::ErrorCode;
-use hushmap_schema::RiskLevel;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -18,17 +19,11 @@ struct CodeLabel {
     code: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RiskLabel {
-    risk: &'static str,
-}
-
 /// Ingest's metrics.
 pub struct IngestMetrics {
     registry: Registry,
     accepted: Counter,
     rejected: Family<CodeLabel, Counter>,
-    risk: Family<RiskLabel, Counter>,
     produce_latency: Histogram,
     in_flight: Gauge,
 }
@@ -38,7 +33,6 @@ impl Default for IngestMetrics {
         let mut registry = Registry::with_prefix("hushmap_ingest");
         let accepted = Counter::default();
         let rejected = Family::<CodeLabel, Counter>::default();
-        let risk = Family::<RiskLabel, Counter>::default();
         // 1 ms .. ~16 s
         let produce_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let in_flight = Gauge::default();
@@ -51,11 +45,6 @@ impl Default for IngestMetrics {
             "submissions_rejected",
             "Submissions refused, by error code",
             rejected.clone(),
-        );
-        registry.register(
-            "submissions_risk",
-            "Accepted submissions by triage level",
-            risk.clone(),
         );
         registry.register(
             "produce_latency_seconds",
@@ -71,7 +60,6 @@ impl Default for IngestMetrics {
             registry,
             accepted,
             rejected,
-            risk,
             produce_latency,
             in_flight,
         }
@@ -79,11 +67,8 @@ impl Default for IngestMetrics {
 }
 
 impl IngestMetrics {
-    pub fn accepted(&self, risk: RiskLevel) {
+    pub fn accepted(&self) {
         self.accepted.inc();
-        self.risk
-            .get_or_create(&RiskLabel { risk: risk.label() })
-            .inc();
     }
 
     pub fn rejected(&self, code: ErrorCode) {
@@ -117,7 +102,7 @@ mod tests {
     #[test]
     fn renders_counters_by_label() {
         let m = IngestMetrics::default();
-        m.accepted(RiskLevel::High);
+        m.accepted();
         m.rejected(ErrorCode::InvalidValue);
         m.rejected(ErrorCode::InvalidValue);
         m.observe_produce(0.004);
@@ -130,10 +115,7 @@ mod tests {
             text.contains("hushmap_ingest_submissions_rejected_total{code=\"invalid_value\"} 2"),
             "{text}"
         );
-        assert!(
-            text.contains("hushmap_ingest_submissions_risk_total{risk=\"high\"} 1"),
-            "{text}"
-        );
+        assert!(!text.contains("risk"), "{text}");
         assert!(
             text.contains("hushmap_ingest_produce_latency_seconds_count 1"),
             "{text}"

@@ -20,6 +20,16 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     RateLimited,
     Unavailable,
+    /// 400: both an ID token and a contributor token were sent.
+    ConflictingIdentity,
+    /// 401: the ID token is forged, foreign, malformed or not accepted.
+    InvalidIdToken,
+    /// 401: the ID token has expired (sign in again).
+    ExpiredIdToken,
+    /// 401: the contributor token is not one this service issued.
+    InvalidContributorToken,
+    /// 401: the contributor token is too old (drop it; start over).
+    ExpiredContributorToken,
 }
 
 impl ErrorCode {
@@ -33,12 +43,23 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ConflictingIdentity => "conflicting_identity",
+            ErrorCode::InvalidIdToken => "invalid_id_token",
+            ErrorCode::ExpiredIdToken => "expired_id_token",
+            ErrorCode::InvalidContributorToken => "invalid_contributor_token",
+            ErrorCode::ExpiredContributorToken => "expired_contributor_token",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::MalformedJson | ErrorCode::UnknownField => StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedJson | ErrorCode::UnknownField | ErrorCode::ConflictingIdentity => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::InvalidIdToken
+            | ErrorCode::ExpiredIdToken
+            | ErrorCode::InvalidContributorToken
+            | ErrorCode::ExpiredContributorToken => StatusCode::UNAUTHORIZED,
             ErrorCode::MissingField | ErrorCode::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -57,6 +78,13 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "The body must be application/json",
             ErrorCode::RateLimited => "Too many requests",
             ErrorCode::Unavailable => "The service cannot accept submissions right now",
+            ErrorCode::ConflictingIdentity => {
+                "Send either an ID token or a contributor token, not both"
+            }
+            ErrorCode::InvalidIdToken => "The ID token was not accepted",
+            ErrorCode::ExpiredIdToken => "The ID token has expired",
+            ErrorCode::InvalidContributorToken => "The contributor token was not accepted",
+            ErrorCode::ExpiredContributorToken => "The contributor token has expired",
         }
     }
 }
@@ -77,6 +105,22 @@ pub struct Problem {
     pub field: Option<String>,
     #[serde(skip)]
     pub retry_after_secs: Option<u32>,
+}
+
+/// The `WWW-Authenticate` challenge a 401 carries (RFC 9110 §11.6.1): a
+/// bearer challenge (RFC 6750) for ID tokens, the contributor-token scheme
+/// for anonymous clients.
+#[cfg(feature = "service")]
+fn challenge(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::InvalidIdToken | ErrorCode::ExpiredIdToken => {
+            Some("Bearer realm=\"hushmap\", error=\"invalid_token\"")
+        }
+        ErrorCode::InvalidContributorToken | ErrorCode::ExpiredContributorToken => {
+            Some("Hushmap-Contributor realm=\"hushmap\"")
+        }
+        _ => None,
+    }
 }
 
 impl Problem {
@@ -117,6 +161,9 @@ impl axum::response::IntoResponse for Problem {
         );
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(value) = challenge(self.code) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
         }
         resp
     }

@@ -1,8 +1,15 @@
 //! The HTTP service: routes, the submission handler and graceful shutdown.
+//!
+//! Two listeners: the public one (the self-check page, the submission API,
+//! OpenAPI, health) and an admin one, loopback by default, for `/metrics`.
+//! Nothing the public listener serves changes with anyone's submission but
+//! that submission's own answer.
 
 use crate::body::parse_submission;
 use crate::coarsen::Coarsener;
 use crate::config::IngestConfig;
+use crate::contributor::{ContributorKeys, ContributorTokenError};
+use crate::identity::{IdTokenError, IdTokenVerifier};
 use crate::metrics::IngestMetrics;
 use crate::openapi;
 use crate::problem::{ErrorCode, Problem};
@@ -16,7 +23,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use hushmap_schema::submission::{Submission, Triage};
+use hushmap_schema::ContributorKey;
+use hushmap_schema::submission::{CONTRIBUTOR_HEADER, Submission, Triage};
 use std::future::Future;
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -52,6 +60,12 @@ pub enum ServeError {
 pub(crate) struct AppState {
     rules: ValidationRules,
     coarsener: Coarsener,
+    contributors: ContributorKeys,
+    /// `None`: no identity provider configured; ID tokens are refused.
+    id_tokens: Option<IdTokenVerifier>,
+    contributor_token_max_age_days: u32,
+    /// The self-check page, with the sign-in link filled in.
+    page: String,
     producer: SubmissionProducer,
     max_body_bytes: usize,
     next_request: AtomicU64,
@@ -65,6 +79,7 @@ pub(crate) struct AppState {
 /// A bound, ready-to-serve ingest service.
 pub struct IngestServer {
     listener: TcpListener,
+    admin_listener: TcpListener,
     state: Arc<AppState>,
     request_timeout: Duration,
 }
@@ -77,7 +92,7 @@ impl IngestServer {
             Some(s) => s.expose().to_vec(),
             None => {
                 tracing::warn!(
-                    "dev mode: contributor secret is random per process; profiles are not linked across restarts"
+                    "dev mode: contributor secret is random per process; contributor tokens and subjects are not linked across restarts"
                 );
                 rand::random::<[u8; 32]>().to_vec()
             }
@@ -89,7 +104,13 @@ impl IngestServer {
                 NonZeroU32::new(rl.burst).unwrap_or(NonZeroU32::MIN),
             )
         });
+        let id_tokens =
+            IdTokenVerifier::new(&config.identity).map_err(crate::config::ConfigError::from)?;
         let state = AppState {
+            contributors: ContributorKeys::new(&secret),
+            id_tokens,
+            contributor_token_max_age_days: config.identity.contributor_token_max_age_days,
+            page: self_check_page(config.identity.sign_in_url.as_deref()),
             rules: ValidationRules {
                 resolution: config.resolution(),
                 window: config.window_length(),
@@ -114,8 +135,15 @@ impl IngestServer {
                     addr: config.listen,
                     source,
                 })?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
         Ok(IngestServer {
             listener,
+            admin_listener,
             state: Arc::new(state),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         })
@@ -127,10 +155,17 @@ impl IngestServer {
             .expect("bound listener has an address")
     }
 
-    /// The routes, for serving or for driving in-process.
+    /// Where `/metrics` is served (the admin listener).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The public routes, for serving or for driving in-process.
     fn router(&self) -> Router {
         Router::new()
-            .route("/", get(|| async { Html(SELF_CHECK_PAGE) }))
+            .route("/", get(page))
             .route("/v1/submissions", post(submit))
             .route(
                 "/openapi.json",
@@ -141,13 +176,20 @@ impl IngestServer {
                     )
                 }),
             )
-            .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 self.request_timeout,
             ))
+            .with_state(self.state.clone())
+    }
+
+    /// The admin routes: metrics and health, never beside the public API.
+    fn admin_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok" }))
             .with_state(self.state.clone())
     }
 
@@ -158,15 +200,35 @@ impl IngestServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let app = self.router();
+        let admin_router = self.admin_router();
+        let admin = axum::serve(self.admin_listener, admin_router);
+        let admin = tokio::spawn(async move { admin.await });
         let state = self.state.clone();
         let janitor = tokio::spawn({
             let state = self.state.clone();
             async move {
-                let mut every = tokio::time::interval(Duration::from_secs(60));
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                let mut ticks = 0u64;
                 loop {
                     every.tick().await;
-                    if let Some(l) = &state.limiter {
+                    ticks += 1;
+                    if ticks.is_multiple_of(12)
+                        && let Some(l) = &state.limiter
+                    {
                         l.forget_idle();
+                    }
+                    // Key rotation at the identity provider: new keys are in
+                    // force within 5 s; a broken file keeps the old ones.
+                    if let Some(v) = &state.id_tokens {
+                        match v.reload_if_changed() {
+                            Ok(Some(n)) => {
+                                tracing::info!(keys = n, "identity provider keys reloaded")
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "identity provider keys not reloaded; the previous keys stay in force")
+                            }
+                        }
                     }
                 }
             }
@@ -179,6 +241,7 @@ impl IngestServer {
         .with_graceful_shutdown(shutdown)
         .await;
         janitor.abort();
+        admin.abort();
         if let Err(e) = state.producer.flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "producer flush on shutdown failed");
         }
@@ -201,6 +264,22 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The self-check page, with the identity provider's sign-in link (if any)
+/// in a `<meta>` the page's script reads.
+fn self_check_page(sign_in_url: Option<&str>) -> String {
+    let escaped = sign_in_url
+        .unwrap_or_default()
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    SELF_CHECK_PAGE.replace("{{SIGN_IN_URL}}", &escaped)
+}
+
+async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
+    Html(state.page.clone())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -249,9 +328,22 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
 ///
 /// Returns the risk level at once. The 202 is sent only after Kafka
 /// acknowledged the coarse record; nothing else of the body is kept.
+///
+/// Who submits counts once per window, whatever they send: a signed-in
+/// person proves who they are with an ID token from the health authority's
+/// identity provider (`Authorization: Bearer …`); an anonymous browser
+/// sends back the `contributor_token` of its first answer in the
+/// `Hushmap-Contributor` header (for anonymous use, the unit is the
+/// browser). A bad, expired or forged token is a 401, never a new identity.
 #[utoipa::path(
     post,
     path = "/v1/submissions",
+    params(
+        ("Authorization" = Option<String>, Header,
+            description = "`Bearer <ID token>`: a signed-in person (EdDSA, ES256 or RS256 JWT from the identity provider)."),
+        ("Hushmap-Contributor" = Option<String>, Header,
+            description = "The `contributor_token` of this browser's first answer; omit on the first check. Not with `Authorization`.")
+    ),
     request_body(
         content = Submission,
         content_type = "application/json",
@@ -261,10 +353,10 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
                 "travelled_internationally_14d": false, "contact_with_confirmed_case": true,
                 "location": {"lat": 19.08, "lon": 72.88}
             }))),
-            ("accepted_region" = (summary = "A signed-up user sending an H3 cell", value = json!({
+            ("accepted_region" = (summary = "A check sending an H3 cell instead of a location", value = json!({
                 "for": "family_member", "age": 71, "gender": "undisclosed", "symptoms": [],
                 "conditions": ["hypertension"], "travelled_internationally_14d": false,
-                "contact_with_confirmed_case": false, "region": "8660a25a7ffffff", "profile": "user-1234"
+                "contact_with_confirmed_case": false, "region": "8660a25a7ffffff"
             }))),
             ("rejected_422_age" = (summary = "Age out of range", value = json!({
                 "for": "self", "age": 130, "gender": "male", "symptoms": [], "conditions": [],
@@ -284,11 +376,16 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
         )
     ),
     responses(
-        (status = 202, description = "Accepted and stored (coarse record only)", body = Triage,
-            example = json!({"risk": "high", "advice": "Your answers suggest a high risk. ...", "region": "85608b0bfffffff"})),
-        (status = 400, description = "Malformed JSON or unknown field", body = Problem, content_type = "application/problem+json",
+        (status = 202, description = "Accepted and stored (coarse record only). `contributor_token` is present for anonymous submissions: keep it and send it back.", body = Triage,
+            example = json!({"risk": "high", "advice": "Your answers suggest a high risk. ...", "region": "85608b0bfffffff",
+                "contributor_token": "c1.bTJ5Zm9vYmFyYmF6cXV1eAAATmhBzpc1xW5kx8ZqWkL2Tg"})),
+        (status = 400, description = "Malformed JSON, unknown field, or both an ID token and a contributor token (conflicting_identity)", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/errors/unknown_field", "title": "The body has a field this API does not know",
                 "status": 400, "detail": "the body has a field this API does not accept", "code": "unknown_field", "field": "user_agent"})),
+        (status = 401, description = "ID token or contributor token refused (invalid_id_token, expired_id_token, invalid_contributor_token, expired_contributor_token); nothing stored", body = Problem,
+            content_type = "application/problem+json",
+            example = json!({"type": "/errors/invalid_id_token", "title": "The ID token was not accepted", "status": 401,
+                "detail": "the ID token is meant for another service", "code": "invalid_id_token"})),
         (status = 413, description = "Body larger than 16 KiB", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/errors/payload_too_large", "title": "The body is too large", "status": 413,
                 "detail": "the body may be at most 16384 bytes", "code": "payload_too_large"})),
@@ -314,8 +411,10 @@ pub(crate) async fn submit(State(state): State<Arc<AppState>>, req: Request) -> 
     async move {
         match handle(&state, req).await {
             Ok(triage) => {
-                state.metrics.accepted(triage.risk);
-                tracing::info!(outcome = "accepted", risk = triage.risk.label());
+                // Neither the risk level nor who submitted is logged or
+                // counted apart: only that one more was accepted.
+                state.metrics.accepted();
+                tracing::info!(outcome = "accepted");
                 (StatusCode::ACCEPTED, axum::Json(triage)).into_response()
             }
             Err(problem) => {
@@ -351,6 +450,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
             "send the submission as application/json",
         ));
     }
+    // Who it is from, before anything is read: a bad token is a 401,
+    // never a new identity.
+    let who = resolve_contributor(state, headers, now_ms())?;
     let too_large = || {
         Problem::new(
             ErrorCode::PayloadTooLarge,
@@ -369,7 +471,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
         .map_err(|_| too_large())?;
     let submission = parse_submission(&bytes)?;
     let valid = validate(submission, &state.rules, now_ms())?;
-    let (risk, record) = state.coarsener.coarsen(valid);
+    let (risk, record) = state.coarsener.coarsen(valid, who.key);
 
     let unavailable =
         |detail: &str| Problem::new(ErrorCode::Unavailable, detail).with_retry_after(5);
@@ -396,7 +498,90 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
         risk,
         advice: triage::advice(risk).to_string(),
         region: record.region.to_string(),
+        contributor_token: who.token,
     })
+}
+
+/// Who a submission counts as, and the contributor token to answer with.
+struct Resolved {
+    key: ContributorKey,
+    token: Option<String>,
+}
+
+/// The contributor a request speaks for: the signed-in person of a valid
+/// ID token, the browser of a contributor token ingest issued, or (with
+/// neither) a new browser, issued a token now.
+fn resolve_contributor(
+    state: &AppState,
+    headers: &HeaderMap,
+    now_ms: i64,
+) -> Result<Resolved, Problem> {
+    let bearer = headers.get(header::AUTHORIZATION);
+    let anonymous = headers.get(CONTRIBUTOR_HEADER);
+    match (bearer, anonymous) {
+        (Some(_), Some(_)) => Err(Problem::new(
+            ErrorCode::ConflictingIdentity,
+            "send an ID token (signed in) or a contributor token (anonymous), not both",
+        )),
+        (Some(value), None) => {
+            let id_token_problem = |e: IdTokenError| {
+                let code = match e {
+                    IdTokenError::Expired => ErrorCode::ExpiredIdToken,
+                    _ => ErrorCode::InvalidIdToken,
+                };
+                Problem::new(code, e.to_string())
+            };
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    let (scheme, token) = v.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                })
+                .ok_or_else(|| {
+                    Problem::new(
+                        ErrorCode::InvalidIdToken,
+                        "the Authorization header must be `Bearer <ID token>`",
+                    )
+                })?;
+            let verifier = state
+                .id_tokens
+                .as_ref()
+                .ok_or(IdTokenError::NotAccepted)
+                .map_err(id_token_problem)?;
+            let subject = verifier.verify(token).map_err(id_token_problem)?;
+            Ok(Resolved {
+                key: state
+                    .contributors
+                    .subject_key(&subject.issuer, &subject.subject),
+                token: None,
+            })
+        }
+        (None, Some(value)) => {
+            let text = value.to_str().unwrap_or_default();
+            let key = state
+                .contributors
+                .open_token(text, now_ms, state.contributor_token_max_age_days)
+                .map_err(|e| {
+                    let code = match e {
+                        ContributorTokenError::Expired => ErrorCode::ExpiredContributorToken,
+                        ContributorTokenError::Invalid => ErrorCode::InvalidContributorToken,
+                    };
+                    Problem::new(code, e.to_string())
+                })?;
+            Ok(Resolved {
+                key,
+                token: Some(text.to_string()),
+            })
+        }
+        (None, None) => {
+            let (token, key) = state.contributors.issue_token(now_ms);
+            Ok(Resolved {
+                key,
+                token: Some(token.to_string()),
+            })
+        }
+    }
 }
 
 #[cfg(test)]

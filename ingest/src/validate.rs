@@ -16,7 +16,6 @@ use time::format_description::well_known::Rfc3339;
 
 /// How far in the future `observed_at` may be (clock skew allowance).
 pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
-pub const MAX_PROFILE_CHARS: usize = 128;
 
 /// What validation needs to know about the deployment.
 #[derive(Debug, Clone, Copy)]
@@ -33,8 +32,6 @@ pub struct ValidSubmission {
     pub triage: TriageInput,
     pub region: RegionCell,
     pub window: Window,
-    /// Present for signed-up users; turned into a keyed hash and dropped.
-    pub profile: Option<String>,
 }
 
 fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Problem {
@@ -101,15 +98,6 @@ pub fn validate(
             })?
         }
     };
-    if let Some(p) = &sub.profile {
-        let n = p.chars().count();
-        if n == 0 || n > MAX_PROFILE_CHARS {
-            return Err(invalid(
-                "profile",
-                format!("profile must be 1 to {MAX_PROFILE_CHARS} characters"),
-            ));
-        }
-    }
     let observed_ms = match &sub.observed_at {
         None => now_ms,
         Some(text) => {
@@ -144,7 +132,6 @@ pub fn validate(
         },
         region,
         window,
-        profile: sub.profile,
     })
 }
 
@@ -178,7 +165,6 @@ mod tests {
                 lon: 72.8777,
             }),
             region: None,
-            profile: None,
             observed_at: None,
         }
     }
@@ -315,31 +301,6 @@ mod tests {
             field_of(validate(s, &rules(), NOW)),
             (ErrorCode::InvalidValue, "region".into())
         );
-    }
-
-    #[test]
-    fn profile_length() {
-        let s = Submission {
-            profile: Some("p".repeat(129)),
-            ..base()
-        };
-        assert_eq!(
-            field_of(validate(s, &rules(), NOW)),
-            (ErrorCode::InvalidValue, "profile".into())
-        );
-        let s = Submission {
-            profile: Some(String::new()),
-            ..base()
-        };
-        assert_eq!(
-            field_of(validate(s, &rules(), NOW)),
-            (ErrorCode::InvalidValue, "profile".into())
-        );
-        let s = Submission {
-            profile: Some("é".repeat(128)),
-            ..base()
-        };
-        assert!(validate(s, &rules(), NOW).is_ok());
     }
 
     #[test]

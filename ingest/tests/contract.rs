@@ -1,6 +1,7 @@
 //! The public contract against a running service and the real broker:
-//! every example in `/openapi.json`, the operational endpoints, rate
-//! limiting.
+//! every example in `/openapi.json`, the operational endpoints (metrics on
+//! the admin listener only, nothing on the public listener that one
+//! submission changes), rate limiting.
 
 mod common;
 
@@ -107,8 +108,13 @@ async fn operational_endpoints() -> anyhow::Result<()> {
             .status(),
         422
     );
+    // Metrics are on the admin listener, not beside the public API.
+    assert_eq!(
+        client.get(format!("{url}/metrics")).send().await?.status(),
+        404
+    );
     let metrics = client
-        .get(format!("{url}/metrics"))
+        .get(format!("{}/metrics", ingest.admin_url))
         .send()
         .await?
         .text()
@@ -121,10 +127,9 @@ async fn operational_endpoints() -> anyhow::Result<()> {
         metrics.contains("hushmap_ingest_submissions_rejected_total{code=\"missing_field\"} 1"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("hushmap_ingest_submissions_risk_total{risk=\"moderate\"} 1"),
-        "{metrics}"
-    );
+    // No count by triage level: polled around one person's submission it
+    // would tell their result.
+    assert!(!metrics.contains("risk"), "{metrics}");
     assert!(
         metrics.contains("hushmap_ingest_produce_latency_seconds_count 1"),
         "{metrics}"
@@ -161,5 +166,68 @@ async fn clients_beyond_their_rate_get_429_with_retry_after() -> anyhow::Result<
     }
     // A burst of 3 passes; the rate (one per 10 s) refuses the next two.
     assert_eq!(statuses, [202, 202, 202, 429, 429]);
+    Ok(())
+}
+
+/// Everything a client can GET from the public listener, by path: status,
+/// content type and body.
+async fn public_view(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut view = Vec::new();
+    for path in [
+        "/",
+        "/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/submissions",
+        "/nonexistent",
+    ] {
+        let resp = client.get(format!("{url}{path}")).send().await?;
+        let head = format!("{} {:?}", resp.status(), resp.headers().get("content-type"));
+        view.push((path.to_string(), format!("{head}\n{}", resp.text().await?)));
+    }
+    Ok(view)
+}
+
+/// One person's high-risk submission changes nothing another client can
+/// read on the public listener: every public page, before and after, is
+/// byte for byte the same. Only the submitter's own 202 says their risk.
+/// (The admin listener does change, which shows the submission counted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_submission_changes_nothing_the_public_can_read() -> anyhow::Result<()> {
+    let ingest = start_ingest(|_| {}).await?;
+    let url = ingest.url.clone();
+    let client = reqwest::Client::new();
+    let before = public_view(&client, &url).await?;
+    let admin_before = client
+        .get(format!("{}/metrics", ingest.admin_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let high = serde_json::json!({"for": "self", "age": 70, "gender": "male",
+        "symptoms": ["breathlessness", "fever"], "conditions": ["heart_disease"],
+        "travelled_internationally_14d": true, "contact_with_confirmed_case": true,
+        "location": {"lat": 48.85, "lon": 2.35}});
+    let resp = client
+        .post(format!("{url}/v1/submissions"))
+        .json(&high)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 202);
+    let answer: Value = resp.json().await?;
+    assert_eq!(answer["risk"], "high");
+    let after = public_view(&client, &url).await?;
+    for ((path, b), (_, a)) in before.iter().zip(&after) {
+        assert_eq!(b, a, "GET {path} changed after one submission");
+    }
+    let admin_after = client
+        .get(format!("{}/metrics", ingest.admin_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_ne!(admin_before, admin_after, "the admin listener counts it");
+    assert!(!admin_after.contains("high"), "{admin_after}");
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The seed's failure turned into a test: run the real binary at the most
 //! verbose log level, push ~1,000 submissions with distinctive coordinates,
-//! ages and profile ids through it and the real broker, and search every
-//! byte it logged and every metric it exposed for them.
+//! ages, signed-in subjects, ID tokens and contributor tokens through it
+//! and the real broker, and search every byte it logged and every metric it
+//! exposed for them, and for anyone's triage result.
 
+use hushmap_testkit::idp::TestIdp;
 use hushmap_testkit::{brokers, create_topics, eventually, payload_keys, unique};
 use serde_json::json;
 use std::io::Read;
@@ -20,21 +22,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Distinctive values: 6-decimal coordinates and profile ids that occur
+/// Distinctive values: 6-decimal coordinates and subject ids that occur
 /// nowhere else.
 fn submission(i: usize) -> (serde_json::Value, String, String, String) {
     // Integer parts of 60 and above: a needle like "12.1241" would also
     // match log timestamps at second 12 ("…T01:45:12.124123Z").
     let lat = format!("{:.6}", 64.0 + (i as f64) * 0.000_731 + 0.123_457);
     let lon = format!("{:.6}", 77.0 + (i as f64) * 0.000_593 + 0.654_321);
-    let profile = format!("pii-canary-{i:04}-qzx");
+    let subject = format!("pii-canary-{i:04}-qzx");
     let body = json!({
         "for": "self", "age": 17 + (i % 97), "gender": "other", "symptoms": ["fever", "headache"], "conditions": ["diabetes"],
         "travelled_internationally_14d": i.is_multiple_of(2), "contact_with_confirmed_case": i.is_multiple_of(3),
         "location": {"lat": lat.parse::<f64>().unwrap(), "lon": lon.parse::<f64>().unwrap()},
-        "profile": profile,
     });
-    (body, lat, lon, profile)
+    (body, lat, lon, subject)
 }
 
 const CONTRIBUTOR_SECRET: &str = "log-test-secret-0123456789abcdef0123456789";
@@ -43,9 +44,14 @@ const CONTRIBUTOR_SECRET: &str = "log-test-secret-0123456789abcdef0123456789";
 async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
     let topic = unique("test.ingest.pii");
     create_topics(&[(&topic, 2)]).await?;
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
         .env_clear()
+        .env(
+            "HUSHMAP_INGEST_ADMIN_LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )
+        .envs(TestIdp::ingest_env())
         .env("HUSHMAP_LOG", "trace")
         .env("HUSHMAP_LOG_FORMAT", "json")
         .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
@@ -86,15 +92,42 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
         key_hex.to_string(),
         key_hex[..16].to_string(),
     ];
+    let idp = TestIdp::ed25519();
+    let mut browser_token: Option<String> = None;
     for i in 0..N {
-        let (body, lat, lon, profile) = submission(i);
+        let (body, lat, lon, subject) = submission(i);
         let age = body["age"].as_u64().unwrap();
-        let resp = client
-            .post(format!("{url}/v1/submissions"))
-            .json(&body)
-            .send()
-            .await?;
+        // Half signed in (a subject of their own), half one anonymous
+        // browser sending back its contributor token.
+        let mut request = client.post(format!("{url}/v1/submissions")).json(&body);
+        let id_token = idp.token_for(&subject);
+        if i % 2 == 0 {
+            request = request.bearer_auth(&id_token);
+            needles.push(id_token.clone());
+            needles.push(id_token.rsplit('.').next().unwrap().to_string());
+            needles.push(subject.clone());
+        } else if let Some(t) = &browser_token {
+            request = request.header("hushmap-contributor", t);
+        }
+        let resp = request.send().await?;
         assert_eq!(resp.status(), 202);
+        let answer: serde_json::Value = resp.json().await?;
+        if let Some(t) = answer["contributor_token"].as_str() {
+            needles.push(t.to_string());
+            browser_token = Some(t.to_string());
+        }
+        // A forged token: refused, and the refusal does not echo it either.
+        if i % 100 == 0 {
+            let forged = TestIdp::foreign().token_for(&subject);
+            let resp = client
+                .post(format!("{url}/v1/submissions"))
+                .bearer_auth(&forged)
+                .json(&body)
+                .send()
+                .await?;
+            assert_eq!(resp.status(), 401);
+            needles.push(forged.rsplit('.').next().unwrap().to_string());
+        }
         // Also send a broken copy: error paths log too.
         let mut broken = body.clone();
         broken["age"] = json!(format!("{age} years"));
@@ -107,15 +140,16 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
         needles.extend([
             lat.clone(),
             lon.clone(),
-            profile,
             format!("\"age\":{age}"),
             format!("age={age}"),
         ]);
         needles.push(lat[..lat.len() - 2].to_string()); // 4 decimals is still a house
         needles.push(lon[..lon.len() - 2].to_string());
     }
+    // Nobody's triage result is logged or counted apart.
+    needles.extend(["\"risk\"".to_string(), "risk=".to_string()]);
     let metrics = client
-        .get(format!("{url}/metrics"))
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .send()
         .await?
         .text()

@@ -1,18 +1,39 @@
 //! The self-check form in a real browser (Debian's chromium driven by
 //! playwright-core, see `tests/browser/selfcheck.mjs`): a person fills it in
-//! and gets their risk level; the location leaves the browser coarsened.
+//! and gets their risk level; the location leaves the browser coarsened;
+//! checking again sends the browser's contributor token back; signing in
+//! through the development identity provider sends an ID token instead.
 //! The screenshot is kept at `target/test-artifacts/selfcheck.png`.
 
 mod common;
 
-use common::start_ingest;
+use common::{start_ingest, trust_test_idp};
+use hushmap_ingest::dev_idp::{DevIdp, DevSigner};
+use hushmap_testkit::idp::{TEST_AUDIENCE, TEST_ISSUER, TestIdp};
 use std::path::PathBuf;
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_fills_in_the_form_and_gets_advice() -> anyhow::Result<()> {
-    let ingest = start_ingest(|_| {}).await?;
+    let idp_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let ingest = start_ingest(|c| {
+        trust_test_idp(c);
+        c.identity.sign_in_url = Some(format!("http://{idp_addr}/"));
+    })
+    .await?;
     let url = ingest.url.clone();
+    let signer = DevSigner::load(
+        &TestIdp::ed25519().private_key_file(),
+        TEST_ISSUER,
+        TEST_AUDIENCE,
+        600,
+    )?;
+    let (stop_idp, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        DevIdp::new(signer, &format!("{url}/")).serve(idp_addr, async move {
+            let _ = stopped.await;
+        }),
+    );
 
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     anyhow::ensure!(
@@ -31,6 +52,7 @@ async fn a_person_fills_in_the_form_and_gets_advice() -> anyhow::Result<()> {
             .output()
     })
     .await??;
+    let _ = stop_idp.send(());
     assert!(
         out.status.success(),
         "browser test failed:\n{}{}",

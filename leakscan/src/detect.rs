@@ -33,6 +33,8 @@ pub enum LeakKind {
     ProfileHash,
     ClientIp,
     UserAgent,
+    /// An ID token or contributor token, or its signature alone.
+    Token,
 }
 
 impl fmt::Display for LeakKind {
@@ -44,6 +46,7 @@ impl fmt::Display for LeakKind {
             LeakKind::ProfileHash => "profile_hash",
             LeakKind::ClientIp => "client_ip",
             LeakKind::UserAgent => "user_agent",
+            LeakKind::Token => "token",
         })
     }
 }
@@ -214,6 +217,23 @@ impl Needles {
         }
     }
 
+    /// A bearer or contributor token: itself, and each dot-separated part
+    /// of 16 characters or more (a JWT's signature alone still proves who
+    /// it was; its header alone is shared by every token and says nothing).
+    pub fn add_token(&mut self, token: &str) {
+        self.push(LeakKind::Token, "submitted token", token.as_bytes());
+        let parts: Vec<&str> = token.split('.').collect();
+        if parts.len() > 1 {
+            for part in parts.iter().skip(1).filter(|p| p.len() >= 16) {
+                self.push(
+                    LeakKind::Token,
+                    "part of a submitted token",
+                    part.as_bytes(),
+                );
+            }
+        }
+    }
+
     /// Any other distinctive value (an IP, a user agent): looked for as text.
     pub fn add_text(&mut self, kind: LeakKind, text: &str) {
         self.push(kind, "submitted value", text.as_bytes());
@@ -235,7 +255,8 @@ impl Needles {
     }
 
     /// Parses a needles file: one `KIND VALUE` per line (`coordinate`,
-    /// `profile`, `client_ip`, `user_agent`); `#` starts a comment.
+    /// `profile` (a user id: a profile or an ID token's subject),
+    /// `client_ip`, `user_agent`, `token`); `#` starts a comment.
     pub fn parse(text: &str) -> Result<Needles, crate::ScanError> {
         let mut needles = Needles::default();
         for (i, line) in text.lines().enumerate() {
@@ -251,6 +272,7 @@ impl Needles {
                 "profile" => needles.add_profile(value),
                 "client_ip" => needles.add_text(LeakKind::ClientIp, value),
                 "user_agent" => needles.add_text(LeakKind::UserAgent, value),
+                "token" => needles.add_token(value),
                 _ => return Err(bad()),
             }
         }

@@ -41,7 +41,7 @@ pub enum ScanError {
     #[error("fetching {url}: {reason}")]
     Http { url: String, reason: String },
     #[error(
-        "needles file line {line}: expected `KIND VALUE` with KIND one of coordinate, profile, client_ip, user_agent"
+        "needles file line {line}: expected `KIND VALUE` with KIND one of coordinate, profile, client_ip, user_agent, token"
     )]
     Needles { line: usize },
 }

@@ -42,7 +42,7 @@ struct Args {
     #[arg(long)]
     url: Vec<String>,
     /// Known submitted values, one `KIND VALUE` per line (coordinate,
-    /// profile, client_ip, user_agent).
+    /// profile, client_ip, user_agent, token).
     #[arg(long)]
     needles: Option<PathBuf>,
     /// One JSON object per finding on stdout instead of text.

@@ -33,16 +33,11 @@ pub fn region_of(s: &hushmap_schema::submission::Submission) -> String {
     cell.expect("generated submissions are valid").to_string()
 }
 
-/// `n` generated submissions, all anonymous: each is its own contributor,
-/// so at a huge ε the released counts must equal what was sent.
+/// `n` generated submissions. Posted without a contributor token, each
+/// comes from a new anonymous browser and is its own contributor, so at a
+/// huge ε the released counts must equal what was sent.
 pub fn anonymous_submissions(seed: u64, n: usize) -> Vec<hushmap_schema::submission::Submission> {
-    let mut generator = hushmap_traffic::SubmissionGenerator::with_profile(
-        seed,
-        hushmap_traffic::TrafficProfile {
-            signed_up_share: 0.0,
-            ..hushmap_traffic::TrafficProfile::default()
-        },
-    );
+    let mut generator = hushmap_traffic::SubmissionGenerator::new(seed);
     (0..n).map(|_| generator.next_submission()).collect()
 }
 
@@ -66,6 +61,9 @@ pub struct PipelineOptions {
     pub public_regions: Vec<String>,
     /// The dashboard's access tokens (empty: open, loopback only).
     pub dashboard_tokens: Vec<hushmap_dashboard::auth::TokenEntry>,
+    /// The aggregator's schedule epoch (ms); `None`: the window holding the
+    /// pipeline's start, so what a test sends at once is scheduled.
+    pub schedule_epoch: Option<i64>,
 }
 
 impl Default for PipelineOptions {
@@ -76,6 +74,7 @@ impl Default for PipelineOptions {
             epsilon_per_window: 1.0,
             public_regions: Vec::new(),
             dashboard_tokens: Vec::new(),
+            schedule_epoch: None,
         }
     }
 }
@@ -118,6 +117,7 @@ impl Pipeline {
 
         let mut ingest_config = IngestConfig {
             listen: loopback,
+            admin_listen: loopback,
             dev_mode: true,
             payload_keys: Some(payload_keyring()),
             ..IngestConfig::default()
@@ -131,6 +131,13 @@ impl Pipeline {
         ingest_config.contributor_secret = Some(hushmap_ingest::config::Secret::new(
             "test-secret-0123456789abcdef0123456789",
         ));
+        // Signed-in submissions carry ID tokens of the test provider.
+        {
+            use hushmap_testkit::idp::{TEST_AUDIENCE, TEST_ISSUER, TestIdp};
+            ingest_config.identity.pem_files = TestIdp::public_keys();
+            ingest_config.identity.issuer = Some(TEST_ISSUER.into());
+            ingest_config.identity.audience = Some(TEST_AUDIENCE.into());
+        }
 
         let mut aggregate_config = AggregateConfig {
             dev_mode: true,
@@ -146,6 +153,12 @@ impl Pipeline {
         aggregate_config.kafka.transactional_id = unique("test.aggregate.txn");
         aggregate_config.window_secs = options.window_secs;
         aggregate_config.allowed_lateness_secs = options.allowed_lateness_secs;
+        aggregate_config.schedule_epoch = Some(
+            options
+                .schedule_epoch
+                .unwrap_or_else(|| hushmap_testkit::current_window_start(options.window_secs))
+                .to_string(),
+        );
         aggregate_config.privacy.epsilon_per_window = options.epsilon_per_window;
         aggregate_config.privacy.public_regions = options.public_regions.clone();
         // Tests release many short windows; the ledger's budget must allow them.

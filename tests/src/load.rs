@@ -1,8 +1,12 @@
 //! Steady submission load with a distinctive value in every field, for soak
-//! and fault tests: each coordinate, profile, client address (sent as
-//! `X-Forwarded-For`) and user agent is new and recorded as a needle for
-//! `hushmap-leakscan`. Every submission has its own profile, so each is its
-//! own contributor and, at a huge ε, released totals equal accepted ones.
+//! and fault tests: each coordinate, signed-in subject, ID token, client
+//! address (sent as `X-Forwarded-For`) and user agent is new and recorded
+//! as a needle for `hushmap-leakscan`. Every submission is signed in as a
+//! subject of its own, so each is its own contributor and, at a huge ε,
+//! released totals equal accepted ones. (The ingest under load must trust
+//! the test identity provider: [`TestIdp::ingest_env`].)
+
+use hushmap_testkit::idp::TestIdp;
 
 use hushmap_schema::submission::Location;
 use std::fmt::Write as _;
@@ -28,9 +32,12 @@ pub struct LoadReport {
     pub needles: String,
 }
 
-/// One distinctive submission (JSON body, client address, user agent),
-/// its values appended to `needles`.
-pub fn distinctive_submission(i: u64, needles: &mut String) -> (serde_json::Value, String, String) {
+/// One distinctive submission (JSON body, ID token, client address, user
+/// agent), its values appended to `needles`.
+pub fn distinctive_submission(
+    i: u64,
+    needles: &mut String,
+) -> (serde_json::Value, String, String, String) {
     let mut s = crate::anonymous_submissions(1_000 + i, 1).remove(0);
     let [south, west, north, east] = LOAD_AREA;
     s.location = Some(Location {
@@ -38,8 +45,8 @@ pub fn distinctive_submission(i: u64, needles: &mut String) -> (serde_json::Valu
         lon: west + rand::random::<f64>() * (east - west),
     });
     s.region = None;
-    let profile = format!("load-profile-{i:06}-{:08x}", rand::random::<u32>());
-    s.profile = Some(profile.clone());
+    let subject = format!("load-subject-{i:06}-{:08x}", rand::random::<u32>());
+    let token = TestIdp::ed25519().token_for(&subject);
     let ip = format!("203.0.113.{}", 1 + i % 250);
     let agent = format!("HushmapLoad/1.0 (load-ua-{:08x})", rand::random::<u32>());
     let body = serde_json::to_value(&s).expect("a submission serialises");
@@ -47,10 +54,11 @@ pub fn distinctive_submission(i: u64, needles: &mut String) -> (serde_json::Valu
     for key in ["lat", "lon"] {
         let _ = writeln!(needles, "coordinate {}", body["location"][key]);
     }
-    let _ = writeln!(needles, "profile {profile}");
+    let _ = writeln!(needles, "profile {subject}");
+    let _ = writeln!(needles, "token {token}");
     let _ = writeln!(needles, "client_ip {ip}");
     let _ = writeln!(needles, "user_agent {agent}");
-    (body, ip, agent)
+    (body, token, ip, agent)
 }
 
 /// Starts sending `rate` submissions/s to `ingest_url` for `duration`, at
@@ -66,7 +74,7 @@ pub fn steady_load(ingest_url: &str, rate: f64, duration: Duration) -> JoinHandl
         let mut answers = Vec::new();
         while started.elapsed() < duration {
             ticker.tick().await;
-            let (body, ip, agent) = distinctive_submission(report.sent, &mut report.needles);
+            let (body, token, ip, agent) = distinctive_submission(report.sent, &mut report.needles);
             report.sent += 1;
             let permit = in_flight
                 .clone()
@@ -77,6 +85,7 @@ pub fn steady_load(ingest_url: &str, rate: f64, duration: Duration) -> JoinHandl
                 .post(&url)
                 .header("x-forwarded-for", ip)
                 .header("user-agent", agent)
+                .bearer_auth(token)
                 .json(&body);
             answers.push(tokio::spawn(async move {
                 let status = request.send().await.map(|r| r.status().as_u16());

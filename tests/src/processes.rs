@@ -174,6 +174,8 @@ pub struct ServiceSet {
     pub aggregate: ServiceProcess,
     pub dashboard: ServiceProcess,
     pub ingest_url: String,
+    /// Ingest's admin listener (`/metrics`).
+    pub ingest_admin_url: String,
     pub dashboard_url: String,
     pub aggregate_metrics_url: String,
     pub submissions_topic: String,
@@ -229,9 +231,17 @@ impl ServiceSet {
         let run_dir = artifacts_dir().join(unique(&options.name));
         let log_dir = run_dir.join("logs");
         let data_dir = run_dir.join("dashboard-data");
-        let (ingest_port, metrics_port, dashboard_port, flight_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (ingest_port, ingest_admin_port, metrics_port, dashboard_port, flight_port) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         let window = options.window_secs.to_string();
+        // The window holding the start: what the load sends at once is scheduled;
+        // a restarted aggregator keeps the same epoch (the same environment).
+        let schedule_epoch = hushmap_testkit::current_window_start(options.window_secs);
         let service_env =
             |service: &str, vars: Vec<(&str, String)>| -> anyhow::Result<Vec<(String, String)>> {
                 let mut env = vec![
@@ -253,6 +263,10 @@ impl ServiceSet {
                 "ingest",
                 vec![
                     ("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{ingest_port}")),
+                    (
+                        "HUSHMAP_INGEST_ADMIN_LISTEN",
+                        format!("127.0.0.1:{ingest_admin_port}"),
+                    ),
                     ("HUSHMAP_INGEST_DEV_MODE", "true".into()),
                     ("HUSHMAP_INGEST_WINDOW_SECS", window.clone()),
                     ("HUSHMAP_INGEST_ALLOWED_LATENESS_SECS", "2".into()),
@@ -268,7 +282,12 @@ impl ServiceSet {
                     ),
                     ("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET.into()),
                 ],
-            )?,
+            )
+            .map(|mut env| {
+                // The load is signed in (one subject per submission).
+                env.extend(hushmap_testkit::idp::TestIdp::ingest_env());
+                env
+            })?,
             &log_dir,
         )?;
         let aggregate = ServiceProcess::spawn(
@@ -282,6 +301,10 @@ impl ServiceSet {
                         format!("127.0.0.1:{metrics_port}"),
                     ),
                     ("HUSHMAP_AGGREGATE_DEV_MODE", "true".into()),
+                    (
+                        "HUSHMAP_AGGREGATE_SCHEDULE_EPOCH",
+                        schedule_epoch.to_string(),
+                    ),
                     ("HUSHMAP_AGGREGATE_WINDOW_SECS", window),
                     ("HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS", "2".into()),
                     ("HUSHMAP_AGGREGATE_TICK_MS", "200".into()),
@@ -343,6 +366,7 @@ impl ServiceSet {
             aggregate,
             dashboard,
             ingest_url: format!("http://127.0.0.1:{ingest_port}"),
+            ingest_admin_url: format!("http://127.0.0.1:{ingest_admin_port}"),
             dashboard_url: format!("http://127.0.0.1:{dashboard_port}"),
             aggregate_metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             submissions_topic,

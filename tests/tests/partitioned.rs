@@ -17,6 +17,7 @@
 use hushmap_schema::sealed::SEALED_LEN;
 use hushmap_schema::submission::Location;
 use hushmap_schema::{BoundedMessage, CoarseRecord, Release};
+use hushmap_testkit::idp::TestIdp;
 use hushmap_testkit::{
     KafkaCluster, committed_records_on, create_topics_on, now_ms, topic_records_on,
 };
@@ -32,6 +33,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const WINDOW_SECS: u32 = 10;
+
+/// Every aggregator of the test, the late joiner and the single reference
+/// included, starts its schedule at the same window (the one holding the
+/// test's start), as a deployment's instances must.
+fn schedule_epoch() -> i64 {
+    static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| hushmap_testkit::current_window_start(WINDOW_SECS))
+}
 const LATENESS_SECS: u32 = 6;
 /// Returning contributors: each may submit many times a window.
 const POOL: u64 = 40;
@@ -57,6 +66,7 @@ fn ingest_env(brokers: &str, topics: &Topics, port: u16) -> Vec<(String, String)
     let mut env = common_env();
     for (k, v) in [
         ("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}")),
+        ("HUSHMAP_INGEST_ADMIN_LISTEN", "127.0.0.1:0".into()),
         ("HUSHMAP_INGEST_DEV_MODE", "true".into()),
         ("HUSHMAP_INGEST_WINDOW_SECS", WINDOW_SECS.to_string()),
         (
@@ -72,6 +82,8 @@ fn ingest_env(brokers: &str, topics: &Topics, port: u16) -> Vec<(String, String)
     ] {
         env.push((k.into(), v));
     }
+    // Returning contributors are signed in.
+    env.extend(TestIdp::ingest_env());
     env
 }
 
@@ -94,6 +106,10 @@ fn aggregate_env(
             format!("127.0.0.1:{}", free_port()),
         ),
         ("HUSHMAP_AGGREGATE_DEV_MODE", "true".into()),
+        (
+            "HUSHMAP_AGGREGATE_SCHEDULE_EPOCH",
+            schedule_epoch().to_string(),
+        ),
         ("HUSHMAP_AGGREGATE_WINDOW_SECS", WINDOW_SECS.to_string()),
         (
             "HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS",
@@ -148,6 +164,7 @@ struct Sent {
 /// 60% from the returning pool, from anywhere in the load area.
 async fn mixed_load(ingests: Vec<String>, rate: f64, duration: Duration, sent: Arc<Sent>) {
     let client = reqwest::Client::new();
+    let idp = TestIdp::ed25519();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     let started = Instant::now();
     let mut answers = Vec::new();
@@ -162,9 +179,11 @@ async fn mixed_load(ingests: Vec<String>, rate: f64, duration: Duration, sent: A
         });
         s.region = None;
         let returning = (rand::random::<f64>() < 0.6).then(|| rand::random::<u64>() % POOL);
-        s.profile = returning.map(|k| format!("returning-{k}"));
         let url = format!("{}/v1/submissions", ingests[i as usize % ingests.len()]);
-        let request = client.post(url).json(&s);
+        let mut request = client.post(url).json(&s);
+        if let Some(k) = returning {
+            request = request.bearer_auth(idp.token_for(&format!("returning-{k}")));
+        }
         let sent = sent.clone();
         answers.push(tokio::spawn(async move {
             match request.send().await.map(|r| r.status().as_u16()) {

@@ -146,7 +146,7 @@ fn malformed_secrets_are_refused_without_echoing_them() {
 #[test]
 fn every_service_refuses_a_public_bind_unless_told() {
     let kafka = brokers();
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (
             "hushmap-ingest",
             vec![
@@ -154,6 +154,17 @@ fn every_service_refuses_a_public_bind_unless_told() {
                 ("HUSHMAP_INGEST_KAFKA__BROKERS", kafka.clone()),
             ],
             "allow_public_bind",
+        ),
+        (
+            "hushmap-ingest",
+            vec![
+                (
+                    "HUSHMAP_INGEST_ADMIN_LISTEN",
+                    format!("0.0.0.0:{}", free_port()),
+                ),
+                ("HUSHMAP_INGEST_KAFKA__BROKERS", kafka.clone()),
+            ],
+            "admin_public",
         ),
         (
             "hushmap-aggregate",

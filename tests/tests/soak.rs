@@ -98,7 +98,7 @@ async fn soak_holds_load_loses_nothing_and_leaks_nothing() -> anyhow::Result<()>
         .arg(&services.log_dir)
         .arg("--path")
         .arg(&services.data_dir)
-        .args(["--url", &format!("{}/metrics", services.ingest_url)])
+        .args(["--url", &format!("{}/metrics", services.ingest_admin_url)])
         .args(["--url", &services.aggregate_metrics_url])
         .args(["--url", &format!("{dashboard}/metrics")])
         .args(["--url", &format!("{dashboard}/api/v1/export?format=arrow")])

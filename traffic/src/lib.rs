@@ -2,7 +2,10 @@
 //!
 //! Submissions cluster around real cities with plausible age and symptom
 //! mixes; each city has its own illness rate so a heatmap shows contrast.
-//! Generation is seeded and reproducible.
+//! A [`Population`] decides who sends each one: signed-in people (an ID
+//! token) and anonymous browsers (their contributor token), many of whom
+//! come back, so contribution bounding has work to do. Generation is seeded
+//! and reproducible.
 
 use hushmap_schema::domain::{Condition, Gender, Subject, Symptom};
 use hushmap_schema::submission::{Location, Submission};
@@ -69,21 +72,13 @@ pub const CITIES: [City; 5] = [
 /// Knobs of the generator.
 #[derive(Debug, Clone)]
 pub struct TrafficProfile {
-    /// Share of submissions from signed-up users (with a `profile`).
-    pub signed_up_share: f64,
-    /// Number of distinct signed-up users profiles are drawn from.
-    pub signed_up_pool: u32,
     /// Share of submissions sending an H3 `region` instead of a location.
     pub region_share: f64,
 }
 
 impl Default for TrafficProfile {
     fn default() -> Self {
-        TrafficProfile {
-            signed_up_share: 0.3,
-            signed_up_pool: 50_000,
-            region_share: 0.1,
-        }
+        TrafficProfile { region_share: 0.1 }
     }
 }
 
@@ -197,12 +192,6 @@ impl SubmissionGenerator {
                 None,
             )
         };
-        let profile = (self.rng.random::<f64>() < self.profile.signed_up_share).then(|| {
-            format!(
-                "user-{:06}",
-                self.rng.random_range(0..self.profile.signed_up_pool.max(1))
-            )
-        });
         Submission {
             subject: match self.rng.random_range(0..10) {
                 0..=6 => Subject::Myself,
@@ -222,8 +211,99 @@ impl SubmissionGenerator {
             contact_with_confirmed_case: self.rng.random::<f64>() < if ill { 0.3 } else { 0.05 },
             location,
             region,
-            profile,
             observed_at: None,
+        }
+    }
+}
+
+/// Who sends the next submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// Signed-in person number `n` (subject `traffic-user-<n>`).
+    SignedIn(u32),
+    /// Anonymous browser number `n`; it sends back the token of its first
+    /// answer, if it has one.
+    Browser(u32),
+}
+
+/// Knobs of a [`Population`].
+#[derive(Debug, Clone)]
+pub struct PopulationProfile {
+    /// Share of submissions from signed-in people (only when the traffic
+    /// can sign ID tokens).
+    pub signed_in_share: f64,
+    /// How many signed-in people and anonymous browsers there are: each
+    /// submission comes from one drawn at random, so most come back.
+    pub people: u32,
+    pub browsers: u32,
+}
+
+impl Default for PopulationProfile {
+    fn default() -> Self {
+        PopulationProfile {
+            signed_in_share: 0.3,
+            people: 2_000,
+            browsers: 20_000,
+        }
+    }
+}
+
+/// Who submits: signed-in people and anonymous browsers, each keeping the
+/// contributor token it was given.
+pub struct Population {
+    rng: StdRng,
+    profile: PopulationProfile,
+    tokens: std::collections::HashMap<u32, String>,
+}
+
+impl Population {
+    /// ```
+    /// use hushmap_traffic::{Population, PopulationProfile, Sender};
+    /// let mut p = Population::new(1, PopulationProfile { signed_in_share: 0.0, people: 0, browsers: 3 });
+    /// let who = p.next_sender();
+    /// assert!(matches!(who, Sender::Browser(n) if n < 3));
+    /// assert_eq!(p.contributor_token(who), None);
+    /// p.remember(who, Some("c1.x"));
+    /// assert_eq!(p.contributor_token(who), Some("c1.x"));
+    /// ```
+    pub fn new(seed: u64, profile: PopulationProfile) -> Population {
+        Population {
+            rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            profile,
+            tokens: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Who sends the next submission.
+    pub fn next_sender(&mut self) -> Sender {
+        if self.profile.people > 0 && self.rng.random::<f64>() < self.profile.signed_in_share {
+            Sender::SignedIn(self.rng.random_range(0..self.profile.people))
+        } else {
+            Sender::Browser(self.rng.random_range(0..self.profile.browsers.max(1)))
+        }
+    }
+
+    /// The subject a signed-in person's ID token carries.
+    pub fn subject(n: u32) -> String {
+        format!("traffic-user-{n:06}")
+    }
+
+    /// The contributor token an anonymous browser sends back, if it has one.
+    pub fn contributor_token(&self, sender: Sender) -> Option<&str> {
+        match sender {
+            Sender::Browser(n) => self.tokens.get(&n).map(String::as_str),
+            Sender::SignedIn(_) => None,
+        }
+    }
+
+    /// Keeps the contributor token an answer gave a browser; forgets it
+    /// when the service refused it (the browser starts over).
+    pub fn remember(&mut self, sender: Sender, token: Option<&str>) {
+        if let Sender::Browser(n) = sender {
+            match token {
+                Some(t) => self.tokens.insert(n, t.to_string()),
+                None => self.tokens.remove(&n),
+            };
         }
     }
 }

@@ -1,4 +1,6 @@
-// Fills in the self-check form in a real browser and checks the answer.
+// Fills in the self-check form in a real browser and checks the answer;
+// then checks again as the same anonymous browser (its contributor token
+// sent back) and signed in through the development identity provider.
 // Usage: node selfcheck.mjs <ingest base URL> <screenshot path>
 // Chromium: $HUSHMAP_CHROMIUM or /usr/bin/chromium (Debian's package).
 import { chromium } from "playwright-core";
@@ -13,7 +15,10 @@ const browser = await chromium.launch({
 try {
   const page = await browser.newPage();
   const posted = [];
-  page.on("request", (r) => { if (r.url().endsWith("/v1/submissions")) posted.push(r.postData()); });
+  const sentHeaders = [];
+  page.on("request", (r) => {
+    if (r.url().endsWith("/v1/submissions")) { posted.push(r.postData()); sentHeaders.push(r.headers()); }
+  });
   await page.goto(base + "/");
 
   // Missing location: the page explains before sending anything.
@@ -40,6 +45,22 @@ try {
   assert.equal(sent.age, 67);
   assert.deepEqual(sent.symptoms, ["fever", "dry_cough"]);
   assert.ok(!("profile" in sent));
+  // The first check: no identity sent; the answer's contributor token is
+  // kept in this browser, and the page says the browser counts as one.
+  assert.equal(sentHeaders[0]["hushmap-contributor"], undefined);
+  assert.equal(sentHeaders[0]["authorization"], undefined);
+  const token = await page.evaluate(() => localStorage.getItem("hushmap.contributor_token"));
+  assert.match(token, /^c1\./);
+  await page.getByText("This browser then counts as one person").waitFor();
+
+  // Checking again from the same browser sends the token back.
+  await page.getByLabel("Age in years").fill("68");
+  const again = page.waitForResponse((r) => r.url().endsWith("/v1/submissions"));
+  await page.getByRole("button", { name: "Check" }).click();
+  assert.equal((await again).status(), 202);
+  assert.equal(posted.length, 2);
+  assert.equal(sentHeaders[1]["hushmap-contributor"], token);
+  assert.equal(sentHeaders[1]["authorization"], undefined);
 
   // Server-side errors are shown: an impossible age.
   await page.getByLabel("Age in years").fill("130");
@@ -47,6 +68,28 @@ try {
   await page.getByText("age must be an integer from 0 to 120").waitFor();
 
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+
+  // Signing in, through the (development) identity provider and back.
+  await page.getByRole("link", { name: "Sign in to follow your symptoms over time" }).click();
+  await page.getByLabel("Your name (any)").fill("asha");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByText("You are signed in").waitFor();
+  assert.equal(new URL(page.url()).hash, "", "the ID token is taken out of the address bar");
+  await page.getByLabel("Age in years").fill("44");
+  await page.getByLabel("Latitude").fill("19.07612");
+  await page.getByLabel("Longitude").fill("72.87765");
+  const answer = page.waitForResponse((r) => r.url().endsWith("/v1/submissions"));
+  await page.getByRole("button", { name: "Check" }).click();
+  const signedIn = await answer;
+  assert.equal(signedIn.status(), 202);
+  assert.equal((await signedIn.json()).contributor_token, undefined);
+  const last = sentHeaders[sentHeaders.length - 1];
+  assert.match(last["authorization"], /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
+  assert.equal(last["hushmap-contributor"], undefined);
+
+  // Signing out: anonymous again, with the same browser token.
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByText("This browser then counts as one person").waitFor();
   console.log("selfcheck page: ok");
 } finally {
   await browser.close();

@@ -8,6 +8,9 @@ use tokio::sync::oneshot;
 /// A running ingest; stops when dropped.
 pub struct TestIngest {
     pub url: String,
+    /// The admin listener (`/metrics`).
+    #[allow(dead_code)]
+    pub admin_url: String,
     #[allow(dead_code)] // each test binary compiles this module; not all read the topic
     pub topic: String,
     _stop: oneshot::Sender<()>,
@@ -19,6 +22,7 @@ pub struct TestIngest {
 pub async fn start_ingest(tweak: impl FnOnce(&mut IngestConfig)) -> anyhow::Result<TestIngest> {
     let mut c = IngestConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         dev_mode: true,
         payload_keys: Some(payload_keyring()),
         ..IngestConfig::default()
@@ -31,13 +35,25 @@ pub async fn start_ingest(tweak: impl FnOnce(&mut IngestConfig)) -> anyhow::Resu
     let topic = c.kafka.topic.clone();
     let server = IngestServer::bind(c).await?;
     let url = format!("http://{}", server.local_addr());
+    let admin_url = format!("http://{}", server.admin_addr());
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(server.serve(async move {
         let _ = rx.await;
     }));
     Ok(TestIngest {
         url,
+        admin_url,
         topic,
         _stop: tx,
     })
+}
+
+/// Trusts the test identity provider's fixture keys
+/// ([`hushmap_testkit::idp`]).
+#[allow(dead_code)]
+pub fn trust_test_idp(c: &mut IngestConfig) {
+    use hushmap_testkit::idp::{TEST_AUDIENCE, TEST_ISSUER, TestIdp};
+    c.identity.pem_files = TestIdp::public_keys();
+    c.identity.issuer = Some(TEST_ISSUER.into());
+    c.identity.audience = Some(TEST_AUDIENCE.into());
 }
