@@ -1,6 +1,7 @@
-//! Property tests: whatever bytes or JSON arrive, the handler answers with
-//! the contract (202, or a 4xx problem document that names a known code)
-//! and never panics or hangs.
+//! Property tests: whatever bytes, JSON or identity headers arrive, the
+//! handler answers with the contract (202, or a 4xx problem document that
+//! names a known code) and never panics or hangs; made-up tokens are never
+//! taken as an identity.
 
 mod common;
 
@@ -9,13 +10,18 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
 
-const CODES: [&str; 6] = [
+const CODES: [&str; 11] = [
     "malformed_json",
     "unknown_field",
     "missing_field",
     "invalid_value",
     "payload_too_large",
     "unsupported_media_type",
+    "conflicting_identity",
+    "invalid_id_token",
+    "expired_id_token",
+    "invalid_contributor_token",
+    "expired_contributor_token",
 ];
 
 struct Service {
@@ -34,7 +40,7 @@ fn service() -> &'static Service {
             .build()
             .unwrap();
         let ingest = runtime
-            .block_on(start_ingest(|_| {}))
+            .block_on(start_ingest(common::trust_test_idp))
             .expect("ingest starts");
         let url = ingest.url.clone();
         // The service lives as long as the test binary.
@@ -49,16 +55,23 @@ fn service() -> &'static Service {
 
 /// Posts `body` and checks the answer against the contract.
 fn check(body: Vec<u8>) -> Result<(), TestCaseError> {
+    check_with(body, &[]).map(|_| ())
+}
+
+/// Posts `body` with `headers` and checks the answer against the
+/// contract; returns the status.
+fn check_with(body: Vec<u8>, headers: &[(&str, &str)]) -> Result<u16, TestCaseError> {
     let s = service();
     let (status, content_type, text) = s.runtime.block_on(async {
-        let resp = s
+        let mut request = s
             .client
             .post(format!("{}/v1/submissions", s.url))
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("service answers");
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let resp = request.send().await.expect("service answers");
         let status = resp.status().as_u16();
         let ct = resp
             .headers()
@@ -73,7 +86,7 @@ fn check(body: Vec<u8>) -> Result<(), TestCaseError> {
         prop_assert_eq!(content_type, "application/json");
         prop_assert!(body["risk"].is_string() && body["region"].is_string());
     } else {
-        prop_assert!([400, 413, 422].contains(&status), "status {}", status);
+        prop_assert!([400, 401, 413, 422].contains(&status), "status {}", status);
         prop_assert_eq!(content_type, "application/problem+json");
         prop_assert_eq!(body["status"].as_u64(), Some(u64::from(status)));
         let code = body["code"].as_str().unwrap_or_default();
@@ -83,7 +96,7 @@ fn check(body: Vec<u8>) -> Result<(), TestCaseError> {
             format!("/errors/{code}")
         );
     }
-    Ok(())
+    Ok(status)
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -140,6 +153,23 @@ proptest! {
     #[test]
     fn arbitrary_json(value in arb_json()) {
         check(serde_json::to_vec(&value).unwrap())?;
+    }
+
+    /// A valid body with a made-up `Authorization` or contributor token:
+    /// refused (never a new identity), and answered by the contract.
+    #[test]
+    fn made_up_identities(
+        scheme in prop::sample::select(vec!["Bearer ", "bearer ", "Basic ", ""]),
+        token in "[ -~]{0,300}",
+        as_contributor in any::<bool>(),
+    ) {
+        let body = serde_json::to_vec(&Value::Object(valid())).unwrap();
+        let value = format!("{scheme}{token}");
+        let header = if as_contributor { "hushmap-contributor" } else { "authorization" };
+        // Only header values HTTP can carry are sent.
+        prop_assume!(reqwest::header::HeaderValue::from_str(&value).is_ok());
+        let status = check_with(body, &[(header, &value)])?;
+        prop_assert_eq!(status, 401);
     }
 
     /// Valid submissions with one field replaced by anything, or removed.
