@@ -4,7 +4,11 @@
 # 1. max throughput of a bare axum handler that parses the same JSON (the
 #    ceiling) and of the real ingest (validation, triage, coarsening, an
 #    acknowledged Kafka produce), same load tool and settings;
-# 2. latency of ingest at 70% of the ceiling's max rate.
+# 2. latency of ingest at 70% of the ceiling's max rate;
+# 3. what identity costs: ingest's max throughput when every request sends
+#    back a contributor token, or an ID token (EdDSA, ES256, RS256), beside
+#    the anonymous first check (a token issued each time); and, without the
+#    HTTP stack, the verification alone (ingest/examples/verify_cost.rs).
 #
 #   bench/ingest.sh                 # 15 s per run
 #   BENCH_SECS=30 bench/ingest.sh
@@ -27,7 +31,7 @@ if [ ! -x "$OHA" ]; then
 fi
 
 echo "bench: building release binaries"
-cargo build --release --locked -j2 -p hushmap-ingest --bin hushmap-ingest --example bare_handler
+cargo build --release --locked -j2 -p hushmap-ingest --bin hushmap-ingest --example bare_handler --example verify_cost
 
 source deploy/kafka/env.sh
 deploy/kafka/up.sh >/dev/null
@@ -41,6 +45,15 @@ cat > "$BODY" <<'JSON'
  "travelled_internationally_14d":false,"contact_with_confirmed_case":true,"location":{"lat":19.0812,"lon":72.8867}}
 JSON
 
+# The identity provider's keys (one per algorithm), made here.
+IDP="$OUT/idp"
+mkdir -p "$IDP"
+openssl genpkey -algorithm ed25519 -out "$IDP/ed25519.key.pem" 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$IDP/p256.key.pem" 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$IDP/rsa.key.pem" 2>/dev/null
+for k in ed25519 p256 rsa; do openssl pkey -in "$IDP/$k.key.pem" -pubout -out "$IDP/$k.pem"; done
+ISSUER=https://id.bench.invalid AUDIENCE=hushmap-bench
+
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -49,17 +62,21 @@ wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 
 target/release/examples/bare_handler 127.0.0.1:8090 & pids+=($!)
 HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8091 \
+  HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 \
   HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
+  HUSHMAP_INGEST_IDENTITY__PEM_FILES="[\"$IDP/ed25519.pem\",\"$IDP/p256.pem\",\"$IDP/rsa.pem\"]" \
+  HUSHMAP_INGEST_IDENTITY__ISSUER="$ISSUER" HUSHMAP_INGEST_IDENTITY__AUDIENCE="$AUDIENCE" \
   HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 target/release/hushmap-ingest & pids+=($!)
 wait_port 8090; wait_port 8091
 
-run() { # name port [rate]
-  local name=$1 port=$2 rate=${3:-}
+run() { # name port [rate] [header]
+  local name=$1 port=$2 rate=${3:-} header=${4:-}
   local extra=()
   [ -n "$rate" ] && extra=(-q "$rate")
+  [ -n "$header" ] && extra+=(-H "$header")
   echo "bench: $name ${rate:+at $rate req/s} for ${SECS}s with $CONNS connections"
-  "$OHA" -z "${SECS}s" -c "$CONNS" "${extra[@]}" --no-tui --output-format json -m POST \
-    -H "content-type: application/json" -D "$BODY" "http://127.0.0.1:$port/v1/submissions" > "$OUT/$name.json"
+  "$OHA" -z "${SECS}s" -c "$CONNS" --no-tui --output-format json -m POST \
+    -H "content-type: application/json" ${extra[@]+"${extra[@]}"} -D "$BODY" "http://127.0.0.1:$port/v1/submissions" > "$OUT/$name.json"
   python3 - "$OUT/$name.json" "$name" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
@@ -82,3 +99,15 @@ ratio = r["ingest_max"]["summary"]["requestsPerSec"] / r["bare_max"]["summary"][
 print(f"bench: ingest / bare max throughput = {ratio:.2f} (goal >= 0.50); "
       f"ingest p99 at 70% of bare max = {r['ingest_at_70pct']['latencyPercentiles']['p99']*1000:.2f} ms (goal < 20 ms)")
 PY
+
+# Identity: the same maximum with a contributor token sent back, and with
+# an ID token of each algorithm (verified on every request).
+token=$(curl -sf -H 'content-type: application/json' -d @"$BODY" http://127.0.0.1:8091/v1/submissions \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["contributor_token"])')
+run ingest_contributor_token 8091 "" "hushmap-contributor: $token"
+for k in ed25519 p256 rsa; do
+  id_token=$(target/release/hushmap-ingest dev-id-token --key "$IDP/$k.key.pem" \
+    --issuer "$ISSUER" --audience "$AUDIENCE" --subject bench --ttl-secs 3600)
+  run "ingest_id_token_$k" 8091 "" "authorization: Bearer $id_token"
+done
+target/release/examples/verify_cost "$IDP"

@@ -5,7 +5,9 @@
 #
 # Demo settings: 60-second windows (dev mode), ε = 1 per window, 100
 # submissions/s (override with HUSHMAP_DEMO_WINDOW_SECS / HUSHMAP_DEMO_RATE). The
-# contributor secret is generated per demo run.
+# contributor secret, payload key, topics and the development identity
+# provider's key are made per demo run: each run is a deployment of its own,
+# whose schedule starts at the window it starts in.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/kafka/env.sh
@@ -22,6 +24,24 @@ deploy/kafka/up.sh
 echo "demo: building the services (first build takes several minutes on 2 cores)"
 cargo build --locked -j2 --bin hushmap-ingest --bin hushmap-aggregate --bin hushmap-dashboard --bin hushmap-traffic
 
+# This run's own topics: a run is a deployment whose schedule begins now;
+# the releases of an earlier run are not its history.
+RUN_ID="$(date +%s)"
+SUBMISSIONS_TOPIC="hushmap.demo.$RUN_ID.submissions"
+RELEASES_TOPIC="hushmap.demo.$RUN_ID.releases"
+for topic in "$SUBMISSIONS_TOPIC:6" "$RELEASES_TOPIC:1"; do
+  kafka_admin org.apache.kafka.tools.TopicCommand --create --if-not-exists \
+    --topic "${topic%:*}" --partitions "${topic#*:}" --replication-factor 1 >/dev/null
+done
+
+# The development identity provider's key pair (Ed25519): the sign-in page
+# and the traffic's signed-in people sign ID tokens with the private half;
+# ingest verifies them with the public half.
+IDP_DIR="$RUN_DIR/idp"
+mkdir -p "$IDP_DIR"
+openssl genpkey -algorithm ed25519 -out "$IDP_DIR/dev-idp.key.pem" 2>/dev/null
+openssl pkey -in "$IDP_DIR/dev-idp.key.pem" -pubout -out "$IDP_DIR/dev-idp.pem"
+
 pids=()
 cleanup() {
   trap - EXIT INT TERM
@@ -29,24 +49,39 @@ cleanup() {
   echo "demo: stopping services"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
-  if [ "$started_kafka" = 1 ]; then deploy/kafka/down.sh; fi
+  if [ "$started_kafka" = 1 ]; then
+    deploy/kafka/down.sh
+  else
+    for topic in "$SUBMISSIONS_TOPIC" "$RELEASES_TOPIC"; do
+      kafka_admin org.apache.kafka.tools.TopicCommand --delete --topic "$topic" >/dev/null 2>&1 || true
+    done
+  fi
 }
 trap cleanup EXIT INT TERM
 
 export HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_WINDOW_SECS="$WINDOW_SECS" HUSHMAP_INGEST_ALLOWED_LATENESS_SECS=5
-export HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
+export HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$SUBMISSIONS_TOPIC"
 # The traffic generator is one client sending for thousands of people.
 export HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0
+# Signed-in people: ID tokens of the development identity provider.
+export HUSHMAP_INGEST_IDENTITY__PEM_FILES="[\"$IDP_DIR/dev-idp.pem\"]"
+export HUSHMAP_INGEST_IDENTITY__ISSUER=http://127.0.0.1:8090 HUSHMAP_INGEST_IDENTITY__AUDIENCE=hushmap-selfcheck
+export HUSHMAP_INGEST_IDENTITY__SIGN_IN_URL=http://127.0.0.1:8090/
 export HUSHMAP_AGGREGATE_DEV_MODE=true HUSHMAP_AGGREGATE_WINDOW_SECS="$WINDOW_SECS" HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS=5
 export HUSHMAP_AGGREGATE_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
+export HUSHMAP_AGGREGATE_KAFKA__INPUT_TOPIC="$SUBMISSIONS_TOPIC" HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC="$RELEASES_TOPIC"
+export HUSHMAP_AGGREGATE_KAFKA__GROUP_ID="hushmap-demo-$RUN_ID" HUSHMAP_AGGREGATE_KAFKA__TRANSACTIONAL_ID="hushmap-demo-$RUN_ID"
+# The schedule starts at the window the demo starts in (a deployment's
+# default is the next one), so the first map shows within a window.
+export HUSHMAP_AGGREGATE_SCHEDULE_EPOCH="$(( $(date +%s) / WINDOW_SECS * WINDOW_SECS * 1000 ))"
 # Short demo windows release far more often than a real deployment, so the
 # ledger's day and 30-day budgets are raised to match; the dashboard shows
 # the true total.
 export HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_DAY=100000
 export HUSHMAP_AGGREGATE_PRIVACY__MAX_EPSILON_PER_HORIZON=100000
 export HUSHMAP_AGGREGATE_PRIVACY__MAX_DELTA_PER_HORIZON=0.0009
-export HUSHMAP_DASHBOARD_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
-export HUSHMAP_DASHBOARD_DATA_DIR="$RUN_DIR/dashboard-data"
+export HUSHMAP_DASHBOARD_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_DASHBOARD_KAFKA__RELEASES_TOPIC="$RELEASES_TOPIC"
+export HUSHMAP_DASHBOARD_DATA_DIR="$RUN_DIR/dashboard-data-$RUN_ID"
 # A fresh access token for this demo, both roles; only its hash is kept.
 DEMO_TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 echo "$DEMO_TOKEN" | target/debug/hushmap-dashboard hash-token --roles analyst,researcher --name demo >"$RUN_DIR/dashboard-tokens"
@@ -64,6 +99,8 @@ target/debug/hushmap-aggregate >"$RUN_DIR/aggregate.log" 2>&1 &
 pids+=($!)
 target/debug/hushmap-dashboard >"$RUN_DIR/dashboard.log" 2>&1 &
 pids+=($!)
+target/debug/hushmap-ingest dev-idp --key "$IDP_DIR/dev-idp.key.pem" >"$RUN_DIR/dev-idp.log" 2>&1 &
+pids+=($!)
 
 for _ in $(seq 1 60); do
   if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/8081) 2>/dev/null; then break; fi
@@ -73,7 +110,9 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 
-target/debug/hushmap-traffic --rate "$RATE" >"$RUN_DIR/traffic.log" 2>&1 &
+# A population that comes back: 30% signed in, the rest anonymous browsers
+# that send back their contributor tokens.
+target/debug/hushmap-traffic --rate "$RATE" --idp-key "$IDP_DIR/dev-idp.key.pem" >"$RUN_DIR/traffic.log" 2>&1 &
 pids+=($!)
 
 cat <<MSG
@@ -83,8 +122,10 @@ cat <<MSG
     Token:      $DEMO_TOKEN   (analyst + researcher, this demo only)
     Exports:    curl -H "Authorization: Bearer \$TOKEN" 'http://127.0.0.1:8081/api/v1/export?format=parquet' -o cells.parquet
     Flight:     grpc://127.0.0.1:8815 (docs/RESEARCHERS.md)
+    Self-check: http://127.0.0.1:8080/   (sign in at the development identity provider, :8090)
     Ingest:     POST http://127.0.0.1:8080/v1/submissions
-    Metrics:    http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:8082/metrics (aggregate)
+    ID token:   target/debug/hushmap-ingest dev-id-token --key $IDP_DIR/dev-idp.key.pem --subject you
+    Metrics:    http://127.0.0.1:8083/metrics (ingest admin), http://127.0.0.1:8082/metrics (aggregate)
     Traffic:    $RATE submissions/s; first release about $((WINDOW_SECS + 5)) s after start
     Logs:       $RUN_DIR/*.log
 

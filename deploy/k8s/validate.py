@@ -309,6 +309,14 @@ MUTATIONS = [
     ("plaintext to the remote brokers (refused by ingest itself)",
      lambda r: container_env(r, "hushmap-ingest", "HUSHMAP_INGEST_KAFKA__SECURITY__PROTOCOL")
      .__setitem__("value", "plaintext")),
+    ("partitioned aggregators without a schedule epoch (refused by the aggregator itself)",
+     lambda r: find(r, "ConfigMap", "hushmap-aggregate")["data"].__setitem__(
+         "aggregate.toml",
+         find(r, "ConfigMap", "hushmap-aggregate")["data"]["aggregate.toml"]
+         .replace('schedule_epoch = "2027-01-01"', ""))),
+    ("an HMAC key among the identity provider's keys (refused by ingest itself)",
+     lambda r: find(r, "ConfigMap", "hushmap-idp-keys")["data"].__setitem__(
+         "jwks.json", '{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]}')),
     ("misspelt privacy setting (refused by the aggregator itself)",
      lambda r: find(r, "ConfigMap", "hushmap-aggregate")["data"].__setitem__(
          "aggregate.toml",

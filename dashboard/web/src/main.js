@@ -231,7 +231,10 @@ async function refreshReleases() {
   }
   slider.value = String(data.releases.findIndex((r) => r.window_start === state.window));
   const r = data.releases[Number(slider.value)];
-  $("window-label").textContent = `${fmtTime(r.window_start)} – ${fmtTime(r.window_end)} (${Number(slider.value) + 1}/${data.releases.length})`;
+  // Every window is released, empty or not; one the aggregator could not
+  // count (it was down past the topic's retention) says so.
+  const missed = r.meta && r.meta.coverage === "missed" ? " — missed: no data (the aggregator was down)" : "";
+  $("window-label").textContent = `${fmtTime(r.window_start)} – ${fmtTime(r.window_end)} (${Number(slider.value) + 1}/${data.releases.length})${missed}`;
   privacyPanel(data);
   return true;
 }
