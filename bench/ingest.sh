@@ -60,6 +60,10 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
+# Records are sealed on the topic: a key for this run.
+HUSHMAP_PAYLOAD_KEYS="$(target/release/hushmap-ingest generate-payload-key --id 1)"
+export HUSHMAP_PAYLOAD_KEYS
+
 target/release/examples/bare_handler 127.0.0.1:8090 & pids+=($!)
 HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8091 \
   HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 \
