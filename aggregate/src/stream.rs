@@ -273,6 +273,12 @@ impl Aggregator {
         Ok(())
     }
 
+    /// The first window start of the schedule (configured, kept from an
+    /// earlier run, or chosen at this start-up).
+    pub fn schedule_epoch(&self) -> i64 {
+        self.schedule.epoch()
+    }
+
     /// Where `/metrics` is served.
     pub fn metrics_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.metrics_listener.local_addr()

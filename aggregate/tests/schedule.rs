@@ -260,3 +260,42 @@ async fn windows_missed_while_down_are_published_as_missed_and_none_is_skipped()
     );
     Ok(())
 }
+
+/// The default epoch (the first window at or after the first start-up) is
+/// kept in the commit metadata: an aggregator stopped before its first
+/// release and started again windows later still releases from that first
+/// epoch, every window, none skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_epoch_survives_a_restart_before_the_first_release() -> anyhow::Result<()> {
+    let len = window_len().millis();
+    let mut d = deployment(0).await?;
+    d.config.schedule_epoch = None;
+    let before = now_ms();
+    let first = Aggregator::new(d.config.clone())?;
+    let epoch = first.schedule_epoch();
+    assert!(
+        epoch >= before && epoch < now_ms() + len && epoch % len == 0,
+        "the default epoch is the first window at or after start-up"
+    );
+    drop(first);
+    let topic = d.output.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || releases(&topic))
+            .await??
+            .is_empty()
+    );
+    // Started again two windows later: its own default would be later.
+    sleep_until(epoch + 2 * len + 200).await;
+    let (stop, task) = start(&d)?;
+    let all = released_through(&d.output, epoch + 4 * len).await?;
+    let _ = stop.send(());
+    task.await??;
+    let mut starts: Vec<i64> = all.iter().map(|r| r.meta.window_start).collect();
+    starts.sort_unstable();
+    let every: Vec<i64> = (0..starts.len() as i64).map(|k| epoch + k * len).collect();
+    assert_eq!(
+        starts, every,
+        "every window from the first start-up's epoch"
+    );
+    Ok(())
+}
