@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use datafusion::arrow::datatypes::SchemaRef;
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
+use hushmap_service::http::{ConnectionStats, HttpLimits};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,8 +75,6 @@ pub enum ServeError {
     Query(#[from] QueryError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
-    #[error("flight: {0}")]
-    Flight(#[from] tonic::transport::Error),
 }
 
 /// What every handler (HTTP and Flight) shares.
@@ -85,6 +84,10 @@ pub struct AppState {
     pub query: Arc<ReleaseQuery>,
     pub tokens: Arc<TokenRegistry>,
     pub cookie_secure: bool,
+    /// The HTTP listener's connection counts.
+    pub connections: ConnectionStats,
+    /// The Flight listener's.
+    pub flight_connections: ConnectionStats,
 }
 
 impl AppState {
@@ -114,6 +117,7 @@ pub struct DashboardServer {
     flight_listener: TcpListener,
     state: AppState,
     consumer: tokio::task::JoinHandle<()>,
+    http: HttpLimits,
 }
 
 impl DashboardServer {
@@ -145,8 +149,11 @@ impl DashboardServer {
                     tokens,
                 )),
                 cookie_secure: config.auth.cookie_secure,
+                connections: ConnectionStats::default(),
+                flight_connections: ConnectionStats::default(),
             },
             consumer,
+            http: config.http.clone(),
         })
     }
 
@@ -202,28 +209,45 @@ impl DashboardServer {
             }
         };
         let flight_addr = self.flight_listener.local_addr()?;
-        let flight = tonic::transport::Server::builder()
-            .add_service(
-                arrow_flight::flight_service_server::FlightServiceServer::new(
-                    ReleaseFlightService::new(state),
-                ),
-            )
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.flight_listener),
-                flight_stop,
-            );
-        let flight = tokio::spawn(flight);
+        // Flight (gRPC over HTTP/2) goes through the same accept loop as the
+        // page, with the same timeouts and its own connection cap.
+        let flight_app = tonic::service::Routes::new(
+            arrow_flight::flight_service_server::FlightServiceServer::new(
+                ReleaseFlightService::new(state.clone()),
+            ),
+        )
+        .prepare()
+        .into_axum_router();
+        let flight = tokio::spawn({
+            let limits = self.http.clone();
+            let stats = state.flight_connections.clone();
+            async move {
+                hushmap_service::http::serve(
+                    self.flight_listener,
+                    flight_app,
+                    &limits,
+                    stats,
+                    flight_stop,
+                )
+                .await
+            }
+        });
         tracing::info!(
             addr = %self.listener.local_addr()?,
             flight = %flight_addr,
             "dashboard listening"
         );
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
+        let result = hushmap_service::http::serve(
+            self.listener,
+            app,
+            &self.http,
+            state.connections.clone(),
+            async move {
                 shutdown.await;
                 let _ = stop_tx.send(());
-            })
-            .await;
+            },
+        )
+        .await;
         self.consumer.abort();
         reloader.abort();
         result?;
@@ -277,9 +301,27 @@ async fn metrics(State(state): State<AppState>) -> Response {
          hushmap_dashboard_releases_stored {}\n\
          # HELP hushmap_dashboard_release_duplicates_total Copies of already stored windows ignored.\n\
          # TYPE hushmap_dashboard_release_duplicates_total counter\n\
-         hushmap_dashboard_release_duplicates_total {}\n",
+         hushmap_dashboard_release_duplicates_total {}\n\
+         # HELP hushmap_dashboard_http_connections Connections open, by listener.\n\
+         # TYPE hushmap_dashboard_http_connections gauge\n\
+         hushmap_dashboard_http_connections{{listener=\"http\"}} {}\n\
+         hushmap_dashboard_http_connections{{listener=\"flight\"}} {}\n\
+         # HELP hushmap_dashboard_http_connections_refused_total Connections closed at once: max_connections were open.\n\
+         # TYPE hushmap_dashboard_http_connections_refused_total counter\n\
+         hushmap_dashboard_http_connections_refused_total{{listener=\"http\"}} {}\n\
+         hushmap_dashboard_http_connections_refused_total{{listener=\"flight\"}} {}\n\
+         # HELP hushmap_dashboard_http_connections_idle_closed_total Connections closed after idle_timeout_ms without a byte moving.\n\
+         # TYPE hushmap_dashboard_http_connections_idle_closed_total counter\n\
+         hushmap_dashboard_http_connections_idle_closed_total{{listener=\"http\"}} {}\n\
+         hushmap_dashboard_http_connections_idle_closed_total{{listener=\"flight\"}} {}\n",
         store.len(),
-        store.duplicates()
+        store.duplicates(),
+        state.connections.open.get(),
+        state.flight_connections.open.get(),
+        state.connections.refused.get(),
+        state.flight_connections.refused.get(),
+        state.connections.idle_closed.get(),
+        state.flight_connections.idle_closed.get(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

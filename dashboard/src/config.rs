@@ -9,6 +9,7 @@ use crate::auth::{AccessTokens, AuthError, TokenEntry};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::topics;
+use hushmap_service::http::{HttpLimits, HttpLimitsError};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub enum ConfigError {
     Tokens(#[from] AuthError),
     #[error(transparent)]
     KafkaSecurity(#[from] KafkaSecurityError),
+    #[error(transparent)]
+    Http(#[from] HttpLimitsError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +75,9 @@ pub struct DashboardConfig {
     pub data_dir: PathBuf,
     pub kafka: KafkaSettings,
     pub auth: AuthSettings,
+    /// Header-read and idle timeouts and the connection cap, for the HTTP
+    /// and the Flight listener each.
+    pub http: HttpLimits,
 }
 
 impl Default for DashboardConfig {
@@ -82,6 +88,7 @@ impl Default for DashboardConfig {
             data_dir: PathBuf::from("data/dashboard"),
             kafka: KafkaSettings::default(),
             auth: AuthSettings::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -116,6 +123,7 @@ impl DashboardConfig {
     /// Refuses a bind beyond loopback when no tokens are configured.
     pub fn validate(&self) -> Result<AccessTokens, ConfigError> {
         self.kafka.security.validate(&self.kafka.brokers)?;
+        self.http.validate()?;
         let tokens = self.access_tokens()?;
         if tokens.is_empty() {
             for addr in [self.listen, self.flight_listen] {

@@ -54,6 +54,15 @@ pub enum ConfigError {
     #[error("identity.sign_in_url must be an http:// or https:// URL")]
     SignInUrl,
     #[error(
+        "rate_limit.trust_forwarded_for was replaced by rate_limit.trusted_proxies: \
+         list the proxies' networks (CIDR) whose X-Forwarded-For is believed"
+    )]
+    TrustForwardedFor,
+    #[error("rate_limit.ipv6_prefix_len must be 1 to 128 (got {0})")]
+    Ipv6Prefix(u8),
+    #[error(transparent)]
+    Http(#[from] hushmap_service::http::HttpLimitsError),
+    #[error(
         "refusing to serve metrics on {0}: the admin listener binds loopback unless \
          `admin_public = true`"
     )]
@@ -119,9 +128,18 @@ pub struct RateLimitSettings {
     pub per_minute: u32,
     /// Submissions a client may send at once before the rate applies.
     pub burst: u32,
-    /// Take the client address from the last `X-Forwarded-For` entry (set
-    /// this only behind a proxy that appends it).
-    pub trust_forwarded_for: bool,
+    /// Networks of the proxies in front of ingest (CIDR, e.g.
+    /// `["10.0.0.0/8"]`). `X-Forwarded-For` is read only from a peer in
+    /// one of them, and the client is the right-most address in it that is
+    /// not (see `hushmap_service::client_address`). Empty: the socket peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// IPv6 clients are limited per network of this many bits (a
+    /// subscriber usually holds a whole /64).
+    pub ipv6_prefix_len: u8,
+    /// Replaced by `trusted_proxies`; refused if set, so a deployment that
+    /// relied on it learns so at start-up rather than trusting nobody.
+    #[serde(skip_serializing)]
+    pub trust_forwarded_for: Option<bool>,
 }
 
 impl Default for RateLimitSettings {
@@ -129,7 +147,9 @@ impl Default for RateLimitSettings {
         RateLimitSettings {
             per_minute: 30,
             burst: 10,
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix_len: 64,
+            trust_forwarded_for: None,
         }
     }
 }
@@ -172,6 +192,9 @@ pub struct IngestConfig {
     /// Whole-request deadline (reading the body included).
     pub request_timeout_ms: u64,
     pub rate_limit: RateLimitSettings,
+    /// Header-read and idle timeouts and the connection cap of the public
+    /// listener.
+    pub http: hushmap_service::http::HttpLimits,
     /// Who submits: ID tokens from the identity provider, contributor
     /// tokens for anonymous browsers.
     pub identity: crate::identity::IdentitySettings,
@@ -195,6 +218,7 @@ impl Default for IngestConfig {
             max_in_flight: 4096,
             request_timeout_ms: 15_000,
             rate_limit: RateLimitSettings::default(),
+            http: hushmap_service::http::HttpLimits::default(),
             identity: crate::identity::IdentitySettings::default(),
         }
     }
@@ -257,6 +281,13 @@ impl IngestConfig {
         if self.max_in_flight == 0 {
             return Err(ConfigError::NoInFlight);
         }
+        if self.rate_limit.trust_forwarded_for.is_some() {
+            return Err(ConfigError::TrustForwardedFor);
+        }
+        if !(1..=128).contains(&self.rate_limit.ipv6_prefix_len) {
+            return Err(ConfigError::Ipv6Prefix(self.rate_limit.ipv6_prefix_len));
+        }
+        self.http.validate()?;
         if self.request_timeout_ms <= self.kafka.produce_timeout_ms {
             return Err(ConfigError::Timeouts {
                 request: self.request_timeout_ms,

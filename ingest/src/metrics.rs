@@ -6,6 +6,7 @@
 //! from a counter polled around their submission.
 
 use crate::problem::ErrorCode;
+use hushmap_service::http::ConnectionStats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +27,7 @@ pub struct IngestMetrics {
     rejected: Family<CodeLabel, Counter>,
     produce_latency: Histogram,
     in_flight: Gauge,
+    connections: ConnectionStats,
 }
 
 impl Default for IngestMetrics {
@@ -56,7 +58,10 @@ impl Default for IngestMetrics {
             "Submissions waiting for the broker",
             in_flight.clone(),
         );
+        let connections = ConnectionStats::default();
+        connections.register(&mut registry);
         IngestMetrics {
+            connections,
             registry,
             accepted,
             rejected,
@@ -85,6 +90,11 @@ impl IngestMetrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// The public listener's connection counts.
+    pub fn connections(&self) -> &ConnectionStats {
+        &self.connections
     }
 
     /// The text exposition.

@@ -25,12 +25,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use hushmap_schema::ContributorKey;
 use hushmap_schema::submission::{CONTRIBUTOR_HEADER, Submission, Triage};
+use hushmap_service::client_address::TrustedProxies;
+use hushmap_service::http::HttpLimits;
 use std::future::Future;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -71,7 +73,10 @@ pub(crate) struct AppState {
     next_request: AtomicU64,
     metrics: IngestMetrics,
     limiter: Option<ClientRateLimiter>,
-    trust_forwarded_for: bool,
+    proxies: TrustedProxies,
+    /// The broker's reachability, probed in the background (see
+    /// [`IngestServer::serve`]): `/readyz` is public and must cost nothing.
+    broker_ready: AtomicBool,
     /// Bounds submissions waiting for Kafka; a full queue answers 503 at once.
     in_flight: Semaphore,
 }
@@ -82,6 +87,7 @@ pub struct IngestServer {
     admin_listener: TcpListener,
     state: Arc<AppState>,
     request_timeout: Duration,
+    http: HttpLimits,
 }
 
 impl IngestServer {
@@ -102,6 +108,7 @@ impl IngestServer {
             ClientRateLimiter::new(
                 per_minute,
                 NonZeroU32::new(rl.burst).unwrap_or(NonZeroU32::MIN),
+                rl.ipv6_prefix_len,
             )
         });
         let id_tokens =
@@ -125,7 +132,8 @@ impl IngestServer {
             next_request: AtomicU64::new(1),
             metrics: IngestMetrics::default(),
             limiter,
-            trust_forwarded_for: rl.trust_forwarded_for,
+            proxies: TrustedProxies::new(rl.trusted_proxies.clone()),
+            broker_ready: AtomicBool::new(false),
             in_flight: Semaphore::new(config.max_in_flight),
         };
         let listener =
@@ -146,6 +154,7 @@ impl IngestServer {
             admin_listener,
             state: Arc::new(state),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            http: config.http.clone(),
         })
     }
 
@@ -204,6 +213,7 @@ impl IngestServer {
         let admin = axum::serve(self.admin_listener, admin_router);
         let admin = tokio::spawn(async move { admin.await });
         let state = self.state.clone();
+        let readiness = tokio::spawn(probe_readiness(self.state.clone()));
         let janitor = tokio::spawn({
             let state = self.state.clone();
             async move {
@@ -234,12 +244,15 @@ impl IngestServer {
             }
         });
         tracing::info!(addr = %self.listener.local_addr()?, "ingest listening");
-        let served = axum::serve(
+        let served = hushmap_service::http::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            &self.http,
+            self.state.metrics.connections().clone(),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await;
+        readiness.abort();
         janitor.abort();
         admin.abort();
         if let Err(e) = state.producer.flush(Duration::from_secs(10)) {
@@ -292,36 +305,45 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-/// Ready when the broker answers a metadata request for the topic.
+/// Ready when the broker answered the latest background probe (a metadata
+/// request for the topic, every [`READINESS_PROBE_EVERY`]). Answering costs
+/// a load, never a broker round trip or a thread, whoever asks how often.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let probe = tokio::task::spawn_blocking(move || {
-        state.producer.broker_reachable(Duration::from_secs(2))
-    })
-    .await;
-    match probe {
-        Ok(true) => "ready".into_response(),
-        _ => Problem::new(ErrorCode::Unavailable, "the broker is not reachable")
+    if state.broker_ready.load(Ordering::Relaxed) {
+        "ready".into_response()
+    } else {
+        Problem::new(ErrorCode::Unavailable, "the broker is not reachable")
             .with_retry_after(5)
-            .into_response(),
+            .into_response()
     }
 }
 
-/// The client's address: the socket peer, or the last `X-Forwarded-For`
-/// entry when configured to trust a proxy. Used only as a rate-limit key.
-fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
-    if state.trust_forwarded_for
-        && let Some(ip) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(ip);
+/// How often the broker's reachability is probed for `/readyz`.
+const READINESS_PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Probes the broker every [`READINESS_PROBE_EVERY`] on a blocking thread
+/// of its own, one probe at a time.
+async fn probe_readiness(state: Arc<AppState>) {
+    loop {
+        let probing = state.clone();
+        let reachable = tokio::task::spawn_blocking(move || {
+            probing.producer.broker_reachable(Duration::from_secs(2))
+        })
+        .await
+        .unwrap_or(false);
+        if reachable != state.broker_ready.swap(reachable, Ordering::Relaxed) {
+            tracing::info!(reachable, "broker reachability changed");
+        }
+        tokio::time::sleep(READINESS_PROBE_EVERY).await;
     }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+}
+
+/// The client's address: the socket peer, or, when the peer is one of our
+/// proxies, the right-most untrusted `X-Forwarded-For` entry. Used only as
+/// a rate-limit key.
+fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(state.proxies.client(peer, req.headers()))
 }
 
 /// Submit a self-check.

@@ -8,6 +8,7 @@ mod common;
 use common::start_ingest;
 use hushmap_testkit::{brokers, topic_records_on};
 use serde_json::Value;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_openapi_example_behaves_as_documented() -> anyhow::Result<()> {
@@ -81,10 +82,12 @@ async fn operational_endpoints() -> anyhow::Result<()> {
         client.get(format!("{url}/healthz")).send().await?.status(),
         200
     );
-    assert_eq!(
-        client.get(format!("{url}/readyz")).send().await?.status(),
-        200
-    );
+    // Ready once the background probe has reached the broker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{url}/readyz")).send().await?.status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let page = client.get(format!("{url}/")).send().await?.text().await?;
     assert!(page.contains("<form") && page.contains("/v1/submissions"));
     let body = serde_json::json!({"for": "self", "age": 40, "gender": "male", "symptoms": ["fever"], "conditions": [],

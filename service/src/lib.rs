@@ -1,7 +1,10 @@
 //! Process plumbing shared by `hushmap-ingest`, `hushmap-aggregate` and
 //! `hushmap-dashboard`: how they log, how they are asked to stop and how
-//! their Kafka clients connect ([`kafka`]).
+//! their Kafka clients connect ([`kafka`]), and how they serve HTTP to
+//! clients that may be hostile ([`http`]).
 
+pub mod client_address;
+pub mod http;
 pub mod kafka;
 
 use std::io::IsTerminal;

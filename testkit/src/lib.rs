@@ -448,3 +448,27 @@ impl SaslAccess {
         Ok(self.security(user).client_config(&self.bootstrap)?)
     }
 }
+
+/// Slow-client attacks: connects to `addr` and sends `bytes` (the start of
+/// a request) and nothing more.
+pub async fn send_partial(addr: std::net::SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("send");
+    s
+}
+
+/// How long until the server closed `stream` (reading whatever it sent
+/// first); `None` if it was still open after `within`.
+pub async fn closed_within(
+    mut stream: tokio::net::TcpStream,
+    within: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut sink))
+        .await
+        .ok()
+        .map(|_| started.elapsed())
+}

@@ -272,13 +272,14 @@ impl ServiceSet {
                     ("HUSHMAP_INGEST_ALLOWED_LATENESS_SECS", "2".into()),
                     ("HUSHMAP_INGEST_KAFKA__BROKERS", brokers.clone()),
                     ("HUSHMAP_INGEST_KAFKA__TOPIC", submissions_topic.clone()),
-                    // The limiter sees every client address (from
-                    // X-Forwarded-For) but never limits the one load generator.
+                    // The load generator plays a proxy on loopback: the
+                    // limiter sees every client address it forwards (from
+                    // X-Forwarded-For) but never limits the one generator.
                     ("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "1000000".into()),
                     ("HUSHMAP_INGEST_RATE_LIMIT__BURST", "100000".into()),
                     (
-                        "HUSHMAP_INGEST_RATE_LIMIT__TRUST_FORWARDED_FOR",
-                        "true".into(),
+                        "HUSHMAP_INGEST_RATE_LIMIT__TRUSTED_PROXIES",
+                        r#"["127.0.0.0/8"]"#.into(),
                     ),
                     ("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET.into()),
                 ],

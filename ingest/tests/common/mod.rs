@@ -20,16 +20,7 @@ pub struct TestIngest {
 /// fresh topic of the test broker; `tweak` may change any of it (a changed
 /// `kafka.brokers` gets the topic created there).
 pub async fn start_ingest(tweak: impl FnOnce(&mut IngestConfig)) -> anyhow::Result<TestIngest> {
-    let mut c = IngestConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        dev_mode: true,
-        payload_keys: Some(payload_keyring()),
-        ..IngestConfig::default()
-    };
-    c.kafka.brokers = brokers();
-    c.kafka.topic = unique("test.ingest");
-    c.rate_limit.per_minute = 0;
+    let mut c = test_config();
     tweak(&mut c);
     create_topics_on(&c.kafka.brokers, &[(&c.kafka.topic, 3)]).await?;
     let topic = c.kafka.topic.clone();
@@ -40,12 +31,42 @@ pub async fn start_ingest(tweak: impl FnOnce(&mut IngestConfig)) -> anyhow::Resu
     tokio::spawn(server.serve(async move {
         let _ = rx.await;
     }));
+    // Ready once the background probe reached the broker: a test that
+    // compares `/readyz` before and after something must not see the
+    // start-up turn it from 503 to 200.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reqwest::get(format!("{url}/readyz"))
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "ingest never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Ok(TestIngest {
         url,
         admin_url,
         topic,
         _stop: tx,
     })
+}
+
+/// Free loopback ports, dev mode, rate limiting off, a fresh topic name
+/// on the test broker.
+pub fn test_config() -> IngestConfig {
+    let mut c = IngestConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        dev_mode: true,
+        payload_keys: Some(payload_keyring()),
+        ..IngestConfig::default()
+    };
+    c.kafka.brokers = brokers();
+    c.kafka.topic = unique("test.ingest");
+    c.rate_limit.per_minute = 0;
+    c
 }
 
 /// Trusts the test identity provider's fixture keys

@@ -1,0 +1,278 @@
+//! Attacks on the public edge, performed against a real ingest (real HTTP,
+//! real broker): each test fails if the attack works.
+//!
+//! - slow clients: half-sent requests hold a connection only until the
+//!   header-read timeout; a flood of them past the connection cap is closed
+//!   at once; a normal client is served throughout;
+//! - forged client addresses: `X-Forwarded-For` from a peer that is not a
+//!   trusted proxy is ignored, entries a client prepends (on the proxy's
+//!   line or a line of its own) do not change its key, and an IPv6 client
+//!   cannot escape its limit by moving within its /64;
+//! - `/readyz` polled hard while the broker is unreachable answers at once
+//!   (no broker round trip, no blocking thread per call).
+
+mod common;
+
+use common::start_ingest;
+use hushmap_ingest::{IngestConfig, IngestServer};
+use hushmap_testkit::{closed_within, send_partial};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+fn body() -> serde_json::Value {
+    serde_json::json!({"for": "self", "age": 40, "gender": "male", "symptoms": ["fever"],
+        "conditions": [], "travelled_internationally_14d": false,
+        "contact_with_confirmed_case": false, "location": {"lat": 48.85, "lon": 2.35}})
+}
+
+fn addr_of(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Sends the start of a request and never the rest.
+async fn half_sent(addr: SocketAddr) -> TcpStream {
+    send_partial(
+        addr,
+        b"POST /v1/submissions HTTP/1.1\r\nHost: ingest\r\nContent-Type: appl",
+    )
+    .await
+}
+
+async fn metric(admin_url: &str, name: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{admin_url}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_closed_at_the_header_deadline() -> anyhow::Result<()> {
+    let ingest = start_ingest(|c| c.http.header_read_timeout_ms = 1_000).await?;
+    let addr = addr_of(&ingest.url);
+    let sent = Instant::now();
+    let slow: Vec<TcpStream> = futures::future::join_all((0..50).map(|_| half_sent(addr))).await;
+    // A normal client is served while the 50 hang.
+    let client = reqwest::Client::new();
+    let status = client
+        .post(format!("{}/v1/submissions", ingest.url))
+        .json(&body())
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, 202);
+    // Each is closed by the 1 s deadline (with room for a loaded machine),
+    // not left open: before, they stayed open for ever.
+    let closed = futures::future::join_all(
+        slow.into_iter()
+            .map(|s| closed_within(s, Duration::from_secs(10))),
+    )
+    .await;
+    let open = closed.iter().filter(|c| c.is_none()).count();
+    assert_eq!(
+        open, 0,
+        "{open} of 50 half-sent requests still open after 10 s"
+    );
+    // Not before it either: the deadline closed them, not something else.
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1_000),
+        "all 50 closed {:?} after they were sent",
+        sent.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_a_flood_is_closed_and_counted() -> anyhow::Result<()> {
+    let ingest = start_ingest(|c| {
+        c.http.max_connections = 20;
+        c.http.header_read_timeout_ms = 60_000;
+    })
+    .await?;
+    let addr = addr_of(&ingest.url);
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(half_sent(addr).await);
+    }
+    let open = "hushmap_ingest_http_connections";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&ingest.admin_url, open).await? < 20.0 {
+        assert!(Instant::now() < deadline, "the 20 never counted as open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 30 more: each is closed at once, long before any timeout.
+    let flood = futures::future::join_all((0..30).map(|_| half_sent(addr))).await;
+    let closed = futures::future::join_all(
+        flood
+            .into_iter()
+            .map(|s| closed_within(s, Duration::from_secs(5))),
+    )
+    .await;
+    assert!(closed.iter().all(Option::is_some), "{closed:?}");
+    assert_eq!(
+        metric(
+            &ingest.admin_url,
+            "hushmap_ingest_http_connections_refused_total"
+        )
+        .await?,
+        30.0
+    );
+    // Once the holders leave, a normal client is served again.
+    drop(held);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .post(format!("{}/v1/submissions", ingest.url))
+            .json(&body())
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 202 => break,
+            other => {
+                assert!(Instant::now() < deadline, "never served again: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Posts one submission with the given `X-Forwarded-For` lines; the status.
+async fn post_from(client: &reqwest::Client, url: &str, xff: &[String]) -> u16 {
+    let mut request = client.post(format!("{url}/v1/submissions")).json(&body());
+    for line in xff {
+        request = request.header("x-forwarded-for", line);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+fn limited(c: &mut IngestConfig) {
+    c.rate_limit.per_minute = 1;
+    c.rate_limit.burst = 3;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_an_untrusted_peer_changes_nothing() -> anyhow::Result<()> {
+    // No trusted proxies: the test client (loopback) is the client.
+    let ingest = start_ingest(limited).await?;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(post_from(&client, &ingest.url, &[format!("198.51.100.{i}")]).await);
+    }
+    assert_eq!(
+        statuses,
+        [202, 202, 202, 429, 429, 429],
+        "a forged header escaped the limit"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_prepended_entries_do_not_change_the_key() -> anyhow::Result<()> {
+    // The test client plays the proxy (loopback is trusted); the real client
+    // is 203.0.113.7, which the proxy appends after whatever it was sent.
+    let ingest = start_ingest(|c| {
+        limited(c);
+        c.rate_limit.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await?;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses
+            .push(post_from(&client, &ingest.url, &[format!("192.0.2.{i}, 203.0.113.7")]).await);
+    }
+    // A line of the client's own before the proxy's.
+    for i in 3..6 {
+        statuses.push(
+            post_from(
+                &client,
+                &ingest.url,
+                &[format!("192.0.2.{i}"), "203.0.113.7".into()],
+            )
+            .await,
+        );
+    }
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429]);
+    // Another real client behind the same proxy has a bucket of its own.
+    assert_eq!(
+        post_from(&client, &ingest.url, &["203.0.113.8".into()]).await,
+        202
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_client_cannot_escape_its_limit_within_its_prefix() -> anyhow::Result<()> {
+    let ingest = start_ingest(|c| {
+        limited(c);
+        c.rate_limit.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await?;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 1..=6u32 {
+        let addr = format!("2001:db8:aa:bb:{i:x}:{:x}::{i:x}", i * 7919);
+        statuses.push(post_from(&client, &ingest.url, &[addr]).await);
+    }
+    assert_eq!(
+        statuses,
+        [202, 202, 202, 429, 429, 429],
+        "a fresh address in the same /64 escaped"
+    );
+    assert_eq!(
+        post_from(&client, &ingest.url, &["2001:db8:aa:bc::1".into()]).await,
+        202,
+        "another /64 is another client"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_polled_hard_answers_at_once_while_the_broker_is_away() -> anyhow::Result<()> {
+    // A broker address nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut c = common::test_config();
+    c.kafka.brokers = closed.to_string();
+    let server = IngestServer::bind(c).await?;
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    // Probing the broker per request took its 2 s timeout each time (and a
+    // blocking thread): three rounds of 100 took over 6 s. Answered from
+    // the background probe's state, they take a fraction of a second.
+    let started = Instant::now();
+    for _ in 0..3 {
+        let answers = futures::future::join_all((0..100).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
+        }))
+        .await;
+        assert!(
+            answers.iter().all(|a| a.as_ref().is_ok_and(|s| *s == 503)),
+            "{answers:?}"
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "300 readiness checks took {took:?}"
+    );
+    let _ = stop.send(());
+    Ok(())
+}
