@@ -441,10 +441,14 @@ pub(crate) async fn submit(State(state): State<Arc<AppState>>, req: Request) -> 
             }
             Err(problem) => {
                 state.metrics.rejected(problem.code);
-                tracing::info!(
-                    outcome = problem.code.as_str(),
-                    field = problem.field.as_deref().unwrap_or("")
-                );
+                // The field is a path of the schema's own names, except for
+                // an unknown field: its name is client text (an e-mail, a
+                // phone number, anything), so only the code is logged.
+                let field = match problem.code {
+                    ErrorCode::UnknownField => "",
+                    _ => problem.field.as_deref().unwrap_or(""),
+                };
+                tracing::info!(outcome = problem.code.as_str(), field);
                 problem.into_response()
             }
         }

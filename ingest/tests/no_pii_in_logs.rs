@@ -143,6 +143,22 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
             format!("\"age\":{age}"),
             format!("age={age}"),
         ]);
+        // An unknown field named with someone's e-mail address or phone
+        // number, top level and nested: refused, and its name not logged.
+        if i % 50 == 0 {
+            let email = format!("patient{i}.name@example.org");
+            let phone = format!("+91 98{i:03}0 12345");
+            let mut named = body.clone();
+            named[email.as_str()] = json!(true);
+            named["location"][phone.as_str()] = json!(1);
+            let resp = client
+                .post(format!("{url}/v1/submissions"))
+                .json(&named)
+                .send()
+                .await?;
+            assert_eq!(resp.status(), 400);
+            needles.extend([email, phone]);
+        }
         needles.push(lat[..lat.len() - 2].to_string()); // 4 decimals is still a house
         needles.push(lon[..lon.len() - 2].to_string());
     }

@@ -7,7 +7,9 @@
 //!   (`[19.0760, 72.8777]`) with at least three decimals, an exact age named
 //!   as such (`"age": 34`, `age=34`; a band such as `"age_band":"30-44"` is
 //!   fine), a profile id named as such, a routable IPv4 address, a browser or
-//!   HTTP-client user agent;
+//!   HTTP-client user agent, an e-mail address, a phone number (E.164
+//!   `+CC…`, or an Indian mobile number: ten digits starting 6–9, the seed
+//!   tool's users);
 //! * **needles** ([`Needles`]), values known to have been submitted: each
 //!   is looked for as text and, for coordinates, as its binary `f64`
 //!   encodings; profile ids also as their unsalted MD5, SHA-1 and SHA-256
@@ -35,6 +37,8 @@ pub enum LeakKind {
     UserAgent,
     /// An ID token or contributor token, or its signature alone.
     Token,
+    Email,
+    Phone,
 }
 
 impl fmt::Display for LeakKind {
@@ -47,6 +51,8 @@ impl fmt::Display for LeakKind {
             LeakKind::ClientIp => "client_ip",
             LeakKind::UserAgent => "user_agent",
             LeakKind::Token => "token",
+            LeakKind::Email => "email",
+            LeakKind::Phone => "phone",
         })
     }
 }
@@ -86,6 +92,23 @@ static USER_AGENT: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)(?:mozilla/\d|applewebkit/|gecko/\d|chrome/\d|safari/\d|curl/\d|wget/\d|python-requests/|okhttp/|user[-_]agent)",
     )
     .expect("valid regex")
+});
+
+// A local part and a domain of two labels or more. Bounded lengths and a
+// letters-only top-level domain followed by a non-word byte keep chance
+// matches in ciphertext and compressed pages rare (about one in 10⁹
+// random bytes).
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?-u:\b)[A-Za-z0-9._%+-]{2,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?-u:\b)",
+    )
+    .expect("valid regex")
+});
+// E.164 with its plus (spaces or dashes allowed between groups), or an
+// Indian mobile number (ten digits, first 6-9) standing alone.
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:\+\d{1,3}[ -]?(?:\d[ -]?){6,13}\d|(?:^|[^\d.+])([6-9]\d{4}[ -]?\d{5})(?:$|[^\d.]|\.(?:$|[^\d])))")
+        .expect("valid regex")
 });
 
 fn is_coordinate_pair(lat: f64, lon: f64) -> bool {
@@ -146,6 +169,13 @@ pub fn scan_patterns(bytes: &[u8], mut found: impl FnMut(LeakKind, &'static str,
     }
     for m in USER_AGENT.find_iter(bytes) {
         found(LeakKind::UserAgent, "user agent", m.as_bytes());
+    }
+    for m in EMAIL.find_iter(bytes) {
+        found(LeakKind::Email, "e-mail address", m.as_bytes());
+    }
+    for c in PHONE.captures_iter(bytes) {
+        let m = c.get(1).unwrap_or_else(|| c.get(0).expect("match"));
+        found(LeakKind::Phone, "phone number", m.as_bytes());
     }
 }
 
@@ -256,7 +286,8 @@ impl Needles {
 
     /// Parses a needles file: one `KIND VALUE` per line (`coordinate`,
     /// `profile` (a user id: a profile or an ID token's subject),
-    /// `client_ip`, `user_agent`, `token`); `#` starts a comment.
+    /// `client_ip`, `user_agent`, `token`, `email`, `phone`); `#` starts a
+    /// comment.
     pub fn parse(text: &str) -> Result<Needles, crate::ScanError> {
         let mut needles = Needles::default();
         for (i, line) in text.lines().enumerate() {
@@ -273,6 +304,8 @@ impl Needles {
                 "client_ip" => needles.add_text(LeakKind::ClientIp, value),
                 "user_agent" => needles.add_text(LeakKind::UserAgent, value),
                 "token" => needles.add_token(value),
+                "email" => needles.add_text(LeakKind::Email, value),
+                "phone" => needles.add_text(LeakKind::Phone, value),
                 _ => return Err(bad()),
             }
         }
@@ -311,7 +344,7 @@ mod tests {
 
     #[test]
     fn planted_leaks_are_found() {
-        let cases: [(&str, LeakKind); 12] = [
+        let cases: [(&str, LeakKind); 18] = [
             (
                 r#"{"location":{"lat":19.0760,"lon":72.8777}}"#,
                 LeakKind::Coordinate,
@@ -330,6 +363,12 @@ mod tests {
             ),
             ("curl/8.5.0", LeakKind::UserAgent),
             ("user_agent=\"x\"", LeakKind::UserAgent),
+            ("unknown field priya.k@example.co.in", LeakKind::Email),
+            (r#"{"contact":"a.b+tag@mail.example.org"}"#, LeakKind::Email),
+            ("call +91 98200 12345 now", LeakKind::Phone),
+            ("phone=+44-20-7946-0958", LeakKind::Phone),
+            ("mobile 9820012345.", LeakKind::Phone),
+            (r#"{"m":"70450 98765"}"#, LeakKind::Phone),
         ];
         for (text, kind) in cases {
             assert!(
@@ -349,6 +388,10 @@ mod tests {
             "listening on 0.0.0.0:8081 and [::1]:8815",
             "ci [0.1234, 0.5678] share (0.25, 0.75)",
             "version 0.16.1 window 2026-11-29",
+            // Offsets, epochs in ms and s, byte counts, versions, timezones.
+            "offset 1796127336000 window_start=1796127336 bytes 7340032000000",
+            "2026-12-01T12:15:36+00:00 kafka_2.13-4.1.0 org.apache.kafka@4",
+            "request_id=8123456789012 partition 0@98765",
         ];
         for text in clean {
             assert_eq!(kinds(text.as_bytes()), [], "false finding in {text:?}");
@@ -377,8 +420,8 @@ mod tests {
 
     #[test]
     fn needles_file() {
-        let n = Needles::parse("# soak\ncoordinate 12.34567\nprofile p-1\nclient_ip 203.0.113.9\nuser_agent Soak/1.0\n").unwrap();
-        assert!(n.len() > 4);
+        let n = Needles::parse("# soak\ncoordinate 12.34567\nprofile p-1\nclient_ip 203.0.113.9\nuser_agent Soak/1.0\nemail a@b.example\nphone +919820012345\n").unwrap();
+        assert!(n.len() > 6);
         assert!(matches!(
             Needles::parse("age 34"),
             Err(crate::ScanError::Needles { line: 1 })
