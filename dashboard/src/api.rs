@@ -28,6 +28,7 @@ use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells
 use crate::privacy::{Composition, compose};
 use crate::query::{CellFilter, CellStream, QueryError, ReleaseQuery, export_metadata};
 use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
+use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
 use crate::store::{ReleaseStore, StoreError, day_of};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -88,6 +89,10 @@ pub struct AppState {
     pub connections: ConnectionStats,
     /// The Flight listener's.
     pub flight_connections: ConnectionStats,
+    /// What a researcher's SQL may cost, and who runs how many.
+    pub sql_limits: SqlLimits,
+    pub sql_admission: Arc<QueryAdmission>,
+    pub sql_runtime: Arc<SqlRuntime>,
 }
 
 impl AppState {
@@ -151,6 +156,9 @@ impl DashboardServer {
                 cookie_secure: config.auth.cookie_secure,
                 connections: ConnectionStats::default(),
                 flight_connections: ConnectionStats::default(),
+                sql_limits: config.sql.clone(),
+                sql_admission: Arc::new(QueryAdmission::default()),
+                sql_runtime: Arc::new(SqlRuntime::new(config.sql.threads)?),
             },
             consumer,
             http: config.http.clone(),

@@ -6,6 +6,7 @@
 //! Kafka password comes from `HUSHMAP_KAFKA_SASL_PASSWORD` or a file only.
 
 use crate::auth::{AccessTokens, AuthError, TokenEntry};
+use crate::sql_limits::SqlLimits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::topics;
@@ -29,6 +30,8 @@ pub enum ConfigError {
     KafkaSecurity(#[from] KafkaSecurityError),
     #[error(transparent)]
     Http(#[from] HttpLimitsError),
+    #[error("sql.query_timeout_ms and sql.max_concurrent_per_token must be positive")]
+    SqlLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +81,8 @@ pub struct DashboardConfig {
     /// Header-read and idle timeouts and the connection cap, for the HTTP
     /// and the Flight listener each.
     pub http: HttpLimits,
+    /// What a researcher's Flight SQL query may cost.
+    pub sql: SqlLimits,
 }
 
 impl Default for DashboardConfig {
@@ -89,6 +94,7 @@ impl Default for DashboardConfig {
             kafka: KafkaSettings::default(),
             auth: AuthSettings::default(),
             http: HttpLimits::default(),
+            sql: SqlLimits::default(),
         }
     }
 }
@@ -124,6 +130,9 @@ impl DashboardConfig {
     pub fn validate(&self) -> Result<AccessTokens, ConfigError> {
         self.kafka.security.validate(&self.kafka.brokers)?;
         self.http.validate()?;
+        if self.sql.query_timeout_ms == 0 || self.sql.max_concurrent_per_token == 0 {
+            return Err(ConfigError::SqlLimits);
+        }
         let tokens = self.access_tokens()?;
         if tokens.is_empty() {
             for addr in [self.listen, self.flight_listen] {

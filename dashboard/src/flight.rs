@@ -15,7 +15,7 @@
 //! loopback only).
 
 use crate::api::AppState;
-use crate::flight_sql::{ReleaseSqlService, is_flight_sql};
+use crate::flight_sql::{ReleaseSqlService, is_flight_sql, status_of};
 use crate::query::{CellFilter, export_metadata};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -45,7 +45,7 @@ impl ReleaseFlightService {
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        ReleaseSqlService::authorize(&self.state, request)
+        ReleaseSqlService::authorize(&self.state, request).map(|_| ())
     }
 
     /// The FlightInfo of the cells `filter` selects.
@@ -71,7 +71,7 @@ impl ReleaseFlightService {
         );
         FlightInfo::new()
             .try_with_schema(&schema)
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(|_| Status::internal("the schema could not be encoded"))
             .map(|info| {
                 info.with_descriptor(descriptor)
                     .with_endpoint(
@@ -128,9 +128,12 @@ fn window_filter(path: &[String]) -> Result<CellFilter, Status> {
             let start: i64 = start
                 .parse()
                 .map_err(|_| Status::invalid_argument("window start must be ms since the epoch"))?;
+            let to = start
+                .checked_add(1)
+                .ok_or_else(|| Status::invalid_argument("window start out of range"))?;
             Ok(CellFilter {
                 from: Some(start),
-                to: Some(start + 1),
+                to: Some(to),
                 level: None,
             })
         }
@@ -231,7 +234,7 @@ impl FlightService for ReleaseFlightService {
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(cells.map(|r| r.map_err(|e| FlightError::ExternalError(Box::new(e)))))
-            .map(|r| r.map_err(|e| Status::internal(e.to_string())));
+            .map(|r| r.map_err(status_of));
         Ok(Response::new(stream.boxed()))
     }
 

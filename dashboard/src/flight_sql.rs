@@ -11,6 +11,7 @@
 
 use crate::api::AppState;
 use crate::auth::{Denied, Role};
+use crate::sql_limits::{client_status, deadline_of, deadline_status, limit_stream};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -19,9 +20,35 @@ use arrow_flight::sql::{
     Any, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
 use futures::StreamExt;
 use prost::Message;
 use tonic::{Request, Response, Status};
+
+/// Statements longer than this are refused before parsing.
+const MAX_SQL_BYTES: usize = 64 * 1024;
+
+/// The status a failed result stream ends with: the limit's own status if
+/// a limit stopped it, else a fixed message (encoding errors are ours).
+pub(crate) fn status_of(e: FlightError) -> Status {
+    match e {
+        FlightError::ExternalError(inner) => match inner.downcast::<Status>() {
+            Ok(status) => *status,
+            Err(other) => {
+                tracing::warn!(error = %other, "a Flight result stream failed");
+                Status::internal(
+                    "the result could not be sent; the dashboard's log has the details",
+                )
+            }
+        },
+        FlightError::Tonic(status) => *status,
+        other => {
+            tracing::warn!(error = %other, "a Flight result stream failed");
+            Status::internal("the result could not be sent; the dashboard's log has the details")
+        }
+    }
+}
 
 /// Prefix of every Flight SQL command's `Any` type URL.
 const FLIGHT_SQL_TYPE: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
@@ -44,9 +71,11 @@ impl ReleaseSqlService {
     }
 
     /// Flight SQL needs the researcher role, as Flight and exports do.
-    pub fn authorize<T>(state: &AppState, request: &Request<T>) -> Result<(), Status> {
+    /// Returns the token (empty under open access): queries are counted
+    /// per token.
+    pub fn authorize<T>(state: &AppState, request: &Request<T>) -> Result<String, Status> {
         if state.tokens.is_open() {
-            return Ok(());
+            return Ok(String::new());
         }
         let token = request
             .metadata()
@@ -55,7 +84,7 @@ impl ReleaseSqlService {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("send authorization: Bearer <token>"))?;
         match state.tokens.check(token.trim(), Role::Researcher) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(token.trim().to_string()),
             Err(Denied::Unauthenticated) => Err(Status::unauthenticated("unknown token")),
             Err(Denied::Forbidden) => Err(Status::permission_denied(
                 "Flight needs a token with the researcher role",
@@ -63,12 +92,21 @@ impl ReleaseSqlService {
         }
     }
 
-    async fn plan(&self, sql: &str) -> Result<datafusion::dataframe::DataFrame, Status> {
-        self.state
-            .query
-            .sql(sql)
-            .await
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+    /// Plans `sql` by `deadline`.
+    async fn plan(
+        &self,
+        sql: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<datafusion::dataframe::DataFrame, Status> {
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the statement is longer than {MAX_SQL_BYTES} bytes"
+            )));
+        }
+        match tokio::time::timeout_at(deadline, self.state.query.sql(sql)).await {
+            Err(_) => Err(deadline_status(&self.state.sql_limits)),
+            Ok(planned) => planned.map_err(|e| client_status(&e)),
+        }
     }
 }
 
@@ -81,15 +119,20 @@ impl FlightSqlService for ReleaseSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Self::authorize(&self.state, &request)?;
-        let df = self.plan(&query.query).await?;
+        let token = Self::authorize(&self.state, &request)?;
+        let limits = &self.state.sql_limits;
+        let _admitted = self
+            .state
+            .sql_admission
+            .admit(&token, limits.max_concurrent_per_token)?;
+        let df = self.plan(&query.query, deadline_of(limits)).await?;
         // The ticket carries the SQL itself: no server-side statement state.
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
         let info = FlightInfo::new()
             .try_with_schema(df.schema().as_arrow())
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|_| Status::internal("the result's schema could not be encoded"))?
             .with_descriptor(request.into_inner())
             .with_endpoint(
                 FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
@@ -102,20 +145,34 @@ impl FlightSqlService for ReleaseSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        Self::authorize(&self.state, &request)?;
+        let token = Self::authorize(&self.state, &request)?;
+        let limits = &self.state.sql_limits;
+        // Held by the result stream until it ends or the client leaves.
+        let admitted = self
+            .state
+            .sql_admission
+            .admit(&token, limits.max_concurrent_per_token)?;
+        let deadline = deadline_of(limits);
         let sql = std::str::from_utf8(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("statement handle is not UTF-8"))?;
-        let df = self.plan(sql).await?;
+        let df = self.plan(sql, deadline).await?;
         let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let batches = df
-            .execute_stream()
-            .await
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
-            .map(|r| r.map_err(|e| FlightError::ExternalError(Box::new(e))));
+        let (batches, work) = self.state.sql_runtime.execute(df, admitted);
+        let batches = limit_stream(
+            batches,
+            limits,
+            deadline,
+            work,
+            |b: &RecordBatch| (b.num_rows() as u64, b.get_array_memory_size() as u64),
+            |e: DataFusionError| client_status(&e),
+        )
+        // The encoder carries a status through as an external error;
+        // `status_of` takes it out again.
+        .map(|r| r.map_err(|status| FlightError::ExternalError(Box::new(status))));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
-            .map(|r| r.map_err(|e| Status::internal(e.to_string())));
+            .map(|r| r.map_err(status_of));
         Ok(Response::new(Box::pin(stream)))
     }
 

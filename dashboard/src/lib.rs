@@ -17,6 +17,7 @@ pub mod heatmap;
 pub mod privacy;
 pub mod query;
 pub mod session;
+pub mod sql_limits;
 pub mod store;
 
 pub use api::{DashboardServer, ServeError};

@@ -5,6 +5,7 @@
 //! query opens only the days it needs.
 
 use crate::privacy::compose;
+use crate::sql_limits::researcher_session;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
@@ -95,6 +96,9 @@ fn parse_time(s: &str, field: &'static str) -> Result<i64, QueryError> {
 /// A DataFusion session with the store registered as table `releases`.
 pub struct ReleaseQuery {
     ctx: SessionContext,
+    /// Where researchers' SQL is planned: no row generators (see
+    /// [`researcher_session`]), the same memory pool and table.
+    researcher: SessionContext,
 }
 
 impl ReleaseQuery {
@@ -107,7 +111,8 @@ impl ReleaseQuery {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(SQL_MEMORY_LIMIT, 1.0)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime.clone());
+        let researcher = researcher_session(runtime);
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -115,8 +120,10 @@ impl ReleaseQuery {
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(Arc::new(Schema::new(release_fields())));
-        ctx.register_table(TABLE, Arc::new(ListingTable::try_new(config)?))?;
-        Ok(ReleaseQuery { ctx })
+        let table = Arc::new(ListingTable::try_new(config)?);
+        ctx.register_table(TABLE, table.clone())?;
+        researcher.register_table(TABLE, table)?;
+        Ok(ReleaseQuery { ctx, researcher })
     }
 
     /// The cells matching `filter` in the `days` given (`YYYY-MM-DD`, in
@@ -195,13 +202,16 @@ impl ReleaseQuery {
 impl ReleaseQuery {
     /// Plans a researcher's read-only SQL over `releases` (no DDL, DML or
     /// SET statements: the session, its tables and the files stay as they
-    /// are).
-    pub async fn sql(&self, sql: &str) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+    /// are) in the researcher session.
+    pub async fn sql(
+        &self,
+        sql: &str,
+    ) -> Result<datafusion::dataframe::DataFrame, DataFusionError> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        Ok(self.ctx.sql_with_options(sql, options).await?)
+        self.researcher.sql_with_options(sql, options).await
     }
 }
 
