@@ -49,6 +49,8 @@ pub enum ConfigError {
     KafkaSecurity(#[from] KafkaSecurityError),
     #[error("schedule_epoch: {0} (expected an RFC 3339 time or YYYY-MM-DD on a window boundary)")]
     Epoch(&'static str),
+    #[error("max_buffered_records_per_window must be positive")]
+    BufferCap,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +236,13 @@ pub struct AggregateConfig {
     /// window whose deadline passed longer ago than this when the
     /// aggregator started is published empty, marked `missed`, at no cost.
     pub replay_horizon_secs: u32,
+    /// Records one window may buffer (in each stage, per input partition
+    /// in the partitioned topology), so a flood cannot exhaust memory:
+    /// past it a window's records are refused and counted
+    /// (`records_dropped_total{reason="window_full"}`). Reaching it changes
+    /// the privacy analysis of that window (see docs/PRIVACY.md); size it
+    /// well above real traffic.
+    pub max_buffered_records_per_window: usize,
     /// H3 resolution of released regions (ingest coarsens to the same).
     pub region_resolution: u8,
     pub privacy: PrivacyConfig,
@@ -274,6 +283,7 @@ impl Default for AggregateConfig {
             allowed_lateness_secs: 600,
             schedule_epoch: None,
             replay_horizon_secs: 5 * 3600,
+            max_buffered_records_per_window: 5_000_000,
             region_resolution: 5,
             privacy: PrivacyConfig::default(),
             tick_ms: 500,
@@ -336,6 +346,9 @@ impl AggregateConfig {
             ));
         }
         self.kafka.security.validate(&self.kafka.brokers)?;
+        if self.max_buffered_records_per_window == 0 {
+            return Err(ConfigError::BufferCap);
+        }
         if !self.metrics_listen.ip().is_loopback() && !self.metrics_public {
             return Err(ConfigError::PublicMetrics(self.metrics_listen));
         }

@@ -29,10 +29,12 @@ pub enum DropReason {
     WindowLength,
     /// A second copy of a sealed record already in its window (same seal).
     Replayed,
+    /// Its window already buffers `max_buffered_records_per_window`.
+    WindowFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Empty,
         DropReason::Malformed,
         DropReason::Unsealed,
@@ -41,6 +43,7 @@ impl DropReason {
         DropReason::InvalidRecord,
         DropReason::WindowLength,
         DropReason::Replayed,
+        DropReason::WindowFull,
     ];
 
     /// The `reason` label on `hushmap_aggregate_records_dropped_total`.
@@ -54,6 +57,7 @@ impl DropReason {
             DropReason::InvalidRecord => "invalid_record",
             DropReason::WindowLength => "window_length",
             DropReason::Replayed => "replayed",
+            DropReason::WindowFull => "window_full",
         }
     }
 
@@ -72,6 +76,24 @@ impl From<&OpenError> for DropReason {
             OpenError::Record(_) => DropReason::InvalidRecord,
         }
     }
+}
+
+/// Whether a window buffering `held` records may take one more under
+/// `cap`; `full` remembers a refusal so the warning (no ids, no values) is
+/// logged once per window.
+pub(crate) fn has_room(held: usize, cap: usize, full: &mut bool, window_start: i64) -> bool {
+    if held < cap {
+        return true;
+    }
+    if !*full {
+        *full = true;
+        tracing::warn!(
+            window_start,
+            cap,
+            "a window reached max_buffered_records_per_window; its further records are refused"
+        );
+    }
+    false
 }
 
 /// Opens one topic record for a window length, with its seal id (see

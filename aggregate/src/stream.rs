@@ -38,7 +38,7 @@
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
-use crate::intake::{DropCounts, DropReason};
+use crate::intake::{DropCounts, DropReason, has_room};
 use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, missed_release, noisy_release};
@@ -107,6 +107,8 @@ struct WindowBuffer {
     /// Seal ids of the records buffered, to drop replayed copies.
     seals: HashSet<u128>,
     first_offsets: HashMap<i32, i64>,
+    /// A record was refused for the buffer cap.
+    full: bool,
 }
 
 /// A noised release waiting for Kafka's acknowledgement.
@@ -347,10 +349,20 @@ impl Aggregator {
             return;
         }
         let buffer = self.open.entry(window.start_ms).or_default();
-        if !buffer.seals.insert(seal_id) {
+        if buffer.seals.contains(&seal_id) {
             self.stats.records_dropped.add(DropReason::Replayed);
             return;
         }
+        if !has_room(
+            buffer.records.len(),
+            self.config.max_buffered_records_per_window,
+            &mut buffer.full,
+            window.start_ms,
+        ) {
+            self.stats.records_dropped.add(DropReason::WindowFull);
+            return;
+        }
+        buffer.seals.insert(seal_id);
         buffer.first_offsets.entry(partition).or_insert(offset);
         buffer.records.push(SequencedRecord {
             seq: self.next_seq,

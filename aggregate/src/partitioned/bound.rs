@@ -21,7 +21,7 @@
 
 use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart, send_queued};
 use crate::config::AggregateConfig;
-use crate::intake::DropReason;
+use crate::intake::{DropReason, has_room};
 use crate::stream::{AggregatorError, AggregatorStats};
 use hushmap_schema::{
     BoundedMessage, CoarseRecord, ContributorKey, PayloadKeyring, Watermark, Window, WindowLength,
@@ -49,6 +49,8 @@ struct Kept {
 struct BoundWindow {
     first_offset: i64,
     seals: HashSet<u128>,
+    /// A record was refused for the buffer cap.
+    full: bool,
     /// Each contributor's latest `m` records, oldest first.
     kept: HashMap<ContributorKey, VecDeque<Kept>>,
 }
@@ -69,6 +71,8 @@ pub(crate) struct BoundStage {
     window_length: WindowLength,
     lateness_ms: i64,
     max_records: usize,
+    /// `max_buffered_records_per_window`.
+    max_buffered: usize,
     coarsest: u8,
     input_topic: String,
     bounded_topic: String,
@@ -113,6 +117,7 @@ impl BoundStage {
             window_length: config.window_length(),
             lateness_ms: i64::from(config.allowed_lateness_secs) * 1000,
             max_records: config.bounds().max_records_per_window as usize,
+            max_buffered: config.max_buffered_records_per_window,
             coarsest: config.coarsest_level(),
             input_topic: k.input_topic.clone(),
             bounded_topic: k.bounded_topic.clone(),
@@ -202,11 +207,22 @@ impl Stage for BoundStage {
                 first_offset: offset,
                 seals: HashSet::new(),
                 kept: HashMap::new(),
+                full: false,
             });
-        if !bucket.seals.insert(seal_id) {
+        if bucket.seals.contains(&seal_id) {
             self.stats.records_dropped.add(DropReason::Replayed);
             return;
         }
+        if !has_room(
+            bucket.seals.len(),
+            self.max_buffered,
+            &mut bucket.full,
+            window.start_ms,
+        ) {
+            self.stats.records_dropped.add(DropReason::WindowFull);
+            return;
+        }
+        bucket.seals.insert(seal_id);
         let kept = bucket.kept.entry(record.contributor).or_default();
         kept.push_back(Kept { record, shard });
         if kept.len() > self.max_records {

@@ -33,7 +33,7 @@
 use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart};
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
-use crate::intake::DropReason;
+use crate::intake::{DropReason, has_room};
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
@@ -59,6 +59,8 @@ struct PartWindow {
     first_offset: Option<i64>,
     records: Vec<SequencedRecord>,
     seals: HashSet<u128>,
+    /// A record was refused for the buffer cap.
+    full: bool,
 }
 
 /// What this instance holds for one owned shard.
@@ -336,6 +338,17 @@ impl Stage for PartStage {
                 }
                 let window = owned.windows.entry(record.window.start_ms).or_default();
                 window.first_offset.get_or_insert(offset);
+                if !window.seals.contains(&seal_id)
+                    && !has_room(
+                        window.seals.len(),
+                        self.config.max_buffered_records_per_window,
+                        &mut window.full,
+                        record.window.start_ms,
+                    )
+                {
+                    self.stats.records_dropped.add(DropReason::WindowFull);
+                    return;
+                }
                 if window.seals.insert(seal_id) {
                     window.records.push(SequencedRecord {
                         seq: self.next_seq,
