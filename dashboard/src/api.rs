@@ -19,7 +19,7 @@
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
 //!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
-use crate::auth::TokenRegistry;
+use crate::auth::{Sessions, TokenRegistry};
 use crate::config::DashboardConfig;
 use crate::consumer::spawn_release_consumer;
 use crate::export::export;
@@ -27,7 +27,9 @@ use crate::flight::ReleaseFlightService;
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
 use crate::query::{CellFilter, CellStream, QueryError, ReleaseQuery, export_metadata};
-use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
+use crate::session::{
+    LOGIN_HTML, LoginFailures, login, logout, require_analyst, require_researcher,
+};
 use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
 use crate::store::{ReleaseStore, StoreError, day_of};
 use axum::extract::{Path, Query, State};
@@ -93,6 +95,9 @@ pub struct AppState {
     pub sql_limits: SqlLimits,
     pub sql_admission: Arc<QueryAdmission>,
     pub sql_runtime: Arc<SqlRuntime>,
+    /// Browser sessions and failed logins.
+    pub sessions: Arc<Sessions>,
+    pub login_failures: Arc<LoginFailures>,
 }
 
 impl AppState {
@@ -159,6 +164,8 @@ impl DashboardServer {
                 sql_limits: config.sql.clone(),
                 sql_admission: Arc::new(QueryAdmission::default()),
                 sql_runtime: Arc::new(SqlRuntime::new(config.sql.threads)?),
+                sessions: Arc::new(Sessions::default()),
+                login_failures: Arc::new(LoginFailures::default()),
             },
             consumer,
             http: config.http.clone(),
@@ -182,7 +189,7 @@ impl DashboardServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let state = self.state;
-        let reloader = tokio::spawn(reload_tokens(state.tokens.clone()));
+        let reloader = tokio::spawn(reload_tokens(state.clone()));
         let analyst = Router::new()
             .route("/", get(|| async { Html(INDEX_HTML) }))
             .route("/assets/{name}", get(asset))
@@ -207,6 +214,7 @@ impl DashboardServer {
             .route("/metrics", get(metrics))
             .route("/login", get(|| async { Html(LOGIN_HTML) }).post(login))
             .route("/logout", post(logout))
+            .layer(middleware::map_response(security_headers))
             .with_state(state.clone());
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
@@ -267,16 +275,42 @@ impl DashboardServer {
     }
 }
 
+/// The page's content security policy: scripts and connections only to
+/// this origin (the page's bundle has no inline script; Leaflet and the
+/// legend set inline styles), no framing, forms post only here.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers every dashboard response carries. `Referrer-Policy` is
+/// `same-origin`, not `no-referrer`: under `no-referrer` a browser sends
+/// `Origin: null` with the page's own form posts, which the origin check
+/// must then refuse.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// How often the tokens file is checked for changes.
 const TOKEN_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Re-reads the tokens file when it changes (a no-op without one), so
 /// operators add and revoke tokens without a restart.
-async fn reload_tokens(tokens: Arc<TokenRegistry>) {
+async fn reload_tokens(state: AppState) {
     let mut tick = tokio::time::interval(TOKEN_RELOAD_EVERY);
     loop {
         tick.tick().await;
-        match tokens.reload_if_changed() {
+        state.sessions.sweep();
+        state.login_failures.forget_idle();
+        match state.tokens.reload_if_changed() {
             Ok(Some(n)) => tracing::info!(tokens = n, "access tokens reloaded"),
             Ok(None) => {}
             Err(e) => tracing::warn!(

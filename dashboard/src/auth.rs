@@ -26,8 +26,94 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-/// Name of the login cookie.
-pub const COOKIE: &str = "hushmap_token";
+/// Name of the login cookie: a session id, never the token.
+pub const COOKIE: &str = "hushmap_session";
+
+/// How long a browser session lasts without a new login.
+pub const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// Browser sessions, held only in this process.
+///
+/// The login cookie carries a random session id (256 bits); the session
+/// maps it to the *digest* of the token that logged in, so neither the
+/// cookie nor this table holds a token. A session ends at logout, after
+/// [`SESSION_LIFETIME`], when the process restarts, and as soon as its
+/// token is no longer in force (revoked in the tokens file): every request
+/// checks the digest against the tokens in force now.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    /// Keyed by the digest of the session id.
+    by_id: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+/// A session: the digest of the token that logged in, and when it ends.
+type Session = ([u8; 32], std::time::Instant);
+
+impl Sessions {
+    /// Starts a session for `token`; returns its id (the cookie value).
+    pub fn create(&self, token: &str) -> String {
+        let id: [u8; 32] = rand::random();
+        let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let expires = std::time::Instant::now() + SESSION_LIFETIME;
+        self.by_id
+            .lock()
+            .expect("sessions lock")
+            .insert(Sha256::digest(id).into(), (token_hash, expires));
+        hex::encode(id)
+    }
+
+    /// The token digest of a live session.
+    fn resolve(&self, id: &str) -> Option<[u8; 32]> {
+        let key: [u8; 32] = Sha256::digest(id.as_bytes_id()?).into();
+        let mut sessions = self.by_id.lock().expect("sessions lock");
+        match sessions.get(&key) {
+            Some((hash, expires)) if *expires > std::time::Instant::now() => Some(*hash),
+            Some(_) => {
+                sessions.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends the session `id` (logout).
+    pub fn end(&self, id: &str) {
+        if let Some(bytes) = id.as_bytes_id() {
+            let key: [u8; 32] = Sha256::digest(bytes).into();
+            self.by_id.lock().expect("sessions lock").remove(&key);
+        }
+    }
+
+    /// Drops expired sessions.
+    pub fn sweep(&self) {
+        let now = std::time::Instant::now();
+        self.by_id
+            .lock()
+            .expect("sessions lock")
+            .retain(|_, (_, expires)| *expires > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.lock().expect("sessions lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A session id as sent: 64 hex digits.
+trait SessionIdText {
+    fn as_bytes_id(&self) -> Option<[u8; 32]>;
+}
+
+impl SessionIdText for str {
+    fn as_bytes_id(&self) -> Option<[u8; 32]> {
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(self, &mut id).ok()?;
+        Some(id)
+    }
+}
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,8 +280,12 @@ impl AccessTokens {
 
     /// Whether `token` holds `role`.
     pub fn check(&self, token: &str, role: Role) -> Result<(), Denied> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        match self.by_hash.get(&hash) {
+        self.check_hash(&Sha256::digest(token.as_bytes()).into(), role)
+    }
+
+    /// Whether the token with this digest holds `role`.
+    fn check_hash(&self, hash: &[u8; 32], role: Role) -> Result<(), Denied> {
+        match self.by_hash.get(hash) {
             None => Err(Denied::Unauthenticated),
             Some((_, roles)) if roles.contains(&role) => Ok(()),
             Some(_) => Err(Denied::Forbidden),
@@ -260,13 +350,24 @@ impl TokenRegistry {
         self.current().check(token, role)
     }
 
-    /// Checks the token a request presents (header first, then cookie).
-    pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<(), Denied> {
+    /// Checks what a request presents: a bearer token, else a session
+    /// cookie (whose token must still be in force).
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        role: Role,
+        sessions: &Sessions,
+    ) -> Result<(), Denied> {
         if self.open {
             return Ok(());
         }
-        let token = presented_token(headers).ok_or(Denied::Unauthenticated)?;
-        self.current().check(&token, role)
+        match presented(headers).ok_or(Denied::Unauthenticated)? {
+            Presented::Bearer(token) => self.current().check(&token, role),
+            Presented::Session(id) => {
+                let hash = sessions.resolve(&id).ok_or(Denied::Unauthenticated)?;
+                self.current().check_hash(&hash, role)
+            }
+        }
     }
 
     /// Re-reads the tokens file if it changed since the last read; returns
@@ -294,15 +395,28 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// The token in `Authorization: Bearer …`, else in the login cookie.
-pub fn presented_token(headers: &HeaderMap) -> Option<String> {
+/// What a request presents to be let in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented {
+    Bearer(String),
+    Session(String),
+}
+
+/// `Authorization: Bearer …`, else the session cookie.
+pub fn presented(headers: &HeaderMap) -> Option<Presented> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         return v
             .strip_prefix("Bearer ")
             .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty());
+            .filter(|t| !t.is_empty())
+            .map(Presented::Bearer);
     }
+    session_cookie(headers).map(Presented::Session)
+}
+
+/// The session id in the login cookie.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -365,26 +479,92 @@ mod tests {
     }
 
     #[test]
-    fn header_and_cookie_are_read() {
+    fn a_bearer_token_or_a_live_session_is_read() {
         let t = registry(tokens());
+        let sessions = Sessions::default();
         let mut h = HeaderMap::new();
-        assert_eq!(t.authorize(&h, Role::Analyst), Err(Denied::Unauthenticated));
+        assert_eq!(
+            t.authorize(&h, Role::Analyst, &sessions),
+            Err(Denied::Unauthenticated)
+        );
+        // The token itself in a cookie opens nothing: cookies hold sessions.
         h.insert(
             "cookie",
-            HeaderValue::from_static("x=1; hushmap_token=analyst-token"),
+            HeaderValue::from_static("x=1; hushmap_session=analyst-token"),
         );
-        assert_eq!(t.authorize(&h, Role::Analyst), Ok(()));
+        assert_eq!(
+            t.authorize(&h, Role::Analyst, &sessions),
+            Err(Denied::Unauthenticated)
+        );
+        let id = sessions.create("analyst-token");
+        assert!(!id.contains("analyst"));
+        h.insert(
+            "cookie",
+            HeaderValue::from_str(&format!("x=1; hushmap_session={id}")).unwrap(),
+        );
+        assert_eq!(t.authorize(&h, Role::Analyst, &sessions), Ok(()));
+        assert_eq!(
+            t.authorize(&h, Role::Researcher, &sessions),
+            Err(Denied::Forbidden)
+        );
         // A header, when present, wins over the cookie.
         h.insert("authorization", HeaderValue::from_static("Bearer wrong"));
-        assert_eq!(t.authorize(&h, Role::Analyst), Err(Denied::Unauthenticated));
+        assert_eq!(
+            t.authorize(&h, Role::Analyst, &sessions),
+            Err(Denied::Unauthenticated)
+        );
+        h.remove("authorization");
+        // Logout ends it.
+        sessions.end(&id);
+        assert_eq!(
+            t.authorize(&h, Role::Analyst, &sessions),
+            Err(Denied::Unauthenticated)
+        );
         // Open access only when nothing at all is configured.
         let open = TokenRegistry::new(vec![], None, AccessTokens::default());
-        assert!(open.authorize(&h, Role::Researcher).is_ok());
+        assert!(open.authorize(&h, Role::Researcher, &sessions).is_ok());
         assert!(
             registry(AccessTokens::default())
-                .authorize(&h, Role::Researcher)
+                .authorize(&h, Role::Researcher, &sessions)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_revoked_token_ends_its_sessions() {
+        let dir = std::env::temp_dir().join(format!("hushmap-revoke-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        let line = |t: &str| format!("{} analyst x\n", hex::encode(Sha256::digest(t)));
+        std::fs::write(&path, line("kept-token") + &line("revoked-token")).unwrap();
+        let reg = TokenRegistry::new(
+            vec![],
+            Some(path.clone()),
+            AccessTokens::load(&[], Some(&path)).unwrap(),
+        );
+        let sessions = Sessions::default();
+        let cookie = |id: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "cookie",
+                HeaderValue::from_str(&format!("hushmap_session={id}")).unwrap(),
+            );
+            h
+        };
+        let (kept, revoked) = (
+            cookie(&sessions.create("kept-token")),
+            cookie(&sessions.create("revoked-token")),
+        );
+        assert!(reg.authorize(&revoked, Role::Analyst, &sessions).is_ok());
+        // Another length, so the change is seen within the same second.
+        std::fs::write(&path, line("kept-token")).unwrap();
+        assert_eq!(reg.reload_if_changed().unwrap(), Some(1));
+        assert_eq!(
+            reg.authorize(&revoked, Role::Analyst, &sessions),
+            Err(Denied::Unauthenticated)
+        );
+        assert!(reg.authorize(&kept, Role::Analyst, &sessions).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -423,7 +603,10 @@ mod tests {
             reg.check("second-token", Role::Analyst),
             Err(Denied::Unauthenticated)
         );
-        assert!(reg.authorize(&HeaderMap::new(), Role::Analyst).is_err());
+        assert!(
+            reg.authorize(&HeaderMap::new(), Role::Analyst, &Sessions::default())
+                .is_err()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

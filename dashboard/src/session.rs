@@ -1,17 +1,26 @@
 //! The HTTP side of access control: the role gate in front of each group
-//! of routes, and the browser login that keeps a token in a cookie.
+//! of routes, and the browser login.
 //!
-//! The cookie is HttpOnly (no script can read it) and SameSite=Strict (no
-//! other site can make the browser send it); `Secure` when
-//! `auth.cookie_secure` is set, for deployments behind TLS.
+//! A login starts a server-side session ([`Sessions`]): the cookie holds a
+//! random session id, never the token, and the session ends at logout,
+//! after 12 hours, at a restart, or when its token is revoked. The cookie
+//! is HttpOnly (no script can read it) and SameSite=Strict (no other site
+//! can make the browser send it); `Secure` when `auth.cookie_secure` is
+//! set, for deployments behind TLS. Every state-changing POST must come
+//! from the dashboard's own pages (`Origin`, else `Referer`, naming this
+//! host), and failed logins are throttled per client address.
 
 use crate::api::{AppState, problem};
 use crate::auth::{self, Denied, Role};
-use axum::extract::{Form, Request, State};
+use axum::extract::{ConnectInfo, Form, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use hushmap_service::client_address::rate_key;
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 
 pub(crate) const LOGIN_HTML: &str = include_str!("../assets/login.html");
 
@@ -37,7 +46,10 @@ async fn require(
     next: Next,
     role: Role,
 ) -> Response {
-    match state.tokens.authorize(request.headers(), role) {
+    match state
+        .tokens
+        .authorize(request.headers(), role, &state.sessions)
+    {
         Ok(()) => next.run(request).await,
         // A browser asking for the page goes to the login form.
         Err(Denied::Unauthenticated) if request.uri().path() == "/" => {
@@ -78,44 +90,164 @@ pub(crate) struct LoginForm {
     token: String,
 }
 
-/// Checks the token and keeps it in an HttpOnly, SameSite=Strict cookie.
-pub(crate) async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+/// Whether a state-changing request comes from this dashboard's own
+/// pages: its `Origin` (else `Referer`) names the host it was sent to. A
+/// request with neither (a script, curl) is not a browser's cross-site
+/// request and passes; a browser always sends `Origin` with a POST.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    match source {
+        None => true,
+        Some(source) => {
+            let rest = source
+                .strip_prefix("https://")
+                .or_else(|| source.strip_prefix("http://"));
+            rest.is_some_and(|r| r.split('/').next() == Some(host))
+        }
+    }
+}
+
+fn cross_site() -> Response {
+    problem(
+        StatusCode::FORBIDDEN,
+        "cross_site",
+        "this request came from another site's page",
+    )
+}
+
+/// Checks the token and starts a session in an HttpOnly, SameSite=Strict
+/// cookie.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    // Failed logins spend the client's allowance; a client out of it is
+    // refused before its token is even looked at.
+    let client = rate_key(peer.ip(), 64);
+    if let Err(wait) = state.login_failures.check(client) {
+        return throttled(wait);
+    }
     let token = form.token.trim();
     let known = [Role::Analyst, Role::Researcher]
         .into_iter()
         .any(|r| state.tokens.check(token, r).is_ok());
     if !known {
+        state.login_failures.fail(client);
         return (
             StatusCode::UNAUTHORIZED,
             Html(LOGIN_HTML.replace("<!--error-->", "<p class=\"error\">Unknown token.</p>")),
         )
             .into_response();
     }
+    let id = state.sessions.create(token);
     let secure = if state.cookie_secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200{secure}",
-        auth::COOKIE
+        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        auth::COOKIE,
+        auth::SESSION_LIFETIME.as_secs()
     );
-    match HeaderValue::from_str(&cookie) {
-        Ok(v) => {
-            let mut r = Redirect::to("/").into_response();
-            r.headers_mut().insert(header::SET_COOKIE, v);
-            r
-        }
-        Err(_) => problem(
-            StatusCode::BAD_REQUEST,
-            "invalid_value",
-            "the token holds characters a cookie cannot carry; use the Authorization header",
-        ),
-    }
-}
-
-/// Forgets the login cookie.
-pub(crate) async fn logout() -> Response {
-    let mut r = Redirect::to("/login").into_response();
+    let mut r = Redirect::to("/").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("hushmap_token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        HeaderValue::from_str(&cookie).expect("hex id and fixed text"),
     );
     r
+}
+
+fn throttled(wait: std::time::Duration) -> Response {
+    let mut r = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many failed logins from this address; wait before trying again",
+    );
+    let secs = wait.as_secs().saturating_add(1).to_string();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&secs).expect("digits"),
+    );
+    r
+}
+
+/// Ends the session and forgets the cookie.
+pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    if let Some(id) = auth::session_cookie(&headers) {
+        state.sessions.end(&id);
+    }
+    let mut r = Redirect::to("/login").into_response();
+    let cookie = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        auth::COOKIE
+    );
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("fixed text"),
+    );
+    r
+}
+
+/// Failed logins per client (an IPv6 client by its /64): at most
+/// [`LOGIN_FAILURES_PER_MINUTE`] in a clock minute; then every login from
+/// that client, right or wrong, is refused until the minute is over (so a
+/// guesser learns nothing from a throttled answer).
+#[derive(Debug, Default)]
+pub struct LoginFailures {
+    by_client: std::sync::Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
+}
+
+/// Failed logins a client may make in a minute.
+pub const LOGIN_FAILURES_PER_MINUTE: u32 = 5;
+
+fn minute_now() -> (u64, std::time::Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let minute = now.as_secs() / 60;
+    let left = std::time::Duration::from_secs((minute + 1) * 60).saturating_sub(now);
+    (minute, left)
+}
+
+impl LoginFailures {
+    /// `Err(wait)` if `client` used up this minute's failures.
+    fn check(&self, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
+        let (minute, left) = minute_now();
+        let by_client = self.by_client.lock().expect("login failures lock");
+        match by_client.get(&client) {
+            Some((m, n)) if *m == minute && *n >= LOGIN_FAILURES_PER_MINUTE => Err(left),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failure.
+    fn fail(&self, client: std::net::IpAddr) {
+        let (minute, _) = minute_now();
+        let mut by_client = self.by_client.lock().expect("login failures lock");
+        let entry = by_client.entry(client).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Forgets clients whose minute is over.
+    pub fn forget_idle(&self) {
+        let (minute, _) = minute_now();
+        self.by_client
+            .lock()
+            .expect("login failures lock")
+            .retain(|_, (m, _)| *m == minute);
+    }
 }

@@ -127,6 +127,73 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(r.headers()["set-cookie"].to_str()?.contains("Max-Age=0"));
+    // The cookie held a session id, not the token, and logout ended the
+    // session on the server: a copy of the cookie kept by a thief opens
+    // nothing now.
+    assert!(!pair.contains(ANALYST), "{pair}");
+    let r = http
+        .get(format!("{base}/api/v1/releases"))
+        .header("cookie", &pair)
+        .send()
+        .await?;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a stale cookie still works"
+    );
+
+    // --- cross-site POSTs are refused; the page carries its headers ---
+    let r = http
+        .post(format!("{base}/login"))
+        .header("origin", "https://evil.example")
+        .form(&[("token", ANALYST)])
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = http
+        .post(format!("{base}/logout"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = http.get(format!("{base}/login")).send().await?;
+    for (name, wanted) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        ("x-frame-options", "DENY"),
+    ] {
+        assert_eq!(r.headers()[name], wanted, "{name}");
+    }
+    let csp = r.headers()["content-security-policy"].to_str()?;
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+
+    // --- guessing tokens is throttled: after five failures in a minute
+    // even the right token is refused (a guesser learns nothing) ---
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = http
+            .post(format!("{base}/login"))
+            .form(&[("token", format!("guess-{i}"))])
+            .send()
+            .await?;
+        statuses.push(r.status().as_u16());
+    }
+    let r = http
+        .post(format!("{base}/login"))
+        .form(&[("token", ANALYST)])
+        .send()
+        .await?;
+    statuses.push(r.status().as_u16());
+    // The minute may turn during the loop, refilling the allowance once.
+    assert!(
+        statuses.ends_with(&[429, 429]) && statuses.iter().filter(|s| **s == 401).count() >= 4,
+        "{statuses:?}"
+    );
+    assert!(r.headers().contains_key("retry-after"));
 
     // --- bad export parameters: a clear 422 ---
     for q in ["format=csv", "from=yesterday", "from=10&to=5"] {

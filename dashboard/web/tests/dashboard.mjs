@@ -20,6 +20,8 @@ try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, acceptDownloads: true });
   const page = await context.newPage();
   const offsite = [];
+  const cspViolations = [];
+  page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
   page.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("data:") && !r.url().startsWith("blob:")) offsite.push(r.url()); });
 
   // Not logged in: the page sends the browser to the login form.
@@ -111,6 +113,15 @@ try {
   assert.equal(csv.length - 1, rows);
 
   assert.deepEqual(offsite, [], "the page fetched from outside the dashboard");
+
+  // The page ran under its content security policy without a violation,
+  // and logging out ends the session: the page sends the browser back to
+  // the form.
+  assert.deepEqual(cspViolations, [], "content security policy violations");
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.waitForURL(base + "/login");
+  await page.goto(base + path);
+  assert.match(page.url(), /\/login$/);
   console.log(JSON.stringify({ load_ms: loadMs, countries, cells, suppressed, table_rows: rows, tooltip: tipText.replace(/\s+/g, " ") }));
 } finally {
   await browser.close();
