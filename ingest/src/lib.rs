@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod problem;
 #[cfg(feature = "service")]
 pub mod producer;
+pub mod proof_of_work;
 #[cfg(feature = "service")]
 pub mod rate_limit;
 #[cfg(feature = "service")]

@@ -17,10 +17,19 @@ use utoipa::OpenApi;
         description = "Self-check submissions. Answers the person's risk level at once; stores only a coarse, \
                        pseudonymous record (region cell, age band, window, symptoms, risk level)."
     ),
-    paths(crate::server::submit),
+    paths(crate::server::submit, crate::server::challenge),
     components(schemas(
-        Submission, Location, Triage, Problem, ErrorCode, Subject, Gender, Symptom, Condition,
-        RiskLevel
+        Submission,
+        Location,
+        Triage,
+        Problem,
+        ErrorCode,
+        Subject,
+        Gender,
+        Symptom,
+        Condition,
+        RiskLevel,
+        crate::server::Challenge
     ))
 )]
 pub struct ApiDoc;

@@ -30,6 +30,10 @@ pub enum ErrorCode {
     InvalidContributorToken,
     /// 401: the contributor token is too old (drop it; start over).
     ExpiredContributorToken,
+    /// 428: an anonymous submission without a proof of work.
+    ProofRequired,
+    /// 428: the proof of work is forged, expired, reused or insufficient.
+    InvalidProof,
 }
 
 impl ErrorCode {
@@ -48,6 +52,8 @@ impl ErrorCode {
             ErrorCode::ExpiredIdToken => "expired_id_token",
             ErrorCode::InvalidContributorToken => "invalid_contributor_token",
             ErrorCode::ExpiredContributorToken => "expired_contributor_token",
+            ErrorCode::ProofRequired => "proof_required",
+            ErrorCode::InvalidProof => "invalid_proof",
         }
     }
 
@@ -65,6 +71,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ProofRequired | ErrorCode::InvalidProof => StatusCode::PRECONDITION_REQUIRED,
         }
     }
 
@@ -85,6 +92,8 @@ impl ErrorCode {
             ErrorCode::ExpiredIdToken => "The ID token has expired",
             ErrorCode::InvalidContributorToken => "The contributor token was not accepted",
             ErrorCode::ExpiredContributorToken => "The contributor token has expired",
+            ErrorCode::ProofRequired => "Anonymous submissions need a proof of work",
+            ErrorCode::InvalidProof => "The proof of work was not accepted",
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::metrics::IngestMetrics;
 use crate::openapi;
 use crate::problem::{ErrorCode, Problem};
 use crate::producer::SubmissionProducer;
+use crate::proof_of_work::{PROOF_HEADER, Proofs};
 use crate::rate_limit::ClientRateLimiter;
 use crate::triage;
 use crate::validate::{ValidationRules, validate};
@@ -77,6 +78,8 @@ pub(crate) struct AppState {
     /// The broker's reachability, probed in the background (see
     /// [`IngestServer::serve`]): `/readyz` is public and must cost nothing.
     broker_ready: AtomicBool,
+    /// Proofs of work for anonymous submissions; `None`: not required.
+    proofs: Option<Proofs>,
     /// Bounds submissions waiting for Kafka; a full queue answers 503 at once.
     in_flight: Semaphore,
 }
@@ -134,6 +137,16 @@ impl IngestServer {
             limiter,
             proxies: TrustedProxies::new(rl.trusted_proxies.clone()),
             broker_ready: AtomicBool::new(false),
+            proofs: (config.proof_of_work_bits() > 0).then(|| {
+                // Derived from the contributor secret, so every replica
+                // accepts every replica's challenges.
+                let key = hmac_sha256(&secret, b"hushmap proof-of-work key");
+                Proofs::new(
+                    &key,
+                    config.proof_of_work_bits(),
+                    config.proof_of_work.challenge_lifetime_secs,
+                )
+            }),
             in_flight: Semaphore::new(config.max_in_flight),
         };
         let listener =
@@ -176,6 +189,8 @@ impl IngestServer {
         Router::new()
             .route("/", get(page))
             .route("/v1/submissions", post(submit))
+            .route("/v1/challenge", get(challenge))
+            .route("/pow-worker.js", get(pow_worker))
             .route(
                 "/openapi.json",
                 get(|| async {
@@ -226,6 +241,9 @@ impl IngestServer {
                         && let Some(l) = &state.limiter
                     {
                         l.forget_idle();
+                    }
+                    if let Some(p) = &state.proofs {
+                        p.forget_expired((now_ms() / 1000) as u64);
                     }
                     // Key rotation at the identity provider: new keys are in
                     // force within 5 s; a broken file keeps the old ones.
@@ -318,6 +336,60 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// A proof-of-work challenge for an anonymous submission.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Challenge {
+    /// Send back as `Hushmap-Proof: <challenge>.<counter>`.
+    challenge: String,
+    /// Leading zero bits `SHA-256(base64url-decoded challenge ‖ counter as
+    /// 8 little-endian bytes)` must have; 0: no proof needed.
+    difficulty: u8,
+    /// Seconds the challenge may be redeemed for.
+    expires_in: u64,
+}
+
+/// A proof-of-work challenge (anonymous submissions need one solved).
+#[utoipa::path(
+    get,
+    path = "/v1/challenge",
+    responses((status = 200, description = "A fresh challenge; difficulty 0 means none is needed", body = Challenge,
+        example = json!({"challenge": "AAAAAGdMz4Bq3W0mJ9yPpX1bQ2c4dE5fG6hI7jK8", "difficulty": 16, "expires_in": 120})))
+)]
+pub(crate) async fn challenge(State(state): State<Arc<AppState>>) -> Response {
+    let body = match &state.proofs {
+        Some(p) => Challenge {
+            challenge: p.issue((now_ms() / 1000) as u64),
+            difficulty: p.difficulty(),
+            expires_in: p.lifetime_secs(),
+        },
+        None => Challenge {
+            challenge: String::new(),
+            difficulty: 0,
+            expires_in: 0,
+        },
+    };
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+/// The self-check page's proof-of-work solver (a Web Worker).
+async fn pow_worker() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        POW_WORKER,
+    )
+        .into_response()
+}
+
+/// The self-check page's proof-of-work solver.
+const POW_WORKER: &str = include_str!("../assets/pow-worker.js");
+
+fn hmac_sha256(key: &[u8], label: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
 /// How often the broker's reachability is probed for `/readyz`.
 const READINESS_PROBE_EVERY: Duration = Duration::from_secs(2);
 
@@ -364,7 +436,9 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
         ("Authorization" = Option<String>, Header,
             description = "`Bearer <ID token>`: a signed-in person (EdDSA, ES256 or RS256 JWT from the identity provider)."),
         ("Hushmap-Contributor" = Option<String>, Header,
-            description = "The `contributor_token` of this browser's first answer; omit on the first check. Not with `Authorization`.")
+            description = "The `contributor_token` of this browser's first answer; omit on the first check. Not with `Authorization`."),
+        ("Hushmap-Proof" = Option<String>, Header,
+            description = "Without `Authorization`, when `/v1/challenge` says a difficulty above 0: `<challenge>.<counter>`, a solved challenge (single use).")
     ),
     request_body(
         content = Submission,
@@ -408,6 +482,10 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
             content_type = "application/problem+json",
             example = json!({"type": "/errors/invalid_id_token", "title": "The ID token was not accepted", "status": 401,
                 "detail": "the ID token is meant for another service", "code": "invalid_id_token"})),
+        (status = 428, description = "Anonymous submission without a valid proof of work (proof_required, invalid_proof); nothing read or stored", body = Problem,
+            content_type = "application/problem+json",
+            example = json!({"type": "/errors/proof_required", "title": "Anonymous submissions need a proof of work", "status": 428,
+                "detail": "fetch a challenge from /v1/challenge, solve it and send `Hushmap-Proof: <challenge>.<counter>`", "code": "proof_required"})),
         (status = 413, description = "Body larger than 16 KiB", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "/errors/payload_too_large", "title": "The body is too large", "status": 413,
                 "detail": "the body may be at most 16384 bytes", "code": "payload_too_large"})),
@@ -479,6 +557,23 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
     // Who it is from, before anything is read: a bad token is a 401,
     // never a new identity.
     let who = resolve_contributor(state, headers, now_ms())?;
+    // Anonymous: the proof of work, before the body is read.
+    if let Some(proofs) = &state.proofs
+        && headers.get(header::AUTHORIZATION).is_none()
+    {
+        let proof = headers
+            .get(PROOF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    ErrorCode::ProofRequired,
+                    "fetch a challenge from /v1/challenge, solve it and send `Hushmap-Proof: <challenge>.<counter>`",
+                )
+            })?;
+        proofs
+            .redeem(proof, (now_ms() / 1000) as u64)
+            .map_err(|e| Problem::new(ErrorCode::InvalidProof, e.to_string()))?;
+    }
     let too_large = || {
         Problem::new(
             ErrorCode::PayloadTooLarge,

@@ -9,7 +9,9 @@
 //!   line or a line of its own) do not change its key, and an IPv6 client
 //!   cannot escape its limit by moving within its /64;
 //! - `/readyz` polled hard while the broker is unreachable answers at once
-//!   (no broker round trip, no blocking thread per call).
+//!   (no broker round trip, no blocking thread per call);
+//! - anonymous submissions without a proof of work, with a forged one or
+//!   with one already used are refused before anything is produced.
 
 mod common;
 
@@ -274,5 +276,86 @@ async fn readyz_polled_hard_answers_at_once_while_the_broker_is_away() -> anyhow
         "300 readiness checks took {took:?}"
     );
     let _ = stop.send(());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_submissions_pay_with_a_proof_of_work_once() -> anyhow::Result<()> {
+    use hushmap_ingest::proof_of_work::solve;
+    let ingest = start_ingest(|c| {
+        common::trust_test_idp(c);
+        c.proof_of_work.difficulty_bits = Some(12);
+    })
+    .await?;
+    let client = reqwest::Client::new();
+    let post = |proof: Option<String>| {
+        let mut request = client
+            .post(format!("{}/v1/submissions", ingest.url))
+            .json(&body());
+        if let Some(p) = proof {
+            request = request.header("hushmap-proof", p);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let code = r.json::<serde_json::Value>().await.unwrap()["code"].clone();
+            (status, code)
+        }
+    };
+    let challenge = || async {
+        let c: serde_json::Value = client
+            .get(format!("{}/v1/challenge", ingest.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(c["difficulty"], 12);
+        c["challenge"].as_str().unwrap().to_string()
+    };
+    assert_eq!(post(None).await, (428, "proof_required".into()));
+    // Made up: a well-formed challenge under the attacker's own key, solved.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let forged =
+        hushmap_ingest::proof_of_work::Proofs::new(b"the attacker's own key, 32 bytes+", 12, 120)
+            .issue(now);
+    let n = solve(&forged, 12);
+    assert_eq!(
+        post(Some(format!("{forged}.{n}"))).await,
+        (428, "invalid_proof".into())
+    );
+    // Issued but not solved.
+    let c = challenge().await;
+    let lazy = (0u64..).find(|k| *k != solve(&c, 12)).unwrap();
+    let unsolved = post(Some(format!("{c}.{lazy}"))).await;
+    assert!(
+        unsolved == (428, "invalid_proof".into()) || unsolved.0 == 202,
+        "{unsolved:?}"
+    );
+    // Solved: accepted once, refused when replayed.
+    let c = challenge().await;
+    let proof = format!("{c}.{}", solve(&c, 12));
+    assert_eq!(post(Some(proof.clone())).await.0, 202);
+    assert_eq!(post(Some(proof)).await, (428, "invalid_proof".into()));
+    // Signed in: no proof needed.
+    let signed_in = client
+        .post(format!("{}/v1/submissions", ingest.url))
+        .bearer_auth(hushmap_testkit::idp::TestIdp::ed25519().token_for("pow-subject"))
+        .json(&body())
+        .send()
+        .await?
+        .status();
+    assert_eq!(signed_in, 202);
+    // Only the paid and the signed-in submission reached the topic (the
+    // unsolved one too if its counter happened to meet the difficulty).
+    let topic = ingest.topic.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        hushmap_testkit::topic_records_on(&hushmap_testkit::brokers(), &topic)
+    })
+    .await??;
+    assert_eq!(records.len(), 2 + usize::from(unsolved.0 == 202));
     Ok(())
 }

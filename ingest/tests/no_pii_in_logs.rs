@@ -4,6 +4,7 @@
 //! and the real broker, and search every byte it logged and every metric it
 //! exposed for them, and for anyone's triage result.
 
+use hushmap_ingest::proof_of_work::solve;
 use hushmap_testkit::idp::TestIdp;
 use hushmap_testkit::{brokers, create_topics, eventually, payload_keys, unique};
 use serde_json::json;
@@ -58,6 +59,9 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
         .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers())
         .env("HUSHMAP_INGEST_KAFKA__TOPIC", &topic)
         .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
+        // Anonymous requests carry a proof of work, as in production (a
+        // low difficulty: the test is about what is logged).
+        .env("HUSHMAP_INGEST_PROOF_OF_WORK__DIFFICULTY_BITS", "4")
         .env("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET)
         .env("HUSHMAP_PAYLOAD_KEYS", payload_keys())
         .stdout(Stdio::piped())
@@ -101,13 +105,28 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
         // browser sending back its contributor token.
         let mut request = client.post(format!("{url}/v1/submissions")).json(&body);
         let id_token = idp.token_for(&subject);
+        let proof = async || -> anyhow::Result<String> {
+            let c: serde_json::Value = client
+                .get(format!("{url}/v1/challenge"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let c = c["challenge"].as_str().unwrap().to_string();
+            Ok(format!("{c}.{}", solve(&c, 4)))
+        };
         if i % 2 == 0 {
             request = request.bearer_auth(&id_token);
             needles.push(id_token.clone());
             needles.push(id_token.rsplit('.').next().unwrap().to_string());
             needles.push(subject.clone());
-        } else if let Some(t) = &browser_token {
-            request = request.header("hushmap-contributor", t);
+        } else {
+            let p = proof().await?;
+            needles.push(p.clone());
+            request = request.header("hushmap-proof", p);
+            if let Some(t) = &browser_token {
+                request = request.header("hushmap-contributor", t);
+            }
         }
         let resp = request.send().await?;
         assert_eq!(resp.status(), 202);
@@ -133,6 +152,7 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
         broken["age"] = json!(format!("{age} years"));
         let resp = client
             .post(format!("{url}/v1/submissions"))
+            .header("hushmap-proof", proof().await?)
             .json(&broken)
             .send()
             .await?;
@@ -153,6 +173,7 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
             named["location"][phone.as_str()] = json!(1);
             let resp = client
                 .post(format!("{url}/v1/submissions"))
+                .header("hushmap-proof", proof().await?)
                 .json(&named)
                 .send()
                 .await?;

@@ -18,6 +18,8 @@ async fn a_person_fills_in_the_form_and_gets_advice() -> anyhow::Result<()> {
     let idp_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let ingest = start_ingest(|c| {
         trust_test_idp(c);
+        // What production asks of anonymous browsers (off in dev mode).
+        c.proof_of_work.difficulty_bits = Some(15);
         c.identity.sign_in_url = Some(format!("http://{idp_addr}/"));
     })
     .await?;

@@ -45,6 +45,9 @@ try {
   assert.equal(sent.age, 67);
   assert.deepEqual(sent.symptoms, ["fever", "dry_cough"]);
   assert.ok(!("profile" in sent));
+  // Anonymous checks carry a solved proof of work (the test's ingest asks
+  // for the default difficulty), found by the page's worker.
+  assert.match(sentHeaders[0]["hushmap-proof"] || "", /^[\w-]+\.\d+$/);
   // The first check: no identity sent; the answer's contributor token is
   // kept in this browser, and the page says the browser counts as one.
   assert.equal(sentHeaders[0]["hushmap-contributor"], undefined);
@@ -61,6 +64,7 @@ try {
   assert.equal(posted.length, 2);
   assert.equal(sentHeaders[1]["hushmap-contributor"], token);
   assert.equal(sentHeaders[1]["authorization"], undefined);
+  assert.notEqual(sentHeaders[1]["hushmap-proof"], sentHeaders[0]["hushmap-proof"], "a fresh challenge each time");
 
   // Server-side errors are shown: an impossible age.
   await page.getByLabel("Age in years").fill("130");
@@ -86,6 +90,7 @@ try {
   const last = sentHeaders[sentHeaders.length - 1];
   assert.match(last["authorization"], /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
   assert.equal(last["hushmap-contributor"], undefined);
+  assert.equal(last["hushmap-proof"], undefined, "signed in: no proof of work");
 
   // Signing out: anonymous again, with the same browser token.
   await page.getByRole("button", { name: "Sign out" }).click();

@@ -1,0 +1,259 @@
+//! A price on anonymous submissions: a stateless proof-of-work challenge.
+//!
+//! Anyone can submit anonymously, so someone who controls many clients can
+//! paint a fake hotspot with many "people". A proof of work does not tell a
+//! fake submission from a real one; it makes each one cost CPU time, which
+//! a real person spends once (a fraction of a second on a phone, in a Web
+//! Worker, while they read their result) and a forger spends for every
+//! fake. Submissions with a valid ID token skip it: the identity provider
+//! already bounds them to one person each.
+//!
+//! A challenge is `time ‖ nonce ‖ mac`: the issue time (seconds), 16 random
+//! bytes and an HMAC-SHA-256 of both under a key held only in memory (a
+//! restart invalidates outstanding challenges, which live two minutes
+//! anyway). Ingest keeps no state for an issued challenge. A proof is a
+//! counter `n` such that `SHA-256(challenge ‖ n as 8 little-endian bytes)`
+//! starts with `difficulty` zero bits; it is checked before the body is
+//! read. A challenge is single-use: a redeemed one is remembered until it
+//! expires (in this process; with several ingest replicas, once per
+//! replica at most, which multiplies a forger's discount by the replica
+//! count, not more).
+//!
+//! ```
+//! use hushmap_ingest::proof_of_work::{Proofs, solve};
+//! let proofs = Proofs::new(b"a key of at least thirty-two bytes!!", 8, 120);
+//! let challenge = proofs.issue(1_000);
+//! let counter = solve(&challenge, 8);
+//! assert!(proofs.redeem(&format!("{challenge}.{counter}"), 1_010).is_ok());
+//! // Single use.
+//! assert!(proofs.redeem(&format!("{challenge}.{counter}"), 1_011).is_err());
+//! ```
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The request header carrying a solved challenge: `<challenge>.<counter>`.
+pub const PROOF_HEADER: &str = "hushmap-proof";
+
+const RANDOM_LEN: usize = 16;
+const MAC_LEN: usize = 16;
+const CHALLENGE_LEN: usize = 8 + RANDOM_LEN + MAC_LEN;
+
+/// Why a proof was refused. The text is safe to send to the client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProofError {
+    #[error("the proof of work is not `<challenge>.<counter>` of a challenge from this service")]
+    Malformed,
+    #[error("the challenge was not issued by this service")]
+    Forged,
+    #[error("the challenge has expired; fetch a new one")]
+    Expired,
+    #[error("the proof of work does not meet the difficulty")]
+    Insufficient,
+    #[error("the challenge was already used; fetch a new one")]
+    Reused,
+}
+
+/// Issues and checks challenges.
+pub struct Proofs {
+    key: Vec<u8>,
+    difficulty: u8,
+    lifetime_secs: u64,
+    /// Redeemed challenges' random parts, with their expiry (seconds).
+    redeemed: Mutex<HashMap<[u8; RANDOM_LEN], u64>>,
+}
+
+impl Proofs {
+    /// `difficulty`: leading zero bits a proof's hash needs (expected work
+    /// 2^difficulty hashes). `lifetime_secs`: how long a challenge may be
+    /// redeemed after it was issued.
+    pub fn new(key: &[u8], difficulty: u8, lifetime_secs: u64) -> Proofs {
+        Proofs {
+            key: key.to_vec(),
+            difficulty,
+            lifetime_secs,
+            redeemed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn difficulty(&self) -> u8 {
+        self.difficulty
+    }
+
+    pub fn lifetime_secs(&self) -> u64 {
+        self.lifetime_secs
+    }
+
+    fn mac(&self, head: &[u8]) -> [u8; MAC_LEN] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(b"hushmap proof-of-work challenge v1");
+        mac.update(head);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
+
+    /// A fresh challenge at `now_secs`, base64url.
+    pub fn issue(&self, now_secs: u64) -> String {
+        let mut bytes = Vec::with_capacity(CHALLENGE_LEN);
+        bytes.extend_from_slice(&now_secs.to_be_bytes());
+        bytes.extend_from_slice(&rand::random::<[u8; RANDOM_LEN]>());
+        let mac = self.mac(&bytes);
+        bytes.extend_from_slice(&mac);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Checks `<challenge>.<counter>` at `now_secs` and marks the challenge
+    /// used.
+    pub fn redeem(&self, proof: &str, now_secs: u64) -> Result<(), ProofError> {
+        let (challenge, counter) = proof.trim().split_once('.').ok_or(ProofError::Malformed)?;
+        let counter: u64 = counter.parse().map_err(|_| ProofError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(challenge)
+            .map_err(|_| ProofError::Malformed)?;
+        if bytes.len() != CHALLENGE_LEN {
+            return Err(ProofError::Malformed);
+        }
+        let (head, mac) = bytes.split_at(8 + RANDOM_LEN);
+        // Constant time: a MAC compared byte by byte leaks its prefix.
+        let mut check =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        check.update(b"hushmap proof-of-work challenge v1");
+        check.update(head);
+        check
+            .verify_truncated_left(mac)
+            .map_err(|_| ProofError::Forged)?;
+        let issued = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
+        let expires = issued.saturating_add(self.lifetime_secs);
+        if now_secs >= expires || issued > now_secs.saturating_add(5) {
+            return Err(ProofError::Expired);
+        }
+        if leading_zero_bits(&work(&bytes, counter)) < u32::from(self.difficulty) {
+            return Err(ProofError::Insufficient);
+        }
+        let id: [u8; RANDOM_LEN] = head[8..].try_into().expect("16 bytes");
+        let mut redeemed = self.redeemed.lock().expect("redeemed lock");
+        if redeemed.len() > 4096 {
+            redeemed.retain(|_, until| *until > now_secs);
+        }
+        if redeemed.insert(id, expires).is_some() {
+            return Err(ProofError::Reused);
+        }
+        Ok(())
+    }
+
+    /// Forgets redeemed challenges that expired.
+    pub fn forget_expired(&self, now_secs: u64) {
+        self.redeemed
+            .lock()
+            .expect("redeemed lock")
+            .retain(|_, until| *until > now_secs);
+    }
+}
+
+fn work(challenge: &[u8], counter: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(challenge);
+    h.update(counter.to_le_bytes());
+    h.finalize().into()
+}
+
+fn leading_zero_bits(hash: &[u8; 32]) -> u32 {
+    let mut bits = 0;
+    for byte in hash {
+        if *byte == 0 {
+            bits += 8;
+        } else {
+            return bits + byte.leading_zeros();
+        }
+    }
+    bits
+}
+
+/// Finds a counter for `challenge` (what the page's worker does; here for
+/// tests, benchmarks and non-browser clients).
+pub fn solve(challenge: &str, difficulty: u8) -> u64 {
+    let bytes = URL_SAFE_NO_PAD.decode(challenge).unwrap_or_default();
+    (0u64..)
+        .find(|n| leading_zero_bits(&work(&bytes, *n)) >= u32::from(difficulty))
+        .expect("a counter exists")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"proof-of-work-test-key-0123456789abcdef";
+
+    #[test]
+    fn a_solved_challenge_is_accepted_once() {
+        let p = Proofs::new(KEY, 10, 120);
+        let c = p.issue(5_000);
+        let n = solve(&c, 10);
+        assert_eq!(p.redeem(&format!("{c}.{n}"), 5_001), Ok(()));
+        assert_eq!(
+            p.redeem(&format!("{c}.{n}"), 5_002),
+            Err(ProofError::Reused)
+        );
+    }
+
+    #[test]
+    fn forged_expired_lazy_and_garbled_proofs_are_refused() {
+        let p = Proofs::new(KEY, 12, 120);
+        let c = p.issue(5_000);
+        let n = solve(&c, 12);
+        // Another key's challenge.
+        let other = Proofs::new(b"another-key-0123456789abcdef-0123456789", 12, 120);
+        let f = other.issue(5_000);
+        assert_eq!(
+            p.redeem(&format!("{f}.{}", solve(&f, 12)), 5_001),
+            Err(ProofError::Forged)
+        );
+        // A changed time, a changed random part: the MAC no longer fits.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&c).unwrap();
+        bytes[7] ^= 1;
+        let tampered = URL_SAFE_NO_PAD.encode(&bytes);
+        assert_eq!(
+            p.redeem(&format!("{tampered}.{n}"), 5_001),
+            Err(ProofError::Forged)
+        );
+        assert_eq!(
+            p.redeem(&format!("{c}.{n}"), 5_120),
+            Err(ProofError::Expired)
+        );
+        // A counter that does not meet the difficulty (the first that fails).
+        let lazy = (0u64..)
+            .find(|k| leading_zero_bits(&work(&URL_SAFE_NO_PAD.decode(&c).unwrap(), *k)) < 12)
+            .unwrap();
+        assert_eq!(
+            p.redeem(&format!("{c}.{lazy}"), 5_001),
+            Err(ProofError::Insufficient)
+        );
+        for garbled in ["", "abc", "abc.1", &format!("{c}.x"), c.as_str()] {
+            assert_eq!(
+                p.redeem(garbled, 5_001),
+                Err(ProofError::Malformed),
+                "{garbled}"
+            );
+        }
+        assert_eq!(p.redeem(&format!("{c}.{n}"), 5_001), Ok(()));
+    }
+
+    #[test]
+    fn the_expected_work_doubles_with_each_bit() {
+        // Mean counters over many challenges: about 2^d.
+        let p = Proofs::new(KEY, 0, 120);
+        let mean = |d: u8| {
+            let total: u64 = (0..200).map(|i| solve(&p.issue(i), d) + 1).sum();
+            total as f64 / 200.0
+        };
+        let (m6, m8) = (mean(6), mean(8));
+        assert!((32.0..128.0).contains(&m6), "{m6}");
+        assert!((128.0..512.0).contains(&m8), "{m8}");
+    }
+}
