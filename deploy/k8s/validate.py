@@ -183,6 +183,71 @@ def check_references(resources):
                 problem(f"{kind}/{name}", f"targets no workload {target}")
 
 
+# Who may call each workload: the namespaces (by name) and the ports.
+# Anything else a policy admits is a problem, and so is a workload no
+# policy covers when the namespace does not deny by default.
+ALLOWED_CALLERS = {
+    "hushmap-ingest": {("ingress-nginx", "http"), ("monitoring", "metrics")},
+    "hushmap-dashboard": {("ingress-nginx", "http"), ("ingress-nginx", "flight")},
+    "hushmap-aggregate": {("monitoring", "metrics")},
+}
+KAFKA_CLIENTS = {"hushmap-ingest", "hushmap-aggregate", "hushmap-dashboard"}
+
+
+def check_network_policies(resources):
+    policies = [d for _, d in resources if d["kind"] == "NetworkPolicy"]
+    deny_all = any(
+        p["spec"].get("podSelector") == {}
+        and "Ingress" in p["spec"].get("policyTypes", [])
+        and not p["spec"].get("ingress")
+        for p in policies
+    )
+    if not deny_all:
+        problem("NetworkPolicy", "no default deny of ingress in the namespace")
+    for workload, allowed in ALLOWED_CALLERS.items():
+        covering = [
+            p for p in policies
+            if p["spec"].get("podSelector", {}).get("matchLabels", {})
+            .get("app.kubernetes.io/name") == workload
+        ]
+        if not covering:
+            problem(f"NetworkPolicy/{workload}", "no policy admits this workload's callers")
+        for p in covering:
+            where = f"NetworkPolicy/{p['metadata']['name']}"
+            for rule in p["spec"].get("ingress", []):
+                sources = rule.get("from")
+                ports = [port.get("port") for port in rule.get("ports", [])]
+                if not sources:
+                    problem(where, "a rule admits every source")
+                    continue
+                if not ports:
+                    problem(where, "a rule admits every port")
+                for source in sources:
+                    if "ipBlock" in source or "podSelector" in source and "namespaceSelector" not in source:
+                        problem(where, f"unexpected source {source}")
+                        continue
+                    namespace = (source.get("namespaceSelector", {}).get("matchLabels", {})
+                                 .get("kubernetes.io/metadata.name"))
+                    for port in ports:
+                        if (namespace, port) not in allowed:
+                            problem(where, f"admits {namespace or 'every namespace'} to port {port}")
+    kafka = find(resources, "Kafka", "hushmap")
+    for listener in kafka["spec"]["kafka"]["listeners"]:
+        peers = listener.get("networkPolicyPeers")
+        where = f"Kafka/hushmap listener {listener['name']}"
+        if not peers:
+            problem(where, "no networkPolicyPeers: every pod in the cluster may connect")
+            continue
+        names = set()
+        for peer in peers:
+            if set(peer) != {"podSelector"}:
+                problem(where, f"a peer beyond this namespace's pods: {peer}")
+            names.add(peer.get("podSelector", {}).get("matchLabels", {})
+                      .get("app.kubernetes.io/name"))
+        if names != KAFKA_CLIENTS:
+            problem(where, f"peers {sorted(map(str, names))}, expected {sorted(KAFKA_CLIENTS)}")
+
+
 # Each stand-in is made once by the binaries themselves (every check run
 # and every self-test variant needs the same ones).
 @functools.cache
@@ -317,6 +382,17 @@ MUTATIONS = [
     ("an HMAC key among the identity provider's keys (refused by ingest itself)",
      lambda r: find(r, "ConfigMap", "hushmap-idp-keys")["data"].__setitem__(
          "jwks.json", '{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]}')),
+    ("no default deny in the namespace",
+     lambda r: r.remove(next(x for x in r if x[1]["kind"] == "NetworkPolicy"
+                             and x[1]["metadata"]["name"] == "default-deny-ingress"))),
+    ("the dashboard's Flight port open to every namespace",
+     lambda r: find(r, "NetworkPolicy", "hushmap-dashboard")["spec"]["ingress"][0]["from"][0]
+     .__setitem__("namespaceSelector", {})),
+    ("aggregate's metrics open to the ingress namespace",
+     lambda r: find(r, "NetworkPolicy", "hushmap-aggregate")["spec"]["ingress"][0]["from"][0]
+     ["namespaceSelector"]["matchLabels"].__setitem__("kubernetes.io/metadata.name", "ingress-nginx")),
+    ("Kafka's listener open to every pod",
+     lambda r: find(r, "Kafka", "hushmap")["spec"]["kafka"]["listeners"][0].pop("networkPolicyPeers")),
     ("misspelt privacy setting (refused by the aggregator itself)",
      lambda r: find(r, "ConfigMap", "hushmap-aggregate")["data"].__setitem__(
          "aggregate.toml",
@@ -328,6 +404,7 @@ MUTATIONS = [
 def check_all(resources, crd_schemas, bin_dir):
     check_schemas(resources, crd_schemas)
     check_references(resources)
+    check_network_policies(resources)
     check_service_configs(resources, bin_dir)
 
 
@@ -359,6 +436,7 @@ def main():
     print(f"k8s: self-test: all {len(MUTATIONS)} broken variants refused")
     check_schemas(resources, crd_schemas)
     check_references(resources)
+    check_network_policies(resources)
     check_service_configs(resources, bin_dir)
     kinds = sorted({d["kind"] for _, d in resources})
     if problems:
