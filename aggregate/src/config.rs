@@ -13,6 +13,7 @@ use hushmap_schema::{
     PayloadKeyring, RegionCell, RegionError, StatisticCost, WindowLength, topics,
 };
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
+use hushmap_service::secrets::{SecretError, merge_secrets};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -51,6 +52,8 @@ pub enum ConfigError {
     Epoch(&'static str),
     #[error("max_buffered_records_per_window must be positive")]
     BufferCap,
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,20 +303,16 @@ impl AggregateConfig {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        let config: AggregateConfig = fig
-            .merge(Env::prefixed("HUSHMAP_AGGREGATE_").split("__"))
-            .merge(
-                Env::raw()
-                    .only(&["HUSHMAP_PAYLOAD_KEYS"])
-                    .map(|_| "payload_keys".into()),
-            )
-            .merge(
-                Env::raw()
-                    .only(&[kafka::SASL_PASSWORD_ENV])
-                    .map(|_| kafka::SASL_PASSWORD_KEY.into()),
-            )
-            .extract()
-            .map_err(Box::new)?;
+        // Secrets from their variables or the files their `_FILE` names.
+        let config: AggregateConfig = merge_secrets(
+            fig.merge(Env::prefixed("HUSHMAP_AGGREGATE_").split("__")),
+            &[
+                ("HUSHMAP_PAYLOAD_KEYS", "payload_keys"),
+                (kafka::SASL_PASSWORD_ENV, kafka::SASL_PASSWORD_KEY),
+            ],
+        )?
+        .extract()
+        .map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }

@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::topics;
 use hushmap_service::http::{HttpLimits, HttpLimitsError};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
+use hushmap_service::secrets::{SecretError, merge_secrets};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub enum ConfigError {
     KafkaSecurity(#[from] KafkaSecurityError),
     #[error(transparent)]
     Http(#[from] HttpLimitsError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error("sql.query_timeout_ms and sql.max_concurrent_per_token must be positive")]
     SqlLimits,
 }
@@ -105,15 +108,13 @@ impl DashboardConfig {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        let config: DashboardConfig = fig
-            .merge(Env::prefixed("HUSHMAP_DASHBOARD_").split("__"))
-            .merge(
-                Env::raw()
-                    .only(&[kafka::SASL_PASSWORD_ENV])
-                    .map(|_| kafka::SASL_PASSWORD_KEY.into()),
-            )
-            .extract()
-            .map_err(Box::new)?;
+        // The Kafka password from its variable or the file its `_FILE` names.
+        let config: DashboardConfig = merge_secrets(
+            fig.merge(Env::prefixed("HUSHMAP_DASHBOARD_").split("__")),
+            &[(kafka::SASL_PASSWORD_ENV, kafka::SASL_PASSWORD_KEY)],
+        )?
+        .extract()
+        .map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }

@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{PayloadKeyring, RegionError, WindowLength, topics};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
+use hushmap_service::secrets::{SecretError, merge_secrets};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub enum ConfigError {
     ShortSecret,
     #[error(transparent)]
     KafkaSecurity(#[from] KafkaSecurityError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error("max_in_flight must be positive")]
     NoInFlight,
     #[error(
@@ -85,6 +88,13 @@ impl Secret {
 
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+}
+
+// The secret is wiped from memory when the configuration holding it goes.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -260,29 +270,21 @@ impl IngestConfig {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig = fig
-            .merge(Env::prefixed("HUSHMAP_INGEST_").split("__"))
-            .merge(
-                Env::raw()
-                    .only(&["HUSHMAP_CONTRIBUTOR_SECRET"])
-                    .map(|_| "contributor_secret".into()),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["HUSHMAP_PAYLOAD_KEYS"])
-                    .map(|_| "payload_keys".into()),
-            )
-            .merge(
-                Env::raw()
-                    .only(&[kafka::SASL_PASSWORD_ENV])
-                    .map(|_| kafka::SASL_PASSWORD_KEY.into()),
-            );
+        fig = fig.merge(Env::prefixed("HUSHMAP_INGEST_").split("__"));
+        // Each from its variable or the file its `_FILE` names.
+        let fig = merge_secrets(
+            fig,
+            &[
+                ("HUSHMAP_CONTRIBUTOR_SECRET", "contributor_secret"),
+                ("HUSHMAP_PAYLOAD_KEYS", "payload_keys"),
+                (kafka::SASL_PASSWORD_ENV, kafka::SASL_PASSWORD_KEY),
+            ],
+        )?;
         let config: IngestConfig = fig.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks the invariants the service relies on.
     /// The proof-of-work difficulty in force: as configured, else 15 (0 in
     /// dev mode).
     pub fn proof_of_work_bits(&self) -> u8 {
@@ -291,6 +293,7 @@ impl IngestConfig {
             .unwrap_or(if self.dev_mode { 0 } else { 15 })
     }
 
+    /// Checks the invariants the service relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         RegionResolution::new(self.region_resolution)?;
         let window = WindowLength::from_secs(self.window_secs).ok_or(ConfigError::WindowZero)?;

@@ -6,6 +6,7 @@
 pub mod client_address;
 pub mod http;
 pub mod kafka;
+pub mod secrets;
 
 use std::io::IsTerminal;
 
