@@ -104,10 +104,13 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("valid regex")
 });
-// E.164 with its plus (spaces or dashes allowed between groups), or an
-// Indian mobile number (ten digits, first 6-9) standing alone.
+// E.164 with its plus and a country code (1-9 first), standing alone
+// (not an exponent such as `1e+00000000000000000`), spaces or dashes
+// allowed between groups; or an Indian mobile number (ten digits, first
+// 6-9) standing alone: not inside a word, so not a run of digits in a hex
+// string (a partition key, a digest).
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:\+\d{1,3}[ -]?(?:\d[ -]?){6,13}\d|(?:^|[^\d.+])([6-9]\d{4}[ -]?\d{5})(?:$|[^\d.]|\.(?:$|[^\d])))")
+    Regex::new(r"(?:(?:^|[^\w.+])(\+[1-9]\d{0,2}[ -]?(?:\d[ -]?){6,13}\d)(?:$|[^\d])|(?:^|[^\w.+])([6-9]\d{4}[ -]?\d{5})(?:$|[^\w.]|\.(?:$|[^\d])))")
         .expect("valid regex")
 });
 
@@ -174,7 +177,7 @@ pub fn scan_patterns(bytes: &[u8], mut found: impl FnMut(LeakKind, &'static str,
         found(LeakKind::Email, "e-mail address", m.as_bytes());
     }
     for c in PHONE.captures_iter(bytes) {
-        let m = c.get(1).unwrap_or_else(|| c.get(0).expect("match"));
+        let m = c.get(1).or_else(|| c.get(2)).expect("one of the two forms");
         found(LeakKind::Phone, "phone number", m.as_bytes());
     }
 }
@@ -392,6 +395,10 @@ mod tests {
             "offset 1796127336000 window_start=1796127336 bytes 7340032000000",
             "2026-12-01T12:15:36+00:00 kafka_2.13-4.1.0 org.apache.kafka@4",
             "request_id=8123456789012 partition 0@98765",
+            // Exponents and signed zeros in numbers (a release's metadata).
+            "rho 1e+00000000000000000 sd +0 0 0 0 0 0 0 0 0 0 x+0000000000",
+            // Runs of digits in hex (partition keys, digests).
+            "key 9482736451abcdef0123 f9482736451e 3f2a9482736451",
         ];
         for text in clean {
             assert_eq!(kinds(text.as_bytes()), [], "false finding in {text:?}");
