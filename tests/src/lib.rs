@@ -357,3 +357,42 @@ pub async fn wait_for_dashboard_total(
     )
     .await
 }
+
+/// A dashboard alone (no pipeline), on free loopback ports and a fresh
+/// releases topic and data directory; stops when dropped.
+pub struct StandaloneDashboard {
+    pub http: std::net::SocketAddr,
+    pub flight: std::net::SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl StandaloneDashboard {
+    /// Starts one; `tweak` may change any of its configuration.
+    pub async fn start(
+        tweak: impl FnOnce(&mut hushmap_dashboard::DashboardConfig),
+    ) -> anyhow::Result<StandaloneDashboard> {
+        let data_dir = std::env::temp_dir().join(unique("hushmap-dashboard"));
+        let mut config = hushmap_dashboard::DashboardConfig {
+            listen: "127.0.0.1:0".parse()?,
+            flight_listen: "127.0.0.1:0".parse()?,
+            data_dir: data_dir.clone(),
+            ..hushmap_dashboard::DashboardConfig::default()
+        };
+        config.kafka.brokers = brokers();
+        config.kafka.releases_topic = unique("test.dashboard.releases");
+        tweak(&mut config);
+        let server = hushmap_dashboard::DashboardServer::bind(config).await?;
+        let (http, flight) = (server.local_addr(), server.flight_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        Ok(StandaloneDashboard {
+            http,
+            flight,
+            data_dir,
+            _stop: stop,
+        })
+    }
+}

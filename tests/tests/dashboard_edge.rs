@@ -5,38 +5,14 @@
 //! clients (a page request, a Flight `ListFlights`) are served throughout.
 
 use arrow_flight::flight_service_client::FlightServiceClient;
-use hushmap_dashboard::{DashboardConfig, DashboardServer};
+use hushmap_dashboard::DashboardConfig;
 use hushmap_testkit::{closed_within, send_partial};
+use hushmap_tests::StandaloneDashboard;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-struct Running {
-    http: SocketAddr,
-    flight: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start(tweak: impl FnOnce(&mut DashboardConfig)) -> anyhow::Result<Running> {
-    let mut config = DashboardConfig {
-        listen: "127.0.0.1:0".parse()?,
-        flight_listen: "127.0.0.1:0".parse()?,
-        data_dir: std::env::temp_dir().join(hushmap_tests::unique("hushmap-dash-edge")),
-        ..DashboardConfig::default()
-    };
-    config.kafka.brokers = hushmap_tests::brokers();
-    config.kafka.releases_topic = hushmap_tests::unique("test.dash.edge");
-    tweak(&mut config);
-    let server = DashboardServer::bind(config).await?;
-    let (http, flight) = (server.local_addr(), server.flight_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
-        let _ = stopped.await;
-    }));
-    Ok(Running {
-        http,
-        flight,
-        _stop: stop,
-    })
+async fn start(tweak: impl FnOnce(&mut DashboardConfig)) -> anyhow::Result<StandaloneDashboard> {
+    StandaloneDashboard::start(tweak).await
 }
 
 async fn flight_answers(addr: SocketAddr) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use hushmap_dashboard::auth::{Role, TokenEntry};
-use hushmap_dashboard::{DashboardConfig, DashboardServer};
+use hushmap_tests::StandaloneDashboard;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -20,39 +20,27 @@ const OTHER: &str = "researcher-sql-limits-other-8f2d";
 struct Running {
     flight: String,
     data_dir: PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _dashboard: StandaloneDashboard,
 }
 
 async fn start() -> anyhow::Result<Running> {
-    let data_dir = std::env::temp_dir().join(hushmap_tests::unique("hushmap-sql-limits"));
-    let mut config = DashboardConfig {
-        listen: "127.0.0.1:0".parse()?,
-        flight_listen: "127.0.0.1:0".parse()?,
-        data_dir: data_dir.clone(),
-        ..DashboardConfig::default()
-    };
-    config.kafka.brokers = hushmap_tests::brokers();
-    config.kafka.releases_topic = hushmap_tests::unique("test.sql.limits");
-    for (token, name) in [(RESEARCHER, "r"), (OTHER, "o")] {
-        config
-            .auth
-            .tokens
-            .push(TokenEntry::for_token(token, vec![Role::Researcher], name));
-    }
-    config.sql.query_timeout_ms = 2_000;
-    config.sql.max_rows = 1_000;
-    config.sql.max_bytes = 64 * 1024;
-    config.sql.max_concurrent_per_token = 1;
-    let server = DashboardServer::bind(config).await?;
-    let flight = format!("http://{}", server.flight_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
-        let _ = stopped.await;
-    }));
+    let dashboard = StandaloneDashboard::start(|config| {
+        for (token, name) in [(RESEARCHER, "r"), (OTHER, "o")] {
+            config
+                .auth
+                .tokens
+                .push(TokenEntry::for_token(token, vec![Role::Researcher], name));
+        }
+        config.sql.query_timeout_ms = 2_000;
+        config.sql.max_rows = 1_000;
+        config.sql.max_bytes = 64 * 1024;
+        config.sql.max_concurrent_per_token = 1;
+    })
+    .await?;
     Ok(Running {
-        flight,
-        data_dir,
-        _stop: stop,
+        flight: format!("http://{}", dashboard.flight),
+        data_dir: dashboard.data_dir.clone(),
+        _dashboard: dashboard,
     })
 }
 
@@ -104,6 +92,19 @@ async fn ran_again_soon(url: &str, token: &str) {
     }
 }
 
+/// 100⁵ = 10¹⁰ rows to sum (a count would come from statistics): far past
+/// any deadline.
+fn long_sum() -> String {
+    format!(
+        "SELECT sum(a.x * b.x + c.x - d.x * e.x) FROM {}, {}, {}, {}, {}",
+        values(100, "a"),
+        values(100, "b"),
+        values(100, "c"),
+        values(100, "d"),
+        values(100, "e")
+    )
+}
+
 /// `(VALUES (1), …, (n)) AS name(x)`: rows without a generator.
 fn values(n: usize, name: &str) -> String {
     let rows: Vec<String> = (1..=n).map(|i| format!("({i})")).collect();
@@ -125,13 +126,7 @@ async fn runaway_sql_is_refused_or_stopped() -> anyhow::Result<()> {
     }
     // 100⁵ = 10¹⁰ rows to sum (a count would come from statistics): stopped at the 2 s deadline.
     let v = values(100, "a");
-    let long = format!(
-        "SELECT sum(a.x * b.x + c.x - d.x * e.x) FROM {v}, {}, {}, {}, {}",
-        values(100, "b"),
-        values(100, "c"),
-        values(100, "d"),
-        values(100, "e")
-    );
+    let long = long_sum();
     let started = Instant::now();
     let stopped = run(&d.flight, RESEARCHER, &long)
         .await?
@@ -170,14 +165,7 @@ async fn runaway_sql_is_refused_or_stopped() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_runs_one_query_at_a_time() -> anyhow::Result<()> {
     let d = start().await?;
-    let long = format!(
-        "SELECT sum(a.x * b.x + c.x - d.x * e.x) FROM {}, {}, {}, {}, {}",
-        values(100, "a"),
-        values(100, "b"),
-        values(100, "c"),
-        values(100, "d"),
-        values(100, "e")
-    );
+    let long = long_sum();
     let first = tokio::spawn({
         let (url, long) = (d.flight.clone(), long.clone());
         async move { run(&url, RESEARCHER, &long).await }
