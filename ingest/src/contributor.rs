@@ -30,6 +30,7 @@ const SUBJECT_DOMAIN: &[u8] = b"hushmap.contributor.subject.v1\0";
 const ANONYMOUS_DOMAIN: &[u8] = b"hushmap.contributor.anonymous.v1\0";
 const TOKEN_DOMAIN: &[u8] = b"hushmap.contributor-token.v1\0";
 const BATCH_DOMAIN: &[u8] = b"hushmap.contributor.batch.v1\0";
+const PROOF_OF_WORK_DOMAIN: &[u8] = b"hushmap.proof-of-work-key.v1\0";
 
 /// Version prefix of a [`ContributorToken`]'s text.
 const TOKEN_PREFIX: &str = "c1.";
@@ -125,6 +126,16 @@ impl ContributorKeys {
     /// own secret, so it links to nothing outside the run).
     pub fn batch_key(&self, id: &str) -> ContributorKey {
         self.key(BATCH_DOMAIN, &[id.as_bytes()])
+    }
+
+    /// The key proof-of-work challenges are MAC'd under: derived from the
+    /// contributor secret, so every ingest replica accepts every replica's
+    /// challenges.
+    pub fn proof_of_work_key(&self) -> [u8; 32] {
+        self.mac(PROOF_OF_WORK_DOMAIN, &[])
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     fn token_mac(&self, id: &[u8; 16], day: u32) -> HmacSha256 {
@@ -259,5 +270,6 @@ mod tests {
         );
         assert_ne!(k.subject_key("is", "salice"), k.subject_key("iss", "alice"));
         assert_ne!(k.batch_key("alice"), k.subject_key("", "alice"));
+        assert_ne!(k.proof_of_work_key()[..16], k.batch_key("").0);
     }
 }

@@ -88,14 +88,13 @@ impl Proofs {
         self.lifetime_secs
     }
 
-    fn mac(&self, head: &[u8]) -> [u8; MAC_LEN] {
+    /// The MAC of a challenge's head (time and random part), before
+    /// truncation.
+    fn mac(&self, head: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(b"hushmap proof-of-work challenge v1");
         mac.update(head);
-        let full = mac.finalize().into_bytes();
-        let mut out = [0u8; MAC_LEN];
-        out.copy_from_slice(&full[..MAC_LEN]);
-        out
+        mac
     }
 
     /// A fresh challenge at `now_secs`, base64url.
@@ -103,8 +102,8 @@ impl Proofs {
         let mut bytes = Vec::with_capacity(CHALLENGE_LEN);
         bytes.extend_from_slice(&now_secs.to_be_bytes());
         bytes.extend_from_slice(&rand::random::<[u8; RANDOM_LEN]>());
-        let mac = self.mac(&bytes);
-        bytes.extend_from_slice(&mac);
+        let mac = self.mac(&bytes).finalize().into_bytes();
+        bytes.extend_from_slice(&mac[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
@@ -121,11 +120,7 @@ impl Proofs {
         }
         let (head, mac) = bytes.split_at(8 + RANDOM_LEN);
         // Constant time: a MAC compared byte by byte leaks its prefix.
-        let mut check =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        check.update(b"hushmap proof-of-work challenge v1");
-        check.update(head);
-        check
+        self.mac(head)
             .verify_truncated_left(mac)
             .map_err(|_| ProofError::Forged)?;
         let issued = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
@@ -139,7 +134,7 @@ impl Proofs {
         let id: [u8; RANDOM_LEN] = head[8..].try_into().expect("16 bytes");
         let mut redeemed = self.redeemed.lock().expect("redeemed lock");
         if redeemed.len() > 4096 {
-            redeemed.retain(|_, until| *until > now_secs);
+            forget_expired(&mut redeemed, now_secs);
         }
         if redeemed.insert(id, expires).is_some() {
             return Err(ProofError::Reused);
@@ -149,11 +144,12 @@ impl Proofs {
 
     /// Forgets redeemed challenges that expired.
     pub fn forget_expired(&self, now_secs: u64) {
-        self.redeemed
-            .lock()
-            .expect("redeemed lock")
-            .retain(|_, until| *until > now_secs);
+        forget_expired(&mut self.redeemed.lock().expect("redeemed lock"), now_secs);
     }
+}
+
+fn forget_expired(redeemed: &mut HashMap<[u8; RANDOM_LEN], u64>, now_secs: u64) {
+    redeemed.retain(|_, until| *until > now_secs);
 }
 
 fn work(challenge: &[u8], counter: u64) -> [u8; 32] {

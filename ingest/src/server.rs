@@ -116,8 +116,8 @@ impl IngestServer {
         });
         let id_tokens =
             IdTokenVerifier::new(&config.identity).map_err(crate::config::ConfigError::from)?;
+        let contributors = ContributorKeys::new(&secret);
         let state = AppState {
-            contributors: ContributorKeys::new(&secret),
             id_tokens,
             contributor_token_max_age_days: config.identity.contributor_token_max_age_days,
             page: self_check_page(config.identity.sign_in_url.as_deref()),
@@ -138,16 +138,14 @@ impl IngestServer {
             proxies: TrustedProxies::new(rl.trusted_proxies.clone()),
             broker_ready: AtomicBool::new(false),
             proofs: (config.proof_of_work_bits() > 0).then(|| {
-                // Derived from the contributor secret, so every replica
-                // accepts every replica's challenges.
-                let key = hmac_sha256(&secret, b"hushmap proof-of-work key");
                 Proofs::new(
-                    &key,
+                    &contributors.proof_of_work_key(),
                     config.proof_of_work_bits(),
                     config.proof_of_work.challenge_lifetime_secs,
                 )
             }),
             in_flight: Semaphore::new(config.max_in_flight),
+            contributors,
         };
         let listener =
             TcpListener::bind(config.listen)
@@ -382,13 +380,6 @@ async fn pow_worker() -> Response {
 
 /// The self-check page's proof-of-work solver.
 const POW_WORKER: &str = include_str!("../assets/pow-worker.js");
-
-fn hmac_sha256(key: &[u8], label: &[u8]) -> [u8; 32] {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(label);
-    mac.finalize().into_bytes().into()
-}
 
 /// How often the broker's reachability is probed for `/readyz`.
 const READINESS_PROBE_EVERY: Duration = Duration::from_secs(2);
