@@ -20,8 +20,6 @@ use arrow_flight::sql::{
     Any, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
 use futures::StreamExt;
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -158,17 +156,10 @@ impl FlightSqlService for ReleaseSqlService {
         let df = self.plan(sql, deadline).await?;
         let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
         let (batches, work) = self.state.sql_runtime.execute(df, admitted);
-        let batches = limit_stream(
-            batches,
-            limits,
-            deadline,
-            work,
-            |b: &RecordBatch| (b.num_rows() as u64, b.get_array_memory_size() as u64),
-            |e: DataFusionError| client_status(&e),
-        )
-        // The encoder carries a status through as an external error;
-        // `status_of` takes it out again.
-        .map(|r| r.map_err(|status| FlightError::ExternalError(Box::new(status))));
+        let batches = limit_stream(batches, limits, deadline, work)
+            // The encoder carries a status through as an external error;
+            // `status_of` takes it out again.
+            .map(|r| r.map_err(|status| FlightError::ExternalError(Box::new(status))));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)

@@ -169,28 +169,21 @@ pub fn client_status(e: &DataFusionError) -> Status {
     }
 }
 
-/// `batches`, stopped with a clear status at the deadline or when the
-/// result passes a cap. `guard` is held until the stream ends or is
-/// dropped.
-pub fn limit_stream<B, E, G>(
-    batches: BoxStream<'static, Result<B, E>>,
+/// A query's `batches`, stopped with a clear status at the deadline or when
+/// the result passes a cap (rows, and bytes of Arrow in memory). `work` is
+/// held until the stream ends or is dropped, which cancels the query.
+pub fn limit_stream(
+    batches: BoxStream<'static, Result<RecordBatch, DataFusionError>>,
     limits: &SqlLimits,
     deadline: tokio::time::Instant,
-    guard: G,
-    size: fn(&B) -> (u64, u64),
-    error: fn(E) -> Status,
-) -> BoxStream<'static, Result<B, Status>>
-where
-    B: Send + 'static,
-    E: Send + 'static,
-    G: Send + 'static,
-{
-    struct State<B, E, G> {
-        batches: BoxStream<'static, Result<B, E>>,
+    work: AbortOnDrop,
+) -> BoxStream<'static, Result<RecordBatch, Status>> {
+    struct State {
+        batches: BoxStream<'static, Result<RecordBatch, DataFusionError>>,
         rows: u64,
         bytes: u64,
         done: bool,
-        _guard: G,
+        _work: AbortOnDrop,
     }
     let limits = limits.clone();
     let state = State {
@@ -198,7 +191,7 @@ where
         rows: 0,
         bytes: 0,
         done: false,
-        _guard: guard,
+        _work: work,
     };
     futures::stream::unfold(state, move |mut s| {
         let limits = limits.clone();
@@ -214,11 +207,10 @@ where
                 }
             };
             let item = match next? {
-                Err(e) => Err(error(e)),
+                Err(e) => Err(client_status(&e)),
                 Ok(batch) => {
-                    let (rows, bytes) = size(&batch);
-                    s.rows += rows;
-                    s.bytes += bytes;
+                    s.rows += batch.num_rows() as u64;
+                    s.bytes += batch.get_array_memory_size() as u64;
                     if s.rows > limits.max_rows {
                         Err(Status::resource_exhausted(format!(
                             "the result has more than {} rows; narrow the query or aggregate",
