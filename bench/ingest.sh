@@ -60,9 +60,13 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-# Records are sealed on the topic: a key for this run.
-HUSHMAP_PAYLOAD_KEYS="$(target/release/hushmap-ingest generate-payload-key --id 1)"
-export HUSHMAP_PAYLOAD_KEYS
+# Records are sealed to the aggregator's public key (HPKE, X25519). Nothing
+# here opens them, so an X25519 public key from openssl stands in for
+# `hushmap-aggregate payload-public-key` (saving a release build of the
+# aggregator): the raw 32 bytes are the last 32 of the DER encoding.
+HUSHMAP_PAYLOAD_PUBLIC_KEY="1:$(openssl genpkey -algorithm x25519 2>/dev/null \
+  | openssl pkey -pubout -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n')"
+export HUSHMAP_PAYLOAD_PUBLIC_KEY
 
 target/release/examples/bare_handler 127.0.0.1:8090 & pids+=($!)
 HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8091 \

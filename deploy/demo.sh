@@ -88,14 +88,14 @@ echo "$DEMO_TOKEN" | target/debug/hushmap-dashboard hash-token --roles analyst,r
 export HUSHMAP_DASHBOARD_AUTH__TOKENS_FILE="$RUN_DIR/dashboard-tokens"
 HUSHMAP_CONTRIBUTOR_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export HUSHMAP_CONTRIBUTOR_SECRET
-# Records on the submissions topic are sealed under this key (both
-# services hold it); a fresh one per demo.
-HUSHMAP_PAYLOAD_KEYS="$(target/debug/hushmap-ingest generate-payload-key --id 1)"
-export HUSHMAP_PAYLOAD_KEYS
+# Records on the submissions topic are sealed to the aggregator's public
+# key; only the aggregator holds the private one. A fresh pair per demo.
+PAYLOAD_KEYS="$(target/debug/hushmap-aggregate generate-payload-key --id 1)"
+PAYLOAD_PUBLIC_KEY="$(HUSHMAP_PAYLOAD_KEYS="$PAYLOAD_KEYS" target/debug/hushmap-aggregate payload-public-key)"
 
-target/debug/hushmap-ingest >"$RUN_DIR/ingest.log" 2>&1 &
+HUSHMAP_PAYLOAD_PUBLIC_KEY="$PAYLOAD_PUBLIC_KEY" target/debug/hushmap-ingest >"$RUN_DIR/ingest.log" 2>&1 &
 pids+=($!)
-target/debug/hushmap-aggregate >"$RUN_DIR/aggregate.log" 2>&1 &
+HUSHMAP_PAYLOAD_KEYS="$PAYLOAD_KEYS" target/debug/hushmap-aggregate >"$RUN_DIR/aggregate.log" 2>&1 &
 pids+=($!)
 target/debug/hushmap-dashboard >"$RUN_DIR/dashboard.log" 2>&1 &
 pids+=($!)

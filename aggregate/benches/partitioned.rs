@@ -69,7 +69,7 @@ async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
         };
         let key = format!("{contributor:x}-{w}");
         let at = window.start_ms + (j as i64) * 50_000 / per_window as i64;
-        let payload = keyring.seal(&record);
+        let payload = keyring.public_key().seal(&record);
         backlog
             .send(
                 FutureRecord::to(topic)

@@ -51,7 +51,7 @@ async fn produce(topic: &str, n: usize) -> anyhow::Result<()> {
         };
         let key = record.region.raw().to_le_bytes();
         // Sealed as ingest does: opening is part of the aggregator's cost.
-        let payload = keyring.seal(&record);
+        let payload = keyring.public_key().seal(&record);
         backlog
             .send(FutureRecord::to(topic).key(&key).payload(&payload))
             .await?;

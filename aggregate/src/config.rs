@@ -43,7 +43,8 @@ pub enum ConfigError {
     PublicMetrics(std::net::SocketAddr),
     #[error(
         "HUSHMAP_PAYLOAD_KEYS (or payload_keys) is required to read the submissions topic: \
-         the keys ingest seals records with (`hushmap-ingest generate-payload-key`)"
+         the private keys whose public halves ingest seals to \
+         (`hushmap-aggregate generate-payload-key`)"
     )]
     MissingPayloadKeys,
     #[error(transparent)]
@@ -255,8 +256,9 @@ pub struct AggregateConfig {
     pub metrics_listen: std::net::SocketAddr,
     /// Deliberately serve metrics beyond loopback (they hold counts only).
     pub metrics_public: bool,
-    /// Keys that open sealed records (`ID:HEX64[,...]`); only from
-    /// `HUSHMAP_PAYLOAD_KEYS` or the file. Streaming needs them, batch not.
+    /// Private keys that open sealed records (`ID:HEX64[,...]`) and derive
+    /// the bounded topic's key; only from `HUSHMAP_PAYLOAD_KEYS` or the file.
+    /// Streaming needs them, batch not.
     #[serde(skip_serializing)]
     pub payload_keys: Option<PayloadKeyring>,
 }

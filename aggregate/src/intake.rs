@@ -19,6 +19,9 @@ pub enum DropReason {
     Malformed,
     /// A plain (or otherwise unsealed) record.
     Unsealed,
+    /// An envelope sealed for another topic: a submission copied onto the
+    /// bounded topic, or a bounded message copied onto the submissions topic.
+    WrongPurpose,
     /// Sealed under a key id this aggregator does not hold.
     UnknownKey,
     /// Failed authentication.
@@ -34,10 +37,11 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Empty,
         DropReason::Malformed,
         DropReason::Unsealed,
+        DropReason::WrongPurpose,
         DropReason::UnknownKey,
         DropReason::Tampered,
         DropReason::InvalidRecord,
@@ -52,6 +56,7 @@ impl DropReason {
             DropReason::Empty => "empty",
             DropReason::Malformed => "malformed",
             DropReason::Unsealed => "unsealed",
+            DropReason::WrongPurpose => "wrong_purpose",
             DropReason::UnknownKey => "unknown_key",
             DropReason::Tampered => "tampered",
             DropReason::InvalidRecord => "invalid_record",
@@ -71,6 +76,7 @@ impl From<&OpenError> for DropReason {
         match e {
             OpenError::Length(_) => DropReason::Malformed,
             OpenError::Unsealed(_) => DropReason::Unsealed,
+            OpenError::WrongPurpose { .. } => DropReason::WrongPurpose,
             OpenError::UnknownKey(_) => DropReason::UnknownKey,
             OpenError::Tampered => DropReason::Tampered,
             OpenError::Record(_) => DropReason::InvalidRecord,
@@ -178,23 +184,33 @@ mod tests {
         let keys: PayloadKeyring = PayloadKeyring::generate_entry(1).parse().unwrap();
         let others: PayloadKeyring = PayloadKeyring::generate_entry(2).parse().unwrap();
         let day = WindowLength::ONE_DAY;
-        let good = keys.seal(&record(day));
+        let good = keys.public_key().seal(&record(day));
         let (opened, seal_id) = open_record(&keys, day, Some(&good)).unwrap();
         assert_eq!(opened, record(day));
         assert_eq!(open_record(&keys, day, Some(&good)).unwrap().1, seal_id);
-        let again = keys.seal(&record(day));
+        let again = keys.public_key().seal(&record(day));
+        let bounded = keys
+            .bounded_keyring()
+            .seal(&hushmap_schema::BoundedMessage::Record(record(day)));
         assert_ne!(open_record(&keys, day, Some(&again)).unwrap().1, seal_id);
         let mut tampered = good.clone();
         tampered[40] ^= 0x80;
         let hour = WindowLength::from_secs(3600).unwrap();
-        let cases: [(Option<&[u8]>, DropReason); 7] = [
+        let cases: [(Option<&[u8]>, DropReason); 8] = [
             (None, DropReason::Empty),
             (Some(&[]), DropReason::Empty),
             (Some(&good[..good.len() - 1]), DropReason::Malformed),
             (Some(&record(day).encode()), DropReason::Unsealed),
-            (Some(&others.seal(&record(day))), DropReason::UnknownKey),
+            (Some(&bounded), DropReason::WrongPurpose),
+            (
+                Some(&others.public_key().seal(&record(day))),
+                DropReason::UnknownKey,
+            ),
             (Some(&tampered), DropReason::Tampered),
-            (Some(&keys.seal(&record(hour))), DropReason::WindowLength),
+            (
+                Some(&keys.public_key().seal(&record(hour))),
+                DropReason::WindowLength,
+            ),
         ];
         let counts = DropCounts::default();
         for (payload, want) in cases {
@@ -203,6 +219,6 @@ mod tests {
             counts.add(got);
         }
         assert_eq!(counts.get(DropReason::Empty), 2);
-        assert_eq!(counts.total(), 7);
+        assert_eq!(counts.total(), 8);
     }
 }

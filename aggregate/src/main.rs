@@ -31,6 +31,18 @@ enum Command {
     /// `configuration ok` and exits; non-zero with the reason otherwise.
     /// Connects to nothing.
     CheckConfig,
+    /// Prints a fresh private payload key entry (ID:HEX64) for
+    /// HUSHMAP_PAYLOAD_KEYS: the aggregator's alone. Give the aggregator
+    /// `new,old`, then ingest the new public key (`payload-public-key`).
+    GeneratePayloadKey {
+        /// Key id written in every record sealed under it.
+        #[arg(long, default_value_t = 1)]
+        id: u16,
+    },
+    /// Prints the public key (ID:HEX64) of the first key in
+    /// HUSHMAP_PAYLOAD_KEYS (or its file): what ingest seals under, as
+    /// HUSHMAP_PAYLOAD_PUBLIC_KEY. Not secret.
+    PayloadPublicKey,
 }
 
 #[derive(ClapArgs)]
@@ -73,8 +85,12 @@ struct BatchArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    hushmap_service::init_tracing();
     let args = Args::parse();
+    if let Some(Command::GeneratePayloadKey { id }) = args.command {
+        println!("{}", hushmap_schema::PayloadKeyring::generate_entry(id));
+        return Ok(());
+    }
+    hushmap_service::init_tracing();
     let mut config =
         AggregateConfig::load(args.config.as_deref()).context("loading configuration")?;
     match args.command.unwrap_or(Command::Stream) {
@@ -100,6 +116,12 @@ async fn main() -> anyhow::Result<()> {
             // streaming also needs the payload keys.
             config.payload_keyring()?;
             println!("configuration ok");
+        }
+        Command::PayloadPublicKey => {
+            println!("{}", config.payload_keyring()?.public_key());
+        }
+        Command::GeneratePayloadKey { .. } => {
+            unreachable!("handled before loading the configuration")
         }
         Command::Batch(b) => {
             config.privacy.epsilon_per_window = b.epsilon;

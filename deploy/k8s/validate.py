@@ -30,7 +30,7 @@ import yaml
 
 K8S_VERSION = "1.34.0"
 # Secrets an operator makes before applying (deploy/README.md).
-OUT_OF_BAND_SECRETS = {"hushmap-secrets", "hushmap-dashboard-tokens"}
+OUT_OF_BAND_SECRETS = {"hushmap-secrets", "hushmap-payload-keys", "hushmap-dashboard-tokens"}
 BINARIES = {
     "ingest": "hushmap-ingest",
     "aggregate": "hushmap-aggregate",
@@ -248,6 +248,40 @@ def check_network_policies(resources):
             problem(where, f"peers {sorted(map(str, names))}, expected {sorted(KAFKA_CLIENTS)}")
 
 
+# The aggregator's private payload keys open every record on the submissions
+# topic: only the aggregator may hold them. Ingest seals to the public key.
+PRIVATE_PAYLOAD_SECRET = "hushmap-payload-keys"
+PAYLOAD_KEY_HOLDERS = {"hushmap-aggregate"}
+
+
+def check_payload_keys(resources):
+    for _, dep in resources:
+        if dep["kind"] not in WORKLOADS:
+            continue
+        name = dep["metadata"]["name"]
+        pod = dep["spec"]["template"]["spec"]
+        refs = []
+        for container in pod["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if env["name"].startswith("HUSHMAP_PAYLOAD_KEYS"):
+                    refs.append(f"env {env['name']}")
+                elif ref and ref["name"] == PRIVATE_PAYLOAD_SECRET:
+                    refs.append(f"env {env['name']} from Secret {PRIVATE_PAYLOAD_SECRET}")
+            for source in container.get("envFrom", []):
+                if source.get("secretRef", {}).get("name") == PRIVATE_PAYLOAD_SECRET:
+                    refs.append(f"envFrom Secret {PRIVATE_PAYLOAD_SECRET}")
+        for volume in pod.get("volumes", []):
+            if volume.get("secret", {}).get("secretName") == PRIVATE_PAYLOAD_SECRET:
+                refs.append(f"volume {volume['name']}")
+        if name in PAYLOAD_KEY_HOLDERS:
+            if not refs:
+                problem(f"{dep['kind']}/{name}", "holds no private payload key")
+        else:
+            for ref in refs:
+                problem(f"{dep['kind']}/{name}", f"holds the aggregator's private payload keys ({ref})")
+
+
 # Each stand-in is made once by the binaries themselves (every check run
 # and every self-test variant needs the same ones).
 @functools.cache
@@ -259,9 +293,23 @@ def tool_output(bin_dir, binary, *args, stdin=None):
     return out.stdout
 
 
+def tool_output_env(bin_dir, env, binary, *args):
+    out = subprocess.run(
+        [os.path.join(bin_dir, binary), *args],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        check=True, capture_output=True, text=True,
+    )
+    return out.stdout
+
+
 def stand_in_secret(env_name, bin_dir):
     if env_name == "HUSHMAP_PAYLOAD_KEYS":
-        return tool_output(bin_dir, "hushmap-ingest", "generate-payload-key", "--id", "1").strip()
+        return tool_output(bin_dir, "hushmap-aggregate", "generate-payload-key", "--id", "1").strip()
+    if env_name == "HUSHMAP_PAYLOAD_PUBLIC_KEY":
+        private = stand_in_secret("HUSHMAP_PAYLOAD_KEYS", bin_dir)
+        return tool_output_env(
+            bin_dir, {"HUSHMAP_PAYLOAD_KEYS": private}, "hushmap-aggregate", "payload-public-key"
+        ).strip()
     if env_name == "HUSHMAP_CONTRIBUTOR_SECRET":
         return "stand-in-contributor-secret-0123456789abcdef"
     return "stand-in-secret-value"
@@ -393,6 +441,13 @@ MUTATIONS = [
      ["namespaceSelector"]["matchLabels"].__setitem__("kubernetes.io/metadata.name", "ingress-nginx")),
     ("Kafka's listener open to every pod",
      lambda r: find(r, "Kafka", "hushmap")["spec"]["kafka"]["listeners"][0].pop("networkPolicyPeers")),
+    ("ingest given the aggregator's private payload keys",
+     lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["spec"]["containers"][0]
+     ["env"].append(copy.deepcopy(container_env(r, "hushmap-aggregate", "HUSHMAP_PAYLOAD_KEYS")))),
+    ("ingest mounting the private payload key Secret as a file",
+     lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["spec"]
+     .setdefault("volumes", []).append(
+         {"name": "payload", "secret": {"secretName": "hushmap-payload-keys"}})),
     ("misspelt privacy setting (refused by the aggregator itself)",
      lambda r: find(r, "ConfigMap", "hushmap-aggregate")["data"].__setitem__(
          "aggregate.toml",
@@ -405,6 +460,7 @@ def check_all(resources, crd_schemas, bin_dir):
     check_schemas(resources, crd_schemas)
     check_references(resources)
     check_network_policies(resources)
+    check_payload_keys(resources)
     check_service_configs(resources, bin_dir)
 
 
@@ -437,6 +493,7 @@ def main():
     check_schemas(resources, crd_schemas)
     check_references(resources)
     check_network_policies(resources)
+    check_payload_keys(resources)
     check_service_configs(resources, bin_dir)
     kinds = sorted({d["kind"] for _, d in resources})
     if problems:

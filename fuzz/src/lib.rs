@@ -1,5 +1,6 @@
-//! What the fuzz targets share: the payload keyring their sealed inputs are
-//! opened with (the committed corpus holds envelopes sealed with it).
+//! What the fuzz targets share: the aggregator's private payload keyring
+//! their sealed inputs are opened with (the committed corpus holds
+//! envelopes sealed to its public key, and under its bounded-topic key).
 
 use hushmap_schema::PayloadKeyring;
 use std::sync::LazyLock;

@@ -8,7 +8,7 @@
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{PayloadKeyring, RegionError, WindowLength, topics};
+use hushmap_schema::{PayloadPublicKey, RegionError, WindowLength, topics};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use hushmap_service::secrets::{SecretError, merge_secrets};
 use serde::{Deserialize, Serialize};
@@ -35,10 +35,16 @@ pub enum ConfigError {
     #[error("HUSHMAP_CONTRIBUTOR_SECRET (or contributor_secret) is required outside dev mode")]
     MissingSecret,
     #[error(
-        "HUSHMAP_PAYLOAD_KEYS (or payload_keys) is required: records are sealed on the topic; \
-         generate one with `hushmap-ingest generate-payload-key`"
+        "HUSHMAP_PAYLOAD_PUBLIC_KEY (or payload_public_key) is required: records are sealed to \
+         the aggregator's public key; print it with `hushmap-aggregate payload-public-key`"
     )]
     MissingPayloadKeys,
+    #[error(
+        "HUSHMAP_PAYLOAD_KEYS (or payload_keys) is set for ingest: those are the aggregator's \
+         private keys, and an ingest holding them could read the whole submissions topic. \
+         Give ingest only HUSHMAP_PAYLOAD_PUBLIC_KEY (`hushmap-aggregate payload-public-key`)"
+    )]
+    PrivateKeyRefused,
     #[error("contributor secret must be at least 32 bytes")]
     ShortSecret,
     #[error(transparent)]
@@ -218,10 +224,15 @@ pub struct IngestConfig {
     /// anonymous browser's token id) and of contributor tokens' MACs.
     #[serde(skip_serializing)]
     pub contributor_secret: Option<Secret>,
-    /// Keys sealing records on the topic (`ID:HEX64[,...]`, the first
-    /// seals); the aggregator must hold the same ids.
+    /// The aggregator's public key records are sealed to (`ID:HEX64`, from
+    /// `hushmap-aggregate payload-public-key`). Not secret: it seals, it
+    /// cannot open.
     #[serde(skip_serializing)]
-    pub payload_keys: Option<PayloadKeyring>,
+    pub payload_public_key: Option<PayloadPublicKey>,
+    /// Present only to refuse it: the aggregator's private keys must never
+    /// be in ingest's configuration (see [`ConfigError::PrivateKeyRefused`]).
+    #[serde(skip_serializing)]
+    pub payload_keys: Option<RefusedSecret>,
     /// Request body limit, bytes.
     pub max_body_bytes: usize,
     /// Submissions waiting for Kafka at once; beyond it clients get 503.
@@ -251,6 +262,7 @@ impl Default for IngestConfig {
             window_secs: WindowLength::ONE_DAY.secs(),
             allowed_lateness_secs: 600,
             contributor_secret: None,
+            payload_public_key: None,
             payload_keys: None,
             max_body_bytes: 16 * 1024,
             max_in_flight: 4096,
@@ -260,6 +272,19 @@ impl Default for IngestConfig {
             identity: crate::identity::IdentitySettings::default(),
             proof_of_work: ProofOfWorkSettings::default(),
         }
+    }
+}
+
+/// A setting that must not be given to ingest (the aggregator's private
+/// payload keys): read as anything, so the configuration can refuse it by
+/// name instead of failing on its format, and never kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedSecret;
+
+impl<'de> Deserialize<'de> for RefusedSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(RefusedSecret)
     }
 }
 
@@ -276,6 +301,8 @@ impl IngestConfig {
             fig,
             &[
                 ("HUSHMAP_CONTRIBUTOR_SECRET", "contributor_secret"),
+                ("HUSHMAP_PAYLOAD_PUBLIC_KEY", "payload_public_key"),
+                // Read only to be refused, from the variable or its file.
                 ("HUSHMAP_PAYLOAD_KEYS", "payload_keys"),
                 (kafka::SASL_PASSWORD_ENV, kafka::SASL_PASSWORD_KEY),
             ],
@@ -345,7 +372,10 @@ impl IngestConfig {
             Some(s) if s.expose().len() < 32 => return Err(ConfigError::ShortSecret),
             _ => {}
         }
-        if self.payload_keys.is_none() {
+        if self.payload_keys.is_some() {
+            return Err(ConfigError::PrivateKeyRefused);
+        }
+        if self.payload_public_key.is_none() {
             return Err(ConfigError::MissingPayloadKeys);
         }
         Ok(())
@@ -364,14 +394,18 @@ impl IngestConfig {
 mod tests {
     use super::*;
 
-    fn keys() -> Option<PayloadKeyring> {
-        Some(PayloadKeyring::generate_entry(1).parse().unwrap())
+    fn keys() -> Option<PayloadPublicKey> {
+        let private: hushmap_schema::PayloadKeyring =
+            hushmap_schema::PayloadKeyring::generate_entry(1)
+                .parse()
+                .unwrap();
+        Some(private.public_key())
     }
 
     fn dev() -> IngestConfig {
         IngestConfig {
             dev_mode: true,
-            payload_keys: keys(),
+            payload_public_key: keys(),
             ..IngestConfig::default()
         }
     }
@@ -411,7 +445,7 @@ mod tests {
         let c = IngestConfig {
             window_secs: 10,
             contributor_secret: Some(Secret::new("x".repeat(32))),
-            payload_keys: keys(),
+            payload_public_key: keys(),
             ..IngestConfig::default()
         };
         assert!(matches!(
@@ -443,9 +477,33 @@ mod tests {
     #[test]
     fn payload_keys_required_even_in_dev_mode() {
         let c = IngestConfig {
-            payload_keys: None,
+            payload_public_key: None,
             ..dev()
         };
         assert!(matches!(c.validate(), Err(ConfigError::MissingPayloadKeys)));
+    }
+
+    #[test]
+    fn a_private_payload_key_is_refused_wherever_it_comes_from() {
+        // From the configuration file, as the aggregator's keyring would be
+        // written: refused even beside a valid public key.
+        let dir =
+            std::env::temp_dir().join(format!("hushmap-ingest-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ingest.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "dev_mode = true\npayload_public_key = \"{}\"\npayload_keys = \"{}\"\n",
+                keys().unwrap(),
+                hushmap_schema::PayloadKeyring::generate_entry(1)
+            ),
+        )
+        .unwrap();
+        let err = IngestConfig::load(Some(&file)).unwrap_err();
+        assert!(matches!(err, ConfigError::PrivateKeyRefused), "{err}");
+        // The message names the remedy, never the key.
+        assert!(err.to_string().contains("HUSHMAP_PAYLOAD_PUBLIC_KEY"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

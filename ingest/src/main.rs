@@ -3,13 +3,12 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hushmap_ingest::{IngestConfig, IngestServer};
-use hushmap_schema::PayloadKeyring;
 use std::path::PathBuf;
 
 /// Validates, triages and coarsens self-check submissions and produces
 /// sealed coarse records to Kafka. Settings: defaults < --config FILE <
 /// HUSHMAP_INGEST_* env; secrets only from HUSHMAP_CONTRIBUTOR_SECRET and
-/// HUSHMAP_PAYLOAD_KEYS (or the file), never from flags.
+/// HUSHMAP_PAYLOAD_PUBLIC_KEY (or the file), never from flags.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -22,13 +21,6 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Prints a fresh payload key entry (ID:HEX64) for HUSHMAP_PAYLOAD_KEYS.
-    /// Give it to the aggregator first (as `new,old`), then to ingest.
-    GeneratePayloadKey {
-        /// Key id written in every record sealed under it.
-        #[arg(long, default_value_t = 1)]
-        id: u16,
-    },
     /// Loads and checks the configuration (file and environment, secrets
     /// included) as a start would, prints `configuration ok` and exits;
     /// non-zero with the reason otherwise. Connects to nothing.
@@ -88,10 +80,6 @@ impl DevIdpArgs {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
-        Some(Command::GeneratePayloadKey { id }) => {
-            println!("{}", PayloadKeyring::generate_entry(id));
-            return Ok(());
-        }
         Some(Command::CheckConfig) => {
             IngestConfig::load(args.config.as_deref()).context("loading configuration")?;
             println!("configuration ok");

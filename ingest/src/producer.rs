@@ -1,10 +1,11 @@
 //! The Kafka side of ingest: an idempotent producer that acknowledges a
 //! submission only after every in-sync replica has it. Records leave sealed
-//! ([`PayloadKeyring`]) under a keyed-hash partition key, so the broker holds
-//! nothing readable.
+//! to the aggregator's public key ([`PayloadPublicKey`], HPKE) under a
+//! keyed-hash partition key, so neither the broker nor ingest itself can read
+//! them back.
 
 use crate::config::KafkaSettings;
-use hushmap_schema::{CoarseRecord, PayloadKeyring};
+use hushmap_schema::{CoarseRecord, PayloadPublicKey};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -22,13 +23,13 @@ pub struct SubmissionProducer {
     producer: FutureProducer,
     topic: String,
     timeout: Duration,
-    keyring: PayloadKeyring,
+    public_key: PayloadPublicKey,
 }
 
 impl SubmissionProducer {
     pub fn new(
         settings: &KafkaSettings,
-        keyring: PayloadKeyring,
+        public_key: PayloadPublicKey,
     ) -> Result<SubmissionProducer, KafkaError> {
         let producer: FutureProducer = settings
             .security
@@ -53,7 +54,7 @@ impl SubmissionProducer {
             producer,
             topic: settings.topic.clone(),
             timeout: Duration::from_millis(settings.produce_timeout_ms),
-            keyring,
+            public_key,
         })
     }
 
@@ -61,7 +62,7 @@ impl SubmissionProducer {
     /// [`Coarsener::partition_key`](crate::coarsen::Coarsener::partition_key))
     /// and waits for the broker's acknowledgement.
     pub async fn send(&self, key: &str, record: &CoarseRecord) -> Result<(), ProduceError> {
-        let payload = self.keyring.seal(record);
+        let payload = self.public_key.seal(record);
         let rec = FutureRecord::to(&self.topic).key(key).payload(&payload[..]);
         // The error side carries the message (our payload); drop it, keep the error.
         self.producer

@@ -129,7 +129,7 @@ impl IngestServer {
             coarsener: Coarsener::new(&secret, config.window_length()),
             producer: SubmissionProducer::new(
                 &config.kafka,
-                config.payload_keys.clone().expect("validated"),
+                config.payload_public_key.clone().expect("validated"),
             )?,
             max_body_bytes: config.max_body_bytes,
             next_request: AtomicU64::new(1),

@@ -44,15 +44,22 @@ fn main() {
         symptoms: Symptom::ALL.into_iter().collect(),
         contributor: ContributorKey([7; 16]),
     };
-    // The fuzz target's keyring.
+    // The fuzz targets' private keyring.
     let keys: PayloadKeyring = format!("1:{},2:{}", "11".repeat(32), "22".repeat(32))
         .parse()
         .unwrap();
     write(&root.join("coarse_record"), "plain", &record.encode());
-    write(&root.join("coarse_record"), "sealed", &keys.seal(&record));
-    // The bounded topic: a forwarded record (sealed afresh) and watermarks.
-    let forwarded = BoundedMessage::Sealed(keys.seal(&record));
-    write(&root.join("bounded"), "sealed", &forwarded.encode());
+    write(
+        &root.join("coarse_record"),
+        "sealed",
+        &keys.public_key().seal(&record),
+    );
+    // The bounded topic: a forwarded record and watermarks, each in the
+    // clear (the message format) and sealed (what the topic holds).
+    let bounded = keys.bounded_keyring();
+    let forwarded = BoundedMessage::Record(record);
+    write(&root.join("bounded"), "record", &forwarded.encode());
+    write(&root.join("bounded"), "sealed", &bounded.seal(&forwarded));
     let mark = |windows: Vec<i64>| {
         BoundedMessage::Watermark(Watermark {
             partition: 1,
@@ -68,6 +75,11 @@ fn main() {
         &mark(vec![record.window.start_ms]),
     );
     write(&root.join("bounded"), "watermark-empty", &mark(Vec::new()));
+    write(
+        &root.join("bounded"),
+        "watermark-sealed",
+        &bounded.seal_bytes(&mark(Vec::new())),
+    );
 
     let window = record.window;
     let row = |band: &str, n: i64| ReleaseRow {

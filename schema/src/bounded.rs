@@ -1,33 +1,40 @@
 //! [`BoundedMessage`]: what travels on `hushmap.bounded.v1`, between the two
 //! stages of partitioned aggregation (docs/SCALE.md).
 //!
-//! Stage 1 ("bound") forwards the sealed records that survive contribution
-//! bounding, unchanged (the same envelope as on the submissions topic: no
-//! new kind of data), and tells every stage-2 partition how far each
-//! submissions partition is done with a [`Watermark`]. Stage 2 ("release")
-//! releases a window once every submissions partition's watermark has
-//! passed its end.
+//! Stage 1 ("bound") forwards the records that survive contribution
+//! bounding, and tells every stage-2 partition how far each submissions
+//! partition is done with a [`Watermark`]. Stage 2 ("release") releases a
+//! window once every submissions partition's watermark has passed its end.
 //!
-//! Encoding: one tag byte, then the body.
+//! Every message travels sealed under the aggregator's bounded-topic key
+//! ([`BoundedKeyring`], version `0xB2` envelope): a record or a watermark
+//! that is not sealed by a holder of the aggregator's private key is
+//! refused, so neither ingest (which holds only the public key) nor anyone
+//! else with write access to the topic can skip bounding or release a window
+//! early.
+//!
+//! Encoding inside the envelope: one tag byte, then the body.
 //!
 //! | tag | body |
 //! |----:|------|
-//! | 1   | the sealed record, as on the submissions topic |
+//! | 1   | the coarse record (41 bytes, `record.rs`) |
 //! | 2   | partition u32, partitions u32, through_ms i64, n u16, n × window start i64 (little endian) |
+
+use crate::record::{CoarseRecord, RecordError};
+use crate::sealed::{BoundedKeyring, OpenError};
 
 /// Longest list of windows one watermark may name.
 pub const MAX_WATERMARK_WINDOWS: usize = 4096;
 
-const TAG_SEALED: u8 = 1;
+const TAG_RECORD: u8 = 1;
 const TAG_WATERMARK: u8 = 2;
 const WATERMARK_HEADER: usize = 1 + 4 + 4 + 8 + 2;
 
 /// One record on the bounded topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoundedMessage {
-    /// A sealed record that survived bounding, byte for byte as ingest
-    /// sealed it.
-    Sealed(Vec<u8>),
+    /// A record that survived bounding.
+    Record(CoarseRecord),
     Watermark(Watermark),
 }
 
@@ -45,7 +52,7 @@ pub struct Watermark {
     pub windows: Vec<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BoundedError {
     #[error("empty bounded-topic record")]
     Empty,
@@ -57,6 +64,45 @@ pub enum BoundedError {
     Partition { partition: u32, partitions: u32 },
     #[error("watermark lists {0} windows (at most {MAX_WATERMARK_WINDOWS})")]
     TooManyWindows(usize),
+    #[error("bounded-topic record: {0}")]
+    Record(#[from] RecordError),
+}
+
+/// Why a bounded-topic record was refused: its envelope, or the message in
+/// an authentic envelope.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BoundedOpenError {
+    #[error(transparent)]
+    Envelope(#[from] OpenError),
+    #[error(transparent)]
+    Message(#[from] BoundedError),
+}
+
+impl BoundedKeyring {
+    /// Seals a message for the bounded topic.
+    pub fn seal(&self, message: &BoundedMessage) -> Vec<u8> {
+        self.seal_bytes(&message.encode())
+    }
+
+    /// Opens and decodes a bounded-topic record with its seal id; never
+    /// panics on any input.
+    ///
+    /// ```
+    /// # use hushmap_schema::bounded::{BoundedMessage, Watermark};
+    /// # use hushmap_schema::sealed::PayloadKeyring;
+    /// let keys: PayloadKeyring = PayloadKeyring::generate_entry(1).parse().unwrap();
+    /// let bounded = keys.bounded_keyring();
+    /// let mark = BoundedMessage::Watermark(Watermark {
+    ///     partition: 0, partitions: 1, through_ms: 60_000, windows: vec![],
+    /// });
+    /// assert_eq!(bounded.open(&bounded.seal(&mark)).unwrap().0, mark);
+    /// // A watermark written in the clear by someone without the key:
+    /// assert!(bounded.open(&mark.encode()).is_err());
+    /// ```
+    pub fn open(&self, bytes: &[u8]) -> Result<(BoundedMessage, u128), BoundedOpenError> {
+        let (plain, seal_id) = self.open_bytes(bytes)?;
+        Ok((BoundedMessage::decode(&plain)?, seal_id))
+    }
 }
 
 impl BoundedMessage {
@@ -68,15 +114,17 @@ impl BoundedMessage {
     ///     partition: 1, partitions: 3, through_ms: 60_000, windows: vec![0],
     /// });
     /// assert_eq!(BoundedMessage::decode(&mark.encode()), Ok(mark));
-    /// let sealed = BoundedMessage::Sealed(vec![9; 84]);
-    /// assert_eq!(BoundedMessage::decode(&sealed.encode()), Ok(sealed));
+    /// # use hushmap_schema::record::CoarseRecord;
+    /// let bytes = [0u8; CoarseRecord::ENCODED_LEN];
+    /// // Tag 1 carries a coarse record; these zeros are not one.
+    /// assert!(BoundedMessage::decode(&[&[1u8][..], &bytes].concat()).is_err());
     /// ```
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            BoundedMessage::Sealed(bytes) => {
-                let mut out = Vec::with_capacity(1 + bytes.len());
-                out.push(TAG_SEALED);
-                out.extend_from_slice(bytes);
+            BoundedMessage::Record(record) => {
+                let mut out = Vec::with_capacity(1 + CoarseRecord::ENCODED_LEN);
+                out.push(TAG_RECORD);
+                out.extend_from_slice(&record.encode());
                 out
             }
             BoundedMessage::Watermark(w) => {
@@ -95,12 +143,12 @@ impl BoundedMessage {
         }
     }
 
-    /// Decodes a message; never panics on any input. A sealed record is
-    /// returned still sealed (opening it is the reader's job).
+    /// Decodes a message (already out of its envelope); never panics on any
+    /// input.
     pub fn decode(bytes: &[u8]) -> Result<BoundedMessage, BoundedError> {
         let (&tag, body) = bytes.split_first().ok_or(BoundedError::Empty)?;
         match tag {
-            TAG_SEALED => Ok(BoundedMessage::Sealed(body.to_vec())),
+            TAG_RECORD => Ok(BoundedMessage::Record(CoarseRecord::decode(body)?)),
             TAG_WATERMARK => {
                 if bytes.len() < WATERMARK_HEADER {
                     return Err(BoundedError::Length(bytes.len()));
@@ -136,6 +184,39 @@ impl BoundedMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_travel_sealed_and_forgeries_are_refused() {
+        use crate::record::tests::sample;
+        use crate::sealed::PayloadKeyring;
+        let keys: PayloadKeyring = PayloadKeyring::generate_entry(1).parse().unwrap();
+        let bounded = keys.bounded_keyring();
+        let record = BoundedMessage::Record(sample());
+        let (opened, _) = bounded.open(&bounded.seal(&record)).unwrap();
+        assert_eq!(opened, record);
+        // A watermark forged in the clear, or sealed to ingest's public key
+        // (what a stolen ingest could do), is refused.
+        let mark = BoundedMessage::Watermark(Watermark {
+            partition: 0,
+            partitions: 1,
+            through_ms: i64::MAX,
+            windows: vec![],
+        });
+        assert!(matches!(
+            bounded.open(&mark.encode()),
+            Err(BoundedOpenError::Envelope(OpenError::Unsealed(2)))
+        ));
+        let from_ingest = keys.public_key().seal(&sample());
+        assert!(matches!(
+            bounded.open(&from_ingest),
+            Err(BoundedOpenError::Envelope(OpenError::WrongPurpose { .. }))
+        ));
+        // An authentic envelope around a bad message is refused by content.
+        assert!(matches!(
+            bounded.open(&bounded.seal_bytes(&[1, 0, 0])),
+            Err(BoundedOpenError::Message(BoundedError::Record(_)))
+        ));
+    }
 
     #[test]
     fn malformed_watermarks_are_refused_not_panicked_on() {

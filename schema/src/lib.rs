@@ -7,8 +7,9 @@
 //! * [`window`]: [`Window`] and [`WindowLength`], the coarse time unit.
 //! * [`record`]: [`CoarseRecord`], the only thing ingest writes to Kafka, and
 //!   its versioned binary encoding.
-//! * [`sealed`]: [`PayloadKeyring`], the AEAD envelope records travel in on
-//!   the submissions topic.
+//! * [`sealed`]: the envelopes records travel in on Kafka: HPKE to the
+//!   aggregator's [`PayloadPublicKey`] on the submissions topic, the
+//!   aggregator's own key on the bounded topic.
 //! * [`release`]: the Arrow release schema shared by the releases topic, the
 //!   dashboard API, exports and batch output.
 //! * [`interval`]: post-processing of noisy counts into shares with a 95%
@@ -28,11 +29,11 @@ pub mod submission;
 pub mod topics;
 pub mod window;
 
-pub use bounded::{BoundedMessage, Watermark};
+pub use bounded::{BoundedMessage, BoundedOpenError, Watermark};
 pub use domain::{AgeBand, Condition, Gender, RiskLevel, Subject, Symptom, SymptomSet};
 pub use interval::ShareInterval;
 pub use record::{CoarseRecord, ContributorKey, RecordError};
 pub use region::{MAX_RESOLUTION, RegionCell, RegionError};
 pub use release::{Release, ReleaseError, ReleaseMeta, ReleaseRow, StatisticCost};
-pub use sealed::{OpenError, PayloadKeyring};
+pub use sealed::{BoundedKeyring, OpenError, PayloadKeyring, PayloadPublicKey, Purpose};
 pub use window::{Window, WindowLength};

@@ -9,7 +9,7 @@
 
 pub mod idp;
 
-use hushmap_schema::PayloadKeyring;
+use hushmap_schema::{PayloadKeyring, PayloadPublicKey};
 use hushmap_service::kafka::{KafkaSecurity, SecurityProtocol};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
@@ -28,9 +28,9 @@ pub fn brokers() -> String {
     std::env::var("HUSHMAP_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-/// The payload keyring of this test process (`ID:HEX64`), fresh per
-/// process: what ingest seals with and the aggregator opens with. Child
-/// processes get it through `HUSHMAP_PAYLOAD_KEYS`.
+/// The aggregator's private payload key of this test process (`ID:HEX64`),
+/// fresh per process. Child aggregators get it through
+/// `HUSHMAP_PAYLOAD_KEYS`.
 pub fn payload_keys() -> &'static str {
     static KEYS: LazyLock<String> = LazyLock::new(|| PayloadKeyring::generate_entry(1));
     &KEYS
@@ -39,6 +39,12 @@ pub fn payload_keys() -> &'static str {
 /// [`payload_keys`], parsed.
 pub fn payload_keyring() -> PayloadKeyring {
     payload_keys().parse().expect("generated keyring parses")
+}
+
+/// The public half of [`payload_keys`] (`ID:HEX64`): what ingest seals to.
+/// Child ingests get it through `HUSHMAP_PAYLOAD_PUBLIC_KEY`.
+pub fn payload_public_key() -> PayloadPublicKey {
+    payload_keyring().public_key()
 }
 
 /// A name no other test run uses.
@@ -99,7 +105,7 @@ pub fn producer() -> anyhow::Result<rdkafka::producer::FutureProducer> {
         .create()?)
 }
 
-/// Produces `record` sealed with this process's payload keys (as ingest
+/// Produces `record` sealed to this process's payload public key (as ingest
 /// would) under `key`, and waits for the broker's acknowledgement.
 pub async fn produce_sealed(
     producer: &rdkafka::producer::FutureProducer,
@@ -111,7 +117,7 @@ pub async fn produce_sealed(
         .send(
             rdkafka::producer::FutureRecord::to(topic)
                 .key(key)
-                .payload(&payload_keyring().seal(record)[..]),
+                .payload(&payload_public_key().seal(record)[..]),
             Duration::from_secs(10),
         )
         .await

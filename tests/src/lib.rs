@@ -119,7 +119,7 @@ impl Pipeline {
             listen: loopback,
             admin_listen: loopback,
             dev_mode: true,
-            payload_keys: Some(payload_keyring()),
+            payload_public_key: Some(payload_keyring().public_key()),
             ..IngestConfig::default()
         };
         ingest_config.kafka.brokers = brokers();

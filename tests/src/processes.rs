@@ -247,11 +247,19 @@ impl ServiceSet {
                 let mut env = vec![
                     ("HUSHMAP_LOG".to_string(), options.log_filter.clone()),
                     ("HUSHMAP_LOG_FORMAT".to_string(), "json".to_string()),
-                    (
+                ];
+                // Ingest seals to the public key; only the aggregator holds
+                // the private one (and ingest refuses it).
+                env.push(match service {
+                    "ingest" => (
+                        "HUSHMAP_PAYLOAD_PUBLIC_KEY".to_string(),
+                        hushmap_testkit::payload_public_key().to_string(),
+                    ),
+                    _ => (
                         "HUSHMAP_PAYLOAD_KEYS".to_string(),
                         payload_keys().to_string(),
                     ),
-                ];
+                });
                 env.extend(vars.into_iter().map(|(k, v)| (k.to_string(), v)));
                 env.extend(security_env(service)?);
                 Ok(env)

@@ -1,12 +1,12 @@
 //! The submissions topic as an attacker or a broken producer sees it.
 //!
-//! Records go on the topic sealed (XChaCha20-Poly1305, key ids): what the
-//! broker holds is unreadable, keys included. Alongside real traffic, this
-//! test writes every kind of bad record straight to the topic (empty,
-//! truncated, oversized, unsealed, under an unknown key, tampered, and
-//! replayed copies of genuine records) and checks that the aggregator keeps
-//! running, counts each under its reason, and releases exactly the genuine
-//! counts (huge ε).
+//! Records go on the topic sealed (HPKE to the aggregator's public key, key
+//! ids): what the broker holds is unreadable, keys included. Alongside real
+//! traffic, this test writes every kind of bad record straight to the topic
+//! (empty, truncated, oversized, unsealed, sealed for the bounded topic,
+//! under an unknown key, tampered, and replayed copies of genuine records)
+//! and checks that the aggregator keeps running, counts each under its
+//! reason, and releases exactly the genuine counts (huge ε).
 
 use hushmap_schema::sealed::SEALED_LEN;
 use hushmap_schema::{CoarseRecord, ContributorKey, PayloadKeyring, RegionCell};
@@ -116,9 +116,20 @@ async fn bad_records_are_dropped_counted_and_never_released() -> anyhow::Result<
     let sample = keyring.open(&genuine[0].1)?;
     let empty: Vec<Vec<u8>> = vec![Vec::new(); 3];
     let truncated: Vec<Vec<u8>> = some(4).map(|p| p[..p.len() - 7].to_vec()).collect();
-    let oversized: Vec<Vec<u8>> = vec![vec![0xA1; 100 * 1024]; 2];
+    let oversized: Vec<Vec<u8>> = vec![vec![0xA2; 100 * 1024]; 2];
     let unsealed: Vec<Vec<u8>> = vec![sample.encode().to_vec(); 5];
-    let unknown_key: Vec<Vec<u8>> = (0..6).map(|_| other_key.seal(&sample)).collect();
+    let unknown_key: Vec<Vec<u8>> = (0..6)
+        .map(|_| other_key.public_key().seal(&sample))
+        .collect();
+    // Stage-1 messages of partitioned aggregation, as the bounded topic
+    // holds them, copied onto the submissions topic.
+    let wrong_purpose: Vec<Vec<u8>> = (0..8)
+        .map(|_| {
+            keyring
+                .bounded_keyring()
+                .seal(&hushmap_schema::BoundedMessage::Record(sample))
+        })
+        .collect();
     let tampered: Vec<Vec<u8>> = some(7)
         .map(|mut p| {
             p[50] ^= 0x20;
@@ -131,6 +142,7 @@ async fn bad_records_are_dropped_counted_and_never_released() -> anyhow::Result<
         &truncated,
         &oversized,
         &unsealed,
+        &wrong_purpose,
         &unknown_key,
         &tampered,
         &replayed,
@@ -165,6 +177,7 @@ async fn bad_records_are_dropped_counted_and_never_released() -> anyhow::Result<
     assert_eq!(dropped("empty"), 3);
     assert_eq!(dropped("malformed"), 4 + 2);
     assert_eq!(dropped("unsealed"), 5);
+    assert_eq!(dropped("wrong_purpose"), 8);
     assert_eq!(dropped("unknown_key"), 6);
     assert_eq!(dropped("tampered"), 7);
     assert_eq!(dropped("invalid_record"), 0);

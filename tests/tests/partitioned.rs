@@ -14,7 +14,6 @@
 //!
 //! Longer variant: `HUSHMAP_PARTITIONED_SECS=300` (default 50 s of load).
 
-use hushmap_schema::sealed::SEALED_LEN;
 use hushmap_schema::submission::Location;
 use hushmap_schema::{BoundedMessage, CoarseRecord, Release};
 use hushmap_testkit::idp::TestIdp;
@@ -58,13 +57,16 @@ fn common_env() -> Vec<(String, String)> {
     vec![
         ("HUSHMAP_LOG".into(), "info".into()),
         ("HUSHMAP_LOG_FORMAT".into(), "json".into()),
-        ("HUSHMAP_PAYLOAD_KEYS".into(), payload_keys().into()),
     ]
 }
 
 fn ingest_env(brokers: &str, topics: &Topics, port: u16) -> Vec<(String, String)> {
     let mut env = common_env();
     for (k, v) in [
+        (
+            "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+            payload_keyring().public_key().to_string(),
+        ),
         ("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}")),
         ("HUSHMAP_INGEST_ADMIN_LISTEN", "127.0.0.1:0".into()),
         ("HUSHMAP_INGEST_DEV_MODE", "true".into()),
@@ -95,6 +97,7 @@ fn aggregate_env(
     group: &str,
 ) -> Vec<(String, String)> {
     let mut env = common_env();
+    env.push(("HUSHMAP_PAYLOAD_KEYS".into(), payload_keys().into()));
     let (topology, output) = match instance {
         Some(_) => ("partitioned", topics.releases.clone()),
         None => ("single", topics.single_releases.clone()),
@@ -485,9 +488,9 @@ async fn partitioned_aggregators_release_what_one_would_through_kills_and_rebala
         "bounding kept fewer than were sent"
     );
 
-    // The bounded topic holds nothing readable and nothing linkable: sealed
-    // envelopes (sealed afresh, so no bytes match a submission's) and
-    // watermarks, no keys.
+    // The bounded topic holds nothing readable and nothing linkable: every
+    // message (records and watermarks) sealed under the aggregator's own
+    // bounded key (sealed afresh, so no bytes match a submission's), no keys.
     let (b, t) = (brokers.clone(), topics.clone());
     let (bounded, submitted) = tokio::task::spawn_blocking(move || {
         anyhow::Ok((
@@ -497,19 +500,21 @@ async fn partitioned_aggregators_release_what_one_would_through_kills_and_rebala
     })
     .await??;
     let submitted: BTreeSet<Vec<u8>> = submitted.into_iter().map(|(_, p)| p).collect();
+    let bounded_keys = payload_keyring().bounded_keyring();
     let (mut sealed, mut marks) = (0, 0);
     for (key, payload) in &bounded {
         assert!(key.is_empty(), "bounded records carry no key");
-        match BoundedMessage::decode(payload)? {
-            BoundedMessage::Sealed(bytes) => {
-                assert_eq!(bytes.len(), SEALED_LEN);
-                assert!(CoarseRecord::decode(&bytes).is_err());
-                assert!(
-                    !submitted.contains(&bytes),
-                    "a submission's bytes forwarded as they were"
-                );
-                sealed += 1;
-            }
+        assert!(CoarseRecord::decode(payload).is_err());
+        assert!(
+            BoundedMessage::decode(payload).is_err(),
+            "a message in the clear"
+        );
+        assert!(
+            !submitted.contains(payload),
+            "a submission's bytes forwarded as they were"
+        );
+        match bounded_keys.open(payload)?.0 {
+            BoundedMessage::Record(_) => sealed += 1,
             BoundedMessage::Watermark(_) => marks += 1,
         }
     }

@@ -13,6 +13,7 @@
 //! That running services keep secrets out of their logs is checked where
 //! they run at TRACE level: `ingest/tests/no_pii_in_logs.rs` and the soak.
 
+use hushmap_testkit::payload_public_key;
 use hushmap_tests::processes::{free_port, service_binary};
 use hushmap_tests::{brokers, payload_keys};
 use std::process::{Command, Output};
@@ -22,14 +23,23 @@ const LEAKSCAN_TOKEN: &str = "secret-leakscan-token-0123456789";
 const DASHBOARD_TOKENS: &str = "[\"secret-dashboard-inline-token\"]";
 const KAFKA_PASSWORD: &str = "secret-kafka-sasl-password-0123456789";
 
-/// Runs a binary with every secret set in its environment.
+/// Runs a binary with every secret it takes set in its environment (ingest
+/// gets the payload public key, everything else the private one).
 fn run(binary: &str, args: &[&str], extra: &[(&str, String)]) -> Output {
+    let payload_key = if binary == "hushmap-ingest" {
+        (
+            "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+            payload_public_key().to_string(),
+        )
+    } else {
+        ("HUSHMAP_PAYLOAD_KEYS", payload_keys().to_string())
+    };
     Command::new(service_binary(binary).expect("binary built"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET)
-        .env("HUSHMAP_PAYLOAD_KEYS", payload_keys())
+        .env(payload_key.0, payload_key.1)
         .env("HUSHMAP_LEAKSCAN_TOKEN", LEAKSCAN_TOKEN)
         .envs(extra.iter().map(|(k, v)| (k, v)))
         .output()
@@ -75,7 +85,7 @@ fn secrets() -> Vec<String> {
 fn help_output_never_shows_secrets() {
     let cases: [(&str, &[&str]); 7] = [
         ("hushmap-ingest", &["--help"]),
-        ("hushmap-ingest", &["generate-payload-key", "--help"]),
+        ("hushmap-aggregate", &["generate-payload-key", "--help"]),
         ("hushmap-aggregate", &["--help"]),
         ("hushmap-aggregate", &["batch", "--help"]),
         ("hushmap-dashboard", &["--help"]),
@@ -104,11 +114,34 @@ fn help_output_never_shows_secrets() {
 fn malformed_secrets_are_refused_without_echoing_them() {
     let bad_key = format!("1:{}zz", "ab".repeat(31));
     let short_secret = "too-short-secret-abc";
-    let cases: [Case; 4] = [
+    // The aggregator's private key handed to ingest, in a mounted file.
+    let private_file = std::env::temp_dir().join(format!("hushmap-private-{}", std::process::id()));
+    std::fs::write(&private_file, payload_keys()).unwrap();
+    let cases: [Case; 7] = [
         (
             "hushmap-ingest",
-            vec![("HUSHMAP_PAYLOAD_KEYS", bad_key.clone())],
+            vec![("HUSHMAP_PAYLOAD_PUBLIC_KEY", bad_key.clone())],
             "payload key 1",
+        ),
+        // Ingest holds no private key: refused from the variable or a file,
+        // whatever else is right.
+        (
+            "hushmap-ingest",
+            vec![("HUSHMAP_PAYLOAD_KEYS", payload_keys().to_string())],
+            "is set for ingest",
+        ),
+        (
+            "hushmap-ingest",
+            vec![(
+                "HUSHMAP_PAYLOAD_KEYS_FILE",
+                private_file.display().to_string(),
+            )],
+            "is set for ingest",
+        ),
+        (
+            "hushmap-aggregate",
+            vec![("HUSHMAP_PAYLOAD_KEYS", String::new())],
+            "payload keyring is empty",
         ),
         (
             "hushmap-aggregate",
@@ -122,7 +155,7 @@ fn malformed_secrets_are_refused_without_echoing_them() {
         ),
         (
             "hushmap-ingest",
-            vec![("HUSHMAP_PAYLOAD_KEYS", String::new())],
+            vec![("HUSHMAP_PAYLOAD_PUBLIC_KEY", String::new())],
             "payload keyring is empty",
         ),
     ];
@@ -140,7 +173,13 @@ fn malformed_secrets_are_refused_without_echoing_them() {
             !said.contains(&"ab".repeat(8)),
             "{binary} echoed key material"
         );
+        let private_hex = payload_keys().split_once(':').unwrap().1;
+        assert!(
+            !said.contains(&private_hex[..16]),
+            "{binary} echoed the private key"
+        );
     }
+    std::fs::remove_file(&private_file).unwrap();
 }
 
 #[test]

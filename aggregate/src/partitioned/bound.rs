@@ -24,7 +24,8 @@ use crate::config::AggregateConfig;
 use crate::intake::{DropReason, has_room};
 use crate::stream::{AggregatorError, AggregatorStats};
 use hushmap_schema::{
-    BoundedMessage, CoarseRecord, ContributorKey, PayloadKeyring, Watermark, Window, WindowLength,
+    BoundedKeyring, BoundedMessage, CoarseRecord, ContributorKey, PayloadKeyring, Watermark,
+    Window, WindowLength,
 };
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -67,7 +68,10 @@ struct OwnedPartition {
 }
 
 pub(crate) struct BoundStage {
+    /// Opens submissions.
     keyring: PayloadKeyring,
+    /// Seals what goes to stage 2.
+    bounded: BoundedKeyring,
     window_length: WindowLength,
     lateness_ms: i64,
     max_records: usize,
@@ -112,8 +116,10 @@ impl BoundStage {
             shards,
             txn,
         } = group::start_stage(config, "bound", &k.input_topic, instance)?;
+        let keyring = config.payload_keyring()?;
         let stage = BoundStage {
-            keyring: config.payload_keyring()?,
+            bounded: keyring.bounded_keyring(),
+            keyring,
             window_length: config.window_length(),
             lateness_ms: i64::from(config.allowed_lateness_secs) * 1000,
             max_records: config.bounds().max_records_per_window as usize,
@@ -301,7 +307,7 @@ impl BoundStage {
             let due = self.due(p, through);
             for start in &due {
                 for kept in owned.windows[start].kept.values().flatten() {
-                    let payload = BoundedMessage::Sealed(self.keyring.seal(&kept.record)).encode();
+                    let payload = self.bounded.seal(&BoundedMessage::Record(kept.record));
                     let record = FutureRecord::to(&self.bounded_topic)
                         .partition(kept.shard as i32)
                         .payload(payload.as_slice());
@@ -310,13 +316,12 @@ impl BoundStage {
             }
             // Stage 2 publishes every window by the clock, so the watermark
             // names none: which windows had records is not the broker's to see.
-            let mark = BoundedMessage::Watermark(Watermark {
+            let mark = self.bounded.seal(&BoundedMessage::Watermark(Watermark {
                 partition: p as u32,
                 partitions: self.inputs,
                 through_ms: through,
                 windows: Vec::new(),
-            })
-            .encode();
+            }));
             for shard in 0..self.shards {
                 let record = FutureRecord::to(&self.bounded_topic)
                     .partition(shard as i32)

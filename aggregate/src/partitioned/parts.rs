@@ -42,8 +42,11 @@ use crate::sensitivity::ContributionBounds;
 use crate::stream::{AggregatorError, AggregatorStats};
 use datafusion::prelude::SessionContext;
 use hushmap_privacy::{LedgerError, PrivacyLedger, ReleaseCost};
+use hushmap_schema::bounded::BoundedError;
 use hushmap_schema::release::ReleasePart;
-use hushmap_schema::{BoundedMessage, PayloadKeyring, Release, Window, WindowLength};
+use hushmap_schema::{
+    BoundedKeyring, BoundedMessage, BoundedOpenError, Release, Window, WindowLength,
+};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -188,7 +191,8 @@ impl LostCommitAnswers {
 pub(crate) struct PartStage {
     config: AggregateConfig,
     clock: ShardClock,
-    keyring: PayloadKeyring,
+    /// Opens stage 1's messages; anything not sealed by it is refused.
+    bounded: BoundedKeyring,
     window_length: WindowLength,
     bounds: ContributionBounds,
     coarsest: u8,
@@ -240,7 +244,7 @@ impl PartStage {
                 epoch,
                 started_ms: super::now_ms(),
             },
-            keyring: config.payload_keyring()?,
+            bounded: config.payload_keyring()?.bounded_keyring(),
             window_length: config.window_length(),
             bounds: config.bounds(),
             coarsest: config.coarsest_level(),
@@ -299,15 +303,21 @@ impl Stage for PartStage {
             return;
         };
         owned.next_offset = offset + 1;
-        let message = match payload.map(BoundedMessage::decode) {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "undecodable bounded-topic record; dropped");
-                self.stats.records_dropped.add(DropReason::Malformed);
-                return;
-            }
-            None => {
-                self.stats.records_dropped.add(DropReason::Empty);
+        let Some(payload) = payload.filter(|p| !p.is_empty()) else {
+            self.stats.records_dropped.add(DropReason::Empty);
+            return;
+        };
+        // Only what stage 1 sealed opens: a watermark or record written by
+        // anyone else (ingest included) is refused and counted here.
+        let (message, seal_id) = match self.bounded.open(payload) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let reason = match &e {
+                    BoundedOpenError::Envelope(e) => DropReason::from(e),
+                    BoundedOpenError::Message(BoundedError::Record(_)) => DropReason::InvalidRecord,
+                    BoundedOpenError::Message(_) => DropReason::Malformed,
+                };
+                self.stats.records_dropped.add(reason);
                 return;
             }
         };
@@ -321,14 +331,11 @@ impl Stage for PartStage {
                 // The windows it lists are not needed: every window is
                 // published by the clock.
             }
-            BoundedMessage::Sealed(sealed) => {
-                let Some((record, seal_id)) = self.stats.records_dropped.opened(
-                    &self.keyring,
-                    self.window_length,
-                    Some(&sealed),
-                ) else {
+            BoundedMessage::Record(record) => {
+                if record.window_length != self.window_length {
+                    self.stats.records_dropped.add(DropReason::WindowLength);
                     return;
-                };
+                }
                 // Already published here (a replay after a rebalance), or
                 // before the schedule's epoch.
                 if record.window.end_ms <= owned.released_through

@@ -60,7 +60,7 @@ pub fn test_config() -> IngestConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         dev_mode: true,
-        payload_keys: Some(payload_keyring()),
+        payload_public_key: Some(payload_keyring().public_key()),
         ..IngestConfig::default()
     };
     c.kafka.brokers = brokers();

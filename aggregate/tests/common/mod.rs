@@ -1,0 +1,172 @@
+//! What the partitioned-aggregation tests share: an in-process aggregator's
+//! configuration on fresh topics, records that the huge test ε counts
+//! exactly, and a watch on the releases topic.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use hushmap_aggregate::{AggregateConfig, Topology};
+use hushmap_schema::region::RegionResolution;
+use hushmap_schema::{
+    AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, RiskLevel, SymptomSet, Window,
+    WindowLength,
+};
+use hushmap_testkit::{
+    brokers, committed_records_on, create_topics, current_window_start, now_ms, payload_keyring,
+    unique,
+};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Short windows: a test sees several released within seconds.
+pub const WINDOW_SECS: u32 = 4;
+/// Partitions of the submissions and the bounded topic alike.
+pub const PARTITIONS: i32 = 2;
+
+/// The three topics of one partitioned run, created fresh.
+pub struct Topics {
+    pub submissions: String,
+    pub bounded: String,
+    pub releases: String,
+}
+
+impl Topics {
+    pub async fn create(prefix: &str) -> anyhow::Result<Topics> {
+        let topics = Topics {
+            submissions: unique(&format!("test.{prefix}.in")),
+            bounded: unique(&format!("test.{prefix}.bounded")),
+            releases: unique(&format!("test.{prefix}.out")),
+        };
+        create_topics(&[
+            (&topics.submissions, PARTITIONS),
+            (&topics.bounded, PARTITIONS),
+            (&topics.releases, 1),
+        ])
+        .await?;
+        Ok(topics)
+    }
+}
+
+/// One partitioned instance on `topics`, scheduled from the current window,
+/// with an ε so large that every released count is exact and a public area
+/// holding every record of [`record`].
+pub fn partitioned_config(topics: &Topics, prefix: &str) -> anyhow::Result<AggregateConfig> {
+    let mut config = AggregateConfig {
+        dev_mode: true,
+        topology: Topology::Partitioned,
+        window_secs: WINDOW_SECS,
+        allowed_lateness_secs: 1,
+        tick_ms: 200,
+        metrics_listen: "127.0.0.1:0".parse()?,
+        payload_keys: Some(payload_keyring()),
+        schedule_epoch: Some(current_window_start(WINDOW_SECS).to_string()),
+        ..AggregateConfig::default()
+    };
+    config.kafka.brokers = brokers();
+    config.kafka.input_topic = topics.submissions.clone();
+    config.kafka.bounded_topic = topics.bounded.clone();
+    config.kafka.output_topic = topics.releases.clone();
+    config.kafka.group_id = unique(&format!("test.{prefix}.group"));
+    config.kafka.transactional_id = unique(&format!("test.{prefix}.txn"));
+    config.kafka.instance_id = Some("only".into());
+    config.kafka.transaction_timeout_ms = 10_000;
+    config.privacy.epsilon_per_window = 1e6;
+    config.privacy.max_epsilon_per_day = 1e12;
+    config.privacy.max_epsilon_per_horizon = 1e12;
+    config.privacy.max_delta_per_horizon = 9e-4;
+    config.privacy.public_bbox = Some([-34.0, 151.0, -30.5, 151.5]);
+    Ok(config)
+}
+
+pub fn window_length() -> WindowLength {
+    WindowLength::from_secs(WINDOW_SECS).unwrap()
+}
+
+/// The current window.
+pub fn current_window() -> Window {
+    Window::containing(now_ms(), window_length())
+}
+
+/// Record `i` of `window`: its own contributor, spread over four cells of
+/// the public area.
+pub fn record(window: Window, i: u8) -> CoarseRecord {
+    CoarseRecord {
+        window,
+        window_length: window_length(),
+        region: RegionCell::from_coordinate(
+            -33.8 + f64::from(i % 4),
+            151.2,
+            RegionResolution::new(5).unwrap(),
+        )
+        .unwrap(),
+        age_band: AgeBand::ALL[usize::from(i) % 6],
+        risk: RiskLevel::ALL[usize::from(i) % 3],
+        symptoms: SymptomSet::default(),
+        contributor: ContributorKey([i; 16]),
+    }
+}
+
+/// A part on the releases topic and when this watch first saw it (ms).
+pub struct SeenPart {
+    pub release: Release,
+    pub first_seen_ms: i64,
+}
+
+/// Watches the releases topic (committed records only) until `windows`
+/// windows have a part from every shard, and returns every record of the
+/// last read (a part published twice is there twice), each with the time
+/// its part was first seen.
+pub async fn watch_releases(topic: &str, windows: usize) -> anyhow::Result<Vec<SeenPart>> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut first_seen: BTreeMap<(i64, u32), i64> = BTreeMap::new();
+    loop {
+        let t = topic.to_string();
+        let records =
+            tokio::task::spawn_blocking(move || committed_records_on(&brokers(), &t)).await??;
+        let now = now_ms();
+        let releases: Vec<Release> = records
+            .iter()
+            .filter_map(|(_, v)| Release::from_ipc(v).ok())
+            .collect();
+        for r in &releases {
+            first_seen
+                .entry((r.meta.window_start, r.meta.part.index))
+                .or_insert(now);
+        }
+        let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
+        for (window, _) in first_seen.keys() {
+            *per_window.entry(*window).or_default() += 1;
+        }
+        if per_window
+            .values()
+            .filter(|n| **n >= PARTITIONS as usize)
+            .count()
+            >= windows
+        {
+            return Ok(releases
+                .into_iter()
+                .map(|release| SeenPart {
+                    first_seen_ms: first_seen
+                        [&(release.meta.window_start, release.meta.part.index)],
+                    release,
+                })
+                .collect());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out waiting for {windows} whole windows on {topic}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The exact number of records a window's parts counted at the finest level.
+pub fn counted(parts: &[SeenPart], window: Window) -> i64 {
+    parts
+        .iter()
+        .map(|p| &p.release)
+        .filter(|r| r.meta.window_start == window.start_ms)
+        .flat_map(|r| r.rows.iter())
+        .filter(|r| r.level == 5)
+        .map(|r| r.n_total)
+        .sum()
+}
