@@ -41,6 +41,7 @@ use axum::{Json, Router};
 use datafusion::arrow::datatypes::SchemaRef;
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
 use hushmap_service::http::{ConnectionStats, HttpLimits};
+use hushmap_service::tls::ServerTls;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub query: Arc<ReleaseQuery>,
     pub tokens: Arc<TokenRegistry>,
     pub cookie_secure: bool,
+    /// The listeners' TLS, when the dashboard terminates it (for metrics).
+    pub tls: Option<ServerTls>,
     /// The HTTP listener's connection counts.
     pub connections: ConnectionStats,
     /// The Flight listener's.
@@ -128,6 +131,7 @@ pub struct DashboardServer {
     state: AppState,
     consumer: tokio::task::JoinHandle<()>,
     http: HttpLimits,
+    tls: Option<ServerTls>,
 }
 
 impl DashboardServer {
@@ -144,6 +148,7 @@ impl DashboardServer {
                 .await
                 .map_err(|source| ServeError::Bind { addr, source })
         };
+        let tls = ServerTls::load(&config.tls).map_err(crate::config::ConfigError::from)?;
         let listener = bind(config.listen).await?;
         let flight_listener = bind(config.flight_listen).await?;
         let consumer = spawn_release_consumer(&config.kafka, store.clone())?;
@@ -158,7 +163,9 @@ impl DashboardServer {
                     config.auth.tokens_file.clone(),
                     tokens,
                 )),
-                cookie_secure: config.auth.cookie_secure,
+                // Over TLS the cookie never needs to travel in clear.
+                cookie_secure: config.auth.cookie_secure || tls.is_some(),
+                tls: tls.clone(),
                 connections: ConnectionStats::default(),
                 flight_connections: ConnectionStats::default(),
                 sql_limits: config.sql.clone(),
@@ -169,6 +176,7 @@ impl DashboardServer {
             },
             consumer,
             http: config.http.clone(),
+            tls,
         })
     }
 
@@ -190,6 +198,8 @@ impl DashboardServer {
     ) -> Result<(), ServeError> {
         let state = self.state;
         let reloader = tokio::spawn(reload_tokens(state.clone()));
+        let certificates = self.tls.as_ref().map(ServerTls::watch);
+        let acceptor = self.tls.as_ref().map(ServerTls::acceptor);
         let analyst = Router::new()
             .route("/", get(|| async { Html(INDEX_HTML) }))
             .route("/assets/{name}", get(asset))
@@ -237,11 +247,13 @@ impl DashboardServer {
         let flight = tokio::spawn({
             let limits = self.http.clone();
             let stats = state.flight_connections.clone();
+            let acceptor = acceptor.clone();
             async move {
                 hushmap_service::http::serve(
                     self.flight_listener,
                     flight_app,
                     &limits,
+                    acceptor,
                     stats,
                     flight_stop,
                 )
@@ -251,12 +263,14 @@ impl DashboardServer {
         tracing::info!(
             addr = %self.listener.local_addr()?,
             flight = %flight_addr,
+            tls = acceptor.is_some(),
             "dashboard listening"
         );
         let result = hushmap_service::http::serve(
             self.listener,
             app,
             &self.http,
+            acceptor,
             state.connections.clone(),
             async move {
                 shutdown.await;
@@ -266,6 +280,9 @@ impl DashboardServer {
         .await;
         self.consumer.abort();
         reloader.abort();
+        if let Some(watching) = certificates {
+            watching.abort();
+        }
         result?;
         match flight.await {
             Ok(r) => r?,
@@ -355,7 +372,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
          # HELP hushmap_dashboard_http_connections_idle_closed_total Connections closed after idle_timeout_ms without a byte moving.\n\
          # TYPE hushmap_dashboard_http_connections_idle_closed_total counter\n\
          hushmap_dashboard_http_connections_idle_closed_total{{listener=\"http\"}} {}\n\
-         hushmap_dashboard_http_connections_idle_closed_total{{listener=\"flight\"}} {}\n",
+         hushmap_dashboard_http_connections_idle_closed_total{{listener=\"flight\"}} {}\n\
+         # HELP hushmap_dashboard_http_tls_handshakes_failed_total TLS handshakes that failed or did not finish within header_read_timeout_ms.\n\
+         # TYPE hushmap_dashboard_http_tls_handshakes_failed_total counter\n\
+         hushmap_dashboard_http_tls_handshakes_failed_total{{listener=\"http\"}} {}\n\
+         hushmap_dashboard_http_tls_handshakes_failed_total{{listener=\"flight\"}} {}\n\
+         # HELP hushmap_dashboard_tls_reloads_total Certificate pairs taken after the files changed.\n\
+         # TYPE hushmap_dashboard_tls_reloads_total counter\n\
+         hushmap_dashboard_tls_reloads_total {}\n\
+         # HELP hushmap_dashboard_tls_reload_failures_total Changed certificate files that did not load (the previous pair stayed in use).\n\
+         # TYPE hushmap_dashboard_tls_reload_failures_total counter\n\
+         hushmap_dashboard_tls_reload_failures_total {}\n",
         store.len(),
         store.duplicates(),
         state.connections.open.get(),
@@ -364,6 +391,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.flight_connections.refused.get(),
         state.connections.idle_closed.get(),
         state.flight_connections.idle_closed.get(),
+        state.connections.tls_failed.get(),
+        state.flight_connections.tls_failed.get(),
+        state.tls.as_ref().map_or(0, |t| t.reloads.get()),
+        state.tls.as_ref().map_or(0, |t| t.reload_failures.get()),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -13,6 +13,7 @@ use hushmap_schema::topics;
 use hushmap_service::http::{HttpLimits, HttpLimitsError};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use hushmap_service::secrets::{SecretError, merge_secrets};
+use hushmap_service::tls::{ServerTls, TlsError, TlsSettings};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub enum ConfigError {
     Secret(#[from] SecretError),
     #[error("sql.query_timeout_ms and sql.max_concurrent_per_token must be positive")]
     SqlLimits,
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +69,8 @@ pub struct AuthSettings {
     /// A file of hashed tokens, one per line: `<sha256 hex> <role>[,<role>] [name]`.
     pub tokens_file: Option<PathBuf>,
     /// Mark the login cookie `Secure` (set it when a TLS proxy fronts the
-    /// dashboard; browsers drop Secure cookies over plain HTTP).
+    /// dashboard; browsers drop Secure cookies over plain HTTP). Always on
+    /// when the dashboard terminates TLS itself (`tls`).
     pub cookie_secure: bool,
 }
 
@@ -86,6 +90,9 @@ pub struct DashboardConfig {
     pub http: HttpLimits,
     /// What a researcher's Flight SQL query may cost.
     pub sql: SqlLimits,
+    /// TLS on both listeners (page and Flight), from PEM files re-read on
+    /// change; off when neither file is set.
+    pub tls: TlsSettings,
 }
 
 impl Default for DashboardConfig {
@@ -98,6 +105,7 @@ impl Default for DashboardConfig {
             auth: AuthSettings::default(),
             http: HttpLimits::default(),
             sql: SqlLimits::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -134,6 +142,9 @@ impl DashboardConfig {
         if self.sql.query_timeout_ms == 0 || self.sql.max_concurrent_per_token == 0 {
             return Err(ConfigError::SqlLimits);
         }
+        // Loaded, not only named: a missing file, a key that does not match
+        // its certificate, is refused before anything starts.
+        ServerTls::load(&self.tls)?;
         let tokens = self.access_tokens()?;
         if tokens.is_empty() {
             for addr in [self.listen, self.flight_listen] {

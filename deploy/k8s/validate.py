@@ -30,7 +30,9 @@ import yaml
 
 K8S_VERSION = "1.34.0"
 # Secrets an operator makes before applying (deploy/README.md).
-OUT_OF_BAND_SECRETS = {"hushmap-secrets", "hushmap-payload-keys", "hushmap-dashboard-tokens"}
+OUT_OF_BAND_SECRETS = {
+    "hushmap-secrets", "hushmap-payload-keys", "hushmap-dashboard-tokens", "hushmap-dashboard-tls",
+}
 BINARIES = {
     "ingest": "hushmap-ingest",
     "aggregate": "hushmap-aggregate",
@@ -254,6 +256,28 @@ PRIVATE_PAYLOAD_SECRET = "hushmap-payload-keys"
 PAYLOAD_KEY_HOLDERS = {"hushmap-aggregate"}
 
 
+# Listeners that carry access tokens must terminate TLS themselves, so a
+# token never crosses the cluster network in clear.
+TLS_TERMINATORS = {"hushmap-dashboard": "HUSHMAP_DASHBOARD_TLS__"}
+
+
+def check_tls(resources):
+    for _, dep in resources:
+        name = dep["metadata"]["name"]
+        if dep["kind"] not in WORKLOADS or name not in TLS_TERMINATORS:
+            continue
+        prefix = TLS_TERMINATORS[name]
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        names = {e["name"] for e in container.get("env", [])}
+        for setting in ("CERT_FILE", "KEY_FILE"):
+            if prefix + setting not in names:
+                problem(f"{dep['kind']}/{name}", f"no {prefix}{setting}: its tokens would cross the network in clear")
+        for probe in ("readinessProbe", "livenessProbe"):
+            get = container.get(probe, {}).get("httpGet")
+            if get and get.get("scheme") != "HTTPS":
+                problem(f"{dep['kind']}/{name}", f"{probe} speaks plain HTTP to a TLS port")
+
+
 def check_payload_keys(resources):
     for _, dep in resources:
         if dep["kind"] not in WORKLOADS:
@@ -315,9 +339,24 @@ def stand_in_secret(env_name, bin_dir):
     return "stand-in-secret-value"
 
 
+@functools.cache
+def stand_in_tls_pair():
+    """A self-signed certificate and its key (PEM), made by openssl."""
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "1", "-subj", "/CN=hushmap-dashboard",
+             "-keyout", f"{d}/tls.key", "-out", f"{d}/tls.crt"],
+            check=True, capture_output=True,
+        )
+        return {name: open(f"{d}/{name}").read() for name in ("tls.crt", "tls.key")}
+
+
 def stand_in_file(volume, key, bin_dir, config_maps):
     if "configMap" in volume:
         return config_maps[volume["configMap"]["name"]]["data"][key]
+    if volume["secret"]["secretName"] == "hushmap-dashboard-tls":
+        return stand_in_tls_pair()[key]
     if volume["secret"]["secretName"] == "hushmap-dashboard-tokens":
         return tool_output(
             bin_dir, "hushmap-dashboard", "hash-token", "--roles", "analyst",
@@ -391,6 +430,12 @@ def find(resources, kind, name):
     return next(d for _, d in resources if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
+def container_env_list(resources, workload):
+    found = next(d for _, d in resources
+                 if d["kind"] in WORKLOADS and d["metadata"]["name"] == workload)
+    return found["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
 def container_env(resources, workload, name):
     found = next(d for _, d in resources
                  if d["kind"] in WORKLOADS and d["metadata"]["name"] == workload)
@@ -448,6 +493,15 @@ MUTATIONS = [
      lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["spec"]
      .setdefault("volumes", []).append(
          {"name": "payload", "secret": {"secretName": "hushmap-payload-keys"}})),
+    ("the dashboard serving its tokens without TLS",
+     lambda r: find(r, "Deployment", "hushmap-dashboard")["spec"]["template"]["spec"]["containers"][0]
+     ["env"].remove(container_env(r, "hushmap-dashboard", "HUSHMAP_DASHBOARD_TLS__KEY_FILE"))),
+    ("the dashboard's key file naming something that is no key (refused by the dashboard itself)",
+     lambda r: find(r, "Deployment", "hushmap-dashboard")["spec"]["template"]["spec"]["containers"][0]
+     ["env"].__setitem__(
+         next(i for i, e in enumerate(container_env_list(r, "hushmap-dashboard"))
+              if e["name"] == "HUSHMAP_DASHBOARD_TLS__KEY_FILE"),
+         {"name": "HUSHMAP_DASHBOARD_TLS__KEY_FILE", "value": "/etc/hushmap/tokens/tokens"})),
     ("misspelt privacy setting (refused by the aggregator itself)",
      lambda r: find(r, "ConfigMap", "hushmap-aggregate")["data"].__setitem__(
          "aggregate.toml",
@@ -461,6 +515,7 @@ def check_all(resources, crd_schemas, bin_dir):
     check_references(resources)
     check_network_policies(resources)
     check_payload_keys(resources)
+    check_tls(resources)
     check_service_configs(resources, bin_dir)
 
 
@@ -494,6 +549,7 @@ def main():
     check_references(resources)
     check_network_policies(resources)
     check_payload_keys(resources)
+    check_tls(resources)
     check_service_configs(resources, bin_dir)
     kinds = sorted({d["kind"] for _, d in resources})
     if problems:

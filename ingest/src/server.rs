@@ -264,6 +264,8 @@ impl IngestServer {
             self.listener,
             app,
             &self.http,
+            // TLS is the fronting proxy's: ingest sits behind the ingress.
+            None,
             self.state.metrics.connections().clone(),
             shutdown,
         )

@@ -19,6 +19,10 @@
 //! The whole-request deadline (a body trickled a byte at a time) stays a
 //! `tower_http` timeout layer in each service, since it must answer 408.
 //!
+//! With a [`TlsAcceptor`] (see [`crate::tls`]) every connection is TLS; its
+//! handshake must finish within the header-read timeout (a handshake sent a
+//! byte at a time is the same slow client), and a failed one is counted.
+//!
 //! The peer address is put in each request's extensions as
 //! `ConnectInfo<SocketAddr>`, as `into_make_service_with_connect_info` does.
 //!
@@ -28,7 +32,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
 //! let stats = ConnectionStats::default();
-//! serve(listener, app, &HttpLimits::default(), stats, std::future::pending()).await
+//! serve(listener, app, &HttpLimits::default(), None, stats, std::future::pending()).await
 //! # }
 //! ```
 
@@ -51,6 +55,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 /// How long a connection may take and how many may be open at once.
@@ -109,6 +114,8 @@ pub struct ConnectionStats {
     pub refused: Counter,
     /// Connections closed by the idle timeout.
     pub idle_closed: Counter,
+    /// TLS handshakes that failed or did not finish in time.
+    pub tls_failed: Counter,
 }
 
 impl ConnectionStats {
@@ -131,15 +138,22 @@ impl ConnectionStats {
             "Connections closed after idle_timeout_ms without a byte moving",
             self.idle_closed.clone(),
         );
+        registry.register(
+            "http_tls_handshakes_failed",
+            "TLS handshakes that failed or did not finish within header_read_timeout_ms",
+            self.tls_failed.clone(),
+        );
     }
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown`
-/// resolves, then waits (up to 10 s) for requests in progress.
+/// Serves `router` on `listener` within `limits` (over TLS with `tls`)
+/// until `shutdown` resolves, then waits (up to 10 s) for requests in
+/// progress.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &HttpLimits,
+    tls: Option<TlsAcceptor>,
     stats: ConnectionStats,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
@@ -175,10 +189,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(WatchedIo {
+        let io = WatchedIo {
             inner: stream,
             activity: activity.clone(),
-        });
+        };
         let service = hyper::service::service_fn({
             let router = router.clone();
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -190,14 +204,44 @@ pub async fn serve(
         let builder = builder.clone();
         let stats = stats.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_deadline = Duration::from_millis(limits.header_read_timeout_ms);
         stats.open.inc();
         tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            let connection = watcher.watch(connection.into_owned());
+            let served = async {
+                match tls {
+                    None => {
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned();
+                        let _ = watcher.watch(connection).await;
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_deadline, acceptor.accept(io)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let connection = builder
+                                    .serve_connection_with_upgrades(
+                                        TokioIo::new(tls_stream),
+                                        service,
+                                    )
+                                    .into_owned();
+                                let _ = watcher.watch(connection).await;
+                            }
+                            // A plaintext request, a client that distrusts
+                            // the certificate, a handshake too slow: the
+                            // client's business, counted, never logged
+                            // (the peer is an address).
+                            Ok(Err(_)) | Err(_) => {
+                                stats.tls_failed.inc();
+                            }
+                        }
+                    }
+                }
+            };
             tokio::select! {
                 // A connection's own errors (a reset, a malformed request
                 // hyper answered with 400) are the client's business.
-                _ = connection => {}
+                () = served => {}
                 () = activity.idle_for(idle) => {
                     stats.idle_closed.inc();
                 }
@@ -325,7 +369,9 @@ mod tests {
         );
         let stats = ConnectionStats::default();
         let s = stats.clone();
-        tokio::spawn(async move { serve(listener, app, &limits, s, std::future::pending()).await });
+        tokio::spawn(async move {
+            serve(listener, app, &limits, None, s, std::future::pending()).await
+        });
         (addr, stats)
     }
 

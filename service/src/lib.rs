@@ -7,6 +7,7 @@ pub mod client_address;
 pub mod http;
 pub mod kafka;
 pub mod secrets;
+pub mod tls;
 
 use std::io::IsTerminal;
 
