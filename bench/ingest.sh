@@ -8,7 +8,10 @@
 # 3. what identity costs: ingest's max throughput when every request sends
 #    back a contributor token, or an ID token (EdDSA, ES256, RS256), beside
 #    the anonymous first check (a token issued each time); and, without the
-#    HTTP stack, the verification alone (ingest/examples/verify_cost.rs).
+#    HTTP stack, the verification alone (ingest/examples/verify_cost.rs);
+# 4. with proof of work on: refusing anonymous submissions without a proof,
+#    and (verify_cost) issuing, checking and solving one, and the HPKE seal
+#    every accepted record costs.
 #
 #   bench/ingest.sh                 # 15 s per run
 #   BENCH_SECS=30 bench/ingest.sh
@@ -118,4 +121,14 @@ for k in ed25519 p256 rsa; do
     --issuer "$ISSUER" --audience "$AUDIENCE" --subject bench --ttl-secs 3600)
   run "ingest_id_token_$k" 8091 "" "authorization: Bearer $id_token"
 done
+# Proof of work on (the default outside dev mode, 15 bits): what refusing
+# anonymous submissions that carry no proof costs (428, nothing produced).
+# A solved proof is single use, so a fixed-body load cannot send valid
+# ones; what checking one costs is in verify_cost below.
+HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8092 \
+  HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 HUSHMAP_INGEST_PROOF_OF_WORK__DIFFICULTY_BITS=15 \
+  HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
+  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 target/release/hushmap-ingest & pids+=($!)
+wait_port 8092
+run ingest_pow_no_proof 8092
 target/release/examples/verify_cost "$IDP"

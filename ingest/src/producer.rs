@@ -5,7 +5,14 @@
 //! them back.
 
 use crate::config::KafkaSettings;
+use hushmap_schema::sealed::SubmissionSealer;
 use hushmap_schema::{CoarseRecord, PayloadPublicKey};
+
+/// How long ingest seals under one HPKE encapsulation, and how many records
+/// at most (`hushmap_schema::sealed`: the epoch key is all a stolen ingest
+/// could open, and only records it sealed in that epoch).
+const SEALING_EPOCH: Duration = Duration::from_secs(60);
+const SEALING_EPOCH_RECORDS: u64 = 1 << 20;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -23,7 +30,7 @@ pub struct SubmissionProducer {
     producer: FutureProducer,
     topic: String,
     timeout: Duration,
-    public_key: PayloadPublicKey,
+    sealer: SubmissionSealer,
 }
 
 impl SubmissionProducer {
@@ -54,7 +61,7 @@ impl SubmissionProducer {
             producer,
             topic: settings.topic.clone(),
             timeout: Duration::from_millis(settings.produce_timeout_ms),
-            public_key,
+            sealer: public_key.sealer(SEALING_EPOCH, SEALING_EPOCH_RECORDS),
         })
     }
 
@@ -62,7 +69,7 @@ impl SubmissionProducer {
     /// [`Coarsener::partition_key`](crate::coarsen::Coarsener::partition_key))
     /// and waits for the broker's acknowledgement.
     pub async fn send(&self, key: &str, record: &CoarseRecord) -> Result<(), ProduceError> {
-        let payload = self.public_key.seal(record);
+        let payload = self.sealer.seal(record);
         let rec = FutureRecord::to(&self.topic).key(key).payload(&payload[..]);
         // The error side carries the message (our payload); drop it, keep the error.
         self.producer

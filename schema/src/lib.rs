@@ -35,5 +35,7 @@ pub use interval::ShareInterval;
 pub use record::{CoarseRecord, ContributorKey, RecordError};
 pub use region::{MAX_RESOLUTION, RegionCell, RegionError};
 pub use release::{Release, ReleaseError, ReleaseMeta, ReleaseRow, StatisticCost};
-pub use sealed::{BoundedKeyring, OpenError, PayloadKeyring, PayloadPublicKey, Purpose};
+pub use sealed::{
+    BoundedKeyring, OpenError, PayloadKeyring, PayloadPublicKey, Purpose, SubmissionSealer,
+};
 pub use window::{Window, WindowLength};
