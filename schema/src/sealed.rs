@@ -313,24 +313,28 @@ struct SealingEpoch {
 impl SealingEpoch {
     fn seal(&self, plain: &[u8]) -> Vec<u8> {
         self.sealed.fetch_add(1, Ordering::Relaxed);
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut chacha20poly1305::aead::OsRng);
         let mut out = Vec::with_capacity(SEALED_LEN);
         out.extend_from_slice(&self.header);
-        out.extend_from_slice(&nonce);
-        let sealed = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plain,
-                    aad: &self.aad,
-                },
-            )
-            // Only fails beyond the cipher's length limit.
-            .expect("a 41-byte record always seals");
-        out.extend_from_slice(&sealed);
-        out
+        append_sealed(&self.cipher, out, &self.aad, plain)
     }
+}
+
+/// Appends a fresh random nonce and `plain` sealed under `cipher` with
+/// `aad` to `out` (an envelope's header): the tail both envelopes share.
+fn append_sealed(
+    cipher: &XChaCha20Poly1305,
+    mut out: Vec<u8>,
+    aad: &[u8],
+    plain: &[u8],
+) -> Vec<u8> {
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut chacha20poly1305::aead::OsRng);
+    out.extend_from_slice(&nonce);
+    let sealed = cipher
+        .encrypt(&nonce, Payload { msg: plain, aad })
+        // Only fails beyond the cipher's length limit (256 GiB).
+        .expect("an envelope's message is far below the AEAD's length limit");
+    out.extend_from_slice(&sealed);
+    out
 }
 
 /// Ingest's sealer: records sealed to the aggregator's public key, one HPKE
@@ -345,11 +349,6 @@ pub struct SubmissionSealer {
 }
 
 impl SubmissionSealer {
-    /// The key id records are sealed under.
-    pub fn key_id(&self) -> KeyId {
-        self.public.id
-    }
-
     /// Seals a record for the submissions topic.
     pub fn seal(&self, record: &CoarseRecord) -> Vec<u8> {
         let epoch = {
@@ -639,25 +638,11 @@ pub struct BoundedKeyring {
 impl BoundedKeyring {
     /// Seals an encoded bounded-topic message.
     pub fn seal_bytes(&self, message: &[u8]) -> Vec<u8> {
-        let cipher = &self.keys[&self.sealing];
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut chacha20poly1305::aead::OsRng);
         let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + message.len() + TAG_LEN);
         out.push(Purpose::Bounded.version());
         out.extend_from_slice(&self.sealing.to_le_bytes());
         let aad = Purpose::Bounded.associated_data(&out);
-        out.extend_from_slice(&nonce);
-        let sealed = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: message,
-                    aad: &aad,
-                },
-            )
-            // Only fails beyond the cipher's length limit (256 GiB).
-            .expect("a bounded-topic message always seals");
-        out.extend_from_slice(&sealed);
-        out
+        append_sealed(&self.keys[&self.sealing], out, &aad, message)
     }
 
     /// Opens a bounded envelope, returning the message bytes and the seal id

@@ -25,7 +25,6 @@
 //! ```
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -212,21 +211,6 @@ impl ServerTls {
     /// The acceptor to hand [`crate::http::serve`].
     pub fn acceptor(&self) -> TlsAcceptor {
         self.acceptor.clone()
-    }
-
-    /// Adds `tls_reloads_total` and `tls_reload_failures_total` to a
-    /// service's registry.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "tls_reloads",
-            "Certificate pairs taken after the files changed",
-            self.reloads.clone(),
-        );
-        registry.register(
-            "tls_reload_failures",
-            "Changed certificate files that did not load (the previous pair stayed in use)",
-            self.reload_failures.clone(),
-        );
     }
 
     /// Checks the files once: a changed pair that loads is in force for
