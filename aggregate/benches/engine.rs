@@ -30,7 +30,7 @@ use hushmap_aggregate::engine::{
 };
 use hushmap_aggregate::records::{RECORD_SCHEMA, SequencedRecord, to_record_batch};
 use hushmap_aggregate::release::noisy_release;
-use hushmap_aggregate::sensitivity::ContributionBounds;
+use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,
 };

@@ -22,7 +22,7 @@
 //! seconds of this process (every aggregator thread; not the broker's).
 //! Everything shares this machine's cores with the broker.
 
-use hushmap_aggregate::stream::AggregatorStats;
+use hushmap_aggregate::AggregatorStats;
 use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topology};
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,

@@ -21,7 +21,7 @@
 //!
 //! Inputs:
 //! - **NDJSON of submissions**, one API body per line. Each line is parsed,
-//!   validated and coarsened by ingest's own code (`hushmap_ingest`), so a
+//!   validated and coarsened by the same code as ingest (`hushmap_submission`), so a
 //!   line is accepted or refused exactly as `POST /v1/submissions` would,
 //!   except that `observed_at` is required (it places the submission in its
 //!   window) and may lie in the past. Who sent a line is the batch-only
@@ -41,7 +41,6 @@
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
-use crate::noise::NoiseError;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, noisy_release};
 use arrow::array::{
@@ -52,10 +51,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt8Type, UInt16Type
 use arrow::error::ArrowError;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use hushmap_ingest::body::parse_submission;
-use hushmap_ingest::coarsen::Coarsener;
-use hushmap_ingest::contributor::ContributorKeys;
-use hushmap_ingest::validate::{ValidationRules, validate};
+use hushmap_privacy::noise::NoiseError;
 use hushmap_privacy::{LedgerFile, LedgerFileError, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::release::LedgerScope;
@@ -63,6 +59,10 @@ use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, ReleaseMeta, RiskLevel, SymptomSet,
     Window,
 };
+use hushmap_submission::body::parse_submission;
+use hushmap_submission::coarsen::Coarsener;
+use hushmap_submission::contributor::ContributorKeys;
+use hushmap_submission::validate::{ValidationRules, validate};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::errors::ParquetError;
@@ -116,7 +116,7 @@ pub enum BatchError {
     #[error(transparent)]
     Ledger(#[from] LedgerFileError),
     #[error("reading the releases topic for the ledger: {0}")]
-    ReleasesTopic(#[from] crate::stream::AggregatorError),
+    ReleasesTopic(#[from] crate::error::AggregatorError),
 }
 
 impl BatchError {
@@ -517,9 +517,7 @@ fn read_submissions(
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     let mut line_no = 0u64;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(i64::MAX, |d| d.as_millis() as i64);
+    let now_ms = hushmap_service::clock::now_ms();
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(&io_err)?;
@@ -624,7 +622,7 @@ fn batch_observed_ms(observed_at: Option<&str>, now_ms: i64) -> Result<i64, &'st
         .map_err(|_| "observed_at must be an RFC 3339 timestamp")?;
     let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
         .map_err(|_| "observed_at is out of range")?;
-    if ms > now_ms.saturating_add(hushmap_ingest::validate::MAX_FUTURE_MS) {
+    if ms > now_ms.saturating_add(hushmap_submission::validate::MAX_FUTURE_MS) {
         return Err("observed_at may be at most 5 minutes in the future");
     }
     Ok(ms)

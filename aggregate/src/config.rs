@@ -2,11 +2,13 @@
 //! environment variables (nested keys with `__`). Secrets (payload keys,
 //! the Kafka password) come from their own variables or the file, never a flag.
 
-use crate::noise::{CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector};
 use crate::release::{LevelPlan, RegionSelection, ReleasePlan};
-use crate::sensitivity::ContributionBounds;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use hushmap_privacy::noise::{
+    CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector,
+};
+use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_privacy::{Budget, BudgetLimit, ReleaseCost, zcdp_rho_for};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{

@@ -6,14 +6,14 @@
 //! larger `m`, `ROW_NUMBER()` over the contributor key, newest first (a sort,
 //! several times slower; see docs/BENCHMARKS.md). Everything after that
 //! point may assume the bounds of
-//! [`ContributionBounds`](crate::sensitivity::ContributionBounds).
+//! [`ContributionBounds`](hushmap_privacy::sensitivity::ContributionBounds).
 
-use crate::sensitivity::ContributionBounds;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, UInt8Type, UInt64Type};
 use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
+use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_schema::{AgeBand, RegionCell, RiskLevel, Symptom};
 use std::sync::Arc;
 

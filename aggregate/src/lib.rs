@@ -7,11 +7,11 @@
 //! 1. [`records`]: buffered [`CoarseRecord`](hushmap_schema::CoarseRecord)s
 //!    become an Arrow `RecordBatch`;
 //! 2. [`engine`]: a DataFusion plan bounds each contributor's records
-//!    ([`sensitivity::ContributionBounds`]) and counts per region × age band;
+//!    ([`ContributionBounds`](hushmap_privacy::sensitivity::ContributionBounds)) and counts per region × age band;
 //! 3. [`hushmap_privacy`]: the [`PrivacyLedger`](hushmap_privacy::PrivacyLedger)
 //!    authorises the spend (or refuses) and hands out the
 //!    [`Authorisation`](hushmap_privacy::Authorisation) noise needs;
-//! 4. [`noise`]: OpenDP's exact samplers add noise calibrated to the bounded
+//! 4. [`hushmap_privacy::noise`]: OpenDP's exact samplers add noise calibrated to the bounded
 //!    sensitivity; [`release`] post-processes into the release schema;
 //! 5. [`stream`]: the release goes to Kafka and offsets are committed.
 //!
@@ -24,18 +24,20 @@
 pub mod batch;
 pub mod config;
 pub mod engine;
+pub mod error;
 pub mod intake;
 pub mod metrics;
-pub mod noise;
 pub mod partitioned;
 pub mod records;
 pub mod release;
 pub mod release_log;
+pub mod resume;
 pub mod schedule;
-pub mod sensitivity;
 pub mod stream;
 pub(crate) mod transactions;
 
 pub use config::{AggregateConfig, Topology};
+pub use error::AggregatorError;
+pub use metrics::AggregatorStats;
 pub use partitioned::PartitionedAggregator;
-pub use stream::{Aggregator, AggregatorError};
+pub use stream::Aggregator;

@@ -7,12 +7,9 @@
 //! without data, releases found already published, and what is buffered. Nothing here can carry a
 //! record's content.
 
-use crate::intake::DropReason;
-use crate::stream::AggregatorStats;
-use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use crate::error::AggregatorError;
+use crate::intake::{DropCounts, DropReason};
+use hushmap_service::metrics::serve_metrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -20,7 +17,28 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters for operators and tests. Counts only, never content.
+#[derive(Debug, Default)]
+pub struct AggregatorStats {
+    pub records_accepted: AtomicU64,
+    /// Dropped before counting, by reason; `records_invalid` is their sum.
+    pub records_dropped: DropCounts,
+    pub records_late: AtomicU64,
+    pub windows_released: AtomicU64,
+    pub windows_refused: AtomicU64,
+    /// Windows published without data (the aggregator was down past the
+    /// topic's retention); also counted in `windows_released`.
+    pub windows_missed: AtomicU64,
+    /// Releases (or parts) found committed on the releases topic after a
+    /// transaction whose outcome was unknown: kept as they are, never
+    /// noised again.
+    pub releases_found_published: AtomicU64,
+    /// Windows buffering records, and noised releases not yet acknowledged.
+    pub open_windows: AtomicU64,
+    pub pending_releases: AtomicU64,
+}
 
 /// Reads [`AggregatorStats`] on every scrape.
 #[derive(Debug)]
@@ -110,43 +128,30 @@ pub fn render(stats: Arc<AggregatorStats>) -> String {
     out
 }
 
-/// Serves [`router`] on `listener` (bound at start-up) until aborted.
+/// Binds the metrics listener at start-up, so a taken port fails the start
+/// rather than the first scrape.
+pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, AggregatorError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| AggregatorError::MetricsBind { addr, source })
+}
+
+/// Serves `/metrics` (from `stats`) and `/healthz` on `listener` (bound at
+/// start-up) until aborted.
 pub(crate) fn serve(
     listener: &std::net::TcpListener,
     stats: Arc<AggregatorStats>,
-) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, crate::stream::AggregatorError> {
-    let metrics_error = |e: std::io::Error| crate::stream::AggregatorError::Metrics(e.to_string());
-    let addr = listener.local_addr().map_err(metrics_error)?;
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AggregatorError> {
+    let addr = listener.local_addr().map_err(AggregatorError::Metrics)?;
     let listener = listener
         .try_clone()
         .and_then(tokio::net::TcpListener::from_std)
-        .map_err(metrics_error)?;
+        .map_err(AggregatorError::Metrics)?;
     tracing::info!(%addr, "serving /metrics");
-    Ok(tokio::spawn(
-        axum::serve(listener, router(stats)).into_future(),
-    ))
-}
-
-/// `GET /metrics` and `GET /healthz`.
-pub fn router(stats: Arc<AggregatorStats>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let stats = stats.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        render(stats),
-                    )
-                        .into_response()
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
+    Ok(tokio::spawn(serve_metrics(
+        listener,
+        Arc::new(move || render(stats.clone())),
+    )))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! configured half-width are marked suppressed.
 
 use crate::engine::CellCounts;
-use crate::noise::{CountNoise, NoiseError, ThresholdSelector};
+use hushmap_privacy::noise::{CountNoise, NoiseError, ThresholdSelector};
 use hushmap_privacy::{Authorisation, ReleaseCost};
 use hushmap_schema::release::{CellLabel, Coverage};
 use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, Window};
@@ -52,6 +52,16 @@ pub struct ReleasePlan {
 }
 
 impl ReleasePlan {
+    /// What the ledger is asked to authorise for a window decided as
+    /// `decision`: the plan's cost to count it, nothing to publish it
+    /// missed (it reads no data).
+    pub fn cost_of(&self, decision: crate::schedule::Decision) -> ReleaseCost {
+        match decision {
+            crate::schedule::Decision::Count => self.cost.clone(),
+            crate::schedule::Decision::Missed => ReleaseCost::free(self.cost.rho.is_some()),
+        }
+    }
+
     /// The release resolution (the finest level).
     pub fn finest(&self) -> &LevelPlan {
         &self.levels[0]
@@ -105,7 +115,7 @@ fn released_regions<'a>(
 /// The bounded counts of the release resolution summed into their parent
 /// cells at `level`. A contributor's records still touch at most `m` cells
 /// and move each count by at most `m`, so the sensitivities of
-/// [`ContributionBounds`](crate::sensitivity::ContributionBounds) hold at
+/// [`ContributionBounds`](hushmap_privacy::sensitivity::ContributionBounds) hold at
 /// every level.
 pub fn roll_up(cells: &[CellCounts], level: u8) -> Vec<CellCounts> {
     let mut parents: HashMap<(RegionCell, AgeBand), CellCounts> = HashMap::new();
@@ -479,7 +489,7 @@ mod tests {
             .collect();
         let parent = base[0].region.parent(3).unwrap();
         for m in 1..=3u32 {
-            let bounds = crate::sensitivity::ContributionBounds::new(m);
+            let bounds = hushmap_privacy::sensitivity::ContributionBounds::new(m);
             let children = parent.children(5).unwrap();
             let mut with = base.clone();
             for child in children.iter().take(m as usize) {

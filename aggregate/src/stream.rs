@@ -38,67 +38,30 @@
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
-use crate::intake::{DropCounts, DropReason, has_room};
-use crate::noise::NoiseError;
+use crate::error::AggregatorError;
+use crate::intake::{DropReason, has_room};
+use crate::metrics::AggregatorStats;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
+use crate::resume::{Committed, committed_positions, partition_count};
 use crate::schedule::{Decision, WindowSchedule};
 use crate::transactions::Transactions;
 use datafusion::prelude::SessionContext;
-use hushmap_privacy::{PrivacyLedger, ReleaseCost};
+use hushmap_privacy::PrivacyLedger;
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use hushmap_service::clock::now_ms;
+use hushmap_service::consumer::{QuietEofContext, committed_reader};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-#[derive(Debug, thiserror::Error)]
-pub enum AggregatorError {
-    #[error("configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("engine: {0}")]
-    Engine(#[from] EngineError),
-    #[error("noise: {0}")]
-    Noise(#[from] NoiseError),
-    #[error("encoding release: {0}")]
-    Release(#[from] hushmap_schema::ReleaseError),
-    #[error("recovering state from Kafka: {0}")]
-    Recovery(String),
-    #[error("metrics endpoint: {0}")]
-    Metrics(String),
-}
-
-/// Counters for operators and tests. Counts only, never content.
-#[derive(Debug, Default)]
-pub struct AggregatorStats {
-    pub records_accepted: AtomicU64,
-    /// Dropped before counting, by reason; `records_invalid` is their sum.
-    pub records_dropped: DropCounts,
-    pub records_late: AtomicU64,
-    pub windows_released: AtomicU64,
-    pub windows_refused: AtomicU64,
-    /// Windows published without data (the aggregator was down past the
-    /// topic's retention); also counted in `windows_released`.
-    pub windows_missed: AtomicU64,
-    /// Releases (or parts) found committed on the releases topic after a
-    /// transaction whose outcome was unknown: kept as they are, never
-    /// noised again.
-    pub releases_found_published: AtomicU64,
-    /// Windows buffering records, and noised releases not yet acknowledged.
-    pub open_windows: AtomicU64,
-    pub pending_releases: AtomicU64,
-}
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Records of one window, with the first offset seen per partition.
 #[derive(Default)]
@@ -152,30 +115,18 @@ pub struct Aggregator {
 /// several ticks, each publishing what it decided).
 const MAX_WINDOWS_PER_TICK: usize = 64;
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Aggregator {
     /// Validates the config, calibrates the noise and subscribes.
     pub fn new(config: AggregateConfig) -> Result<Aggregator, AggregatorError> {
         let plan = config.validated_plan()?;
         let keyring = config.payload_keyring()?;
-        let consumer: StreamConsumer<QuietEofContext> = config
-            .kafka
-            .security
-            .client_config(&config.kafka.brokers)?
-            .set("group.id", &config.kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            // Reaching the end of a partition is how we know a replay after
-            // a restart has caught up (see `read_frontier`).
-            .set("enable.partition.eof", "true")
-            .create_with_context(QuietEofContext)?;
+        let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
+        let consumer: StreamConsumer<QuietEofContext> =
+            committed_reader(&mut client, &config.kafka.group_id)
+                // Reaching the end of a partition is how we know a replay after
+                // a restart has caught up (see `read_frontier`).
+                .set("enable.partition.eof", "true")
+                .create_with_context(QuietEofContext)?;
         let started_ms = now_ms();
         let Assignment {
             partitions,
@@ -185,11 +136,7 @@ impl Aggregator {
         // Fences off any earlier instance with the same id and aborts its
         // open transaction: a half-published release never becomes visible.
         let txn = Transactions::new(&config, config.kafka.transactional_id.clone())?;
-        let metrics_listener = std::net::TcpListener::bind(config.metrics_listen)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| {
-                AggregatorError::Metrics(format!("binding {}: {e}", config.metrics_listen))
-            })?;
+        let metrics_listener = crate::metrics::bind(config.metrics_listen)?;
         let mut ledger = PrivacyLedger::new(config.budget());
         let mut release_log = ReleaseLog::new(&config)?;
         let restored = release_log.read_new()?;
@@ -440,10 +387,7 @@ impl Aggregator {
                 engine::bounded_counts(&self.ctx, batch, self.config.bounds()).await?
             }
         };
-        let cost = match decision {
-            Decision::Count => self.plan.cost.clone(),
-            Decision::Missed => ReleaseCost::free(self.plan.cost.rho.is_some()),
-        };
+        let cost = self.plan.cost_of(decision);
         let authorisation = match self.ledger.authorise(window, cost) {
             Ok(authorisation) => authorisation,
             Err(e) => {
@@ -595,22 +539,6 @@ impl Aggregator {
 /// first window.
 const EPOCH: &str = "epoch=";
 
-/// Client context that leaves end-of-partition out of the error log:
-/// librdkafka reports it through the error callback as well as to the
-/// consumer, and here it is routine (it is how catching up is detected).
-pub struct QuietEofContext;
-
-impl ClientContext for QuietEofContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
-            return;
-        }
-        tracing::error!(error = %error, reason, "kafka client error");
-    }
-}
-
-impl ConsumerContext for QuietEofContext {}
-
 /// Where a single-topology instance reads from: every partition of the
 /// input topic and the offset each was assigned at, and the schedule
 /// epoch found in the commit metadata.
@@ -627,42 +555,27 @@ fn assign_every_partition(
     consumer: &StreamConsumer<QuietEofContext>,
     topic: &str,
 ) -> Result<Assignment, AggregatorError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let mut wanted = TopicPartitionList::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        wanted.add_partition(topic, p.id());
-    }
-    if wanted.count() == 0 {
-        return Err(AggregatorError::Recovery(format!(
-            "input topic {topic} has no partitions (does it exist?)"
-        )));
-    }
+    let n = partition_count(consumer, topic)?;
+    let partitions: Vec<i32> = (0..n as i32).collect();
     // Fetched explicitly, with retries, rather than left to librdkafka's
     // `Offset::Stored`: a failed internal fetch left the partitions idle.
-    let committed = committed_offsets(consumer, wanted)?;
+    let committed = committed_positions(consumer, topic, &partitions)?;
     let mut tpl = TopicPartitionList::new();
     let mut from = HashMap::new();
     let mut epoch = None;
-    for e in committed.elements() {
-        let offset = match e.offset() {
-            Offset::Offset(n) => n,
-            // No committed offset yet: from the first offset still held.
-            _ => {
-                consumer
-                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?
-                    .0
-            }
+    for &partition in &partitions {
+        let Some(Committed { offset, metadata }) = committed.get(&partition) else {
+            continue;
         };
-        if let Some(ms) = e.metadata().strip_prefix(EPOCH) {
+        if let Some(ms) = metadata.strip_prefix(EPOCH) {
             epoch = Some(ms.parse::<i64>().map_err(|_| {
                 AggregatorError::Recovery(format!(
-                    "unreadable commit metadata {:?}; refusing to guess the schedule",
-                    e.metadata()
+                    "unreadable commit metadata {metadata:?}; refusing to guess the schedule"
                 ))
             })?);
         }
-        tpl.add_partition_offset(topic, e.partition(), Offset::Offset(offset))?;
-        from.insert(e.partition(), offset);
+        tpl.add_partition_offset(topic, partition, Offset::Offset(*offset))?;
+        from.insert(partition, *offset);
     }
     consumer.assign(&tpl)?;
     tracing::info!(partitions = tpl.count(), "assigned every input partition");
@@ -671,37 +584,4 @@ fn assign_every_partition(
         from,
         epoch,
     })
-}
-
-/// The committed offsets (and metadata) of `wanted`, retried for up to a
-/// minute: on a fresh cluster the group coordinator is still loading
-/// (`NotCoordinator`) for a while.
-pub(crate) fn committed_offsets<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    wanted: TopicPartitionList,
-) -> Result<TopicPartitionList, AggregatorError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let attempt = consumer
-            .committed_offsets(wanted.clone(), Duration::from_secs(10))
-            .map_err(AggregatorError::from)
-            .and_then(
-                |tpl| match tpl.elements().iter().find_map(|e| e.error().err()) {
-                    Some(e) => Err(AggregatorError::from(e)),
-                    None => Ok(tpl),
-                },
-            );
-        match attempt {
-            Ok(tpl) => return Ok(tpl),
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::info!(error = %e, "committed offsets not available yet; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => {
-                return Err(AggregatorError::Recovery(format!(
-                    "cannot fetch committed offsets: {e}"
-                )));
-            }
-        }
-    }
 }

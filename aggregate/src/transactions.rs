@@ -3,7 +3,7 @@
 //! its output and its input offsets in one Kafka transaction.
 
 use crate::config::AggregateConfig;
-use crate::stream::AggregatorError;
+use crate::error::AggregatorError;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;

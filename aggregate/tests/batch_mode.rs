@@ -7,10 +7,10 @@
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, UInt8Type};
 use hushmap_aggregate::batch::write_coarse_parquet;
-use hushmap_ingest::coarsen::Coarsener;
-use hushmap_ingest::validate::{ValidationRules, validate};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{CoarseRecord, ContributorKey, Release, WindowLength};
+use hushmap_submission::coarsen::Coarsener;
+use hushmap_submission::validate::{ValidationRules, validate};
 use hushmap_traffic::{SubmissionGenerator, TrafficProfile};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

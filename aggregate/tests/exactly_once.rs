@@ -10,6 +10,7 @@ use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, RiskLevel, SymptomSet, Window,
     WindowLength,
 };
+use hushmap_testkit::free_port;
 use hushmap_testkit::{
     brokers, committed_records_on, create_topics, now_ms, payload_keys, produce_sealed, unique,
 };
@@ -47,14 +48,6 @@ impl Drop for Running {
 }
 
 /// A free loopback port for an instance's `/metrics`.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(setup: &Setup) -> Running {
     spawn_with_metrics(setup, free_port())
 }

@@ -54,7 +54,7 @@ fn config(input: &str, output: &str, epoch: i64) -> anyhow::Result<AggregateConf
 type Running = (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
-    std::sync::Arc<hushmap_aggregate::stream::AggregatorStats>,
+    std::sync::Arc<hushmap_aggregate::AggregatorStats>,
 );
 
 fn start(config: &AggregateConfig) -> anyhow::Result<Running> {

@@ -19,26 +19,25 @@
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
 //!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
-use crate::auth::{Sessions, TokenRegistry};
+use crate::auth::{LoginFailures, Sessions, TokenRegistry};
 use crate::config::DashboardConfig;
 use crate::consumer::spawn_release_consumer;
 use crate::export::export;
 use crate::flight::ReleaseFlightService;
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
-use crate::query::{CellFilter, CellStream, QueryError, ReleaseQuery, export_metadata};
-use crate::session::{
-    LOGIN_HTML, LoginFailures, login, logout, require_analyst, require_researcher,
-};
-use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
-use crate::store::{ReleaseStore, StoreError, day_of};
+use crate::problem::problem;
+use crate::query::{QueryError, ReleaseQuery};
+use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
+use crate::sql_limits::{QueryAdmission, SqlRuntime};
+use crate::state::AppState;
+use crate::store::{ReleaseStore, StoreError};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use datafusion::arrow::datatypes::SchemaRef;
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
 use hushmap_service::http::{ConnectionStats, HttpLimits};
 use hushmap_service::tls::ServerTls;
@@ -79,50 +78,6 @@ pub enum ServeError {
     Query(#[from] QueryError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// What every handler (HTTP and Flight) shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<RwLock<ReleaseStore>>,
-    pub query: Arc<ReleaseQuery>,
-    pub tokens: Arc<TokenRegistry>,
-    pub cookie_secure: bool,
-    /// The listeners' TLS, when the dashboard terminates it (for metrics).
-    pub tls: Option<ServerTls>,
-    /// The HTTP listener's connection counts.
-    pub connections: ConnectionStats,
-    /// The Flight listener's.
-    pub flight_connections: ConnectionStats,
-    /// What a researcher's SQL may cost, and who runs how many.
-    pub sql_limits: SqlLimits,
-    pub sql_admission: Arc<QueryAdmission>,
-    pub sql_runtime: Arc<SqlRuntime>,
-    /// Browser sessions and failed logins.
-    pub sessions: Arc<Sessions>,
-    pub login_failures: Arc<LoginFailures>,
-}
-
-impl AppState {
-    /// The cells `filter` selects, streamed from the Parquet store through
-    /// DataFusion, with metadata describing the releases they come from.
-    pub fn cells(&self, filter: CellFilter) -> (SchemaRef, CellStream) {
-        let (days, meta) = {
-            let store = self.store.read().expect("store lock");
-            let releases: Vec<_> = store
-                .iter()
-                .filter(|r| filter.contains_window(r.meta.window_start))
-                .collect();
-            let mut days: Vec<String> = releases
-                .iter()
-                .map(|r| day_of(r.meta.window_start))
-                .collect();
-            days.dedup();
-            let metas: Vec<&ReleaseMeta> = releases.iter().map(|r| &r.meta).collect();
-            (days, export_metadata(&metas))
-        };
-        self.query.cells(filter, days, meta)
-    }
 }
 
 pub struct DashboardServer {
@@ -476,19 +431,6 @@ struct HeatmapResponse {
     levels: Vec<u8>,
     meta: ReleaseMeta,
     cells: Vec<HeatmapCell>,
-}
-
-/// An RFC 9457 problem response, as ingest answers.
-pub(crate) fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": format!("/errors/{code}"), "title": detail, "status": status.as_u16(), "detail": detail, "code": code,
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 fn no_window() -> Response {

@@ -428,6 +428,59 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// Failed logins per client (an IPv6 client by its /64): at most
+/// [`LOGIN_FAILURES_PER_MINUTE`] in a clock minute; then every login from
+/// that client, right or wrong, is refused until the minute is over (so a
+/// guesser learns nothing from a throttled answer).
+#[derive(Debug, Default)]
+pub struct LoginFailures {
+    by_client: std::sync::Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
+}
+
+/// Failed logins a client may make in a minute.
+pub const LOGIN_FAILURES_PER_MINUTE: u32 = 5;
+
+fn minute_now() -> (u64, std::time::Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let minute = now.as_secs() / 60;
+    let left = std::time::Duration::from_secs((minute + 1) * 60).saturating_sub(now);
+    (minute, left)
+}
+
+impl LoginFailures {
+    /// `Err(wait)` if `client` used up this minute's failures.
+    pub(crate) fn check(&self, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
+        let (minute, left) = minute_now();
+        let by_client = self.by_client.lock().expect("login failures lock");
+        match by_client.get(&client) {
+            Some((m, n)) if *m == minute && *n >= LOGIN_FAILURES_PER_MINUTE => Err(left),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failure.
+    pub(crate) fn fail(&self, client: std::net::IpAddr) {
+        let (minute, _) = minute_now();
+        let mut by_client = self.by_client.lock().expect("login failures lock");
+        let entry = by_client.entry(client).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Forgets clients whose minute is over.
+    pub fn forget_idle(&self) {
+        let (minute, _) = minute_now();
+        self.by_client
+            .lock()
+            .expect("login failures lock")
+            .retain(|_, (m, _)| *m == minute);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

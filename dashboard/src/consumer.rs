@@ -14,15 +14,11 @@ pub fn spawn_release_consumer(
     settings: &KafkaSettings,
     store: Arc<RwLock<ReleaseStore>>,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
-    let consumer: StreamConsumer = settings
-        .security
-        .client_config(&settings.brokers)?
-        // Each dashboard reads the whole topic itself; no shared group state.
-        .set("group.id", format!("hushmap-dashboard-{:016x}", rand_id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?;
+    let mut client = settings.security.client_config(&settings.brokers)?;
+    // Each dashboard reads the whole topic itself; no shared group state.
+    let group_id = format!("hushmap-dashboard-{:016x}", rand_id());
+    let consumer: StreamConsumer =
+        hushmap_service::consumer::committed_reader(&mut client, &group_id).create()?;
     consumer.subscribe(&[&settings.releases_topic])?;
     Ok(tokio::spawn(async move {
         loop {

@@ -4,8 +4,9 @@
 //! time and are encoded batch by batch into the response body, so a long
 //! range costs no more memory than a day.
 
-use crate::api::{AppState, problem};
-use crate::query::{CellFilter, CellStream};
+use crate::problem::problem;
+use crate::query::{CellFilter, CellStream, QueryError};
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -103,7 +104,7 @@ impl ExportFormat {
             loop {
                 let step = match cells.next().await {
                     Some(Ok(batch)) => writer.write(&batch),
-                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Err(e)) => Err(ExportError::from(e)),
                     None => break,
                 };
                 let chunk = step.map(|()| writer.take());
@@ -135,6 +136,17 @@ impl ExportFormat {
     }
 }
 
+/// Why an export stopped (logged; the client sees a truncated body).
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    #[error("encoding Arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("encoding Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("querying the cells: {0}")]
+    Query(#[from] QueryError),
+}
+
 /// An Arrow IPC stream or Parquet writer over a buffer that is drained
 /// after every batch.
 enum ExportWriter {
@@ -143,23 +155,23 @@ enum ExportWriter {
 }
 
 impl ExportWriter {
-    fn new(format: ExportFormat, schema: SchemaRef) -> Result<ExportWriter, String> {
+    fn new(format: ExportFormat, schema: SchemaRef) -> Result<ExportWriter, ExportError> {
         Ok(match format {
             ExportFormat::Arrow => ExportWriter::Arrow(
-                datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
-                    .map_err(|e| e.to_string())?,
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)?,
             ),
-            ExportFormat::Parquet => ExportWriter::Parquet(
-                parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, None)
-                    .map_err(|e| e.to_string())?,
-            ),
+            ExportFormat::Parquet => ExportWriter::Parquet(parquet::arrow::ArrowWriter::try_new(
+                Vec::new(),
+                schema,
+                None,
+            )?),
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ExportError> {
         match self {
-            ExportWriter::Arrow(w) => w.write(batch).map_err(|e| e.to_string()),
-            ExportWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+            ExportWriter::Arrow(w) => Ok(w.write(batch)?),
+            ExportWriter::Parquet(w) => Ok(w.write(batch)?),
         }
     }
 
@@ -172,10 +184,10 @@ impl ExportWriter {
         }))
     }
 
-    fn finish(self) -> Result<Bytes, String> {
-        match self {
-            ExportWriter::Arrow(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
-            ExportWriter::Parquet(w) => w.into_inner().map(Bytes::from).map_err(|e| e.to_string()),
-        }
+    fn finish(self) -> Result<Bytes, ExportError> {
+        Ok(match self {
+            ExportWriter::Arrow(w) => Bytes::from(w.into_inner()?),
+            ExportWriter::Parquet(w) => Bytes::from(w.into_inner()?),
+        })
     }
 }

@@ -14,9 +14,9 @@
 //! role (when tokens are configured; without them the service binds
 //! loopback only).
 
-use crate::api::AppState;
 use crate::flight_sql::{ReleaseSqlService, is_flight_sql, status_of};
 use crate::query::{CellFilter, export_metadata};
+use crate::state::AppState;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;

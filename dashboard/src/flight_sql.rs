@@ -9,9 +9,9 @@
 //! aggregates, so any query over them is post-processing and costs no
 //! privacy budget.
 
-use crate::api::AppState;
 use crate::auth::{Denied, Role};
 use crate::sql_limits::{client_status, deadline_of, deadline_status, limit_stream};
+use crate::state::AppState;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;

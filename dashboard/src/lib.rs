@@ -15,9 +15,11 @@ pub mod flight;
 pub mod flight_sql;
 pub mod heatmap;
 pub mod privacy;
+pub mod problem;
 pub mod query;
 pub mod session;
 pub mod sql_limits;
+pub mod state;
 pub mod store;
 
 pub use api::{DashboardServer, ServeError};

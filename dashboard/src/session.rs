@@ -10,8 +10,9 @@
 //! from the dashboard's own pages (`Origin`, else `Referer`, naming this
 //! host), and failed logins are throttled per client address.
 
-use crate::api::{AppState, problem};
 use crate::auth::{self, Denied, Role};
+use crate::problem::problem;
+use crate::state::AppState;
 use axum::extract::{ConnectInfo, Form, Request, State};
 use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -19,7 +20,6 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use hushmap_service::client_address::rate_key;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 pub(crate) const LOGIN_HTML: &str = include_str!("../assets/login.html");
@@ -197,57 +197,4 @@ pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         HeaderValue::from_str(&cookie).expect("fixed text"),
     );
     r
-}
-
-/// Failed logins per client (an IPv6 client by its /64): at most
-/// [`LOGIN_FAILURES_PER_MINUTE`] in a clock minute; then every login from
-/// that client, right or wrong, is refused until the minute is over (so a
-/// guesser learns nothing from a throttled answer).
-#[derive(Debug, Default)]
-pub struct LoginFailures {
-    by_client: std::sync::Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
-}
-
-/// Failed logins a client may make in a minute.
-pub const LOGIN_FAILURES_PER_MINUTE: u32 = 5;
-
-fn minute_now() -> (u64, std::time::Duration) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let minute = now.as_secs() / 60;
-    let left = std::time::Duration::from_secs((minute + 1) * 60).saturating_sub(now);
-    (minute, left)
-}
-
-impl LoginFailures {
-    /// `Err(wait)` if `client` used up this minute's failures.
-    fn check(&self, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
-        let (minute, left) = minute_now();
-        let by_client = self.by_client.lock().expect("login failures lock");
-        match by_client.get(&client) {
-            Some((m, n)) if *m == minute && *n >= LOGIN_FAILURES_PER_MINUTE => Err(left),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts one failure.
-    fn fail(&self, client: std::net::IpAddr) {
-        let (minute, _) = minute_now();
-        let mut by_client = self.by_client.lock().expect("login failures lock");
-        let entry = by_client.entry(client).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 += 1;
-    }
-
-    /// Forgets clients whose minute is over.
-    pub fn forget_idle(&self) {
-        let (minute, _) = minute_now();
-        self.by_client
-            .lock()
-            .expect("login failures lock")
-            .retain(|_, (m, _)| *m == minute);
-    }
 }

@@ -4,10 +4,10 @@
 //! The bytes are also tried as a contributor token sent back.
 #![no_main]
 
-use hushmap_ingest::coarsen::Coarsener;
-use hushmap_ingest::body::parse_submission;
-use hushmap_ingest::contributor::ContributorKeys;
-use hushmap_ingest::validate::{ValidationRules, validate};
+use hushmap_submission::coarsen::Coarsener;
+use hushmap_submission::body::parse_submission;
+use hushmap_submission::contributor::ContributorKeys;
+use hushmap_submission::validate::{ValidationRules, validate};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{CoarseRecord, ContributorKey, WindowLength};
 use libfuzzer_sys::fuzz_target;

@@ -11,7 +11,6 @@
 //! KEY_DIR holds `NAME.key.pem` / `NAME.pem` pairs (the bench makes them
 //! with OpenSSL).
 
-use hushmap_ingest::contributor::ContributorKeys;
 use hushmap_ingest::dev_idp::DevSigner;
 use hushmap_ingest::identity::{IdTokenVerifier, IdentitySettings};
 use hushmap_ingest::proof_of_work::{Proofs, solve};
@@ -20,6 +19,7 @@ use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, PayloadKeyring, RegionCell, RiskLevel, SymptomSet,
     Window, WindowLength,
 };
+use hushmap_submission::contributor::ContributorKeys;
 use std::path::PathBuf;
 use std::time::Instant;
 

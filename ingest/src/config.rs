@@ -10,9 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{PayloadPublicKey, RegionError, WindowLength, topics};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
-use hushmap_service::secrets::{SecretError, merge_secrets};
+use hushmap_service::secrets::{Secret, SecretError, merge_secrets};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -80,34 +79,6 @@ pub enum ConfigError {
          `admin_public = true`"
     )]
     PublicAdmin(SocketAddr),
-}
-
-/// A secret string that never prints.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-// The secret is wiped from memory when the configuration holding it goes.
-impl Drop for Secret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(redacted)")
-    }
 }
 
 /// Kafka connection and topic.

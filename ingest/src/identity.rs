@@ -11,7 +11,7 @@
 //! verified issuer and `sub`, which [`ContributorKeys`] turns into the
 //! contributor key; the token itself is never logged nor kept.
 //!
-//! [`ContributorKeys`]: crate::contributor::ContributorKeys
+//! [`ContributorKeys`]: hushmap_submission::contributor::ContributorKeys
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation, decode, decode_header};

@@ -5,8 +5,8 @@
 //! count by risk level: one person's triage result must not be readable
 //! from a counter polled around their submission.
 
-use crate::problem::ErrorCode;
 use hushmap_service::http::ConnectionStats;
+use hushmap_submission::problem::ErrorCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

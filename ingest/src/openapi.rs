@@ -5,9 +5,9 @@
 //! `rejected_<status>_*`; the contract test posts every one of them to a
 //! running service and checks the answer.
 
-use crate::problem::{ErrorCode, Problem};
 use hushmap_schema::domain::{Condition, Gender, RiskLevel, Subject, Symptom};
 use hushmap_schema::submission::{Location, Submission, Triage};
+use hushmap_submission::problem::{ErrorCode, Problem};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -17,7 +17,7 @@ use utoipa::OpenApi;
         description = "Self-check submissions. Answers the person's risk level at once; stores only a coarse, \
                        pseudonymous record (region cell, age band, window, symptoms, risk level)."
     ),
-    paths(crate::server::submit, crate::server::challenge),
+    paths(crate::handlers::submit, crate::handlers::challenge),
     components(schemas(
         Submission,
         Location,
@@ -29,7 +29,7 @@ use utoipa::OpenApi;
         Symptom,
         Condition,
         RiskLevel,
-        crate::server::Challenge
+        crate::handlers::Challenge
     ))
 )]
 pub struct ApiDoc;

@@ -66,7 +66,7 @@ impl SubmissionProducer {
     }
 
     /// Seals one record, sends it under `key` (see
-    /// [`Coarsener::partition_key`](crate::coarsen::Coarsener::partition_key))
+    /// [`Coarsener::partition_key`](hushmap_submission::coarsen::Coarsener::partition_key))
     /// and waits for the broker's acknowledgement.
     pub async fn send(&self, key: &str, record: &CoarseRecord) -> Result<(), ProduceError> {
         let payload = self.sealer.seal(record);

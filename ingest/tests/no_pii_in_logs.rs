@@ -5,23 +5,15 @@
 //! exposed for them, and for anyone's triage result.
 
 use hushmap_ingest::proof_of_work::solve;
+use hushmap_testkit::free_port;
 use hushmap_testkit::idp::TestIdp;
 use hushmap_testkit::{brokers, create_topics, eventually, payload_public_key, unique};
 use serde_json::json;
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const N: usize = 1000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Distinctive values: 6-decimal coordinates and subject ids that occur
 /// nowhere else.

@@ -4,7 +4,8 @@
 use anyhow::Context;
 use clap::Parser;
 use hushmap_leakscan::{Needles, Scanner};
-use hushmap_service::kafka::{KafkaPassword, KafkaSecurity, SASL_PASSWORD_ENV, SecurityProtocol};
+use hushmap_service::kafka::{KafkaSecurity, SASL_PASSWORD_ENV, SecurityProtocol};
+use hushmap_service::secrets::Secret;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,7 +93,7 @@ fn kafka_security(args: &Args) -> KafkaSecurity {
         sasl_username: Some(user.clone()),
         sasl_password: std::env::var(SASL_PASSWORD_ENV)
             .ok()
-            .map(|p| KafkaPassword::from(p.as_str())),
+            .map(|p| Secret::from(p.as_str())),
         sasl_password_file: args.kafka_password_file.clone(),
         ca_location: args.kafka_ca.clone(),
         ..KafkaSecurity::default()

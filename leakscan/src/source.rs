@@ -8,12 +8,11 @@ use crate::detect::{Finding, Needles, scan_patterns};
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
+use hushmap_service::consumer::{ReadToEndError, read_to_end};
 use hushmap_service::kafka::KafkaSecurity;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Offset;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
 use std::time::Duration;
@@ -189,84 +188,43 @@ impl Scanner {
         security: &KafkaSecurity,
         topic: &str,
     ) -> Result<(), ScanError> {
-        let kafka = |e: rdkafka::error::KafkaError| ScanError::Kafka {
+        let kafka = |reason: String| ScanError::Kafka {
             topic: topic.to_string(),
-            reason: e.to_string(),
+            reason,
         };
-        let consumer: BaseConsumer = security
+        let mut client = security
             .client_config(brokers)
-            .map_err(kafka)?
+            .map_err(|e| kafka(e.to_string()))?;
+        // Uncommitted too: an aborted transaction's records are on disk.
+        client
             .set("group.id", "hushmap-leakscan")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .map_err(kafka)?;
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(kafka)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(ScanError::Kafka {
-                topic: topic.to_string(),
-                reason: "no such topic".into(),
-            });
-        }
-        let mut remaining: HashMap<i32, i64> = HashMap::new();
-        let mut list = TopicPartitionList::new();
-        for &p in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, timeout)
-                .map_err(kafka)?;
-            if high > low {
-                remaining.insert(p, high);
-                list.add_partition_offset(topic, p, Offset::Offset(low))
-                    .map_err(kafka)?;
-            }
-        }
+            .set("isolation.level", "read_uncommitted");
         let mut bytes = 0u64;
-        if !remaining.is_empty() {
-            consumer.assign(&list).map_err(kafka)?;
-        }
-        let mut idle = 0;
-        while !remaining.is_empty() {
-            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-                idle += 1;
-                if idle > 60 {
-                    return Err(ScanError::Kafka {
-                        topic: topic.to_string(),
-                        reason: "no records for 30 s before the end of the topic".into(),
-                    });
+        read_to_end(
+            &client,
+            topic,
+            |_| Offset::Beginning,
+            Duration::from_secs(120),
+            |m| {
+                let at = || format!("{topic}/{}@{}", m.partition(), m.offset());
+                for part in [m.key(), m.payload()].into_iter().flatten() {
+                    bytes += part.len() as u64;
+                    self.scan_bytes(part, at);
                 }
-                continue;
-            };
-            idle = 0;
-            let m = message.map_err(kafka)?;
-            let at = || format!("{topic}/{}@{}", m.partition(), m.offset());
-            for part in [m.key(), m.payload()].into_iter().flatten() {
-                bytes += part.len() as u64;
-                self.scan_bytes(part, at);
-            }
-            if let Some(headers) = m.headers() {
-                for h in headers.iter() {
-                    self.scan_bytes(h.key.as_bytes(), at);
-                    if let Some(v) = h.value {
-                        self.scan_bytes(v, at);
+                if let Some(headers) = m.headers() {
+                    for h in headers.iter() {
+                        self.scan_bytes(h.key.as_bytes(), at);
+                        if let Some(v) = h.value {
+                            self.scan_bytes(v, at);
+                        }
                     }
                 }
-            }
-            // The last offset below the high watermark may be a transaction
-            // marker, which is never delivered: stop at high - 1 or beyond.
-            if let Some(&high) = remaining.get(&m.partition())
-                && m.offset() + 2 >= high
-            {
-                remaining.remove(&m.partition());
-            }
-        }
+            },
+        )
+        .map_err(|e| match e {
+            ReadToEndError::NoPartitions(_) => kafka("no such topic".into()),
+            other => kafka(other.to_string()),
+        })?;
         self.account(format!("kafka:{topic}"), bytes);
         Ok(())
     }

@@ -6,17 +6,20 @@ use opendp::combinators::ConcentratedMeasure;
 use opendp::measures::ZeroConcentratedDivergence;
 
 /// Why a conversion could not be made.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ConversionError {
-    #[error("opendp: {0}")]
-    OpenDp(String),
+    #[error("opendp: {}", describe_opendp(.0))]
+    OpenDp(#[from] opendp::error::Error),
     #[error("invalid privacy parameter: {0}")]
     Parameter(&'static str),
 }
 
-impl From<opendp::error::Error> for ConversionError {
-    fn from(e: opendp::error::Error) -> Self {
-        ConversionError::OpenDp(e.to_string())
+/// OpenDP's error with its message: its `Display` shows the kind alone
+/// ("FailedFunction"), and the message says which bound or input failed.
+pub(crate) fn describe_opendp(e: &opendp::error::Error) -> String {
+    match &e.message {
+        Some(message) => format!("{}: {message}", e.variant),
+        None => e.variant.to_string(),
     }
 }
 

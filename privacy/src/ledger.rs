@@ -216,6 +216,37 @@ impl PrivacyLedger {
     }
 
     /// Authorises releasing `window` whole at `cost`, or refuses.
+    ///
+    /// Refused when the window was released before, or when the spend
+    /// would take any horizon of the budget over its ε (or δ) limit; a
+    /// refusal spends nothing.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use hushmap_privacy::{Budget, BudgetLimit, LedgerError, PrivacyLedger, ReleaseCost};
+    /// use hushmap_schema::{Window, WindowLength};
+    ///
+    /// // ε ≤ 1 over any 2 days.
+    /// let mut ledger = PrivacyLedger::new(Budget {
+    ///     limits: vec![BudgetLimit { horizon_ms: 2 * 86_400_000, max_epsilon: 1.0 }],
+    ///     delta: 1e-8,
+    ///     max_delta: 1e-6,
+    /// });
+    /// let day = |d: i64| Window::from_start(d * 86_400_000, WindowLength::ONE_DAY).unwrap();
+    /// let half = ReleaseCost::pure(0.5, 0.0, Vec::new());
+    /// assert!(ledger.authorise(day(0), half.clone()).is_ok());
+    /// assert!(ledger.authorise(day(1), half.clone()).is_ok());
+    /// // Day 2 shares a 2-day horizon with day 1... but not with day 0, so
+    /// // it fits; a bigger spend on it would not.
+    /// let too_much = ReleaseCost::pure(0.75, 0.0, Vec::new());
+    /// assert!(matches!(
+    ///     ledger.authorise(day(2), too_much),
+    ///     Err(LedgerError::OverBudget { .. })
+    /// ));
+    /// assert!(ledger.authorise(day(2), half).is_ok());
+    /// assert_eq!(ledger.entries().count(), 3);
+    /// ```
     pub fn authorise(
         &mut self,
         window: Window,

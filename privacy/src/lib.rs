@@ -11,6 +11,11 @@
 //!   the budget; its [`Authorisation`] is the only way to get a release
 //!   noised.
 //! * [`ledger_file`]: a ledger persisted as a file (batch mode).
+//! * [`sensitivity`]: the contribution bounds and the sensitivities that
+//!   follow from them.
+//! * [`noise`]: the one noise function, OpenDP's exact samplers calibrated
+//!   to those sensitivities, and the noisy threshold that decides which
+//!   regions are released.
 //!
 //! ```
 //! use hushmap_privacy::{Budget, BudgetLimit, PrivacyLedger, ReleaseCost};
@@ -36,6 +41,8 @@ pub mod conversion;
 pub mod cost;
 pub mod ledger;
 pub mod ledger_file;
+pub mod noise;
+pub mod sensitivity;
 
 pub use composition::Composition;
 pub use conversion::{ConversionError, zcdp_epsilon, zcdp_epsilon_or_bound, zcdp_rho_for};

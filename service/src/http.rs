@@ -351,6 +351,48 @@ impl AsyncWrite for WatchedIo {
     }
 }
 
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// An RFC 9457 problem details response: the one way both public services
+/// answer an error. `body` is the problem object (its `status` member must
+/// be `status`); `retry_after_secs` sets `Retry-After` (429, 503) and
+/// `challenge` sets `WWW-Authenticate` (401).
+///
+/// ```
+/// use hushmap_service::http::problem_response;
+/// let body = serde_json::json!({
+///     "type": "/errors/not_found", "title": "Not found", "status": 404,
+///     "detail": "no release for that window", "code": "not_found",
+/// });
+/// let response = problem_response(axum::http::StatusCode::NOT_FOUND, &body, None, None);
+/// assert_eq!(response.headers()["content-type"], "application/problem+json");
+/// ```
+pub fn problem_response(
+    status: axum::http::StatusCode,
+    body: &impl Serialize,
+    retry_after_secs: Option<u32>,
+    challenge: Option<&'static str>,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    // A problem object is plain data: serialising it cannot fail.
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    if let Some(secs) = retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(value) = challenge {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //!
 //! The password comes from `HUSHMAP_KAFKA_SASL_PASSWORD` or from a file
 //! (`sasl_password_file`, e.g. a mounted Kubernetes secret), never from a
-//! flag; it never prints ([`KafkaPassword`]'s `Debug`, rdkafka's sanitized
+//! flag; it never prints ([`Secret`]'s `Debug`, rdkafka's sanitized
 //! `ClientConfig` `Debug`).
 //!
 //! ```
@@ -33,10 +33,10 @@
 //! assert!(!format!("{config:?}").contains("horse"));
 //! ```
 
+use crate::secrets::Secret;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -113,29 +113,6 @@ impl SaslMechanism {
     }
 }
 
-/// A Kafka password that never prints.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KafkaPassword(String);
-
-impl KafkaPassword {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for KafkaPassword {
-    fn from(s: &str) -> Self {
-        KafkaPassword(s.to_string())
-    }
-}
-
-impl fmt::Debug for KafkaPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KafkaPassword(redacted)")
-    }
-}
-
 /// How a service authenticates to Kafka and verifies the brokers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -147,7 +124,7 @@ pub struct KafkaSecurity {
     pub sasl_username: Option<String>,
     /// From [`SASL_PASSWORD_ENV`] (or the TOML file); never a flag.
     #[serde(skip_serializing)]
-    pub sasl_password: Option<KafkaPassword>,
+    pub sasl_password: Option<Secret>,
     /// A file holding the password (surrounding whitespace ignored), read at
     /// every client start, so a rotated secret is picked up on restart.
     pub sasl_password_file: Option<PathBuf>,
@@ -202,10 +179,10 @@ impl KafkaSecurity {
     }
 
     /// The password, from the environment or its file.
-    fn password(&self) -> Result<KafkaPassword, KafkaSecurityError> {
+    fn password(&self) -> Result<Secret, KafkaSecurityError> {
         match (&self.sasl_password, &self.sasl_password_file) {
             (Some(_), Some(_)) => Err(KafkaSecurityError::TwoPasswords),
-            (Some(p), None) if !p.0.is_empty() => Ok(p.clone()),
+            (Some(p), None) if !p.expose().is_empty() => Ok(p.clone()),
             (Some(_), None) | (None, None) => Err(KafkaSecurityError::MissingPassword),
             (None, Some(path)) => read_password_file(path),
         }
@@ -250,7 +227,7 @@ impl KafkaSecurity {
     }
 }
 
-fn read_password_file(path: &Path) -> Result<KafkaPassword, KafkaSecurityError> {
+fn read_password_file(path: &Path) -> Result<Secret, KafkaSecurityError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| KafkaSecurityError::PasswordFile {
             path: path.to_path_buf(),
@@ -262,7 +239,7 @@ fn read_password_file(path: &Path) -> Result<KafkaPassword, KafkaSecurityError> 
             path: path.to_path_buf(),
         });
     }
-    Ok(KafkaPassword(password.to_string()))
+    Ok(Secret::new(password))
 }
 
 /// Whether a `host:port` entry of `bootstrap.servers` is on loopback.
@@ -285,7 +262,7 @@ mod tests {
         KafkaSecurity {
             protocol: SecurityProtocol::SaslSsl,
             sasl_username: Some("hushmap-test".into()),
-            sasl_password: password.map(KafkaPassword::from),
+            sasl_password: password.map(Secret::from),
             sasl_password_file: file,
             ..KafkaSecurity::default()
         }

@@ -1,12 +1,20 @@
 //! Process plumbing shared by `hushmap-ingest`, `hushmap-aggregate` and
-//! `hushmap-dashboard`: how they log, how they are asked to stop and how
-//! their Kafka clients connect ([`kafka`]), and how they serve HTTP to
-//! clients that may be hostile ([`http`]).
+//! `hushmap-dashboard`: how they log, how they are asked to stop, how their
+//! Kafka clients connect ([`kafka`]), where secrets come from
+//! ([`secrets`]), the internal metrics listener ([`metrics`]) and, with
+//! the `http` feature, how the public services serve HTTP to clients that
+//! may be hostile (`http`, `tls`, `client_address`).
 
+#[cfg(feature = "http")]
 pub mod client_address;
+pub mod clock;
+pub mod consumer;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod secrets;
+#[cfg(feature = "http")]
 pub mod tls;
 
 use std::io::IsTerminal;

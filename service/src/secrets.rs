@@ -11,7 +11,52 @@
 
 use figment::Figment;
 use figment::providers::Serialized;
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use zeroize::Zeroize;
+
+/// A secret string in a configuration: never printed (`Debug` says
+/// `Secret(redacted)`), never serialised back out by a configuration that
+/// skips it, and wiped from memory when dropped.
+///
+/// ```
+/// use hushmap_service::secrets::Secret;
+/// let secret = Secret::new("hunter2-hunter2");
+/// assert_eq!(format!("{secret:?}"), "Secret(redacted)");
+/// assert_eq!(secret.expose(), "hunter2-hunter2");
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
 
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -12,11 +12,10 @@ pub mod idp;
 use hushmap_schema::{PayloadKeyring, PayloadPublicKey};
 use hushmap_service::kafka::{KafkaSecurity, SecurityProtocol};
 use rdkafka::ClientConfig;
+use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Command;
@@ -82,12 +81,17 @@ pub fn hourly_release(hour: i64, rows: Vec<hushmap_schema::ReleaseRow>) -> hushm
     }
 }
 
-/// Milliseconds since the epoch, as Kafka timestamps and windows count.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_millis() as i64
+pub use hushmap_service::clock::now_ms;
+
+/// A loopback port free at the time of asking, for a service a test starts
+/// as a process (which must be told its port before it binds). Bound and
+/// released: a race with another process is possible but unlikely on a
+/// test machine.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// The start of the `window_secs`-long window holding this instant: a test
@@ -199,48 +203,23 @@ fn read_topic(
     topic: &str,
     isolation: &str,
 ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let consumer: BaseConsumer = config
-        .clone()
+    let mut client = config.clone();
+    client
         .set("group.id", unique("raw-reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining: std::collections::HashSet<i32> = partitions.iter().copied().collect();
-    for &p in &partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+        .set("isolation.level", isolation);
     let mut records = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // End of partition is reported past transaction markers and aborted
-    // records too, which offsets alone cannot tell.
-    while !remaining.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "could not read all of {topic}");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                remaining.remove(&p);
-            }
-            // A node of a cluster being down is reported too; librdkafka
-            // reads from the others (until the deadline).
-            Some(Err(e))
-                if e.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure) => {}
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => records.push((
+    hushmap_service::consumer::read_to_end(
+        &client,
+        topic,
+        |_| Offset::Beginning,
+        Duration::from_secs(60),
+        |m| {
+            records.push((
                 m.key().unwrap_or_default().to_vec(),
                 m.payload().unwrap_or_default().to_vec(),
-            )),
-        }
-    }
+            ))
+        },
+    )?;
     Ok(records)
 }
 

@@ -89,7 +89,7 @@ pub struct Pipeline {
     pub dashboard_data_dir: std::path::PathBuf,
     pub submissions_topic: String,
     pub releases_topic: String,
-    pub aggregator_stats: std::sync::Arc<hushmap_aggregate::stream::AggregatorStats>,
+    pub aggregator_stats: std::sync::Arc<hushmap_aggregate::AggregatorStats>,
     /// The aggregator's `/metrics`.
     pub aggregator_metrics_url: String,
     stops: Vec<oneshot::Sender<()>>,
@@ -128,7 +128,7 @@ impl Pipeline {
         ingest_config.allowed_lateness_secs = options.allowed_lateness_secs;
         // All test traffic comes from one loopback address.
         ingest_config.rate_limit.per_minute = 0;
-        ingest_config.contributor_secret = Some(hushmap_ingest::config::Secret::new(
+        ingest_config.contributor_secret = Some(hushmap_service::secrets::Secret::new(
             "test-secret-0123456789abcdef0123456789",
         ));
         // Signed-in submissions carry ID tokens of the test provider.

@@ -6,6 +6,7 @@
 use hushmap_schema::topics;
 use hushmap_service::kafka::SASL_PASSWORD_ENV;
 use hushmap_testkit::SaslAccess;
+pub use hushmap_testkit::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,15 +27,6 @@ pub fn service_binary(name: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
-}
-
-/// A free loopback port (bound and released; a race with another process
-/// is possible but unlikely on a test machine).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// A running service; killed (SIGKILL) when dropped so a failing test

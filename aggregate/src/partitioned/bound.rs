@@ -19,14 +19,17 @@
 //! the watermark, so a new owner after a rebalance rebuilds exactly the
 //! open windows and skips the forwarded ones.
 
-use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart, send_queued};
+use super::group::{self, GroupConsumer, GroupMember, Stage, StageStart, send_queued};
 use crate::config::AggregateConfig;
+use crate::error::AggregatorError;
 use crate::intake::{DropReason, has_room};
-use crate::stream::{AggregatorError, AggregatorStats};
+use crate::metrics::AggregatorStats;
+use crate::resume::Committed;
 use hushmap_schema::{
     BoundedKeyring, BoundedMessage, CoarseRecord, ContributorKey, PayloadKeyring, Watermark,
     Window, WindowLength,
 };
+use hushmap_service::clock::now_ms;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureRecord, Producer};
@@ -166,7 +169,7 @@ impl Stage for BoundStage {
     }
 
     async fn on_tick(&mut self) -> Result<(), AggregatorError> {
-        self.forward_due(super::now_ms()).await
+        self.forward_due(now_ms()).await
     }
 
     fn on_message(&mut self, message: &BorrowedMessage<'_>) {

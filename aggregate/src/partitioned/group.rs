@@ -4,7 +4,8 @@
 //! the state each stage keeps in its offset-commit metadata.
 
 use crate::config::AggregateConfig;
-use crate::stream::AggregatorError;
+use crate::error::AggregatorError;
+use crate::resume::{Committed, committed_positions, partition_count};
 use crate::transactions::Transactions;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -38,7 +39,7 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        crate::stream::QuietEofContext.error(error, reason);
+        hushmap_service::consumer::QuietEofContext.error(error, reason);
     }
 }
 
@@ -82,7 +83,8 @@ impl GroupMember {
                     );
                 }
                 GroupEvent::Assigned(partitions) => {
-                    let committed = committed_positions(&self.consumer, &self.topic, &partitions)?;
+                    let committed =
+                        committed_positions(self.consumer.as_ref(), &self.topic, &partitions)?;
                     stage.assign(committed)?;
                     tracing::info!(
                         topic = %self.topic,
@@ -182,24 +184,19 @@ fn group_member(
     topic: &str,
 ) -> Result<GroupMember, AggregatorError> {
     let (tx, rx) = mpsc::channel();
-    let consumer: GroupConsumer = config
-        .kafka
-        .security
-        .client_config(&config.kafka.brokers)?
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set(
-            "session.timeout.ms",
-            config.kafka.session_timeout_ms.to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (config.kafka.session_timeout_ms / 4).max(100).to_string(),
-        )
-        .create_with_context(GroupContext { events: tx })?;
+    let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
+    let consumer: GroupConsumer =
+        hushmap_service::consumer::committed_reader(&mut client, group_id)
+            .set("enable.partition.eof", "true")
+            .set(
+                "session.timeout.ms",
+                config.kafka.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.kafka.session_timeout_ms / 4).max(100).to_string(),
+            )
+            .create_with_context(GroupContext { events: tx })?;
     consumer.subscribe(&[topic])?;
     Ok(GroupMember {
         consumer: Arc::new(consumer),
@@ -238,69 +235,6 @@ pub(crate) fn start_stage(
         shards,
         txn,
     })
-}
-
-/// How many partitions `topic` has.
-fn partition_count<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    topic: &str,
-) -> Result<u32, AggregatorError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let n = metadata
-        .topics()
-        .iter()
-        .map(|t| t.partitions().len())
-        .sum::<usize>();
-    if n == 0 {
-        return Err(AggregatorError::Recovery(format!(
-            "topic {topic} has no partitions (does it exist?)"
-        )));
-    }
-    Ok(n as u32)
-}
-
-/// Where a newly assigned partition resumes, and the state its last owner
-/// committed with that offset.
-#[derive(Debug, Clone)]
-pub(crate) struct Committed {
-    /// The committed offset, or the partition's first offset if none.
-    pub offset: i64,
-    /// The commit's metadata ("" if none).
-    pub metadata: String,
-}
-
-/// The committed positions of `partitions`, with retries while the group
-/// coordinator is still loading.
-pub(crate) fn committed_positions(
-    consumer: &GroupConsumer,
-    topic: &str,
-    partitions: &[i32],
-) -> Result<HashMap<i32, Committed>, AggregatorError> {
-    let mut wanted = TopicPartitionList::new();
-    for &p in partitions {
-        wanted.add_partition(topic, p);
-    }
-    let committed = crate::stream::committed_offsets(consumer, wanted)?;
-    let mut out = HashMap::new();
-    for e in committed.elements() {
-        let offset = match e.offset() {
-            Offset::Offset(n) => n,
-            // Never committed: from the first offset still held.
-            _ => {
-                consumer
-                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?
-                    .0
-            }
-        };
-        out.insert(
-            e.partition(),
-            Committed {
-                offset,
-                metadata: e.metadata().to_string(),
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// Queues `record` on `producer`, waiting while its queue is full (a large

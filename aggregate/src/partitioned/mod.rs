@@ -24,8 +24,9 @@ mod group;
 pub mod parts;
 
 use crate::config::AggregateConfig;
-use crate::stream::now_ms;
-use crate::stream::{AggregatorError, AggregatorStats};
+use crate::error::AggregatorError;
+use crate::metrics::AggregatorStats;
+use hushmap_service::clock::now_ms;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -49,11 +50,7 @@ impl PartitionedAggregator {
             .clone()
             .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
         let stats = Arc::new(AggregatorStats::default());
-        let metrics_listener = std::net::TcpListener::bind(config.metrics_listen)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| {
-                AggregatorError::Metrics(format!("binding {}: {e}", config.metrics_listen))
-            })?;
+        let metrics_listener = crate::metrics::bind(config.metrics_listen)?;
         let bound = bound::BoundStage::new(&config, &instance, stats.clone())?;
         let parts = parts::PartStage::new(&config, &instance, plan, stats.clone())?;
         tracing::info!(

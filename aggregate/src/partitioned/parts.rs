@@ -30,23 +30,26 @@
 //! instance's commit, or on the releases topic after a commit whose outcome
 //! was unknown), and a part found on the topic is never noised again.
 
-use super::group::{self, Committed, GroupConsumer, GroupMember, Stage, StageStart};
+use super::group::{self, GroupConsumer, GroupMember, Stage, StageStart};
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
+use crate::error::AggregatorError;
 use crate::intake::{DropReason, has_room};
+use crate::metrics::AggregatorStats;
 use crate::records::{SequencedRecord, to_record_batch};
 use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
+use crate::resume::{Committed, committed_positions};
 use crate::schedule::{Decision, WindowSchedule};
-use crate::sensitivity::ContributionBounds;
-use crate::stream::{AggregatorError, AggregatorStats};
 use datafusion::prelude::SessionContext;
-use hushmap_privacy::{LedgerError, PrivacyLedger, ReleaseCost};
+use hushmap_privacy::sensitivity::ContributionBounds;
+use hushmap_privacy::{LedgerError, PrivacyLedger};
 use hushmap_schema::bounded::BoundedError;
 use hushmap_schema::release::ReleasePart;
 use hushmap_schema::{
     BoundedKeyring, BoundedMessage, BoundedOpenError, Release, Window, WindowLength,
 };
+use hushmap_service::clock::now_ms;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -242,7 +245,7 @@ impl PartStage {
                 lateness_ms: config.lateness_ms(),
                 replay_horizon_ms: config.replay_horizon_ms(),
                 epoch,
-                started_ms: super::now_ms(),
+                started_ms: now_ms(),
             },
             bounded: config.payload_keyring()?.bounded_keyring(),
             window_length: config.window_length(),
@@ -420,7 +423,11 @@ impl PartStage {
         let topic = self.config.kafka.bounded_topic.clone();
         let stale = if self.lost_answers.armed() {
             let shards: Vec<i32> = due.iter().map(|(q, _)| *q).collect();
-            Some(group::committed_positions(&self.consumer, &topic, &shards)?)
+            Some(committed_positions(
+                self.consumer.as_ref(),
+                &topic,
+                &shards,
+            )?)
         } else {
             None
         };
@@ -507,10 +514,7 @@ impl PartStage {
             Some(_) => Decision::Count,
             None => decision,
         };
-        let cost = match decision {
-            Decision::Count => self.plan.cost.clone(),
-            Decision::Missed => ReleaseCost::free(self.plan.cost.rho.is_some()),
-        };
+        let cost = self.plan.cost_of(decision);
         let authorisation = match self.ledger.authorise_part(window, part, cost) {
             Ok(authorisation) => authorisation,
             Err(e @ LedgerError::PartAlreadyReleased { .. }) => {

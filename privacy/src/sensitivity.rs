@@ -24,6 +24,26 @@
 use hushmap_schema::Symptom;
 
 /// How much one contributor may add to a window's data.
+///
+/// The engine keeps at most `max_records_per_window` records of each
+/// contributor in a window; every sensitivity the noise is calibrated to
+/// follows from that number alone.
+///
+/// # Example
+///
+/// ```
+/// use hushmap_privacy::sensitivity::ContributionBounds;
+///
+/// let bounds = ContributionBounds::new(2);
+/// // Each record adds 1 to one risk-level count: two records move the
+/// // vector by 2 in either norm.
+/// assert_eq!(bounds.risk_counts_l1(), 2.0);
+/// // ... and 1 to each of up to 10 symptom counts.
+/// assert_eq!(bounds.symptom_counts_l1(), 20.0);
+/// assert!((bounds.symptom_counts_l2() - 2.0 * 10f64.sqrt()).abs() < 1e-12);
+/// // At least one record is always allowed.
+/// assert_eq!(ContributionBounds::new(0).max_records_per_window, 1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContributionBounds {
     /// Records per contributor per window (the latest ones are kept).

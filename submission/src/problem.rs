@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// Stable error codes of the submission API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedJson,
@@ -37,6 +37,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The `WWW-Authenticate` challenge a 401 carries (RFC 9110 §11.6.1): a
+    /// bearer challenge (RFC 6750) for ID tokens, the contributor-token scheme
+    /// for anonymous clients.
+    pub fn challenge(self) -> Option<&'static str> {
+        match self {
+            ErrorCode::InvalidIdToken | ErrorCode::ExpiredIdToken => {
+                Some("Bearer realm=\"hushmap\", error=\"invalid_token\"")
+            }
+            ErrorCode::InvalidContributorToken | ErrorCode::ExpiredContributorToken => {
+                Some("Hushmap-Contributor realm=\"hushmap\"")
+            }
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::MalformedJson => "malformed_json",
@@ -100,7 +115,7 @@ impl ErrorCode {
 
 /// A problem details response (RFC 9457).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(feature = "service", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// `/errors/<code>`.
     #[serde(rename = "type")]
@@ -114,22 +129,6 @@ pub struct Problem {
     pub field: Option<String>,
     #[serde(skip)]
     pub retry_after_secs: Option<u32>,
-}
-
-/// The `WWW-Authenticate` challenge a 401 carries (RFC 9110 §11.6.1): a
-/// bearer challenge (RFC 6750) for ID tokens, the contributor-token scheme
-/// for anonymous clients.
-#[cfg(feature = "service")]
-fn challenge(code: ErrorCode) -> Option<&'static str> {
-    match code {
-        ErrorCode::InvalidIdToken | ErrorCode::ExpiredIdToken => {
-            Some("Bearer realm=\"hushmap\", error=\"invalid_token\"")
-        }
-        ErrorCode::InvalidContributorToken | ErrorCode::ExpiredContributorToken => {
-            Some("Hushmap-Contributor realm=\"hushmap\"")
-        }
-        _ => None,
-    }
 }
 
 impl Problem {
@@ -153,27 +152,5 @@ impl Problem {
     pub fn with_retry_after(mut self, secs: u32) -> Problem {
         self.retry_after_secs = Some(secs);
         self
-    }
-}
-
-#[cfg(feature = "service")]
-impl axum::response::IntoResponse for Problem {
-    fn into_response(self) -> axum::response::Response {
-        use axum::http::{HeaderValue, header};
-        let status = self.code.status();
-        let body = serde_json::to_vec(&self).expect("problem serialises");
-        let mut resp = (status, body).into_response();
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if let Some(secs) = self.retry_after_secs {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if let Some(value) = challenge(self.code) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
-        }
-        resp
     }
 }

@@ -52,7 +52,7 @@ pub enum ContributorTokenError {
 /// It carries no personal data.
 ///
 /// ```
-/// use hushmap_ingest::contributor::ContributorKeys;
+/// use hushmap_submission::contributor::ContributorKeys;
 /// let keys = ContributorKeys::new(b"0123456789abcdef0123456789abcdef");
 /// let (token, key) = keys.issue_token(1_764_000_000_000);
 /// // The browser sends it back: the same contributor.

@@ -12,7 +12,7 @@
 //! No float noise and no hand-written sampler. OpenDP's privacy map, not our
 //! arithmetic, has the last word on the cost: the measurement is built, then
 //! asked what `d_in` = sensitivity costs. ε(δ) for ρ comes from OpenDP's
-//! zCDP → approximate-DP conversion ([`hushmap_privacy::zcdp_epsilon`]).
+//! zCDP → approximate-DP conversion ([`crate::zcdp_epsilon`]).
 
 use opendp::domains::{AtomDomain, MapDomain, VectorDomain};
 use opendp::measurements::{
@@ -27,24 +27,20 @@ use std::collections::{BTreeSet, HashMap};
 /// Why noise could not be added.
 #[derive(Debug, thiserror::Error)]
 pub enum NoiseError {
-    #[error("opendp: {0}")]
-    OpenDp(String),
+    #[error("opendp: {}", crate::conversion::describe_opendp(.0))]
+    OpenDp(#[from] opendp::error::Error),
     #[error("invalid privacy parameter: {0}")]
     Parameter(&'static str),
+    #[error("a noise thread panicked")]
+    ThreadPanicked,
 }
 
-impl From<hushmap_privacy::ConversionError> for NoiseError {
-    fn from(e: hushmap_privacy::ConversionError) -> Self {
+impl From<crate::ConversionError> for NoiseError {
+    fn from(e: crate::ConversionError) -> Self {
         match e {
-            hushmap_privacy::ConversionError::OpenDp(m) => NoiseError::OpenDp(m),
-            hushmap_privacy::ConversionError::Parameter(m) => NoiseError::Parameter(m),
+            crate::ConversionError::OpenDp(e) => NoiseError::OpenDp(e),
+            crate::ConversionError::Parameter(m) => NoiseError::Parameter(m),
         }
-    }
-}
-
-impl From<opendp::error::Error> for NoiseError {
-    fn from(e: opendp::error::Error) -> Self {
-        NoiseError::OpenDp(e.to_string())
     }
 }
 
@@ -95,6 +91,20 @@ impl DiscreteLaplace {
 
     /// The smallest scale whose OpenDP privacy map at `sensitivity` is at
     /// most `epsilon`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use hushmap_privacy::noise::DiscreteLaplace;
+    ///
+    /// let laplace = DiscreteLaplace::calibrate(1.0, 0.5).unwrap();
+    /// assert!(laplace.epsilon <= 0.5);
+    /// // Scale ≈ sensitivity / ε.
+    /// assert!((laplace.scale - 2.0).abs() < 0.01, "{}", laplace.scale);
+    /// let noisy = laplace.apply(&[10, 0, 3]).unwrap();
+    /// assert_eq!(noisy.len(), 3);
+    /// assert!(DiscreteLaplace::calibrate(1.0, 0.0).is_err(), "ε = 0 is refused");
+    /// ```
     pub fn calibrate(sensitivity: f64, epsilon: f64) -> Result<DiscreteLaplace, NoiseError> {
         positive(epsilon, "epsilon must be a positive finite number")?;
         positive(sensitivity, "sensitivity must be a positive finite number")?;
@@ -140,6 +150,23 @@ impl DiscreteGaussian {
 
     /// The smallest scale whose OpenDP privacy map at `sensitivity` is at
     /// most `rho`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use hushmap_privacy::noise::{CountNoise, DiscreteGaussian};
+    /// use hushmap_privacy::sensitivity::ContributionBounds;
+    ///
+    /// // Risk-level counts of a window, one record per contributor.
+    /// let bounds = ContributionBounds::new(1);
+    /// let gaussian = DiscreteGaussian::calibrate(bounds.risk_counts_l2(), 0.125).unwrap();
+    /// assert!(gaussian.rho <= 0.125);
+    /// // σ = Δ₂ / √(2ρ) = 1 / √0.25 = 2.
+    /// assert!((gaussian.scale - 2.0).abs() < 0.01, "{}", gaussian.scale);
+    /// let noise = CountNoise::Gaussian(gaussian);
+    /// assert_eq!(noise.std_dev(), gaussian.std_dev());
+    /// assert_eq!(noise.apply(&[5; 100]).unwrap().len(), 100);
+    /// ```
     pub fn calibrate(sensitivity: f64, rho: f64) -> Result<DiscreteGaussian, NoiseError> {
         positive(rho, "rho must be a positive finite number")?;
         positive(sensitivity, "sensitivity must be a positive finite number")?;
@@ -210,10 +237,7 @@ impl CountNoise {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(NoiseError::OpenDp("noise thread panicked".into())))
-                })
+                .map(|h| h.join().unwrap_or_else(|_| Err(NoiseError::ThreadPanicked)))
                 .collect()
         });
         let mut out = Vec::with_capacity(counts.len());
@@ -347,6 +371,24 @@ impl ThresholdNoise {
 impl ThresholdSelector {
     /// Calibrates a Gaussian threshold to at most (`rho`, `delta`) per
     /// OpenDP's privacy map.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use hushmap_privacy::noise::ThresholdSelector;
+    /// use hushmap_privacy::sensitivity::ContributionBounds;
+    /// use std::collections::HashMap;
+    ///
+    /// let bounds = ContributionBounds::new(1);
+    /// let selector = ThresholdSelector::gaussian(bounds.region_totals(), 0.05, 1e-8).unwrap();
+    /// // A region one person could have created is almost never kept; a
+    /// // region with a thousand contributors almost always is.
+    /// let counts = HashMap::from([(1u64, 1i64), (2, 1_000)]);
+    /// let kept = selector.select(counts).unwrap();
+    /// assert!(!kept.contains(&1));
+    /// assert!(kept.contains(&2));
+    /// assert!(selector.threshold > 1);
+    /// ```
     pub fn gaussian(
         sensitivity: (u32, i64, i64),
         rho: f64,
@@ -570,7 +612,7 @@ mod tests {
         let counts: Vec<i64> = (0..1000).collect();
         assert_eq!(m.apply(&counts).unwrap(), counts);
         assert!(m.std_dev() < 1e-6);
-        let rho = hushmap_privacy::zcdp_rho_for(1e6, 1e-8).unwrap();
+        let rho = crate::zcdp_rho_for(1e6, 1e-8).unwrap();
         let g = DiscreteGaussian::calibrate(10f64.sqrt(), rho).unwrap();
         assert_eq!(g.apply(&counts).unwrap(), counts);
         assert!(g.std_dev() < 1e-6);

@@ -1,0 +1,34 @@
+//! What can stop an aggregator (either topology) or its release log.
+
+use crate::engine::EngineError;
+use hushmap_privacy::noise::NoiseError;
+use rdkafka::error::KafkaError;
+
+/// Why the aggregator stopped. Each variant keeps its cause (as `source`,
+/// and in its message, which is what the logs show).
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("noise: {0}")]
+    Noise(#[from] NoiseError),
+    #[error("encoding release: {0}")]
+    Release(#[from] hushmap_schema::ReleaseError),
+    /// State could not be rebuilt from Kafka; the text says what was
+    /// missing or unreadable (it has no library error of its own).
+    #[error("recovering state from Kafka: {0}")]
+    Recovery(String),
+    #[error("{0}")]
+    ReadToEnd(#[from] hushmap_service::consumer::ReadToEndError),
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[source] std::io::Error),
+    #[error("binding the metrics listener {addr}: {source}")]
+    MetricsBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}

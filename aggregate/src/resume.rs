@@ -1,0 +1,84 @@
+//! Where an aggregator's input partitions resume after a start, a
+//! restart or a rebalance: the committed offset and the state committed
+//! with it, or, for a partition never committed, its first offset still
+//! held. Both topologies read their positions here.
+
+use crate::error::AggregatorError;
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How many partitions `topic` has.
+pub(crate) fn partition_count<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+) -> Result<u32, AggregatorError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let n = metadata
+        .topics()
+        .iter()
+        .map(|t| t.partitions().len())
+        .sum::<usize>();
+    if n == 0 {
+        return Err(AggregatorError::Recovery(format!(
+            "topic {topic} has no partitions (does it exist?)"
+        )));
+    }
+    Ok(n as u32)
+}
+
+/// Where a newly assigned partition resumes, and the state its last owner
+/// committed with that offset.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    /// The committed offset, or the partition's first offset if none.
+    pub offset: i64,
+    /// The commit's metadata ("" if none).
+    pub metadata: String,
+}
+
+/// The committed positions of `partitions`, with retries while the group
+/// coordinator is still loading.
+pub(crate) fn committed_positions<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, Committed>, AggregatorError> {
+    let mut wanted = TopicPartitionList::new();
+    for &p in partitions {
+        wanted.add_partition(topic, p);
+    }
+    let committed = committed_offsets(consumer, wanted)?;
+    let mut out = HashMap::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(n) => n,
+            // Never committed: from the first offset still held.
+            _ => {
+                consumer
+                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?
+                    .0
+            }
+        };
+        out.insert(
+            e.partition(),
+            Committed {
+                offset,
+                metadata: e.metadata().to_string(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// [`hushmap_service::consumer::committed_offsets`], its failure a
+/// [`Recovery`](AggregatorError::Recovery) error: without the committed
+/// offsets the aggregator cannot know where its windows start.
+fn committed_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    wanted: TopicPartitionList,
+) -> Result<TopicPartitionList, AggregatorError> {
+    hushmap_service::consumer::committed_offsets(consumer, wanted)
+        .map_err(|e| AggregatorError::Recovery(format!("cannot fetch committed offsets: {e}")))
+}

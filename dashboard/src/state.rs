@@ -1,0 +1,57 @@
+//! What every handler shares, HTTP ([`api`](crate::api), export, sessions)
+//! and Flight ([`flight`](crate::flight), [`flight_sql`](crate::flight_sql)):
+//! neither side imports the other.
+
+use crate::auth::{LoginFailures, Sessions, TokenRegistry};
+use crate::query::{CellFilter, CellStream, ReleaseQuery, export_metadata};
+use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
+use crate::store::{ReleaseStore, day_of};
+use datafusion::arrow::datatypes::SchemaRef;
+use hushmap_schema::ReleaseMeta;
+use hushmap_service::http::ConnectionStats;
+use hushmap_service::tls::ServerTls;
+use std::sync::{Arc, RwLock};
+
+/// What every handler (HTTP and Flight) shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<RwLock<ReleaseStore>>,
+    pub query: Arc<ReleaseQuery>,
+    pub tokens: Arc<TokenRegistry>,
+    pub cookie_secure: bool,
+    /// The listeners' TLS, when the dashboard terminates it (for metrics).
+    pub tls: Option<ServerTls>,
+    /// The HTTP listener's connection counts.
+    pub connections: ConnectionStats,
+    /// The Flight listener's.
+    pub flight_connections: ConnectionStats,
+    /// What a researcher's SQL may cost, and who runs how many.
+    pub sql_limits: SqlLimits,
+    pub sql_admission: Arc<QueryAdmission>,
+    pub sql_runtime: Arc<SqlRuntime>,
+    /// Browser sessions and failed logins.
+    pub sessions: Arc<Sessions>,
+    pub login_failures: Arc<LoginFailures>,
+}
+
+impl AppState {
+    /// The cells `filter` selects, streamed from the Parquet store through
+    /// DataFusion, with metadata describing the releases they come from.
+    pub fn cells(&self, filter: CellFilter) -> (SchemaRef, CellStream) {
+        let (days, meta) = {
+            let store = self.store.read().expect("store lock");
+            let releases: Vec<_> = store
+                .iter()
+                .filter(|r| filter.contains_window(r.meta.window_start))
+                .collect();
+            let mut days: Vec<String> = releases
+                .iter()
+                .map(|r| day_of(r.meta.window_start))
+                .collect();
+            days.dedup();
+            let metas: Vec<&ReleaseMeta> = releases.iter().map(|r| &r.meta).collect();
+            (days, export_metadata(&metas))
+        };
+        self.query.cells(filter, days, meta)
+    }
+}
