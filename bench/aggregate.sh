@@ -15,14 +15,16 @@
 #   BENCH_SIZES="1000000" bench/aggregate.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Build jobs: every core unless BENCH_JOBS says otherwise.
+JOBS="${BENCH_JOBS:-$(nproc)}"
 SIZES="${BENCH_SIZES:-1000000 10000000}"
 OUT="$PWD/target/bench"
 VENV="$PWD/bench/.venv"
 mkdir -p "$OUT"
 
 echo "bench: building (release profile)"
-cargo bench -j2 -p hushmap-aggregate --bench engine --bench stream --no-run 2>&1 | tail -n 1
-cargo build -j2 --release -p hushmap-aggregate --bin hushmap-aggregate 2>&1 | tail -n 1
+cargo bench -j"$JOBS" -p hushmap-aggregate --bench engine --bench stream --no-run 2>&1 | tail -n 1
+cargo build -j"$JOBS" --release -p hushmap-aggregate --bin hushmap-aggregate 2>&1 | tail -n 1
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bench: creating $VENV with pipeline-dp and opendp[polars] from PyPI (once)"
@@ -35,7 +37,7 @@ for n in $SIZES; do
   parquet="$OUT/records-$n.parquet"
   echo "bench: engine, $n records"
   BENCH_RECORDS="$n" BENCH_PARQUET="$parquet" \
-    cargo bench -q -j2 -p hushmap-aggregate --bench engine 2>/dev/null | tee "$OUT/engine-$n.csv"
+    cargo bench -q -j"$JOBS" -p hushmap-aggregate --bench engine 2>/dev/null | tee "$OUT/engine-$n.csv"
   echo "bench: batch CLI peak RSS, $n records"
   /usr/bin/time -v target/release/hushmap-aggregate batch --input "$parquet" \
       --epsilon 1 --out "$OUT/release-$n.parquet" 2>"$OUT/batch-$n.time" >/dev/null || {
@@ -52,7 +54,7 @@ echo "bench: PipelineDP and OpenDP (Polars) on $first records"
 
 echo "bench: streaming, $first records"
 deploy/kafka/up.sh >/dev/null
-BENCH_RECORDS="$first" cargo bench -q -j2 -p hushmap-aggregate --bench stream 2>/dev/null | tee "$OUT/stream-$first.csv"
+BENCH_RECORDS="$first" cargo bench -q -j"$JOBS" -p hushmap-aggregate --bench stream 2>/dev/null | tee "$OUT/stream-$first.csv"
 
 dp_ms=$(awk -F, '/^dp_release_ms/ {print $2}' "$OUT/engine-$first.csv")
 echo

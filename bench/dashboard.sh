@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The dashboard on a realistic history: 30 days of hourly releases (720 by
-# default, HOURS=…) of REGIONS level-5 cells (150 by default) with their two
-# parent levels and six age bands each, seeded straight into a release store.
+# The dashboard on a realistic history: 30 days of hourly releases
+# (BENCH_HOURS, 720 by default) of level-5 cells (BENCH_REGIONS, 150) with
+# their two parent levels and six age bands each, seeded straight into a release store.
 #
 #   bench/dashboard.sh            # ~3 min after the release build
 #
@@ -12,16 +12,18 @@
 # releases topic; a fresh, empty topic is used.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Build jobs: every core unless BENCH_JOBS says otherwise.
+JOBS="${BENCH_JOBS:-$(nproc)}"
 source deploy/kafka/env.sh
-HOURS="${HOURS:-720}"
-REGIONS="${REGIONS:-150}"
-RUNS="${RUNS:-5}"
+HOURS="${BENCH_HOURS:-720}"
+REGIONS="${BENCH_REGIONS:-150}"
+RUNS="${BENCH_RUNS:-5}"
 OUT=target/bench/dashboard
 STORE="$OUT/store-$HOURS-$REGIONS"
 mkdir -p "$OUT"
 
 echo "bench: release build of the dashboard and the store seeder"
-cargo build -j2 --release -p hushmap-dashboard --bin hushmap-dashboard --example seed_store 2>&1 | tail -n 1
+cargo build -j"$JOBS" --release -p hushmap-dashboard --bin hushmap-dashboard --example seed_store 2>&1 | tail -n 1
 [ -d dashboard/web/node_modules/playwright-core ] || npm ci --prefix dashboard/web --no-audit --no-fund >/dev/null
 
 if [ ! -d "$STORE/releases" ]; then

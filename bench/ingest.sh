@@ -21,6 +21,8 @@
 # its cores, which the results must be read with.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Build jobs: every core unless BENCH_JOBS says otherwise.
+JOBS="${BENCH_JOBS:-$(nproc)}"
 SECS="${BENCH_SECS:-15}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 TOOLS="$PWD/bench/.tools"
@@ -30,11 +32,11 @@ mkdir -p "$OUT"
 
 if [ ! -x "$OHA" ]; then
   echo "bench: installing oha into $TOOLS (once)"
-  cargo install --locked --root "$TOOLS" oha -j2 >/dev/null
+  cargo install --locked --root "$TOOLS" oha -j"$JOBS" >/dev/null
 fi
 
 echo "bench: building release binaries"
-cargo build --release --locked -j2 -p hushmap-ingest --bin hushmap-ingest --example bare_handler --example verify_cost
+cargo build --release --locked -j"$JOBS" -p hushmap-ingest --bin hushmap-ingest --example bare_handler --example verify_cost
 
 source deploy/kafka/env.sh
 deploy/kafka/up.sh >/dev/null

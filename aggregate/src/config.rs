@@ -3,8 +3,6 @@
 //! the Kafka password) come from their own variables or the file, never a flag.
 
 use crate::release::{LevelPlan, RegionSelection, ReleasePlan};
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_privacy::noise::{
     CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector,
 };
@@ -14,8 +12,8 @@ use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{
     PayloadKeyring, RegionCell, RegionError, StatisticCost, WindowLength, topics,
 };
+use hushmap_service::config::{LoadError, load_layered};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
-use hushmap_service::secrets::{SecretError, merge_secrets};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,8 +21,8 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("window_secs must be at least {min} outside dev mode (got {got})")]
     WindowTooShort { min: u32, got: u32 },
     #[error("window_secs must be positive")]
@@ -55,8 +53,6 @@ pub enum ConfigError {
     Epoch(&'static str),
     #[error("max_buffered_records_per_window must be positive")]
     BufferCap,
-    #[error(transparent)]
-    Secret(#[from] SecretError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,20 +299,15 @@ impl Default for AggregateConfig {
 
 impl AggregateConfig {
     pub fn load(file: Option<&Path>) -> Result<AggregateConfig, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(AggregateConfig::default()));
-        if let Some(path) = file {
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        // Secrets from their variables or the files their `_FILE` names.
-        let config: AggregateConfig = merge_secrets(
-            fig.merge(Env::prefixed("HUSHMAP_AGGREGATE_").split("__")),
+        // Each secret from its variable or the file its `_FILE` names.
+        let config: AggregateConfig = load_layered(
+            file,
+            "HUSHMAP_AGGREGATE_",
             &[
                 ("HUSHMAP_PAYLOAD_KEYS", "payload_keys"),
                 (kafka::SASL_PASSWORD_ENV, kafka::SASL_PASSWORD_KEY),
             ],
-        )?
-        .extract()
-        .map_err(Box::new)?;
+        )?;
         config.validate()?;
         Ok(config)
     }
@@ -684,6 +675,8 @@ impl AggregateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
 
     #[test]
     fn the_schedule_epoch_is_a_window_start_given_as_text_or_ms() {

@@ -35,6 +35,7 @@ pub mod resume;
 pub mod schedule;
 pub mod stream;
 pub(crate) mod transactions;
+pub mod window_book;
 
 pub use config::{AggregateConfig, Topology};
 pub use error::AggregatorError;

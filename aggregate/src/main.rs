@@ -85,45 +85,45 @@ struct BatchArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if let Some(Command::GeneratePayloadKey { id }) = args.command {
-        println!("{}", hushmap_schema::PayloadKeyring::generate_entry(id));
-        return Ok(());
-    }
+    let Args { config, command } = Args::parse();
     hushmap_service::init_tracing();
-    let mut config =
-        AggregateConfig::load(args.config.as_deref()).context("loading configuration")?;
-    match args.command.unwrap_or(Command::Stream) {
-        Command::Stream => match config.topology {
-            Topology::Single => {
-                let aggregator = Aggregator::new(config).context("starting aggregator")?;
-                aggregator
-                    .run(hushmap_service::shutdown_signal())
-                    .await
-                    .context("aggregating")?;
+    // Every command but key generation runs on the configuration.
+    let load = || AggregateConfig::load(config.as_deref()).context("loading configuration");
+    match command.unwrap_or(Command::Stream) {
+        Command::GeneratePayloadKey { id } => {
+            println!("{}", hushmap_schema::PayloadKeyring::generate_entry(id));
+        }
+        Command::Stream => {
+            let config = load()?;
+            match config.topology {
+                Topology::Single => {
+                    let aggregator = Aggregator::new(config).context("starting aggregator")?;
+                    aggregator
+                        .run(hushmap_service::shutdown_signal())
+                        .await
+                        .context("aggregating")?;
+                }
+                Topology::Partitioned => {
+                    let aggregator = PartitionedAggregator::new(config)
+                        .context("starting partitioned aggregator")?;
+                    aggregator
+                        .run(hushmap_service::shutdown_signal())
+                        .await
+                        .context("aggregating")?;
+                }
             }
-            Topology::Partitioned => {
-                let aggregator = PartitionedAggregator::new(config)
-                    .context("starting partitioned aggregator")?;
-                aggregator
-                    .run(hushmap_service::shutdown_signal())
-                    .await
-                    .context("aggregating")?;
-            }
-        },
+        }
         Command::CheckConfig => {
             // `load` has checked every setting and calibrated the noise;
             // streaming also needs the payload keys.
-            config.payload_keyring()?;
+            load()?.payload_keyring()?;
             println!("configuration ok");
         }
         Command::PayloadPublicKey => {
-            println!("{}", config.payload_keyring()?.public_key());
-        }
-        Command::GeneratePayloadKey { .. } => {
-            unreachable!("handled before loading the configuration")
+            println!("{}", load()?.payload_keyring()?.public_key());
         }
         Command::Batch(b) => {
+            let mut config = load()?;
             config.privacy.epsilon_per_window = b.epsilon;
             if let Some(delta) = b.delta {
                 config.privacy.delta = delta;

@@ -24,6 +24,7 @@ use crate::error::AggregatorError;
 use hushmap_privacy::LedgerEntry;
 use hushmap_schema::Release;
 use hushmap_service::consumer::{committed_reader, read_to_end};
+use hushmap_service::runtime::blocking;
 use rdkafka::Offset;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::Message;
@@ -72,24 +73,27 @@ impl ReleaseLog {
     /// never read again.
     pub fn read_new(&mut self) -> Result<Vec<LedgerEntry>, AggregatorError> {
         let mut entries = Vec::new();
-        let next = read_to_end(
-            &self.client,
-            &self.topic,
-            |p| {
-                self.next
-                    .get(&p)
-                    .map_or(Offset::Beginning, |&n| Offset::Offset(n))
-            },
-            READ_TIMEOUT,
-            |message| match message.payload().and_then(|p| Release::from_ipc(p).ok()) {
-                Some(release) => entries.push(LedgerEntry::of_release(&release.meta)),
-                None => tracing::warn!(
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    "undecodable release on the releases topic; skipped"
-                ),
-            },
-        )?;
+        // Up to READ_TIMEOUT on this thread: other tasks move elsewhere.
+        let next = blocking(|| {
+            read_to_end(
+                &self.client,
+                &self.topic,
+                |p| {
+                    self.next
+                        .get(&p)
+                        .map_or(Offset::Beginning, |&n| Offset::Offset(n))
+                },
+                READ_TIMEOUT,
+                |message| match message.payload().and_then(|p| Release::from_ipc(p).ok()) {
+                    Some(release) => entries.push(LedgerEntry::of_release(&release.meta)),
+                    None => tracing::warn!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "undecodable release on the releases topic; skipped"
+                    ),
+                },
+            )
+        })?;
         // Only a read that got to the end of every partition moves on: a
         // failed one is repeated whole, so nothing it saw is lost.
         self.next.extend(next);

@@ -39,14 +39,15 @@
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
 use crate::error::AggregatorError;
-use crate::intake::{DropReason, has_room};
+use crate::intake::DropReason;
 use crate::metrics::AggregatorStats;
-use crate::records::{SequencedRecord, to_record_batch};
+use crate::records::to_record_batch;
 use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
 use crate::resume::{Committed, committed_positions, partition_count};
 use crate::schedule::{Decision, WindowSchedule};
 use crate::transactions::Transactions;
+use crate::window_book::{Admission, WindowBook, WindowBuffer};
 use datafusion::prelude::SessionContext;
 use hushmap_privacy::PrivacyLedger;
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
@@ -57,22 +58,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// Records of one window, with the first offset seen per partition.
-#[derive(Default)]
-struct WindowBuffer {
-    records: Vec<SequencedRecord>,
-    /// Seal ids of the records buffered, to drop replayed copies.
-    seals: HashSet<u128>,
-    first_offsets: HashMap<i32, i64>,
-    /// A record was refused for the buffer cap.
-    full: bool,
-}
 
 /// A noised release waiting for Kafka's acknowledgement.
 struct PendingRelease {
@@ -93,19 +83,14 @@ pub struct Aggregator {
     release_log: ReleaseLog,
     /// Which window is decided next, by the clock.
     schedule: WindowSchedule,
-    open: BTreeMap<i64, WindowBuffer>,
+    /// The open windows and how far each partition has been read.
+    book: WindowBook,
     pending: BTreeMap<i64, PendingRelease>,
     /// Highest offset consumed per partition.
     consumed: HashMap<i32, i64>,
-    /// The input partitions, all assigned to this instance at start-up,
-    /// and the offset each was assigned at.
-    partitions: Vec<i32>,
+    /// The offset each input partition was assigned at (all of them, to
+    /// this instance, at start-up).
     assigned_from: HashMap<i32, i64>,
-    /// Latest produce timestamp seen per partition.
-    latest_arrival: HashMap<i32, i64>,
-    /// Partitions read to their end since their last record.
-    caught_up: HashSet<i32>,
-    next_seq: u64,
     stats: Arc<AggregatorStats>,
     /// Bound at start-up, served while running.
     metrics_listener: std::net::TcpListener,
@@ -171,6 +156,7 @@ impl Aggregator {
         );
         let mut aggregator = Aggregator {
             window_length: config.window_length(),
+            book: WindowBook::new(partitions, config.max_buffered_records_per_window),
             keyring,
             ledger,
             release_log,
@@ -180,14 +166,9 @@ impl Aggregator {
             txn,
             ctx: SessionContext::new(),
             plan,
-            open: BTreeMap::new(),
             pending: BTreeMap::new(),
             consumed: HashMap::new(),
-            partitions,
             assigned_from,
-            latest_arrival: HashMap::new(),
-            caught_up: HashSet::new(),
-            next_seq: 0,
             stats: Arc::new(AggregatorStats::default()),
             metrics_listener,
         };
@@ -258,29 +239,24 @@ impl Aggregator {
                         let arrived_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
                         self.on_message(m.partition(), m.offset(), arrived_ms, m.payload());
                     }
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        self.caught_up.insert(p);
-                    }
+                    Err(KafkaError::PartitionEOF(p)) => self.book.caught_up(p),
                     Err(e) => tracing::warn!(error = %e, "consumer error"),
                 },
                 _ = tick.tick() => self.close_due_windows(now_ms()).await?,
             }
         }
         tracing::info!(
-            open_windows = self.open.len(),
+            open_windows = self.book.open_windows(),
             "aggregator stopping; open windows resume from Kafka on restart"
         );
         Ok(())
     }
 
-    /// Buffers one record. Lateness is judged by when ingest produced it
-    /// (the record's Kafka timestamp), not by when we read it, so records
-    /// replayed after a restart count in the window they were on time for.
+    /// Buffers one record in its window (see [`WindowBook::admit`]), or
+    /// counts why not.
     fn on_message(&mut self, partition: i32, offset: i64, arrived_ms: i64, payload: Option<&[u8]>) {
         self.consumed.insert(partition, offset);
-        self.caught_up.remove(&partition);
-        let latest = self.latest_arrival.entry(partition).or_insert(arrived_ms);
-        *latest = (*latest).max(arrived_ms);
+        self.book.read(partition, arrived_ms);
         let Some((record, seal_id)) =
             self.stats
                 .records_dropped
@@ -288,62 +264,33 @@ impl Aggregator {
         else {
             return;
         };
-        let window = record.window;
-        // Late: its window is decided (or before the schedule's epoch, or
-        // published without data), or it arrived after the deadline.
-        if !self.schedule.wants(&window) || self.schedule.deadline(&window) <= arrived_ms {
-            self.stats.records_late.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let buffer = self.open.entry(window.start_ms).or_default();
-        if buffer.seals.contains(&seal_id) {
-            self.stats.records_dropped.add(DropReason::Replayed);
-            return;
-        }
-        if !has_room(
-            buffer.records.len(),
-            self.config.max_buffered_records_per_window,
-            &mut buffer.full,
-            window.start_ms,
-        ) {
-            self.stats.records_dropped.add(DropReason::WindowFull);
-            return;
-        }
-        buffer.seals.insert(seal_id);
-        buffer.first_offsets.entry(partition).or_insert(offset);
-        buffer.records.push(SequencedRecord {
-            seq: self.next_seq,
+        match self.book.admit(
+            &self.schedule,
             record,
-        });
-        self.next_seq += 1;
-        self.stats.records_accepted.fetch_add(1, Ordering::Relaxed);
+            seal_id,
+            partition,
+            offset,
+            arrived_ms,
+        ) {
+            Admission::Accepted => {
+                self.stats.records_accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Admission::Late => {
+                self.stats.records_late.fetch_add(1, Ordering::Relaxed);
+            }
+            Admission::Replayed => self.stats.records_dropped.add(DropReason::Replayed),
+            Admission::WindowFull => self.stats.records_dropped.add(DropReason::WindowFull),
+        }
         self.stats
             .open_windows
-            .store(self.open.len() as u64, Ordering::Relaxed);
-    }
-
-    /// The instant up to which every partition has been read: a partition
-    /// counts as far as its latest record's produce time, or as "now" once
-    /// it has been read to its end.
-    fn read_frontier(&self, now: i64) -> i64 {
-        self.partitions
-            .iter()
-            .map(|p| {
-                if self.caught_up.contains(p) {
-                    now
-                } else {
-                    self.latest_arrival.get(p).copied().unwrap_or(i64::MIN)
-                }
-            })
-            .min()
-            .unwrap_or(i64::MIN)
+            .store(self.book.open_windows() as u64, Ordering::Relaxed);
     }
 
     async fn close_due_windows(&mut self, now: i64) -> Result<(), AggregatorError> {
         // A window closes once its deadline has passed both on the clock and
         // in what we have read: after a restart the backlog of every
         // partition is replayed before any window is closed on partial data.
-        let frontier = self.read_frontier(now).min(now);
+        let frontier = self.book.read_frontier(now).min(now);
         // Every scheduled window, records or not, in order; a long outage
         // is worked off a bounded number of windows per tick.
         let due: Vec<(Window, Decision)> = self
@@ -353,7 +300,7 @@ impl Aggregator {
             .collect();
         let mut changed = !self.pending.is_empty();
         for (window, decision) in due {
-            let buffer = self.open.remove(&window.start_ms).unwrap_or_default();
+            let buffer = self.book.close(&window);
             self.close_window(window, decision, buffer).await?;
             self.schedule.decided(window);
             changed = true;
@@ -363,7 +310,7 @@ impl Aggregator {
         }
         self.stats
             .open_windows
-            .store(self.open.len() as u64, Ordering::Relaxed);
+            .store(self.book.open_windows() as u64, Ordering::Relaxed);
         self.stats
             .pending_releases
             .store(self.pending.len() as u64, Ordering::Relaxed);
@@ -511,11 +458,10 @@ impl Aggregator {
     fn offsets_to_commit(&self) -> Result<TopicPartitionList, AggregatorError> {
         let mut tpl = TopicPartitionList::new();
         let metadata = format!("{EPOCH}{}", self.schedule.epoch());
-        for &partition in &self.partitions {
+        for &partition in self.book.partitions() {
             let needed = self
-                .open
-                .values()
-                .map(|b| &b.first_offsets)
+                .book
+                .first_offsets()
                 .chain(self.pending.values().map(|p| &p.first_offsets))
                 .filter_map(|m| m.get(&partition).copied())
                 .min();

@@ -4,6 +4,7 @@
 
 use crate::config::AggregateConfig;
 use crate::error::AggregatorError;
+use hushmap_service::runtime::blocking;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
@@ -62,16 +63,18 @@ impl Transactions {
     /// complete, so it is resumed (librdkafka's "retriable"), never
     /// abandoned for an abort.
     pub(crate) fn commit(&self) -> Result<(), KafkaError> {
-        let mut resumed = 0;
-        loop {
-            match self.producer.commit_transaction(self.timeout()) {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && resumed < 10 => {
-                    resumed += 1;
-                    tracing::info!(error = %e, "commit not finished yet; resuming it");
+        blocking(|| {
+            let mut resumed = 0;
+            loop {
+                match self.producer.commit_transaction(self.timeout()) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && resumed < 10 => {
+                        resumed += 1;
+                        tracing::info!(error = %e, "commit not finished yet; resuming it");
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        })
     }
 
     /// After a failed transaction: aborts it. When the producer cannot
@@ -81,7 +84,7 @@ impl Transactions {
     /// Nothing of the failed transaction was visible, and its inputs are
     /// still held, so the next attempt starts clean.
     pub(crate) fn recover(&mut self) {
-        let Err(e) = self.producer.abort_transaction(self.timeout()) else {
+        let Err(e) = blocking(|| self.producer.abort_transaction(self.timeout())) else {
             return;
         };
         tracing::warn!(error = %e, "abort failed; replacing the transactional producer");

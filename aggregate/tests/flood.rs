@@ -4,6 +4,9 @@
 //! restart, and releases the window with exactly the capped records (huge
 //! ε, so released counts are true counts).
 
+mod common;
+
+use common::single_config;
 use hushmap_aggregate::intake::DropReason;
 use hushmap_aggregate::{AggregateConfig, Aggregator};
 use hushmap_schema::region::RegionResolution;
@@ -12,8 +15,8 @@ use hushmap_schema::{
     WindowLength,
 };
 use hushmap_testkit::{
-    brokers, committed_records_on, create_topics, eventually, now_ms, payload_keyring,
-    produce_sealed, producer, unique,
+    brokers, committed_records_on, create_topics, eventually, now_ms, produce_sealed, producer,
+    unique,
 };
 use rdkafka::producer::Producer;
 use std::time::Duration;
@@ -27,27 +30,9 @@ fn window_len() -> WindowLength {
 }
 
 fn config(input: &str, output: &str, epoch: i64) -> anyhow::Result<AggregateConfig> {
-    let mut config = AggregateConfig {
-        dev_mode: true,
-        window_secs: WINDOW_SECS,
-        allowed_lateness_secs: 1,
-        tick_ms: 100,
-        metrics_listen: "127.0.0.1:0".parse()?,
-        payload_keys: Some(payload_keyring()),
-        schedule_epoch: Some(epoch.to_string()),
-        max_buffered_records_per_window: CAP,
-        ..AggregateConfig::default()
-    };
-    config.kafka.brokers = brokers();
-    config.kafka.input_topic = input.into();
-    config.kafka.output_topic = output.into();
-    config.kafka.group_id = unique("test.flood.group");
-    config.kafka.transactional_id = unique("test.flood.txn");
-    config.kafka.transaction_timeout_ms = 10_000;
+    let mut config = single_config(input, output, "flood", WINDOW_SECS, epoch)?;
+    config.max_buffered_records_per_window = CAP;
     config.privacy.epsilon_per_window = 1e6;
-    config.privacy.max_epsilon_per_day = 1e12;
-    config.privacy.max_epsilon_per_horizon = 1e12;
-    config.privacy.max_delta_per_horizon = 9e-4;
     Ok(config)
 }
 

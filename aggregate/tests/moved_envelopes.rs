@@ -14,7 +14,8 @@
 mod common;
 
 use common::{
-    PARTITIONS, Topics, counted, current_window, partitioned_config, record, watch_releases,
+    PARTITIONS, Topics, counted, current_window, partitioned_config, record, run_beside,
+    watch_releases,
 };
 use hushmap_aggregate::PartitionedAggregator;
 use hushmap_aggregate::intake::DropReason;
@@ -54,17 +55,7 @@ async fn moved_envelopes_and_forged_watermarks_are_refused_and_counted() -> anyh
     let topics = Topics::create("moved").await?;
     let aggregator = PartitionedAggregator::new(partitioned_config(&topics, "moved")?)?;
     let stats = aggregator.stats();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = aggregator.run(async move {
-        let _ = stopped.await;
-    });
-    let (ran, attacked) = tokio::join!(running, async {
-        let result = attack(&topics).await;
-        let _ = stop.send(());
-        result
-    });
-    ran?;
-    let (window, forged_watermarks_at, parts) = attacked?;
+    let (window, forged_watermarks_at, parts) = run_beside(aggregator, attack(&topics)).await?;
 
     // Counted: each moved or forged message, by its reason.
     let dropped = |reason| stats.records_dropped.get(reason);

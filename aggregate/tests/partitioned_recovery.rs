@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{Topics, counted, current_window, partitioned_config, record, watch_releases};
+use common::{
+    Topics, counted, current_window, partitioned_config, record, run_beside, watch_releases,
+};
 use hushmap_aggregate::PartitionedAggregator;
 use hushmap_testkit::{produce_sealed, producer};
 use rdkafka::producer::Producer;
@@ -25,19 +27,7 @@ async fn a_part_found_on_the_releases_topic_is_never_noised_again() -> anyhow::R
     let stats = aggregator.stats();
     // The first committed part transaction "fails" as described above.
     aggregator.lost_commit_answers().lose_next(1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // The aggregator's future is not Send: it runs beside the test's own
-    // steps in this task.
-    let running = aggregator.run(async move {
-        let _ = stopped.await;
-    });
-    let (ran, parts) = tokio::join!(running, async {
-        let parts = produce_and_collect(&topics).await;
-        let _ = stop.send(());
-        parts
-    });
-    ran?;
-    let (window, parts) = parts?;
+    let (window, parts) = run_beside(aggregator, produce_and_collect(&topics)).await?;
     let mut seen: BTreeMap<(i64, u32), usize> = BTreeMap::new();
     for p in parts.iter().map(|p| &p.release) {
         *seen

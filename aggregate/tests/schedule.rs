@@ -9,6 +9,9 @@
 //!   publishes the windows it missed without data, marked `missed`, at no
 //!   cost, and counts the windows after them; none is skipped.
 
+mod common;
+
+use common::single_config;
 use hushmap_aggregate::{AggregateConfig, Aggregator};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::release::Coverage;
@@ -17,8 +20,8 @@ use hushmap_schema::{
     Window, WindowLength,
 };
 use hushmap_testkit::{
-    brokers, committed_records_on, create_topics, eventually, now_ms, payload_keyring,
-    produce_sealed, producer, unique,
+    brokers, committed_records_on, create_topics, eventually, now_ms, produce_sealed, producer,
+    unique,
 };
 use rdkafka::producer::{FutureProducer, Producer};
 use std::time::Duration;
@@ -40,27 +43,9 @@ struct Deployment {
 async fn deployment(epoch: i64) -> anyhow::Result<Deployment> {
     let (input, output) = (unique("test.sched.in"), unique("test.sched.out"));
     create_topics(&[(&input, 2), (&output, 1)]).await?;
-    let mut config = AggregateConfig {
-        dev_mode: true,
-        window_secs: WINDOW_SECS,
-        allowed_lateness_secs: 1,
-        tick_ms: 100,
-        metrics_listen: "127.0.0.1:0".parse()?,
-        payload_keys: Some(payload_keyring()),
-        schedule_epoch: Some(epoch.to_string()),
-        ..AggregateConfig::default()
-    };
-    config.kafka.brokers = brokers();
-    config.kafka.input_topic = input.clone();
-    config.kafka.output_topic = output.clone();
-    config.kafka.group_id = unique("test.sched.group");
-    config.kafka.transactional_id = unique("test.sched.txn");
-    config.kafka.transaction_timeout_ms = 10_000;
     // ε = 1 and threshold selection: the realistic case, where one person
     // alone never makes a region appear.
-    config.privacy.max_epsilon_per_day = 1e6;
-    config.privacy.max_epsilon_per_horizon = 1e6;
-    config.privacy.max_delta_per_horizon = 9e-4;
+    let config = single_config(&input, &output, "sched", WINDOW_SECS, epoch)?;
     Ok(Deployment {
         input,
         output,

@@ -7,12 +7,10 @@
 
 use crate::auth::{AccessTokens, AuthError, TokenEntry};
 use crate::sql_limits::SqlLimits;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::topics;
+use hushmap_service::config::{LoadError, load_layered};
 use hushmap_service::http::{HttpLimits, HttpLimitsError};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
-use hushmap_service::secrets::{SecretError, merge_secrets};
 use hushmap_service::tls::{ServerTls, TlsError, TlsSettings};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -20,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error(
         "refusing to bind {0}: no access tokens are configured (auth.tokens or auth.tokens_file), so the dashboard serves loopback only"
     )]
@@ -32,8 +30,6 @@ pub enum ConfigError {
     KafkaSecurity(#[from] KafkaSecurityError),
     #[error(transparent)]
     Http(#[from] HttpLimitsError),
-    #[error(transparent)]
-    Secret(#[from] SecretError),
     #[error("sql.query_timeout_ms and sql.max_concurrent_per_token must be positive")]
     SqlLimits,
     #[error("tls: {0}")]
@@ -112,17 +108,12 @@ impl Default for DashboardConfig {
 
 impl DashboardConfig {
     pub fn load(file: Option<&Path>) -> Result<DashboardConfig, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(DashboardConfig::default()));
-        if let Some(path) = file {
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        // The Kafka password from its variable or the file its `_FILE` names.
-        let config: DashboardConfig = merge_secrets(
-            fig.merge(Env::prefixed("HUSHMAP_DASHBOARD_").split("__")),
+        // Each secret from its variable or the file its `_FILE` names.
+        let config: DashboardConfig = load_layered(
+            file,
+            "HUSHMAP_DASHBOARD_",
             &[(kafka::SASL_PASSWORD_ENV, kafka::SASL_PASSWORD_KEY)],
-        )?
-        .extract()
-        .map_err(Box::new)?;
+        )?;
         config.validate()?;
         Ok(config)
     }

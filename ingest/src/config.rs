@@ -5,12 +5,11 @@
 //! `HUSHMAP_PAYLOAD_KEYS` or the file, never from a flag; so does the Kafka
 //! password (`HUSHMAP_KAFKA_SASL_PASSWORD`, see [`KafkaSecurity`]).
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{PayloadPublicKey, RegionError, WindowLength, topics};
+use hushmap_service::config::{LoadError, load_layered};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
-use hushmap_service::secrets::{Secret, SecretError, merge_secrets};
+use hushmap_service::secrets::Secret;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,8 +17,8 @@ use std::path::Path;
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("region_resolution: {0}")]
     Resolution(#[from] RegionError),
     #[error("window_secs must be at least {min} outside dev mode (got {got})")]
@@ -48,8 +47,6 @@ pub enum ConfigError {
     ShortSecret,
     #[error(transparent)]
     KafkaSecurity(#[from] KafkaSecurityError),
-    #[error(transparent)]
-    Secret(#[from] SecretError),
     #[error("max_in_flight must be positive")]
     NoInFlight,
     #[error(
@@ -262,14 +259,10 @@ impl<'de> Deserialize<'de> for RefusedSecret {
 impl IngestConfig {
     /// Loads defaults < `file` < environment.
     pub fn load(file: Option<&Path>) -> Result<IngestConfig, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(IngestConfig::default()));
-        if let Some(path) = file {
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        fig = fig.merge(Env::prefixed("HUSHMAP_INGEST_").split("__"));
-        // Each from its variable or the file its `_FILE` names.
-        let fig = merge_secrets(
-            fig,
+        // Each secret from its variable or the file its `_FILE` names.
+        let config: IngestConfig = load_layered(
+            file,
+            "HUSHMAP_INGEST_",
             &[
                 ("HUSHMAP_CONTRIBUTOR_SECRET", "contributor_secret"),
                 ("HUSHMAP_PAYLOAD_PUBLIC_KEY", "payload_public_key"),
@@ -278,7 +271,6 @@ impl IngestConfig {
                 (kafka::SASL_PASSWORD_ENV, kafka::SASL_PASSWORD_KEY),
             ],
         )?;
-        let config: IngestConfig = fig.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }

@@ -8,11 +8,13 @@
 #[cfg(feature = "http")]
 pub mod client_address;
 pub mod clock;
+pub mod config;
 pub mod consumer;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod runtime;
 pub mod secrets;
 #[cfg(feature = "http")]
 pub mod tls;

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
-use hushmap_aggregate::{AggregateConfig, Topology};
+use hushmap_aggregate::{AggregateConfig, PartitionedAggregator, Topology};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, RiskLevel, SymptomSet, Window,
@@ -46,33 +46,56 @@ impl Topics {
     }
 }
 
+/// A single-topology instance reading `input` and releasing to `output`
+/// in windows of `window_secs` scheduled from `epoch`: dev mode, sealed
+/// records, 100 ms ticks, a group and transactional id of its own (named
+/// after `prefix`), and a budget no test exhausts (ε per window stays the
+/// default: a test that wants exact counts raises it).
+pub fn single_config(
+    input: &str,
+    output: &str,
+    prefix: &str,
+    window_secs: u32,
+    epoch: i64,
+) -> anyhow::Result<AggregateConfig> {
+    let mut config = AggregateConfig {
+        dev_mode: true,
+        window_secs,
+        allowed_lateness_secs: 1,
+        tick_ms: 100,
+        metrics_listen: "127.0.0.1:0".parse()?,
+        payload_keys: Some(payload_keyring()),
+        schedule_epoch: Some(epoch.to_string()),
+        ..AggregateConfig::default()
+    };
+    config.kafka.brokers = brokers();
+    config.kafka.input_topic = input.into();
+    config.kafka.output_topic = output.into();
+    config.kafka.group_id = unique(&format!("test.{prefix}.group"));
+    config.kafka.transactional_id = unique(&format!("test.{prefix}.txn"));
+    config.kafka.transaction_timeout_ms = 10_000;
+    config.privacy.max_epsilon_per_day = 1e12;
+    config.privacy.max_epsilon_per_horizon = 1e12;
+    config.privacy.max_delta_per_horizon = 9e-4;
+    Ok(config)
+}
+
 /// One partitioned instance on `topics`, scheduled from the current window,
 /// with an ε so large that every released count is exact and a public area
 /// holding every record of [`record`].
 pub fn partitioned_config(topics: &Topics, prefix: &str) -> anyhow::Result<AggregateConfig> {
-    let mut config = AggregateConfig {
-        dev_mode: true,
-        topology: Topology::Partitioned,
-        window_secs: WINDOW_SECS,
-        allowed_lateness_secs: 1,
-        tick_ms: 200,
-        metrics_listen: "127.0.0.1:0".parse()?,
-        payload_keys: Some(payload_keyring()),
-        schedule_epoch: Some(current_window_start(WINDOW_SECS).to_string()),
-        ..AggregateConfig::default()
-    };
-    config.kafka.brokers = brokers();
-    config.kafka.input_topic = topics.submissions.clone();
+    let mut config = single_config(
+        &topics.submissions,
+        &topics.releases,
+        prefix,
+        WINDOW_SECS,
+        current_window_start(WINDOW_SECS),
+    )?;
+    config.topology = Topology::Partitioned;
+    config.tick_ms = 200;
     config.kafka.bounded_topic = topics.bounded.clone();
-    config.kafka.output_topic = topics.releases.clone();
-    config.kafka.group_id = unique(&format!("test.{prefix}.group"));
-    config.kafka.transactional_id = unique(&format!("test.{prefix}.txn"));
     config.kafka.instance_id = Some("only".into());
-    config.kafka.transaction_timeout_ms = 10_000;
     config.privacy.epsilon_per_window = 1e6;
-    config.privacy.max_epsilon_per_day = 1e12;
-    config.privacy.max_epsilon_per_horizon = 1e12;
-    config.privacy.max_delta_per_horizon = 9e-4;
     config.privacy.public_bbox = Some([-34.0, 151.0, -30.5, 151.5]);
     Ok(config)
 }
@@ -169,4 +192,24 @@ pub fn counted(parts: &[SeenPart], window: Window) -> i64 {
         .filter(|r| r.level == 5)
         .map(|r| r.n_total)
         .sum()
+}
+
+/// Runs `aggregator` beside `steps` in this task (its future is not Send),
+/// stops it once the steps are done, and returns what they returned. An
+/// aggregator that failed fails the test first.
+pub async fn run_beside<T>(
+    aggregator: PartitionedAggregator,
+    steps: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = aggregator.run(async move {
+        let _ = stopped.await;
+    });
+    let (ran, result) = tokio::join!(running, async {
+        let result = steps.await;
+        let _ = stop.send(());
+        result
+    });
+    ran?;
+    result
 }

@@ -1,0 +1,276 @@
+//! The single topology's window bookkeeping, without Kafka: which records
+//! each open window holds, which are refused (late, replayed, over the
+//! cap), and how far every input partition has been read.
+//!
+//! [`stream`](crate::stream) feeds it what the consumer delivers and asks
+//! it which windows may close; everything here is a pure function of what
+//! it was given, so it is tested on its own below.
+
+use crate::intake::has_room;
+use crate::records::SequencedRecord;
+use crate::schedule::WindowSchedule;
+use hushmap_schema::{CoarseRecord, Window};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Records of one window, with the first offset seen per partition.
+#[derive(Debug, Default)]
+pub struct WindowBuffer {
+    pub records: Vec<SequencedRecord>,
+    /// Seal ids of the records buffered, to drop replayed copies.
+    seals: HashSet<u128>,
+    /// Per partition, the offset of the window's first record: committed
+    /// offsets never pass a window that is not yet published.
+    pub first_offsets: HashMap<i32, i64>,
+    /// A record was refused for the buffer cap.
+    full: bool,
+}
+
+/// What became of one opened record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Accepted,
+    /// Its window is decided (or before the epoch), or it arrived after
+    /// the window's deadline.
+    Late,
+    /// A copy of a record this window already holds (same seal id).
+    Replayed,
+    /// The window holds `max_buffered_records_per_window` already.
+    WindowFull,
+}
+
+/// The open windows and the read position of each input partition.
+#[derive(Debug)]
+pub struct WindowBook {
+    open: BTreeMap<i64, WindowBuffer>,
+    /// Every input partition (assigned at start-up).
+    partitions: Vec<i32>,
+    /// Latest produce timestamp seen per partition.
+    latest_arrival: HashMap<i32, i64>,
+    /// Partitions read to their end since their last record.
+    caught_up: HashSet<i32>,
+    next_seq: u64,
+    cap: usize,
+}
+
+impl WindowBook {
+    /// A book over `partitions`, holding at most `cap` records a window.
+    pub fn new(partitions: Vec<i32>, cap: usize) -> WindowBook {
+        WindowBook {
+            open: BTreeMap::new(),
+            partitions,
+            latest_arrival: HashMap::new(),
+            caught_up: HashSet::new(),
+            next_seq: 0,
+            cap,
+        }
+    }
+
+    /// A message was read from `partition`, produced at `arrived_ms`
+    /// (whether or not it opens to a record).
+    pub fn read(&mut self, partition: i32, arrived_ms: i64) {
+        self.caught_up.remove(&partition);
+        let latest = self.latest_arrival.entry(partition).or_insert(arrived_ms);
+        *latest = (*latest).max(arrived_ms);
+    }
+
+    /// `partition` was read to its end.
+    pub fn caught_up(&mut self, partition: i32) {
+        self.caught_up.insert(partition);
+    }
+
+    /// Buffers `record` (read from `partition` at `offset`, produced at
+    /// `arrived_ms`) in its window, or says why not. Lateness is judged by
+    /// when ingest produced the record, not when it was read, so records
+    /// replayed after a restart count in the window they were on time for.
+    pub fn admit(
+        &mut self,
+        schedule: &WindowSchedule,
+        record: CoarseRecord,
+        seal_id: u128,
+        partition: i32,
+        offset: i64,
+        arrived_ms: i64,
+    ) -> Admission {
+        let window = record.window;
+        if !schedule.wants(&window) || schedule.deadline(&window) <= arrived_ms {
+            return Admission::Late;
+        }
+        let buffer = self.open.entry(window.start_ms).or_default();
+        if buffer.seals.contains(&seal_id) {
+            return Admission::Replayed;
+        }
+        if !has_room(
+            buffer.records.len(),
+            self.cap,
+            &mut buffer.full,
+            window.start_ms,
+        ) {
+            return Admission::WindowFull;
+        }
+        buffer.seals.insert(seal_id);
+        buffer.first_offsets.entry(partition).or_insert(offset);
+        buffer.records.push(SequencedRecord {
+            seq: self.next_seq,
+            record,
+        });
+        self.next_seq += 1;
+        Admission::Accepted
+    }
+
+    /// The instant up to which every partition has been read: a partition
+    /// counts as far as its latest record's produce time, or as `now` once
+    /// it has been read to its end. A window closes only once its deadline
+    /// is behind this too: after a restart, every partition's backlog is
+    /// replayed before a window is closed on partial data.
+    pub fn read_frontier(&self, now: i64) -> i64 {
+        self.partitions
+            .iter()
+            .map(|p| {
+                if self.caught_up.contains(p) {
+                    now
+                } else {
+                    self.latest_arrival.get(p).copied().unwrap_or(i64::MIN)
+                }
+            })
+            .min()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Takes `window`'s buffer out of the book (empty if it held nothing).
+    pub fn close(&mut self, window: &Window) -> WindowBuffer {
+        self.open.remove(&window.start_ms).unwrap_or_default()
+    }
+
+    /// How many windows hold records.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The input partitions.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
+    }
+
+    /// Per open window, the first offset it holds of each partition.
+    pub fn first_offsets(&self) -> impl Iterator<Item = &HashMap<i32, i64>> {
+        self.open.values().map(|b| &b.first_offsets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hushmap_schema::region::RegionResolution;
+    use hushmap_schema::{
+        AgeBand, ContributorKey, RegionCell, RiskLevel, SymptomSet, WindowLength,
+    };
+
+    const LENGTH_MS: i64 = 60_000;
+    const LATENESS_MS: i64 = 5_000;
+
+    fn schedule() -> WindowSchedule {
+        let length = WindowLength::from_secs(60).unwrap();
+        WindowSchedule::starting(length, LATENESS_MS, 3_600_000, Some(0), None, 0)
+    }
+
+    fn record(window_start: i64) -> CoarseRecord {
+        let length = WindowLength::from_secs(60).unwrap();
+        CoarseRecord {
+            window: Window::from_start(window_start, length).unwrap(),
+            window_length: length,
+            region: RegionCell::from_coordinate(-33.87, 151.21, RegionResolution::new(5).unwrap())
+                .unwrap(),
+            age_band: AgeBand::ALL[2],
+            risk: RiskLevel::ALL[0],
+            symptoms: SymptomSet::default(),
+            contributor: ContributorKey([7; 16]),
+        }
+    }
+
+    #[test]
+    fn records_on_time_are_held_in_their_window_in_arrival_order() {
+        let (s, mut book) = (schedule(), WindowBook::new(vec![0, 1], 10));
+        assert_eq!(
+            book.admit(&s, record(0), 1, 0, 40, 1_000),
+            Admission::Accepted
+        );
+        assert_eq!(
+            book.admit(&s, record(0), 2, 1, 7, 2_000),
+            Admission::Accepted
+        );
+        assert_eq!(
+            book.admit(&s, record(LENGTH_MS), 3, 0, 41, LENGTH_MS),
+            Admission::Accepted
+        );
+        assert_eq!(book.open_windows(), 2);
+        let first = book.close(&record(0).window);
+        let seqs: Vec<u64> = first.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [0, 1]);
+        assert_eq!(first.first_offsets, HashMap::from([(0, 40), (1, 7)]));
+        assert_eq!(book.open_windows(), 1);
+        assert!(
+            book.close(&record(0).window).records.is_empty(),
+            "closed once"
+        );
+    }
+
+    #[test]
+    fn a_record_produced_after_its_deadline_is_late_whenever_it_is_read() {
+        let (s, mut book) = (schedule(), WindowBook::new(vec![0], 10));
+        let deadline = LENGTH_MS + LATENESS_MS;
+        assert_eq!(
+            book.admit(&s, record(0), 1, 0, 0, deadline - 1),
+            Admission::Accepted
+        );
+        assert_eq!(
+            book.admit(&s, record(0), 2, 0, 1, deadline),
+            Admission::Late
+        );
+    }
+
+    #[test]
+    fn a_decided_window_takes_nothing_more() {
+        let (mut s, mut book) = (schedule(), WindowBook::new(vec![0], 10));
+        s.decided(record(0).window);
+        assert_eq!(book.admit(&s, record(0), 1, 0, 0, 10), Admission::Late);
+        assert_eq!(book.open_windows(), 0);
+    }
+
+    #[test]
+    fn a_replayed_copy_is_refused_and_the_cap_holds() {
+        let (s, mut book) = (schedule(), WindowBook::new(vec![0], 2));
+        assert_eq!(book.admit(&s, record(0), 9, 0, 0, 10), Admission::Accepted);
+        assert_eq!(book.admit(&s, record(0), 9, 0, 1, 11), Admission::Replayed);
+        assert_eq!(book.admit(&s, record(0), 10, 0, 2, 12), Admission::Accepted);
+        assert_eq!(
+            book.admit(&s, record(0), 11, 0, 3, 13),
+            Admission::WindowFull
+        );
+        // The same seal in another window is another record.
+        assert_eq!(
+            book.admit(&s, record(LENGTH_MS), 9, 0, 4, 14),
+            Admission::Accepted
+        );
+        assert_eq!(book.close(&record(0).window).records.len(), 2);
+    }
+
+    #[test]
+    fn the_read_frontier_waits_for_the_slowest_partition() {
+        let mut book = WindowBook::new(vec![0, 1], 10);
+        assert_eq!(book.read_frontier(1_000), i64::MIN, "nothing read yet");
+        book.read(0, 500);
+        assert_eq!(book.read_frontier(1_000), i64::MIN, "partition 1 unread");
+        book.read(1, 300);
+        assert_eq!(book.read_frontier(1_000), 300);
+        book.caught_up(1);
+        assert_eq!(book.read_frontier(1_000), 500, "1 is at its end: now");
+        book.caught_up(0);
+        assert_eq!(book.read_frontier(1_000), 1_000);
+        book.read(0, 200);
+        assert_eq!(
+            book.read_frontier(1_000),
+            500,
+            "a new record: no longer at the end"
+        );
+    }
+}
