@@ -1,0 +1,428 @@
+//! Batch mode: historic data through the same coarsening, bounding, noise
+//! and ledger as the stream.
+//!
+//! ```text
+//! hushmap-aggregate batch --input FILE(.ndjson | .parquet) --from T --to T
+//!                         --epsilon E [--delta D] --out FILE(.arrow | .parquet | .json)
+//!                         [--ledger FILE [--ledger-topic] | --fresh-ledger]
+//! ```
+//!
+//! Which windows are released is an input, never read off the data: every
+//! window starting in `[from, to)` is released (zeros plus noise, or no
+//! rows under threshold selection, when nobody submitted in it), and
+//! records outside the range are refused like any bad line. Each window is
+//! spent from a persistent ledger: a ledger file (appended to and synced
+//! before the window is noised; locked for the run), optionally with the
+//! stream's releases topic as further history, so a window released
+//! before — by an earlier run or by the stream — is refused, as the stream
+//! would refuse it. A fresh ledger (`--fresh-ledger`) shares its budget
+//! with nothing, and says so on stderr and in every release's metadata
+//! (`hushmap.ledger_scope = fresh`).
+//!
+//! Inputs:
+//! - **NDJSON of submissions**, one API body per line. Each line is parsed,
+//!   validated and coarsened by the same code as ingest (`hushmap_submission`), so a
+//!   line is accepted or refused exactly as `POST /v1/submissions` would,
+//!   except that `observed_at` is required (it places the submission in its
+//!   window) and may lie in the past. Who sent a line is the batch-only
+//!   field `contributor` (an opaque id, 1 to 128 characters: the person, as
+//!   the data's owner knows them), keyed with a secret drawn for this run
+//!   only, so bounding works within the run and the keys link to nothing
+//!   outside it. A line without one counts as a contributor of its own:
+//!   for such lines the unit of privacy is the line, which the run reports.
+//! - **Parquet of coarse records** ([`COARSE_RECORD_COLUMNS`]), e.g. a
+//!   dump of the submissions topic; later rows count as later.
+//!
+//! A bad line or row is reported (its number, the error code and field,
+//! never its content) and skipped; nothing else is lost. Each window is then
+//! bounded and counted by the same DataFusion plan as the stream, authorised
+//! by a [`PrivacyLedger`] with the configured limits, and noised once with
+//! that authorisation.
+
+use crate::config::AggregateConfig;
+use crate::engine::{self, CellCounts, EngineError};
+use crate::records::{SequencedRecord, to_record_batch};
+use crate::release::{ReleasePlan, noisy_release};
+use arrow::array::{
+    Array, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Int64Array, RecordBatch,
+    UInt8Array, UInt16Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt8Type, UInt16Type, UInt64Type};
+use arrow::error::ArrowError;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use hushmap_privacy::noise::NoiseError;
+use hushmap_privacy::{LedgerFile, LedgerFileError, PrivacyLedger};
+use hushmap_schema::region::RegionResolution;
+use hushmap_schema::release::LedgerScope;
+use hushmap_schema::{
+    AgeBand, CoarseRecord, ContributorKey, RegionCell, Release, ReleaseMeta, RiskLevel, SymptomSet,
+    Window,
+};
+use hushmap_submission::body::parse_submission;
+use hushmap_submission::coarsen::Coarsener;
+use hushmap_submission::contributor::ContributorKeys;
+use hushmap_submission::validate::{ValidationRules, validate};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::errors::ParquetError;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+mod sinks;
+mod sources;
+
+pub use sinks::{OutputFormat, plan_meta, write_output};
+use sources::*;
+pub use sources::{COARSE_RECORD_COLUMNS, InputFormat, InputReport, write_coarse_parquet};
+
+/// Most refused lines or rows described one by one in the report.
+pub const MAX_REPORTED_ERRORS: usize = 20;
+
+/// Most windows one run may release (a year of 15-minute windows is
+/// 35,040).
+pub const MAX_BATCH_WINDOWS: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}: unknown input format (expected .ndjson, .jsonl or .parquet)")]
+    InputFormat(PathBuf),
+    #[error("{0}: unknown output format (expected .arrow, .parquet or .json)")]
+    OutputFormat(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parquet { path: PathBuf, source: ParquetError },
+    #[error("{path}: not a coarse-record file: {reason}")]
+    ParquetSchema { path: PathBuf, reason: String },
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("noise: {0}")]
+    Noise(#[from] NoiseError),
+    #[error("encoding the release: {0}")]
+    Release(#[from] hushmap_schema::ReleaseError),
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("--from/--to: {0}")]
+    Range(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerFileError),
+    #[error("reading the releases topic for the ledger: {0}")]
+    ReleasesTopic(#[from] crate::error::AggregatorError),
+}
+
+impl BatchError {
+    /// Maps an I/O error on `path`.
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> BatchError + '_ {
+        move |source| BatchError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Maps a Parquet error on `path`.
+    fn parquet(path: &Path) -> impl Fn(ParquetError) -> BatchError + '_ {
+        move |source| BatchError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+}
+
+/// The windows a batch run releases: every window starting in
+/// `[from_ms, to_ms)`, both on window boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowRange {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl WindowRange {
+    /// Checks the range against the window length: both ends on window
+    /// boundaries, `from` before `to`, at most [`MAX_BATCH_WINDOWS`].
+    pub fn new(
+        from_ms: i64,
+        to_ms: i64,
+        length: hushmap_schema::WindowLength,
+    ) -> Result<WindowRange, BatchError> {
+        for (name, t) in [("--from", from_ms), ("--to", to_ms)] {
+            if Window::from_start(t, length).is_none() {
+                return Err(BatchError::Range(format!(
+                    "{name} must be on a window boundary (windows are {} s long, aligned to \
+                     the Unix epoch; a UTC date is one for daily windows)",
+                    length.secs()
+                )));
+            }
+        }
+        if from_ms >= to_ms {
+            return Err(BatchError::Range("--to must be after --from".into()));
+        }
+        let n = (to_ms - from_ms) / length.millis();
+        if n > MAX_BATCH_WINDOWS as i64 {
+            return Err(BatchError::Range(format!(
+                "{n} windows; at most {MAX_BATCH_WINDOWS} per run"
+            )));
+        }
+        Ok(WindowRange { from_ms, to_ms })
+    }
+
+    pub fn contains(&self, window: &Window) -> bool {
+        self.from_ms <= window.start_ms && window.start_ms < self.to_ms
+    }
+
+    /// Every window of the range, in order.
+    pub fn windows(
+        &self,
+        length: hushmap_schema::WindowLength,
+    ) -> impl Iterator<Item = Window> + use<> {
+        let to = self.to_ms;
+        std::iter::successors(Window::from_start(self.from_ms, length), move |w| {
+            Window::from_start(w.end_ms, length)
+        })
+        .take_while(move |w| w.start_ms < to)
+    }
+}
+
+/// Where a batch run spends its budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchLedger {
+    /// A ledger file (created if absent), kept across runs; with
+    /// `releases_topic`, the stream's releases topic is read into it as
+    /// further history (windows the stream released are refused).
+    File { path: PathBuf, releases_topic: bool },
+    /// A ledger for this run only: nothing else's spending is counted.
+    Fresh,
+}
+
+/// What a batch run is asked to do besides its input.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    pub range: WindowRange,
+    pub ledger: BatchLedger,
+}
+
+/// The outcome of a batch run.
+#[derive(Debug)]
+pub struct BatchReport {
+    pub input: InputReport,
+    /// Every released window, in time order.
+    pub releases: Vec<Release>,
+    /// Entries the ledger held before this run (file and topic).
+    pub ledger_history: usize,
+    /// Windows the ledger refused, with the reason.
+    pub refused_windows: Vec<RefusedWindow>,
+    /// What each window's release costs, and its mechanism (the metadata
+    /// of an output with no window).
+    pub plan_meta: ReleaseMeta,
+}
+
+/// A window the ledger would not release, and why.
+pub type RefusedWindow = (Window, String);
+
+/// Reports progress of a long run (a progress bar in the CLI).
+pub trait Progress {
+    /// A new phase with `total` steps (`None` when unknown).
+    fn phase(&self, name: &'static str, total: Option<u64>);
+    /// `n` more steps of the current phase are done.
+    fn advance(&self, n: u64);
+}
+
+/// Progress nobody watches.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn phase(&self, _: &'static str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// Reads `input` and releases every window of `options.range` under
+/// `config`, spending from `options.ledger`; returns the releases (write
+/// them with [`write_output`]).
+pub async fn run_batch(
+    config: &AggregateConfig,
+    input: &Path,
+    options: &BatchOptions,
+    progress: &dyn Progress,
+) -> Result<BatchReport, BatchError> {
+    let plan = config.validated_plan()?;
+    let format = InputFormat::of(input)?;
+    // The ledger first: a run that cannot spend must not read gigabytes.
+    let (mut ledger, mut ledger_file, ledger_history) = open_ledger(config, &options.ledger)?;
+    let (records, input_report) = match format {
+        InputFormat::Ndjson => read_submissions(config, input, options.range, progress)?,
+        InputFormat::Parquet => read_coarse_records(config, input, options.range, progress)?,
+    };
+    let cells = count_bounded(config, records).await?;
+    let scope = match options.ledger {
+        BatchLedger::File { .. } => LedgerScope::Shared,
+        BatchLedger::Fresh => LedgerScope::Fresh,
+    };
+    let (releases, refused_windows) = release_windows(
+        config,
+        &plan,
+        options.range,
+        cells,
+        (&mut ledger, ledger_file.as_mut()),
+        scope,
+        progress,
+    )?;
+    let mut plan_meta = plan_meta(&plan);
+    plan_meta.ledger_scope = scope;
+    Ok(BatchReport {
+        input: input_report,
+        releases,
+        ledger_history,
+        refused_windows,
+        plan_meta,
+    })
+}
+
+/// The run's ledger with its history, and the file it is kept in.
+fn open_ledger(
+    config: &AggregateConfig,
+    choice: &BatchLedger,
+) -> Result<(PrivacyLedger, Option<LedgerFile>, usize), BatchError> {
+    let mut ledger = PrivacyLedger::new(config.budget());
+    let BatchLedger::File {
+        path,
+        releases_topic,
+    } = choice
+    else {
+        return Ok((ledger, None, 0));
+    };
+    let (file, entries) = LedgerFile::open(path)?;
+    let mut history = entries.len();
+    for entry in entries {
+        ledger.restore(entry);
+    }
+    if *releases_topic {
+        let published = crate::release_log::ReleaseLog::new(config)?.read_new()?;
+        history += published.len();
+        for entry in published {
+            ledger.restore(entry);
+        }
+    }
+    Ok((ledger, Some(file), history))
+}
+
+/// The bounded counts of every window (the stream's plan, over all windows
+/// at once: contributors are bounded per window).
+async fn count_bounded(
+    config: &AggregateConfig,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<CellCounts>, BatchError> {
+    let ctx = SessionContext::new();
+    let schema = crate::records::RECORD_SCHEMA.clone();
+    // One partition per batch so both cores share the work.
+    let partitions = batches.into_iter().map(|b| vec![b]).collect();
+    let table = MemTable::try_new(schema, partitions)
+        .map_err(|e| BatchError::Engine(EngineError::DataFusion(e)))?;
+    Ok(engine::bounded_counts_table(&ctx, Arc::new(table), config.bounds()).await?)
+}
+
+/// Releases every window of `range`, in order, each authorised by the
+/// ledger (and recorded in its file, synced, before it is noised).
+fn release_windows(
+    config: &AggregateConfig,
+    plan: &ReleasePlan,
+    range: WindowRange,
+    cells: Vec<CellCounts>,
+    (ledger, mut file): (&mut PrivacyLedger, Option<&mut LedgerFile>),
+    scope: LedgerScope,
+    progress: &dyn Progress,
+) -> Result<(Vec<Release>, Vec<RefusedWindow>), BatchError> {
+    let mut by_window: BTreeMap<i64, Vec<CellCounts>> = BTreeMap::new();
+    for c in cells {
+        by_window.entry(c.window_start).or_default().push(c);
+    }
+    let length = config.window_length();
+    let windows: Vec<Window> = range.windows(length).collect();
+    progress.phase("noising windows", Some(windows.len() as u64));
+    let mut releases = Vec::with_capacity(windows.len());
+    let mut refused = Vec::new();
+    for window in windows {
+        // Every window of the range, whether or not anyone is in it.
+        let cells = by_window.remove(&window.start_ms).unwrap_or_default();
+        match ledger.authorise(window, plan.cost.clone()) {
+            Ok(authorisation) => {
+                if let Some(file) = file.as_deref_mut() {
+                    let entry = ledger.entry(&window).expect("just authorised");
+                    file.append(entry)?;
+                }
+                let mut release = noisy_release(&cells, plan, authorisation)?;
+                release.meta.ledger_scope = scope;
+                releases.push(release);
+            }
+            Err(e) => refused.push((window, e.to_string())),
+        }
+        progress.advance(1);
+    }
+    Ok((releases, refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_come_from_extensions() {
+        assert_eq!(
+            InputFormat::of(Path::new("a.NDJSON")).unwrap(),
+            InputFormat::Ndjson
+        );
+        assert_eq!(
+            InputFormat::of(Path::new("a.parquet")).unwrap(),
+            InputFormat::Parquet
+        );
+        assert!(InputFormat::of(Path::new("a.csv")).is_err());
+        assert_eq!(
+            OutputFormat::of(Path::new("x.arrow")).unwrap(),
+            OutputFormat::Arrow
+        );
+        assert!(OutputFormat::of(Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn a_range_is_whole_windows_and_lists_every_one() {
+        let day = hushmap_schema::WindowLength::ONE_DAY;
+        const D: i64 = 86_400_000;
+        let r = WindowRange::new(D, 4 * D, day).unwrap();
+        let starts: Vec<i64> = r.windows(day).map(|w| w.start_ms).collect();
+        assert_eq!(starts, vec![D, 2 * D, 3 * D]);
+        assert!(r.contains(&Window::from_start(3 * D, day).unwrap()));
+        assert!(!r.contains(&Window::from_start(4 * D, day).unwrap()));
+        assert!(WindowRange::new(D + 1, 4 * D, day).is_err());
+        assert!(WindowRange::new(4 * D, 4 * D, day).is_err());
+        assert!(WindowRange::new(0, (MAX_BATCH_WINDOWS as i64 + 1) * D, day).is_err());
+    }
+
+    #[test]
+    fn batch_submissions_must_say_when() {
+        let now = 1_000_000_000;
+        assert!(batch_observed_ms(None, now).is_err());
+        assert!(batch_observed_ms(Some("yesterday"), now).is_err());
+        assert_eq!(
+            batch_observed_ms(Some("1970-01-01T00:01:00Z"), now),
+            Ok(60_000)
+        );
+        assert!(batch_observed_ms(Some("2999-01-01T00:00:00Z"), now).is_err());
+    }
+}
