@@ -9,7 +9,7 @@
 
 use crate::error::AggregatorError;
 use crate::intake::{DropCounts, DropReason};
-use hushmap_service::metrics::serve_metrics;
+use hushmap_service::metrics::{OPENMETRICS_CONTENT_TYPE, serve_metrics};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -150,6 +150,7 @@ pub(crate) fn serve(
     tracing::info!(%addr, "serving /metrics");
     Ok(tokio::spawn(serve_metrics(
         listener,
+        OPENMETRICS_CONTENT_TYPE,
         Arc::new(move || render(stats.clone())),
     )))
 }

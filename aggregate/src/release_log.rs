@@ -23,7 +23,7 @@ use crate::config::AggregateConfig;
 use crate::error::AggregatorError;
 use hushmap_privacy::LedgerEntry;
 use hushmap_schema::Release;
-use hushmap_service::consumer::{committed_reader, read_to_end};
+use hushmap_service::consumer::{GiveUp, committed_reader, read_to_end};
 use hushmap_service::runtime::blocking;
 use rdkafka::Offset;
 use rdkafka::config::ClientConfig;
@@ -83,7 +83,7 @@ impl ReleaseLog {
                         .get(&p)
                         .map_or(Offset::Beginning, |&n| Offset::Offset(n))
                 },
-                READ_TIMEOUT,
+                GiveUp::After(READ_TIMEOUT),
                 |message| match message.payload().and_then(|p| Release::from_ipc(p).ok()) {
                     Some(release) => entries.push(LedgerEntry::of_release(&release.meta)),
                     None => tracing::warn!(

@@ -85,16 +85,6 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
     Html(state.page.clone())
 }
 
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-}
-
 /// Ready when the broker answered the latest background probe (a metadata
 /// request for the topic, every [`READINESS_PROBE_EVERY`]). Answering costs
 /// a load, never a broker round trip or a thread, whoever asks how often.

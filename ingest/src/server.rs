@@ -7,9 +7,7 @@
 //! that submission's own answer.
 
 use crate::config::IngestConfig;
-use crate::handlers::{
-    AppState, challenge, metrics, page, pow_worker, ready, self_check_page, submit,
-};
+use crate::handlers::{AppState, challenge, page, pow_worker, ready, self_check_page, submit};
 use crate::identity::IdTokenVerifier;
 use crate::metrics::IngestMetrics;
 use crate::openapi;
@@ -22,6 +20,7 @@ use axum::routing::{get, post};
 use hushmap_service::client_address::TrustedProxies;
 use hushmap_service::clock::now_ms;
 use hushmap_service::http::HttpLimits;
+use hushmap_service::metrics::{PROMETHEUS_TEXT_CONTENT_TYPE, serve_metrics};
 use hushmap_submission::coarsen::Coarsener;
 use hushmap_submission::contributor::ContributorKeys;
 use hushmap_submission::validate::ValidationRules;
@@ -174,14 +173,6 @@ impl IngestServer {
             .with_state(self.state.clone())
     }
 
-    /// The admin routes: metrics and health, never beside the public API.
-    fn admin_router(&self) -> Router {
-        Router::new()
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(|| async { "ok" }))
-            .with_state(self.state.clone())
-    }
-
     /// Serves until `shutdown` resolves, then drains requests and flushes the
     /// producer.
     pub async fn serve(
@@ -189,9 +180,13 @@ impl IngestServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let app = self.router();
-        let admin_router = self.admin_router();
-        let admin = axum::serve(self.admin_listener, admin_router);
-        let admin = tokio::spawn(async move { admin.await });
+        // The admin listener: metrics and health, never beside the public API.
+        let metrics_state = self.state.clone();
+        let admin = tokio::spawn(serve_metrics(
+            self.admin_listener,
+            PROMETHEUS_TEXT_CONTENT_TYPE,
+            Arc::new(move || metrics_state.metrics.render()),
+        ));
         let state = self.state.clone();
         let readiness = tokio::spawn(probe_readiness(self.state.clone()));
         let janitor = tokio::spawn({

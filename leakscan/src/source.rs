@@ -8,7 +8,7 @@ use crate::detect::{Finding, Needles, scan_patterns};
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
-use hushmap_service::consumer::{ReadToEndError, read_to_end};
+use hushmap_service::consumer::{GiveUp, ReadToEndError, read_to_end};
 use hushmap_service::kafka::KafkaSecurity;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::Offset;
@@ -204,7 +204,9 @@ impl Scanner {
             &client,
             topic,
             |_| Offset::Beginning,
-            Duration::from_secs(120),
+            // As before this reader was shared: give up after 30 s without
+            // a record, however long the whole topic takes.
+            GiveUp::WhenIdleFor(Duration::from_secs(30)),
             |m| {
                 let at = || format!("{topic}/{}@{}", m.partition(), m.offset());
                 for part in [m.key(), m.payload()].into_iter().flatten() {

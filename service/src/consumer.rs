@@ -72,6 +72,25 @@ pub enum ReadToEndError {
     },
 }
 
+/// When [`read_to_end`] stops waiting for the end of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The whole read must be done within this (a catch-up read that a
+    /// caller retries).
+    After(Duration),
+    /// Only when nothing (no record, no end of a partition) has come for
+    /// this long: a scan of a long topic takes as long as it takes.
+    WhenIdleFor(Duration),
+}
+
+impl GiveUp {
+    fn limit(self) -> Duration {
+        match self {
+            GiveUp::After(d) | GiveUp::WhenIdleFor(d) => d,
+        }
+    }
+}
+
 /// Reads every partition of `topic`, each from `start(partition)`, to its
 /// end as it stands, handing each record to `visit`. Returns, per
 /// partition that had records, the offset after the last one read (where
@@ -86,12 +105,12 @@ pub enum ReadToEndError {
 /// half a second hoping for data).
 ///
 /// A broker of a cluster being down is not an error: librdkafka reads from
-/// the others, until `timeout`.
+/// the others, until the read gives up (`give_up`).
 pub fn read_to_end(
     client: &ClientConfig,
     topic: &str,
     start: impl Fn(i32) -> Offset,
-    timeout: Duration,
+    give_up: GiveUp,
     mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<HashMap<i32, i64>, ReadToEndError> {
     let kafka = |source| ReadToEndError::Kafka {
@@ -105,7 +124,9 @@ pub fn read_to_end(
         .set("fetch.wait.max.ms", "10")
         .create_with_context(QuietEofContext)
         .map_err(kafka)?;
-    let metadata = reader.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
+    let metadata = reader
+        .fetch_metadata(Some(topic), give_up.limit())
+        .map_err(kafka)?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = HashSet::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -118,9 +139,14 @@ pub fn read_to_end(
     }
     reader.assign(&tpl).map_err(kafka)?;
     let mut next = HashMap::new();
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let mut last_progress = started;
     while !remaining.is_empty() {
-        if Instant::now() > deadline {
+        let waited_since = match give_up {
+            GiveUp::After(_) => started,
+            GiveUp::WhenIdleFor(_) => last_progress,
+        };
+        if waited_since.elapsed() > give_up.limit() {
             return Err(ReadToEndError::Timeout {
                 topic: topic.to_string(),
                 partitions_left: remaining.len(),
@@ -130,6 +156,7 @@ pub fn read_to_end(
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 remaining.remove(&p);
+                last_progress = Instant::now();
             }
             Some(Err(e))
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure) => {}
@@ -137,6 +164,7 @@ pub fn read_to_end(
             Some(Ok(message)) => {
                 next.insert(message.partition(), message.offset() + 1);
                 visit(&message);
+                last_progress = Instant::now();
             }
         }
     }

@@ -8,10 +8,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use hushmap_service::metrics::serve_metrics;
+//! use hushmap_service::metrics::{OPENMETRICS_CONTENT_TYPE, serve_metrics};
 //! use std::sync::Arc;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! serve_metrics(listener, Arc::new(|| "# EOF\n".to_string())).await
+//! serve_metrics(listener, OPENMETRICS_CONTENT_TYPE, Arc::new(|| "# EOF\n".to_string())).await
 //! # }
 //! ```
 
@@ -28,6 +28,9 @@ use tokio::net::TcpListener;
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The content type of the Prometheus text format (0.0.4).
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Renders the exposition on each scrape.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -36,13 +39,18 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// No scrape keeps a connection longer than this.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Answers `GET /metrics` with `render()` and `GET /healthz` with `ok` on
-/// `listener`, until the task is dropped or aborted. Anything else is 404
+/// Answers `GET /metrics` with `render()` (as `content_type`) and
+/// `GET /healthz` with `ok` on `listener`, until the task is dropped or
+/// aborted. Anything else is 404
 /// (405 for another method on a known path).
 ///
 /// An accept error (out of file descriptors) is logged and the loop goes
 /// on after a pause: a scraper must not be able to stop the listener.
-pub async fn serve_metrics(listener: TcpListener, render: RenderMetrics) -> std::io::Result<()> {
+pub async fn serve_metrics(
+    listener: TcpListener,
+    content_type: &'static str,
+    render: RenderMetrics,
+) -> std::io::Result<()> {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -55,7 +63,7 @@ pub async fn serve_metrics(listener: TcpListener, render: RenderMetrics) -> std:
         let render = render.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = answer(&request, &render);
+                let response = answer(&request, content_type, &render);
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -68,9 +76,13 @@ pub async fn serve_metrics(listener: TcpListener, render: RenderMetrics) -> std:
     }
 }
 
-fn answer(request: &Request<Incoming>, render: &RenderMetrics) -> Response<String> {
+fn answer(
+    request: &Request<Incoming>,
+    content_type: &'static str,
+    render: &RenderMetrics,
+) -> Response<String> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, OPENMETRICS_CONTENT_TYPE, render()),
+        (&Method::GET, "/metrics") => (StatusCode::OK, content_type, render()),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok".to_string()),
         (_, "/metrics" | "/healthz") => {
             (StatusCode::METHOD_NOT_ALLOWED, "text/plain", String::new())
@@ -104,6 +116,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(serve_metrics(
             listener,
+            OPENMETRICS_CONTENT_TYPE,
             Arc::new(|| "hushmap_test_total 7\n# EOF\n".to_string()),
         ));
         let close = "Connection: close\r\n\r\n";

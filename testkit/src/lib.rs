@@ -208,11 +208,12 @@ fn read_topic(
         .set("group.id", unique("raw-reader"))
         .set("isolation.level", isolation);
     let mut records = Vec::new();
-    hushmap_service::consumer::read_to_end(
+    use hushmap_service::consumer::{GiveUp, read_to_end};
+    read_to_end(
         &client,
         topic,
         |_| Offset::Beginning,
-        Duration::from_secs(60),
+        GiveUp::After(Duration::from_secs(60)),
         |m| {
             records.push((
                 m.key().unwrap_or_default().to_vec(),
