@@ -203,6 +203,7 @@ pub fn limit_stream(
                 next = s.batches.next() => next,
                 () = tokio::time::sleep_until(deadline) => {
                     s.done = true;
+                    s._work.stop().await;
                     return Some((Err(deadline_status(&limits)), s));
                 }
             };
@@ -227,6 +228,11 @@ pub fn limit_stream(
                 }
             };
             s.done = item.is_err();
+            if s.done {
+                // Stopped by a cap: end the work before answering, so the
+                // token's place is free when the client hears why.
+                s._work.stop().await;
+            }
             Some((item, s))
         }
     })
@@ -331,6 +337,21 @@ impl Drop for SqlRuntime {
 
 /// Cancels a query's work when its result stream is dropped.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+/// Longest wait for cancelled work to end before a refusal is sent anyway
+/// (cooperative plans end at their next batch, well within it).
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+impl AbortOnDrop {
+    /// Cancels the work and waits (up to [`STOP_WAIT`]) until it has ended,
+    /// so the token's place it holds is free again: a client told its
+    /// query was stopped can send the next one at once. Past the wait the
+    /// refusal goes out regardless; the place frees when the work yields.
+    pub async fn stop(&mut self) {
+        self.0.abort();
+        let _ = tokio::time::timeout(STOP_WAIT, &mut self.0).await;
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
