@@ -36,13 +36,13 @@ fi
 
 # The researcher-client test runs pyarrow, polars and DuckDB from a
 # test-only virtualenv.
-if [ ! -x tests/python/.venv/bin/python ] \
-   || ! cmp -s tests/python/requirements.txt tests/python/.venv/requirements.txt; then
+if [ ! -x integration/python/.venv/bin/python ] \
+   || ! cmp -s integration/python/requirements.txt integration/python/.venv/requirements.txt; then
   echo "test: creating the Python test virtualenv (pyarrow, pandas, polars, duckdb)"
-  rm -rf tests/python/.venv
-  python3 -m venv tests/python/.venv
-  tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
-  cp tests/python/requirements.txt tests/python/.venv/requirements.txt
+  rm -rf integration/python/.venv
+  python3 -m venv integration/python/.venv
+  integration/python/.venv/bin/pip install -q --disable-pip-version-check -r integration/python/requirements.txt
+  cp integration/python/requirements.txt integration/python/.venv/requirements.txt
 fi
 
 started_kafka=0

@@ -29,7 +29,7 @@ use hushmap_aggregate::engine::{
     bounded_counts_sql, bounded_counts_table, sort_bounded_counts_sql,
 };
 use hushmap_aggregate::records::{RECORD_SCHEMA, SequencedRecord, to_record_batch};
-use hushmap_aggregate::release::noisy_release;
+use hushmap_privacy::release::noisy_release;
 use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,

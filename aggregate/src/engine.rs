@@ -17,18 +17,9 @@ use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_schema::{AgeBand, RegionCell, RiskLevel, Symptom};
 use std::sync::Arc;
 
-/// True (un-noised) counts of one region × age band. Lives only in memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CellCounts {
-    /// Start of the window the counts belong to (ms since the epoch).
-    pub window_start: i64,
-    pub region: RegionCell,
-    pub age_band: AgeBand,
-    /// Indexed by `RiskLevel::code()`.
-    pub risk: [i64; 3],
-    /// Indexed like `Symptom::ALL`.
-    pub symptoms: [i64; 10],
-}
+/// The engine's output, the noising step's input (one definition, in the
+/// privacy crate).
+pub use hushmap_privacy::release::CellCounts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

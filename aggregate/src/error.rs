@@ -1,7 +1,6 @@
 //! What can stop an aggregator (either topology) or its release log.
 
 use crate::engine::EngineError;
-use hushmap_privacy::noise::NoiseError;
 use rdkafka::error::KafkaError;
 
 /// Why the aggregator stopped. Each variant keeps its cause (as `source`,
@@ -14,8 +13,8 @@ pub enum AggregatorError {
     Kafka(#[from] KafkaError),
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
-    #[error("noise: {0}")]
-    Noise(#[from] NoiseError),
+    #[error("releasing a window: {0}")]
+    ReleaseStep(#[from] hushmap_privacy::release::ReleaseStepError),
     #[error("encoding release: {0}")]
     Release(#[from] hushmap_schema::ReleaseError),
     /// State could not be rebuilt from Kafka; the text says what was

@@ -8,14 +8,14 @@
 //!    become an Arrow `RecordBatch`;
 //! 2. [`engine`]: a DataFusion plan bounds each contributor's records
 //!    ([`ContributionBounds`](hushmap_privacy::sensitivity::ContributionBounds)) and counts per region × age band;
-//! 3. [`hushmap_privacy`]: the [`PrivacyLedger`](hushmap_privacy::PrivacyLedger)
-//!    authorises the spend (or refuses) and hands out the
-//!    [`Authorisation`](hushmap_privacy::Authorisation) noise needs;
-//! 4. [`hushmap_privacy::noise`]: OpenDP's exact samplers add noise calibrated to the bounded
-//!    sensitivity; [`release`] post-processes into the release schema;
-//! 5. [`stream`]: the release goes to Kafka and offsets are committed.
+//! 3. [`release_window`](hushmap_privacy::release::release_window): the
+//!    [`PrivacyLedger`](hushmap_privacy::PrivacyLedger) authorises the
+//!    spend (or refuses), then OpenDP's exact samplers add noise calibrated
+//!    to the bounded sensitivity and the counts are post-processed into the
+//!    release schema (the same step in every topology and in batch mode);
+//! 4. [`stream`]: the release goes to Kafka and offsets are committed.
 //!
-//! True counts exist only in memory, inside steps 2–4. Which windows go
+//! True counts exist only in memory, inside steps 2–3. Which windows go
 //! through these steps is decided by the clock alone ([`schedule`]).
 //!
 //! [`partitioned`] runs the same steps on any number of instances: bounding
@@ -29,7 +29,6 @@ pub mod intake;
 pub mod metrics;
 pub mod partitioned;
 pub mod records;
-pub mod release;
 pub mod release_log;
 pub mod resume;
 pub mod schedule;

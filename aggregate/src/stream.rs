@@ -19,9 +19,9 @@
 //! clock alone: every window from the schedule's epoch is closed, in
 //! order, once its deadline has been read past, whether or not any record
 //! arrived for it. A closed window is bounded and counted
-//! ([`engine`](crate::engine)), authorised by the [`PrivacyLedger`], noised
-//! once with that authorisation ([`release`](crate::release)) and
-//! published; the noised release is kept until Kafka acknowledges it, so a
+//! ([`engine`](crate::engine)), authorised by the [`PrivacyLedger`] and
+//! noised once with that authorisation (the shared step,
+//! [`release_window`]), then published; the noised release is kept until Kafka acknowledges it, so a
 //! retry resends the same numbers rather than fresh noise. The epoch is
 //! kept in the input partitions' commit metadata (`epoch=<ms>`), so a
 //! restart continues the same schedule.
@@ -42,7 +42,6 @@ use crate::error::AggregatorError;
 use crate::intake::DropReason;
 use crate::metrics::AggregatorStats;
 use crate::records::to_record_batch;
-use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
 use crate::resume::{Committed, committed_positions, partition_count};
 use crate::schedule::{Decision, WindowSchedule};
@@ -50,6 +49,7 @@ use crate::transactions::Transactions;
 use crate::window_book::{Admission, WindowBook, WindowBuffer};
 use datafusion::prelude::SessionContext;
 use hushmap_privacy::PrivacyLedger;
+use hushmap_privacy::release::{ReleasePlan, WindowData, WindowOutcome, release_window};
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use hushmap_service::clock::now_ms;
 use hushmap_service::consumer::{QuietEofContext, committed_reader};
@@ -334,26 +334,26 @@ impl Aggregator {
                 engine::bounded_counts(&self.ctx, batch, self.config.bounds()).await?
             }
         };
-        let cost = self.plan.cost_of(decision);
-        let authorisation = match self.ledger.authorise(window, cost) {
-            Ok(authorisation) => authorisation,
-            Err(e) => {
+        let data = match decision {
+            Decision::Count => WindowData::Counted(&cells),
+            Decision::Missed => WindowData::Missed,
+        };
+        let release = match release_window(&mut self.ledger, None, &self.plan, window, None, data)?
+        {
+            WindowOutcome::Released(release) => release,
+            WindowOutcome::Refused(e) => {
                 self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
                 return Ok(());
             }
         };
-        let release = match decision {
-            Decision::Count => noisy_release(&cells, &self.plan, authorisation)?,
-            Decision::Missed => {
-                self.stats.windows_missed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    window_start = window.start_ms,
-                    "window's records may be gone from the topic (aggregator down too long); published without data"
-                );
-                missed_release(&self.plan, authorisation)?
-            }
-        };
+        if decision == Decision::Missed {
+            self.stats.windows_missed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                window_start = window.start_ms,
+                "window's records may be gone from the topic (aggregator down too long); published without data"
+            );
+        }
         tracing::info!(
             window_start = window.start_ms,
             cells = release.rows.len(),

@@ -12,8 +12,9 @@
 //!
 //! Both datasets of a pair go
 //! through the engine's contribution bounding (DataFusion, once each: it is
-//! deterministic) and then through `noisy_release` — the same calls batch
-//! mode makes — thousands of times each. Every released count the extra
+//! deterministic) and then through `noisy_release` — the noising step of
+//! `release_window`, which batch mode and both streaming topologies call —
+//! thousands of times each. Every released count the extra
 //! contributor can move (their risk level and each symptom, at every level
 //! of the hierarchy) is combined into one statistic, weighted by 1/σ² as the
 //! likelihood-ratio test for Gaussian noise would; an attacker's best
@@ -38,7 +39,7 @@ use hushmap_aggregate::AggregateConfig;
 use hushmap_aggregate::config::Mechanism;
 use hushmap_aggregate::engine::{CellCounts, bounded_counts};
 use hushmap_aggregate::records::{SequencedRecord, to_record_batch};
-use hushmap_aggregate::release::{ReleasePlan, noisy_release};
+use hushmap_privacy::release::{ReleasePlan, noisy_release};
 use hushmap_privacy::{Budget, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{

@@ -1,4 +1,5 @@
-//! HTTP: the analyst page, the JSON API and the researcher exports.
+//! The JSON API handlers (and `/metrics`); [`server`](crate::server) binds
+//! and routes them, [`assets`](crate::assets) serves the page.
 //!
 //! Open: `GET /healthz`, `GET /metrics`, the login form (`GET`/`POST /login`,
 //! `POST /logout`; see [`session`](crate::session)).
@@ -19,295 +20,30 @@
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
 //!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
-use crate::auth::{LoginFailures, Sessions, TokenRegistry};
-use crate::config::DashboardConfig;
-use crate::consumer::spawn_release_consumer;
-use crate::export::export;
-use crate::flight::ReleaseFlightService;
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
 use crate::problem::problem;
-use crate::query::{QueryError, ReleaseQuery};
-use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
-use crate::sql_limits::{QueryAdmission, SqlRuntime};
 use crate::state::AppState;
-use crate::store::{ReleaseStore, StoreError};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
-use axum::middleware;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Json, Router};
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
-use hushmap_service::http::{ConnectionStats, HttpLimits};
-use hushmap_service::tls::ServerTls;
 use serde::{Deserialize, Serialize};
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use tokio::net::TcpListener;
 
-const INDEX_HTML: &str = include_str!("../assets/index.html");
-/// Built from `dashboard/web` (see its README); committed so that a plain
-/// `cargo build` needs no Node.js.
-const ASSETS: &[(&str, &str, &[u8])] = &[
-    (
-        "app.js",
-        "text/javascript",
-        include_bytes!("../assets/app.js"),
-    ),
-    ("app.css", "text/css", include_bytes!("../assets/app.css")),
-];
+/// The analyst role's JSON API (the caller puts it behind the role check).
+pub(crate) fn analyst_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/releases", get(releases))
+        .route("/api/v1/heatmap", get(heatmap))
+        .route("/api/v1/cell", get(cell))
+        .route("/api/v1/table", get(table))
+}
 
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Query(#[from] QueryError),
-    #[error("serving: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-pub struct DashboardServer {
-    listener: TcpListener,
-    flight_listener: TcpListener,
-    state: AppState,
-    consumer: tokio::task::JoinHandle<()>,
-    http: HttpLimits,
-    tls: Option<ServerTls>,
-}
-
-impl DashboardServer {
-    pub async fn bind(config: DashboardConfig) -> Result<DashboardServer, ServeError> {
-        let tokens = config.validate()?;
-        if tokens.is_empty() {
-            tracing::warn!("no access tokens configured: open access, loopback only");
-        }
-        let store = ReleaseStore::open(&config.data_dir)?;
-        let query = ReleaseQuery::new(store.dir())?;
-        let store = Arc::new(RwLock::new(store));
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind { addr, source })
-        };
-        let tls = ServerTls::load(&config.tls).map_err(crate::config::ConfigError::from)?;
-        let listener = bind(config.listen).await?;
-        let flight_listener = bind(config.flight_listen).await?;
-        let consumer = spawn_release_consumer(&config.kafka, store.clone())?;
-        Ok(DashboardServer {
-            listener,
-            flight_listener,
-            state: AppState {
-                store,
-                query: Arc::new(query),
-                tokens: Arc::new(TokenRegistry::new(
-                    config.auth.tokens.clone(),
-                    config.auth.tokens_file.clone(),
-                    tokens,
-                )),
-                // Over TLS the cookie never needs to travel in clear.
-                cookie_secure: config.auth.cookie_secure || tls.is_some(),
-                tls: tls.clone(),
-                connections: ConnectionStats::default(),
-                flight_connections: ConnectionStats::default(),
-                sql_limits: config.sql.clone(),
-                sql_admission: Arc::new(QueryAdmission::default()),
-                sql_runtime: Arc::new(SqlRuntime::new(config.sql.threads)?),
-                sessions: Arc::new(Sessions::default()),
-                login_failures: Arc::new(LoginFailures::default()),
-            },
-            consumer,
-            http: config.http.clone(),
-            tls,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    pub fn flight_addr(&self) -> SocketAddr {
-        self.flight_listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        let state = self.state;
-        let reloader = tokio::spawn(reload_tokens(state.clone()));
-        let certificates = self.tls.as_ref().map(ServerTls::watch);
-        let acceptor = self.tls.as_ref().map(ServerTls::acceptor);
-        let analyst = Router::new()
-            .route("/", get(|| async { Html(INDEX_HTML) }))
-            .route("/assets/{name}", get(asset))
-            .route("/api/v1/releases", get(releases))
-            .route("/api/v1/heatmap", get(heatmap))
-            .route("/api/v1/cell", get(cell))
-            .route("/api/v1/table", get(table))
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                require_analyst,
-            ));
-        let researcher = Router::new()
-            .route("/api/v1/export", get(export))
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                require_researcher,
-            ));
-        let app = Router::new()
-            .merge(analyst)
-            .merge(researcher)
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(metrics))
-            .route("/login", get(|| async { Html(LOGIN_HTML) }).post(login))
-            .route("/logout", post(logout))
-            .layer(middleware::map_response(security_headers))
-            .with_state(state.clone());
-
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
-        let flight_stop = {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.changed().await;
-            }
-        };
-        let flight_addr = self.flight_listener.local_addr()?;
-        // Flight (gRPC over HTTP/2) goes through the same accept loop as the
-        // page, with the same timeouts and its own connection cap.
-        let flight_app = tonic::service::Routes::new(
-            arrow_flight::flight_service_server::FlightServiceServer::new(
-                ReleaseFlightService::new(state.clone()),
-            ),
-        )
-        .prepare()
-        .into_axum_router();
-        let flight = tokio::spawn({
-            let limits = self.http.clone();
-            let stats = state.flight_connections.clone();
-            let acceptor = acceptor.clone();
-            async move {
-                hushmap_service::http::serve(
-                    self.flight_listener,
-                    flight_app,
-                    &limits,
-                    acceptor,
-                    stats,
-                    flight_stop,
-                )
-                .await
-            }
-        });
-        tracing::info!(
-            addr = %self.listener.local_addr()?,
-            flight = %flight_addr,
-            tls = acceptor.is_some(),
-            "dashboard listening"
-        );
-        let result = hushmap_service::http::serve(
-            self.listener,
-            app,
-            &self.http,
-            acceptor,
-            state.connections.clone(),
-            async move {
-                shutdown.await;
-                let _ = stop_tx.send(());
-            },
-        )
-        .await;
-        self.consumer.abort();
-        reloader.abort();
-        if let Some(watching) = certificates {
-            watching.abort();
-        }
-        result?;
-        match flight.await {
-            Ok(r) => r?,
-            Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
-        }
-        Ok(())
-    }
-}
-
-/// The page's content security policy: scripts and connections only to
-/// this origin (the page's bundle has no inline script; Leaflet and the
-/// legend set inline styles), no framing, forms post only here.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
-    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-/// Headers every dashboard response carries. `Referrer-Policy` is
-/// `same-origin`, not `no-referrer`: under `no-referrer` a browser sends
-/// `Origin: null` with the page's own form posts, which the origin check
-/// must then refuse.
-async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "same-origin"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-    ] {
-        headers.insert(name, axum::http::HeaderValue::from_static(value));
-    }
-    response
-}
-
-/// How often the tokens file is checked for changes.
-const TOKEN_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Re-reads the tokens file when it changes (a no-op without one), so
-/// operators add and revoke tokens without a restart.
-async fn reload_tokens(state: AppState) {
-    let mut tick = tokio::time::interval(TOKEN_RELOAD_EVERY);
-    loop {
-        tick.tick().await;
-        state.sessions.sweep();
-        state.login_failures.forget_idle();
-        match state.tokens.reload_if_changed() {
-            Ok(Some(n)) => tracing::info!(tokens = n, "access tokens reloaded"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                "tokens file not reloaded; the previous tokens stay in force"
-            ),
-        }
-    }
-}
-
-async fn asset(Path(name): Path<String>) -> Response {
-    match ASSETS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, mime, body)) => (
-            [
-                (header::CONTENT_TYPE, *mime),
-                (header::CACHE_CONTROL, "private, max-age=300"),
-            ],
-            *body,
-        )
-            .into_response(),
-        None => problem(StatusCode::NOT_FOUND, "not_found", "no such asset"),
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let store = state.store.read().expect("store lock");
     let body = format!(
         "# HELP hushmap_dashboard_releases_stored Releases held in the release store.\n\

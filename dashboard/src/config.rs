@@ -48,7 +48,7 @@ pub struct KafkaSettings {
 impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {
-            brokers: "127.0.0.1:9092".into(),
+            brokers: kafka::DEFAULT_BROKERS.into(),
             releases_topic: topics::RELEASES.into(),
             security: KafkaSecurity::default(),
         }

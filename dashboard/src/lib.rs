@@ -1,12 +1,14 @@
 //! Hushmap dashboard: serves noisy releases, and only noisy releases.
 //!
 //! [`consumer`] reads the releases topic (read-committed) into the
-//! [`ReleaseStore`](store::ReleaseStore), Parquet files by day; [`api`]
-//! serves the analyst page, the JSON API and the exports, [`flight`] the
-//! Arrow Flight service, both reading the store ([`query`] through
-//! DataFusion). [`auth`] decides who may read what.
+//! [`ReleaseStore`](store::ReleaseStore), Parquet files by day; [`server`]
+//! binds the listeners and routes: [`api`] serves the JSON API,
+//! [`assets`] the analyst page, [`export`] the researchers' files and
+//! [`flight`] the Arrow Flight service, all reading the store ([`query`]
+//! through DataFusion) and sharing [`state`]. [`auth`] decides who may read what.
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod consumer;
@@ -17,10 +19,11 @@ pub mod heatmap;
 pub mod privacy;
 pub mod problem;
 pub mod query;
+pub mod server;
 pub mod session;
 pub mod sql_limits;
 pub mod state;
 pub mod store;
 
-pub use api::{DashboardServer, ServeError};
 pub use config::DashboardConfig;
+pub use server::{DashboardServer, ServeError};

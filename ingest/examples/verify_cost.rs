@@ -11,7 +11,7 @@
 //! KEY_DIR holds `NAME.key.pem` / `NAME.pem` pairs (the bench makes them
 //! with OpenSSL).
 
-use hushmap_ingest::dev_idp::DevSigner;
+use hushmap_dev_idp::DevSigner;
 use hushmap_ingest::identity::{IdTokenVerifier, IdentitySettings};
 use hushmap_ingest::proof_of_work::{Proofs, solve};
 use hushmap_schema::region::RegionResolution;

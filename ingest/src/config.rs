@@ -6,6 +6,7 @@
 //! password (`HUSHMAP_KAFKA_SASL_PASSWORD`, see [`KafkaSecurity`]).
 
 use hushmap_schema::region::RegionResolution;
+use hushmap_schema::window::WindowLengthError;
 use hushmap_schema::{PayloadPublicKey, RegionError, WindowLength, topics};
 use hushmap_service::config::{LoadError, load_layered};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
@@ -21,10 +22,8 @@ pub enum ConfigError {
     Load(#[from] LoadError),
     #[error("region_resolution: {0}")]
     Resolution(#[from] RegionError),
-    #[error("window_secs must be at least {min} outside dev mode (got {got})")]
-    WindowTooShort { min: u32, got: u32 },
-    #[error("window_secs must be positive")]
-    WindowZero,
+    #[error(transparent)]
+    Window(#[from] WindowLengthError),
     #[error(
         "refusing to bind {0}: ingest binds loopback unless `allow_public_bind = true` \
          (HUSHMAP_INGEST_ALLOW_PUBLIC_BIND=true) is set deliberately"
@@ -99,7 +98,7 @@ pub struct KafkaSettings {
 impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {
-            brokers: "127.0.0.1:9092".into(),
+            brokers: kafka::DEFAULT_BROKERS.into(),
             topic: topics::SUBMISSIONS.into(),
             produce_timeout_ms: 5_000,
             linger_ms: 0,
@@ -286,13 +285,7 @@ impl IngestConfig {
     /// Checks the invariants the service relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         RegionResolution::new(self.region_resolution)?;
-        let window = WindowLength::from_secs(self.window_secs).ok_or(ConfigError::WindowZero)?;
-        if !self.dev_mode && window.secs() < WindowLength::PRODUCTION_MIN.secs() {
-            return Err(ConfigError::WindowTooShort {
-                min: WindowLength::PRODUCTION_MIN.secs(),
-                got: window.secs(),
-            });
-        }
+        WindowLength::configured(self.window_secs, self.dev_mode)?;
         if !self.listen.ip().is_loopback() && !self.allow_public_bind {
             return Err(ConfigError::PublicBind(self.listen));
         }
@@ -413,7 +406,7 @@ mod tests {
         };
         assert!(matches!(
             c.validate(),
-            Err(ConfigError::WindowTooShort { .. })
+            Err(ConfigError::Window(WindowLengthError::TooShort { .. }))
         ));
         assert!(
             IngestConfig {

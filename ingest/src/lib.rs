@@ -11,7 +11,6 @@
 //! subject ids never reach a log, a metric, Kafka or disk.
 
 pub mod config;
-pub mod dev_idp;
 pub mod handlers;
 pub mod identity;
 pub mod metrics;

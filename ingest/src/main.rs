@@ -66,8 +66,8 @@ struct DevIdpArgs {
 }
 
 impl DevIdpArgs {
-    fn signer(&self) -> anyhow::Result<hushmap_ingest::dev_idp::DevSigner> {
-        Ok(hushmap_ingest::dev_idp::DevSigner::load(
+    fn signer(&self) -> anyhow::Result<hushmap_dev_idp::DevSigner> {
+        Ok(hushmap_dev_idp::DevSigner::load(
             &self.key,
             &self.issuer,
             &self.audience,
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             return_to,
         }) => {
             hushmap_service::init_tracing();
-            hushmap_ingest::dev_idp::DevIdp::new(idp.signer()?, &return_to)
+            hushmap_dev_idp::DevIdp::new(idp.signer()?, &return_to)
                 .serve(listen, hushmap_service::shutdown_signal())
                 .await?;
             return Ok(());

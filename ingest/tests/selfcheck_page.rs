@@ -8,7 +8,7 @@
 mod common;
 
 use common::{start_ingest, trust_test_idp};
-use hushmap_ingest::dev_idp::{DevIdp, DevSigner};
+use hushmap_dev_idp::{DevIdp, DevSigner};
 use hushmap_testkit::idp::{TEST_AUDIENCE, TEST_ISSUER, TestIdp};
 use std::path::PathBuf;
 use std::process::Command;

@@ -5,16 +5,16 @@
 //! docs/RESEARCHERS.md, Flight SQL from Rust (read-only), and a restart that
 //! rebuilds from the release store.
 //!
-//! The Python client runs in `tests/python/.venv` (`deploy/test.sh` creates
-//! it from tests/python/requirements.txt) or `HUSHMAP_PYTHON`.
+//! The Python client runs in `integration/python/.venv` (`deploy/test.sh` creates
+//! it from integration/python/requirements.txt) or `HUSHMAP_PYTHON`.
 
 use hushmap_dashboard::auth::{Role, TokenEntry};
 use hushmap_dashboard::{DashboardConfig, DashboardServer, ServeError};
-use hushmap_schema::release::release_fields;
-use hushmap_tests::{
+use hushmap_integration::{
     Pipeline, PipelineOptions, anonymous_submissions, eventually, public_regions_of, submit_all,
     wait_for_dashboard_total,
 };
+use hushmap_schema::release::release_fields;
 use reqwest::StatusCode;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -275,14 +275,14 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
     // --- a real Python client: the documented snippets, then checks ---
     let python = std::env::var("HUSHMAP_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("tests/python/.venv/bin/python"));
+        .unwrap_or_else(|_| repo().join("integration/python/.venv/bin/python"));
     anyhow::ensure!(
         python.exists(),
         "{} missing: run deploy/test.sh (it creates the test virtualenv) or set HUSHMAP_PYTHON",
         python.display()
     );
     let out = tokio::process::Command::new(&python)
-        .arg(repo().join("tests/python/researcher_client.py"))
+        .arg(repo().join("integration/python/researcher_client.py"))
         .env("HUSHMAP_URL", &base)
         .env(
             "HUSHMAP_FLIGHT",
@@ -430,7 +430,7 @@ fn store_files(dir: &std::path::Path) -> usize {
 
 #[tokio::test]
 async fn public_bind_without_tokens_refuses_to_start() {
-    let dir = std::env::temp_dir().join(hushmap_tests::unique("hushmap-dash-refuse"));
+    let dir = std::env::temp_dir().join(hushmap_integration::unique("hushmap-dash-refuse"));
     for (listen, flight) in [("0.0.0.0:0", "127.0.0.1:0"), ("127.0.0.1:0", "0.0.0.0:0")] {
         let config = DashboardConfig {
             listen: listen.parse().unwrap(),
@@ -457,7 +457,7 @@ async fn public_bind_without_tokens_refuses_to_start() {
         .auth
         .tokens
         .push(TokenEntry::for_token(ANALYST, vec![Role::Analyst], "a"));
-    config.kafka.brokers = hushmap_tests::brokers();
+    config.kafka.brokers = hushmap_integration::brokers();
     assert!(DashboardServer::bind(config).await.is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }

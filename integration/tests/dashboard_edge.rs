@@ -6,8 +6,8 @@
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use hushmap_dashboard::DashboardConfig;
+use hushmap_integration::StandaloneDashboard;
 use hushmap_testkit::{closed_within, send_partial};
-use hushmap_tests::StandaloneDashboard;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

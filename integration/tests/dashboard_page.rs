@@ -5,7 +5,7 @@
 //! its CSV. The screenshot is kept at `target/test-artifacts/dashboard.png`.
 
 use hushmap_dashboard::auth::{Role, TokenEntry};
-use hushmap_tests::{
+use hushmap_integration::{
     Pipeline, PipelineOptions, anonymous_submissions, public_regions_of, submit_all,
     wait_for_dashboard_total,
 };

@@ -8,7 +8,7 @@
 
 use arrow_flight::Criteria;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use hushmap_tests::StandaloneDashboard;
+use hushmap_integration::StandaloneDashboard;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};

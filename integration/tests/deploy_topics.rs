@@ -3,9 +3,9 @@
 //! lateness + an outage margin, in hourly segments (Kafka deletes whole
 //! segments); releases for good.
 
+use hushmap_integration::brokers;
 use hushmap_schema::topics;
 use hushmap_testkit::topic_config_on;
-use hushmap_tests::brokers;
 
 async fn topic_config(topic: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
     topic_config_on(&brokers(), topic).await

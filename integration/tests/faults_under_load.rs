@@ -9,11 +9,11 @@
 //! private broker, stopped for real); figures of both are in
 //! docs/RELIABILITY.md.
 
+use hushmap_integration::load::{LOAD_AREA, steady_load};
+use hushmap_integration::processes::{ServiceSet, ServiceSetOptions};
+use hushmap_integration::*;
 use hushmap_schema::Release;
 use hushmap_testkit::{committed_records_on, now_ms};
-use hushmap_tests::load::{LOAD_AREA, steady_load};
-use hushmap_tests::processes::{ServiceSet, ServiceSetOptions};
-use hushmap_tests::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

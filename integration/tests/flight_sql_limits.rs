@@ -8,7 +8,7 @@
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use hushmap_dashboard::auth::{Role, TokenEntry};
-use hushmap_tests::StandaloneDashboard;
+use hushmap_integration::StandaloneDashboard;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tonic::Code;

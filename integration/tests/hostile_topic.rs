@@ -8,10 +8,10 @@
 //! and checks that the aggregator keeps running, counts each under its
 //! reason, and releases exactly the genuine counts (huge ε).
 
+use hushmap_integration::*;
 use hushmap_schema::sealed::SEALED_LEN;
 use hushmap_schema::{CoarseRecord, ContributorKey, PayloadKeyring, RegionCell};
 use hushmap_testkit::topic_records_on;
-use hushmap_tests::*;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;

@@ -7,11 +7,11 @@
 //! its service needs. `hushmap-leakscan` reads both topics over SASL_SSL.
 //! No password reaches a log.
 
+use hushmap_integration::load::{LOAD_AREA, steady_load};
+use hushmap_integration::processes::{ServiceSet, ServiceSetOptions, service_binary};
+use hushmap_integration::released_total_reaching;
 use hushmap_schema::topics;
 use hushmap_testkit::{SaslAccess, SpareBroker, topic_records_with};
-use hushmap_tests::load::{LOAD_AREA, steady_load};
-use hushmap_tests::processes::{ServiceSet, ServiceSetOptions, service_binary};
-use hushmap_tests::released_total_reaching;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

@@ -14,18 +14,18 @@
 //!
 //! Longer variant: `HUSHMAP_PARTITIONED_SECS=300` (default 50 s of load).
 
+use hushmap_integration::load::LOAD_AREA;
+use hushmap_integration::processes::{
+    CONTRIBUTOR_SECRET, ServiceProcess, artifacts_dir, free_port, service_binary, true_counts_env,
+    wait_until_answers,
+};
+use hushmap_integration::*;
 use hushmap_schema::submission::Location;
 use hushmap_schema::{BoundedMessage, CoarseRecord, Release};
 use hushmap_testkit::idp::TestIdp;
 use hushmap_testkit::{
     KafkaCluster, committed_records_on, create_topics_on, now_ms, topic_records_on,
 };
-use hushmap_tests::load::LOAD_AREA;
-use hushmap_tests::processes::{
-    CONTRIBUTOR_SECRET, ServiceProcess, artifacts_dir, free_port, service_binary, true_counts_env,
-    wait_until_answers,
-};
-use hushmap_tests::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

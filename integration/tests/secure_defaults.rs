@@ -13,9 +13,9 @@
 //! That running services keep secrets out of their logs is checked where
 //! they run at TRACE level: `ingest/tests/no_pii_in_logs.rs` and the soak.
 
+use hushmap_integration::processes::{free_port, service_binary};
+use hushmap_integration::{brokers, payload_keys};
 use hushmap_testkit::payload_public_key;
-use hushmap_tests::processes::{free_port, service_binary};
-use hushmap_tests::{brokers, payload_keys};
 use std::process::{Command, Output};
 
 const CONTRIBUTOR_SECRET: &str = "secret-contributor-value-0123456789abcdef";

@@ -13,11 +13,11 @@
 //! of each service is sampled every 5 s and reported with its growth;
 //! figures go to `target/test-artifacts/soak.json`.
 
-use hushmap_tests::load::{LOAD_AREA, steady_load};
-use hushmap_tests::processes::{
+use hushmap_integration::load::{LOAD_AREA, steady_load};
+use hushmap_integration::processes::{
     CONTRIBUTOR_SECRET, ServiceSet, ServiceSetOptions, artifacts_dir, service_binary,
 };
-use hushmap_tests::*;
+use hushmap_integration::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -16,6 +16,11 @@
 //! * [`noise`]: the one noise function, OpenDP's exact samplers calibrated
 //!   to those sensitivities, and the noisy threshold that decides which
 //!   regions are released.
+//! * [`release`]: the [`ReleasePlan`](release::ReleasePlan) calibrated from
+//!   the budget split, and [`release_window`](release::release_window), the
+//!   one step from a window's bounded counts to its release (authorise,
+//!   then noise, then post-process) that every topology and batch mode
+//!   take.
 //!
 //! ```
 //! use hushmap_privacy::{Budget, BudgetLimit, PrivacyLedger, ReleaseCost};
@@ -42,6 +47,7 @@ pub mod cost;
 pub mod ledger;
 pub mod ledger_file;
 pub mod noise;
+pub mod release;
 pub mod sensitivity;
 
 pub use composition::Composition;

@@ -3,10 +3,19 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Why a `window_secs` setting was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WindowLengthError {
+    #[error("window_secs must be positive")]
+    Zero,
+    #[error("window_secs must be at least {min} outside dev mode (got {got})")]
+    TooShort { min: u32, got: u32 },
+}
+
 /// Length of an aggregation window. Production deployments use 15 minutes
 /// or more (the default is one day); shorter windows exist for demos and
 /// tests and are only accepted in dev mode (checked by the services).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WindowLength(u32);
 
@@ -18,6 +27,29 @@ impl WindowLength {
     /// A window of `secs` seconds; `None` for zero.
     pub fn from_secs(secs: u32) -> Option<WindowLength> {
         (secs > 0).then_some(WindowLength(secs))
+    }
+
+    /// The window a service's `window_secs` setting gives: positive, and
+    /// no shorter than [`PRODUCTION_MIN`](Self::PRODUCTION_MIN) unless in
+    /// dev mode. Every service checks its setting with this, so ingest and
+    /// the aggregator refuse the same values.
+    ///
+    /// ```
+    /// use hushmap_schema::window::{WindowLength, WindowLengthError};
+    /// assert_eq!(WindowLength::configured(3600, false).unwrap().secs(), 3600);
+    /// assert!(matches!(WindowLength::configured(60, false), Err(WindowLengthError::TooShort { .. })));
+    /// assert!(WindowLength::configured(60, true).is_ok());
+    /// assert_eq!(WindowLength::configured(0, true), Err(WindowLengthError::Zero));
+    /// ```
+    pub fn configured(secs: u32, dev_mode: bool) -> Result<WindowLength, WindowLengthError> {
+        let length = WindowLength::from_secs(secs).ok_or(WindowLengthError::Zero)?;
+        if !dev_mode && length < WindowLength::PRODUCTION_MIN {
+            return Err(WindowLengthError::TooShort {
+                min: WindowLength::PRODUCTION_MIN.secs(),
+                got: secs,
+            });
+        }
+        Ok(length)
     }
 
     pub fn secs(self) -> u32 {

@@ -40,6 +40,10 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// Where every service looks for Kafka unless told otherwise: the broker
+/// `deploy/kafka/up.sh` starts.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
 /// The environment variable every service reads its Kafka password from.
 pub const SASL_PASSWORD_ENV: &str = "HUSHMAP_KAFKA_SASL_PASSWORD";
 

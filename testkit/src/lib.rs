@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 /// Broker address: `HUSHMAP_TEST_KAFKA`, default the `deploy/` broker.
 pub fn brokers() -> String {
-    std::env::var("HUSHMAP_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("HUSHMAP_TEST_KAFKA")
+        .unwrap_or_else(|_| hushmap_service::kafka::DEFAULT_BROKERS.into())
 }
 
 /// The aggregator's private payload key of this test process (`ID:HEX64`),

@@ -4,7 +4,7 @@
 //! identity provider's key when one is given).
 
 use clap::Parser;
-use hushmap_ingest::dev_idp::DevSigner;
+use hushmap_dev_idp::DevSigner;
 use hushmap_traffic::{Population, PopulationProfile, Sender, SubmissionGenerator};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -42,7 +42,6 @@
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
 use crate::records::{SequencedRecord, to_record_batch};
-use crate::release::{ReleasePlan, noisy_release};
 use arrow::array::{
     Array, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Int64Array, RecordBatch,
     UInt8Array, UInt16Array, UInt64Array,
@@ -51,7 +50,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt8Type, UInt16Type
 use arrow::error::ArrowError;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use hushmap_privacy::noise::NoiseError;
+use hushmap_privacy::release::{ReleasePlan, WindowData, WindowOutcome, release_window};
 use hushmap_privacy::{LedgerFile, LedgerFileError, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::release::LedgerScope;
@@ -109,8 +108,8 @@ pub enum BatchError {
     Arrow(#[from] ArrowError),
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
-    #[error("noise: {0}")]
-    Noise(#[from] NoiseError),
+    #[error(transparent)]
+    ReleaseStep(#[from] hushmap_privacy::release::ReleaseStepError),
     #[error("encoding the release: {0}")]
     Release(#[from] hushmap_schema::ReleaseError),
     #[error("writing JSON: {0}")]
@@ -361,17 +360,13 @@ fn release_windows(
     for window in windows {
         // Every window of the range, whether or not anyone is in it.
         let cells = by_window.remove(&window.start_ms).unwrap_or_default();
-        match ledger.authorise(window, plan.cost.clone()) {
-            Ok(authorisation) => {
-                if let Some(file) = file.as_deref_mut() {
-                    let entry = ledger.entry(&window).expect("just authorised");
-                    file.append(entry)?;
-                }
-                let mut release = noisy_release(&cells, plan, authorisation)?;
+        let data = WindowData::Counted(&cells);
+        match release_window(ledger, file.as_deref_mut(), plan, window, None, data)? {
+            WindowOutcome::Released(mut release) => {
                 release.meta.ledger_scope = scope;
                 releases.push(release);
             }
-            Err(e) => refused.push((window, e.to_string())),
+            WindowOutcome::Refused(e) => refused.push((window, e.to_string())),
         }
         progress.advance(1);
     }

@@ -1,32 +1,30 @@
 //! Aggregate configuration: serde defaults < TOML file < `HUSHMAP_AGGREGATE_*`
 //! environment variables (nested keys with `__`). Secrets (payload keys,
 //! the Kafka password) come from their own variables or the file, never a flag.
+//!
+//! The `privacy` section, and what the release plan is built from, is in
+//! [`privacy`].
 
-use crate::release::{LevelPlan, RegionSelection, ReleasePlan};
-use hushmap_privacy::noise::{
-    CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector,
-};
-use hushmap_privacy::sensitivity::ContributionBounds;
-use hushmap_privacy::{Budget, BudgetLimit, ReleaseCost, zcdp_rho_for};
+mod privacy;
+
+pub use privacy::{MAX_PARENT_LEVELS, MAX_PUBLIC_CELLS, Mechanism, PrivacyConfig};
+
+use hushmap_privacy::noise::NoiseError;
+use hushmap_privacy::release::ReleasePlan;
 use hushmap_schema::region::RegionResolution;
-use hushmap_schema::{
-    PayloadKeyring, RegionCell, RegionError, StatisticCost, WindowLength, topics,
-};
+use hushmap_schema::window::WindowLengthError;
+use hushmap_schema::{PayloadKeyring, RegionError, WindowLength, topics};
 use hushmap_service::config::{LoadError, load_layered};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("window_secs must be at least {min} outside dev mode (got {got})")]
-    WindowTooShort { min: u32, got: u32 },
-    #[error("window_secs must be positive")]
-    WindowZero,
+    #[error(transparent)]
+    Window(#[from] WindowLengthError),
     #[error("region_resolution: {0}")]
     Resolution(#[from] RegionError),
     #[error("privacy.{field}: {reason}")]
@@ -87,7 +85,7 @@ pub struct KafkaSettings {
 impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {
-            brokers: "127.0.0.1:9092".into(),
+            brokers: kafka::DEFAULT_BROKERS.into(),
             input_topic: topics::SUBMISSIONS.into(),
             output_topic: topics::RELEASES.into(),
             group_id: "hushmap-aggregate".into(),
@@ -97,104 +95,6 @@ impl Default for KafkaSettings {
             bounded_topic: topics::BOUNDED.into(),
             instance_id: None,
             session_timeout_ms: 10_000,
-        }
-    }
-}
-
-/// The noise mechanism of a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mechanism {
-    /// Discrete Gaussian under zCDP; ε is stated at `privacy.delta`.
-    Gaussian,
-    /// Discrete Laplace under pure ε-DP (δ = 0).
-    Laplace,
-}
-
-/// Privacy parameters. Defaults follow published deployments: Google's
-/// COVID-19 symptom trends spent ε ≈ 1.68 per user-day and its vaccination
-/// search insights (ε, δ) = (2.19, 10⁻⁵) per user-day; Hushmap spends ε = 1
-/// per daily window (at δ = 10⁻⁸ under the Gaussian mechanism, well below
-/// one over any country's population) and refuses more than 1 per rolling
-/// day or 10 per rolling 30 days.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PrivacyConfig {
-    pub mechanism: Mechanism,
-    /// ε spent by one window's release (risk counts + symptom counts); for
-    /// the Gaussian mechanism, at `delta`.
-    pub epsilon_per_window: f64,
-    /// δ at which zCDP losses (per window and over every budgeted span) are
-    /// converted to ε. Ignored by the Laplace mechanism.
-    pub delta: f64,
-    /// Share of the window's budget (ρ or ε) given to the risk-level
-    /// counts; the rest goes to the symptom counts.
-    pub risk_share: f64,
-    /// Records per contributor per window that count (latest kept).
-    pub max_contributions_per_window: u32,
-    /// Ledger limit over any rolling day.
-    pub max_epsilon_per_day: f64,
-    /// Ledger limit over any rolling `budget_horizon_days`.
-    pub max_epsilon_per_horizon: f64,
-    /// Ledger limit on δ over any budgeted span (the conversion's `delta`
-    /// once plus every release's threshold δ).
-    pub max_delta_per_horizon: f64,
-    pub budget_horizon_days: u32,
-    /// Suppress cells whose 95% interval of the high-risk share is wider
-    /// than ± this.
-    pub max_ci_half_width: f64,
-    /// A public, data-independent set of H3 cells (at the release
-    /// resolution or coarser; coarser ones stand for all their children).
-    /// When set, exactly these regions are released, every age band, zeros
-    /// included, and records elsewhere are dropped. When empty, regions are
-    /// chosen from the data by OpenDP's threshold mechanism.
-    pub public_regions: Vec<String>,
-    /// A public area as a polygon of `[lat, lon]` vertices: every cell at
-    /// the release resolution touching it joins the public region set.
-    pub public_polygon: Vec<[f64; 2]>,
-    /// A public area as a box `[south, west, north, east]` in degrees; its
-    /// cells join the public region set like the polygon's.
-    pub public_bbox: Option<[f64; 4]>,
-    /// Share of the window's budget (ρ or ε) spent choosing regions when
-    /// there is no public set.
-    pub selection_share: f64,
-    /// δ of the threshold mechanism (per window, all levels together), on
-    /// top of `delta`.
-    pub selection_delta: f64,
-    /// Coarser H3 levels released besides the release resolution (2: also
-    /// r−1 and r−2), from the same bounded counts; the budget is split
-    /// evenly across levels. A suppressed cell points to its nearest
-    /// unsuppressed ancestor.
-    pub parent_levels: u8,
-}
-
-/// Most coarser levels a release may carry (each one takes a share of the
-/// budget).
-pub const MAX_PARENT_LEVELS: u8 = 4;
-
-/// Most cells a public region set may expand to (a release noises 13
-/// counts per cell and age band).
-pub const MAX_PUBLIC_CELLS: usize = 50_000;
-
-impl Default for PrivacyConfig {
-    fn default() -> Self {
-        PrivacyConfig {
-            mechanism: Mechanism::Gaussian,
-            epsilon_per_window: 1.0,
-            delta: 1e-8,
-            risk_share: 0.5,
-            max_contributions_per_window: 1,
-            max_epsilon_per_day: 1.0,
-            max_epsilon_per_horizon: 10.0,
-            max_delta_per_horizon: 1e-6,
-            budget_horizon_days: 30,
-            max_ci_half_width: 0.15,
-            public_regions: Vec::new(),
-            public_polygon: Vec::new(),
-            public_bbox: None,
-            selection_share: 0.1,
-            selection_delta: 1e-8,
-            parent_levels: 2,
         }
     }
 }
@@ -324,13 +224,7 @@ impl AggregateConfig {
     }
 
     fn check_settings(&self) -> Result<(), ConfigError> {
-        let window = WindowLength::from_secs(self.window_secs).ok_or(ConfigError::WindowZero)?;
-        if !self.dev_mode && window.secs() < WindowLength::PRODUCTION_MIN.secs() {
-            return Err(ConfigError::WindowTooShort {
-                min: WindowLength::PRODUCTION_MIN.secs(),
-                got: window.secs(),
-            });
-        }
+        WindowLength::configured(self.window_secs, self.dev_mode)?;
         RegionResolution::new(self.region_resolution)?;
         let epoch = self.schedule_epoch_ms()?;
         if self.topology == Topology::Partitioned && epoch.is_none() {
@@ -346,80 +240,7 @@ impl AggregateConfig {
         if !self.metrics_listen.ip().is_loopback() && !self.metrics_public {
             return Err(ConfigError::PublicMetrics(self.metrics_listen));
         }
-        let p = &self.privacy;
-        if p.parent_levels > self.region_resolution || p.parent_levels > MAX_PARENT_LEVELS {
-            return Err(ConfigError::Privacy {
-                field: "parent_levels",
-                reason: "must be at most 4 and at most region_resolution",
-            });
-        }
-        let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !positive(p.epsilon_per_window) {
-            return Err(ConfigError::Privacy {
-                field: "epsilon_per_window",
-                reason: "must be positive",
-            });
-        }
-        if !(p.risk_share > 0.0 && p.risk_share < 1.0) {
-            return Err(ConfigError::Privacy {
-                field: "risk_share",
-                reason: "must be strictly between 0 and 1",
-            });
-        }
-        if p.max_contributions_per_window == 0 {
-            return Err(ConfigError::Privacy {
-                field: "max_contributions_per_window",
-                reason: "must be at least 1",
-            });
-        }
-        if !(p.delta > 0.0 && p.delta < 1e-3) {
-            return Err(ConfigError::Privacy {
-                field: "delta",
-                reason: "must be in (0, 0.001)",
-            });
-        }
-        if !positive(p.max_epsilon_per_day) {
-            return Err(ConfigError::Privacy {
-                field: "max_epsilon_per_day",
-                reason: "must be positive",
-            });
-        }
-        if !positive(p.max_epsilon_per_horizon) {
-            return Err(ConfigError::Privacy {
-                field: "max_epsilon_per_horizon",
-                reason: "must be positive",
-            });
-        }
-        if !(p.selection_share > 0.0 && p.selection_share < 1.0) {
-            return Err(ConfigError::Privacy {
-                field: "selection_share",
-                reason: "must be strictly between 0 and 1",
-            });
-        }
-        if !(p.selection_delta > 0.0 && p.selection_delta < 1e-3) {
-            return Err(ConfigError::Privacy {
-                field: "selection_delta",
-                reason: "must be in (0, 0.001)",
-            });
-        }
-        if !(p.max_delta_per_horizon > p.delta && p.max_delta_per_horizon < 1e-3) {
-            return Err(ConfigError::Privacy {
-                field: "max_delta_per_horizon",
-                reason: "must be above delta and below 0.001",
-            });
-        }
-        if p.budget_horizon_days == 0 {
-            return Err(ConfigError::Privacy {
-                field: "budget_horizon_days",
-                reason: "must be at least 1",
-            });
-        }
-        if !positive(p.max_ci_half_width) {
-            return Err(ConfigError::Privacy {
-                field: "max_ci_half_width",
-                reason: "must be positive",
-            });
-        }
+        self.privacy.check(self.region_resolution)?;
         Ok(())
     }
 
@@ -434,7 +255,8 @@ impl AggregateConfig {
         };
         let ms =
             hushmap_schema::window::parse_instant(text).ok_or(ConfigError::Epoch("not a time"))?;
-        let length = WindowLength::from_secs(self.window_secs).ok_or(ConfigError::WindowZero)?;
+        let length = WindowLength::from_secs(self.window_secs)
+            .ok_or(ConfigError::Window(WindowLengthError::Zero))?;
         hushmap_schema::Window::from_start(ms, length)
             .ok_or(ConfigError::Epoch("not the start of a window"))?;
         Ok(Some(ms))
@@ -453,222 +275,6 @@ impl AggregateConfig {
         self.payload_keys
             .clone()
             .ok_or(ConfigError::MissingPayloadKeys)
-    }
-
-    /// The coarsest released resolution: partitioned stage 2 shards by it,
-    /// so each shard holds whole trees of the hierarchy.
-    pub fn coarsest_level(&self) -> u8 {
-        self.region_resolution
-            .saturating_sub(self.privacy.parent_levels)
-    }
-
-    pub fn bounds(&self) -> ContributionBounds {
-        ContributionBounds::new(self.privacy.max_contributions_per_window)
-    }
-
-    pub fn budget(&self) -> Budget {
-        const DAY_MS: i64 = 24 * 3600 * 1000;
-        let p = &self.privacy;
-        Budget {
-            limits: vec![
-                BudgetLimit {
-                    horizon_ms: DAY_MS,
-                    max_epsilon: p.max_epsilon_per_day,
-                },
-                BudgetLimit {
-                    horizon_ms: DAY_MS * i64::from(p.budget_horizon_days),
-                    max_epsilon: p.max_epsilon_per_horizon,
-                },
-            ],
-            delta: p.delta,
-            max_delta: p.max_delta_per_horizon,
-        }
-    }
-
-    /// The public region set, expanded to the release resolution (`None`
-    /// when regions are chosen from the data): the listed cells (coarser
-    /// ones stand for their children) and the cells covering the public
-    /// polygon and box.
-    pub fn public_regions(&self) -> Result<Option<BTreeSet<RegionCell>>, ConfigError> {
-        let p = &self.privacy;
-        if p.public_regions.is_empty() && p.public_polygon.is_empty() && p.public_bbox.is_none() {
-            return Ok(None);
-        }
-        let invalid = |field, reason| ConfigError::Privacy { field, reason };
-        let too_many = || {
-            invalid(
-                "public_regions",
-                "the set expands to more than 50,000 cells",
-            )
-        };
-        let mut set = BTreeSet::new();
-        for text in &p.public_regions {
-            let cell: RegionCell = text
-                .parse()
-                .map_err(|_| invalid("public_regions", "each entry must be an H3 cell index"))?;
-            let children = cell.children(self.region_resolution).ok_or(invalid(
-                "public_regions",
-                "a cell is finer than region_resolution",
-            ))?;
-            set.extend(children);
-            if set.len() > MAX_PUBLIC_CELLS {
-                return Err(too_many());
-            }
-        }
-        let mut areas: Vec<(&'static str, Vec<(f64, f64)>)> = Vec::new();
-        if !p.public_polygon.is_empty() {
-            areas.push((
-                "public_polygon",
-                p.public_polygon
-                    .iter()
-                    .map(|[lat, lon]| (*lat, *lon))
-                    .collect(),
-            ));
-        }
-        if let Some([south, west, north, east]) = p.public_bbox {
-            if !(south < north && west < east) {
-                return Err(invalid(
-                    "public_bbox",
-                    "must be [south, west, north, east] with south < north and west < east",
-                ));
-            }
-            areas.push((
-                "public_bbox",
-                vec![(south, west), (south, east), (north, east), (north, west)],
-            ));
-        }
-        for (field, vertices) in areas {
-            let cells = RegionCell::covering(&vertices, self.region_resolution, MAX_PUBLIC_CELLS)
-                .map_err(|e| match e {
-                RegionError::AreaTooLarge => too_many(),
-                _ => invalid(
-                    field,
-                    "must be at least three valid [lat, lon] vertices of a simple polygon",
-                ),
-            })?;
-            set.extend(cells);
-            if set.len() > MAX_PUBLIC_CELLS {
-                return Err(too_many());
-            }
-        }
-        Ok(Some(set))
-    }
-
-    /// The H3 resolutions released, finest (the release resolution) first.
-    pub fn release_levels(&self) -> Vec<u8> {
-        (0..=self.privacy.parent_levels)
-            .filter_map(|k| self.region_resolution.checked_sub(k))
-            .collect()
-    }
-
-    /// Calibrates every mechanism from the budget split and the
-    /// sensitivities ([`ContributionBounds`]).
-    ///
-    /// The window's budget (ρ for the Gaussian mechanism, ε for Laplace) is
-    /// split evenly across the hierarchy levels; within a level,
-    /// `selection_share` goes to choosing regions when there is no public
-    /// set, and the rest is split by `risk_share` between the risk-level
-    /// counts and the symptom counts. Every statistic's cost is OpenDP's
-    /// privacy map at the bounded sensitivity; they add up (ρ and pure ε
-    /// both compose additively) to the release's cost.
-    pub fn release_plan(&self) -> Result<ReleasePlan, ConfigError> {
-        let p = &self.privacy;
-        let bounds = self.bounds();
-        let public = self.public_regions()?;
-        let levels = self.release_levels();
-        let n_levels = levels.len() as f64;
-        let total = match p.mechanism {
-            Mechanism::Gaussian => {
-                zcdp_rho_for(p.epsilon_per_window, p.delta).map_err(NoiseError::from)?
-            }
-            Mechanism::Laplace => p.epsilon_per_window,
-        };
-        let (selection_budget, counts_budget) = match public {
-            Some(_) => (0.0, total / n_levels),
-            None => (
-                total * p.selection_share / n_levels,
-                total * (1.0 - p.selection_share) / n_levels,
-            ),
-        };
-        let (risk_budget, symptom_budget) = (
-            counts_budget * p.risk_share,
-            counts_budget * (1.0 - p.risk_share),
-        );
-        let mut level_plans = Vec::with_capacity(levels.len());
-        let mut costs = Vec::new();
-        let mut cost_of = |statistic: &str, level: u8, cost: f64, delta: f64| {
-            costs.push(StatisticCost {
-                statistic: statistic.into(),
-                level,
-                cost,
-                delta,
-            })
-        };
-        for level in levels {
-            let selection = match &public {
-                // Parents of public cells are public too (and derived from
-                // nothing but the configuration).
-                Some(set) => RegionSelection::Public(Arc::new(
-                    set.iter().filter_map(|c| c.parent(level)).collect(),
-                )),
-                None => {
-                    let selector = match p.mechanism {
-                        Mechanism::Gaussian => ThresholdSelector::gaussian,
-                        Mechanism::Laplace => ThresholdSelector::laplace,
-                    }(
-                        bounds.region_totals(),
-                        selection_budget,
-                        p.selection_delta / n_levels,
-                    )?;
-                    cost_of("selection", level, selector.cost, selector.delta);
-                    RegionSelection::Threshold(selector)
-                }
-            };
-            let (risk, symptoms) = match p.mechanism {
-                Mechanism::Gaussian => {
-                    let risk = DiscreteGaussian::calibrate(bounds.risk_counts_l2(), risk_budget)?;
-                    let symptoms =
-                        DiscreteGaussian::calibrate(bounds.symptom_counts_l2(), symptom_budget)?;
-                    cost_of("risk_counts", level, risk.rho, 0.0);
-                    cost_of("symptom_counts", level, symptoms.rho, 0.0);
-                    (CountNoise::Gaussian(risk), CountNoise::Gaussian(symptoms))
-                }
-                Mechanism::Laplace => {
-                    let risk = DiscreteLaplace::calibrate(bounds.risk_counts_l1(), risk_budget)?;
-                    let symptoms =
-                        DiscreteLaplace::calibrate(bounds.symptom_counts_l1(), symptom_budget)?;
-                    cost_of("risk_counts", level, risk.epsilon, 0.0);
-                    cost_of("symptom_counts", level, symptoms.epsilon, 0.0);
-                    (CountNoise::Laplace(risk), CountNoise::Laplace(symptoms))
-                }
-            };
-            level_plans.push(LevelPlan {
-                level,
-                selection,
-                risk,
-                symptoms,
-            });
-        }
-        let (mechanism, cost) = match p.mechanism {
-            Mechanism::Gaussian => (
-                DiscreteGaussian::NAME,
-                ReleaseCost::concentrated(costs, p.delta).map_err(NoiseError::from)?,
-            ),
-            Mechanism::Laplace => {
-                let epsilon: f64 = costs.iter().map(|c| c.cost).sum();
-                let delta: f64 = costs.iter().map(|c| c.delta).sum();
-                (
-                    DiscreteLaplace::NAME,
-                    ReleaseCost::pure(epsilon, delta, costs),
-                )
-            }
-        };
-        Ok(ReleasePlan {
-            mechanism,
-            levels: level_plans,
-            cost,
-            max_ci_half_width: p.max_ci_half_width,
-        })
     }
 }
 
@@ -721,98 +327,5 @@ mod tests {
             assert!(cost.epsilon > 0.999 * c.privacy.epsilon_per_window);
             assert_eq!(cost.rho.is_some(), mechanism == Mechanism::Gaussian);
         }
-    }
-
-    #[test]
-    fn gaussian_is_less_noisy_for_the_symptom_vector() {
-        // The symptom vector's L2 sensitivity is √10 against an L1 of 10:
-        // at the same ε, Gaussian noise on symptoms is much smaller.
-        let mut c = AggregateConfig::default();
-        let gauss = c.release_plan().unwrap().finest().symptoms.std_dev();
-        c.privacy.mechanism = Mechanism::Laplace;
-        let laplace = c.release_plan().unwrap().finest().symptoms.std_dev();
-        assert!(gauss < laplace, "gaussian {gauss} vs laplace {laplace}");
-    }
-
-    #[test]
-    fn refuses_bad_privacy_settings() {
-        let mut c = AggregateConfig::default();
-        c.privacy.epsilon_per_window = 0.0;
-        assert!(c.validate().is_err());
-        let mut c = AggregateConfig::default();
-        c.privacy.risk_share = 1.0;
-        assert!(c.validate().is_err());
-        let c = AggregateConfig {
-            window_secs: 10,
-            ..AggregateConfig::default()
-        };
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::WindowTooShort { .. })
-        ));
-        let c = AggregateConfig {
-            window_secs: 10,
-            dev_mode: true,
-            ..AggregateConfig::default()
-        };
-        assert!(c.validate().is_ok());
-    }
-
-    #[test]
-    fn a_public_box_or_polygon_becomes_the_cells_covering_it() {
-        let mut c = AggregateConfig::default();
-        // About 0.4° × 0.6° around Berlin.
-        c.privacy.public_bbox = Some([52.3, 13.1, 52.7, 13.7]);
-        let from_box = c.public_regions().unwrap().unwrap();
-        let res = RegionResolution::new(5).unwrap();
-        // Every point of the box, corners included, lies in a public cell.
-        for lat in [52.3, 52.45, 52.7] {
-            for lon in [13.1, 13.4, 13.7] {
-                let cell = RegionCell::from_coordinate(lat, lon, res).unwrap();
-                assert!(from_box.contains(&cell), "({lat}, {lon})");
-            }
-        }
-        assert!(from_box.len() < 40, "{} cells", from_box.len());
-        let outside = RegionCell::from_coordinate(48.1, 11.6, res).unwrap();
-        assert!(!from_box.contains(&outside));
-        // The same area as a polygon gives the same cells.
-        c.privacy.public_bbox = None;
-        c.privacy.public_polygon = vec![[52.3, 13.1], [52.3, 13.7], [52.7, 13.7], [52.7, 13.1]];
-        assert_eq!(c.public_regions().unwrap().unwrap(), from_box);
-        c.validate().unwrap();
-        // Parents of the area's cells are the parent levels' public set.
-        let plan = c.release_plan().unwrap();
-        assert!(matches!(
-            plan.levels[2].selection,
-            RegionSelection::Public(_)
-        ));
-
-        // Bad areas are refused with the field named.
-        c.privacy.public_polygon = vec![[52.3, 13.1], [52.3, 13.7]];
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::Privacy {
-                field: "public_polygon",
-                ..
-            })
-        ));
-        c.privacy.public_polygon.clear();
-        c.privacy.public_bbox = Some([52.7, 13.1, 52.3, 13.7]);
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::Privacy {
-                field: "public_bbox",
-                ..
-            })
-        ));
-        // A continent at resolution 5 is far over the cell limit.
-        c.privacy.public_bbox = Some([35.0, -10.0, 70.0, 40.0]);
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::Privacy {
-                field: "public_regions",
-                ..
-            })
-        ));
     }
 }

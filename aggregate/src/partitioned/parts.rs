@@ -37,11 +37,11 @@ use crate::error::AggregatorError;
 use crate::intake::{DropReason, has_room};
 use crate::metrics::AggregatorStats;
 use crate::records::{SequencedRecord, to_record_batch};
-use crate::release::{ReleasePlan, missed_release, noisy_release};
 use crate::release_log::ReleaseLog;
 use crate::resume::{Committed, committed_positions};
 use crate::schedule::{Decision, WindowSchedule};
 use datafusion::prelude::SessionContext;
+use hushmap_privacy::release::{ReleasePlan, WindowData, WindowOutcome, release_window};
 use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_privacy::{LedgerError, PrivacyLedger};
 use hushmap_schema::bounded::BoundedError;
@@ -514,47 +514,52 @@ impl PartStage {
             Some(_) => Decision::Count,
             None => decision,
         };
-        let cost = self.plan.cost_of(decision);
-        let authorisation = match self.ledger.authorise_part(window, part, cost) {
-            Ok(authorisation) => authorisation,
-            Err(e @ LedgerError::PartAlreadyReleased { .. }) => {
-                // Authorised by this process before and lost with a cache it
-                // no longer holds: never noised twice.
-                tracing::warn!(shard = q, window_start = window.start_ms, reason = %e, "part not noised again");
-                return Ok(None);
-            }
-            Err(e) => {
-                self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
-                return Ok(None);
-            }
-        };
-        let release = match decision {
-            Decision::Missed => {
-                self.stats.windows_missed.fetch_add(1, Ordering::Relaxed);
-                missed_release(&self.plan, authorisation)?
-            }
+        // Counted before the ledger is asked (counting publishes nothing):
+        // the one release step then authorises, and only then noises.
+        let cells: Vec<CellCounts> = match decision {
+            Decision::Missed => Vec::new(),
             Decision::Count => {
                 let records = self.owned[&q]
                     .windows
                     .get(&window.start_ms)
                     .map(|w| w.records.as_slice())
                     .unwrap_or_default();
-                let cells: Vec<CellCounts> = if records.is_empty() {
+                if records.is_empty() {
                     Vec::new()
                 } else {
                     let batch =
                         to_record_batch(records).map_err(|e| EngineError::DataFusion(e.into()))?;
                     engine::bounded_counts(&self.ctx, batch, self.bounds).await?
-                };
-                let (coarsest, shards, plan) = (self.coarsest, self.shards, &self.plan);
-                let shard_plan = self
-                    .shard_plans
-                    .entry(part.index)
-                    .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
-                noisy_release(&cells, shard_plan, authorisation)?
+                }
             }
         };
+        let data = match decision {
+            Decision::Count => WindowData::Counted(&cells),
+            Decision::Missed => WindowData::Missed,
+        };
+        let (coarsest, shards, plan) = (self.coarsest, self.shards, &self.plan);
+        let shard_plan = self
+            .shard_plans
+            .entry(part.index)
+            .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
+        let outcome = release_window(&mut self.ledger, None, shard_plan, window, Some(part), data)?;
+        let release = match outcome {
+            WindowOutcome::Released(release) => release,
+            WindowOutcome::Refused(e @ LedgerError::PartAlreadyReleased { .. }) => {
+                // Authorised by this process before and lost with a cache it
+                // no longer holds: never noised twice.
+                tracing::warn!(shard = q, window_start = window.start_ms, reason = %e, "part not noised again");
+                return Ok(None);
+            }
+            WindowOutcome::Refused(e) => {
+                self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
+                return Ok(None);
+            }
+        };
+        if decision == Decision::Missed {
+            self.stats.windows_missed.fetch_add(1, Ordering::Relaxed);
+        }
         self.noised.insert(key, release.clone());
         Ok(Some(release))
     }

@@ -1,0 +1,281 @@
+//! [`ReleasePlan`]: every mechanism of one release, calibrated from the
+//! budget split and the contribution bounds, and what the release costs.
+//!
+//! ```
+//! use hushmap_privacy::release::{Mechanism, PlanSpec, ReleasePlan};
+//! use hushmap_privacy::sensitivity::ContributionBounds;
+//!
+//! let spec = PlanSpec {
+//!     mechanism: Mechanism::Laplace,
+//!     epsilon_per_window: 1.0,
+//!     delta: 1e-8,
+//!     risk_share: 0.5,
+//!     selection_share: 0.1,
+//!     selection_delta: 1e-8,
+//!     levels: vec![7, 6, 5],
+//!     bounds: ContributionBounds::new(1),
+//!     public_regions: None,
+//!     max_ci_half_width: 0.15,
+//! };
+//! let plan = ReleasePlan::calibrate(&spec).unwrap();
+//! assert_eq!(plan.levels.len(), 3);
+//! // Three statistics (selection, risk counts, symptom counts) per level,
+//! // composing to the window's ε.
+//! assert_eq!(plan.cost.statistics.len(), 9);
+//! assert!((plan.cost.epsilon - 1.0).abs() < 1e-9);
+//! ```
+
+use super::CellCounts;
+use crate::ReleaseCost;
+use crate::conversion::zcdp_rho_for;
+use crate::noise::{CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector};
+use crate::sensitivity::ContributionBounds;
+use hushmap_schema::{RegionCell, StatisticCost};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// The noise mechanism of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// Discrete Gaussian under zCDP; ε is stated at the conversion δ.
+    Gaussian,
+    /// Discrete Laplace under pure ε-DP (δ = 0).
+    Laplace,
+}
+
+/// What a plan is calibrated from: the deployment's budget split, the
+/// levels it releases and the contribution bounds the engine enforces.
+/// (The aggregator's configuration fills it in; its defaults and their
+/// reasons live there.)
+#[derive(Debug, Clone)]
+pub struct PlanSpec {
+    pub mechanism: Mechanism,
+    /// ε spent by one window's release; for the Gaussian mechanism, at
+    /// `delta`.
+    pub epsilon_per_window: f64,
+    /// δ at which the zCDP loss is converted to ε (Gaussian only).
+    pub delta: f64,
+    /// Share of each level's counting budget given to the risk-level
+    /// counts; the rest goes to the symptom counts.
+    pub risk_share: f64,
+    /// Share of the window's budget spent choosing regions when there is
+    /// no public set.
+    pub selection_share: f64,
+    /// δ of the threshold mechanism, all levels together.
+    pub selection_delta: f64,
+    /// H3 resolutions released, the release resolution first.
+    pub levels: Vec<u8>,
+    pub bounds: ContributionBounds,
+    /// The public region set at the release resolution, or `None` to
+    /// choose regions from the data by threshold.
+    pub public_regions: Option<BTreeSet<RegionCell>>,
+    /// Cells with a wider 95% interval of the high share are suppressed.
+    pub max_ci_half_width: f64,
+}
+
+/// How a release decides which regions it contains.
+#[derive(Debug, Clone)]
+pub enum RegionSelection {
+    /// A public, data-independent set: all of it, always, zeros included.
+    /// Costs nothing; records outside it are not counted.
+    Public(Arc<BTreeSet<RegionCell>>),
+    /// Regions whose noisy total reaches a threshold (OpenDP), so that a
+    /// region only a handful of people reported from is not revealed.
+    Threshold(ThresholdSelector),
+}
+
+impl RegionSelection {
+    /// The regions released for these counts (`cells` at this level).
+    pub(crate) fn regions<'a>(
+        &'a self,
+        cells: &[CellCounts],
+    ) -> Result<Cow<'a, BTreeSet<RegionCell>>, NoiseError> {
+        match self {
+            // Borrowed: a public set may hold tens of thousands of cells.
+            RegionSelection::Public(set) => Ok(Cow::Borrowed(set.as_ref())),
+            RegionSelection::Threshold(selector) => {
+                let mut totals: HashMap<u64, i64> = HashMap::new();
+                for c in cells {
+                    *totals.entry(c.region.raw()).or_default() += c.risk.iter().sum::<i64>();
+                }
+                Ok(Cow::Owned(
+                    selector
+                        .select(totals)?
+                        .into_iter()
+                        .filter_map(|raw| RegionCell::from_raw(raw).ok())
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
+
+/// Calibrated mechanisms for one hierarchy level of a release.
+#[derive(Debug, Clone)]
+pub struct LevelPlan {
+    /// H3 resolution of the level's regions.
+    pub level: u8,
+    pub selection: RegionSelection,
+    pub risk: CountNoise,
+    pub symptoms: CountNoise,
+}
+
+/// Calibrated mechanisms for one release: the release resolution first,
+/// then each coarser level.
+#[derive(Debug, Clone)]
+pub struct ReleasePlan {
+    /// Name in the release metadata (`hushmap.mechanism`).
+    pub mechanism: &'static str,
+    /// Finest first; every level is computed from the same bounded counts.
+    pub levels: Vec<LevelPlan>,
+    /// What one release costs each contributor: every statistic of every
+    /// level, and their composition.
+    pub cost: ReleaseCost,
+    /// Cells with a wider 95% interval of the high share are suppressed.
+    pub max_ci_half_width: f64,
+}
+
+impl ReleasePlan {
+    /// Calibrates every mechanism from the budget split and the
+    /// sensitivities ([`ContributionBounds`]).
+    ///
+    /// The window's budget (ρ for the Gaussian mechanism, ε for Laplace) is
+    /// split evenly across the levels; within a level, `selection_share`
+    /// goes to choosing regions when there is no public set, and the rest
+    /// is split by `risk_share` between the risk-level counts and the
+    /// symptom counts. Every statistic's cost is OpenDP's privacy map at
+    /// the bounded sensitivity; they add up (ρ and pure ε both compose
+    /// additively) to the release's cost.
+    pub fn calibrate(spec: &PlanSpec) -> Result<ReleasePlan, NoiseError> {
+        let bounds = spec.bounds;
+        let n_levels = spec.levels.len() as f64;
+        let total = match spec.mechanism {
+            Mechanism::Gaussian => zcdp_rho_for(spec.epsilon_per_window, spec.delta)?,
+            Mechanism::Laplace => spec.epsilon_per_window,
+        };
+        let (selection_budget, counts_budget) = match spec.public_regions {
+            Some(_) => (0.0, total / n_levels),
+            None => (
+                total * spec.selection_share / n_levels,
+                total * (1.0 - spec.selection_share) / n_levels,
+            ),
+        };
+        let (risk_budget, symptom_budget) = (
+            counts_budget * spec.risk_share,
+            counts_budget * (1.0 - spec.risk_share),
+        );
+        let mut level_plans = Vec::with_capacity(spec.levels.len());
+        let mut costs = Vec::new();
+        let mut cost_of = |statistic: &str, level: u8, cost: f64, delta: f64| {
+            costs.push(StatisticCost {
+                statistic: statistic.into(),
+                level,
+                cost,
+                delta,
+            })
+        };
+        for &level in &spec.levels {
+            let selection = match &spec.public_regions {
+                // Parents of public cells are public too (and derived from
+                // nothing but the configuration).
+                Some(set) => RegionSelection::Public(Arc::new(
+                    set.iter().filter_map(|c| c.parent(level)).collect(),
+                )),
+                None => {
+                    let selector = match spec.mechanism {
+                        Mechanism::Gaussian => ThresholdSelector::gaussian,
+                        Mechanism::Laplace => ThresholdSelector::laplace,
+                    }(
+                        bounds.region_totals(),
+                        selection_budget,
+                        spec.selection_delta / n_levels,
+                    )?;
+                    cost_of("selection", level, selector.cost, selector.delta);
+                    RegionSelection::Threshold(selector)
+                }
+            };
+            let (risk, symptoms) = match spec.mechanism {
+                Mechanism::Gaussian => {
+                    let risk = DiscreteGaussian::calibrate(bounds.risk_counts_l2(), risk_budget)?;
+                    let symptoms =
+                        DiscreteGaussian::calibrate(bounds.symptom_counts_l2(), symptom_budget)?;
+                    cost_of("risk_counts", level, risk.rho, 0.0);
+                    cost_of("symptom_counts", level, symptoms.rho, 0.0);
+                    (CountNoise::Gaussian(risk), CountNoise::Gaussian(symptoms))
+                }
+                Mechanism::Laplace => {
+                    let risk = DiscreteLaplace::calibrate(bounds.risk_counts_l1(), risk_budget)?;
+                    let symptoms =
+                        DiscreteLaplace::calibrate(bounds.symptom_counts_l1(), symptom_budget)?;
+                    cost_of("risk_counts", level, risk.epsilon, 0.0);
+                    cost_of("symptom_counts", level, symptoms.epsilon, 0.0);
+                    (CountNoise::Laplace(risk), CountNoise::Laplace(symptoms))
+                }
+            };
+            level_plans.push(LevelPlan {
+                level,
+                selection,
+                risk,
+                symptoms,
+            });
+        }
+        let (mechanism, cost) = match spec.mechanism {
+            Mechanism::Gaussian => (
+                DiscreteGaussian::NAME,
+                ReleaseCost::concentrated(costs, spec.delta)?,
+            ),
+            Mechanism::Laplace => {
+                let epsilon: f64 = costs.iter().map(|c| c.cost).sum();
+                let delta: f64 = costs.iter().map(|c| c.delta).sum();
+                (
+                    DiscreteLaplace::NAME,
+                    ReleaseCost::pure(epsilon, delta, costs),
+                )
+            }
+        };
+        Ok(ReleasePlan {
+            mechanism,
+            levels: level_plans,
+            cost,
+            max_ci_half_width: spec.max_ci_half_width,
+        })
+    }
+
+    /// What the ledger is asked to authorise for a window released from
+    /// `data`: the plan's cost to count it, nothing to publish it missed
+    /// (it reads no data).
+    pub fn cost_of(&self, data: &super::WindowData<'_>) -> ReleaseCost {
+        match data {
+            super::WindowData::Counted(_) => self.cost.clone(),
+            super::WindowData::Missed => ReleaseCost::free(self.cost.rho.is_some()),
+        }
+    }
+
+    /// The release resolution (the finest level).
+    pub fn finest(&self) -> &LevelPlan {
+        &self.levels[0]
+    }
+
+    /// The plan of one shard's part of a partitioned release: each public
+    /// region set cut down to the cells whose `coarsest`-level ancestor is
+    /// in `shard` of `shards` ([`RegionCell::shard`]); everything else
+    /// (noise, costs) unchanged. Regions chosen by threshold need no cut:
+    /// a shard only ever counts its own cells.
+    pub fn for_shard(&self, coarsest: u8, shard: u32, shards: u32) -> ReleasePlan {
+        let mut plan = self.clone();
+        for level in &mut plan.levels {
+            if let RegionSelection::Public(set) = &level.selection {
+                let mine = set
+                    .iter()
+                    .copied()
+                    .filter(|cell| cell.shard(coarsest, shards) == Some(shard))
+                    .collect();
+                level.selection = RegionSelection::Public(Arc::new(mine));
+            }
+        }
+        plan
+    }
+}
