@@ -4,6 +4,7 @@
 //! held. Both topologies read their positions here.
 
 use crate::error::AggregatorError;
+use hushmap_service::runtime::blocking;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ pub(crate) fn partition_count<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
 ) -> Result<u32, AggregatorError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let metadata = blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(30)))?;
     let n = metadata
         .topics()
         .iter()
@@ -49,16 +50,18 @@ pub(crate) fn committed_positions<C: ConsumerContext>(
     for &p in partitions {
         wanted.add_partition(topic, p);
     }
-    let committed = committed_offsets(consumer, wanted)?;
+    // Both ask the brokers and wait: off the async worker.
+    let committed = blocking(|| committed_offsets(consumer, wanted))?;
     let mut out = HashMap::new();
     for e in committed.elements() {
         let offset = match e.offset() {
             Offset::Offset(n) => n,
             // Never committed: from the first offset still held.
             _ => {
-                consumer
-                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?
-                    .0
+                blocking(|| {
+                    consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
+                })?
+                .0
             }
         };
         out.insert(

@@ -53,6 +53,7 @@ use hushmap_privacy::release::{ReleasePlan, WindowData, WindowOutcome, release_w
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use hushmap_service::clock::now_ms;
 use hushmap_service::consumer::{QuietEofContext, committed_reader};
+use hushmap_service::runtime::blocking;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -187,11 +188,11 @@ impl Aggregator {
         })?;
         let offsets = self.offsets_to_commit()?;
         let producer = &self.txn.producer;
-        let result = (|| -> Result<(), KafkaError> {
+        let result = blocking(|| -> Result<(), KafkaError> {
             producer.begin_transaction()?;
             producer.send_offsets_to_transaction(&offsets, &group, self.txn.timeout())?;
             self.txn.commit()
-        })();
+        });
         if let Err(e) = result {
             self.txn.recover();
             return Err(e.into());
@@ -306,7 +307,9 @@ impl Aggregator {
             changed = true;
         }
         if changed {
-            self.publish_pending();
+            // Transaction calls block for up to their timeout: off this
+            // worker, so the metrics listener and shutdown still answer.
+            blocking(|| self.publish_pending());
         }
         self.stats
             .open_windows

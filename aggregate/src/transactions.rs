@@ -51,7 +51,9 @@ impl Transactions {
                 config.kafka.transaction_timeout_ms.to_string(),
             )
             .create()?;
-        producer.init_transactions(Timeout::After(timeout))?;
+        // Waits for the coordinator (and fences a predecessor): off the
+        // async worker, like every transaction call here.
+        blocking(|| producer.init_transactions(Timeout::After(timeout)))?;
         Ok(producer)
     }
 

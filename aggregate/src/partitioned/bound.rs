@@ -30,6 +30,7 @@ use hushmap_schema::{
     Window, WindowLength,
 };
 use hushmap_service::clock::now_ms;
+use hushmap_service::runtime::blocking;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureRecord, Producer};
@@ -342,10 +343,14 @@ impl BoundStage {
             position.set_offset(Offset::Offset(commit_offset))?;
             position.set_metadata(format!("{THROUGH}{through}"));
         }
-        self.txn
-            .producer
-            .send_offsets_to_transaction(&offsets, &group, self.txn.timeout())?;
-        self.txn.commit()?;
+        // Both wait on the transaction coordinator for up to the timeout:
+        // off this worker.
+        blocking(|| {
+            self.txn
+                .producer
+                .send_offsets_to_transaction(&offsets, &group, self.txn.timeout())?;
+            self.txn.commit()
+        })?;
         Ok(())
     }
 

@@ -50,6 +50,7 @@ use hushmap_schema::{
     BoundedKeyring, BoundedMessage, BoundedOpenError, Release, Window, WindowLength,
 };
 use hushmap_service::clock::now_ms;
+use hushmap_service::runtime::blocking;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -431,7 +432,8 @@ impl PartStage {
         } else {
             None
         };
-        match self.publish(&due, &parts) {
+        // The transaction blocks for up to its timeout: off this worker.
+        match blocking(|| self.publish(&due, &parts)) {
             Ok(()) if stale.is_some() && self.lost_answers.take() => {
                 tracing::warn!("injected fault: a committed part transaction is taken as failed");
                 self.txn.recover();

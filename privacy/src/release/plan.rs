@@ -244,16 +244,6 @@ impl ReleasePlan {
         })
     }
 
-    /// What the ledger is asked to authorise for a window released from
-    /// `data`: the plan's cost to count it, nothing to publish it missed
-    /// (it reads no data).
-    pub fn cost_of(&self, data: &super::WindowData<'_>) -> ReleaseCost {
-        match data {
-            super::WindowData::Counted(_) => self.cost.clone(),
-            super::WindowData::Missed => ReleaseCost::free(self.cost.rho.is_some()),
-        }
-    }
-
     /// The release resolution (the finest level).
     pub fn finest(&self) -> &LevelPlan {
         &self.levels[0]

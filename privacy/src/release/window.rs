@@ -43,7 +43,7 @@
 use super::noising::{missed_release, noisy_release};
 use super::{CellCounts, ReleasePlan};
 use crate::noise::NoiseError;
-use crate::{LedgerError, LedgerFile, LedgerFileError, PrivacyLedger};
+use crate::{LedgerError, LedgerFile, LedgerFileError, PrivacyLedger, ReleaseCost};
 use hushmap_schema::release::ReleasePart;
 use hushmap_schema::{Release, Window};
 
@@ -91,7 +91,7 @@ pub fn release_window(
     part: Option<ReleasePart>,
     data: WindowData<'_>,
 ) -> Result<WindowOutcome, ReleaseStepError> {
-    let cost = plan.cost_of(&data);
+    let cost = cost_of(plan, &data);
     let authorised = match part {
         Some(part) => ledger.authorise_part(window, part, cost),
         None => ledger.authorise(window, cost),
@@ -111,6 +111,16 @@ pub fn release_window(
         WindowData::Missed => missed_release(plan, authorisation)?,
     };
     Ok(WindowOutcome::Released(release))
+}
+
+/// What the ledger is asked to authorise for a window released from
+/// `data`: the plan's cost to count it, nothing to publish it missed (it
+/// reads no data).
+fn cost_of(plan: &ReleasePlan, data: &WindowData<'_>) -> ReleaseCost {
+    match data {
+        WindowData::Counted(_) => plan.cost.clone(),
+        WindowData::Missed => ReleaseCost::free(plan.cost.rho.is_some()),
+    }
 }
 
 #[cfg(test)]
