@@ -26,8 +26,13 @@ mkdir -p "$logs"
 
 # "executable package-dir label" for every test binary, from cargo's own
 # build plan (already built by deploy/test.sh: this only lists).
-cargo test --workspace --locked -j2 --no-run --message-format=json 2>/dev/null |
-  python3 -c '
+if ! cargo test --workspace --locked -j2 --no-run --message-format=json \
+  >"$logs/plan.json" 2>"$logs/plan.log"; then
+  cat "$logs/plan.log" >&2
+  echo "test-lanes: cargo could not build the tests" >&2
+  exit 1
+fi
+python3 -c '
 import json, os, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -36,7 +41,7 @@ for line in sys.stdin:
     t = m["target"]
     label = "{}:{}({})".format(m["package_id"].split("#")[-1].split("@")[0].rsplit("/", 1)[-1], t["name"], t["kind"][0])
     print(m["executable"], os.path.dirname(m["manifest_path"]), label, t["name"])
-' >"$logs/binaries.txt"
+' <"$logs/plan.json" >"$logs/binaries.txt"
 if [ ! -s "$logs/binaries.txt" ]; then
   echo "test-lanes: cargo listed no test binaries" >&2
   exit 1
