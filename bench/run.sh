@@ -5,21 +5,23 @@
 #   bench/run.sh ingest      # edge throughput, latency, identity and PoW cost
 #   bench/run.sh aggregate   # DP engine vs baselines, batch RSS, streaming
 #   bench/run.sh dashboard   # start-up, API, exports, page load, RSS
+#   bench/run.sh utility     # accuracy of the published numbers vs the truth
 #
 # Knobs are environment variables named BENCH_*: BENCH_JOBS (build jobs,
 # every core by default), BENCH_SECS and BENCH_CONNECTIONS (ingest),
 # BENCH_SIZES and BENCH_RECORDS (aggregate), BENCH_HOURS, BENCH_REGIONS and
-# BENCH_RUNS (dashboard). Each script's header says what they do.
+# BENCH_RUNS (dashboard), BENCH_PEOPLE, BENCH_RUNS, BENCH_EPSILON and
+# BENCH_SEED (utility). Each script's header says what they do.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 case "${1:-}" in
-  ingest | aggregate | dashboard)
+  ingest | aggregate | dashboard | utility)
     what="$1"
     shift
     exec "./$what.sh" "$@"
     ;;
   *)
-    echo "usage: bench/run.sh ingest|aggregate|dashboard" >&2
+    echo "usage: bench/run.sh ingest|aggregate|dashboard|utility" >&2
     exit 2
     ;;
 esac
