@@ -18,6 +18,11 @@
 #
 #   bench/run.sh utility
 #   BENCH_PEOPLE=50000 BENCH_RUNS=3 bench/run.sh utility   # a small one
+#   BENCH_CONFIG=split.toml bench/run.sh utility           # another budget split
+#
+# BENCH_CONFIG is an aggregator configuration file (`--config`), e.g.
+# `[privacy]` with `level_weights = [2, 1, 1]`; the day is the same for the
+# same BENCH_PEOPLE and BENCH_SEED, so scores compare across splits.
 #
 # The binary is the dev build the tests use (the scores do not depend on
 # the build profile). Results: target/bench/utility/scores.json.
@@ -28,6 +33,10 @@ PEOPLE="${BENCH_PEOPLE:-1500000}"
 RUNS="${BENCH_RUNS:-5}"
 EPSILON="${BENCH_EPSILON:-1}"
 SEED="${BENCH_SEED:-1}"
+CONFIG=()
+if [ -n "${BENCH_CONFIG:-}" ]; then
+  CONFIG=(--config "$BENCH_CONFIG")
+fi
 OUT="$PWD/target/bench/utility"
 VENV="$PWD/bench/.venv-utility"
 REQS=bench/python/utility-requirements.txt
@@ -45,14 +54,14 @@ echo "bench: building (the tests' dev build)"
 cargo build -j"$JOBS" --workspace --bins --tests 2>&1 | tail -n 1
 BIN="$PWD/target/debug/hushmap-aggregate"
 
-echo "bench: generating a day of $PEOPLE people (seed $SEED)"
+echo "bench: generating a day of $PEOPLE people (seed $SEED)${BENCH_CONFIG:+; configuration $BENCH_CONFIG}"
 "$VENV/bin/python" bench/python/utility.py generate "$OUT" "$PEOPLE" "$SEED" | tee "$OUT/day.json"
 
 releases=()
 for run in $(seq 1 "$RUNS"); do
   echo "bench: release $run of $RUNS at ε = $EPSILON"
   rm -f "$OUT/release-$run.parquet"
-  "$BIN" batch --input "$OUT/records.parquet" --from 2026-11-01 --to 2026-11-02 \
+  "$BIN" batch "${CONFIG[@]}" --input "$OUT/records.parquet" --from 2026-11-01 --to 2026-11-02 \
     --epsilon "$EPSILON" --fresh-ledger --out "$OUT/release-$run.parquet" 2>&1 | grep -v "fresh ledger" || true
   if [ ! -s "$OUT/release-$run.parquet" ]; then
     echo "bench: release $run was not written" >&2

@@ -68,6 +68,11 @@ pub struct PrivacyConfig {
     /// evenly across levels. A suppressed cell points to its nearest
     /// unsuppressed ancestor.
     pub parent_levels: u8,
+    /// Each released level's share of the budget as relative weights, the
+    /// release resolution first (`[2, 1, 1]`: half to the finest level);
+    /// empty (the default) splits it evenly. One weight per level
+    /// (`parent_levels + 1`), each positive.
+    pub level_weights: Vec<f64>,
 }
 
 /// Most coarser levels a release may carry (each one takes a share of the
@@ -97,6 +102,7 @@ impl Default for PrivacyConfig {
             selection_share: 0.1,
             selection_delta: 1e-8,
             parent_levels: 2,
+            level_weights: Vec::new(),
         }
     }
 }
@@ -113,6 +119,15 @@ impl PrivacyConfig {
             });
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !p.level_weights.is_empty()
+            && (p.level_weights.len() != usize::from(p.parent_levels) + 1
+                || !p.level_weights.iter().all(|w| positive(*w)))
+        {
+            return Err(ConfigError::Privacy {
+                field: "level_weights",
+                reason: "one positive weight per released level (parent_levels + 1), or none",
+            });
+        }
         if !positive(p.epsilon_per_window) {
             return Err(ConfigError::Privacy {
                 field: "epsilon_per_window",
@@ -305,6 +320,7 @@ impl AggregateConfig {
             bounds: self.bounds(),
             public_regions: self.public_regions()?,
             max_ci_half_width: p.max_ci_half_width,
+            level_weights: p.level_weights.clone(),
         })
     }
 
@@ -342,6 +358,17 @@ mod tests {
         let mut c = AggregateConfig::default();
         c.privacy.risk_share = 1.0;
         assert!(c.validate().is_err());
+        let mut c = AggregateConfig::default();
+        c.privacy.level_weights = vec![2.0, 1.0];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Privacy {
+                field: "level_weights",
+                ..
+            })
+        ));
+        c.privacy.level_weights = vec![2.0, 1.0, 1.0];
+        c.validate().unwrap();
         let c = AggregateConfig {
             window_secs: 10,
             ..AggregateConfig::default()

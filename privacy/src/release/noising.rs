@@ -205,6 +205,7 @@ mod tests {
             bounds: crate::sensitivity::ContributionBounds::new(1),
             public_regions: None,
             max_ci_half_width: 0.15,
+            level_weights: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@
 //!     bounds: ContributionBounds::new(1),
 //!     public_regions: None,
 //!     max_ci_half_width: 0.15,
+//!     level_weights: Vec::new(),
 //! };
 //! let plan = ReleasePlan::calibrate(&spec).unwrap();
 //! assert_eq!(plan.levels.len(), 3);
@@ -74,6 +75,32 @@ pub struct PlanSpec {
     pub public_regions: Option<BTreeSet<RegionCell>>,
     /// Cells with a wider 95% interval of the high share are suppressed.
     pub max_ci_half_width: f64,
+    /// Each level's share of the budget, in `levels` order, as relative
+    /// weights (`[2, 1, 1]`: the release resolution gets half); empty for
+    /// an even split. The selection δ is split evenly regardless.
+    pub level_weights: Vec<f64>,
+}
+
+impl PlanSpec {
+    /// Each level's fraction of the budget (summing to 1), checked.
+    fn level_fractions(&self) -> Result<Vec<f64>, NoiseError> {
+        let n = self.levels.len();
+        if n == 0 {
+            return Err(NoiseError::Parameter("a release needs at least one level"));
+        }
+        if self.level_weights.is_empty() {
+            return Ok(vec![1.0 / n as f64; n]);
+        }
+        if self.level_weights.len() != n
+            || !self.level_weights.iter().all(|w| w.is_finite() && *w > 0.0)
+        {
+            return Err(NoiseError::Parameter(
+                "level weights: one positive weight per released level",
+            ));
+        }
+        let sum: f64 = self.level_weights.iter().sum();
+        Ok(self.level_weights.iter().map(|w| w / sum).collect())
+    }
 }
 
 /// How a release decides which regions it contains.
@@ -143,30 +170,26 @@ impl ReleasePlan {
     /// sensitivities ([`ContributionBounds`]).
     ///
     /// The window's budget (ρ for the Gaussian mechanism, ε for Laplace) is
-    /// split evenly across the levels; within a level, `selection_share`
-    /// goes to choosing regions when there is no public set, and the rest
-    /// is split by `risk_share` between the risk-level counts and the
-    /// symptom counts. Every statistic's cost is OpenDP's privacy map at
+    /// split across the levels by `level_weights` (evenly by default);
+    /// within a level, `selection_share` goes to choosing regions when
+    /// there is no public set, and the rest is split by `risk_share`
+    /// between the risk-level counts and the symptom counts. Every statistic's cost is OpenDP's privacy map at
     /// the bounded sensitivity; they add up (ρ and pure ε both compose
     /// additively) to the release's cost.
     pub fn calibrate(spec: &PlanSpec) -> Result<ReleasePlan, NoiseError> {
         let bounds = spec.bounds;
         let n_levels = spec.levels.len() as f64;
+        let fractions = spec.level_fractions()?;
         let total = match spec.mechanism {
             Mechanism::Gaussian => zcdp_rho_for(spec.epsilon_per_window, spec.delta)?,
             Mechanism::Laplace => spec.epsilon_per_window,
         };
-        let (selection_budget, counts_budget) = match spec.public_regions {
-            Some(_) => (0.0, total / n_levels),
-            None => (
-                total * spec.selection_share / n_levels,
-                total * (1.0 - spec.selection_share) / n_levels,
-            ),
+        // Of the whole: the selection's share (without a public set), then
+        // each level its fraction, then risk and symptoms by `risk_share`.
+        let counts_share = match spec.public_regions {
+            Some(_) => 1.0,
+            None => 1.0 - spec.selection_share,
         };
-        let (risk_budget, symptom_budget) = (
-            counts_budget * spec.risk_share,
-            counts_budget * (1.0 - spec.risk_share),
-        );
         let mut level_plans = Vec::with_capacity(spec.levels.len());
         let mut costs = Vec::new();
         let mut cost_of = |statistic: &str, level: u8, cost: f64, delta: f64| {
@@ -177,7 +200,13 @@ impl ReleasePlan {
                 delta,
             })
         };
-        for &level in &spec.levels {
+        for (&level, fraction) in spec.levels.iter().zip(&fractions) {
+            let selection_budget = total * spec.selection_share * fraction;
+            let counts_budget = total * counts_share * fraction;
+            let (risk_budget, symptom_budget) = (
+                counts_budget * spec.risk_share,
+                counts_budget * (1.0 - spec.risk_share),
+            );
             let selection = match &spec.public_regions {
                 // Parents of public cells are public too (and derived from
                 // nothing but the configuration).
@@ -267,5 +296,74 @@ impl ReleasePlan {
             }
         }
         plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(mechanism: Mechanism, level_weights: Vec<f64>) -> PlanSpec {
+        PlanSpec {
+            mechanism,
+            epsilon_per_window: 1.0,
+            delta: 1e-8,
+            risk_share: 0.5,
+            selection_share: 0.1,
+            selection_delta: 1e-8,
+            levels: vec![7, 6, 5],
+            bounds: ContributionBounds::new(1),
+            public_regions: None,
+            max_ci_half_width: 0.15,
+            level_weights,
+        }
+    }
+
+    /// Each level's spend, summed over its statistics.
+    fn per_level(plan: &ReleasePlan) -> Vec<f64> {
+        [7u8, 6, 5]
+            .iter()
+            .map(|l| {
+                plan.cost
+                    .statistics
+                    .iter()
+                    .filter(|c| c.level == *l)
+                    .map(|c| c.cost)
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn level_weights_split_the_budget_and_the_total_stays() {
+        for mechanism in [Mechanism::Gaussian, Mechanism::Laplace] {
+            let even = ReleasePlan::calibrate(&spec(mechanism, Vec::new())).unwrap();
+            let weighted = ReleasePlan::calibrate(&spec(mechanism, vec![2.0, 1.0, 1.0])).unwrap();
+            let (e, w) = (per_level(&even), per_level(&weighted));
+            let total: f64 = e.iter().sum();
+            // OpenDP's maps certify a hair under the budget asked for.
+            assert!((w.iter().sum::<f64>() - total).abs() < 1e-6 * total);
+            for (got, want) in w.iter().zip([0.5, 0.25, 0.25]) {
+                assert!((got / total - want).abs() < 1e-6, "{mechanism:?}: {w:?}");
+            }
+            // More budget, less noise, at the release resolution only.
+            assert!(weighted.levels[0].risk.std_dev() < even.levels[0].risk.std_dev());
+            assert!(weighted.levels[1].risk.std_dev() > even.levels[1].risk.std_dev());
+            assert!((weighted.cost.epsilon - even.cost.epsilon).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn level_weights_are_one_positive_number_per_level() {
+        for bad in [
+            vec![1.0, 1.0],
+            vec![1.0, 0.0, 1.0],
+            vec![1.0, f64::NAN, 1.0],
+        ] {
+            assert!(matches!(
+                ReleasePlan::calibrate(&spec(Mechanism::Gaussian, bad)),
+                Err(NoiseError::Parameter(_))
+            ));
+        }
     }
 }

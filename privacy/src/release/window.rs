@@ -22,6 +22,7 @@
 //!     bounds: ContributionBounds::new(1),
 //!     public_regions: None,
 //!     max_ci_half_width: 0.15,
+//!     level_weights: Vec::new(),
 //! })
 //! .unwrap();
 //! let mut ledger = PrivacyLedger::new(Budget {
@@ -143,6 +144,7 @@ mod tests {
             bounds: ContributionBounds::new(1),
             public_regions: None,
             max_ci_half_width: 0.15,
+            level_weights: Vec::new(),
         })
         .unwrap()
     }
