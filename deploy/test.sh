@@ -36,14 +36,8 @@ fi
 
 # The researcher-client test runs pyarrow, polars and DuckDB from a
 # test-only virtualenv.
-if [ ! -x integration/python/.venv/bin/python ] \
-   || ! cmp -s integration/python/requirements.txt integration/python/.venv/requirements.txt; then
-  echo "test: creating the Python test virtualenv (pyarrow, pandas, polars, duckdb)"
-  rm -rf integration/python/.venv
-  python3 -m venv integration/python/.venv
-  integration/python/.venv/bin/pip install -q --disable-pip-version-check -r integration/python/requirements.txt
-  cp integration/python/requirements.txt integration/python/.venv/requirements.txt
-fi
+deploy/python-venv.sh integration/python/.venv integration/python/requirements.txt \
+  "the researcher client's pyarrow, pandas, polars, duckdb"
 
 started_kafka=0
 if ! kafka_running; then

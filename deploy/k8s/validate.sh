@@ -18,13 +18,7 @@ done
 
 # kubernetes-validate (and jsonschema, PyYAML with it), pinned.
 venv="$here/.venv"
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$venv/requirements.txt"; then
-  echo "k8s: installing kubernetes-validate into deploy/k8s/.venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$venv/requirements.txt"
-fi
+"$here/../python-venv.sh" "$venv" "$here/requirements.txt" "kubernetes-validate"
 
 # Strimzi's CRD schemas, generated once per Strimzi version.
 strimzi_version="$(sed -n 's:.*<strimzi.version>\(.*\)</strimzi.version>.*:\1:p' "$here/strimzi/pom.xml")"

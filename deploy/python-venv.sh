@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Makes VENV a Python virtualenv with exactly REQUIREMENTS (a pinned
+# requirements file) installed, rebuilding it when the file changed since;
+# a no-op when it is already so. Used by deploy/test.sh (the researcher
+# client's packages), deploy/k8s/validate.sh and bench/utility.sh.
+#
+#   deploy/python-venv.sh VENV REQUIREMENTS "what it is for"
+set -euo pipefail
+if [ "$#" -ne 3 ]; then
+  echo "usage: deploy/python-venv.sh VENV REQUIREMENTS WHAT" >&2
+  exit 2
+fi
+venv=$1 requirements=$2 what=$3
+if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$venv/requirements.txt"; then
+  exit 0
+fi
+echo "python-venv: creating $venv ($what) from $requirements"
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+cp "$requirements" "$venv/requirements.txt"
