@@ -105,24 +105,32 @@ def generate(out, people, seed):
 
 
 def true_counts(out):
+    """Per level, the true (region, band) → [low, moderate, high] counts, and
+    each person's finest (region, band)."""
     t = np.load(f"{out}/truth.npz")
+    cells = t["region"].tolist()
+    bands = [BANDS[b] for b in t["band"].tolist()]
+    risks = t["risk"].tolist()
+    unique = set(cells)
     counts = {}
-    people_cells = {}
     for level in LEVELS:
-        regions = t["region"] if level == RESOLUTION else np.array(
-            [h3.str_to_int(h3.cell_to_parent(h3.int_to_str(int(c)), level)) for c in np.unique(t["region"])], dtype=np.uint64)
-        if level != RESOLUTION:
-            parent_of = dict(zip(np.unique(t["region"]).tolist(), regions.tolist()))
-            regions = np.array([parent_of[c] for c in t["region"].tolist()], dtype=np.uint64)
+        name = {c: h3.cell_to_parent(h3.int_to_str(c), level) for c in unique}
         per = {}
-        for r, b, k in zip(regions.tolist(), t["band"].tolist(), t["risk"].tolist()):
-            key = (h3.int_to_str(r), BANDS[b])
-            c = per.setdefault(key, [0, 0, 0])
-            c[k] += 1
+        for c, b, k in zip(cells, bands, risks):
+            per.setdefault((name[c], b), [0, 0, 0])[k] += 1
         counts[level] = per
-        if level == RESOLUTION:
-            people_cells = [(h3.int_to_str(r), BANDS[b]) for r, b in zip(regions.tolist(), t["band"].tolist())]
+    people_cells = [(h3.int_to_str(c), b) for c, b in zip(cells, bands)]
     return counts, people_cells
+
+
+def by_region(per_band):
+    """(region, band) → counts, summed over the bands into region → counts."""
+    regions = {}
+    for (reg, _b), c in per_band.items():
+        a = regions.setdefault(reg, [0, 0, 0])
+        for i in range(3):
+            a[i] += c[i]
+    return regions
 
 
 def score(out, releases):
@@ -134,29 +142,24 @@ def score(out, releases):
     result = {"runs": len(runs), "levels": {}}
     for level in LEVELS:
         truth = counts[level]
+        truth_all_ages = by_region(truth)
         for view in ["band", "all ages"]:
             err_n, err_share, halfw, covered, n_int = [], [], [], 0, 0
             for rel in runs:
                 if view == "band":
-                    cells = {k: v for k, v in truth.items()}
                     got = {k[1:]: v for k, v in rel.items() if k[0] == level}
-                    pairs = [(k, cells[k], got.get(k)) for k in cells]
+                    pairs = [(c, got.get(k)) for k, c in truth.items()]
                 else:
-                    regions = {}
-                    for (reg, _b), c in truth.items():
-                        a = regions.setdefault(reg, [0, 0, 0])
-                        for i in range(3):
-                            a[i] += c[i]
-                    by_region = {}
+                    # The release's rows of a region, its six bands summed.
+                    summed = {}
                     for k, v in rel.items():
                         if k[0] != level:
                             continue
-                        a = by_region.setdefault(k[1], {"n_total": 0, "n_high": 0, "var": 0.0})
+                        a = summed.setdefault(k[1], {"n_total": 0, "n_high": 0})
                         a["n_total"] += v["n_total"]
                         a["n_high"] += v["n_high"]
-                        a["var"] += v["noise_scale"] ** 2
-                    pairs = [(reg, c, by_region.get(reg)) for reg, c in regions.items()]
-                for _k, true_c, row in pairs:
+                    pairs = [(c, summed.get(reg)) for reg, c in truth_all_ages.items()]
+                for true_c, row in pairs:
                     n_true = sum(true_c)
                     if row is None:
                         continue  # not released (threshold): no error to score
