@@ -27,6 +27,7 @@
 //! assert_eq!(s.next().start_ms, 120_000);
 //! ```
 
+use hushmap_privacy::release::{CellCounts, WindowData};
 use hushmap_schema::{Window, WindowLength};
 
 /// What happens to a scheduled window.
@@ -37,6 +38,17 @@ pub enum Decision {
     /// Its records may already be gone from the topic: it is published
     /// without data, marked missed, at no cost.
     Missed,
+}
+
+impl Decision {
+    /// What the release step is given for a window decided so: its
+    /// bounded counts, or nothing for a window published without data.
+    pub fn data(self, cells: &[CellCounts]) -> WindowData<'_> {
+        match self {
+            Decision::Count => WindowData::Counted(cells),
+            Decision::Missed => WindowData::Missed,
+        }
+    }
 }
 
 /// The windows a streaming aggregator releases, in order, from an epoch.

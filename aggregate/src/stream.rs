@@ -49,7 +49,7 @@ use crate::transactions::Transactions;
 use crate::window_book::{Admission, WindowBook, WindowBuffer};
 use datafusion::prelude::SessionContext;
 use hushmap_privacy::PrivacyLedger;
-use hushmap_privacy::release::{ReleasePlan, WindowData, WindowOutcome, release_window};
+use hushmap_privacy::release::{ReleasePlan, WindowOutcome, release_window};
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use hushmap_service::clock::now_ms;
 use hushmap_service::consumer::{QuietEofContext, committed_reader};
@@ -337,10 +337,7 @@ impl Aggregator {
                 engine::bounded_counts(&self.ctx, batch, self.config.bounds()).await?
             }
         };
-        let data = match decision {
-            Decision::Count => WindowData::Counted(&cells),
-            Decision::Missed => WindowData::Missed,
-        };
+        let data = decision.data(&cells);
         let release = match release_window(&mut self.ledger, None, &self.plan, window, None, data)?
         {
             WindowOutcome::Released(release) => release,

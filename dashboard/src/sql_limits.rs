@@ -183,7 +183,7 @@ pub fn limit_stream(
         rows: u64,
         bytes: u64,
         done: bool,
-        _work: AbortOnDrop,
+        work: AbortOnDrop,
     }
     let limits = limits.clone();
     let state = State {
@@ -191,7 +191,7 @@ pub fn limit_stream(
         rows: 0,
         bytes: 0,
         done: false,
-        _work: work,
+        work,
     };
     futures::stream::unfold(state, move |mut s| {
         let limits = limits.clone();
@@ -203,7 +203,7 @@ pub fn limit_stream(
                 next = s.batches.next() => next,
                 () = tokio::time::sleep_until(deadline) => {
                     s.done = true;
-                    s._work.stop().await;
+                    s.work.stop().await;
                     return Some((Err(deadline_status(&limits)), s));
                 }
             };
@@ -231,7 +231,7 @@ pub fn limit_stream(
             if s.done {
                 // Stopped by a cap: end the work before answering, so the
                 // token's place is free when the client hears why.
-                s._work.stop().await;
+                s.work.stop().await;
             }
             Some((item, s))
         }

@@ -19,6 +19,25 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The repository's root (tests read scripts and docs from it).
+pub fn repo_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The test virtualenv's Python (`deploy/test.sh` creates it from
+/// `integration/python/requirements.txt`), or `HUSHMAP_PYTHON`.
+pub fn test_python() -> anyhow::Result<std::path::PathBuf> {
+    let python = std::env::var("HUSHMAP_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_dir().join("integration/python/.venv/bin/python"));
+    anyhow::ensure!(
+        python.exists(),
+        "{} missing: run deploy/test.sh (it creates the test virtualenv) or set HUSHMAP_PYTHON",
+        python.display()
+    );
+    Ok(python)
+}
+
 /// The H3 cell (resolution 5, the default) ingest files a submission under:
 /// tests use it to build a public region set covering what they send.
 pub fn region_of(s: &hushmap_schema::submission::Submission) -> String {

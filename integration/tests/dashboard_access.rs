@@ -24,7 +24,7 @@ const RESEARCHER: &str = "researcher-1f3e5d7c9b2a4e6f8d0c";
 const N: usize = 300;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    hushmap_integration::repo_dir()
 }
 
 async fn pipeline_with_data() -> anyhow::Result<Pipeline> {
@@ -273,14 +273,7 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
     );
 
     // --- a real Python client: the documented snippets, then checks ---
-    let python = std::env::var("HUSHMAP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("integration/python/.venv/bin/python"));
-    anyhow::ensure!(
-        python.exists(),
-        "{} missing: run deploy/test.sh (it creates the test virtualenv) or set HUSHMAP_PYTHON",
-        python.display()
-    );
+    let python = hushmap_integration::test_python()?;
     let out = tokio::process::Command::new(&python)
         .arg(repo().join("integration/python/researcher_client.py"))
         .env("HUSHMAP_URL", &base)

@@ -19,25 +19,9 @@
 //! docs/BENCHMARKS.md.
 
 use hushmap_integration::processes::service_binary;
+use hushmap_integration::{repo_dir, test_python};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> anyhow::Result<PathBuf> {
-    let python = std::env::var("HUSHMAP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("integration/python/.venv/bin/python"));
-    anyhow::ensure!(
-        python.exists(),
-        "{} missing: run deploy/test.sh (it creates the test virtualenv) or set HUSHMAP_PYTHON",
-        python.display()
-    );
-    Ok(python)
-}
 
 fn run(command: &mut Command) -> anyhow::Result<String> {
     let out = command.output()?;
@@ -54,8 +38,8 @@ fn run(command: &mut Command) -> anyhow::Result<String> {
 fn published_intervals_and_errors_keep_their_promise_on_a_national_day() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(hushmap_integration::unique("hushmap-utility"));
     std::fs::create_dir_all(&dir)?;
-    let script = repo().join("bench/python/utility.py");
-    let day: Value = serde_json::from_str(&run(Command::new(python()?)
+    let script = repo_dir().join("bench/python/utility.py");
+    let day: Value = serde_json::from_str(&run(Command::new(test_python()?)
         .arg(&script)
         .args(["generate"])
         .arg(&dir)
@@ -79,7 +63,7 @@ fn published_intervals_and_errors_keep_their_promise_on_a_national_day() -> anyh
         .arg("--fresh-ledger")
         .arg("--out")
         .arg(&release))?;
-    let scores: Value = serde_json::from_str(&run(Command::new(python()?)
+    let scores: Value = serde_json::from_str(&run(Command::new(test_python()?)
         .arg(&script)
         .arg("score")
         .arg(&dir)

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 #[command(version)]
 struct Args {
     /// Kafka bootstrap servers for --topic.
-    #[arg(long, default_value = "127.0.0.1:9092")]
+    #[arg(long, default_value = hushmap_service::kafka::DEFAULT_BROKERS)]
     brokers: String,
     /// Log in to Kafka as this SCRAM-SHA-512 user over TLS (SASL_SSL); the
     /// password comes from HUSHMAP_KAFKA_SASL_PASSWORD or --kafka-password-file.

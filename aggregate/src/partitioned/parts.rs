@@ -41,7 +41,7 @@ use crate::release_log::ReleaseLog;
 use crate::resume::{Committed, committed_positions};
 use crate::schedule::{Decision, WindowSchedule};
 use datafusion::prelude::SessionContext;
-use hushmap_privacy::release::{ReleasePlan, WindowData, WindowOutcome, release_window};
+use hushmap_privacy::release::{ReleasePlan, WindowOutcome, release_window};
 use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_privacy::{LedgerError, PrivacyLedger};
 use hushmap_schema::bounded::BoundedError;
@@ -535,10 +535,7 @@ impl PartStage {
                 }
             }
         };
-        let data = match decision {
-            Decision::Count => WindowData::Counted(&cells),
-            Decision::Missed => WindowData::Missed,
-        };
+        let data = decision.data(&cells);
         let (coarsest, shards, plan) = (self.coarsest, self.shards, &self.plan);
         let shard_plan = self
             .shard_plans

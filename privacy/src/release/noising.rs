@@ -194,19 +194,7 @@ mod tests {
     /// The aggregator's default budget split at ε = `eps`: release
     /// resolution 5 and two coarser levels, regions by threshold.
     fn spec(mechanism: Mechanism, eps: f64) -> PlanSpec {
-        PlanSpec {
-            mechanism,
-            epsilon_per_window: eps,
-            delta: 1e-8,
-            risk_share: 0.5,
-            selection_share: 0.1,
-            selection_delta: 1e-8,
-            levels: vec![5, 4, 3],
-            bounds: crate::sensitivity::ContributionBounds::new(1),
-            public_regions: None,
-            max_ci_half_width: 0.15,
-            level_weights: Vec::new(),
-        }
+        PlanSpec::for_tests(mechanism, eps, vec![5, 4, 3])
     }
 
     fn plan(eps: f64) -> ReleasePlan {

@@ -82,6 +82,26 @@ pub struct PlanSpec {
 }
 
 impl PlanSpec {
+    /// The aggregator's default split (risk share ½, selection share 0.1,
+    /// δ 1e-8 each, one record per contributor, even levels, regions by
+    /// threshold) at ε = `epsilon` over `levels`, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(mechanism: Mechanism, epsilon: f64, levels: Vec<u8>) -> PlanSpec {
+        PlanSpec {
+            mechanism,
+            epsilon_per_window: epsilon,
+            delta: 1e-8,
+            risk_share: 0.5,
+            selection_share: 0.1,
+            selection_delta: 1e-8,
+            levels,
+            bounds: ContributionBounds::new(1),
+            public_regions: None,
+            max_ci_half_width: 0.15,
+            level_weights: Vec::new(),
+        }
+    }
+
     /// Each level's fraction of the budget (summing to 1), checked.
     fn level_fractions(&self) -> Result<Vec<f64>, NoiseError> {
         let n = self.levels.len();
@@ -305,17 +325,8 @@ mod tests {
 
     fn spec(mechanism: Mechanism, level_weights: Vec<f64>) -> PlanSpec {
         PlanSpec {
-            mechanism,
-            epsilon_per_window: 1.0,
-            delta: 1e-8,
-            risk_share: 0.5,
-            selection_share: 0.1,
-            selection_delta: 1e-8,
-            levels: vec![7, 6, 5],
-            bounds: ContributionBounds::new(1),
-            public_regions: None,
-            max_ci_half_width: 0.15,
             level_weights,
+            ..PlanSpec::for_tests(mechanism, 1.0, vec![7, 6, 5])
         }
     }
 

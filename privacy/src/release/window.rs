@@ -128,25 +128,11 @@ fn cost_of(plan: &ReleasePlan, data: &WindowData<'_>) -> ReleaseCost {
 mod tests {
     use super::*;
     use crate::release::{Mechanism, PlanSpec};
-    use crate::sensitivity::ContributionBounds;
     use crate::{Budget, BudgetLimit};
     use hushmap_schema::WindowLength;
 
     fn plan() -> ReleasePlan {
-        ReleasePlan::calibrate(&PlanSpec {
-            mechanism: Mechanism::Gaussian,
-            epsilon_per_window: 1.0,
-            delta: 1e-8,
-            risk_share: 0.5,
-            selection_share: 0.1,
-            selection_delta: 1e-8,
-            levels: vec![5, 4],
-            bounds: ContributionBounds::new(1),
-            public_regions: None,
-            max_ci_half_width: 0.15,
-            level_weights: Vec::new(),
-        })
-        .unwrap()
+        ReleasePlan::calibrate(&PlanSpec::for_tests(Mechanism::Gaussian, 1.0, vec![5, 4])).unwrap()
     }
 
     fn ledger(max_epsilon: f64) -> PrivacyLedger {
