@@ -20,9 +20,12 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port pair no other test uses (broker_outage has 19092).
-const PORT: u16 = 39092;
-const CONTROLLER_PORT: u16 = 39093;
+/// A port pair no other test uses (broker_outage has 19092, the clusters
+/// 29102–29233), below the kernel's ephemeral range (32768–60999 here):
+/// there a client socket of a test in the other lane, or a service bound
+/// to port 0, may hold the port when this broker starts.
+const PORT: u16 = 28092;
+const CONTROLLER_PORT: u16 = 28093;
 
 /// Errors librdkafka reports beside the call that failed (failed logins,
 /// TLS handshakes, group denials arrive here, not as the call's result).
