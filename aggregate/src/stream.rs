@@ -52,7 +52,7 @@ use hushmap_privacy::PrivacyLedger;
 use hushmap_privacy::release::{ReleasePlan, WindowOutcome, release_window};
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use hushmap_service::clock::now_ms;
-use hushmap_service::consumer::{QuietEofContext, committed_reader};
+use hushmap_service::consumer::{QuietEofContext, committed_reader, read_to_end_now};
 use hushmap_service::runtime::blocking;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -63,7 +63,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A noised release waiting for Kafka's acknowledgement.
 struct PendingRelease {
@@ -92,10 +92,17 @@ pub struct Aggregator {
     /// The offset each input partition was assigned at (all of them, to
     /// this instance, at start-up).
     assigned_from: HashMap<i32, i64>,
+    /// When the partitions' leaders were last asked where they end.
+    ends_asked: Option<Instant>,
     stats: Arc<AggregatorStats>,
     /// Bound at start-up, served while running.
     metrics_listener: std::net::TcpListener,
 }
+
+/// How often the partitions' leaders are asked where the partitions end,
+/// at most, and how long one answer is waited for.
+const END_QUERY_INTERVAL: Duration = Duration::from_secs(1);
+const END_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most windows decided in one tick (a long outage is worked off over
 /// several ticks, each publishing what it decided).
@@ -109,9 +116,6 @@ impl Aggregator {
         let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
         let consumer: StreamConsumer<QuietEofContext> =
             committed_reader(&mut client, &config.kafka.group_id)
-                // Reaching the end of a partition is how we know a replay after
-                // a restart has caught up (see `read_frontier`).
-                .set("enable.partition.eof", "true")
                 .create_with_context(QuietEofContext)?;
         let started_ms = now_ms();
         let Assignment {
@@ -170,6 +174,7 @@ impl Aggregator {
             pending: BTreeMap::new(),
             consumed: HashMap::new(),
             assigned_from,
+            ends_asked: None,
             stats: Arc::new(AggregatorStats::default()),
             metrics_listener,
         };
@@ -240,7 +245,6 @@ impl Aggregator {
                         let arrived_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
                         self.on_message(m.partition(), m.offset(), arrived_ms, m.payload());
                     }
-                    Err(KafkaError::PartitionEOF(p)) => self.book.caught_up(p),
                     Err(e) => tracing::warn!(error = %e, "consumer error"),
                 },
                 _ = tick.tick() => self.close_due_windows(now_ms()).await?,
@@ -291,7 +295,13 @@ impl Aggregator {
         // A window closes once its deadline has passed both on the clock and
         // in what we have read: after a restart the backlog of every
         // partition is replayed before any window is closed on partial data.
-        let frontier = self.book.read_frontier(now).min(now);
+        // An idle partition is known to be read through a deadline only by
+        // asking its leader after it.
+        let next_deadline = self.schedule.deadline(&self.schedule.next());
+        if next_deadline <= now && self.book.read_frontier() < next_deadline {
+            self.ask_partition_ends(next_deadline);
+        }
+        let frontier = self.book.read_frontier().min(now);
         // Every scheduled window, records or not, in order; a long outage
         // is worked off a bounded number of windows per tick.
         let due: Vec<(Window, Decision)> = self
@@ -318,6 +328,37 @@ impl Aggregator {
             .pending_releases
             .store(self.pending.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Asks the leaders of the partitions read to less than `deadline`
+    /// whether they hold anything more (at most once per
+    /// [`END_QUERY_INTERVAL`], a round trip each).
+    fn ask_partition_ends(&mut self, deadline: i64) {
+        if self
+            .ends_asked
+            .is_some_and(|t| t.elapsed() < END_QUERY_INTERVAL)
+        {
+            return;
+        }
+        self.ends_asked = Some(Instant::now());
+        let reading: Vec<(i32, i64)> = self
+            .book
+            .behind(deadline)
+            .into_iter()
+            .map(|p| {
+                let next = match self.consumed.get(&p) {
+                    Some(offset) => offset + 1,
+                    None => self.assigned_from.get(&p).copied().unwrap_or(0),
+                };
+                (p, next)
+            })
+            .collect();
+        let asked_at = now_ms();
+        let (consumer, topic) = (self.consumer.clone(), &self.config.kafka.input_topic);
+        let at_end = blocking(|| read_to_end_now(&*consumer, topic, &reading, END_QUERY_TIMEOUT));
+        for p in at_end {
+            self.book.read_to_end(p, asked_at);
+        }
     }
 
     /// Decides one scheduled window: counted, authorised and noised, or

@@ -46,8 +46,9 @@ pub struct WindowBook {
     partitions: Vec<i32>,
     /// Latest produce timestamp seen per partition.
     latest_arrival: HashMap<i32, i64>,
-    /// Partitions read to their end since their last record.
-    caught_up: HashSet<i32>,
+    /// Per partition, the latest instant by which it had been read to the
+    /// end: its leader, asked then, held nothing beyond what was read.
+    read_to_end_at: HashMap<i32, i64>,
     next_seq: u64,
     cap: usize,
 }
@@ -59,7 +60,7 @@ impl WindowBook {
             open: BTreeMap::new(),
             partitions,
             latest_arrival: HashMap::new(),
-            caught_up: HashSet::new(),
+            read_to_end_at: HashMap::new(),
             next_seq: 0,
             cap,
         }
@@ -68,14 +69,16 @@ impl WindowBook {
     /// A message was read from `partition`, produced at `arrived_ms`
     /// (whether or not it opens to a record).
     pub fn read(&mut self, partition: i32, arrived_ms: i64) {
-        self.caught_up.remove(&partition);
         let latest = self.latest_arrival.entry(partition).or_insert(arrived_ms);
         *latest = (*latest).max(arrived_ms);
     }
 
-    /// `partition` was read to its end.
-    pub fn caught_up(&mut self, partition: i32) {
-        self.caught_up.insert(partition);
+    /// `partition`'s leader, asked at `asked_at`, held nothing beyond what
+    /// had been read (see
+    /// [`read_to_end_now`](hushmap_service::consumer::read_to_end_now)).
+    pub fn read_to_end(&mut self, partition: i32, asked_at: i64) {
+        let at = self.read_to_end_at.entry(partition).or_insert(asked_at);
+        *at = (*at).max(asked_at);
     }
 
     /// Buffers `record` (read from `partition` at `offset`, produced at
@@ -118,22 +121,35 @@ impl WindowBook {
     }
 
     /// The instant up to which every partition has been read: a partition
-    /// counts as far as its latest record's produce time, or as `now` once
-    /// it has been read to its end. A window closes only once its deadline
-    /// is behind this too: after a restart, every partition's backlog is
-    /// replayed before a window is closed on partial data.
-    pub fn read_frontier(&self, now: i64) -> i64 {
+    /// counts as far as its latest record's produce time, or as the last
+    /// instant it was known to be read to its end if that is later. A
+    /// window closes only once its deadline is behind this too: after a
+    /// restart, every partition's backlog is replayed before a window is
+    /// closed on partial data, and while a partition's leader cannot be
+    /// reached nothing it may hold is given up for lost (an end seen once
+    /// is not taken to hold for ever).
+    pub fn read_frontier(&self) -> i64 {
         self.partitions
             .iter()
-            .map(|p| {
-                if self.caught_up.contains(p) {
-                    now
-                } else {
-                    self.latest_arrival.get(p).copied().unwrap_or(i64::MIN)
-                }
-            })
+            .map(|p| self.frontier_of(*p))
             .min()
             .unwrap_or(i64::MIN)
+    }
+
+    fn frontier_of(&self, partition: i32) -> i64 {
+        let arrival = self.latest_arrival.get(&partition).copied();
+        let end = self.read_to_end_at.get(&partition).copied();
+        arrival.max(end).unwrap_or(i64::MIN)
+    }
+
+    /// The partitions read to less than `instant`: those to ask about
+    /// before a window with that deadline can close.
+    pub fn behind(&self, instant: i64) -> Vec<i32> {
+        self.partitions
+            .iter()
+            .copied()
+            .filter(|p| self.frontier_of(*p) < instant)
+            .collect()
     }
 
     /// Takes `window`'s buffer out of the book (empty if it held nothing).
@@ -257,20 +273,38 @@ mod tests {
     #[test]
     fn the_read_frontier_waits_for_the_slowest_partition() {
         let mut book = WindowBook::new(vec![0, 1], 10);
-        assert_eq!(book.read_frontier(1_000), i64::MIN, "nothing read yet");
+        assert_eq!(book.read_frontier(), i64::MIN, "nothing read yet");
+        assert_eq!(book.behind(0), [0, 1]);
         book.read(0, 500);
-        assert_eq!(book.read_frontier(1_000), i64::MIN, "partition 1 unread");
+        assert_eq!(book.read_frontier(), i64::MIN, "partition 1 unread");
         book.read(1, 300);
-        assert_eq!(book.read_frontier(1_000), 300);
-        book.caught_up(1);
-        assert_eq!(book.read_frontier(1_000), 500, "1 is at its end: now");
-        book.caught_up(0);
-        assert_eq!(book.read_frontier(1_000), 1_000);
+        assert_eq!(book.read_frontier(), 300);
+        assert_eq!(book.behind(400), [1]);
+        book.read_to_end(1, 1_000);
+        assert_eq!(book.read_frontier(), 500, "1 was at its end at 1000");
+        book.read_to_end(0, 900);
+        assert_eq!(book.read_frontier(), 900);
+        assert!(book.behind(900).is_empty());
+        // A record read since does not undo what was known at 900.
         book.read(0, 200);
-        assert_eq!(
-            book.read_frontier(1_000),
-            500,
-            "a new record: no longer at the end"
-        );
+        assert_eq!(book.read_frontier(), 900);
+        // An older answer does not either.
+        book.read_to_end(0, 800);
+        assert_eq!(book.read_frontier(), 900);
+    }
+
+    #[test]
+    fn an_end_seen_once_is_not_taken_to_hold_later() {
+        // The leader of partition 0 stops answering after the end was seen
+        // at 1000: however late the clock gets, the frontier stays there
+        // until the leader is asked again, so records it took after 1000
+        // (and acknowledged) are not given up for lost.
+        let mut book = WindowBook::new(vec![0], 10);
+        book.read(0, 100);
+        book.read_to_end(0, 1_000);
+        for _ in 0..3 {
+            assert_eq!(book.read_frontier(), 1_000);
+            assert_eq!(book.behind(61_000), [0]);
+        }
     }
 }

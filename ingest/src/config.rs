@@ -75,7 +75,19 @@ pub enum ConfigError {
          `admin_public = true`"
     )]
     PublicAdmin(SocketAddr),
+    #[error(
+        "allowed_lateness_secs ({lateness_ms} ms) must exceed kafka.produce_timeout_ms \
+         ({produce_ms} ms) by at least {LATENESS_MARGIN_MS} ms: a record is stamped when it is \
+         sent and may reach the broker that much later, and the aggregator counts it only if it \
+         is there before the window's deadline"
+    )]
+    LatenessBelowProduceTimeout { lateness_ms: i64, produce_ms: u64 },
 }
+
+/// What `allowed_lateness_secs` must leave beyond `produce_timeout_ms`:
+/// librdkafka notices a timed-out record up to about a second late (see
+/// the producer's `reconnect.backoff.max.ms`), and one more for the clocks.
+pub const LATENESS_MARGIN_MS: u64 = 2_000;
 
 /// Kafka connection and topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,6 +329,24 @@ impl IngestConfig {
         if self.proof_of_work.challenge_lifetime_secs == 0 {
             return Err(ConfigError::ProofLifetime);
         }
+        let lateness_ms = i64::from(self.allowed_lateness_secs) * 1000;
+        let produce_ms = self.kafka.produce_timeout_ms;
+        if lateness_ms < (produce_ms + LATENESS_MARGIN_MS) as i64 {
+            // Demos and tests use windows of seconds; there it may cost a
+            // late record, never privacy.
+            if !self.dev_mode {
+                return Err(ConfigError::LatenessBelowProduceTimeout {
+                    lateness_ms,
+                    produce_ms,
+                });
+            }
+            tracing::warn!(
+                lateness_ms,
+                produce_ms,
+                "allowed lateness is shorter than the produce timeout plus margin: \
+                 a slow acknowledgement may leave a record out of its window"
+            );
+        }
         if self.request_timeout_ms <= self.kafka.produce_timeout_ms {
             return Err(ConfigError::Timeouts {
                 request: self.request_timeout_ms,
@@ -386,6 +416,34 @@ mod tests {
             ..c
         };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn lateness_must_outlast_a_produce() {
+        let production = IngestConfig {
+            contributor_secret: Some(Secret::new("x".repeat(32))),
+            payload_public_key: keys(),
+            allowed_lateness_secs: 6,
+            ..IngestConfig::default()
+        };
+        assert!(matches!(
+            production.validate(),
+            Err(ConfigError::LatenessBelowProduceTimeout {
+                lateness_ms: 6_000,
+                produce_ms: 5_000
+            })
+        ));
+        let ok = IngestConfig {
+            allowed_lateness_secs: 7,
+            ..production.clone()
+        };
+        assert!(ok.validate().is_ok());
+        // Dev mode (windows of seconds) only warns.
+        let dev = IngestConfig {
+            allowed_lateness_secs: 2,
+            ..dev()
+        };
+        assert!(dev.validate().is_ok());
     }
 
     #[test]

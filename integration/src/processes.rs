@@ -93,6 +93,13 @@ impl ServiceProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// The last `lines` lines of its log, for a failing test's report.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Whether the process is still running (not exited on its own).
     pub fn is_running(&mut self) -> bool {
         self.child

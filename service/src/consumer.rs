@@ -8,7 +8,9 @@
 //! - [`read_to_end`]: every record of a topic, from where a caller says to
 //!   the end as it stands, with the end told by the partition EOF event;
 //! - [`committed_offsets`]: a group's committed offsets, retried while a
-//!   fresh cluster's group coordinator is still loading.
+//!   fresh cluster's group coordinator is still loading;
+//! - [`read_to_end_now`]: whether a reader has read its partitions as far
+//!   as their leaders say they reach at this moment.
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -197,4 +199,39 @@ pub fn committed_offsets<C: ConsumerContext>(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The partitions of `topic` among `reading` (each with the offset the
+/// caller reads next) that hold nothing beyond that offset, as their
+/// leaders answer now; it stops at the first partition that does (or whose
+/// leader does not answer within `timeout`), since callers need all of
+/// them. Blocking: one round trip per partition.
+///
+/// This is what a reader may conclude from the answer: a producer waiting
+/// for `acks=all` is acknowledged only after its record is below the
+/// partition's high watermark, and the question is asked after this call
+/// began, so every record acknowledged before the call is among those the
+/// caller has read. An end-of-partition event says less: it was true when
+/// the fetch that raised it was answered, and says nothing about a
+/// partition whose leader has since stopped answering the fetches.
+pub fn read_to_end_now<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    reading: &[(i32, i64)],
+    timeout: Duration,
+) -> Vec<i32> {
+    let mut at_end = Vec::new();
+    for &(partition, next) in reading {
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            // An empty partition (low = high) holds nothing to wait for,
+            // even if retention moved it past `next`.
+            Ok((low, high)) if next >= high || low == high => at_end.push(partition),
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!(partition, error = %e, "partition end not known");
+                break;
+            }
+        }
+    }
+    at_end
 }

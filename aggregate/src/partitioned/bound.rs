@@ -10,7 +10,8 @@
 //!
 //! A window of partition `p` is due once its deadline (end + allowed
 //! lateness) has passed on the clock and in what has been read from `p`
-//! (its latest record's produce time, or "now" once read to its end). Each
+//! (its latest record's produce time, or the last instant its leader,
+//! asked, held nothing more than had been read). Each
 //! tick forwards the due windows of every owned partition, for each a
 //! [`Watermark`] to every stage-2 partition (naming no windows: stage 2
 //! publishes every window by the clock), and the partitions' offsets,
@@ -30,6 +31,7 @@ use hushmap_schema::{
     Window, WindowLength,
 };
 use hushmap_service::clock::now_ms;
+use hushmap_service::consumer::read_to_end_now;
 use hushmap_service::runtime::blocking;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -38,6 +40,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Commit metadata of a submissions partition: `through=<ms>`.
 const THROUGH: &str = "through=";
@@ -67,7 +70,9 @@ struct OwnedPartition {
     /// The offset after the last one read.
     next_offset: i64,
     latest_arrival: Option<i64>,
-    caught_up: bool,
+    /// The last instant the partition's leader, asked, held nothing beyond
+    /// `next_offset`.
+    read_to_end_at: Option<i64>,
     windows: BTreeMap<i64, BoundWindow>,
 }
 
@@ -90,7 +95,21 @@ pub(crate) struct BoundStage {
     inputs: u32,
     shards: u32,
     owned: BTreeMap<i32, OwnedPartition>,
+    /// When the owned partitions' leaders were last asked where they end.
+    ends_asked: Option<std::time::Instant>,
     stats: Arc<AggregatorStats>,
+}
+
+/// How often the leaders are asked where the owned partitions end, at
+/// most, and how long one answer is waited for.
+const END_QUERY_INTERVAL: Duration = Duration::from_secs(1);
+const END_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl OwnedPartition {
+    /// How far the partition has been read, in produce time.
+    fn frontier(&self) -> Option<i64> {
+        self.latest_arrival.max(self.read_to_end_at)
+    }
 }
 
 fn parse_through(metadata: &str) -> Result<i64, AggregatorError> {
@@ -136,6 +155,7 @@ impl BoundStage {
             inputs,
             shards,
             owned: BTreeMap::new(),
+            ends_asked: None,
             stats,
         };
         Ok((stage, member))
@@ -155,18 +175,12 @@ impl Stage for BoundStage {
                 forwarded_through: parse_through(&metadata)?,
                 next_offset: offset,
                 latest_arrival: None,
-                caught_up: false,
+                read_to_end_at: None,
                 windows: BTreeMap::new(),
             };
             self.owned.insert(p, owned);
         }
         Ok(())
-    }
-
-    fn on_caught_up(&mut self, partition: i32) {
-        if let Some(owned) = self.owned.get_mut(&partition) {
-            owned.caught_up = true;
-        }
     }
 
     async fn on_tick(&mut self) -> Result<(), AggregatorError> {
@@ -186,7 +200,6 @@ impl Stage for BoundStage {
             return;
         };
         owned.next_offset = offset + 1;
-        owned.caught_up = false;
         owned.latest_arrival = Some(
             owned
                 .latest_arrival
@@ -247,15 +260,11 @@ impl BoundStage {
     /// transaction: a transaction costs a round of commit markers whatever
     /// it holds.
     async fn forward_due(&mut self, now: i64) -> Result<(), AggregatorError> {
+        self.ask_partition_ends(now);
         let mut steps = Vec::new();
         for (&p, owned) in &self.owned {
-            let frontier = if owned.caught_up {
-                now
-            } else {
-                match owned.latest_arrival {
-                    Some(t) => t.min(now),
-                    None => continue,
-                }
+            let Some(frontier) = owned.frontier().map(|t| t.min(now)) else {
+                continue;
             };
             let Some(deadline) = frontier.checked_sub(self.lateness_ms) else {
                 continue;
@@ -284,6 +293,40 @@ impl BoundStage {
             .open_windows
             .store(open as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Asks the leaders of the owned partitions whose next step is due by
+    /// the clock but not by what has been read whether they hold anything
+    /// more (at most once per [`END_QUERY_INTERVAL`], a round trip each).
+    fn ask_partition_ends(&mut self, now: i64) {
+        let step = self.window_length.millis() + self.lateness_ms;
+        let reading: Vec<(i32, i64)> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| {
+                // Forwarding moves on once the end of the window after
+                // `forwarded_through` is this far behind.
+                let needed = o.forwarded_through.saturating_add(step);
+                needed <= now && o.frontier().is_none_or(|f| f < needed)
+            })
+            .map(|(p, o)| (*p, o.next_offset))
+            .collect();
+        if reading.is_empty()
+            || self
+                .ends_asked
+                .is_some_and(|t| t.elapsed() < END_QUERY_INTERVAL)
+        {
+            return;
+        }
+        self.ends_asked = Some(std::time::Instant::now());
+        let asked_at = now_ms();
+        let (consumer, topic) = (self.consumer.clone(), &self.input_topic);
+        let at_end = blocking(|| read_to_end_now(&*consumer, topic, &reading, END_QUERY_TIMEOUT));
+        for p in at_end {
+            if let Some(o) = self.owned.get_mut(&p) {
+                o.read_to_end_at = Some(o.read_to_end_at.map_or(asked_at, |t| t.max(asked_at)));
+            }
+        }
     }
 
     /// The windows of partition `p` that end by `through`.

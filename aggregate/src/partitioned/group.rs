@@ -106,8 +106,6 @@ pub(crate) trait Stage {
     /// Starts owning these partitions, from their committed positions.
     fn assign(&mut self, committed: HashMap<i32, Committed>) -> Result<(), AggregatorError>;
     fn on_message(&mut self, message: &BorrowedMessage<'_>);
-    /// `partition` has been read to its end.
-    fn on_caught_up(&mut self, partition: i32);
     /// Periodic work: forwarding or publishing what is due.
     async fn on_tick(&mut self) -> Result<(), AggregatorError>;
 }
@@ -164,7 +162,6 @@ pub(crate) async fn drive(
                 member.apply_events(stage)?;
                 match msg {
                     Ok(m) => stage.on_message(&m),
-                    Err(KafkaError::PartitionEOF(p)) => stage.on_caught_up(p),
                     Err(e) => tracing::warn!(error = %e, "consumer error"),
                 }
             }
@@ -187,7 +184,6 @@ fn group_member(
     let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
     let consumer: GroupConsumer =
         hushmap_service::consumer::committed_reader(&mut client, group_id)
-            .set("enable.partition.eof", "true")
             .set(
                 "session.timeout.ms",
                 config.kafka.session_timeout_ms.to_string(),

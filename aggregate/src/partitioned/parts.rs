@@ -295,8 +295,6 @@ impl Stage for PartStage {
         Ok(())
     }
 
-    fn on_caught_up(&mut self, _shard: i32) {}
-
     async fn on_tick(&mut self) -> Result<(), AggregatorError> {
         self.release_complete().await
     }
