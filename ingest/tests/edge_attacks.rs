@@ -238,8 +238,8 @@ async fn an_ipv6_client_cannot_escape_its_limit_within_its_prefix() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_polled_hard_answers_at_once_while_the_broker_is_away() -> anyhow::Result<()> {
-    // A broker address nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    // A broker address nobody listens on (reserved for this process).
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], hushmap_testkit::free_port()));
     let mut c = common::test_config();
     c.kafka.brokers = closed.to_string();
     let server = IngestServer::bind(c).await?;

@@ -15,7 +15,7 @@ use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_fills_in_the_form_and_gets_advice() -> anyhow::Result<()> {
-    let idp_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let idp_addr = std::net::SocketAddr::from(([127, 0, 0, 1], hushmap_testkit::free_port()));
     let ingest = start_ingest(|c| {
         trust_test_idp(c);
         // What production asks of anonymous browsers (off in dev mode).

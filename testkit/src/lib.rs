@@ -77,6 +77,7 @@ pub fn hourly_release(hour: i64, rows: Vec<hushmap_schema::ReleaseRow>) -> hushm
             part: Default::default(),
             coverage: Default::default(),
             ledger_scope: Default::default(),
+            estimates: Default::default(),
         },
         rows,
     }
@@ -84,16 +85,48 @@ pub fn hourly_release(hour: i64, rows: Vec<hushmap_schema::ReleaseRow>) -> hushm
 
 pub use hushmap_service::clock::now_ms;
 
-/// A loopback port free at the time of asking, for a service a test starts
-/// as a process (which must be told its port before it binds). Bound and
-/// released: a race with another process is possible but unlikely on a
-/// test machine.
+/// A loopback port for a service a test starts as a process (which must be
+/// told its port before it binds), kept from every other test process.
+///
+/// A port the kernel picked (`bind(0)`) and that was then released could
+/// be picked again at once, by another test process's `bind(0)` or as the
+/// local port of any outgoing connection: with two test lanes at once that
+/// happened (a dashboard could not bind, and the test talked to another
+/// test's server). So ports come from [`TEST_PORTS`], below the kernel's
+/// ephemeral range (32768–60999 on Linux), which the kernel never hands
+/// out by itself; each is reserved for this process's lifetime by a lock
+/// on a file of its own in the temporary directory (released when the
+/// process exits, however it exits). The brokers the tests start use
+/// fixed ports outside the range.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, RandomState};
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("hushmap-test-ports");
+    std::fs::create_dir_all(&dir).expect("a directory for port reservations");
+    let len = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let start = (RandomState::new().hash_one(std::process::id()) % u64::from(len)) as u32;
+    for i in 0..len {
+        let port = TEST_PORTS.start + ((start + i) % len) as u16;
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        // Held by another test process, or in use by something else.
+        if file.try_lock().is_err() || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        HELD.lock().expect("port reservations").push(file);
+        return port;
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}");
 }
+
+/// Where [`free_port`] takes ports from.
+pub const TEST_PORTS: std::ops::Range<u16> = 20_000..28_000;
 
 /// The start of the `window_secs`-long window holding this instant: a test
 /// aggregator's schedule epoch, so that what a test sends at once is in a
