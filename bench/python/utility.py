@@ -145,6 +145,8 @@ def score(out, releases):
         truth_all_ages = by_region(truth)
         for view in ["band", "all ages"]:
             err_n, err_share, halfw, covered, n_int = [], [], [], 0, 0
+            # What each scored row says its n_total's error variance is.
+            stated_var = []
             for rel in runs:
                 if view == "band":
                     got = {k[1:]: v for k, v in rel.items() if k[0] == level}
@@ -155,15 +157,18 @@ def score(out, releases):
                     for k, v in rel.items():
                         if k[0] != level:
                             continue
-                        a = summed.setdefault(k[1], {"n_total": 0, "n_high": 0})
+                        a = summed.setdefault(k[1], {"n_total": 0, "n_high": 0, "var": 0.0})
                         a["n_total"] += v["n_total"]
                         a["n_high"] += v["n_high"]
+                        # Bands are measured (and made consistent) apart.
+                        a["var"] += 3 * v["noise_scale"] ** 2
                     pairs = [(c, summed.get(reg)) for reg, c in truth_all_ages.items()]
                 for true_c, row in pairs:
                     n_true = sum(true_c)
                     if row is None:
                         continue  # not released (threshold): no error to score
                     err_n.append(row["n_total"] - n_true)
+                    stated_var.append(row["var"] if view != "band" else 3 * row["noise_scale"] ** 2)
                     if n_true > 0:
                         share_true = true_c[2] / n_true
                         if view == "band":
@@ -182,6 +187,8 @@ def score(out, releases):
                 "cells_scored": int(len(e) / max(1, len(runs))),
                 "count_rmse": float(np.sqrt(np.mean(e ** 2))) if len(e) else None,
                 "count_mae": float(np.mean(np.abs(e))) if len(e) else None,
+                "count_mean_error": float(np.mean(e)) if len(e) else None,
+                "stated_count_sd": float(np.sqrt(np.mean(stated_var))) if stated_var else None,
                 "high_share_rmse": float(np.sqrt(np.mean(s ** 2))) if len(s) else None,
                 "high_share_mae": float(np.mean(np.abs(s))) if len(s) else None,
                 "median_ci_half_width": float(np.median(halfw)) if halfw else None,

@@ -101,6 +101,7 @@ fn main() -> anyhow::Result<()> {
                 part: hushmap_schema::release::ReleasePart::WHOLE,
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
+                estimates: Default::default(),
             },
             rows,
         })?;

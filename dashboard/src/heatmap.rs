@@ -212,6 +212,7 @@ mod tests {
                 part: hushmap_schema::release::ReleasePart::WHOLE,
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
+                estimates: Default::default(),
             },
             rows: vec![
                 row("18-29", [10, 10, 5], 2.0),
@@ -271,6 +272,7 @@ mod tests {
                 part: hushmap_schema::release::ReleasePart::WHOLE,
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
+                estimates: Default::default(),
             },
             rows: vec![
                 at(5, [3, 1, 1], 10.0),       // suppressed: tiny and noisy

@@ -47,6 +47,7 @@ mod tests {
             part: Default::default(),
             coverage: Default::default(),
             ledger_scope: Default::default(),
+            estimates: Default::default(),
         }
     }
 

@@ -319,6 +319,7 @@ pub(crate) mod tests {
                 part: hushmap_schema::release::ReleasePart::WHOLE,
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
+                estimates: Default::default(),
             },
             rows,
         }

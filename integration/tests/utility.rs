@@ -8,12 +8,14 @@
 //! - the 95% intervals of the high-risk share hold the true share at
 //!   least at their nominal rate (and not trivially: they are not all
 //!   [0, 1]);
-//! - a band's count error is what its published noise scale says (the sum
-//!   of three counts, each of that σ; lower, not higher, where clamping at
-//!   zero cuts it);
-//! - the all-ages view of a region (six bands summed) is no worse than six
-//!   independent band errors (today it is about that; issue 18's
-//!   consistency work is to cut it).
+//! - a band's count error is what its rows' published noise scales say
+//!   (`n_total` is three counts, each with its row's standard error; lower,
+//!   not higher, where non-negativity cuts it), and below what the level's
+//!   measurement noise alone would give: consistency across levels takes
+//!   some of the noise back;
+//! - the all-ages view of a region (six bands summed) has the error its
+//!   rows state too (the bands are measured apart, so their variances
+//!   add).
 //!
 //! The full-size run and its figures: `bench/run.sh utility`,
 //! docs/BENCHMARKS.md.
@@ -69,9 +71,10 @@ fn published_intervals_and_errors_keep_their_promise_on_a_national_day() -> anyh
         .arg(&dir)
         .arg(&release))?)?;
 
-    // Each risk count's σ at the default budget over three levels.
+    // Each risk count's measurement σ at the default budget over three
+    // levels.
     const SIGMA: f64 = 13.9;
-    let band_sigma = SIGMA * 3f64.sqrt();
+    let measured_band_sigma = SIGMA * 3f64.sqrt();
     for level in ["5", "4", "3"] {
         let band = &scores["levels"][level]["band"];
         let all = &scores["levels"][level]["all ages"];
@@ -81,8 +84,12 @@ fn published_intervals_and_errors_keep_their_promise_on_a_national_day() -> anyh
             "level {level}: only {cells} cells released: {scores}"
         );
         let coverage = band["interval_coverage"].as_f64().unwrap();
+        // At least nominal; above it by as much as the inequality
+        // constraints (counts ≥ 0, released children adding up to no more
+        // than their parent) take off the error, which the stated
+        // variance leaves out: 0.996 at level 5 on 2026-12-02.
         assert!(
-            (0.94..=0.995).contains(&coverage),
+            (0.94..=0.999).contains(&coverage),
             "level {level}: intervals hold the truth {coverage}: {scores}"
         );
         let half_width = band["median_ci_half_width"].as_f64().unwrap();
@@ -91,18 +98,21 @@ fn published_intervals_and_errors_keep_their_promise_on_a_national_day() -> anyh
             "level {level}: {scores}"
         );
         let rmse = band["count_rmse"].as_f64().unwrap();
+        let stated = band["stated_count_sd"].as_f64().unwrap();
         assert!(
-            (0.6 * band_sigma..=1.15 * band_sigma).contains(&rmse),
-            "level {level}: band count RMSE {rmse} against σ {band_sigma:.1}: {scores}"
+            (0.5 * stated..=1.15 * stated).contains(&rmse),
+            "level {level}: band count RMSE {rmse} against the stated {stated:.1}: {scores}"
         );
-        // Six bands summed: no worse than six independent band errors
-        // (plus the bias of clamping each band at zero). Consistency
-        // post-processing may only lower it.
-        let all_rmse = all["count_rmse"].as_f64().unwrap();
-        let six_bands = 6f64.sqrt() * band_sigma;
         assert!(
-            all_rmse <= 1.3 * six_bands,
-            "level {level}: all-ages RMSE {all_rmse} against √6 σ = {six_bands:.1}: {scores}"
+            rmse < measured_band_sigma,
+            "level {level}: band count RMSE {rmse}, no better than measured \
+             ({measured_band_sigma:.1}): {scores}"
+        );
+        let all_rmse = all["count_rmse"].as_f64().unwrap();
+        let all_stated = all["stated_count_sd"].as_f64().unwrap();
+        assert!(
+            (0.5 * all_stated..=1.15 * all_stated).contains(&all_rmse),
+            "level {level}: all-ages RMSE {all_rmse} against the stated {all_stated:.1}: {scores}"
         );
     }
     std::fs::remove_dir_all(&dir)?;

@@ -119,6 +119,7 @@ fn main() {
             part: Default::default(),
             coverage: Default::default(),
             ledger_scope: Default::default(),
+            estimates: Default::default(),
         },
         rows: vec![row("18-29", 10), row("75+", 0)],
     };

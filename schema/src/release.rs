@@ -37,8 +37,9 @@ pub mod meta_keys {
     /// the selection threshold).
     pub const WINDOW_START: &str = "hushmap.window_start";
     pub const WINDOW_END: &str = "hushmap.window_end";
-    /// Standard deviation of the noise on each `sym_*` count (the risk-level
-    /// counts carry theirs in the `noise_scale` column).
+    /// Standard deviation of the noise on each `sym_*` count as measured at
+    /// the release resolution (the risk-level counts carry theirs in the
+    /// `noise_scale` column). A consistent estimate's error is at most this.
     pub const SYMPTOM_NOISE_SCALE: &str = "hushmap.symptom_noise_scale";
     /// Cells whose 95% interval is wider than ± this were marked suppressed.
     pub const SUPPRESSION_HALF_WIDTH: &str = "hushmap.suppression_half_width";
@@ -57,6 +58,11 @@ pub mod meta_keys {
     /// (a batch run told to use a fresh ledger: its budget was shared with
     /// nothing else). Absent means `shared`.
     pub const LEDGER_SCOPE: &str = "hushmap.ledger_scope";
+    /// `consistent` (counts made consistent across levels by weighted
+    /// least squares, non-negative integers; `noise_scale` is each row's
+    /// own standard error) or `noisy` (each count as measured, clamped at
+    /// zero; `noise_scale` is the level's noise). Absent means `noisy`.
+    pub const ESTIMATES: &str = "hushmap.estimates";
 }
 
 /// Why a release could not be encoded or decoded.
@@ -113,6 +119,54 @@ pub struct ReleaseMeta {
     /// Whose budget the release was spent from.
     #[serde(default)]
     pub ledger_scope: LedgerScope,
+    /// What the counts are: as measured, or made consistent.
+    #[serde(default)]
+    pub estimates: Estimates,
+}
+
+/// What a release's counts are.
+///
+/// Both come from the same noisy measurements; making them consistent is
+/// post-processing and costs nothing.
+///
+/// ```
+/// # use hushmap_schema::release::Estimates;
+/// assert_eq!("consistent".parse::<Estimates>(), Ok(Estimates::Consistent));
+/// assert_eq!(Estimates::default().as_str(), "noisy");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Estimates {
+    /// Each count as measured (independent noise per cell and level),
+    /// clamped at zero; a parent need not equal the sum of its children.
+    #[default]
+    Noisy,
+    /// Weighted least squares over the levels of the window (every
+    /// estimate uses every measurement), then non-negative integers whose
+    /// children add up to their parent; each row's `noise_scale` is the
+    /// standard error of its own estimate.
+    Consistent,
+}
+
+impl Estimates {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Estimates::Noisy => "noisy",
+            Estimates::Consistent => "consistent",
+        }
+    }
+}
+
+impl std::str::FromStr for Estimates {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Estimates, ()> {
+        match s {
+            "noisy" => Ok(Estimates::Noisy),
+            "consistent" => Ok(Estimates::Consistent),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Whether a release counted its window's records.
@@ -409,6 +463,7 @@ impl ReleaseMeta {
             meta_keys::LEDGER_SCOPE.into(),
             self.ledger_scope.as_str().into(),
         );
+        m.insert(meta_keys::ESTIMATES.into(), self.estimates.as_str().into());
         m
     }
 
@@ -464,6 +519,12 @@ impl ReleaseMeta {
                 Some(text) => text
                     .parse()
                     .map_err(|()| ReleaseError::Metadata(meta_keys::LEDGER_SCOPE))?,
+            },
+            estimates: match m.get(meta_keys::ESTIMATES) {
+                None => Estimates::Noisy,
+                Some(text) => text
+                    .parse()
+                    .map_err(|()| ReleaseError::Metadata(meta_keys::ESTIMATES))?,
             },
         })
     }
@@ -734,6 +795,7 @@ mod tests {
                 part: Default::default(),
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
+                estimates: Default::default(),
             },
             rows: vec![ReleaseRow {
                 window_start: 1_700_000_000_000,

@@ -98,5 +98,6 @@ pub fn plan_meta(plan: &ReleasePlan) -> ReleaseMeta {
         part: hushmap_schema::release::ReleasePart::WHOLE,
         coverage: Default::default(),
         ledger_scope: LedgerScope::Shared,
+        estimates: plan.estimates,
     }
 }

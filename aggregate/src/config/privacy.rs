@@ -6,6 +6,7 @@ use super::{AggregateConfig, ConfigError};
 use hushmap_privacy::release::{PlanSpec, ReleasePlan};
 use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_privacy::{Budget, BudgetLimit};
+use hushmap_schema::release::Estimates;
 use hushmap_schema::{RegionCell, RegionError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -73,6 +74,13 @@ pub struct PrivacyConfig {
     /// empty (the default) splits it evenly. One weight per level
     /// (`parent_levels + 1`), each positive.
     pub level_weights: Vec<f64>,
+    /// `consistent` (the default): the counts of a window are made
+    /// consistent across levels by weighted least squares over the region
+    /// tree, then non-negative integers whose children add up to their
+    /// parent, each row with its own standard error; `noisy`: each count
+    /// as measured, clamped at zero. Post-processing either way: the same
+    /// cost, said in the release metadata (`hushmap.estimates`).
+    pub estimates: Estimates,
 }
 
 /// Most coarser levels a release may carry (each one takes a share of the
@@ -103,6 +111,7 @@ impl Default for PrivacyConfig {
             selection_delta: 1e-8,
             parent_levels: 2,
             level_weights: Vec::new(),
+            estimates: Estimates::Consistent,
         }
     }
 }
@@ -321,6 +330,7 @@ impl AggregateConfig {
             public_regions: self.public_regions()?,
             max_ci_half_width: p.max_ci_half_width,
             level_weights: p.level_weights.clone(),
+            estimates: p.estimates,
         })
     }
 

@@ -9,7 +9,10 @@
 //!   release: the ledger authorises the plan's cost (and a ledger file, when
 //!   there is one, records it) before any noise is drawn;
 //! * [`noising`]: the noise itself and the post-processing into release
-//!   rows.
+//!   rows;
+//! * [`consistency`]: the post-processing that makes a window's counts
+//!   consistent across levels (weighted least squares over the region
+//!   tree), non-negative integers, with the variance of each estimate.
 //!
 //! Post-processing (free under DP): counts are clamped to ≥ 0, `n_total` is
 //! the sum of the published risk-level counts, the high-risk share and its
@@ -17,6 +20,7 @@
 //! ([`ShareInterval`](hushmap_schema::ShareInterval)), and cells whose
 //! interval is wider than the configured half-width are marked suppressed.
 
+pub mod consistency;
 pub mod noising;
 pub mod plan;
 pub mod window;

@@ -3,6 +3,7 @@
 //!
 //! ```
 //! use hushmap_privacy::release::{Mechanism, PlanSpec, ReleasePlan};
+//! use hushmap_schema::release::Estimates;
 //! use hushmap_privacy::sensitivity::ContributionBounds;
 //!
 //! let spec = PlanSpec {
@@ -17,6 +18,7 @@
 //!     public_regions: None,
 //!     max_ci_half_width: 0.15,
 //!     level_weights: Vec::new(),
+//!     estimates: Estimates::Consistent,
 //! };
 //! let plan = ReleasePlan::calibrate(&spec).unwrap();
 //! assert_eq!(plan.levels.len(), 3);
@@ -31,6 +33,7 @@ use crate::ReleaseCost;
 use crate::conversion::zcdp_rho_for;
 use crate::noise::{CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector};
 use crate::sensitivity::ContributionBounds;
+use hushmap_schema::release::Estimates;
 use hushmap_schema::{RegionCell, StatisticCost};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -79,6 +82,9 @@ pub struct PlanSpec {
     /// weights (`[2, 1, 1]`: the release resolution gets half); empty for
     /// an even split. The selection δ is split evenly regardless.
     pub level_weights: Vec<f64>,
+    /// Whether the released counts are made consistent across levels
+    /// ([`consistency`](super::consistency)) or published as measured.
+    pub estimates: Estimates,
 }
 
 impl PlanSpec {
@@ -99,6 +105,7 @@ impl PlanSpec {
             public_regions: None,
             max_ci_half_width: 0.15,
             level_weights: Vec::new(),
+            estimates: Estimates::Consistent,
         }
     }
 
@@ -183,6 +190,8 @@ pub struct ReleasePlan {
     pub cost: ReleaseCost,
     /// Cells with a wider 95% interval of the high share are suppressed.
     pub max_ci_half_width: f64,
+    /// What the released counts are (post-processing only).
+    pub estimates: Estimates,
 }
 
 impl ReleasePlan {
@@ -290,6 +299,7 @@ impl ReleasePlan {
             levels: level_plans,
             cost,
             max_ci_half_width: spec.max_ci_half_width,
+            estimates: spec.estimates,
         })
     }
 

@@ -23,6 +23,7 @@
 //!     public_regions: None,
 //!     max_ci_half_width: 0.15,
 //!     level_weights: Vec::new(),
+//!     estimates: hushmap_schema::release::Estimates::Consistent,
 //! })
 //! .unwrap();
 //! let mut ledger = PrivacyLedger::new(Budget {
