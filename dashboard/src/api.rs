@@ -15,11 +15,15 @@
 //! * `GET /api/v1/cell?region=<cell>&window=<start ms>`: one cell's age-band
 //!   breakdown in that window and its all-ages time series.
 //! * `GET /api/v1/table?window=<start ms>&level=<res>`: region × age band rows.
+//! * `GET /api/v1/alerts?window=<start ms>&level=<res>&age_band=<band|all>&baseline=<k>&fdr=<q>`:
+//!   cells whose high-risk share rose against the `k` windows before, with
+//!   the evidence and outlines ([`alerts`](crate::alerts)).
 //!
 //! Researcher role:
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
 //!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
+use crate::alerts::{AlertReport, AlertSettings, alert_report};
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
 use crate::problem::problem;
@@ -39,6 +43,7 @@ pub(crate) fn analyst_routes() -> Router<AppState> {
         .route("/api/v1/heatmap", get(heatmap))
         .route("/api/v1/cell", get(cell))
         .route("/api/v1/table", get(table))
+        .route("/api/v1/alerts", get(alerts))
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -289,4 +294,63 @@ async fn table(State(state): State<AppState>, Query(q): Query<TableQuery>) -> Re
         "rows": rows,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    window: Option<i64>,
+    level: Option<u8>,
+    age_band: Option<String>,
+    baseline: Option<usize>,
+    fdr: Option<f64>,
+}
+
+async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
+    let Some(filter) = BandFilter::parse(q.age_band.as_deref()) else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            "age_band must be an age band label or all",
+        );
+    };
+    let settings = AlertSettings {
+        baseline_windows: q.baseline.unwrap_or(state.alerts.baseline_windows),
+        fdr: q.fdr.unwrap_or(state.alerts.fdr),
+        ..state.alerts.clone()
+    };
+    if let Err(e) = settings.validate() {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            &e.to_string()
+                .replace("alerts.baseline_windows", "baseline")
+                .replace("alerts.", ""),
+        );
+    }
+    let store = state.store.read().expect("store lock");
+    match window_alerts(&store, q.window, filter, q.level, &settings) {
+        Some(report) => Json(report).into_response(),
+        None => no_window(),
+    }
+}
+
+/// The alerts of `window` (the newest by default) against the counted
+/// windows before it; `None` when the store has no such window.
+pub(crate) fn window_alerts(
+    store: &crate::store::ReleaseStore,
+    window: Option<i64>,
+    filter: BandFilter,
+    level: Option<u8>,
+    settings: &AlertSettings,
+) -> Option<AlertReport> {
+    let newest = store.window_or_latest(window)?;
+    // Windows published without data (missed) say nothing about a trend.
+    let counted: Vec<&hushmap_schema::Release> = store
+        .iter()
+        .filter(|r| r.meta.window_start < newest.meta.window_start)
+        .filter(|r| r.meta.coverage == hushmap_schema::release::Coverage::Complete)
+        .chain([newest])
+        .collect();
+    let from = counted.len().saturating_sub(settings.baseline_windows + 1);
+    alert_report(&counted[from..], filter, level, settings)
 }

@@ -5,6 +5,7 @@
 //! loopback refuses to start unless access tokens are configured. The
 //! Kafka password comes from `HUSHMAP_KAFKA_SASL_PASSWORD` or a file only.
 
+use crate::alerts::{AlertSettings, AlertSettingsError};
 use crate::auth::{AccessTokens, AuthError, TokenEntry};
 use crate::sql_limits::SqlLimits;
 use hushmap_schema::topics;
@@ -34,6 +35,8 @@ pub enum ConfigError {
     SqlLimits,
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Alerts(#[from] AlertSettingsError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +92,9 @@ pub struct DashboardConfig {
     /// TLS on both listeners (page and Flight), from PEM files re-read on
     /// change; off when neither file is set.
     pub tls: TlsSettings,
+    /// Where risk is rising: the baseline, the false-discovery rate and
+    /// the webhook ([`alerts`](crate::alerts)).
+    pub alerts: AlertSettings,
 }
 
 impl Default for DashboardConfig {
@@ -102,6 +108,7 @@ impl Default for DashboardConfig {
             http: HttpLimits::default(),
             sql: SqlLimits::default(),
             tls: TlsSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -136,6 +143,7 @@ impl DashboardConfig {
         // Loaded, not only named: a missing file, a key that does not match
         // its certificate, is refused before anything starts.
         ServerTls::load(&self.tls)?;
+        self.alerts.validate()?;
         let tokens = self.access_tokens()?;
         if tokens.is_empty() {
             for addr in [self.listen, self.flight_listen] {

@@ -10,9 +10,12 @@ use rdkafka::message::Message;
 use std::sync::{Arc, RwLock};
 
 /// Consumes every committed release from the beginning of the topic.
+/// Each window stored for the first time is sent on `fresh` (the alert
+/// webhook's), when there is one.
 pub fn spawn_release_consumer(
     settings: &KafkaSettings,
     store: Arc<RwLock<ReleaseStore>>,
+    fresh: Option<tokio::sync::mpsc::UnboundedSender<i64>>,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
     let mut client = settings.security.client_config(&settings.brokers)?;
     // Each dashboard reads the whole topic itself; no shared group state.
@@ -26,8 +29,15 @@ pub fn spawn_release_consumer(
                 Ok(m) => match m.payload().map(Release::from_ipc) {
                     Some(Ok(release)) => {
                         let cells = release.rows.len();
-                        match store.write().expect("store lock").insert(release) {
-                            Ok(fresh) => tracing::info!(cells, fresh, "release received"),
+                        let window_start = release.meta.window_start;
+                        let stored = store.write().expect("store lock").insert(release);
+                        match stored {
+                            Ok(new) => {
+                                tracing::info!(cells, fresh = new, "release received");
+                                if let (true, Some(tx)) = (new, &fresh) {
+                                    let _ = tx.send(window_start);
+                                }
+                            }
                             // Not stored, so not served: the window comes
                             // back from the topic at the next start.
                             Err(e) => tracing::error!(error = %e, "release not stored"),

@@ -60,6 +60,20 @@ impl BandFilter {
     }
 }
 
+/// A region's outline as `[lat, lon]` pairs (public H3 geometry), empty
+/// for a string that is not a cell.
+pub fn outline(region: &str) -> Vec<[f64; 2]> {
+    region
+        .parse::<RegionCell>()
+        .map(|c| {
+            c.boundary()
+                .into_iter()
+                .map(|(lat, lon)| [lat, lon])
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The hierarchy levels of `release`, finest first.
 pub fn levels(release: &Release) -> Vec<u8> {
     let set: BTreeSet<u8> = release.rows.iter().map(|r| r.level).collect();
@@ -106,16 +120,7 @@ pub fn heatmap_cells(release: &Release, filter: BandFilter, level: Option<u8>) -
     rows.iter()
         .filter(|r| r.level == level)
         .map(|row| {
-            let boundary = row
-                .region
-                .parse::<RegionCell>()
-                .map(|c| {
-                    c.boundary()
-                        .into_iter()
-                        .map(|(lat, lon)| [lat, lon])
-                        .collect()
-                })
-                .unwrap_or_default();
+            let boundary = outline(&row.region);
             let ancestor = if row.suppressed {
                 ancestor_of(row)
             } else {

@@ -7,6 +7,7 @@
 //! [`flight`] the Arrow Flight service, all reading the store ([`query`]
 //! through DataFusion) and sharing [`state`]. [`auth`] decides who may read what.
 
+pub mod alerts;
 pub mod api;
 pub mod assets;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod session;
 pub mod sql_limits;
 pub mod state;
 pub mod store;
+pub mod webhook;
 
 pub use config::DashboardConfig;
 pub use server::{DashboardServer, ServeError};

@@ -15,6 +15,7 @@ use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researc
 use crate::sql_limits::{QueryAdmission, SqlRuntime};
 use crate::state::AppState;
 use crate::store::{ReleaseStore, StoreError};
+use crate::webhook::{AlertWebhook, spawn_alert_webhook};
 use axum::Router;
 use axum::http::header;
 use axum::middleware;
@@ -72,7 +73,12 @@ impl DashboardServer {
         let tls = ServerTls::load(&config.tls).map_err(crate::config::ConfigError::from)?;
         let listener = bind(config.listen).await?;
         let flight_listener = bind(config.flight_listen).await?;
-        let consumer = spawn_release_consumer(&config.kafka, store.clone())?;
+        let webhook = spawn_alert_webhook(AlertWebhook {
+            settings: config.alerts.clone(),
+            store: store.clone(),
+        });
+        let consumer =
+            spawn_release_consumer(&config.kafka, store.clone(), webhook.map(|(tx, _)| tx))?;
         Ok(DashboardServer {
             listener,
             flight_listener,
@@ -94,6 +100,7 @@ impl DashboardServer {
                 sql_runtime: Arc::new(SqlRuntime::new(config.sql.threads)?),
                 sessions: Arc::new(Sessions::default()),
                 login_failures: Arc::new(LoginFailures::default()),
+                alerts: config.alerts.clone(),
             },
             consumer,
             http: config.http.clone(),

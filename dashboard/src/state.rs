@@ -2,6 +2,7 @@
 //! and Flight ([`flight`](crate::flight), [`flight_sql`](crate::flight_sql)):
 //! neither side imports the other.
 
+use crate::alerts::AlertSettings;
 use crate::auth::{LoginFailures, Sessions, TokenRegistry};
 use crate::query::{CellFilter, CellStream, ReleaseQuery, export_metadata};
 use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
@@ -32,6 +33,8 @@ pub struct AppState {
     /// Browser sessions and failed logins.
     pub sessions: Arc<Sessions>,
     pub login_failures: Arc<LoginFailures>,
+    /// How `GET /api/v1/alerts` computes by default.
+    pub alerts: AlertSettings,
 }
 
 impl AppState {

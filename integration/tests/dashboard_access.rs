@@ -84,6 +84,17 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
         status(http.get(&export).bearer_auth(RESEARCHER)).await?,
         StatusCode::OK
     );
+    // Alerts are the analysts'.
+    let alerts = format!("{base}/api/v1/alerts");
+    assert_eq!(status(http.get(&alerts)).await?, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(http.get(&alerts).bearer_auth(RESEARCHER)).await?,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(http.get(&alerts).bearer_auth(ANALYST)).await?,
+        StatusCode::OK
+    );
     assert_eq!(
         status(http.get(format!("{base}/healthz"))).await?,
         StatusCode::OK

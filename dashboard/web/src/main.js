@@ -25,6 +25,8 @@ L.geoJSON(feature(countries, countries.objects.countries), {
   style: () => ({className: "country", color: "#aab3c2", weight: 0.6, fillColor: "#fbfbf8", fillOpacity: 1}),
 }).addTo(map);
 const cellLayer = L.layerGroup().addTo(map);
+// Cells whose high-risk share rose beyond its noise, outlined above the rest.
+const alertLayer = L.layerGroup().addTo(map);
 
 // Leaflet draws into one SVG; give it a hatch pattern for suppressed cells.
 function ensureHatch() {
@@ -200,6 +202,28 @@ $("csv").addEventListener("click", () => {
   document.body.appendChild(a); a.click(); a.remove();
 });
 
+// ---- alerts: outlined on the map and listed with their evidence ----
+function drawAlerts(report) {
+  alertLayer.clearLayers();
+  const k = report.baseline_windows.length;
+  if (!k) {
+    $("alerts").innerHTML = `<div class="muted">No earlier window to compare this one with yet.</div>`;
+    return;
+  }
+  for (const a of report.alerts) {
+    const outline = L.polygon(a.boundary, {className: "alert-outline", fill: false, weight: 3, color: "#b00020", interactive: false});
+    outline.addTo(alertLayer);
+    outline.getElement()?.setAttribute("data-region", a.region);
+  }
+  const ci = (e) => `${pct(e.high_share)} (95% CI ${pct(e.high_share_ci_low)} – ${pct(e.high_share_ci_high)})`;
+  const items = report.alerts.map((a) =>
+    `<li><b>${esc(a.region)}</b>: ${ci(a.baseline)} → ${ci(a.latest)}, p = ${a.p_value.toExponential(1)}</li>`).join("");
+  const family = `${report.cells_tested} cells tested against the ${k} window${k > 1 ? "s" : ""} before, false-discovery rate ${(100 * report.fdr).toFixed(0)}%`;
+  $("alerts").innerHTML = report.alerts.length
+    ? `<ol>${items}</ol><div class="muted">High-risk share, earlier → this window. ${family}.</div>`
+    : `<div class="muted">No cell's high-risk share rose beyond its noise (${family}).</div>`;
+}
+
 // ---- data ----
 async function getJson(url) {
   const resp = await fetch(url, {headers: {"Accept": "application/json"}, credentials: "same-origin"});
@@ -250,6 +274,7 @@ async function refreshView() {
   $("level").innerHTML = data.levels.map((l, i) => `<option value="${l}">H3 level ${l}${i === 0 ? " (finest)" : ""}</option>`).join("");
   $("level").value = String(state.level);
   drawCells();
+  drawAlerts(await getJson(`/api/v1/alerts?window=${state.window}&level=${state.level}&age_band=${band}`));
   const table = await getJson(`/api/v1/table?window=${state.window}&level=${state.level}`);
   state.rows = table.rows.map((r) => ({...r, window_start: table.window_start, window_end: table.window_end, level: table.level}));
   renderTable();

@@ -89,6 +89,12 @@ try {
   assert.match(privacy, /This window\s+ε/);
   assert.match(privacy, /Last 30 days\s+ε/);
 
+  // The alerts panel says what was compared, and each listed alert is
+  // outlined on the map.
+  const alertsText = await page.locator("#alerts").innerText();
+  assert.match(alertsText, /cells tested against|No earlier window/);
+  assert.equal(await page.locator("path.alert-outline").count(), await page.locator("#alerts li").count());
+
   await page.screenshot({ path: screenshot, fullPage: false });
 
   // Another metric recolours the same cells and relabels the legend.
