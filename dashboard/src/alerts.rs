@@ -1,15 +1,20 @@
 //! Where is risk rising? Alerts from published values only.
 //!
 //! For each cell of the newest window (one level, one age-band view), the
-//! published high-risk share is compared with the same cell's share pooled
-//! over the `baseline` windows before it. The question asked is whether the
+//! published high-risk share (or a symptom's rate, `sym_<symptom> /
+//! n_total`) is compared with the same cell's pooled over the `baseline`
+//! windows before it. The question asked is whether the
 //! true share rose by more than the published noise explains. The noise is
 //! the only randomness: release counts are the whole population's counts,
 //! not a sample.
 //!
-//! - A share `h / (h + r)` of noisy counts, where `h` has noise variance
-//!   `σ²` and `r` (low + moderate) `2σ²`, has variance about
-//!   `(r²σ² + h²·2σ²) / (h + r)⁴` (delta method). The baseline pools its
+//! - A share `p = x / t` of noisy counts has variance about
+//!   `(Var x − 2p·Cov(x, t) + p²·Var t) / t²` (delta method). For the high
+//!   share, `x` is one of the three risk counts of `t` (each of variance
+//!   `σ²`, the row's `noise_scale`): `Var t = 3σ²`, `Cov = σ²`. For a
+//!   symptom, `x` is measured apart (`Cov = 0`) with the release's
+//!   `hushmap.symptom_noise_scale`, which is the release resolution's, so
+//!   symptom rates are compared at that level only. The baseline pools its
 //!   windows' counts, and their variances add.
 //! - `z = (latest − baseline) / √(Var latest + Var baseline)`, one-sided
 //!   p-value `1 − Φ(z)`.
@@ -31,8 +36,8 @@
 //! assert_eq!(benjamini_hochberg(&[0.001, 0.02, 0.03, 0.5], 0.05), 3);
 //! ```
 
-use crate::heatmap::{BandFilter, combine_bands, outline};
-use hushmap_schema::{Release, ReleaseRow, ShareInterval};
+use crate::heatmap::{BandFilter, outline};
+use hushmap_schema::{Release, ReleaseRow, ShareInterval, Symptom};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -107,18 +112,60 @@ impl AlertSettings {
     }
 }
 
-/// A published share with its noise and 95% interval.
+/// A published share (the metric's count over `n_total`) with its 95%
+/// interval.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ShareEvidence {
-    pub high_share: f64,
-    pub high_share_ci_low: f64,
-    pub high_share_ci_high: f64,
-    pub n_high: i64,
+    pub share: f64,
+    pub share_ci_low: f64,
+    pub share_ci_high: f64,
+    /// `n_high`, or the symptom's count.
+    pub count: i64,
     pub n_total: i64,
-    /// Noise s.d. of each of the three risk counts (pooled for a baseline).
-    pub noise_scale: f64,
     /// The windows (start, ms) the counts come from.
     pub windows: Vec<i64>,
+}
+
+/// What an alert watches: the high-risk share, or one symptom's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertMetric {
+    HighShare,
+    Symptom(Symptom),
+}
+
+impl AlertMetric {
+    /// `high_share` or a symptom column (`sym_fever`); `None` if neither.
+    ///
+    /// ```
+    /// use hushmap_dashboard::alerts::AlertMetric;
+    /// assert_eq!(AlertMetric::parse(None), Some(AlertMetric::HighShare));
+    /// assert_eq!(AlertMetric::parse(Some("sym_fever")).unwrap().label(), "sym_fever");
+    /// assert_eq!(AlertMetric::parse(Some("fever")), None);
+    /// ```
+    pub fn parse(s: Option<&str>) -> Option<AlertMetric> {
+        match s {
+            None | Some("high_share") => Some(AlertMetric::HighShare),
+            Some(column) => Symptom::ALL
+                .into_iter()
+                .find(|sym| sym.column() == column)
+                .map(AlertMetric::Symptom),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            AlertMetric::HighShare => "high_share".into(),
+            AlertMetric::Symptom(s) => s.column(),
+        }
+    }
+
+    /// Words for a person: "high-risk share", "fever rate".
+    pub fn describe(self) -> String {
+        match self {
+            AlertMetric::HighShare => "high-risk share".into(),
+            AlertMetric::Symptom(s) => format!("{} rate", s.name().replace('_', " ")),
+        }
+    }
 }
 
 /// One cell whose share rose by more than the noise explains.
@@ -144,6 +191,8 @@ pub struct AlertReport {
     pub window_end: i64,
     pub level: Option<u8>,
     pub age_band: &'static str,
+    /// `high_share` or a symptom column.
+    pub metric: String,
     /// The baseline's windows (start, ms), oldest first.
     pub baseline_windows: Vec<i64>,
     pub fdr: f64,
@@ -189,68 +238,97 @@ pub fn benjamini_hochberg(p_values: &[f64], fdr: f64) -> usize {
         .unwrap_or(0)
 }
 
-/// Counts of one cell: high, the rest, and the variance of each risk count.
+/// One cell's count of the metric over its total, pooled over rows (age
+/// bands, windows), with the noise (co)variances: independent rows add.
 #[derive(Debug, Clone, Copy, Default)]
 struct Pooled {
-    high: i64,
-    rest: i64,
-    variance: f64,
+    count: i64,
+    total: i64,
+    count_var: f64,
+    total_var: f64,
+    cov: f64,
 }
 
 impl Pooled {
-    fn add(&mut self, row: &ReleaseRow) {
-        self.high += row.n_high;
-        self.rest += row.n_low + row.n_moderate;
-        self.variance += row.noise_scale.powi(2);
-    }
-
-    fn total(&self) -> i64 {
-        self.high + self.rest
+    /// Adds `row`; `symptom_sd`: the noise s.d. of its symptom counts.
+    fn add(&mut self, row: &ReleaseRow, metric: AlertMetric, symptom_sd: f64) {
+        let risk_var = row.noise_scale.powi(2);
+        self.total += row.n_total;
+        self.total_var += 3.0 * risk_var;
+        match metric {
+            AlertMetric::HighShare => {
+                self.count += row.n_high;
+                self.count_var += risk_var;
+                self.cov += risk_var;
+            }
+            AlertMetric::Symptom(s) => {
+                let i = Symptom::ALL
+                    .iter()
+                    .position(|x| *x == s)
+                    .expect("a symptom");
+                self.count += row.symptoms[i];
+                self.count_var += symptom_sd.powi(2);
+            }
+        }
     }
 
     /// The share and its variance, if the total stands clear of the noise.
     fn share(&self) -> Option<(f64, f64)> {
-        let t = self.total() as f64;
-        if t <= 0.0 || t < 3.0 * (3.0 * self.variance).sqrt() {
+        let t = self.total as f64;
+        if t <= 0.0 || t < 3.0 * self.total_var.sqrt() {
             return None;
         }
-        let (h, r) = (self.high as f64, self.rest as f64);
-        let var = (r * r * self.variance + h * h * 2.0 * self.variance) / t.powi(4);
-        Some((h / t, var))
+        let p = self.count as f64 / t;
+        let var = (self.count_var - 2.0 * p * self.cov + p * p * self.total_var) / (t * t);
+        Some((p, var.max(0.0)))
     }
 
-    fn evidence(&self, windows: Vec<i64>) -> ShareEvidence {
-        let sigma = self.variance.sqrt();
-        let ci = ShareInterval::for_high_share(self.high, self.total(), sigma);
+    fn evidence(&self, metric: AlertMetric, windows: Vec<i64>) -> ShareEvidence {
+        let (share, low, high) = match (metric, self.share()) {
+            // The release's own interval construction (Fieller).
+            (AlertMetric::HighShare, _) => {
+                let ci =
+                    ShareInterval::for_high_share(self.count, self.total, self.count_var.sqrt());
+                (ci.share.unwrap_or(0.0), ci.low, ci.high)
+            }
+            (AlertMetric::Symptom(_), Some((p, var))) => {
+                let half = 1.96 * var.sqrt();
+                (p, (p - half).max(0.0), (p + half).min(1.0))
+            }
+            (AlertMetric::Symptom(_), None) => (0.0, 0.0, 1.0),
+        };
         ShareEvidence {
-            high_share: ci.share.unwrap_or(0.0),
-            high_share_ci_low: ci.low,
-            high_share_ci_high: ci.high,
-            n_high: self.high,
-            n_total: self.total(),
-            noise_scale: sigma,
+            share,
+            share_ci_low: low,
+            share_ci_high: high,
+            count: self.count,
+            n_total: self.total,
             windows,
         }
     }
 }
 
-/// The rows of `release` at `level` in the `filter` view, by region.
-fn view(release: &Release, filter: BandFilter, level: u8) -> HashMap<String, ReleaseRow> {
-    let rows: Vec<ReleaseRow> = release
-        .rows
-        .iter()
-        .filter(|r| r.level == level)
-        .filter(|r| match filter {
-            BandFilter::All => true,
-            BandFilter::Band(b) => r.age_band == b.label(),
-        })
-        .cloned()
-        .collect();
-    let rows = match filter {
-        BandFilter::All => combine_bands(&rows, release.meta.max_ci_half_width),
-        BandFilter::Band(_) => rows,
-    };
-    rows.into_iter().map(|r| (r.region.clone(), r)).collect()
+/// Each region's pooled rows of `release` at `level` in the `filter` view.
+fn view(
+    release: &Release,
+    filter: BandFilter,
+    level: u8,
+    metric: AlertMetric,
+) -> HashMap<String, Pooled> {
+    let mut out: HashMap<String, Pooled> = HashMap::new();
+    for row in release.rows.iter().filter(|r| r.level == level) {
+        if let BandFilter::Band(b) = filter
+            && row.age_band != b.label()
+        {
+            continue;
+        }
+        out.entry(row.region.clone()).or_default().add(
+            row,
+            metric,
+            release.meta.symptom_noise_scale,
+        );
+    }
+    out
 }
 
 /// The alerts of the newest of `releases` (oldest first) against the
@@ -261,10 +339,12 @@ pub fn alert_report(
     releases: &[&Release],
     filter: BandFilter,
     level: Option<u8>,
+    metric: AlertMetric,
     settings: &AlertSettings,
 ) -> Option<AlertReport> {
     let (latest, earlier) = releases.split_last()?;
-    let level = level.or_else(|| latest.rows.iter().map(|r| r.level).max());
+    let finest = latest.rows.iter().map(|r| r.level).max();
+    let level = level.or(finest);
     let baseline: Vec<&Release> = earlier
         .iter()
         .rev()
@@ -277,6 +357,7 @@ pub fn alert_report(
         window_end: latest.meta.window_end,
         level,
         age_band: filter.label(),
+        metric: metric.label(),
         baseline_windows: baseline.iter().map(|r| r.meta.window_start).collect(),
         fdr: settings.fdr,
         cells_tested: 0,
@@ -286,19 +367,29 @@ pub fn alert_report(
     let Some(level) = level else {
         return Some(report);
     };
-    let before: Vec<HashMap<String, ReleaseRow>> =
-        baseline.iter().map(|r| view(r, filter, level)).collect();
-    let mut tested = Vec::new();
-    let mut newest: Vec<(String, ReleaseRow)> = view(latest, filter, level).into_iter().collect();
+    let mut newest: Vec<(String, Pooled)> =
+        view(latest, filter, level, metric).into_iter().collect();
     newest.sort_by(|a, b| a.0.cmp(&b.0));
-    for (region, row) in newest {
-        let mut now = Pooled::default();
-        now.add(&row);
+    // The symptom noise the releases state is the release resolution's.
+    if matches!(metric, AlertMetric::Symptom(_)) && Some(level) != finest {
+        report.cells_untested = newest.len();
+        return Some(report);
+    }
+    let before: Vec<HashMap<String, Pooled>> = baseline
+        .iter()
+        .map(|r| view(r, filter, level, metric))
+        .collect();
+    let mut tested = Vec::new();
+    for (region, now) in newest {
         let mut base = Pooled::default();
         let mut windows = Vec::new();
-        for (release, rows) in baseline.iter().zip(&before) {
-            if let Some(r) = rows.get(&region) {
-                base.add(r);
+        for (release, cells) in baseline.iter().zip(&before) {
+            if let Some(c) = cells.get(&region) {
+                base.count += c.count;
+                base.total += c.total;
+                base.count_var += c.count_var;
+                base.total_var += c.total_var;
+                base.cov += c.cov;
                 windows.push(release.meta.window_start);
             }
         }
@@ -312,8 +403,8 @@ pub fn alert_report(
             level,
             region,
             age_band: filter.label().to_string(),
-            latest: now.evidence(vec![latest.meta.window_start]),
-            baseline: base.evidence(windows),
+            latest: now.evidence(metric, vec![latest.meta.window_start]),
+            baseline: base.evidence(metric, windows),
             rise: p1 - p0,
             z,
             p_value: upper_tail(z),
@@ -404,7 +495,14 @@ mod tests {
     fn band_report(releases: &[Release]) -> AlertReport {
         let refs: Vec<&Release> = releases.iter().collect();
         let band = BandFilter::Band(hushmap_schema::AgeBand::ALL[2]);
-        alert_report(&refs, band, None, &AlertSettings::default()).unwrap()
+        alert_report(
+            &refs,
+            band,
+            None,
+            AlertMetric::HighShare,
+            &AlertSettings::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -448,9 +546,48 @@ mod tests {
         let false_alarms = flagged.len() - outbreak_cells.len();
         assert!(false_alarms <= 2, "{flagged:?}");
         let a = &report.alerts[0];
-        assert!(a.latest.high_share > a.baseline.high_share);
+        assert!(a.latest.share > a.baseline.share);
         assert_eq!(a.baseline.windows.len(), 3);
         assert!(a.p_value < 1e-4, "{a:?}");
+    }
+
+    #[test]
+    fn a_symptom_rate_that_rises_is_flagged_at_the_release_resolution_only() {
+        // Fever in 10% of 500 people per cell, then 30% in five of 100
+        // cells; symptom counts noised with the stated σ = 14.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let mut releases = days(&mut rng, 100, 500, |_| 0.1);
+        for (w, release) in releases.iter_mut().enumerate() {
+            release.meta.symptom_noise_scale = SIGMA;
+            for (c, row) in release.rows.iter_mut().enumerate() {
+                let rate = if w == 3 && c % 20 == 4 { 0.3 } else { 0.1 };
+                row.symptoms[0] = (500.0 * rate + gaussian(&mut rng)).round() as i64;
+            }
+        }
+        let refs: Vec<&Release> = releases.iter().collect();
+        let band = BandFilter::Band(hushmap_schema::AgeBand::ALL[2]);
+        let fever = AlertMetric::parse(Some("sym_fever")).unwrap();
+        let report = alert_report(&refs, band, None, fever, &AlertSettings::default()).unwrap();
+        assert_eq!(report.metric, "sym_fever");
+        assert_eq!(report.cells_tested, 100);
+        let mut flagged: Vec<&str> = report.alerts.iter().map(|a| a.region.as_str()).collect();
+        flagged.sort();
+        assert_eq!(
+            flagged,
+            [
+                "cell-0004",
+                "cell-0024",
+                "cell-0044",
+                "cell-0064",
+                "cell-0084"
+            ]
+        );
+        assert!(report.alerts[0].latest.share > 0.25);
+        // The high share did not move.
+        assert!(band_report(&releases).alerts.len() <= 1);
+        // A coarser level's symptom noise is not stated: nothing tested.
+        let coarse = alert_report(&refs, band, Some(4), fever, &AlertSettings::default()).unwrap();
+        assert_eq!(coarse.cells_tested, 0);
     }
 
     #[test]

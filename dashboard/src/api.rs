@@ -15,15 +15,15 @@
 //! * `GET /api/v1/cell?region=<cell>&window=<start ms>`: one cell's age-band
 //!   breakdown in that window and its all-ages time series.
 //! * `GET /api/v1/table?window=<start ms>&level=<res>`: region × age band rows.
-//! * `GET /api/v1/alerts?window=<start ms>&level=<res>&age_band=<band|all>&baseline=<k>&fdr=<q>`:
-//!   cells whose high-risk share rose against the `k` windows before, with
+//! * `GET /api/v1/alerts?window=<start ms>&level=<res>&age_band=<band|all>&metric=<high_share|sym_…>&baseline=<k>&fdr=<q>`:
+//!   cells whose high-risk share (or a symptom's rate) rose against the `k` windows before, with
 //!   the evidence and outlines ([`alerts`](crate::alerts)).
 //!
 //! Researcher role:
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
 //!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
-use crate::alerts::{AlertReport, AlertSettings, alert_report};
+use crate::alerts::{AlertMetric, AlertReport, AlertSettings, alert_report};
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
 use crate::problem::problem;
@@ -303,6 +303,7 @@ struct AlertsQuery {
     age_band: Option<String>,
     baseline: Option<usize>,
     fdr: Option<f64>,
+    metric: Option<String>,
 }
 
 async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
@@ -311,6 +312,13 @@ async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> 
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_value",
             "age_band must be an age band label or all",
+        );
+    };
+    let Some(metric) = AlertMetric::parse(q.metric.as_deref()) else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            "metric must be high_share or a symptom column (sym_fever, …)",
         );
     };
     let settings = AlertSettings {
@@ -328,7 +336,7 @@ async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> 
         );
     }
     let store = state.store.read().expect("store lock");
-    match window_alerts(&store, q.window, filter, q.level, &settings) {
+    match window_alerts(&store, q.window, filter, q.level, metric, &settings) {
         Some(report) => Json(report).into_response(),
         None => no_window(),
     }
@@ -341,6 +349,7 @@ pub(crate) fn window_alerts(
     window: Option<i64>,
     filter: BandFilter,
     level: Option<u8>,
+    metric: AlertMetric,
     settings: &AlertSettings,
 ) -> Option<AlertReport> {
     let newest = store.window_or_latest(window)?;
@@ -352,5 +361,5 @@ pub(crate) fn window_alerts(
         .chain([newest])
         .collect();
     let from = counted.len().saturating_sub(settings.baseline_windows + 1);
-    alert_report(&counted[from..], filter, level, settings)
+    alert_report(&counted[from..], filter, level, metric, settings)
 }

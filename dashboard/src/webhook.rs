@@ -11,7 +11,7 @@
 //! published values only, so sending it discloses nothing the dashboard
 //! does not already serve.
 
-use crate::alerts::{AlertReport, AlertSettings, CellAlert, WebhookFormat};
+use crate::alerts::{AlertMetric, AlertReport, AlertSettings, CellAlert, WebhookFormat};
 use crate::heatmap::BandFilter;
 use crate::store::ReleaseStore;
 use serde_json::{Value, json};
@@ -68,6 +68,7 @@ fn report_for(webhook: &AlertWebhook, window_start: i64) -> Option<AlertReport> 
         Some(window_start),
         BandFilter::All,
         None,
+        AlertMetric::HighShare,
         &webhook.settings,
     )?;
     (!report.alerts.is_empty()).then_some(report)
@@ -114,16 +115,28 @@ fn rfc3339(ms: i64) -> String {
 /// # use hushmap_dashboard::alerts::AlertReport;
 /// let report = AlertReport {
 ///     window_start: 0, window_end: 3_600_000, level: Some(5), age_band: "all",
+///     metric: "high_share".into(),
 ///     baseline_windows: vec![], fdr: 0.05, cells_tested: 0, cells_untested: 0, alerts: vec![],
 /// };
 /// assert_eq!(hushmap_dashboard::webhook::alertmanager_body(&report), serde_json::json!([]));
 /// ```
 pub fn alertmanager_body(report: &AlertReport) -> Value {
     let length = report.window_end - report.window_start;
+    let metric_words = {
+        let words = AlertMetric::parse(Some(&report.metric))
+            .unwrap_or(AlertMetric::HighShare)
+            .describe();
+        let mut chars = words.chars();
+        chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+            .unwrap_or_default()
+    };
     let alert = |a: &CellAlert| {
         json!({
             "labels": {
                 "alertname": "HushmapHighRiskShareRising",
+                "metric": report.metric,
                 "severity": "warning",
                 "level": a.level.to_string(),
                 "region": a.region,
@@ -131,16 +144,17 @@ pub fn alertmanager_body(report: &AlertReport) -> Value {
             },
             "annotations": {
                 "summary": format!(
-                    "High-risk share rose from {:.1}% to {:.1}% (one-sided p = {:.2e}, FDR {}%)",
-                    100.0 * a.baseline.high_share,
-                    100.0 * a.latest.high_share,
+                    "{} rose from {:.1}% to {:.1}% (one-sided p = {:.2e}, FDR {}%)",
+                    metric_words,
+                    100.0 * a.baseline.share,
+                    100.0 * a.latest.share,
                     a.p_value,
                     100.0 * report.fdr,
                 ),
-                "latest_share": format!("{:.4}", a.latest.high_share),
-                "latest_interval": format!("{:.4}–{:.4}", a.latest.high_share_ci_low, a.latest.high_share_ci_high),
-                "baseline_share": format!("{:.4}", a.baseline.high_share),
-                "baseline_interval": format!("{:.4}–{:.4}", a.baseline.high_share_ci_low, a.baseline.high_share_ci_high),
+                "latest_share": format!("{:.4}", a.latest.share),
+                "latest_interval": format!("{:.4}–{:.4}", a.latest.share_ci_low, a.latest.share_ci_high),
+                "baseline_share": format!("{:.4}", a.baseline.share),
+                "baseline_interval": format!("{:.4}–{:.4}", a.baseline.share_ci_low, a.baseline.share_ci_high),
                 "p_value": format!("{:.3e}", a.p_value),
             },
             "startsAt": rfc3339(report.window_end),

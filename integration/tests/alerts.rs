@@ -133,8 +133,9 @@ async fn a_rise_in_a_few_cells_is_listed_and_sent_to_the_webhook() -> anyhow::Re
         .collect();
     assert_eq!(flagged, expected);
     let first = &report["alerts"][0];
-    assert!(first["latest"]["high_share"].as_f64().unwrap() > 0.35);
-    assert!(first["baseline"]["high_share"].as_f64().unwrap() < 0.15);
+    assert_eq!(report["metric"], "high_share");
+    assert!(first["latest"]["share"].as_f64().unwrap() > 0.35);
+    assert!(first["baseline"]["share"].as_f64().unwrap() < 0.15);
     assert!(first["p_value"].as_f64().unwrap() < 1e-6);
     assert_eq!(first["baseline"]["windows"].as_array().unwrap().len(), 3);
     assert!(
@@ -151,7 +152,18 @@ async fn a_rise_in_a_few_cells_is_listed_and_sent_to_the_webhook() -> anyhow::Re
         .await?;
     assert_eq!(band["baseline_windows"].as_array().unwrap().len(), 2);
     assert_eq!(band["alerts"].as_array().unwrap().len(), expected.len());
-    for bad in ["baseline=0", "fdr=2", "age_band=elderly"] {
+    // A symptom's rate: the same cells are tested; nobody had fever, in any
+    // window, so nothing rose.
+    let fever: Value = http
+        .get(format!("{base}/api/v1/alerts?metric=sym_fever"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(fever["metric"], "sym_fever");
+    assert_eq!(fever["cells_tested"], CELLS);
+    assert_eq!(fever["alerts"].as_array().unwrap().len(), 0);
+    for bad in ["baseline=0", "fdr=2", "age_band=elderly", "metric=fever"] {
         let r = http
             .get(format!("{base}/api/v1/alerts?{bad}"))
             .send()

@@ -203,6 +203,12 @@ $("csv").addEventListener("click", () => {
 });
 
 // ---- alerts: outlined on the map and listed with their evidence ----
+// The metric shown, when it is one alerts watch (a share or a symptom rate).
+const alertMetric = () => (state.metric.startsWith("sym_") ? state.metric : "high_share");
+async function refreshAlerts() {
+  const band = encodeURIComponent(state.band);
+  drawAlerts(await getJson(`/api/v1/alerts?window=${state.window}&level=${state.level}&age_band=${band}&metric=${alertMetric()}`));
+}
 function drawAlerts(report) {
   alertLayer.clearLayers();
   const k = report.baseline_windows.length;
@@ -215,13 +221,14 @@ function drawAlerts(report) {
     outline.addTo(alertLayer);
     outline.getElement()?.setAttribute("data-region", a.region);
   }
-  const ci = (e) => `${pct(e.high_share)} (95% CI ${pct(e.high_share_ci_low)} – ${pct(e.high_share_ci_high)})`;
+  const ci = (e) => `${pct(e.share)} (95% CI ${pct(e.share_ci_low)} – ${pct(e.share_ci_high)})`;
   const items = report.alerts.map((a) =>
     `<li><b>${esc(a.region)}</b>: ${ci(a.baseline)} → ${ci(a.latest)}, p = ${a.p_value.toExponential(1)}</li>`).join("");
+  const what = report.metric === "high_share" ? "High-risk share" : esc($("metric").selectedOptions[0].textContent);
   const family = `${report.cells_tested} cells tested against the ${k} window${k > 1 ? "s" : ""} before, false-discovery rate ${(100 * report.fdr).toFixed(0)}%`;
   $("alerts").innerHTML = report.alerts.length
-    ? `<ol>${items}</ol><div class="muted">High-risk share, earlier → this window. ${family}.</div>`
-    : `<div class="muted">No cell's high-risk share rose beyond its noise (${family}).</div>`;
+    ? `<ol>${items}</ol><div class="muted">${what}, earlier → this window. ${family}.</div>`
+    : `<div class="muted">No cell's ${what.toLowerCase()} rose beyond its noise (${family}).</div>`;
 }
 
 // ---- data ----
@@ -274,7 +281,7 @@ async function refreshView() {
   $("level").innerHTML = data.levels.map((l, i) => `<option value="${l}">H3 level ${l}${i === 0 ? " (finest)" : ""}</option>`).join("");
   $("level").value = String(state.level);
   drawCells();
-  drawAlerts(await getJson(`/api/v1/alerts?window=${state.window}&level=${state.level}&age_band=${band}`));
+  await refreshAlerts();
   const table = await getJson(`/api/v1/table?window=${state.window}&level=${state.level}`);
   state.rows = table.rows.map((r) => ({...r, window_start: table.window_start, window_end: table.window_end, level: table.level}));
   renderTable();
@@ -306,7 +313,7 @@ $("window").addEventListener("input", (e) => {
 $("band").addEventListener("change", (e) => { state.band = e.target.value; refreshView(); });
 $("level").addEventListener("change", (e) => { state.level = Number(e.target.value); refreshView(); });
 $("area").addEventListener("change", (e) => zoomTo(e.target.value));
-$("metric").addEventListener("change", (e) => { state.metric = e.target.value; drawCells(); });
+$("metric").addEventListener("change", (e) => { state.metric = e.target.value; drawCells(); refreshAlerts().catch(() => {}); });
 for (const [tab, view] of [["tab-map", "map-view"], ["tab-table", "table-view"]]) {
   $(tab).addEventListener("click", () => {
     for (const [t, v] of [["tab-map", "map-view"], ["tab-table", "table-view"]]) {
