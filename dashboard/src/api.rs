@@ -78,7 +78,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
          hushmap_dashboard_tls_reloads_total {}\n\
          # HELP hushmap_dashboard_tls_reload_failures_total Changed certificate files that did not load (the previous pair stayed in use).\n\
          # TYPE hushmap_dashboard_tls_reload_failures_total counter\n\
-         hushmap_dashboard_tls_reload_failures_total {}\n",
+         hushmap_dashboard_tls_reload_failures_total {}\n\
+         # HELP hushmap_dashboard_alert_webhooks_total Windows' alerts sent to the webhook, by outcome (failed: not accepted after three tries).\n\
+         # TYPE hushmap_dashboard_alert_webhooks_total counter\n\
+         hushmap_dashboard_alert_webhooks_total{{outcome=\"delivered\"}} {}\n\
+         hushmap_dashboard_alert_webhooks_total{{outcome=\"failed\"}} {}\n",
         store.len(),
         store.duplicates(),
         state.connections.open.get(),
@@ -91,6 +95,14 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         state.flight_connections.tls_failed.get(),
         state.tls.as_ref().map_or(0, |t| t.reloads.get()),
         state.tls.as_ref().map_or(0, |t| t.reload_failures.get()),
+        state
+            .webhook
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        state
+            .webhook
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -15,7 +15,7 @@ use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researc
 use crate::sql_limits::{QueryAdmission, SqlRuntime};
 use crate::state::AppState;
 use crate::store::{ReleaseStore, StoreError};
-use crate::webhook::{AlertWebhook, spawn_alert_webhook};
+use crate::webhook::{AlertWebhook, WebhookStats, spawn_alert_webhook};
 use axum::Router;
 use axum::http::header;
 use axum::middleware;
@@ -73,9 +73,11 @@ impl DashboardServer {
         let tls = ServerTls::load(&config.tls).map_err(crate::config::ConfigError::from)?;
         let listener = bind(config.listen).await?;
         let flight_listener = bind(config.flight_listen).await?;
+        let webhook_stats = Arc::new(WebhookStats::default());
         let webhook = spawn_alert_webhook(AlertWebhook {
             settings: config.alerts.clone(),
             store: store.clone(),
+            stats: webhook_stats.clone(),
         });
         let consumer =
             spawn_release_consumer(&config.kafka, store.clone(), webhook.map(|(tx, _)| tx))?;
@@ -101,6 +103,7 @@ impl DashboardServer {
                 sessions: Arc::new(Sessions::default()),
                 login_failures: Arc::new(LoginFailures::default()),
                 alerts: config.alerts.clone(),
+                webhook: webhook_stats,
             },
             consumer,
             http: config.http.clone(),

@@ -35,6 +35,8 @@ pub struct AppState {
     pub login_failures: Arc<LoginFailures>,
     /// How `GET /api/v1/alerts` computes by default.
     pub alerts: AlertSettings,
+    /// What the alert webhook sent.
+    pub webhook: Arc<crate::webhook::WebhookStats>,
 }
 
 impl AppState {

@@ -15,16 +15,28 @@ use crate::alerts::{AlertMetric, AlertReport, AlertSettings, CellAlert, WebhookF
 use crate::heatmap::BandFilter;
 use crate::store::ReleaseStore;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 
-/// What the webhook task needs: its settings and the store to read.
+/// What the webhook task needs: its settings, the store to read and
+/// where to count what it sent.
 pub struct AlertWebhook {
     pub settings: AlertSettings,
     pub store: Arc<RwLock<ReleaseStore>>,
+    pub stats: Arc<WebhookStats>,
+}
+
+/// Windows' alerts sent, by outcome (served on `/metrics`).
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Accepted (2xx) by the webhook.
+    pub delivered: AtomicU64,
+    /// Not accepted after three tries.
+    pub failed: AtomicU64,
 }
 
 /// Starts the task that reports each window sent on the returned channel;
@@ -47,7 +59,11 @@ pub fn spawn_alert_webhook(
                 WebhookFormat::Report => serde_json::to_value(&report).unwrap_or(Value::Null),
                 WebhookFormat::Alertmanager => alertmanager_body(&report),
             };
-            deliver(&client, &url, &body, report.alerts.len()).await;
+            let counter = match deliver(&client, &url, &body, report.alerts.len()).await {
+                true => &webhook.stats.delivered,
+                false => &webhook.stats.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     });
     Some((tx, task))
@@ -74,12 +90,13 @@ fn report_for(webhook: &AlertWebhook, window_start: i64) -> Option<AlertReport> 
     (!report.alerts.is_empty()).then_some(report)
 }
 
-async fn deliver(client: &reqwest::Client, url: &str, body: &Value, alerts: usize) {
+/// Whether the webhook accepted `body`, within three tries.
+async fn deliver(client: &reqwest::Client, url: &str, body: &Value, alerts: usize) -> bool {
     for attempt in 1..=3u32 {
         match client.post(url).json(body).send().await {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(alerts, attempt, "alerts sent to the webhook");
-                return;
+                return true;
             }
             Ok(r) => {
                 tracing::warn!(
@@ -98,6 +115,7 @@ async fn deliver(client: &reqwest::Client, url: &str, body: &Value, alerts: usiz
         alerts,
         "alerts not delivered to the webhook after 3 attempts"
     );
+    false
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -190,6 +190,18 @@ async fn a_rise_in_a_few_cells_is_listed_and_sent_to_the_webhook() -> anyhow::Re
         .map(|a| a["labels"]["region"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(regions, expected);
+    // Counted for the operator.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("hushmap_dashboard_alert_webhooks_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hushmap_dashboard_alert_webhooks_total{outcome=\"failed\"} 0"));
     for a in alerts {
         assert_eq!(a["labels"]["alertname"], "HushmapHighRiskShareRising");
         assert!(a["startsAt"].as_str().unwrap().ends_with('Z'));
