@@ -52,7 +52,7 @@ use hushmap_privacy::PrivacyLedger;
 use hushmap_privacy::release::{ReleasePlan, WindowOutcome, release_window};
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use hushmap_service::clock::now_ms;
-use hushmap_service::consumer::{QuietEofContext, committed_reader, read_to_end_now};
+use hushmap_service::consumer::{EndProbe, QuietEofContext, committed_reader};
 use hushmap_service::runtime::blocking;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -63,7 +63,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A noised release waiting for Kafka's acknowledgement.
 struct PendingRelease {
@@ -92,17 +92,12 @@ pub struct Aggregator {
     /// The offset each input partition was assigned at (all of them, to
     /// this instance, at start-up).
     assigned_from: HashMap<i32, i64>,
-    /// When the partitions' leaders were last asked where they end.
-    ends_asked: Option<Instant>,
+    /// Asks the partitions' leaders where they end.
+    ends: EndProbe,
     stats: Arc<AggregatorStats>,
     /// Bound at start-up, served while running.
     metrics_listener: std::net::TcpListener,
 }
-
-/// How often the partitions' leaders are asked where the partitions end,
-/// at most, and how long one answer is waited for.
-const END_QUERY_INTERVAL: Duration = Duration::from_secs(1);
-const END_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most windows decided in one tick (a long outage is worked off over
 /// several ticks, each publishing what it decided).
@@ -174,7 +169,7 @@ impl Aggregator {
             pending: BTreeMap::new(),
             consumed: HashMap::new(),
             assigned_from,
-            ends_asked: None,
+            ends: EndProbe::default(),
             stats: Arc::new(AggregatorStats::default()),
             metrics_listener,
         };
@@ -331,16 +326,9 @@ impl Aggregator {
     }
 
     /// Asks the leaders of the partitions read to less than `deadline`
-    /// whether they hold anything more (at most once per
-    /// [`END_QUERY_INTERVAL`], a round trip each).
+    /// whether they hold anything more (at most once a second, a round
+    /// trip each; see [`EndProbe`]).
     fn ask_partition_ends(&mut self, deadline: i64) {
-        if self
-            .ends_asked
-            .is_some_and(|t| t.elapsed() < END_QUERY_INTERVAL)
-        {
-            return;
-        }
-        self.ends_asked = Some(Instant::now());
         let reading: Vec<(i32, i64)> = self
             .book
             .behind(deadline)
@@ -353,9 +341,10 @@ impl Aggregator {
                 (p, next)
             })
             .collect();
-        let asked_at = now_ms();
         let (consumer, topic) = (self.consumer.clone(), &self.config.kafka.input_topic);
-        let at_end = blocking(|| read_to_end_now(&*consumer, topic, &reading, END_QUERY_TIMEOUT));
+        let Some((asked_at, at_end)) = self.ends.ask(&*consumer, topic, &reading) else {
+            return;
+        };
         for p in at_end {
             self.book.read_to_end(p, asked_at);
         }

@@ -10,7 +10,8 @@
 //! - [`committed_offsets`]: a group's committed offsets, retried while a
 //!   fresh cluster's group coordinator is still loading;
 //! - [`read_to_end_now`]: whether a reader has read its partitions as far
-//!   as their leaders say they reach at this moment.
+//!   as their leaders say they reach at this moment, and [`EndProbe`],
+//!   which asks that at most once per interval.
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -234,4 +235,49 @@ pub fn read_to_end_now<C: ConsumerContext>(
         }
     }
     at_end
+}
+
+/// Asks partition leaders where their partitions end ([`read_to_end_now`])
+/// at most once per `interval`, off the async worker
+/// ([`blocking`](crate::runtime::blocking)). Both aggregator topologies
+/// use one to learn that an idle partition has been read past a deadline.
+#[derive(Debug)]
+pub struct EndProbe {
+    interval: Duration,
+    timeout: Duration,
+    last_asked: Option<Instant>,
+}
+
+impl Default for EndProbe {
+    /// At most one round of questions a second, each answer waited for up
+    /// to 2 s: windows close within about a second of their deadline, and
+    /// a few ListOffsets a second cost a broker nothing.
+    fn default() -> EndProbe {
+        EndProbe {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            last_asked: None,
+        }
+    }
+}
+
+impl EndProbe {
+    /// When it asked (ms since the epoch) and which of `reading` were read
+    /// to their end then; `None` if there is nothing to ask or it asked
+    /// less than `interval` ago.
+    pub fn ask<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        topic: &str,
+        reading: &[(i32, i64)],
+    ) -> Option<(i64, Vec<i32>)> {
+        if reading.is_empty() || self.last_asked.is_some_and(|t| t.elapsed() < self.interval) {
+            return None;
+        }
+        self.last_asked = Some(Instant::now());
+        let asked_at = crate::clock::now_ms();
+        let at_end =
+            crate::runtime::blocking(|| read_to_end_now(consumer, topic, reading, self.timeout));
+        Some((asked_at, at_end))
+    }
 }

@@ -31,7 +31,7 @@ use hushmap_schema::{
     Window, WindowLength,
 };
 use hushmap_service::clock::now_ms;
-use hushmap_service::consumer::read_to_end_now;
+use hushmap_service::consumer::EndProbe;
 use hushmap_service::runtime::blocking;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -40,7 +40,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 /// Commit metadata of a submissions partition: `through=<ms>`.
 const THROUGH: &str = "through=";
@@ -95,15 +94,10 @@ pub(crate) struct BoundStage {
     inputs: u32,
     shards: u32,
     owned: BTreeMap<i32, OwnedPartition>,
-    /// When the owned partitions' leaders were last asked where they end.
-    ends_asked: Option<std::time::Instant>,
+    /// Asks the owned partitions' leaders where they end.
+    ends: EndProbe,
     stats: Arc<AggregatorStats>,
 }
-
-/// How often the leaders are asked where the owned partitions end, at
-/// most, and how long one answer is waited for.
-const END_QUERY_INTERVAL: Duration = Duration::from_secs(1);
-const END_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl OwnedPartition {
     /// How far the partition has been read, in produce time.
@@ -155,7 +149,7 @@ impl BoundStage {
             inputs,
             shards,
             owned: BTreeMap::new(),
-            ends_asked: None,
+            ends: EndProbe::default(),
             stats,
         };
         Ok((stage, member))
@@ -297,7 +291,7 @@ impl BoundStage {
 
     /// Asks the leaders of the owned partitions whose next step is due by
     /// the clock but not by what has been read whether they hold anything
-    /// more (at most once per [`END_QUERY_INTERVAL`], a round trip each).
+    /// more (at most once a second, a round trip each; see [`EndProbe`]).
     fn ask_partition_ends(&mut self, now: i64) {
         let step = self.window_length.millis() + self.lateness_ms;
         let reading: Vec<(i32, i64)> = self
@@ -311,17 +305,10 @@ impl BoundStage {
             })
             .map(|(p, o)| (*p, o.next_offset))
             .collect();
-        if reading.is_empty()
-            || self
-                .ends_asked
-                .is_some_and(|t| t.elapsed() < END_QUERY_INTERVAL)
-        {
+        let Some((asked_at, at_end)) = self.ends.ask(&*self.consumer, &self.input_topic, &reading)
+        else {
             return;
-        }
-        self.ends_asked = Some(std::time::Instant::now());
-        let asked_at = now_ms();
-        let (consumer, topic) = (self.consumer.clone(), &self.input_topic);
-        let at_end = blocking(|| read_to_end_now(&*consumer, topic, &reading, END_QUERY_TIMEOUT));
+        };
         for p in at_end {
             if let Some(o) = self.owned.get_mut(&p) {
                 o.read_to_end_at = Some(o.read_to_end_at.map_or(asked_at, |t| t.max(asked_at)));
