@@ -2,7 +2,7 @@
 //! Noise is drawn only here, and only with an [`Authorisation`].
 
 use super::CellCounts;
-use super::consistency::CountTree;
+use super::consistency::{CountTree, NodeEstimate};
 use super::plan::{LevelPlan, RegionSelection, ReleasePlan};
 use crate::Authorisation;
 use crate::noise::NoiseError;
@@ -188,51 +188,58 @@ impl RegionTree {
 }
 
 /// Makes every count of `levels` consistent (see
-/// [`consistency`](super::consistency)), one
-/// statistic and age band at a time; returns each level's standard error
-/// of the risk counts per slot.
+/// [`consistency`](super::consistency)), one statistic and age band at a
+/// time; returns each level's standard error of the risk counts per slot.
 fn make_consistent(levels: &mut [LevelMeasurement], exact_parents: bool) -> Vec<Vec<f64>> {
     let RegionTree { tree, nodes } = RegionTree::build(levels, exact_parents);
+    let variance = |sd: fn(&LevelMeasurement) -> f64| -> Vec<f64> {
+        nodes.iter().map(|(i, _)| sd(&levels[*i]).powi(2)).collect()
+    };
+    let (risk_var, sym_var) = (variance(|m| m.risk_sd), variance(|m| m.symptom_sd));
     let mut risk_se: Vec<Vec<f64>> = levels
         .iter()
         .map(|m| vec![m.risk_sd; m.risk.len()])
         .collect();
-    let risk_var: Vec<f64> = nodes
-        .iter()
-        .map(|(i, _)| levels[*i].risk_sd.powi(2))
-        .collect();
-    let sym_var: Vec<f64> = nodes
-        .iter()
-        .map(|(i, _)| levels[*i].symptom_sd.powi(2))
-        .collect();
+    let (mut risk, mut symptoms): (Vec<_>, Vec<_>) = levels
+        .iter_mut()
+        .map(|m| (&mut m.risk, &mut m.symptoms))
+        .unzip();
+    make_columns_consistent(&tree, &nodes, &risk_var, &mut risk, |i, slot, e| {
+        risk_se[i][slot] = e.variance.sqrt();
+    });
+    make_columns_consistent(&tree, &nodes, &sym_var, &mut symptoms, |_, _, _| {});
+    risk_se
+}
+
+/// Replaces each count of `counts` (per level, per slot, `N` statistics)
+/// by its consistent estimate, one statistic and age band at a time;
+/// `estimated(level, slot, estimate)` sees each.
+#[expect(
+    clippy::needless_range_loop,
+    reason = "k picks one statistic out of every node's array"
+)]
+fn make_columns_consistent<const N: usize>(
+    tree: &CountTree,
+    nodes: &[(usize, Option<usize>)],
+    variance: &[f64],
+    counts: &mut [&mut Vec<[i64; N]>],
+    mut estimated: impl FnMut(usize, usize, &NodeEstimate),
+) {
     for band in 0..AgeBand::ALL.len() {
-        for k in 0..3 {
+        for k in 0..N {
             let measured: Vec<Option<f64>> = nodes
                 .iter()
-                .map(|(i, slot)| slot.map(|s| levels[*i].risk[s + band][k] as f64))
+                .map(|(i, slot)| slot.map(|s| counts[*i][s + band][k] as f64))
                 .collect();
-            let out = tree.estimate(&measured, &risk_var);
+            let out = tree.estimate(&measured, variance);
             for ((i, slot), e) in nodes.iter().zip(out) {
                 if let (Some(s), Some(e)) = (slot, e) {
-                    levels[*i].risk[s + band][k] = e.count;
-                    risk_se[*i][s + band] = e.variance.sqrt();
-                }
-            }
-        }
-        for k in 0..10 {
-            let measured: Vec<Option<f64>> = nodes
-                .iter()
-                .map(|(i, slot)| slot.map(|s| levels[*i].symptoms[s + band][k] as f64))
-                .collect();
-            let out = tree.estimate(&measured, &sym_var);
-            for ((i, slot), e) in nodes.iter().zip(out) {
-                if let (Some(s), Some(e)) = (slot, e) {
-                    levels[*i].symptoms[s + band][k] = e.count;
+                    counts[*i][s + band][k] = e.count;
+                    estimated(*i, s + band, &e);
                 }
             }
         }
     }
-    risk_se
 }
 
 /// Noises and post-processes `cells` (bounded counts at the release
