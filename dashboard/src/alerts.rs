@@ -37,6 +37,8 @@
 //! ```
 
 use crate::heatmap::{BandFilter, outline};
+use crate::store::ReleaseStore;
+use hushmap_schema::release::Coverage;
 use hushmap_schema::{Release, ReleaseRow, ShareInterval, Symptom};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -425,6 +427,28 @@ pub fn alert_report(
     }
     report.alerts = tested;
     Some(report)
+}
+
+/// The alerts of `window` (the newest by default) against the counted
+/// windows before it; `None` when the store has no such window.
+pub fn store_alerts(
+    store: &ReleaseStore,
+    window: Option<i64>,
+    filter: BandFilter,
+    level: Option<u8>,
+    metric: AlertMetric,
+    settings: &AlertSettings,
+) -> Option<AlertReport> {
+    let newest = store.window_or_latest(window)?;
+    // Windows published without data (missed) say nothing about a trend.
+    let counted: Vec<&Release> = store
+        .iter()
+        .filter(|r| r.meta.window_start < newest.meta.window_start)
+        .filter(|r| r.meta.coverage == Coverage::Complete)
+        .chain([newest])
+        .collect();
+    let from = counted.len().saturating_sub(settings.baseline_windows + 1);
+    alert_report(&counted[from..], filter, level, metric, settings)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! * `GET /api/v1/export?format=arrow|parquet&from=&to=&level=`: the cells
 //!   in the release schema, Arrow IPC stream or Parquet ([`export`](crate::export)).
 
-use crate::alerts::{AlertMetric, AlertReport, AlertSettings, alert_report};
+use crate::alerts::{AlertMetric, AlertSettings, store_alerts};
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
 use crate::problem::problem;
@@ -348,30 +348,8 @@ async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> 
         );
     }
     let store = state.store.read().expect("store lock");
-    match window_alerts(&store, q.window, filter, q.level, metric, &settings) {
+    match store_alerts(&store, q.window, filter, q.level, metric, &settings) {
         Some(report) => Json(report).into_response(),
         None => no_window(),
     }
-}
-
-/// The alerts of `window` (the newest by default) against the counted
-/// windows before it; `None` when the store has no such window.
-pub(crate) fn window_alerts(
-    store: &crate::store::ReleaseStore,
-    window: Option<i64>,
-    filter: BandFilter,
-    level: Option<u8>,
-    metric: AlertMetric,
-    settings: &AlertSettings,
-) -> Option<AlertReport> {
-    let newest = store.window_or_latest(window)?;
-    // Windows published without data (missed) say nothing about a trend.
-    let counted: Vec<&hushmap_schema::Release> = store
-        .iter()
-        .filter(|r| r.meta.window_start < newest.meta.window_start)
-        .filter(|r| r.meta.coverage == hushmap_schema::release::Coverage::Complete)
-        .chain([newest])
-        .collect();
-    let from = counted.len().saturating_sub(settings.baseline_windows + 1);
-    alert_report(&counted[from..], filter, level, metric, settings)
 }

@@ -11,7 +11,9 @@
 //! published values only, so sending it discloses nothing the dashboard
 //! does not already serve.
 
-use crate::alerts::{AlertMetric, AlertReport, AlertSettings, CellAlert, WebhookFormat};
+use crate::alerts::{
+    AlertMetric, AlertReport, AlertSettings, CellAlert, WebhookFormat, store_alerts,
+};
 use crate::heatmap::BandFilter;
 use crate::store::ReleaseStore;
 use serde_json::{Value, json};
@@ -75,11 +77,11 @@ fn report_for(webhook: &AlertWebhook, window_start: i64) -> Option<AlertReport> 
     let store = webhook.store.read().expect("store lock");
     let newest = store.latest()?;
     let length = newest.meta.window_end - newest.meta.window_start;
-    let now = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let now = hushmap_service::clock::now_ms();
     if newest.meta.window_start != window_start || newest.meta.window_end < now - 2 * length {
         return None;
     }
-    let report = crate::api::window_alerts(
+    let report = store_alerts(
         &store,
         Some(window_start),
         BandFilter::All,
