@@ -84,12 +84,15 @@ fn published_intervals_and_errors_keep_their_promise_on_a_national_day() -> anyh
             "level {level}: only {cells} cells released: {scores}"
         );
         let coverage = band["interval_coverage"].as_f64().unwrap();
-        // At least nominal; above it by as much as the inequality
+        // At least nominal. Above it by as much as the inequality
         // constraints (counts ≥ 0, released children adding up to no more
-        // than their parent) take off the error, which the stated
-        // variance leaves out: 0.996 at level 5 on 2026-12-02.
+        // than their parent) take off the error, which the stated variance
+        // leaves out: 0.996 and 0.9993 at level 5 on 2026-12-02, so no
+        // upper bound here. Intervals too wide to be useful are caught by
+        // the median half-width below, and a stated error far above the
+        // real one by the RMSE check.
         assert!(
-            (0.94..=0.999).contains(&coverage),
+            coverage >= 0.94,
             "level {level}: intervals hold the truth {coverage}: {scores}"
         );
         let half_width = band["median_ci_half_width"].as_f64().unwrap();
