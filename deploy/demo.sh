@@ -29,7 +29,9 @@ cargo build --locked -j2 --bin hushmap-ingest --bin hushmap-aggregate --bin hush
 RUN_ID="$(date +%s)"
 SUBMISSIONS_TOPIC="hushmap.demo.$RUN_ID.submissions"
 RELEASES_TOPIC="hushmap.demo.$RUN_ID.releases"
-for topic in "$SUBMISSIONS_TOPIC:6" "$RELEASES_TOPIC:1"; do
+# The measurements behind each release, for researchers (estimates=measured).
+MEASUREMENTS_TOPIC="hushmap.demo.$RUN_ID.releases.measured"
+for topic in "$SUBMISSIONS_TOPIC:6" "$RELEASES_TOPIC:1" "$MEASUREMENTS_TOPIC:1"; do
   kafka_admin org.apache.kafka.tools.TopicCommand --create --if-not-exists \
     --topic "${topic%:*}" --partitions "${topic#*:}" --replication-factor 1 >/dev/null
 done
@@ -52,7 +54,7 @@ cleanup() {
   if [ "$started_kafka" = 1 ]; then
     deploy/kafka/down.sh
   else
-    for topic in "$SUBMISSIONS_TOPIC" "$RELEASES_TOPIC"; do
+    for topic in "$SUBMISSIONS_TOPIC" "$RELEASES_TOPIC" "$MEASUREMENTS_TOPIC"; do
       kafka_admin org.apache.kafka.tools.TopicCommand --delete --topic "$topic" >/dev/null 2>&1 || true
     done
   fi
@@ -70,6 +72,7 @@ export HUSHMAP_INGEST_IDENTITY__SIGN_IN_URL=http://127.0.0.1:8090/
 export HUSHMAP_AGGREGATE_DEV_MODE=true HUSHMAP_AGGREGATE_WINDOW_SECS="$WINDOW_SECS" HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS=5
 export HUSHMAP_AGGREGATE_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
 export HUSHMAP_AGGREGATE_KAFKA__INPUT_TOPIC="$SUBMISSIONS_TOPIC" HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC="$RELEASES_TOPIC"
+export HUSHMAP_AGGREGATE_KAFKA__MEASUREMENTS_TOPIC="$MEASUREMENTS_TOPIC" HUSHMAP_DASHBOARD_KAFKA__MEASUREMENTS_TOPIC="$MEASUREMENTS_TOPIC"
 export HUSHMAP_AGGREGATE_KAFKA__GROUP_ID="hushmap-demo-$RUN_ID" HUSHMAP_AGGREGATE_KAFKA__TRANSACTIONAL_ID="hushmap-demo-$RUN_ID"
 # The schedule starts at the window the demo starts in (a deployment's
 # default is the next one), so the first map shows within a window.

@@ -68,6 +68,8 @@ use std::time::Duration;
 /// A noised release waiting for Kafka's acknowledgement.
 struct PendingRelease {
     release: Release,
+    /// The measurements behind it, when they are published.
+    measured: Option<Release>,
     first_offsets: HashMap<i32, i64>,
 }
 
@@ -150,7 +152,7 @@ impl Aggregator {
             rho_per_window = plan.cost.rho,
             levels = plan.levels.len(),
             risk_noise_sd = plan.finest().risk.std_dev(),
-            symptom_noise_sd = plan.finest().symptoms.std_dev(),
+            symptom_noise_sd = plan.finest().symptom_sd(),
             window_secs = config.window_secs,
             "aggregator calibrated"
         );
@@ -368,9 +370,15 @@ impl Aggregator {
             }
         };
         let data = decision.data(&cells);
-        let release = match release_window(&mut self.ledger, None, &self.plan, window, None, data)?
-        {
-            WindowOutcome::Released(release) => release,
+        let (release, measured) = match release_window(
+            &mut self.ledger,
+            None,
+            &self.plan,
+            window,
+            None,
+            data,
+        )? {
+            WindowOutcome::Released(release, measured) => (release, measured),
             WindowOutcome::Refused(e) => {
                 self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused release; window dropped");
@@ -393,6 +401,9 @@ impl Aggregator {
             window.start_ms,
             PendingRelease {
                 release,
+                measured: measured
+                    .filter(|_| !self.config.kafka.measurements_topic.is_empty())
+                    .map(|m| *m),
                 first_offsets: buffer.first_offsets,
             },
         );
@@ -453,6 +464,11 @@ impl Aggregator {
             AggregatorError::Recovery("no consumer group metadata for the transaction".into())
         })?;
         let payload = self.pending[&start].release.to_ipc()?;
+        let measured = self.pending[&start]
+            .measured
+            .as_ref()
+            .map(Release::to_ipc)
+            .transpose()?;
         let key = start.to_string();
         // Offsets as they will stand once this release is out.
         let released = self.pending.remove(&start).expect("listed");
@@ -467,12 +483,22 @@ impl Aggregator {
         let record = FutureRecord::to(&self.config.kafka.output_topic)
             .key(&key)
             .payload(&payload);
+        // The measurements travel in the release's transaction: both are
+        // published, or neither.
+        let measured_record = measured.as_ref().map(|bytes| {
+            FutureRecord::to(&self.config.kafka.measurements_topic)
+                .key(&key)
+                .payload(bytes)
+        });
         // Any failure, the first step's included, puts the release back.
         let result = (|| -> Result<(), KafkaError> {
             let producer = &self.txn.producer;
             producer.begin_transaction()?;
             // Not awaited: commit_transaction flushes it, and fails if it failed.
             let _delivery = producer.send_result(record).map_err(|(e, _)| e)?;
+            if let Some(record) = measured_record {
+                let _delivery = producer.send_result(record).map_err(|(e, _)| e)?;
+            }
             producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
             self.txn.commit()
         })();

@@ -245,8 +245,8 @@ fn ndjson_batch_releases_the_bounded_true_counts_and_reports_bad_lines() {
         assert!(r.meta.epsilon <= 1e6 && r.meta.rho.is_some());
         assert_eq!(
             r.meta.statistic_costs.len(),
-            6,
-            "risk and symptoms × 3 levels"
+            9,
+            "risk, all-ages risk and symptoms × 3 levels"
         );
     }
     std::fs::remove_dir_all(&f.dir).ok();

@@ -174,10 +174,7 @@ fn statistic(
         if target().parent(row.level).map(|c| c.to_string()) != Some(row.region.clone()) {
             continue;
         }
-        let (var_risk, var_sym) = (
-            level.risk.std_dev().powi(2),
-            level.symptoms.std_dev().powi(2),
-        );
+        let (var_risk, var_sym) = (level.risk.std_dev().powi(2), level.symptom_sd().powi(2));
         t += row.n_high as f64 / var_risk;
         t += row.symptoms.iter().map(|&s| s as f64).sum::<f64>() / var_sym;
     }

@@ -136,9 +136,15 @@ def by_region(per_band):
 def score(out, releases):
     counts, people_cells = true_counts(out)
     runs = []
+    # Per run and level, the all-ages error the release states when it
+    # measured the all-ages counts on their own.
+    all_ages_sd = []
     for path in releases:
-        rows = pq.read_table(path).to_pylist()
+        table = pq.read_table(path)
+        rows = table.to_pylist()
         runs.append({(r["level"], r["region"], r["age_band"]): r for r in rows})
+        stated = (table.schema.metadata or {}).get(b"hushmap.all_ages_noise_scale")
+        all_ages_sd.append({int(k): v for k, v in json.loads(stated).items()} if stated else {})
     result = {"runs": len(runs), "levels": {}}
     for level in LEVELS:
         truth = counts[level]
@@ -147,7 +153,7 @@ def score(out, releases):
             err_n, err_share, halfw, covered, n_int = [], [], [], 0, 0
             # What each scored row says its n_total's error variance is.
             stated_var = []
-            for rel in runs:
+            for rel, stated_all in zip(runs, all_ages_sd):
                 if view == "band":
                     got = {k[1:]: v for k, v in rel.items() if k[0] == level}
                     pairs = [(c, got.get(k)) for k, c in truth.items()]
@@ -162,6 +168,9 @@ def score(out, releases):
                         a["n_high"] += v["n_high"]
                         # Bands are measured (and made consistent) apart.
                         a["var"] += 3 * v["noise_scale"] ** 2
+                    if level in stated_all:
+                        for a in summed.values():
+                            a["var"] = min(a["var"], 3 * stated_all[level] ** 2)
                     pairs = [(c, summed.get(reg)) for reg, c in truth_all_ages.items()]
                 for true_c, row in pairs:
                     n_true = sum(true_c)

@@ -102,6 +102,7 @@ fn main() -> anyhow::Result<()> {
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
+                all_ages_noise_scale: Default::default(),
             },
             rows,
         })?;

@@ -318,6 +318,10 @@ fn view(
     metric: AlertMetric,
 ) -> HashMap<String, Pooled> {
     let mut out: HashMap<String, Pooled> = HashMap::new();
+    // A release without symptom counts (switched off) has nothing to test.
+    if matches!(metric, AlertMetric::Symptom(_)) && !release.meta.has_statistic("symptom_counts") {
+        return out;
+    }
     for row in release.rows.iter().filter(|r| r.level == level) {
         if let BandFilter::Band(b) = filter
             && row.age_band != b.label()
@@ -583,6 +587,15 @@ mod tests {
         let mut releases = days(&mut rng, 100, 500, |_| 0.1);
         for (w, release) in releases.iter_mut().enumerate() {
             release.meta.symptom_noise_scale = SIGMA;
+            release
+                .meta
+                .statistic_costs
+                .push(hushmap_schema::StatisticCost {
+                    statistic: "symptom_counts".into(),
+                    level: 5,
+                    cost: 0.01,
+                    delta: 0.0,
+                });
             for (c, row) in release.rows.iter_mut().enumerate() {
                 let rate = if w == 3 && c % 20 == 4 { 0.3 } else { 0.1 };
                 row.symptoms[0] = (500.0 * rate + gaussian(&mut rng)).round() as i64;
@@ -612,6 +625,14 @@ mod tests {
         // A coarser level's symptom noise is not stated: nothing tested.
         let coarse = alert_report(&refs, band, Some(4), fever, &AlertSettings::default()).unwrap();
         assert_eq!(coarse.cells_tested, 0);
+        // Symptom counts switched off (no such statistic): nothing tested,
+        // however the zeros in their columns move.
+        for release in &mut releases {
+            release.meta.statistic_costs.clear();
+        }
+        let refs: Vec<&Release> = releases.iter().collect();
+        let off = alert_report(&refs, band, None, fever, &AlertSettings::default()).unwrap();
+        assert_eq!((off.cells_tested, off.alerts.len()), (0, 0));
     }
 
     #[test]

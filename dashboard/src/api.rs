@@ -268,7 +268,7 @@ async fn cell(State(state): State<AppState>, Query(q): Query<CellQuery>) -> Resp
     };
     let series = store
         .iter()
-        .flat_map(|r| combine_bands(&of_cell(r), r.meta.max_ci_half_width))
+        .flat_map(|r| combine_bands(&of_cell(r), &r.meta))
         .collect();
     Json(CellResponse {
         region: q.region.clone(),

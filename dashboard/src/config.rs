@@ -44,6 +44,11 @@ pub enum ConfigError {
 pub struct KafkaSettings {
     pub brokers: String,
     pub releases_topic: String,
+    /// The aggregator's measurements topic (`kafka.measurements_topic`
+    /// there), read into a store of its own so that exports and Flight can
+    /// serve the unclamped measurements (`estimates=measured`); empty (the
+    /// default): not read.
+    pub measurements_topic: String,
     /// TLS and SASL towards the brokers.
     pub security: KafkaSecurity,
 }
@@ -53,6 +58,7 @@ impl Default for KafkaSettings {
         KafkaSettings {
             brokers: kafka::DEFAULT_BROKERS.into(),
             releases_topic: topics::RELEASES.into(),
+            measurements_topic: String::new(),
             security: KafkaSecurity::default(),
         }
     }

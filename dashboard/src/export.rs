@@ -22,6 +22,7 @@ pub(crate) struct ExportQuery {
     from: Option<String>,
     to: Option<String>,
     level: Option<u8>,
+    estimates: Option<String>,
 }
 
 pub(crate) async fn export(
@@ -39,7 +40,9 @@ pub(crate) async fn export(
             );
         }
     };
-    let filter = match CellFilter::parse(q.from.as_deref(), q.to.as_deref(), q.level) {
+    let filter = match CellFilter::parse(q.from.as_deref(), q.to.as_deref(), q.level)
+        .and_then(|f| f.with_estimates(q.estimates.as_deref()))
+    {
         Ok(f) => f,
         Err(e) => {
             return problem(
@@ -49,7 +52,10 @@ pub(crate) async fn export(
             );
         }
     };
-    let (schema, cells) = state.cells(filter);
+    let (schema, cells) = match state.cells(filter) {
+        Ok(cells) => cells,
+        Err(e) => return problem(StatusCode::NOT_FOUND, "not_published", &e.to_string()),
+    };
     (
         [
             (header::CONTENT_TYPE, format.mime()),

@@ -50,11 +50,11 @@ impl ReleaseFlightService {
 
     /// The FlightInfo of the cells `filter` selects.
     fn info(&self, filter: CellFilter, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
-        let store = self
+        let (store, _) = self
             .state
-            .store
-            .read()
-            .map_err(|_| Status::internal("store"))?;
+            .source(filter)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let store = store.read().map_err(|_| Status::internal("store"))?;
         let releases: Vec<_> = store
             .iter()
             .filter(|r| filter.contains_window(r.meta.window_start))
@@ -95,17 +95,21 @@ fn ticket_of(f: &CellFilter) -> String {
     if let Some(v) = f.level {
         parts.push(format!("level={v}"));
     }
+    if f.measured {
+        parts.push("estimates=measured".into());
+    }
     parts.join("&")
 }
 
-/// Parses an export query string (`from=…&to=…&level=…`).
+/// Parses an export query string (`from=…&to=…&level=…&estimates=…`).
 fn filter_of(query: &[u8]) -> Result<CellFilter, Status> {
     let text = std::str::from_utf8(query).map_err(|_| Status::invalid_argument("not UTF-8"))?;
-    let (mut from, mut to, mut level) = (None, None, None);
+    let (mut from, mut to, mut level, mut estimates) = (None, None, None, None);
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("from", v)) => from = Some(v),
             Some(("to", v)) => to = Some(v),
+            Some(("estimates", v)) => estimates = Some(v),
             Some(("level", v)) => {
                 level = Some(
                     v.parse::<u8>()
@@ -114,17 +118,19 @@ fn filter_of(query: &[u8]) -> Result<CellFilter, Status> {
             }
             _ => {
                 return Err(Status::invalid_argument(
-                    "expected from=…&to=…&level=… (each optional)",
+                    "expected from=…&to=…&level=…&estimates=… (each optional)",
                 ));
             }
         }
     }
-    CellFilter::parse(from, to, level).map_err(|e| Status::invalid_argument(e.to_string()))
+    CellFilter::parse(from, to, level)
+        .and_then(|f| f.with_estimates(estimates))
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn window_filter(path: &[String]) -> Result<CellFilter, Status> {
     match path {
-        [kind, start] if kind == "window" => {
+        [kind, start] if kind == "window" || kind == "measured" => {
             let start: i64 = start
                 .parse()
                 .map_err(|_| Status::invalid_argument("window start must be ms since the epoch"))?;
@@ -135,6 +141,7 @@ fn window_filter(path: &[String]) -> Result<CellFilter, Status> {
                 from: Some(start),
                 to: Some(to),
                 level: None,
+                measured: kind == "measured",
             })
         }
         _ => Err(Status::invalid_argument(
@@ -230,7 +237,10 @@ impl FlightService for ReleaseFlightService {
         }
         self.authorize(&request)?;
         let filter = filter_of(&request.into_inner().ticket)?;
-        let (schema, cells) = self.state.cells(filter);
+        let (schema, cells) = self
+            .state
+            .cells(filter)
+            .map_err(|e| Status::not_found(e.to_string()))?;
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(cells.map(|r| r.map_err(|e| FlightError::ExternalError(Box::new(e)))))
@@ -277,8 +287,15 @@ mod tests {
             from: Some(10),
             to: Some(20),
             level: Some(4),
+            measured: false,
         };
         assert_eq!(filter_of(ticket_of(&f).as_bytes()).unwrap(), f);
+        let m = CellFilter {
+            measured: true,
+            ..f
+        };
+        assert_eq!(filter_of(ticket_of(&m).as_bytes()).unwrap(), m);
+        assert!(filter_of(b"estimates=raw").is_err());
         assert_eq!(filter_of(b"").unwrap(), CellFilter::default());
         assert!(filter_of(b"drop=table").is_err());
         assert!(filter_of(b"level=x").is_err());

@@ -10,7 +10,7 @@
 //! containing it, in the same age-band view, is published as a value.
 
 use hushmap_schema::release::CellLabel;
-use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseRow};
+use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -91,7 +91,7 @@ pub fn heatmap_cells(release: &Release, filter: BandFilter, level: Option<u8>) -
             .filter(|r| r.age_band == b.label())
             .cloned()
             .collect(),
-        BandFilter::All => combine_bands(&release.rows, release.meta.max_ci_half_width),
+        BandFilter::All => combine_bands(&release.rows, &release.meta),
     };
     let Some(level) = level.or_else(|| levels(release).first().copied()) else {
         return Vec::new();
@@ -136,8 +136,11 @@ pub fn heatmap_cells(release: &Release, filter: BandFilter, level: Option<u8>) -
 }
 
 /// All-ages rows: each (region, level) group of `rows` summed over its age
-/// bands, with the noise s.d. and interval recomputed.
-pub fn combine_bands(rows: &[ReleaseRow], max_ci_half_width: f64) -> Vec<ReleaseRow> {
+/// bands, with the noise s.d. and interval recomputed. The bands' errors
+/// add in variance, unless the release measured the all-ages counts on
+/// their own and states a smaller error for the level
+/// (`hushmap.all_ages_noise_scale`).
+pub fn combine_bands(rows: &[ReleaseRow], meta: &ReleaseMeta) -> Vec<ReleaseRow> {
     let mut by_region: BTreeMap<(&str, u8), Vec<&ReleaseRow>> = BTreeMap::new();
     for r in rows {
         by_region
@@ -152,11 +155,15 @@ pub fn combine_bands(rows: &[ReleaseRow], max_ci_half_width: f64) -> Vec<Release
             let sum = |f: fn(&ReleaseRow) -> i64| group.iter().map(|r| f(r)).sum::<i64>();
             let risk = [sum(|r| r.n_low), sum(|r| r.n_moderate), sum(|r| r.n_high)];
             // Independent noises add in variance.
-            let sigma = group
+            let summed = group
                 .iter()
                 .map(|r| r.noise_scale.powi(2))
                 .sum::<f64>()
                 .sqrt();
+            let sigma = meta
+                .all_ages_noise_scale
+                .get(&first.level)
+                .map_or(summed, |stated| stated.min(summed));
             let mut symptoms = [0i64; 10];
             for r in &group {
                 for (acc, v) in symptoms.iter_mut().zip(r.symptoms) {
@@ -170,7 +177,7 @@ pub fn combine_bands(rows: &[ReleaseRow], max_ci_half_width: f64) -> Vec<Release
                 region: first.region.clone(),
                 age_band: "all".into(),
             };
-            ReleaseRow::from_noisy_counts(label, risk, symptoms, sigma, max_ci_half_width)
+            ReleaseRow::from_noisy_counts(label, risk, symptoms, sigma, meta.max_ci_half_width)
         })
         .collect()
 }
@@ -218,6 +225,7 @@ mod tests {
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
+                all_ages_noise_scale: Default::default(),
             },
             rows: vec![
                 row("18-29", [10, 10, 5], 2.0),
@@ -237,6 +245,15 @@ mod tests {
         let only = heatmap_cells(&release, BandFilter::Band(AgeBand::From30To44), None);
         assert_eq!(only.len(), 1);
         assert_eq!(only[0].row.n_total, 45);
+        // An all-ages measurement of its own: the stated, smaller error.
+        let mut measured = release.clone();
+        measured.meta.all_ages_noise_scale = BTreeMap::from([(5, 1.5)]);
+        let c = &heatmap_cells(&measured, BandFilter::All, None)[0].row;
+        assert_eq!(c.noise_scale, 1.5);
+        assert!(
+            c.high_share_ci_high - c.high_share_ci_low
+                < cells[0].row.high_share_ci_high - cells[0].row.high_share_ci_low
+        );
     }
 
     #[test]
@@ -278,6 +295,7 @@ mod tests {
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
+                all_ages_noise_scale: Default::default(),
             },
             rows: vec![
                 at(5, [3, 1, 1], 10.0),       // suppressed: tiny and noisy

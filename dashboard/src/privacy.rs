@@ -48,6 +48,7 @@ mod tests {
             coverage: Default::default(),
             ledger_scope: Default::default(),
             estimates: Default::default(),
+            all_ages_noise_scale: Default::default(),
         }
     }
 

@@ -49,6 +49,9 @@ pub struct CellFilter {
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub level: Option<u8>,
+    /// The measurements behind the releases (`estimates=measured`) rather
+    /// than the releases themselves.
+    pub measured: bool,
 }
 
 impl CellFilter {
@@ -63,6 +66,7 @@ impl CellFilter {
             from: from.map(|s| parse_time(s, "from")).transpose()?,
             to: to.map(|s| parse_time(s, "to")).transpose()?,
             level,
+            measured: false,
         };
         if let (Some(f), Some(t)) = (filter.from, filter.to)
             && f >= t
@@ -79,6 +83,23 @@ impl CellFilter {
             });
         }
         Ok(filter)
+    }
+
+    /// Sets which estimates from the public `estimates` parameter:
+    /// omitted or `published` for the releases as published, `measured`
+    /// for the measurements behind them.
+    pub fn with_estimates(mut self, estimates: Option<&str>) -> Result<CellFilter, QueryError> {
+        self.measured = match estimates {
+            None | Some("published") => false,
+            Some("measured") => true,
+            Some(_) => {
+                return Err(QueryError::Filter {
+                    field: "estimates",
+                    reason: "must be published (the default) or measured",
+                });
+            }
+        };
+        Ok(self)
     }
 
     pub fn contains_window(&self, window_start: i64) -> bool {
@@ -302,6 +323,21 @@ pub fn export_metadata(metas: &[&ReleaseMeta]) -> HashMap<String, String> {
         meta_keys::STATISTIC_COSTS.into(),
         serde_json::to_string(&costs).unwrap_or_default(),
     );
+    m.insert(
+        meta_keys::ESTIMATES.into(),
+        same(|x| x.estimates.as_str().to_string()).unwrap_or_else(|| "mixed".into()),
+    );
+    let mut all_ages = std::collections::BTreeMap::<u8, f64>::new();
+    for (level, se) in metas.iter().flat_map(|x| &x.all_ages_noise_scale) {
+        let widest = all_ages.entry(*level).or_insert(0.0);
+        *widest = widest.max(*se);
+    }
+    if !all_ages.is_empty() {
+        m.insert(
+            meta_keys::ALL_AGES_NOISE_SCALE.into(),
+            serde_json::to_string(&all_ages).unwrap_or_default(),
+        );
+    }
     m
 }
 
@@ -343,7 +379,7 @@ mod tests {
         let one = CellFilter {
             from: Some(day0 + hour),
             to: Some(day0 + hour + 1),
-            level: None,
+            ..CellFilter::default()
         };
         assert_eq!(rows(one).await, 2);
         let level = |l| CellFilter {
@@ -370,5 +406,10 @@ mod tests {
         assert!(CellFilter::parse(Some("yesterday"), None, None).is_err());
         assert!(CellFilter::parse(Some("10"), Some("5"), None).is_err());
         assert!(CellFilter::parse(None, None, Some(16)).is_err());
+        let parsed = |e| CellFilter::default().with_estimates(e);
+        assert!(!parsed(None).unwrap().measured);
+        assert!(!parsed(Some("published")).unwrap().measured);
+        assert!(parsed(Some("measured")).unwrap().measured);
+        assert!(parsed(Some("raw")).is_err());
     }
 }

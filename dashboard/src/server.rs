@@ -13,7 +13,7 @@ use crate::flight::ReleaseFlightService;
 use crate::query::{QueryError, ReleaseQuery};
 use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
 use crate::sql_limits::{QueryAdmission, SqlRuntime};
-use crate::state::AppState;
+use crate::state::{AppState, Measurements};
 use crate::store::{ReleaseStore, StoreError};
 use crate::webhook::{AlertWebhook, WebhookStats, spawn_alert_webhook};
 use axum::Router;
@@ -65,6 +65,15 @@ impl DashboardServer {
         let store = ReleaseStore::open(&config.data_dir)?;
         let query = ReleaseQuery::new(store.dir())?;
         let store = Arc::new(RwLock::new(store));
+        let measurements = if config.kafka.measurements_topic.is_empty() {
+            None
+        } else {
+            let store = ReleaseStore::open_measurements(&config.data_dir)?;
+            Some(Measurements {
+                query: Arc::new(ReleaseQuery::new(store.dir())?),
+                store: Arc::new(RwLock::new(store)),
+            })
+        };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -79,8 +88,12 @@ impl DashboardServer {
             store: store.clone(),
             stats: webhook_stats.clone(),
         });
-        let consumer =
-            spawn_release_consumer(&config.kafka, store.clone(), webhook.map(|(tx, _)| tx))?;
+        let consumer = spawn_release_consumer(
+            &config.kafka,
+            store.clone(),
+            measurements.as_ref().map(|m| m.store.clone()),
+            webhook.map(|(tx, _)| tx),
+        )?;
         Ok(DashboardServer {
             listener,
             flight_listener,
@@ -104,6 +117,7 @@ impl DashboardServer {
                 login_failures: Arc::new(LoginFailures::default()),
                 alerts: config.alerts.clone(),
                 webhook: webhook_stats,
+                measurements,
             },
             consumer,
             http: config.http.clone(),

@@ -37,14 +37,32 @@ pub struct AppState {
     pub alerts: AlertSettings,
     /// What the alert webhook sent.
     pub webhook: Arc<crate::webhook::WebhookStats>,
+    /// The measurements behind the releases, when the dashboard reads them.
+    pub measurements: Option<Measurements>,
 }
+
+/// The measurements topic's releases: their store and its table.
+#[derive(Clone)]
+pub struct Measurements {
+    pub store: Arc<RwLock<ReleaseStore>>,
+    pub query: Arc<ReleaseQuery>,
+}
+
+/// `estimates=measured` asked of a dashboard that does not read them.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "this deployment does not publish its measurements (the aggregator's and the dashboard's \
+     kafka.measurements_topic)"
+)]
+pub struct NotPublished;
 
 impl AppState {
     /// The cells `filter` selects, streamed from the Parquet store through
     /// DataFusion, with metadata describing the releases they come from.
-    pub fn cells(&self, filter: CellFilter) -> (SchemaRef, CellStream) {
+    pub fn cells(&self, filter: CellFilter) -> Result<(SchemaRef, CellStream), NotPublished> {
+        let (store, query) = self.source(filter)?;
         let (days, meta) = {
-            let store = self.store.read().expect("store lock");
+            let store = store.read().expect("store lock");
             let releases: Vec<_> = store
                 .iter()
                 .filter(|r| filter.contains_window(r.meta.window_start))
@@ -57,6 +75,21 @@ impl AppState {
             let metas: Vec<&ReleaseMeta> = releases.iter().map(|r| &r.meta).collect();
             (days, export_metadata(&metas))
         };
-        self.query.cells(filter, days, meta)
+        Ok(query.cells(filter, days, meta))
+    }
+
+    /// The store and table `filter` reads: the releases, or the
+    /// measurements behind them.
+    pub fn source(
+        &self,
+        filter: CellFilter,
+    ) -> Result<(&Arc<RwLock<ReleaseStore>>, &Arc<ReleaseQuery>), NotPublished> {
+        if !filter.measured {
+            return Ok((&self.store, &self.query));
+        }
+        self.measurements
+            .as_ref()
+            .map(|m| (&m.store, &m.query))
+            .ok_or(NotPublished)
     }
 }

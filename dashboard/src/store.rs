@@ -72,7 +72,16 @@ impl ReleaseStore {
     /// release file. An unreadable file is skipped with a warning: its window
     /// comes back from the topic and the file is rewritten.
     pub fn open(data_dir: &Path) -> Result<ReleaseStore, StoreError> {
-        let dir = data_dir.join("releases");
+        ReleaseStore::open_in(data_dir.join("releases"))
+    }
+
+    /// The store of the measurements topic's releases, beside the
+    /// releases' own (`<data_dir>/measurements`).
+    pub fn open_measurements(data_dir: &Path) -> Result<ReleaseStore, StoreError> {
+        ReleaseStore::open_in(data_dir.join("measurements"))
+    }
+
+    fn open_in(dir: PathBuf) -> Result<ReleaseStore, StoreError> {
         std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         let mut by_window = BTreeMap::new();
         let mut unreadable = 0usize;
@@ -320,6 +329,7 @@ pub(crate) mod tests {
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
+                all_ages_noise_scale: Default::default(),
             },
             rows,
         }

@@ -67,6 +67,7 @@ kafka_make_topics() {
 hushmap.submissions.v1 6 retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete
 hushmap.bounded.v1 6 retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete
 hushmap.releases.v1 1 retention.ms=-1,retention.bytes=-1,cleanup.policy=delete
+hushmap.releases.measured.v1 1 retention.ms=-1,retention.bytes=-1,cleanup.policy=delete
 TOPICS
 }
 

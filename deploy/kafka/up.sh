@@ -141,6 +141,8 @@ if [ "$KAFKA_PROTOCOL" = sasl_ssl ] && [ ! -f "$KAFKA_SECRETS/users.done" ]; the
     --topic hushmap.submissions.v1
   acl --allow-principal User:hushmap-aggregate --operation Read --operation Write \
     --operation Describe --topic hushmap.releases.v1
+  acl --allow-principal User:hushmap-aggregate --operation Write --operation Describe \
+    --topic hushmap.releases.measured.v1
   # The partitioned aggregator's two stages talk over the bounded topic.
   acl --allow-principal User:hushmap-aggregate --operation Read --operation Write \
     --operation Describe --topic hushmap.bounded.v1
@@ -150,6 +152,8 @@ if [ "$KAFKA_PROTOCOL" = sasl_ssl ] && [ ! -f "$KAFKA_SECRETS/users.done" ]; the
     --resource-pattern-type prefixed --transactional-id hushmap-aggregate
   acl --allow-principal User:hushmap-dashboard --operation Read --operation Describe \
     --topic hushmap.releases.v1
+  acl --allow-principal User:hushmap-dashboard --operation Read --operation Describe \
+    --topic hushmap.releases.measured.v1
   acl --allow-principal User:hushmap-dashboard --operation Read \
     --resource-pattern-type prefixed --group hushmap-dashboard-
   touch "$KAFKA_SECRETS/users.done"

@@ -4,6 +4,7 @@
 //! Each [`Pipeline`] gets its own topics and consumer group, so tests run in
 //! parallel on one broker without seeing each other's data.
 
+pub mod browser;
 pub mod load;
 pub mod processes;
 
@@ -131,7 +132,13 @@ impl Pipeline {
     pub async fn start(options: PipelineOptions) -> anyhow::Result<Pipeline> {
         let submissions_topic = unique("test.submissions");
         let releases_topic = unique("test.releases");
-        create_topics(&[(&submissions_topic, 6), (&releases_topic, 1)]).await?;
+        let measurements_topic = unique("test.measurements");
+        create_topics(&[
+            (&submissions_topic, 6),
+            (&releases_topic, 1),
+            (&measurements_topic, 1),
+        ])
+        .await?;
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
 
         let mut ingest_config = IngestConfig {
@@ -168,6 +175,7 @@ impl Pipeline {
         aggregate_config.kafka.brokers = brokers();
         aggregate_config.kafka.input_topic = submissions_topic.clone();
         aggregate_config.kafka.output_topic = releases_topic.clone();
+        aggregate_config.kafka.measurements_topic = measurements_topic.clone();
         aggregate_config.kafka.group_id = unique("test.aggregate");
         aggregate_config.kafka.transactional_id = unique("test.aggregate.txn");
         aggregate_config.window_secs = options.window_secs;
@@ -194,6 +202,7 @@ impl Pipeline {
         };
         dashboard_config.kafka.brokers = brokers();
         dashboard_config.kafka.releases_topic = releases_topic.clone();
+        dashboard_config.kafka.measurements_topic = measurements_topic.clone();
         dashboard_config.auth.tokens = options.dashboard_tokens.clone();
 
         let mut stops = Vec::new();

@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::routing::post;
 use hushmap_dashboard::alerts::WebhookFormat;
-use hushmap_integration::{StandaloneDashboard, create_topics, eventually, unique};
+use hushmap_integration::{StandaloneDashboard, browser, create_topics, eventually, unique};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::release::CellLabel;
 use hushmap_schema::{AgeBand, RegionCell, ReleaseRow};
@@ -52,7 +52,18 @@ fn release(hour: i64, outbreak: impl Fn(usize) -> bool) -> Vec<u8> {
             })
         })
         .collect();
-    hourly_release(hour, rows).to_ipc().unwrap()
+    let mut release = hourly_release(hour, rows);
+    // It measured symptom counts (none had fever): symptom alerts test it.
+    release
+        .meta
+        .statistic_costs
+        .push(hushmap_schema::StatisticCost {
+            statistic: "symptom_counts".into(),
+            level: 5,
+            cost: 0.005,
+            delta: 0.0,
+        });
+    release.to_ipc().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,5 +223,22 @@ async fn a_rise_in_a_few_cells_is_listed_and_sent_to_the_webhook() -> anyhow::Re
                 .contains("rose")
         );
     }
+
+    // The page in a real browser: each alert outlined on the map and
+    // listed beside it; the screenshot is kept at
+    // target/test-artifacts/alerts.png.
+    let shot = browser::artefact("alerts.png")?;
+    let expected_count = expected.len().to_string();
+    let args = [
+        base.as_ref(),
+        "/".as_ref(),
+        expected_count.as_ref(),
+        shot.as_os_str(),
+    ];
+    println!("{}", browser::run_page_script("alerts.mjs", &args).await?);
+    assert!(
+        std::fs::metadata(&shot)?.len() > 10_000,
+        "screenshot is suspiciously small"
+    );
     Ok(())
 }

@@ -58,6 +58,8 @@ struct Topics {
     bounded: String,
     releases: String,
     single_releases: String,
+    /// The partitioned aggregators' measurements behind each part.
+    measurements: String,
 }
 
 fn common_env() -> Vec<(String, String)> {
@@ -136,6 +138,14 @@ fn aggregate_env(
             topics.bounded.clone(),
         ),
         ("HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC", output),
+        (
+            "HUSHMAP_AGGREGATE_KAFKA__MEASUREMENTS_TOPIC",
+            if instance.is_some() {
+                topics.measurements.clone()
+            } else {
+                String::new()
+            },
+        ),
         ("HUSHMAP_AGGREGATE_KAFKA__GROUP_ID", group.to_string()),
         (
             "HUSHMAP_AGGREGATE_KAFKA__TRANSACTIONAL_ID",
@@ -272,6 +282,7 @@ async fn partitioned_aggregators_release_what_one_would_through_kills_and_rebala
         bounded: unique("part.bounded"),
         releases: unique("part.releases"),
         single_releases: unique("part.single.releases"),
+        measurements: unique("part.measurements"),
     };
     const SUBMISSION_PARTITIONS: i32 = 6;
     const SHARDS: u32 = 4;
@@ -282,6 +293,7 @@ async fn partitioned_aggregators_release_what_one_would_through_kills_and_rebala
             (&topics.bounded, SHARDS as i32),
             (&topics.releases, 1),
             (&topics.single_releases, 1),
+            (&topics.measurements, 1),
         ],
     )
     .await?;
@@ -513,6 +525,33 @@ async fn partitioned_aggregators_release_what_one_would_through_kills_and_rebala
         total < accepted as i64,
         "bounding kept fewer than were sent"
     );
+    // Each part's measurements, in its transaction: one per part, the same
+    // ledger entry, and at a huge ε the same counts.
+    let measured = {
+        let (b, topic) = (brokers.clone(), topics.measurements.clone());
+        tokio::task::spawn_blocking(move || releases_on(&b, &topic)).await??
+    };
+    let mut by_part: BTreeMap<(i64, u32), &Release> = BTreeMap::new();
+    for m in &measured {
+        let key = (m.meta.window_start, m.meta.part.index);
+        assert!(by_part.insert(key, m).is_none(), "{key:?} measured twice");
+    }
+    for part in &parts {
+        let key = (part.meta.window_start, part.meta.part.index);
+        let m = by_part
+            .get(&key)
+            .unwrap_or_else(|| panic!("part {key:?} without its measurements"));
+        assert_eq!(
+            m.meta.estimates,
+            hushmap_schema::release::Estimates::Measured
+        );
+        assert_eq!(m.meta.ledger_entry, part.meta.ledger_entry);
+        assert_eq!(
+            rows_of(m),
+            rows_of(part),
+            "part {key:?}: measured = released at huge ε"
+        );
+    }
 
     // The bounded topic holds nothing readable and nothing linkable: every
     // message (records and watermarks) sealed under the aggregator's own

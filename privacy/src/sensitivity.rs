@@ -16,6 +16,9 @@
 //! | symptom counts     | `10·m`   | `√10 · m`   |
 //!
 //! (The L2 figures are the worst case of all `m` records in one cell.)
+//! The all-ages risk counts (each region's bands summed) have the
+//! risk-level counts' sensitivities: summing cells moves no norm beyond
+//! `m`, and all `m` records in one cell already reach it.
 //!
 //! For partition selection, the per-region totals: one contributor touches
 //! at most `m` regions (l0), and moves each total, and their L2 norm, by at

@@ -120,6 +120,7 @@ fn main() {
             coverage: Default::default(),
             ledger_scope: Default::default(),
             estimates: Default::default(),
+            all_ages_noise_scale: Default::default(),
         },
         rows: vec![row("18-29", 10), row("75+", 0)],
     };

@@ -19,7 +19,7 @@ use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Bumped on any incompatible change to the columns below.
@@ -63,6 +63,11 @@ pub mod meta_keys {
     /// own standard error) or `noisy` (each count as measured, clamped at
     /// zero; `noise_scale` is the level's noise). Absent means `noisy`.
     pub const ESTIMATES: &str = "hushmap.estimates";
+    /// When each region's all-ages counts were measured on their own: per
+    /// level, the largest standard error of a region's all-ages count
+    /// (JSON, `{"7": 9.1, …}`), which is below the bands' errors summed in
+    /// variance. Absent when the all-ages view is just the bands' sum.
+    pub const ALL_AGES_NOISE_SCALE: &str = "hushmap.all_ages_noise_scale";
 }
 
 /// Why a release could not be encoded or decoded.
@@ -122,6 +127,11 @@ pub struct ReleaseMeta {
     /// What the counts are: as measured, or made consistent.
     #[serde(default)]
     pub estimates: Estimates,
+    /// Per level, the standard error the all-ages sum of a region's bands
+    /// has at most, when the all-ages counts were measured on their own
+    /// (empty: the bands' errors add in variance).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub all_ages_noise_scale: BTreeMap<u8, f64>,
 }
 
 /// What a release's counts are.
@@ -146,6 +156,14 @@ pub enum Estimates {
     /// children add up to their parent; each row's `noise_scale` is the
     /// standard error of its own estimate.
     Consistent,
+    /// The measurements themselves, unclamped: every count as drawn (it
+    /// may be negative), unbiased, with the level's noise as
+    /// `noise_scale`. `n_total` is their sum; the share, its interval and
+    /// `suppressed` are computed as for `noisy` (from the counts clamped at
+    /// zero). The companion of a consistent release, published on the
+    /// measurements topic for researchers who pool or model the noise
+    /// themselves; not a choice of `privacy.estimates`.
+    Measured,
 }
 
 impl Estimates {
@@ -153,6 +171,7 @@ impl Estimates {
         match self {
             Estimates::Noisy => "noisy",
             Estimates::Consistent => "consistent",
+            Estimates::Measured => "measured",
         }
     }
 }
@@ -164,6 +183,7 @@ impl std::str::FromStr for Estimates {
         match s {
             "noisy" => Ok(Estimates::Noisy),
             "consistent" => Ok(Estimates::Consistent),
+            "measured" => Ok(Estimates::Measured),
             _ => Err(()),
         }
     }
@@ -301,7 +321,8 @@ impl std::str::FromStr for ReleasePart {
 /// The privacy cost of one statistic of a release.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatisticCost {
-    /// `"selection"`, `"risk_counts"` or `"symptom_counts"`.
+    /// `"selection"`, `"risk_counts"`, `"all_ages_risk_counts"` or
+    /// `"symptom_counts"`.
     pub statistic: String,
     /// H3 resolution the statistic was computed at.
     pub level: u8,
@@ -368,9 +389,43 @@ impl ReleaseRow {
         noise_scale: f64,
         max_ci_half_width: f64,
     ) -> ReleaseRow {
-        let [n_low, n_moderate, n_high] = risk.map(|c| c.max(0));
-        let n_total = n_low + n_moderate + n_high;
-        let ci = ShareInterval::for_high_share(n_high, n_total, noise_scale);
+        ReleaseRow::from_counts(label, risk, symptoms, noise_scale, max_ci_half_width, true)
+    }
+
+    /// A row of the measurements themselves ([`Estimates::Measured`]): the
+    /// counts as drawn, negative ones included, `n_total` their sum; the
+    /// share, its interval and `suppressed` as
+    /// [`from_noisy_counts`](Self::from_noisy_counts) computes them.
+    ///
+    /// ```
+    /// use hushmap_schema::release::{CellLabel, ReleaseRow};
+    /// let label = CellLabel { window_start: 0, window_end: 60_000, level: 5,
+    ///     region: "85608b0bfffffff".into(), age_band: "30-44".into() };
+    /// let row = ReleaseRow::from_measured_counts(label, [40, -2, 10], [-1; 10], 3.0, 0.15);
+    /// assert_eq!((row.n_moderate, row.n_total, row.symptoms[0]), (-2, 48, -1));
+    /// assert_eq!(row.high_share, Some(0.2));
+    /// ```
+    pub fn from_measured_counts(
+        label: CellLabel,
+        risk: [i64; 3],
+        symptoms: [i64; 10],
+        noise_scale: f64,
+        max_ci_half_width: f64,
+    ) -> ReleaseRow {
+        ReleaseRow::from_counts(label, risk, symptoms, noise_scale, max_ci_half_width, false)
+    }
+
+    fn from_counts(
+        label: CellLabel,
+        risk: [i64; 3],
+        symptoms: [i64; 10],
+        noise_scale: f64,
+        max_ci_half_width: f64,
+        clamp: bool,
+    ) -> ReleaseRow {
+        let clamped = risk.map(|c| c.max(0));
+        let ci = ShareInterval::for_high_share(clamped[2], clamped.iter().sum(), noise_scale);
+        let [n_low, n_moderate, n_high] = if clamp { clamped } else { risk };
         ReleaseRow {
             window_start: label.window_start,
             window_end: label.window_end,
@@ -380,13 +435,17 @@ impl ReleaseRow {
             n_low,
             n_moderate,
             n_high,
-            n_total,
+            n_total: n_low + n_moderate + n_high,
             high_share: ci.share,
             high_share_ci_low: ci.low,
             high_share_ci_high: ci.high,
             noise_scale,
             suppressed: ci.share.is_none() || ci.half_width() > max_ci_half_width,
-            symptoms: symptoms.map(|c| c.max(0)),
+            symptoms: if clamp {
+                symptoms.map(|c| c.max(0))
+            } else {
+                symptoms
+            },
         }
     }
 }
@@ -426,6 +485,14 @@ pub fn release_fields() -> Vec<Field> {
 }
 
 impl ReleaseMeta {
+    /// Whether the release measured `statistic` (`"symptom_counts"`, …)
+    /// at some level; a statistic switched off has no cost entry.
+    pub fn has_statistic(&self, statistic: &str) -> bool {
+        self.statistic_costs
+            .iter()
+            .any(|c| c.statistic == statistic)
+    }
+
     /// The schema metadata map.
     pub fn to_metadata(&self) -> HashMap<String, String> {
         let mut m = HashMap::new();
@@ -464,6 +531,12 @@ impl ReleaseMeta {
             self.ledger_scope.as_str().into(),
         );
         m.insert(meta_keys::ESTIMATES.into(), self.estimates.as_str().into());
+        if !self.all_ages_noise_scale.is_empty() {
+            m.insert(
+                meta_keys::ALL_AGES_NOISE_SCALE.into(),
+                serde_json::to_string(&self.all_ages_noise_scale).unwrap_or_default(),
+            );
+        }
         m
     }
 
@@ -525,6 +598,11 @@ impl ReleaseMeta {
                 Some(text) => text
                     .parse()
                     .map_err(|()| ReleaseError::Metadata(meta_keys::ESTIMATES))?,
+            },
+            all_ages_noise_scale: match m.get(meta_keys::ALL_AGES_NOISE_SCALE) {
+                None => BTreeMap::new(),
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|_| ReleaseError::Metadata(meta_keys::ALL_AGES_NOISE_SCALE))?,
             },
         })
     }
@@ -796,6 +874,7 @@ mod tests {
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
+                all_ages_noise_scale: BTreeMap::from([(7, 9.5), (6, 12.25)]),
             },
             rows: vec![ReleaseRow {
                 window_start: 1_700_000_000_000,

@@ -4,6 +4,10 @@
 pub const SUBMISSIONS: &str = "hushmap.submissions.v1";
 /// Noisy releases produced by aggregate, consumed by the dashboard.
 pub const RELEASES: &str = "hushmap.releases.v1";
+/// The measurements behind each consistent release, unclamped
+/// (`hushmap.estimates = measured`), when the aggregator publishes them:
+/// one message per message on [`RELEASES`], in the same transaction.
+pub const MEASUREMENTS: &str = "hushmap.releases.measured.v1";
 /// Bounded sealed records and watermarks between the two stages of a
 /// partitioned aggregator (docs/SCALE.md).
 pub const BOUNDED: &str = "hushmap.bounded.v1";

@@ -362,7 +362,7 @@ fn release_windows(
         let cells = by_window.remove(&window.start_ms).unwrap_or_default();
         let data = WindowData::Counted(&cells);
         match release_window(ledger, file.as_deref_mut(), plan, window, None, data)? {
-            WindowOutcome::Released(mut release) => {
+            WindowOutcome::Released(mut release, _) => {
                 release.meta.ledger_scope = scope;
                 releases.push(release);
             }

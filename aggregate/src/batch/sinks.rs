@@ -77,6 +77,14 @@ pub(crate) fn combined_meta(releases: &[Release], plan_meta: ReleaseMeta) -> Rel
             .map(|r| r.meta.ledger_entry.as_str())
             .collect::<Vec<_>>()
             .join(","),
+        // One file states the widest error of any window at each level.
+        all_ages_noise_scale: releases.iter().fold(Default::default(), |mut acc, r| {
+            for (level, se) in &r.meta.all_ages_noise_scale {
+                let widest = acc.entry(*level).or_insert(0.0f64);
+                *widest = widest.max(*se);
+            }
+            acc
+        }),
         ..first.meta.clone()
     }
 }
@@ -92,12 +100,13 @@ pub fn plan_meta(plan: &ReleasePlan) -> ReleaseMeta {
         epsilon: plan.cost.epsilon,
         delta: plan.cost.delta,
         ledger_entry: String::new(),
-        symptom_noise_scale: plan.finest().symptoms.std_dev(),
+        symptom_noise_scale: plan.finest().symptom_sd(),
         max_ci_half_width: plan.max_ci_half_width,
         statistic_costs: plan.cost.statistics.clone(),
         part: hushmap_schema::release::ReleasePart::WHOLE,
         coverage: Default::default(),
         ledger_scope: LedgerScope::Shared,
         estimates: plan.estimates,
+        all_ages_noise_scale: Default::default(),
     }
 }

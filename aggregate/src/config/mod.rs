@@ -51,6 +51,8 @@ pub enum ConfigError {
     Epoch(&'static str),
     #[error("max_buffered_records_per_window must be positive")]
     BufferCap,
+    #[error("kafka.measurements_topic: {0}")]
+    MeasurementsTopic(&'static str),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +61,11 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub input_topic: String,
     pub output_topic: String,
+    /// Where the measurements behind each release go, unclamped
+    /// (`hushmap.estimates = measured`), in the release's own transaction;
+    /// empty (the default): not published. The demo and the Kubernetes
+    /// manifests use `hushmap.releases.measured.v1`.
+    pub measurements_topic: String,
     pub group_id: String,
     /// Transactional id of the release producer. Releases and consumer
     /// offsets are committed in one Kafka transaction under this id; a
@@ -88,6 +95,7 @@ impl Default for KafkaSettings {
             brokers: kafka::DEFAULT_BROKERS.into(),
             input_topic: topics::SUBMISSIONS.into(),
             output_topic: topics::RELEASES.into(),
+            measurements_topic: String::new(),
             group_id: "hushmap-aggregate".into(),
             transactional_id: "hushmap-aggregate-releases".into(),
             transaction_timeout_ms: 30_000,
@@ -234,6 +242,11 @@ impl AggregateConfig {
             ));
         }
         self.kafka.security.validate(&self.kafka.brokers)?;
+        if self.kafka.measurements_topic == self.kafka.output_topic {
+            return Err(ConfigError::MeasurementsTopic(
+                "must differ from output_topic: a topic holds one kind of release",
+            ));
+        }
         if self.max_buffered_records_per_window == 0 {
             return Err(ConfigError::BufferCap);
         }

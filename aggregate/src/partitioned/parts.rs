@@ -214,7 +214,7 @@ pub(crate) struct PartStage {
     published: HashSet<(i64, u32)>,
     /// Parts noised but not yet seen committed: sent again, same numbers,
     /// until they are.
-    noised: BTreeMap<(i64, u32), Release>,
+    noised: BTreeMap<(i64, u32), NoisedPart>,
     owned: BTreeMap<i32, OwnedShard>,
     next_seq: u64,
     stats: Arc<AggregatorStats>,
@@ -489,7 +489,7 @@ impl PartStage {
         q: i32,
         window: Window,
         decision: Decision,
-    ) -> Result<Option<Release>, AggregatorError> {
+    ) -> Result<Option<NoisedPart>, AggregatorError> {
         let part = ReleasePart {
             index: q as u32,
             of: self.shards,
@@ -506,8 +506,8 @@ impl PartStage {
             );
             return Ok(None);
         }
-        if let Some(release) = self.noised.get(&key) {
-            return Ok(Some(release.clone()));
+        if let Some(part) = self.noised.get(&key) {
+            return Ok(Some(part.clone()));
         }
         let decision = match self.ledger.entry(&window) {
             Some(entry) if entry.cost.is_free() => Decision::Missed,
@@ -541,7 +541,12 @@ impl PartStage {
             .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
         let outcome = release_window(&mut self.ledger, None, shard_plan, window, Some(part), data)?;
         let release = match outcome {
-            WindowOutcome::Released(release) => release,
+            WindowOutcome::Released(release, measured) => NoisedPart {
+                release,
+                measured: measured
+                    .filter(|_| !self.config.kafka.measurements_topic.is_empty())
+                    .map(|m| *m),
+            },
             WindowOutcome::Refused(e @ LedgerError::PartAlreadyReleased { .. }) => {
                 // Authorised by this process before and lost with a cache it
                 // no longer holds: never noised twice.
@@ -566,7 +571,7 @@ impl PartStage {
     fn publish(
         &self,
         due: &[(i32, Vec<i64>)],
-        parts: &[(i32, i64, Option<Release>)],
+        parts: &[(i32, i64, Option<NoisedPart>)],
     ) -> Result<(), AggregatorError> {
         let group = self.consumer.group_metadata().ok_or_else(|| {
             AggregatorError::Recovery("no consumer group metadata for the transaction".into())
@@ -592,14 +597,28 @@ impl PartStage {
             position.set_offset(Offset::Offset(commit_offset))?;
             position.set_metadata(after.metadata());
         }
-        let payloads = parts
-            .iter()
-            .filter_map(|(_, start, release)| release.as_ref().map(|r| (start, r)))
-            .map(|(start, r)| Ok((start.to_string(), r.to_ipc()?)))
-            .collect::<Result<Vec<_>, AggregatorError>>()?;
+        // Each part, and the measurements behind it when they are
+        // published: in one transaction, so both are out or neither.
+        let mut payloads = Vec::new();
+        for (_, start, part) in parts {
+            let Some(part) = part else { continue };
+            let key = start.to_string();
+            payloads.push((
+                &self.config.kafka.output_topic,
+                key.clone(),
+                part.release.to_ipc()?,
+            ));
+            if let Some(measured) = &part.measured {
+                payloads.push((
+                    &self.config.kafka.measurements_topic,
+                    key,
+                    measured.to_ipc()?,
+                ));
+            }
+        }
         self.txn.producer.begin_transaction()?;
-        for (key, payload) in &payloads {
-            let record = FutureRecord::to(&self.config.kafka.output_topic)
+        for (topic, key, payload) in &payloads {
+            let record = FutureRecord::to(topic)
                 .key(key.as_bytes())
                 .payload(payload.as_slice());
             send_keyed(&self.txn.producer, record)?;
@@ -610,6 +629,14 @@ impl PartStage {
         self.txn.commit()?;
         Ok(())
     }
+}
+
+/// A part as noised: the release and, when they are published, the
+/// measurements behind it.
+#[derive(Debug, Clone)]
+struct NoisedPart {
+    release: Release,
+    measured: Option<Release>,
 }
 
 /// Queues one keyed release record (a part is one record; no queue waits).

@@ -41,9 +41,13 @@ function ensureHatch() {
 
 // ---- metrics ----
 const SYMPTOM = (m) => m.startsWith("sym_");
+// A deployment may switch symptom counts off: no such statistic was
+// measured, and the zeros in their columns say nothing.
+const symptomsReleased = (meta) => !meta || (meta.statistic_costs || []).some((c) => c.statistic === "symptom_counts");
 function metricValue(c, metric) {
   if (metric === "high_share") return c.high_share;
   if (metric === "n_total") return c.n_total;
+  if (!symptomsReleased(state.meta)) return null;
   return c.n_total > 0 ? Math.max(0, c[metric]) / c.n_total : null;
 }
 function ramp(t) {
@@ -71,6 +75,7 @@ function legend(metric, cells) {
 const isWide = (c, meta) => !c.suppressed && (c.high_share_ci_high - c.high_share_ci_low) / 2 > 0.5 * meta.max_ci_half_width;
 
 function symptomInterval(c, metric, meta) {
+  if (!symptomsReleased(meta)) return "not released by this deployment";
   const half = 1.96 * meta.symptom_noise_scale;
   const k = Math.max(0, c[metric]);
   return `${Math.max(0, k - half).toFixed(0)} – ${(k + half).toFixed(0)} (count, 95%)`;
@@ -223,7 +228,7 @@ function drawAlerts(report) {
   }
   const ci = (e) => `${pct(e.share)} (95% CI ${pct(e.share_ci_low)} – ${pct(e.share_ci_high)})`;
   const items = report.alerts.map((a) =>
-    `<li><b>${esc(a.region)}</b>: ${ci(a.baseline)} → ${ci(a.latest)}, p = ${a.p_value.toExponential(1)}</li>`).join("");
+    `<li><b>${esc(a.region)}</b>: ${ci(a.baseline)} → ${ci(a.latest)}, ${a.p_value < 1e-15 ? "p < 1e-15" : `p = ${a.p_value.toExponential(1)}`}</li>`).join("");
   const what = report.metric === "high_share" ? "High-risk share" : esc($("metric").selectedOptions[0].textContent);
   const family = `${report.cells_tested} cells tested against the ${k} window${k > 1 ? "s" : ""} before, false-discovery rate ${(100 * report.fdr).toFixed(0)}%`;
   $("alerts").innerHTML = report.alerts.length

@@ -56,8 +56,8 @@ pub enum TreeError {
 /// The shape of a tree of counts, parents before children.
 #[derive(Debug, Clone)]
 pub struct CountTree {
-    parent: Vec<Option<usize>>,
-    children: Vec<Vec<usize>>,
+    pub(crate) parent: Vec<Option<usize>>,
+    pub(crate) children: Vec<Vec<usize>>,
     /// Whether a node's children in the tree are all of its children, so
     /// that they add up to it exactly.
     complete: Vec<bool>,
@@ -120,6 +120,23 @@ impl CountTree {
         measured: &[Option<f64>],
         variance: &[f64],
     ) -> Vec<Option<NodeEstimate>> {
+        let fit = self.fit(measured, variance);
+        let count = self.integers(&fit);
+        (0..self.len())
+            .map(|v| {
+                let (estimate, variance) = fit.fitted[v]?;
+                Some(NodeEstimate {
+                    count: count[v]?,
+                    estimate,
+                    variance,
+                })
+            })
+            .collect()
+    }
+
+    /// Steps 1 and 2: the least-squares estimate of every node and its
+    /// variance, before anything is made an integer.
+    pub(crate) fn fit(&self, measured: &[Option<f64>], variance: &[f64]) -> TreeFit {
         let n = self.len();
         assert_eq!(measured.len(), n, "one measurement (or None) per node");
         assert_eq!(variance.len(), n, "one variance per node");
@@ -152,35 +169,49 @@ impl CountTree {
                 _ => (z, zv),
             });
         }
-        // 3. Top down: non-negative integers keeping the sums.
-        let mut count: Vec<Option<i64>> = vec![None; n];
-        for v in 0..n {
-            let Some((x, _)) = fitted[v] else { continue };
+        TreeFit {
+            fitted,
+            exact: child_sum.iter().map(Option::is_some).collect(),
+        }
+    }
+
+    /// Step 3: non-negative integers keeping the sums, top down.
+    pub(crate) fn integers(&self, fit: &TreeFit) -> Vec<Option<i64>> {
+        let mut count: Vec<Option<i64>> = vec![None; self.len()];
+        for v in 0..self.len() {
+            let Some((x, _)) = fit.fitted[v] else {
+                continue;
+            };
             // A root of what is known: nothing above it assigned it.
             let total = *count[v].get_or_insert_with(|| x.round().max(0.0) as i64);
-            let known: Vec<(usize, f64, f64)> = self.children[v]
-                .iter()
-                .filter_map(|c| fitted[*c].map(|(xc, pc)| (*c, xc, pc)))
-                .collect();
+            let known = self.known_children(fit, v);
             if known.is_empty() {
                 continue;
             }
-            let exact = child_sum[v].is_some();
-            for (c, k) in known.iter().zip(share_out(&known, total, exact)) {
+            for (c, k) in known.iter().zip(share_out(&known, total, fit.exact[v])) {
                 count[c.0] = Some(k);
             }
         }
-        (0..n)
-            .map(|v| {
-                let (estimate, variance) = fitted[v]?;
-                Some(NodeEstimate {
-                    count: count[v]?,
-                    estimate,
-                    variance,
-                })
-            })
+        count
+    }
+
+    /// Node `v`'s children with an estimate: (index, estimate, variance).
+    pub(crate) fn known_children(&self, fit: &TreeFit, v: usize) -> Vec<(usize, f64, f64)> {
+        self.children[v]
+            .iter()
+            .filter_map(|c| fit.fitted[*c].map(|(xc, pc)| (*c, xc, pc)))
             .collect()
     }
+}
+
+/// The real-valued least-squares fit of a tree ([`CountTree::fit`]).
+#[derive(Debug, Clone)]
+pub(crate) struct TreeFit {
+    /// Per node: the estimate and its variance, `None` where nothing in
+    /// the tree says anything about the node.
+    pub fitted: Vec<Option<(f64, f64)>>,
+    /// Per node: whether its children in the tree add up to it exactly.
+    pub exact: Vec<bool>,
 }
 
 /// Two independent unbiased estimates of one count, by inverse variance.
@@ -199,7 +230,7 @@ fn combine((a, va): (f64, f64), (b, vb): (f64, f64)) -> (f64, f64) {
 /// Non-negative integers for `children` (index, estimate, variance) that
 /// add up to `total` (`exact`) or to at most it, as close to the estimates
 /// as the variances allow (a child known less well moves more).
-fn share_out(children: &[(usize, f64, f64)], total: i64, exact: bool) -> Vec<i64> {
+pub(crate) fn share_out(children: &[(usize, f64, f64)], total: i64, exact: bool) -> Vec<i64> {
     let estimates: Vec<f64> = children.iter().map(|c| c.1).collect();
     // A zero variance would pin a child; a floor keeps the projection
     // defined when every child is exact.
@@ -256,7 +287,7 @@ fn project(values: &[f64], weights: &[f64], total: f64) -> Vec<f64> {
 
 /// Integers adding up to `target`: each value's floor, then one more for
 /// the largest remainders (ties to the earlier). Values are non-negative.
-fn round_keeping_sum(values: &[f64], target: i64) -> Vec<i64> {
+pub(crate) fn round_keeping_sum(values: &[f64], target: i64) -> Vec<i64> {
     let mut out: Vec<i64> = values.iter().map(|v| v.max(0.0).floor() as i64).collect();
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by(|a, b| {
@@ -290,13 +321,13 @@ fn round_keeping_sum(values: &[f64], target: i64) -> Vec<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
     /// A three-level tree: one root, `k` children, `k` grandchildren each;
     /// every node measured.
-    fn tree(k: usize) -> (CountTree, Vec<usize>) {
+    pub(crate) fn tree(k: usize) -> (CountTree, Vec<usize>) {
         let mut parent = vec![None];
         let mut level = vec![0];
         for c in 0..k {
@@ -314,7 +345,7 @@ mod tests {
         (CountTree::new(parent, complete).unwrap(), level)
     }
 
-    fn gaussian(rng: &mut impl Rng, sd: f64) -> f64 {
+    pub(crate) fn gaussian(rng: &mut impl Rng, sd: f64) -> f64 {
         // Box–Muller: enough for a test of the estimator.
         let (u, v): (f64, f64) = (rng.random(), rng.random());
         sd * (-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()

@@ -12,7 +12,9 @@
 //!   rows;
 //! * [`consistency`]: the post-processing that makes a window's counts
 //!   consistent across levels (weighted least squares over the region
-//!   tree), non-negative integers, with the variance of each estimate.
+//!   tree), non-negative integers, with the variance of each estimate;
+//!   [`banded`] extends it to the age bands and an all-ages total measured
+//!   on its own.
 //!
 //! Post-processing (free under DP): counts are clamped to ≥ 0, `n_total` is
 //! the sum of the published risk-level counts, the high-risk share and its
@@ -20,12 +22,13 @@
 //! ([`ShareInterval`](hushmap_schema::ShareInterval)), and cells whose
 //! interval is wider than the configured half-width are marked suppressed.
 
+pub mod banded;
 pub mod consistency;
 pub mod noising;
 pub mod plan;
 pub mod window;
 
-pub use noising::{missed_release, noisy_release, roll_up};
+pub use noising::{Noised, missed_release, noise_window, noisy_release, roll_up};
 pub use plan::{LevelPlan, Mechanism, PlanSpec, RegionSelection, ReleasePlan};
 pub use window::{ReleaseStepError, WindowData, WindowOutcome, release_window};
 

@@ -2,7 +2,7 @@
 //! Noise is drawn only here, and only with an [`Authorisation`].
 
 use super::CellCounts;
-use super::consistency::{CountTree, NodeEstimate};
+use super::consistency::CountTree;
 use super::plan::{LevelPlan, RegionSelection, ReleasePlan};
 use crate::Authorisation;
 use crate::noise::NoiseError;
@@ -41,9 +41,13 @@ struct LevelMeasurement {
     level: u8,
     regions: Vec<RegionCell>,
     risk: Vec<[i64; 3]>,
+    /// Zeros when symptom counts are not released.
     symptoms: Vec<[i64; 10]>,
+    /// Per region, the all-ages risk counts when measured on their own.
+    all_ages: Option<Vec<[i64; 3]>>,
     risk_sd: f64,
     symptom_sd: f64,
+    all_ages_sd: f64,
 }
 
 impl LevelMeasurement {
@@ -81,22 +85,49 @@ fn measure_level(cells: &[CellCounts], level: &LevelPlan) -> Result<LevelMeasure
         }
     }
     let risk = level.risk.apply(&risk_true)?;
-    let symptoms = level.symptoms.apply(&sym_true)?;
+    let symptoms = match &level.symptoms {
+        Some(noise) => noise.apply(&sym_true)?,
+        None => vec![0; sym_true.len()],
+    };
+    let all_ages = match &level.all_ages {
+        Some(noise) => {
+            let bands = AgeBand::ALL.len() * 3;
+            let sums: Vec<i64> = risk_true
+                .chunks_exact(bands)
+                .flat_map(|region| {
+                    (0..3).map(move |k| region.iter().skip(k).step_by(3).sum::<i64>())
+                })
+                .collect();
+            Some(triples(&noise.apply(&sums)?))
+        }
+        None => None,
+    };
     Ok(LevelMeasurement {
         level: level.level,
         regions,
-        risk: risk
-            .chunks_exact(3)
-            .map(|c| c.try_into().expect("chunks of 3"))
-            .collect(),
+        risk: triples(&risk),
         symptoms: symptoms
             .chunks_exact(10)
             .map(|c| c.try_into().expect("chunks of 10"))
             .collect(),
+        all_ages,
         risk_sd: level.risk.std_dev(),
-        symptom_sd: level.symptoms.std_dev(),
+        symptom_sd: level.symptom_sd(),
+        all_ages_sd: level.all_ages.as_ref().map_or(0.0, |n| n.std_dev()),
     })
 }
+
+/// Risk-level counts, three at a time.
+fn triples(counts: &[i64]) -> Vec<[i64; 3]> {
+    counts
+        .chunks_exact(3)
+        .map(|c| c.try_into().expect("chunks of 3"))
+        .collect()
+}
+
+/// How a row is made from its counts ([`ReleaseRow::from_noisy_counts`]
+/// or [`ReleaseRow::from_measured_counts`]).
+type RowMaker = fn(CellLabel, [i64; 3], [i64; 10], f64, f64) -> ReleaseRow;
 
 /// The rows of measured levels, each count as it is in `levels` and each
 /// row's risk counts with the standard error `risk_sd(level, slot)`.
@@ -105,6 +136,7 @@ fn rows_of(
     levels: &[LevelMeasurement],
     risk_sd: impl Fn(usize, usize) -> f64,
     max_ci_half_width: f64,
+    make: RowMaker,
 ) -> Vec<ReleaseRow> {
     let mut rows = Vec::new();
     for (i, m) in levels.iter().enumerate() {
@@ -118,7 +150,7 @@ fn rows_of(
                     region: region.to_string(),
                     age_band: band.label().to_string(),
                 };
-                rows.push(ReleaseRow::from_noisy_counts(
+                rows.push(make(
                     label,
                     m.risk[slot],
                     m.symptoms[slot],
@@ -188,32 +220,72 @@ impl RegionTree {
 }
 
 /// Makes every count of `levels` consistent (see
-/// [`consistency`](super::consistency)), one statistic and age band at a
-/// time; returns each level's standard error of the risk counts per slot.
-fn make_consistent(levels: &mut [LevelMeasurement], exact_parents: bool) -> Vec<Vec<f64>> {
+/// [`consistency`](super::consistency)): the risk counts over regions and
+/// age bands together with the all-ages measurement when there is one
+/// ([`banded`](super::banded)), the symptom counts one band at a time.
+/// Returns each level's standard error of the risk counts per slot, and
+/// of the all-ages risk counts per region.
+fn make_consistent(levels: &mut [LevelMeasurement], exact_parents: bool) -> ConsistentErrors {
+    const BANDS: usize = AgeBand::ALL.len();
     let RegionTree { tree, nodes } = RegionTree::build(levels, exact_parents);
     let variance = |sd: fn(&LevelMeasurement) -> f64| -> Vec<f64> {
         nodes.iter().map(|(i, _)| sd(&levels[*i]).powi(2)).collect()
     };
     let (risk_var, sym_var) = (variance(|m| m.risk_sd), variance(|m| m.symptom_sd));
-    let mut risk_se: Vec<Vec<f64>> = levels
-        .iter()
-        .map(|m| vec![m.risk_sd; m.risk.len()])
-        .collect();
-    let (mut risk, mut symptoms): (Vec<_>, Vec<_>) = levels
-        .iter_mut()
-        .map(|m| (&mut m.risk, &mut m.symptoms))
-        .unzip();
-    make_columns_consistent(&tree, &nodes, &risk_var, &mut risk, |i, slot, e| {
-        risk_se[i][slot] = e.variance.sqrt();
-    });
-    make_columns_consistent(&tree, &nodes, &sym_var, &mut symptoms, |_, _, _| {});
-    risk_se
+    let all_ages_var = variance(|m| m.all_ages_sd);
+    let mut errors = ConsistentErrors {
+        risk: levels
+            .iter()
+            .map(|m| vec![m.risk_sd; m.risk.len()])
+            .collect(),
+        all_ages: levels
+            .iter()
+            .map(|m| vec![(BANDS as f64).sqrt() * m.risk_sd; m.regions.len()])
+            .collect(),
+    };
+    for k in 0..3 {
+        let bands: Vec<Option<[f64; BANDS]>> = nodes
+            .iter()
+            .map(|(i, slot)| {
+                slot.map(|s| std::array::from_fn(|b| levels[*i].risk[s + b][k] as f64))
+            })
+            .collect();
+        let totals: Vec<Option<f64>> = nodes
+            .iter()
+            .map(|(i, slot)| {
+                let measured = levels[*i].all_ages.as_ref()?;
+                slot.map(|s| measured[s / BANDS][k] as f64)
+            })
+            .collect();
+        let out = tree.estimate_banded(&bands, &risk_var, &totals, &all_ages_var);
+        for ((i, slot), e) in nodes.iter().zip(out) {
+            if let (Some(s), Some(e)) = (slot, e) {
+                for b in 0..BANDS {
+                    levels[*i].risk[s + b][k] = e.counts[b];
+                    errors.risk[*i][s + b] = e.band_variance.sqrt();
+                }
+                errors.all_ages[*i][s / BANDS] = e.total_variance.sqrt();
+            }
+        }
+    }
+    // Symptom counts switched off are zeros with no noise: nothing to do.
+    if sym_var.iter().any(|v| *v > 0.0) {
+        let mut symptoms: Vec<_> = levels.iter_mut().map(|m| &mut m.symptoms).collect();
+        make_columns_consistent(&tree, &nodes, &sym_var, &mut symptoms);
+    }
+    errors
+}
+
+/// Standard errors of consistent risk counts, per level: of each region
+/// and band (`risk`, by slot), and of each region's all-ages sum
+/// (`all_ages`, by region).
+struct ConsistentErrors {
+    risk: Vec<Vec<f64>>,
+    all_ages: Vec<Vec<f64>>,
 }
 
 /// Replaces each count of `counts` (per level, per slot, `N` statistics)
-/// by its consistent estimate, one statistic and age band at a time;
-/// `estimated(level, slot, estimate)` sees each.
+/// by its consistent estimate, one statistic and age band at a time.
 #[expect(
     clippy::needless_range_loop,
     reason = "k picks one statistic out of every node's array"
@@ -223,7 +295,6 @@ fn make_columns_consistent<const N: usize>(
     nodes: &[(usize, Option<usize>)],
     variance: &[f64],
     counts: &mut [&mut Vec<[i64; N]>],
-    mut estimated: impl FnMut(usize, usize, &NodeEstimate),
 ) {
     for band in 0..AgeBand::ALL.len() {
         for k in 0..N {
@@ -235,7 +306,6 @@ fn make_columns_consistent<const N: usize>(
             for ((i, slot), e) in nodes.iter().zip(out) {
                 if let (Some(s), Some(e)) = (slot, e) {
                     counts[*i][s + band][k] = e.count;
-                    estimated(*i, s + band, &e);
                 }
             }
         }
@@ -257,6 +327,26 @@ pub fn noisy_release(
     plan: &ReleasePlan,
     authorisation: Authorisation,
 ) -> Result<Release, NoiseError> {
+    Ok(noise_window(cells, plan, authorisation)?.release)
+}
+
+/// A window's release and the measurements it was made from.
+#[derive(Debug, Clone)]
+pub struct Noised {
+    /// What the plan publishes (`plan.estimates`).
+    pub release: Release,
+    /// The same measurements, unclamped ([`Estimates::Measured`]); the
+    /// all-ages measurement is not in it (the schema has no all-ages row).
+    pub measured: Release,
+}
+
+/// [`noisy_release`], with the measurements it was made from (which cost
+/// nothing more to publish: they are what was drawn).
+pub fn noise_window(
+    cells: &[CellCounts],
+    plan: &ReleasePlan,
+    authorisation: Authorisation,
+) -> Result<Noised, NoiseError> {
     if !authorisation.cost().same_as(&plan.cost) {
         return Err(NoiseError::Parameter(
             "the authorisation is for another cost than this plan spends",
@@ -288,22 +378,53 @@ pub fn noisy_release(
     }
     // Post-processing from here on: nothing but the measurements and
     // their public variances is read.
+    let measured_rows = rows_of(
+        window,
+        &measured,
+        |i, _| measured[i].risk_sd,
+        plan.max_ci_half_width,
+        ReleaseRow::from_measured_counts,
+    );
+    let mut all_ages_se = std::collections::BTreeMap::new();
     let rows = match plan.estimates {
         Estimates::Noisy => rows_of(
             window,
             &measured,
             |i, _| measured[i].risk_sd,
             plan.max_ci_half_width,
+            ReleaseRow::from_noisy_counts,
         ),
-        Estimates::Consistent => {
+        // A plan never publishes the bare measurements as its release.
+        Estimates::Consistent | Estimates::Measured => {
             let exact_parents = matches!(plan.finest().selection, RegionSelection::Public(_));
             let se = make_consistent(&mut measured, exact_parents);
-            rows_of(window, &measured, |i, s| se[i][s], plan.max_ci_half_width)
+            all_ages_se = measured
+                .iter()
+                .zip(&se.all_ages)
+                .filter(|(m, _)| m.all_ages.is_some())
+                .map(|(m, regions)| (m.level, regions.iter().copied().fold(0.0, f64::max)))
+                .collect();
+            rows_of(
+                window,
+                &measured,
+                |i, s| se.risk[i][s],
+                plan.max_ci_half_width,
+                ReleaseRow::from_noisy_counts,
+            )
         }
     };
-    Ok(Release {
-        meta: release_meta(plan, &authorisation, Coverage::Complete),
-        rows,
+    let mut meta = release_meta(plan, &authorisation, Coverage::Complete);
+    let measured = Release {
+        meta: ReleaseMeta {
+            estimates: Estimates::Measured,
+            ..meta.clone()
+        },
+        rows: measured_rows,
+    };
+    meta.all_ages_noise_scale = all_ages_se;
+    Ok(Noised {
+        release: Release { meta, rows },
+        measured,
     })
 }
 
@@ -338,13 +459,14 @@ fn release_meta(plan: &ReleasePlan, auth: &Authorisation, coverage: Coverage) ->
         epsilon: cost.epsilon,
         delta: cost.delta,
         ledger_entry: auth.id().to_string(),
-        symptom_noise_scale: plan.finest().symptoms.std_dev(),
+        symptom_noise_scale: plan.finest().symptom_sd(),
         max_ci_half_width: plan.max_ci_half_width,
         statistic_costs: cost.statistics.clone(),
         part: auth.part(),
         coverage,
         ledger_scope: Default::default(),
         estimates: plan.estimates,
+        all_ages_noise_scale: Default::default(),
     }
 }
 
@@ -748,6 +870,101 @@ mod tests {
         assert!(
             (0.93..=0.985).contains(&rate),
             "coverage {rate} of {intervals}"
+        );
+    }
+
+    #[test]
+    fn an_all_ages_measurement_cuts_the_all_ages_error_and_the_bands_still_add_up() {
+        // The same block at ε = 1, with no all-ages measurement and with
+        // half the risk budget on one: the all-ages sums get closer to the
+        // truth (as the stated standard error says), each band further.
+        const RELEASES: usize = 40;
+        let w = Window::containing(0, WindowLength::from_secs(60).unwrap());
+        let mut rmse = Vec::new();
+        for share in [0.0, 0.5] {
+            let (cells, plan) = public_block(1.0, Estimates::Consistent);
+            let plan = ReleasePlan::calibrate(&PlanSpec {
+                all_ages_share: share,
+                public_regions: match &plan.finest().selection {
+                    RegionSelection::Public(set) => Some(set.as_ref().clone()),
+                    RegionSelection::Threshold(_) => unreachable!(),
+                },
+                ..spec(Mechanism::Gaussian, 1.0)
+            })
+            .unwrap();
+            assert_eq!(
+                plan.cost
+                    .statistics
+                    .iter()
+                    .filter(|c| c.statistic == "all_ages_risk_counts")
+                    .count(),
+                if share > 0.0 { 3 } else { 0 }
+            );
+            let truth = truth_of(&cells);
+            let (mut all_sq, mut band_sq, mut n_all, mut n_band) = (0.0, 0.0, 0, 0);
+            let mut stated = 0.0f64;
+            for _ in 0..RELEASES {
+                let r = release(w, &cells, &plan);
+                let mut sums: HashMap<(u8, String), (i64, i64)> = HashMap::new();
+                for row in &r.rows {
+                    let t = truth[&(row.level, row.region.clone(), row.age_band.clone())];
+                    let e = sums.entry((row.level, row.region.clone())).or_default();
+                    e.0 += row.n_high;
+                    e.1 += t[2];
+                    band_sq += ((row.n_high - t[2]) as f64).powi(2);
+                    n_band += 1;
+                }
+                for (got, want) in sums.values() {
+                    all_sq += ((got - want) as f64).powi(2);
+                    n_all += 1;
+                }
+                stated = r.meta.all_ages_noise_scale.get(&5).copied().unwrap_or(0.0);
+                assert_eq!(r.meta.all_ages_noise_scale.is_empty(), share == 0.0);
+            }
+            let (all, band) = (
+                (all_sq / n_all as f64).sqrt(),
+                (band_sq / n_band as f64).sqrt(),
+            );
+            eprintln!(
+                "all-ages share {share}: all-ages RMSE {all:.2} (stated ≤ {stated:.2}), band RMSE {band:.2}"
+            );
+            if share > 0.0 {
+                assert!(
+                    all <= 1.1 * stated,
+                    "all-ages RMSE {all} above the stated {stated}"
+                );
+            }
+            rmse.push((all, band));
+        }
+        assert!(rmse[1].0 < 0.8 * rmse[0].0, "{rmse:?}");
+        assert!(rmse[1].1 > rmse[0].1, "{rmse:?}");
+    }
+
+    #[test]
+    fn symptom_counts_can_be_switched_off() {
+        let w = Window::containing(0, WindowLength::from_secs(60).unwrap());
+        let (cells, plan) = public_block(1.0, Estimates::Consistent);
+        let with = plan.levels[0].risk.std_dev();
+        let plan = ReleasePlan::calibrate(&PlanSpec {
+            risk_share: 1.0,
+            public_regions: match &plan.finest().selection {
+                RegionSelection::Public(set) => Some(set.as_ref().clone()),
+                RegionSelection::Threshold(_) => unreachable!(),
+            },
+            ..spec(Mechanism::Gaussian, 1.0)
+        })
+        .unwrap();
+        assert!(plan.levels.iter().all(|l| l.symptoms.is_none()));
+        // The symptoms' share went to the risk counts.
+        assert!(plan.levels[0].risk.std_dev() < 0.8 * with);
+        let r = release(w, &cells, &plan);
+        assert!(r.rows.iter().all(|row| row.symptoms == [0; 10]));
+        assert_eq!(r.meta.symptom_noise_scale, 0.0);
+        assert!(
+            r.meta
+                .statistic_costs
+                .iter()
+                .all(|c| c.statistic != "symptom_counts")
         );
     }
 

@@ -11,6 +11,7 @@
 //!     epsilon_per_window: 1.0,
 //!     delta: 1e-8,
 //!     risk_share: 0.5,
+//!     all_ages_share: 0.0,
 //!     selection_share: 0.1,
 //!     selection_delta: 1e-8,
 //!     levels: vec![7, 6, 5],
@@ -63,8 +64,14 @@ pub struct PlanSpec {
     /// δ at which the zCDP loss is converted to ε (Gaussian only).
     pub delta: f64,
     /// Share of each level's counting budget given to the risk-level
-    /// counts; the rest goes to the symptom counts.
+    /// counts; the rest goes to the symptom counts (none at 1: symptom
+    /// counts are then not released).
     pub risk_share: f64,
+    /// Share of the risk-level counts' budget given to measuring each
+    /// region's all-ages counts on their own (0: not measured, the
+    /// all-ages view is the sum of the bands). Needs consistent estimates,
+    /// which fold it into the bands.
+    pub all_ages_share: f64,
     /// Share of the window's budget spent choosing regions when there is
     /// no public set.
     pub selection_share: f64,
@@ -98,6 +105,7 @@ impl PlanSpec {
             epsilon_per_window: epsilon,
             delta: 1e-8,
             risk_share: 0.5,
+            all_ages_share: 0.0,
             selection_share: 0.1,
             selection_delta: 1e-8,
             levels,
@@ -127,6 +135,23 @@ impl PlanSpec {
         }
         let sum: f64 = self.level_weights.iter().sum();
         Ok(self.level_weights.iter().map(|w| w / sum).collect())
+    }
+
+    /// Checks the statistic shares: risk in (0, 1], all ages in [0, 1)
+    /// and only with consistent estimates.
+    fn check_shares(&self) -> Result<(), NoiseError> {
+        if !(self.risk_share > 0.0 && self.risk_share <= 1.0) {
+            return Err(NoiseError::Parameter("risk share: in (0, 1]"));
+        }
+        if !(self.all_ages_share >= 0.0 && self.all_ages_share < 1.0) {
+            return Err(NoiseError::Parameter("all-ages share: in [0, 1)"));
+        }
+        if self.all_ages_share > 0.0 && self.estimates != Estimates::Consistent {
+            return Err(NoiseError::Parameter(
+                "an all-ages measurement needs consistent estimates to be published",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -173,8 +198,21 @@ pub struct LevelPlan {
     /// H3 resolution of the level's regions.
     pub level: u8,
     pub selection: RegionSelection,
+    /// The risk-level counts of each region and age band.
     pub risk: CountNoise,
-    pub symptoms: CountNoise,
+    /// The risk-level counts of each region, all ages together, when they
+    /// are measured on their own.
+    pub all_ages: Option<CountNoise>,
+    /// The symptom counts of each region and age band, unless switched
+    /// off.
+    pub symptoms: Option<CountNoise>,
+}
+
+impl LevelPlan {
+    /// The noise s.d. of each symptom count, 0 when none are released.
+    pub fn symptom_sd(&self) -> f64 {
+        self.symptoms.as_ref().map_or(0.0, CountNoise::std_dev)
+    }
 }
 
 /// Calibrated mechanisms for one release: the release resolution first,
@@ -209,6 +247,7 @@ impl ReleasePlan {
         let bounds = spec.bounds;
         let n_levels = spec.levels.len() as f64;
         let fractions = spec.level_fractions()?;
+        spec.check_shares()?;
         let total = match spec.mechanism {
             Mechanism::Gaussian => zcdp_rho_for(spec.epsilon_per_window, spec.delta)?,
             Mechanism::Laplace => spec.epsilon_per_window,
@@ -232,10 +271,10 @@ impl ReleasePlan {
         for (&level, fraction) in spec.levels.iter().zip(&fractions) {
             let selection_budget = total * spec.selection_share * fraction;
             let counts_budget = total * counts_share * fraction;
-            let (risk_budget, symptom_budget) = (
-                counts_budget * spec.risk_share,
-                counts_budget * (1.0 - spec.risk_share),
-            );
+            let risk_budget = counts_budget * spec.risk_share;
+            let symptom_budget = counts_budget - risk_budget;
+            let all_ages_budget = risk_budget * spec.all_ages_share;
+            let band_budget = risk_budget - all_ages_budget;
             let selection = match &spec.public_regions {
                 // Parents of public cells are public too (and derived from
                 // nothing but the configuration).
@@ -255,28 +294,40 @@ impl ReleasePlan {
                     RegionSelection::Threshold(selector)
                 }
             };
-            let (risk, symptoms) = match spec.mechanism {
-                Mechanism::Gaussian => {
-                    let risk = DiscreteGaussian::calibrate(bounds.risk_counts_l2(), risk_budget)?;
-                    let symptoms =
-                        DiscreteGaussian::calibrate(bounds.symptom_counts_l2(), symptom_budget)?;
-                    cost_of("risk_counts", level, risk.rho, 0.0);
-                    cost_of("symptom_counts", level, symptoms.rho, 0.0);
-                    (CountNoise::Gaussian(risk), CountNoise::Gaussian(symptoms))
+            // Each statistic is calibrated at its own sensitivity and share;
+            // one with no share is not measured and costs nothing.
+            let mut count_noise = |statistic: &str, l1: f64, l2: f64, budget: f64| {
+                if budget <= 0.0 {
+                    return Ok::<_, NoiseError>(None);
                 }
-                Mechanism::Laplace => {
-                    let risk = DiscreteLaplace::calibrate(bounds.risk_counts_l1(), risk_budget)?;
-                    let symptoms =
-                        DiscreteLaplace::calibrate(bounds.symptom_counts_l1(), symptom_budget)?;
-                    cost_of("risk_counts", level, risk.epsilon, 0.0);
-                    cost_of("symptom_counts", level, symptoms.epsilon, 0.0);
-                    (CountNoise::Laplace(risk), CountNoise::Laplace(symptoms))
-                }
+                Ok(Some(match spec.mechanism {
+                    Mechanism::Gaussian => {
+                        let noise = DiscreteGaussian::calibrate(l2, budget)?;
+                        cost_of(statistic, level, noise.rho, 0.0);
+                        CountNoise::Gaussian(noise)
+                    }
+                    Mechanism::Laplace => {
+                        let noise = DiscreteLaplace::calibrate(l1, budget)?;
+                        cost_of(statistic, level, noise.epsilon, 0.0);
+                        CountNoise::Laplace(noise)
+                    }
+                }))
             };
+            let (risk_l1, risk_l2) = (bounds.risk_counts_l1(), bounds.risk_counts_l2());
+            let risk = count_noise("risk_counts", risk_l1, risk_l2, band_budget)?
+                .expect("the bands always have a share");
+            let all_ages = count_noise("all_ages_risk_counts", risk_l1, risk_l2, all_ages_budget)?;
+            let symptoms = count_noise(
+                "symptom_counts",
+                bounds.symptom_counts_l1(),
+                bounds.symptom_counts_l2(),
+                symptom_budget,
+            )?;
             level_plans.push(LevelPlan {
                 level,
                 selection,
                 risk,
+                all_ages,
                 symptoms,
             });
         }

@@ -16,6 +16,7 @@
 //!     epsilon_per_window: 1.0,
 //!     delta: 0.0,
 //!     risk_share: 0.5,
+//!     all_ages_share: 0.0,
 //!     selection_share: 0.1,
 //!     selection_delta: 1e-8,
 //!     levels: vec![5],
@@ -33,16 +34,16 @@
 //! });
 //! let hour = |h: i64| Window::from_start(h * 3_600_000, WindowLength::from_secs(3600).unwrap()).unwrap();
 //! let first = release_window(&mut ledger, None, &plan, hour(0), None, WindowData::Counted(&[])).unwrap();
-//! assert!(matches!(first, WindowOutcome::Released(_)));
+//! assert!(matches!(first, WindowOutcome::Released(_, Some(_))));
 //! // A second ε = 1 within the day is over its 1.5: refused, nothing noised.
 //! let second = release_window(&mut ledger, None, &plan, hour(1), None, WindowData::Counted(&[])).unwrap();
 //! assert!(matches!(second, WindowOutcome::Refused(_)));
 //! // A window published without data costs nothing and is always allowed.
 //! let missed = release_window(&mut ledger, None, &plan, hour(2), None, WindowData::Missed).unwrap();
-//! assert!(matches!(missed, WindowOutcome::Released(r) if r.rows.is_empty()));
+//! assert!(matches!(missed, WindowOutcome::Released(r, None) if r.rows.is_empty()));
 //! ```
 
-use super::noising::{missed_release, noisy_release};
+use super::noising::{missed_release, noise_window};
 use super::{CellCounts, ReleasePlan};
 use crate::noise::NoiseError;
 use crate::{LedgerError, LedgerFile, LedgerFileError, PrivacyLedger, ReleaseCost};
@@ -64,8 +65,9 @@ pub enum WindowData<'a> {
 /// What became of a window at the ledger.
 #[derive(Debug)]
 pub enum WindowOutcome {
-    /// Authorised, charged and noised.
-    Released(Release),
+    /// Authorised, charged and noised: the release, and the measurements
+    /// it was made from (none for a window published without data).
+    Released(Release, Option<Box<Release>>),
     /// The ledger said no (over budget, released before, …): nothing was
     /// noised, and the caller decides what to tell (a refused window is
     /// counted in the metrics; a part already released is skipped).
@@ -108,11 +110,13 @@ pub fn release_window(
             .expect("an authorised window has a ledger entry");
         journal.append(entry)?;
     }
-    let release = match data {
-        WindowData::Counted(cells) => noisy_release(cells, plan, authorisation)?,
-        WindowData::Missed => missed_release(plan, authorisation)?,
-    };
-    Ok(WindowOutcome::Released(release))
+    Ok(match data {
+        WindowData::Counted(cells) => {
+            let noised = noise_window(cells, plan, authorisation)?;
+            WindowOutcome::Released(noised.release, Some(Box::new(noised.measured)))
+        }
+        WindowData::Missed => WindowOutcome::Released(missed_release(plan, authorisation)?, None),
+    })
 }
 
 /// What the ledger is asked to authorise for a window released from
@@ -169,7 +173,7 @@ mod tests {
             WindowData::Counted(&[]),
         )
         .unwrap();
-        let WindowOutcome::Released(release) = out else {
+        let WindowOutcome::Released(release, _) = out else {
             panic!("refused")
         };
         drop(journal);
@@ -189,7 +193,7 @@ mod tests {
         let data = WindowData::Counted(&[]);
         assert!(matches!(
             release_window(&mut l, None, &plan, hour(0), None, data).unwrap(),
-            WindowOutcome::Released(_)
+            WindowOutcome::Released(..)
         ));
         let refused = release_window(&mut l, None, &plan, hour(1), None, data).unwrap();
         assert!(matches!(
@@ -219,7 +223,7 @@ mod tests {
                 WindowData::Counted(&[]),
             )
             .unwrap();
-            let WindowOutcome::Released(r) = out else {
+            let WindowOutcome::Released(r, _) = out else {
                 panic!("part {index} refused")
             };
             assert_eq!(r.meta.part, ReleasePart { index, of: 2 });
