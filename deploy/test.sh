@@ -21,8 +21,21 @@ if ! command -v "${HUSHMAP_CHROMIUM:-chromium}" >/dev/null; then
   fi
 fi
 
-# Browser tests drive that chromium through playwright-core (no browser download).
-if [ ! -d ingest/tests/browser/node_modules/playwright-core ]; then
+# The self-check page speaks Hindi and Marathi: a Devanagari font, so that
+# the browser tests' screenshots show the script rather than empty boxes
+# (the tests themselves read text, not pixels).
+if command -v fc-list >/dev/null && [ -z "$(fc-list :lang=hi)" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing a Devanagari font for the screenshots"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-lohit-deva >/dev/null
+  else
+    echo "test: no Devanagari font (apt-get install fonts-lohit-deva): Hindi and Marathi screenshots will show boxes" >&2
+  fi
+fi
+
+# Browser tests drive that chromium through playwright-core (no browser
+# download), and check the self-check page with axe-core.
+if [ ! -d ingest/tests/browser/node_modules/playwright-core ] || [ ! -d ingest/tests/browser/node_modules/axe-core ]; then
   echo "test: installing playwright-core for the browser tests"
   npm ci --prefix ingest/tests/browser --no-audit --no-fund >/dev/null
 fi

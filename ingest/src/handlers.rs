@@ -6,11 +6,12 @@
 
 use crate::identity::{IdTokenError, IdTokenVerifier};
 use crate::metrics::IngestMetrics;
+use crate::page::{Language, SelfCheckPages};
 use crate::producer::SubmissionProducer;
 use crate::proof_of_work::{PROOF_HEADER, Proofs};
 use crate::rate_limit::ClientRateLimiter;
 use axum::body::to_bytes;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use hushmap_schema::ContributorKey;
@@ -31,9 +32,6 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-/// The public self-check form.
-const SELF_CHECK_PAGE: &str = include_str!("../assets/selfcheck.html");
-
 /// What every handler shares; built once by
 /// [`IngestServer::bind`](crate::server::IngestServer::bind).
 pub(crate) struct AppState {
@@ -43,8 +41,9 @@ pub(crate) struct AppState {
     /// `None`: no identity provider configured; ID tokens are refused.
     pub(crate) id_tokens: Option<IdTokenVerifier>,
     pub(crate) contributor_token_max_age_days: u32,
-    /// The self-check page, with the sign-in link filled in.
-    pub(crate) page: String,
+    /// The self-check page in each language, with the sign-in link filled
+    /// in.
+    pub(crate) pages: SelfCheckPages,
     pub(crate) producer: SubmissionProducer,
     pub(crate) max_body_bytes: usize,
     pub(crate) next_request: AtomicU64,
@@ -69,20 +68,29 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The self-check page, with the identity provider's sign-in link (if any)
-/// in a `<meta>` the page's script reads.
-pub(crate) fn self_check_page(sign_in_url: Option<&str>) -> String {
-    let escaped = sign_in_url
-        .unwrap_or_default()
-        .replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    SELF_CHECK_PAGE.replace("{{SIGN_IN_URL}}", &escaped)
-}
-
-pub(crate) async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
-    Html(state.page.clone())
+/// The self-check page in the language the request asks for (`?lang=`,
+/// else `Accept-Language`; see [`Language::negotiate`]).
+pub(crate) async fn page(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let requested = query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("lang=")));
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    let language = Language::negotiate(requested, accept);
+    (
+        [
+            (header::CONTENT_LANGUAGE, language.code()),
+            // Caches keep one copy per language asked for.
+            (header::VARY, "Accept-Language"),
+        ],
+        Html(state.pages.get(language).to_owned()),
+    )
+        .into_response()
 }
 
 /// Ready when the broker answered the latest background probe (a metadata

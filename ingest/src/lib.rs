@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod identity;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod producer;
 pub mod proof_of_work;
 pub mod rate_limit;

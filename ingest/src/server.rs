@@ -7,10 +7,11 @@
 //! that submission's own answer.
 
 use crate::config::IngestConfig;
-use crate::handlers::{AppState, challenge, page, pow_worker, ready, self_check_page, submit};
+use crate::handlers::{AppState, challenge, page, pow_worker, ready, submit};
 use crate::identity::IdTokenVerifier;
 use crate::metrics::IngestMetrics;
 use crate::openapi;
+use crate::page::SelfCheckPages;
 use crate::producer::SubmissionProducer;
 use crate::proof_of_work::Proofs;
 use crate::rate_limit::ClientRateLimiter;
@@ -48,6 +49,8 @@ pub enum ServeError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the self-check page: {0}")]
+    Page(#[from] crate::page::PageError),
 }
 
 /// A bound, ready-to-serve ingest service.
@@ -86,7 +89,7 @@ impl IngestServer {
         let state = AppState {
             id_tokens,
             contributor_token_max_age_days: config.identity.contributor_token_max_age_days,
-            page: self_check_page(config.identity.sign_in_url.as_deref()),
+            pages: SelfCheckPages::render(config.identity.sign_in_url.as_deref())?,
             rules: ValidationRules {
                 resolution: config.resolution(),
                 window: config.window_length(),

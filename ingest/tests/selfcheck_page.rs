@@ -4,6 +4,12 @@
 //! checking again sends the browser's contributor token back; signing in
 //! through the development identity provider sends an ID token instead.
 //! The screenshot is kept at `target/test-artifacts/selfcheck.png`.
+//!
+//! Then the page in English, Hindi and Marathi (`tests/browser/languages.mjs`):
+//! chosen by the browser's language and by the visible switch, filled in
+//! with the keyboard alone, answered in its language, and checked by
+//! axe-core with no serious WCAG 2.1 A/AA violation. Screenshots:
+//! `target/test-artifacts/selfcheck-{en,hi,mr}.png`.
 
 mod common;
 
@@ -61,5 +67,35 @@ async fn a_person_fills_in_the_form_and_gets_advice() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_speaks_english_hindi_and_marathi_to_keyboard_users() -> anyhow::Result<()> {
+    let ingest = start_ingest(|_| {}).await?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    anyhow::ensure!(
+        dir.join("node_modules/axe-core").exists(),
+        "run `npm ci --prefix ingest/tests/browser` first (deploy/test.sh does)"
+    );
+    let artefacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artefacts)?;
+    let url = ingest.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(&dir)
+            .arg("languages.mjs")
+            .arg(&url)
+            .arg(&artefacts)
+            .output()
+    })
+    .await??;
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }

@@ -56,20 +56,21 @@ pub fn assess(input: &TriageInput) -> RiskLevel {
     }
 }
 
-/// Plain advice for each level.
+/// Plain advice for each level (the English of the self-check page's
+/// `advice_*` strings, which a test keeps equal).
 pub fn advice(level: RiskLevel) -> &'static str {
     match level {
         RiskLevel::High => {
-            "Your answers suggest a high risk. Please contact your doctor or the health helpline today \
-             and stay at home, away from others, until you have spoken to them. If you struggle to breathe, \
+            "Your answers suggest a high risk. Call your doctor or the health helpline today, and stay \
+             at home, away from others, until you have spoken to them. If you find it hard to breathe, \
              call emergency services."
         }
         RiskLevel::Moderate => {
-            "Your answers suggest a moderate risk. Stay at home if you can, watch your symptoms, and get \
-             tested if testing is available. Contact a doctor if symptoms get worse."
+            "Your answers suggest a medium risk. Stay at home if you can, watch your symptoms, and get \
+             tested if you can. See a doctor if you feel worse."
         }
         RiskLevel::Low => {
-            "Your answers suggest a low risk. Keep following local health guidance and check again if \
+            "Your answers suggest a low risk. Keep following local health advice and check again if \
              anything changes."
         }
     }

@@ -24,7 +24,7 @@ try {
   // Missing location: the page explains before sending anything.
   await page.getByLabel("Age in years").fill("67");
   await page.getByRole("button", { name: "Check" }).click();
-  await page.getByText("Please share or type an approximate location.").waitFor();
+  await page.getByText("Please share or type a rough location.").waitFor();
   assert.equal(posted.length, 0);
 
   // A complete answer, with a precise location typed in.

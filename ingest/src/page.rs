@@ -1,0 +1,287 @@
+//! The self-check page in the languages it speaks: English, Hindi and
+//! Marathi. The page (`assets/selfcheck.html`) holds `{{t:key}}`
+//! placeholders; each language's strings are a flat JSON file
+//! (`assets/i18n/<code>.json`, the same keys in every file), including
+//! what the page's script shows (`js_*`, the risk labels and the advice),
+//! which travel in the page as a JSON data block. Every language's page is
+//! rendered once at start-up; a request gets the one its `?lang=` names,
+//! else the best match of its `Accept-Language`, else English.
+//!
+//! ```
+//! use hushmap_ingest::page::Language;
+//! assert_eq!(Language::negotiate(None, Some("mr-IN,mr;q=0.9,en;q=0.8")), Language::Marathi);
+//! assert_eq!(Language::negotiate(Some("hi"), Some("en")), Language::Hindi);
+//! assert_eq!(Language::negotiate(None, Some("fr, de;q=0.5")), Language::English);
+//! ```
+
+use serde_json::{Map, Value};
+
+/// The page's template.
+const TEMPLATE: &str = include_str!("../assets/selfcheck.html");
+
+/// A language the self-check page speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    English,
+    Hindi,
+    Marathi,
+}
+
+impl Language {
+    pub const ALL: [Language; 3] = [Language::English, Language::Hindi, Language::Marathi];
+
+    /// The BCP 47 code (`lang` attributes, `Content-Language`, `?lang=`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::English => "en",
+            Language::Hindi => "hi",
+            Language::Marathi => "mr",
+        }
+    }
+
+    fn strings(self) -> &'static str {
+        match self {
+            Language::English => include_str!("../assets/i18n/en.json"),
+            Language::Hindi => include_str!("../assets/i18n/hi.json"),
+            Language::Marathi => include_str!("../assets/i18n/mr.json"),
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Language> {
+        let primary = code.split(['-', '_']).next()?.trim();
+        Language::ALL
+            .into_iter()
+            .find(|l| l.code().eq_ignore_ascii_case(primary))
+    }
+
+    /// The language of a request: `requested` (`?lang=`) when it is one
+    /// the page speaks, else the highest-weighted match in
+    /// `accept_language` (RFC 9110: `q=0` excludes; a region subtag
+    /// matches its language), else English.
+    pub fn negotiate(requested: Option<&str>, accept_language: Option<&str>) -> Language {
+        if let Some(l) = requested.and_then(Language::from_code) {
+            return l;
+        }
+        let mut best: Option<(f32, Language)> = None;
+        for item in accept_language.unwrap_or_default().split(',') {
+            let mut parts = item.split(';');
+            let Some(language) = parts.next().map(str::trim).and_then(Language::from_code) else {
+                continue;
+            };
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())
+                .filter(|q| q.is_finite() && *q > 0.0 && *q <= 1.0);
+            // The first of equal weights wins: the order the client listed.
+            if let Some(q) = q
+                && best.is_none_or(|(b, _)| q > b)
+            {
+                best = Some((q, language));
+            }
+        }
+        best.map_or(Language::English, |(_, l)| l)
+    }
+}
+
+/// Why the pages could not be rendered (a defect in the resources, found
+/// by the unit tests before it can ship).
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("assets/i18n/{language}.json: {source}")]
+    Strings {
+        language: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("assets/i18n/{language}.json: no string for {key:?}")]
+    MissingKey { language: &'static str, key: String },
+}
+
+/// The page in every language, rendered once.
+#[derive(Debug, Clone)]
+pub struct SelfCheckPages {
+    pages: Vec<(Language, String)>,
+}
+
+impl SelfCheckPages {
+    /// Renders every language's page, with the identity provider's
+    /// sign-in link (if any) in a `<meta>` the page's script reads.
+    pub fn render(sign_in_url: Option<&str>) -> Result<SelfCheckPages, PageError> {
+        let pages = Language::ALL
+            .into_iter()
+            .map(|l| Ok((l, render_one(l, sign_in_url)?)))
+            .collect::<Result<_, PageError>>()?;
+        Ok(SelfCheckPages { pages })
+    }
+
+    pub fn get(&self, language: Language) -> &str {
+        self.pages
+            .iter()
+            .find(|(l, _)| *l == language)
+            .map(|(_, page)| page.as_str())
+            .expect("every language is rendered")
+    }
+}
+
+fn strings_of(language: Language) -> Result<Map<String, Value>, PageError> {
+    serde_json::from_str(language.strings()).map_err(|source| PageError::Strings {
+        language: language.code(),
+        source,
+    })
+}
+
+fn render_one(language: Language, sign_in_url: Option<&str>) -> Result<String, PageError> {
+    let strings = strings_of(language)?;
+    let text = |key: &str| -> Result<&str, PageError> {
+        strings
+            .get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| PageError::MissingKey {
+                language: language.code(),
+                key: key.to_string(),
+            })
+    };
+    let mut out = String::with_capacity(TEMPLATE.len() * 2);
+    let mut rest = TEMPLATE;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
+        let name = &rest[start + 2..start + end];
+        match name {
+            "LANG" => out.push_str(language.code()),
+            "SIGN_IN_URL" => out.push_str(&attribute(sign_in_url.unwrap_or_default())),
+            "LANGUAGES" => out.push_str(&switch(language)?),
+            // The script's strings, as data: `</` escaped so that no string
+            // can close the element.
+            "SCRIPT_STRINGS" => {
+                let script: Map<String, Value> = strings
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.starts_with("js_") || k.starts_with("risk_") || k.starts_with("advice_")
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let json = serde_json::to_string(&script).expect("strings serialise");
+                out.push_str(&json.replace("</", "<\\/"));
+            }
+            // Our own resources, HTML as written (they may hold <strong>
+            // and &nbsp;).
+            key => out.push_str(text(key.strip_prefix("t:").unwrap_or(key))?),
+        }
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The visible language switch: each language named in itself, the
+/// current one marked for assistive technology.
+fn switch(current: Language) -> Result<String, PageError> {
+    let mut links = Vec::new();
+    for l in Language::ALL {
+        let name = strings_of(l)?
+            .get("language_name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(PageError::MissingKey {
+                language: l.code(),
+                key: "language_name".into(),
+            })?;
+        let code = l.code();
+        let current = if l == current {
+            r#" aria-current="page""#
+        } else {
+            ""
+        };
+        links.push(format!(
+            r#"<a href="?lang={code}" lang="{code}" hreflang="{code}"{current}>{name}</a>"#
+        ));
+    }
+    Ok(links.join(" · "))
+}
+
+/// `value` escaped for a double-quoted attribute.
+fn attribute(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_has_every_string_and_nothing_else() {
+        let english = strings_of(Language::English).unwrap();
+        for l in Language::ALL {
+            let strings = strings_of(l).unwrap();
+            let mut keys: Vec<&String> = strings.keys().collect();
+            let mut want: Vec<&String> = english.keys().collect();
+            keys.sort();
+            want.sort();
+            assert_eq!(keys, want, "{}", l.code());
+            assert!(
+                strings
+                    .values()
+                    .all(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()))
+            );
+        }
+    }
+
+    #[test]
+    fn each_page_is_whole_in_its_own_language() {
+        let pages = SelfCheckPages::render(Some("https://id.example/?a=1&b=\"2\"")).unwrap();
+        for l in Language::ALL {
+            let page = pages.get(l);
+            assert!(!page.contains("{{"), "{}: a placeholder left", l.code());
+            assert!(page.contains(&format!(r#"<html lang="{}">"#, l.code())));
+            let h1 = strings_of(l).unwrap()["h1"].as_str().unwrap().to_string();
+            assert!(page.contains(&h1), "{}", l.code());
+            assert!(page.contains(&format!(r#"hreflang="{}" aria-current="page""#, l.code())));
+            assert!(page.contains("https://id.example/?a=1&amp;b=&quot;2&quot;"));
+            // The script's strings are data, and none can end the element.
+            let data = page
+                .split(r#"<script type="application/json" id="strings">"#)
+                .nth(1)
+                .and_then(|s| s.split("</script>").next())
+                .unwrap();
+            let parsed: Map<String, Value> = serde_json::from_str(data).unwrap();
+            assert!(parsed.contains_key("advice_high") && parsed.contains_key("js_need_age"));
+        }
+        assert!(pages.get(Language::Hindi).contains("ज़्यादा जोखिम"));
+        assert!(pages.get(Language::Marathi).contains("जास्त धोका"));
+    }
+
+    #[test]
+    fn the_english_advice_is_the_services_own() {
+        use hushmap_schema::RiskLevel;
+        use hushmap_submission::triage::advice;
+        let en = strings_of(Language::English).unwrap();
+        for (key, level) in [
+            ("advice_low", RiskLevel::Low),
+            ("advice_moderate", RiskLevel::Moderate),
+            ("advice_high", RiskLevel::High),
+        ] {
+            assert_eq!(en[key].as_str().unwrap(), advice(level), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_language_follows_the_request() {
+        let n = Language::negotiate;
+        assert_eq!(n(None, None), Language::English);
+        assert_eq!(n(None, Some("hi-IN,hi;q=0.9,en-US;q=0.8")), Language::Hindi);
+        assert_eq!(n(None, Some("en;q=0.5, mr;q=0.7")), Language::Marathi);
+        assert_eq!(n(None, Some("hi;q=0, mr;q=0.1")), Language::Marathi);
+        assert_eq!(n(None, Some("de, HI")), Language::Hindi);
+        assert_eq!(n(None, Some("hi;q=abc, en")), Language::English);
+        assert_eq!(n(Some("mr"), Some("hi")), Language::Marathi);
+        assert_eq!(n(Some("xx"), Some("hi")), Language::Hindi);
+        assert_eq!(n(None, Some(";;;,,q=1")), Language::English);
+    }
+}
