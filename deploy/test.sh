@@ -42,7 +42,7 @@ fi
 
 # The dashboard's page is bundled from dashboard/web (Leaflet, Natural Earth
 # outlines) and its browser test runs from there too.
-if [ ! -d dashboard/web/node_modules/playwright-core ]; then
+if [ ! -d dashboard/web/node_modules/playwright-core ] || [ ! -d dashboard/web/node_modules/axe-core ]; then
   echo "test: installing the dashboard page's packages (npm ci)"
   npm ci --prefix dashboard/web --no-audit --no-fund >/dev/null
 fi

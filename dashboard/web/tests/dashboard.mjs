@@ -9,6 +9,19 @@
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+
+// axe-core's WCAG 2.1 A/AA rules, run inside the page (evaluated, so the
+// page's content security policy stays as it is); the violations found.
+const axeSource = await readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+async function axeViolations(page) {
+  await page.evaluate(axeSource);
+  return page.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, first: v.nodes[0]?.target?.join(" ") }));
+  });
+}
+const serious = (vs) => vs.filter((v) => v.impact === "serious" || v.impact === "critical");
 
 const [base, token, path, screenshot] = process.argv.slice(2);
 const browser = await chromium.launch({
@@ -27,6 +40,8 @@ try {
   // Not logged in: the page sends the browser to the login form.
   await page.goto(base + path);
   assert.match(page.url(), /\/login$/);
+  const loginAxe = await axeViolations(page);
+  assert.deepEqual(serious(loginAxe), [], "serious accessibility violations on the login page");
   await page.getByLabel("Access token").fill("not-a-token");
   await page.getByRole("button", { name: "Log in" }).click();
   await page.getByText("Unknown token.").waitFor();
@@ -95,6 +110,25 @@ try {
   assert.match(alertsText, /cells tested against|No earlier window/);
   assert.equal(await page.locator("path.alert-outline").count(), await page.locator("#alerts li").count());
 
+  // The colour scale reads without colour: its lightness falls step by
+  // step (kept under any colour-vision deficiency, which changes hue, not
+  // lightness), from end to end by at least 3:1.
+  const luminance = await page.locator("#legend span").evaluateAll((spans) => spans.map((s) => {
+    const [r, g, b] = getComputedStyle(s).backgroundColor.match(/\d+/g).slice(0, 3).map((v) => {
+      const c = Number(v) / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  }));
+  assert.ok(luminance.length >= 5, "legend steps");
+  for (let i = 1; i < luminance.length; i++) assert.ok(luminance[i] < luminance[i - 1], `legend step ${i} not darker`);
+  const endToEnd = (luminance[0] + 0.05) / (luminance[luminance.length - 1] + 0.05);
+  assert.ok(endToEnd >= 3, `legend contrast end to end ${endToEnd.toFixed(2)}`);
+
+  // Accessibility of the map view.
+  const mapAxe = await axeViolations(page);
+  assert.deepEqual(serious(mapAxe), [], "serious accessibility violations on the map view");
+
   await page.screenshot({ path: screenshot, fullPage: false });
 
   // Another metric recolours the same cells and relabels the legend.
@@ -117,6 +151,8 @@ try {
   const csv = (await readFile(await download.path(), "utf8")).trim().split("\n");
   assert.match(csv[0], /^window_start,window_end,level,region,age_band,n_total/);
   assert.equal(csv.length - 1, rows);
+  const tableAxe = await axeViolations(page);
+  assert.deepEqual(serious(tableAxe), [], "serious accessibility violations on the table view");
 
   assert.deepEqual(offsite, [], "the page fetched from outside the dashboard");
 
@@ -128,7 +164,8 @@ try {
   await page.waitForURL(base + "/login");
   await page.goto(base + path);
   assert.match(page.url(), /\/login$/);
-  console.log(JSON.stringify({ load_ms: loadMs, countries, cells, suppressed, table_rows: rows, tooltip: tipText.replace(/\s+/g, " ") }));
+  console.log(JSON.stringify({ load_ms: loadMs, countries, cells, suppressed, table_rows: rows, tooltip: tipText.replace(/\s+/g, " "),
+    axe_minor: [...loginAxe, ...mapAxe, ...tableAxe].map((v) => v.id) }));
 } finally {
   await browser.close();
 }
