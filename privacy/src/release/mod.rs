@@ -14,7 +14,9 @@
 //!   consistent across levels (weighted least squares over the region
 //!   tree), non-negative integers, with the variance of each estimate;
 //!   [`banded`] extends it to the age bands and an all-ages total measured
-//!   on its own.
+//!   on its own;
+//! * [`continual`]: provisional counts within a window by the binary-tree
+//!   mechanism over sub-windows (not yet wired to the aggregator).
 //!
 //! Post-processing (free under DP): counts are clamped to ≥ 0, `n_total` is
 //! the sum of the published risk-level counts, the high-risk share and its
@@ -24,6 +26,7 @@
 
 pub mod banded;
 pub mod consistency;
+pub mod continual;
 pub mod noising;
 pub mod plan;
 pub mod window;
