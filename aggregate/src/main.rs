@@ -81,6 +81,10 @@ struct BatchArgs {
     /// Output in the release schema: .arrow (IPC file), .parquet or .json.
     #[arg(long)]
     out: PathBuf,
+    /// Also write the measurements behind the releases (unclamped,
+    /// `hushmap.estimates = measured`; no extra cost), in the same formats.
+    #[arg(long)]
+    measured_out: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -143,6 +147,10 @@ fn instant(text: &str) -> Result<i64, String> {
 async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<()> {
     // Refuse a bad output path and range before reading anything.
     batch::OutputFormat::of(&args.out)?;
+    if let Some(path) = &args.measured_out {
+        batch::OutputFormat::of(path)?;
+        anyhow::ensure!(path != &args.out, "--measured-out must differ from --out");
+    }
     let options = batch::BatchOptions {
         range: batch::WindowRange::new(args.from, args.to, config.window_length())?,
         ledger: if args.fresh_ledger {
@@ -210,6 +218,19 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
     }
     batch::write_output(&args.out, &report.releases, report.plan_meta.clone())
         .with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(path) = &args.measured_out {
+        let meta = hushmap_schema::ReleaseMeta {
+            estimates: hushmap_schema::release::Estimates::Measured,
+            ..report.plan_meta.clone()
+        };
+        batch::write_output(path, &report.measurements, meta)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "the measurements behind them ({} windows) to {}",
+            report.measurements.len(),
+            path.display()
+        );
+    }
     let rows: usize = report.releases.iter().map(|r| r.rows.len()).sum();
     eprintln!(
         "released {} windows ({rows} rows; {} per window: ε {:.4}, δ {:.3e}) to {}",

@@ -253,6 +253,64 @@ fn ndjson_batch_releases_the_bounded_true_counts_and_reports_bad_lines() {
 }
 
 #[test]
+fn the_measurements_behind_a_batch_run_are_written_beside_it() {
+    let f = fixture("measured");
+    let (out, measured) = (f.dir.join("out.json"), f.dir.join("measured.json"));
+    let ledger = f.dir.join("measured.ledger");
+    let (ok, stderr) = batch(
+        &f.config,
+        &f.ndjson,
+        &out,
+        ("2026-01-01", "2026-01-04"),
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--measured-out",
+            measured.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "batch failed:\n{stderr}");
+    assert!(
+        stderr.contains("the measurements behind them (3 windows)"),
+        "{stderr}"
+    );
+    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let measurements: Vec<Release> =
+        serde_json::from_slice(&std::fs::read(&measured).unwrap()).unwrap();
+    assert_eq!(measurements.len(), releases.len());
+    for (r, m) in releases.iter().zip(&measurements) {
+        assert_eq!(
+            m.meta.estimates,
+            hushmap_schema::release::Estimates::Measured
+        );
+        assert_eq!(
+            r.meta.estimates,
+            hushmap_schema::release::Estimates::Consistent
+        );
+        // The same release, paid for once: one ledger entry each.
+        assert_eq!(m.meta.ledger_entry, r.meta.ledger_entry);
+    }
+    // At a huge ε the measurements are the true counts, as the releases are.
+    assert_eq!(counts_of(&measurements), counts_of(&releases));
+    let ledger_lines = std::fs::read_to_string(&ledger).unwrap().lines().count();
+    assert_eq!(ledger_lines, 3, "three windows charged, once each");
+
+    // The same file for both is refused before anything is read or spent.
+    let (ok, stderr) = batch(
+        &f.config,
+        &f.ndjson,
+        &out,
+        ("2026-01-04", "2026-01-05"),
+        &["--fresh-ledger", "--measured-out", out.to_str().unwrap()],
+    );
+    assert!(
+        !ok && stderr.contains("--measured-out must differ from --out"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[test]
 fn parquet_batch_gives_the_same_counts_in_arrow_and_parquet() {
     let f = fixture("parquet");
     let input = f.dir.join("records.parquet");

@@ -224,6 +224,9 @@ pub struct BatchReport {
     pub input: InputReport,
     /// Every released window, in time order.
     pub releases: Vec<Release>,
+    /// The measurements behind each release (unclamped,
+    /// `hushmap.estimates = measured`), in the same order.
+    pub measurements: Vec<Release>,
     /// Entries the ledger held before this run (file and topic).
     pub ledger_history: usize,
     /// Windows the ledger refused, with the reason.
@@ -274,7 +277,7 @@ pub async fn run_batch(
         BatchLedger::File { .. } => LedgerScope::Shared,
         BatchLedger::Fresh => LedgerScope::Fresh,
     };
-    let (releases, refused_windows) = release_windows(
+    let (releases, measurements, refused_windows) = release_windows(
         config,
         &plan,
         options.range,
@@ -288,6 +291,7 @@ pub async fn run_batch(
     Ok(BatchReport {
         input: input_report,
         releases,
+        measurements,
         ledger_history,
         refused_windows,
         plan_meta,
@@ -347,7 +351,7 @@ fn release_windows(
     (ledger, mut file): (&mut PrivacyLedger, Option<&mut LedgerFile>),
     scope: LedgerScope,
     progress: &dyn Progress,
-) -> Result<(Vec<Release>, Vec<RefusedWindow>), BatchError> {
+) -> Result<(Vec<Release>, Vec<Release>, Vec<RefusedWindow>), BatchError> {
     let mut by_window: BTreeMap<i64, Vec<CellCounts>> = BTreeMap::new();
     for c in cells {
         by_window.entry(c.window_start).or_default().push(c);
@@ -356,21 +360,26 @@ fn release_windows(
     let windows: Vec<Window> = range.windows(length).collect();
     progress.phase("noising windows", Some(windows.len() as u64));
     let mut releases = Vec::with_capacity(windows.len());
+    let mut measurements = Vec::with_capacity(windows.len());
     let mut refused = Vec::new();
     for window in windows {
         // Every window of the range, whether or not anyone is in it.
         let cells = by_window.remove(&window.start_ms).unwrap_or_default();
         let data = WindowData::Counted(&cells);
         match release_window(ledger, file.as_deref_mut(), plan, window, None, data)? {
-            WindowOutcome::Released(mut release, _) => {
+            WindowOutcome::Released(mut release, measured) => {
                 release.meta.ledger_scope = scope;
                 releases.push(release);
+                if let Some(mut measured) = measured {
+                    measured.meta.ledger_scope = scope;
+                    measurements.push(*measured);
+                }
             }
             WindowOutcome::Refused(e) => refused.push((window, e.to_string())),
         }
         progress.advance(1);
     }
-    Ok((releases, refused))
+    Ok((releases, measurements, refused))
 }
 
 #[cfg(test)]
