@@ -277,7 +277,11 @@ pub async fn run_batch(
         BatchLedger::File { .. } => LedgerScope::Shared,
         BatchLedger::Fresh => LedgerScope::Fresh,
     };
-    let (releases, measurements, refused_windows) = release_windows(
+    let ReleasedWindows {
+        releases,
+        measurements,
+        refused: refused_windows,
+    } = release_windows(
         config,
         &plan,
         options.range,
@@ -351,7 +355,7 @@ fn release_windows(
     (ledger, mut file): (&mut PrivacyLedger, Option<&mut LedgerFile>),
     scope: LedgerScope,
     progress: &dyn Progress,
-) -> Result<(Vec<Release>, Vec<Release>, Vec<RefusedWindow>), BatchError> {
+) -> Result<ReleasedWindows, BatchError> {
     let mut by_window: BTreeMap<i64, Vec<CellCounts>> = BTreeMap::new();
     for c in cells {
         by_window.entry(c.window_start).or_default().push(c);
@@ -379,7 +383,19 @@ fn release_windows(
         }
         progress.advance(1);
     }
-    Ok((releases, measurements, refused))
+    Ok(ReleasedWindows {
+        releases,
+        measurements,
+        refused,
+    })
+}
+
+/// What [`release_windows`] made of a range: the releases and the
+/// measurements behind them (in window order), and the windows refused.
+struct ReleasedWindows {
+    releases: Vec<Release>,
+    measurements: Vec<Release>,
+    refused: Vec<RefusedWindow>,
 }
 
 #[cfg(test)]
