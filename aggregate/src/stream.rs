@@ -401,9 +401,7 @@ impl Aggregator {
             window.start_ms,
             PendingRelease {
                 release,
-                measured: measured
-                    .filter(|_| !self.config.kafka.measurements_topic.is_empty())
-                    .map(|m| *m),
+                measured: self.config.kafka.measurements_to_publish(measured),
                 first_offsets: buffer.first_offsets,
             },
         );

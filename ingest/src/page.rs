@@ -107,9 +107,13 @@ impl SelfCheckPages {
     /// Renders every language's page, with the identity provider's
     /// sign-in link (if any) in a `<meta>` the page's script reads.
     pub fn render(sign_in_url: Option<&str>) -> Result<SelfCheckPages, PageError> {
-        let pages = Language::ALL
+        let all = Language::ALL
             .into_iter()
-            .map(|l| Ok((l, render_one(l, sign_in_url)?)))
+            .map(Strings::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let pages = all
+            .iter()
+            .map(|strings| Ok((strings.language, render_one(strings, &all, sign_in_url)?)))
             .collect::<Result<_, PageError>>()?;
         Ok(SelfCheckPages { pages })
     }
@@ -123,24 +127,39 @@ impl SelfCheckPages {
     }
 }
 
-fn strings_of(language: Language) -> Result<Map<String, Value>, PageError> {
-    serde_json::from_str(language.strings()).map_err(|source| PageError::Strings {
-        language: language.code(),
-        source,
-    })
+/// One language's strings, parsed.
+struct Strings {
+    language: Language,
+    map: Map<String, Value>,
 }
 
-fn render_one(language: Language, sign_in_url: Option<&str>) -> Result<String, PageError> {
-    let strings = strings_of(language)?;
-    let text = |key: &str| -> Result<&str, PageError> {
-        strings
+impl Strings {
+    fn of(language: Language) -> Result<Strings, PageError> {
+        let map =
+            serde_json::from_str(language.strings()).map_err(|source| PageError::Strings {
+                language: language.code(),
+                source,
+            })?;
+        Ok(Strings { language, map })
+    }
+
+    fn text(&self, key: &str) -> Result<&str, PageError> {
+        self.map
             .get(key)
             .and_then(Value::as_str)
             .ok_or_else(|| PageError::MissingKey {
-                language: language.code(),
+                language: self.language.code(),
                 key: key.to_string(),
             })
-    };
+    }
+}
+
+fn render_one(
+    strings: &Strings,
+    all: &[Strings],
+    sign_in_url: Option<&str>,
+) -> Result<String, PageError> {
+    let language = strings.language;
     let mut out = String::with_capacity(TEMPLATE.len() * 2);
     let mut rest = TEMPLATE;
     while let Some(start) = rest.find("{{") {
@@ -152,11 +171,12 @@ fn render_one(language: Language, sign_in_url: Option<&str>) -> Result<String, P
         match name {
             "LANG" => out.push_str(language.code()),
             "SIGN_IN_URL" => out.push_str(&attribute(sign_in_url.unwrap_or_default())),
-            "LANGUAGES" => out.push_str(&switch(language)?),
+            "LANGUAGES" => out.push_str(&switch(language, all)?),
             // The script's strings, as data: `</` escaped so that no string
             // can close the element.
             "SCRIPT_STRINGS" => {
                 let script: Map<String, Value> = strings
+                    .map
                     .iter()
                     .filter(|(k, _)| {
                         k.starts_with("js_") || k.starts_with("risk_") || k.starts_with("advice_")
@@ -168,7 +188,7 @@ fn render_one(language: Language, sign_in_url: Option<&str>) -> Result<String, P
             }
             // Our own resources, HTML as written (they may hold <strong>
             // and &nbsp;).
-            key => out.push_str(text(key.strip_prefix("t:").unwrap_or(key))?),
+            key => out.push_str(strings.text(key.strip_prefix("t:").unwrap_or(key))?),
         }
         rest = &rest[start + end + 2..];
     }
@@ -178,19 +198,12 @@ fn render_one(language: Language, sign_in_url: Option<&str>) -> Result<String, P
 
 /// The visible language switch: each language named in itself, the
 /// current one marked for assistive technology.
-fn switch(current: Language) -> Result<String, PageError> {
+fn switch(current: Language, all: &[Strings]) -> Result<String, PageError> {
     let mut links = Vec::new();
-    for l in Language::ALL {
-        let name = strings_of(l)?
-            .get("language_name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or(PageError::MissingKey {
-                language: l.code(),
-                key: "language_name".into(),
-            })?;
-        let code = l.code();
-        let current = if l == current {
+    for strings in all {
+        let name = strings.text("language_name")?;
+        let code = strings.language.code();
+        let current = if strings.language == current {
             r#" aria-current="page""#
         } else {
             ""
@@ -217,9 +230,9 @@ mod tests {
 
     #[test]
     fn every_language_has_every_string_and_nothing_else() {
-        let english = strings_of(Language::English).unwrap();
+        let english = Strings::of(Language::English).unwrap().map;
         for l in Language::ALL {
-            let strings = strings_of(l).unwrap();
+            let strings = Strings::of(l).unwrap().map;
             let mut keys: Vec<&String> = strings.keys().collect();
             let mut want: Vec<&String> = english.keys().collect();
             keys.sort();
@@ -240,7 +253,10 @@ mod tests {
             let page = pages.get(l);
             assert!(!page.contains("{{"), "{}: a placeholder left", l.code());
             assert!(page.contains(&format!(r#"<html lang="{}">"#, l.code())));
-            let h1 = strings_of(l).unwrap()["h1"].as_str().unwrap().to_string();
+            let h1 = Strings::of(l).unwrap().map["h1"]
+                .as_str()
+                .unwrap()
+                .to_string();
             assert!(page.contains(&h1), "{}", l.code());
             assert!(page.contains(&format!(r#"hreflang="{}" aria-current="page""#, l.code())));
             assert!(page.contains("https://id.example/?a=1&amp;b=&quot;2&quot;"));
@@ -261,7 +277,7 @@ mod tests {
     fn the_english_advice_is_the_services_own() {
         use hushmap_schema::RiskLevel;
         use hushmap_submission::triage::advice;
-        let en = strings_of(Language::English).unwrap();
+        let en = Strings::of(Language::English).unwrap().map;
         for (key, level) in [
             ("advice_low", RiskLevel::Low),
             ("advice_moderate", RiskLevel::Moderate),

@@ -89,6 +89,20 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u64,
 }
 
+impl KafkaSettings {
+    /// The measurements a window's release came with, when this
+    /// deployment publishes them (`measurements_topic` set); `None`
+    /// otherwise, so they are not kept until the release is out.
+    pub fn measurements_to_publish(
+        &self,
+        measured: Option<Box<hushmap_schema::Release>>,
+    ) -> Option<hushmap_schema::Release> {
+        measured
+            .filter(|_| !self.measurements_topic.is_empty())
+            .map(|m| *m)
+    }
+}
+
 impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {

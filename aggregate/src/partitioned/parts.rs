@@ -543,9 +543,7 @@ impl PartStage {
         let release = match outcome {
             WindowOutcome::Released(release, measured) => NoisedPart {
                 release,
-                measured: measured
-                    .filter(|_| !self.config.kafka.measurements_topic.is_empty())
-                    .map(|m| *m),
+                measured: self.config.kafka.measurements_to_publish(measured),
             },
             WindowOutcome::Refused(e @ LedgerError::PartAlreadyReleased { .. }) => {
                 // Authorised by this process before and lost with a cache it

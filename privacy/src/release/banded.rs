@@ -40,7 +40,7 @@
 //! assert!(e.total_variance < 1.0);
 //! ```
 
-use super::consistency::{CountTree, TreeFit, round_keeping_sum, share_out};
+use super::consistency::{CountTree, TreeFit, combine, round_keeping_sum, share_out};
 
 /// One node's consistent estimate, per band and in total.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +90,7 @@ impl CountTree {
                 let own = totals[v].map(|t| (t, total_variance[v]));
                 match (sum, own) {
                     (Some(s), Some(t)) => {
-                        let (x, var) = inverse_variance(s, t);
+                        let (x, var) = combine(s, t);
                         (Some(x), var)
                     }
                     (Some((x, var)), None) | (None, Some((x, var))) => (Some(x), var),
@@ -194,19 +194,6 @@ impl CountTree {
         }
         count
     }
-}
-
-/// Two independent unbiased estimates of one quantity, by inverse
-/// variance.
-fn inverse_variance((a, va): (f64, f64), (b, vb): (f64, f64)) -> (f64, f64) {
-    if va <= 0.0 {
-        return (a, 0.0);
-    }
-    if vb <= 0.0 {
-        return (b, 0.0);
-    }
-    let (wa, wb) = (1.0 / va, 1.0 / vb);
-    ((a * wa + b * wb) / (wa + wb), 1.0 / (wa + wb))
 }
 
 /// Non-negative integers with row sums `rows` and column sums `cols`
@@ -411,6 +398,21 @@ mod tests {
     use crate::release::consistency::tests::{gaussian, tree};
     use rand::SeedableRng;
 
+    /// `x` with independent noise of s.d. √`var[node]` on each band.
+    fn noisy_bands(rng: &mut impl rand::Rng, x: &[[f64; 3]], var: &[f64]) -> Vec<Option<[f64; 3]>> {
+        x.iter()
+            .zip(var)
+            .map(|(a, v)| Some(a.map(|c| c + gaussian(rng, v.sqrt()))))
+            .collect()
+    }
+
+    /// Each node's all-ages total of `x`, with noise of s.d. `sd`.
+    fn noisy_totals(rng: &mut impl rand::Rng, x: &[[f64; 3]], sd: f64) -> Vec<Option<f64>> {
+        x.iter()
+            .map(|a| Some(a.iter().sum::<f64>() + gaussian(rng, sd)))
+            .collect()
+    }
+
     fn truth(t: &CountTree, level: &[usize]) -> Vec<[f64; 3]> {
         let mut x = vec![[0.0; 3]; t.len()];
         for i in (0..t.len()).rev() {
@@ -433,11 +435,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let var: Vec<f64> = level.iter().map(|l| [4.0, 9.0, 16.0][*l]).collect();
         let x = truth(&t, &level);
-        let measured: Vec<Option<[f64; 3]>> = x
-            .iter()
-            .zip(&var)
-            .map(|(a, v)| Some(a.map(|c| c + gaussian(&mut rng, v.sqrt()))))
-            .collect();
+        let measured = noisy_bands(&mut rng, &x, &var);
         let out = t.estimate_banded(&measured, &var, &vec![None; t.len()], &vec![0.0; t.len()]);
         for b in 0..3 {
             let alone = t.estimate(
@@ -459,15 +457,8 @@ mod tests {
         let var: Vec<f64> = level.iter().map(|l| [25.0, 64.0, 100.0][*l]).collect();
         let x = truth(&t, &level);
         for _ in 0..30 {
-            let bands: Vec<Option<[f64; 3]>> = x
-                .iter()
-                .zip(&var)
-                .map(|(a, v)| Some(a.map(|c| c + gaussian(&mut rng, v.sqrt()))))
-                .collect();
-            let totals: Vec<Option<f64>> = x
-                .iter()
-                .map(|a| Some(a.iter().sum::<f64>() + gaussian(&mut rng, 5.0)))
-                .collect();
+            let bands = noisy_bands(&mut rng, &x, &var);
+            let totals = noisy_totals(&mut rng, &x, 5.0);
             let out = t.estimate_banded(&bands, &var, &totals, &vec![25.0; t.len()]);
             for v in 0..t.len() {
                 let e = out[v].unwrap();
@@ -499,15 +490,8 @@ mod tests {
             (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         let mut stated = vec![(0.0, 0.0); n];
         for _ in 0..DRAWS {
-            let bands: Vec<Option<[f64; 3]>> = x
-                .iter()
-                .zip(&var)
-                .map(|(a, v)| Some(a.map(|c| c + gaussian(&mut rng, v.sqrt()))))
-                .collect();
-            let totals: Vec<Option<f64>> = x
-                .iter()
-                .map(|a| Some(a.iter().sum::<f64>() + gaussian(&mut rng, 6f64.sqrt())))
-                .collect();
+            let bands = noisy_bands(&mut rng, &x, &var);
+            let totals = noisy_totals(&mut rng, &x, 6f64.sqrt());
             let out = t.estimate_banded(&bands, &var, &totals, &tvar);
             for v in 0..n {
                 let e = out[v].unwrap();

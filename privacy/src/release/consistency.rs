@@ -215,7 +215,7 @@ pub(crate) struct TreeFit {
 }
 
 /// Two independent unbiased estimates of one count, by inverse variance.
-fn combine((a, va): (f64, f64), (b, vb): (f64, f64)) -> (f64, f64) {
+pub(crate) fn combine((a, va): (f64, f64), (b, vb): (f64, f64)) -> (f64, f64) {
     match (va > 0.0, vb > 0.0) {
         (true, true) => {
             let (wa, wb) = (1.0 / va, 1.0 / vb);
