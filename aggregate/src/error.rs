@@ -15,6 +15,8 @@ pub enum AggregatorError {
     Engine(#[from] EngineError),
     #[error("releasing a window: {0}")]
     ReleaseStep(#[from] hushmap_privacy::release::ReleaseStepError),
+    #[error("provisional numbers: {0}")]
+    Provisional(#[from] hushmap_privacy::release::continual::ProvisionalError),
     #[error("encoding release: {0}")]
     Release(#[from] hushmap_schema::ReleaseError),
     /// State could not be rebuilt from Kafka; the text says what was

@@ -25,6 +25,7 @@ pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod first_record;
 pub mod intake;
 pub mod metrics;
 pub mod partitioned;

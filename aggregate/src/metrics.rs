@@ -35,6 +35,11 @@ pub struct AggregatorStats {
     /// transaction whose outcome was unknown: kept as they are, never
     /// noised again.
     pub releases_found_published: AtomicU64,
+    /// Provisional releases published (one per sub-window of each open
+    /// window: the clock decides, so the count says nothing of the data).
+    pub provisional_released: AtomicU64,
+    /// Windows the ledger refused to begin a provisional series for.
+    pub provisional_refused: AtomicU64,
     /// Windows buffering records, and noised releases not yet acknowledged.
     pub open_windows: AtomicU64,
     pub pending_releases: AtomicU64,
@@ -96,6 +101,16 @@ impl Collector for StatsCollector {
                 "Releases or parts found already committed on the releases topic after a \
                  transaction whose outcome was unknown, and not noised again",
                 &s.releases_found_published,
+            ),
+            (
+                "provisional_released",
+                "Provisional releases published (one per sub-window, by the clock)",
+                &s.provisional_released,
+            ),
+            (
+                "provisional_refused",
+                "Windows whose provisional series the privacy ledger refused (budget)",
+                &s.provisional_refused,
             ),
         ];
         for (name, help, value) in counters {

@@ -54,6 +54,12 @@ pub struct ReleaseLog {
 impl ReleaseLog {
     /// A log of `config`'s releases topic, positioned at its beginning.
     pub fn new(config: &AggregateConfig) -> Result<ReleaseLog, AggregatorError> {
+        ReleaseLog::on_topic(config, &config.kafka.output_topic)
+    }
+
+    /// A log of another topic of releases (the provisional topic: each
+    /// provisional release charged its window too), at its beginning.
+    pub fn on_topic(config: &AggregateConfig, topic: &str) -> Result<ReleaseLog, AggregatorError> {
         let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
         committed_reader(
             &mut client,
@@ -61,7 +67,7 @@ impl ReleaseLog {
         );
         Ok(ReleaseLog {
             client,
-            topic: config.kafka.output_topic.clone(),
+            topic: topic.to_string(),
             next: HashMap::new(),
         })
     }
@@ -72,6 +78,15 @@ impl ReleaseLog {
     /// A record that is not a release is skipped with a warning; it is
     /// never read again.
     pub fn read_new(&mut self) -> Result<Vec<LedgerEntry>, AggregatorError> {
+        Ok(self
+            .read_new_releases()?
+            .iter()
+            .map(|r| LedgerEntry::of_release(&r.meta))
+            .collect())
+    }
+
+    /// Like [`read_new`](Self::read_new), the releases themselves.
+    pub fn read_new_releases(&mut self) -> Result<Vec<Release>, AggregatorError> {
         let mut entries = Vec::new();
         // Up to READ_TIMEOUT on this thread: other tasks move elsewhere.
         let next = blocking(|| {
@@ -85,7 +100,7 @@ impl ReleaseLog {
                 },
                 GiveUp::After(READ_TIMEOUT),
                 |message| match message.payload().and_then(|p| Release::from_ipc(p).ok()) {
-                    Some(release) => entries.push(LedgerEntry::of_release(&release.meta)),
+                    Some(release) => entries.push(release),
                     None => tracing::warn!(
                         partition = message.partition(),
                         offset = message.offset(),

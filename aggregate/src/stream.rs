@@ -48,8 +48,11 @@ use crate::schedule::{Decision, WindowSchedule};
 use crate::transactions::Transactions;
 use crate::window_book::{Admission, WindowBook, WindowBuffer};
 use datafusion::prelude::SessionContext;
-use hushmap_privacy::PrivacyLedger;
-use hushmap_privacy::release::{ReleasePlan, WindowOutcome, release_window};
+use hushmap_privacy::release::continual::ProvisionalSeries;
+use hushmap_privacy::release::{
+    ProvisionalOutcome, ReleasePlan, WindowOutcome, release_provisional, release_window,
+};
+use hushmap_privacy::{LedgerEntry, PrivacyLedger};
 use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use hushmap_service::clock::now_ms;
 use hushmap_service::consumer::{EndProbe, QuietEofContext, committed_reader};
@@ -59,7 +62,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -89,6 +92,8 @@ pub struct Aggregator {
     /// The open windows and how far each partition has been read.
     book: WindowBook,
     pending: BTreeMap<i64, PendingRelease>,
+    /// Provisional numbers, when the plan has them.
+    provisional: Option<ProvisionalState>,
     /// Highest offset consumed per partition.
     consumed: HashMap<i32, i64>,
     /// The offset each input partition was assigned at (all of them, to
@@ -99,6 +104,22 @@ pub struct Aggregator {
     stats: Arc<AggregatorStats>,
     /// Bound at start-up, served while running.
     metrics_listener: std::net::TcpListener,
+}
+
+/// The provisional series of the open windows.
+struct ProvisionalState {
+    /// The provisional topic, read back at start-up and after a failed
+    /// commit (it may have happened after all).
+    log: ReleaseLog,
+    /// Per window start, the series as far as it is published (or noised
+    /// and pending).
+    series: BTreeMap<i64, ProvisionalSeries>,
+    /// Noised provisional releases waiting for their transaction, by
+    /// window start and sub-window.
+    pending: BTreeMap<(i64, u32), Release>,
+    /// Windows the ledger refused a series for (their final release will
+    /// be refused too: the ledger only grows).
+    refused: BTreeSet<i64>,
 }
 
 /// Most windows decided in one tick (a long outage is worked off over
@@ -139,6 +160,14 @@ impl Aggregator {
             ledger.latest().map(|e| e.window.end_ms),
             started_ms,
         );
+        let provisional = match &plan.provisional {
+            None => None,
+            Some(_) => Some(restore_provisional(
+                &config,
+                &mut ledger,
+                schedule.next().start_ms,
+            )?),
+        };
         tracing::info!(
             releases = restored_count,
             schedule_epoch = schedule.epoch(),
@@ -169,6 +198,7 @@ impl Aggregator {
             ctx: SessionContext::new(),
             plan,
             pending: BTreeMap::new(),
+            provisional,
             consumed: HashMap::new(),
             assigned_from,
             ends: EndProbe::default(),
@@ -294,11 +324,18 @@ impl Aggregator {
         // partition is replayed before any window is closed on partial data.
         // An idle partition is known to be read through a deadline only by
         // asking its leader after it.
-        let next_deadline = self.schedule.deadline(&self.schedule.next());
+        let next_deadline = self
+            .next_provisional_deadline(now)
+            .map_or(self.schedule.deadline(&self.schedule.next()), |d| {
+                d.min(self.schedule.deadline(&self.schedule.next()))
+            });
         if next_deadline <= now && self.book.read_frontier() < next_deadline {
             self.ask_partition_ends(next_deadline);
         }
         let frontier = self.book.read_frontier().min(now);
+        // Provisional numbers first: a window's sub-windows all end
+        // before its own deadline.
+        let mut changed = self.noise_due_provisional(frontier).await?;
         // Every scheduled window, records or not, in order; a long outage
         // is worked off a bounded number of windows per tick.
         let due: Vec<(Window, Decision)> = self
@@ -306,11 +343,15 @@ impl Aggregator {
             .due(frontier)
             .take(MAX_WINDOWS_PER_TICK)
             .collect();
-        let mut changed = !self.pending.is_empty();
+        changed |= !self.pending.is_empty();
         for (window, decision) in due {
             let buffer = self.book.close(&window);
             self.close_window(window, decision, buffer).await?;
             self.schedule.decided(window);
+            if let Some(state) = &mut self.provisional {
+                state.series.remove(&window.start_ms);
+                state.refused.remove(&window.start_ms);
+            }
             changed = true;
         }
         if changed {
@@ -321,10 +362,113 @@ impl Aggregator {
         self.stats
             .open_windows
             .store(self.book.open_windows() as u64, Ordering::Relaxed);
-        self.stats
-            .pending_releases
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+        self.stats.pending_releases.store(
+            (self.pending.len() + self.provisional.as_ref().map_or(0, |p| p.pending.len())) as u64,
+            Ordering::Relaxed,
+        );
         Ok(())
+    }
+
+    /// The windows whose provisional series may be running at `now`: the
+    /// next to decide and those after it that have begun.
+    fn provisional_windows(&self, now: i64) -> Vec<Window> {
+        let mut out = Vec::new();
+        let mut window = self.schedule.next();
+        while window.start_ms < now && out.len() < MAX_WINDOWS_PER_TICK {
+            out.push(window);
+            match Window::from_start(window.end_ms, self.window_length) {
+                Some(next) => window = next,
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The end of the next sub-window still to publish, if any.
+    fn next_provisional_deadline(&self, now: i64) -> Option<i64> {
+        let state = self.provisional.as_ref()?;
+        let tree = self.plan.provisional.as_ref()?.tree;
+        self.provisional_windows(now)
+            .into_iter()
+            .filter(|w| !state.refused.contains(&w.start_ms))
+            .filter_map(|w| {
+                let published = state.series.get(&w.start_ms).map_or(0, |s| s.published());
+                (published < tree.sub_windows())
+                    .then(|| sub_window_end(w, tree.sub_windows(), published))
+            })
+            .min()
+    }
+
+    /// Noises the provisional release of every sub-window that has ended
+    /// by `frontier` (on the clock and in what every partition has been
+    /// read), in order, each once, whether or not anyone submitted. True if
+    /// any was made.
+    async fn noise_due_provisional(&mut self, frontier: i64) -> Result<bool, AggregatorError> {
+        let windows = self.provisional_windows(frontier);
+        let (Some(state), Some(series_plan)) = (&mut self.provisional, &self.plan.provisional)
+        else {
+            return Ok(false);
+        };
+        let tree = series_plan.tree;
+        let level = series_plan.level;
+        let mut made = false;
+        for window in windows {
+            // A window whose records may be gone is published without
+            // data; it has no provisional numbers to give.
+            if self.schedule.decision(&window) != Decision::Count
+                || state.refused.contains(&window.start_ms)
+            {
+                continue;
+            }
+            let published = state
+                .series
+                .get(&window.start_ms)
+                .map_or(0, |s| s.published());
+            let due = (published..tree.sub_windows())
+                .take_while(|t| sub_window_end(window, tree.sub_windows(), *t) <= frontier)
+                .count() as u32;
+            if due == 0 {
+                continue;
+            }
+            let empty = crate::window_book::WindowBuffer::default();
+            let buffer = self.book.peek(&window).unwrap_or(&empty);
+            let counts = crate::first_record::first_record_counts(
+                &self.ctx,
+                window,
+                tree.sub_windows(),
+                level,
+                buffer
+                    .records
+                    .iter()
+                    .map(|r| &r.record)
+                    .zip(&buffer.arrivals),
+            )
+            .await?;
+            let series = state.series.entry(window.start_ms).or_default();
+            for t in published..published + due {
+                match release_provisional(&mut self.ledger, &self.plan, window, series, t, &counts)?
+                {
+                    ProvisionalOutcome::Released(release) => {
+                        tracing::info!(
+                            window_start = window.start_ms,
+                            sub_window = t,
+                            "provisional numbers noised"
+                        );
+                        state.pending.insert((window.start_ms, t), release);
+                        made = true;
+                    }
+                    ProvisionalOutcome::Refused(e) => {
+                        self.stats
+                            .provisional_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(window_start = window.start_ms, reason = %e, "ledger refused the provisional series; none for this window");
+                        state.refused.insert(window.start_ms);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(made)
     }
 
     /// Asks the leaders of the partitions read to less than `deadline`
@@ -414,6 +558,11 @@ impl Aggregator {
     /// topic shows it committed after all (a commit can fail on the way
     /// back after the broker completed it).
     fn publish_pending(&mut self) {
+        if !self.publish_pending_provisional() {
+            // Releases stay in order: a window's provisional numbers go
+            // out before its final release.
+            return;
+        }
         let starts: Vec<i64> = self.pending.keys().copied().collect();
         for start in starts {
             match self.publish_one(start) {
@@ -431,6 +580,61 @@ impl Aggregator {
                 }
             }
         }
+    }
+
+    /// Publishes each pending provisional release in its own transaction;
+    /// false if one failed (it is retried, with the same numbers, on the
+    /// next tick, unless the provisional topic shows it committed).
+    fn publish_pending_provisional(&mut self) -> bool {
+        let Some(state) = &mut self.provisional else {
+            return true;
+        };
+        let keys: Vec<(i64, u32)> = state.pending.keys().copied().collect();
+        for key in keys {
+            let result = (|| -> Result<(), AggregatorError> {
+                let payload = state.pending[&key].to_ipc()?;
+                let record_key = key.0.to_string();
+                let record = FutureRecord::to(&self.config.kafka.provisional_topic)
+                    .key(&record_key)
+                    .payload(&payload);
+                let producer = &self.txn.producer;
+                producer.begin_transaction()?;
+                let _delivery = producer.send_result(record).map_err(|(e, _)| e)?;
+                self.txn.commit()?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {
+                    state.pending.remove(&key);
+                    provisional_out(&self.stats, key, "provisional release committed");
+                }
+                Err(e) => {
+                    tracing::warn!(window_start = key.0, sub_window = key.1, error = %e, "provisional transaction failed; will retry");
+                    self.txn.recover();
+                    match state.log.read_new_releases() {
+                        Ok(found) => {
+                            for release in found {
+                                if let Some(p) = &release.meta.provisional {
+                                    let key = (release.meta.window_start, p.sub_windows_in - 1);
+                                    if state.pending.remove(&key).is_some() {
+                                        provisional_out(
+                                            &self.stats,
+                                            key,
+                                            "provisional release was committed after all",
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the provisional topic; will retry")
+                        }
+                    }
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Drops pending releases the releases topic already holds.
@@ -533,6 +737,63 @@ impl Aggregator {
         }
         Ok(tpl)
     }
+}
+
+/// Counts and logs a provisional release found out (window start,
+/// sub-window).
+fn provisional_out(
+    stats: &AggregatorStats,
+    (window_start, sub_window): (i64, u32),
+    what: &'static str,
+) {
+    stats.provisional_released.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(window_start, sub_window, "{what}");
+}
+
+/// The end of sub-window `t` of `window` cut into `sub_windows`.
+fn sub_window_end(window: Window, sub_windows: u32, t: u32) -> i64 {
+    let sub_ms = (window.end_ms - window.start_ms) / i64::from(sub_windows);
+    window.start_ms + sub_ms * i64::from(t + 1)
+}
+
+/// Reads the provisional topic back at start-up: every provisional release
+/// charged its window, so each is restored to the ledger (a window whose
+/// final release is out keeps one entry, at the larger cost); the series
+/// of windows not yet released continue from what they published, never
+/// noising an interval again.
+fn restore_provisional(
+    config: &AggregateConfig,
+    ledger: &mut PrivacyLedger,
+    next_window: i64,
+) -> Result<ProvisionalState, AggregatorError> {
+    let mut log = ReleaseLog::on_topic(config, &config.kafka.provisional_topic)?;
+    let mut series: BTreeMap<i64, ProvisionalSeries> = BTreeMap::new();
+    let found = log.read_new_releases()?;
+    let count = found.len();
+    for release in found {
+        let Some(meta) = &release.meta.provisional else {
+            tracing::warn!("a final release on the provisional topic; skipped");
+            continue;
+        };
+        ledger.restore(LedgerEntry::of_release(&release.meta));
+        if release.meta.window_start >= next_window {
+            series
+                .entry(release.meta.window_start)
+                .or_default()
+                .restore(meta)?;
+        }
+    }
+    tracing::info!(
+        provisional_releases = count,
+        open_series = series.len(),
+        "provisional series restored from the provisional topic"
+    );
+    Ok(ProvisionalState {
+        log,
+        series,
+        pending: BTreeMap::new(),
+        refused: BTreeSet::new(),
+    })
 }
 
 /// Commit metadata of an input partition: `epoch=<ms>`, the schedule's

@@ -6,6 +6,7 @@
 //! it which windows may close; everything here is a pure function of what
 //! it was given, so it is tested on its own below.
 
+use crate::first_record::Arrival;
 use crate::intake::has_room;
 use crate::records::SequencedRecord;
 use crate::schedule::WindowSchedule;
@@ -16,6 +17,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 #[derive(Debug, Default)]
 pub struct WindowBuffer {
     pub records: Vec<SequencedRecord>,
+    /// Where and when each of `records` was read (same order): what the
+    /// provisional series orders a contributor's records by.
+    pub arrivals: Vec<Arrival>,
     /// Seal ids of the records buffered, to drop replayed copies.
     seals: HashSet<u128>,
     /// Per partition, the offset of the window's first record: committed
@@ -116,6 +120,11 @@ impl WindowBook {
             seq: self.next_seq,
             record,
         });
+        buffer.arrivals.push(Arrival {
+            produced_ms: arrived_ms,
+            partition,
+            offset,
+        });
         self.next_seq += 1;
         Admission::Accepted
     }
@@ -155,6 +164,12 @@ impl WindowBook {
     /// Takes `window`'s buffer out of the book (empty if it held nothing).
     pub fn close(&mut self, window: &Window) -> WindowBuffer {
         self.open.remove(&window.start_ms).unwrap_or_default()
+    }
+
+    /// The records `window` holds so far, without closing it (empty if
+    /// none): what its provisional numbers count.
+    pub fn peek(&self, window: &Window) -> Option<&WindowBuffer> {
+        self.open.get(&window.start_ms)
     }
 
     /// How many windows hold records.

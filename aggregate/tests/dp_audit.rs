@@ -31,6 +31,12 @@
 //! within the claimed ε, and, to show the audit can fail, that it catches a
 //! release whose noise was calibrated for ten times the claimed ε.
 //!
+//! The provisional series (continual release within a window) gets a pair
+//! of its own: `D'` adds a contributor whose first record falls in an
+//! early sub-window and who comes back later, elsewhere; every interval
+//! measurement of the whole series is observed, and the bound is held to
+//! the series' own share of the window's cost.
+//!
 //! `HUSHMAP_AUDIT_TRIALS` (default 2000 per dataset) sets the run count; the
 //! figures in docs/PRIVACY.md come from a longer run.
 
@@ -38,7 +44,9 @@ use datafusion::prelude::SessionContext;
 use hushmap_aggregate::AggregateConfig;
 use hushmap_aggregate::config::Mechanism;
 use hushmap_aggregate::engine::{CellCounts, bounded_counts};
+use hushmap_aggregate::first_record::{Arrival, first_record_counts};
 use hushmap_aggregate::records::{SequencedRecord, to_record_batch};
+use hushmap_privacy::release::continual::{FirstRecordCounts, ProvisionalSeries};
 use hushmap_privacy::release::{ReleasePlan, noisy_release};
 use hushmap_privacy::{Budget, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
@@ -342,6 +350,135 @@ async fn audit_catches_a_release_noised_for_ten_times_its_claim() {
     assert!(
         audit.epsilon_lower > claimed,
         "an under-noised release went unnoticed: ε ≥ {} vs claimed {claimed}",
+        audit.epsilon_lower
+    );
+}
+
+/// The provisional series' configuration: a quarter of the window's budget
+/// over 24 hourly sub-windows, the public set the target cell.
+fn provisional_config(epsilon: f64) -> AggregateConfig {
+    let mut c = config(Mechanism::Gaussian, epsilon);
+    c.privacy.provisional_share = 0.25;
+    c.privacy.provisional_sub_window_secs = 3600;
+    c
+}
+
+/// The extra contributor's first record is in this sub-window.
+const FIRST_HOUR: i64 = 1;
+
+/// The first-record counts of `D` (60 ordinary contributors over the
+/// day's hours) and `D'` (and one more: high risk at hour 1 in the
+/// target, then back at hours 5 and 20 with other answers, elsewhere).
+async fn provisional_neighbours(
+    c: &AggregateConfig,
+) -> (Vec<FirstRecordCounts>, Vec<FirstRecordCounts>) {
+    let hour = 3_600_000;
+    let at = |h: i64, i: usize| Arrival {
+        produced_ms: window().start_ms + h * hour + 60_000,
+        partition: 0,
+        offset: i as i64,
+    };
+    let (d, _) = neighbours(Others::Ordinary);
+    let mut arrivals: Vec<Arrival> = (0..d.len()).map(|i| at((i % 24) as i64, i)).collect();
+    let mut d_prime = d.clone();
+    let elsewhere =
+        RegionCell::from_coordinate(-31.0, 151.2, RegionResolution::new(5).unwrap()).unwrap();
+    for (h, risk, region) in [
+        (FIRST_HOUR, RiskLevel::High, target()),
+        (5, RiskLevel::Low, elsewhere),
+        (20, RiskLevel::Moderate, target()),
+    ] {
+        d_prime.push(CoarseRecord {
+            region,
+            ..record(AgeBand::From75, risk, SymptomSet::default(), u128::MAX)
+        });
+        arrivals.push(at(h, arrivals.len()));
+    }
+    let ctx = SessionContext::new();
+    let level = c.coarsest_level();
+    let without = first_record_counts(&ctx, window(), 24, level, d.iter().zip(&arrivals))
+        .await
+        .unwrap();
+    let with = first_record_counts(&ctx, window(), 24, level, d_prime.iter().zip(&arrivals))
+        .await
+        .unwrap();
+    (without, with)
+}
+
+/// The sum of every interval measurement (high risk, the target's region)
+/// that holds the extra contributor's first sub-window, over trial `k`'s
+/// whole series: the likelihood-ratio statistic, every node having the
+/// same noise.
+fn provisional_statistic(
+    ledger: &mut PrivacyLedger,
+    k: usize,
+    plan: &ReleasePlan,
+    counts: &[FirstRecordCounts],
+) -> f64 {
+    let w = trial_window(k);
+    ledger.authorise_provisional(w, plan.cost.clone()).unwrap();
+    let level = plan.provisional.as_ref().unwrap().level;
+    let region = target().parent(level).unwrap().to_string();
+    let mut series = ProvisionalSeries::default();
+    let mut t = 0.0;
+    for sub in 0..24 {
+        let release = series.advance(plan, w, "audit", sub, counts).unwrap();
+        for interval in &release.meta.provisional.unwrap().intervals {
+            if i64::from(interval.start) <= FIRST_HOUR && FIRST_HOUR < i64::from(interval.end) {
+                t += interval.counts[&region][2] as f64;
+            }
+        }
+    }
+    t
+}
+
+/// Runs the provisional series of `noised` on the pair, against the cost
+/// of the series that `claimed` states (ε of its ρ at its δ).
+async fn run_provisional(noised: &AggregateConfig, claimed: &AggregateConfig) -> (Audit, f64) {
+    let plan = noised.validated_plan().unwrap();
+    let claim = claimed.validated_plan().unwrap().cost;
+    let rho: f64 = claim
+        .statistics
+        .iter()
+        .filter(|c| c.statistic == "provisional_risk_counts")
+        .map(|c| c.cost)
+        .sum();
+    let claimed_epsilon = hushmap_privacy::zcdp_epsilon(rho, claimed.privacy.delta).unwrap();
+    let (d, d_prime) = provisional_neighbours(noised).await;
+    assert_ne!(d, d_prime, "the extra contributor is counted");
+    let n = trials();
+    let mut ledger = audit_ledger();
+    let without: Vec<f64> = (0..n)
+        .map(|k| provisional_statistic(&mut ledger, k, &plan, &d))
+        .collect();
+    let with: Vec<f64> = (n..2 * n)
+        .map(|k| provisional_statistic(&mut ledger, k, &plan, &d_prime))
+        .collect();
+    let audit = audit(&without, &with, claimed.privacy.delta);
+    eprintln!(
+        "provisional audit {n} trials/side, 24 sub-windows: claimed ε {claimed_epsilon:.3} for the \
+         series (ρ {rho:.2e}); lower bound ε ≥ {:.3} (threshold {:.2}, FPR ≤ {:.4}, FNR ≤ {:.4})",
+        audit.epsilon_lower, audit.threshold, audit.fpr_upper, audit.fnr_upper
+    );
+    (audit, claimed_epsilon)
+}
+
+/// The provisional series spends no more than its share, however many
+/// sub-windows it publishes, and the audit catches one noised for far
+/// more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisional_series_spends_no_more_than_its_share() {
+    let c = provisional_config(1.0);
+    let (audit, claimed) = run_provisional(&c, &c).await;
+    assert!(
+        audit.epsilon_lower <= claimed,
+        "empirical ε ≥ {} exceeds the series' claimed {claimed}",
+        audit.epsilon_lower
+    );
+    let (audit, claimed) = run_provisional(&provisional_config(30.0), &c).await;
+    assert!(
+        audit.epsilon_lower > claimed,
+        "an under-noised series went unnoticed: ε ≥ {} vs claimed {claimed}",
         audit.epsilon_lower
     );
 }

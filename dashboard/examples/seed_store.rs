@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
                 all_ages_noise_scale: Default::default(),
+                provisional: None,
             },
             rows,
         })?;

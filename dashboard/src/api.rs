@@ -12,6 +12,10 @@
 //!   the cells of one window (latest by default) at one hierarchy level
 //!   (finest by default) with outlines; suppressed cells name their nearest
 //!   unsuppressed ancestor.
+//! * `GET /api/v1/provisional`: the open window's latest provisional
+//!   numbers (all ages, coarsest level; `meta.provisional` says how far
+//!   into the window they count), shaped like a heatmap; 404 once the
+//!   window's final release is out, or when none are published.
 //! * `GET /api/v1/cell?region=<cell>&window=<start ms>`: one cell's age-band
 //!   breakdown in that window and its all-ages time series.
 //! * `GET /api/v1/table?window=<start ms>&level=<res>`: region × age band rows.
@@ -41,6 +45,7 @@ pub(crate) fn analyst_routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/releases", get(releases))
         .route("/api/v1/heatmap", get(heatmap))
+        .route("/api/v1/provisional", get(provisional))
         .route("/api/v1/cell", get(cell))
         .route("/api/v1/table", get(table))
         .route("/api/v1/alerts", get(alerts))
@@ -225,6 +230,37 @@ async fn heatmap(State(state): State<AppState>, Query(q): Query<HeatmapQuery>) -
         levels,
         meta: release.meta.clone(),
         cells: heatmap_cells(release, filter, level),
+    })
+    .into_response()
+}
+
+/// The open window's provisional map: the heatmap of its latest
+/// provisional release, unless the final release has replaced it.
+async fn provisional(State(state): State<AppState>) -> Response {
+    let final_through = state
+        .store
+        .read()
+        .expect("store lock")
+        .latest()
+        .map(|r| r.meta.window_end);
+    let board = state.provisional.read().expect("board lock");
+    let Some(release) = board.current(final_through) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no provisional numbers for an open window",
+        );
+    };
+    let levels = heatmap::levels(release);
+    let level = levels.first().copied();
+    Json(HeatmapResponse {
+        window_start: release.meta.window_start,
+        window_end: release.meta.window_end,
+        age_band: BandFilter::All.label(),
+        level,
+        levels,
+        meta: release.meta.clone(),
+        cells: heatmap_cells(release, BandFilter::All, level),
     })
     .into_response()
 }

@@ -49,6 +49,11 @@ pub struct KafkaSettings {
     /// serve the unclamped measurements (`estimates=measured`); empty (the
     /// default): not read.
     pub measurements_topic: String,
+    /// The aggregator's provisional topic (`kafka.provisional_topic`
+    /// there): the latest provisional numbers of the open window are
+    /// shown, marked, until its final release replaces them; empty (the
+    /// default): not read.
+    pub provisional_topic: String,
     /// TLS and SASL towards the brokers.
     pub security: KafkaSecurity,
 }
@@ -59,6 +64,7 @@ impl Default for KafkaSettings {
             brokers: kafka::DEFAULT_BROKERS.into(),
             releases_topic: topics::RELEASES.into(),
             measurements_topic: String::new(),
+            provisional_topic: String::new(),
             security: KafkaSecurity::default(),
         }
     }

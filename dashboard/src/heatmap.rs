@@ -226,6 +226,7 @@ mod tests {
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
                 all_ages_noise_scale: Default::default(),
+                provisional: None,
             },
             rows: vec![
                 row("18-29", [10, 10, 5], 2.0),
@@ -296,6 +297,7 @@ mod tests {
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
                 all_ages_noise_scale: Default::default(),
+                provisional: None,
             },
             rows: vec![
                 at(5, [3, 1, 1], 10.0),       // suppressed: tiny and noisy

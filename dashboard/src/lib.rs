@@ -19,6 +19,7 @@ pub mod flight_sql;
 pub mod heatmap;
 pub mod privacy;
 pub mod problem;
+pub mod provisional;
 pub mod query;
 pub mod server;
 pub mod session;

@@ -49,6 +49,7 @@ mod tests {
             ledger_scope: Default::default(),
             estimates: Default::default(),
             all_ages_noise_scale: Default::default(),
+            provisional: None,
         }
     }
 

@@ -7,9 +7,10 @@
 use crate::assets::{INDEX_HTML, asset};
 use crate::auth::{LoginFailures, Sessions, TokenRegistry};
 use crate::config::DashboardConfig;
-use crate::consumer::spawn_release_consumer;
+use crate::consumer::{ReleaseSinks, spawn_release_consumer};
 use crate::export::export;
 use crate::flight::ReleaseFlightService;
+use crate::provisional::ProvisionalBoard;
 use crate::query::{QueryError, ReleaseQuery};
 use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
 use crate::sql_limits::{QueryAdmission, SqlRuntime};
@@ -88,11 +89,15 @@ impl DashboardServer {
             store: store.clone(),
             stats: webhook_stats.clone(),
         });
+        let provisional = Arc::new(RwLock::new(ProvisionalBoard::default()));
         let consumer = spawn_release_consumer(
             &config.kafka,
-            store.clone(),
-            measurements.as_ref().map(|m| m.store.clone()),
-            webhook.map(|(tx, _)| tx),
+            ReleaseSinks {
+                store: store.clone(),
+                measurements: measurements.as_ref().map(|m| m.store.clone()),
+                provisional: provisional.clone(),
+                fresh: webhook.map(|(tx, _)| tx),
+            },
         )?;
         Ok(DashboardServer {
             listener,
@@ -118,6 +123,7 @@ impl DashboardServer {
                 alerts: config.alerts.clone(),
                 webhook: webhook_stats,
                 measurements,
+                provisional,
             },
             consumer,
             http: config.http.clone(),

@@ -4,6 +4,7 @@
 
 use crate::alerts::AlertSettings;
 use crate::auth::{LoginFailures, Sessions, TokenRegistry};
+use crate::provisional::ProvisionalBoard;
 use crate::query::{CellFilter, CellStream, ReleaseQuery, export_metadata};
 use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
 use crate::store::{ReleaseStore, day_of};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub webhook: Arc<crate::webhook::WebhookStats>,
     /// The measurements behind the releases, when the dashboard reads them.
     pub measurements: Option<Measurements>,
+    /// The open window's provisional numbers, when the dashboard reads them.
+    pub provisional: Arc<RwLock<ProvisionalBoard>>,
 }
 
 /// The measurements topic's releases: their store and its table.

@@ -330,6 +330,7 @@ pub(crate) mod tests {
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
                 all_ages_noise_scale: Default::default(),
+                provisional: None,
             },
             rows,
         }

@@ -68,6 +68,7 @@ hushmap.submissions.v1 6 retention.ms=$retention_ms,segment.ms=3600000,cleanup.p
 hushmap.bounded.v1 6 retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete
 hushmap.releases.v1 1 retention.ms=-1,retention.bytes=-1,cleanup.policy=delete
 hushmap.releases.measured.v1 1 retention.ms=-1,retention.bytes=-1,cleanup.policy=delete
+hushmap.releases.provisional.v1 1 retention.ms=2678400000,cleanup.policy=delete
 TOPICS
 }
 

@@ -143,6 +143,10 @@ if [ "$KAFKA_PROTOCOL" = sasl_ssl ] && [ ! -f "$KAFKA_SECRETS/users.done" ]; the
     --operation Describe --topic hushmap.releases.v1
   acl --allow-principal User:hushmap-aggregate --operation Write --operation Describe \
     --topic hushmap.releases.measured.v1
+  # Provisional numbers: written, and read back at start-up (each charged
+  # its window; a restart continues the series without noising again).
+  acl --allow-principal User:hushmap-aggregate --operation Read --operation Write \
+    --operation Describe --topic hushmap.releases.provisional.v1
   # The partitioned aggregator's two stages talk over the bounded topic.
   acl --allow-principal User:hushmap-aggregate --operation Read --operation Write \
     --operation Describe --topic hushmap.bounded.v1
@@ -154,6 +158,8 @@ if [ "$KAFKA_PROTOCOL" = sasl_ssl ] && [ ! -f "$KAFKA_SECRETS/users.done" ]; the
     --topic hushmap.releases.v1
   acl --allow-principal User:hushmap-dashboard --operation Read --operation Describe \
     --topic hushmap.releases.measured.v1
+  acl --allow-principal User:hushmap-dashboard --operation Read --operation Describe \
+    --topic hushmap.releases.provisional.v1
   acl --allow-principal User:hushmap-dashboard --operation Read \
     --resource-pattern-type prefixed --group hushmap-dashboard-
   touch "$KAFKA_SECRETS/users.done"

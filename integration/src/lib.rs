@@ -84,6 +84,9 @@ pub struct PipelineOptions {
     /// The aggregator's schedule epoch (ms); `None`: the window holding the
     /// pipeline's start, so what a test sends at once is scheduled.
     pub schedule_epoch: Option<i64>,
+    /// Provisional numbers every this many seconds within each window (a
+    /// quarter of the budget; needs `public_regions`); `None`: none.
+    pub provisional_sub_window_secs: Option<u32>,
 }
 
 impl Default for PipelineOptions {
@@ -95,6 +98,7 @@ impl Default for PipelineOptions {
             public_regions: Vec::new(),
             dashboard_tokens: Vec::new(),
             schedule_epoch: None,
+            provisional_sub_window_secs: None,
         }
     }
 }
@@ -133,10 +137,12 @@ impl Pipeline {
         let submissions_topic = unique("test.submissions");
         let releases_topic = unique("test.releases");
         let measurements_topic = unique("test.measurements");
+        let provisional_topic = unique("test.provisional");
         create_topics(&[
             (&submissions_topic, 6),
             (&releases_topic, 1),
             (&measurements_topic, 1),
+            (&provisional_topic, 1),
         ])
         .await?;
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -192,6 +198,11 @@ impl Pipeline {
         aggregate_config.privacy.max_epsilon_per_day = options.epsilon_per_window * 1e4;
         aggregate_config.privacy.max_epsilon_per_horizon = options.epsilon_per_window * 1e4;
         aggregate_config.privacy.max_delta_per_horizon = 9e-4;
+        if let Some(secs) = options.provisional_sub_window_secs {
+            aggregate_config.kafka.provisional_topic = provisional_topic.clone();
+            aggregate_config.privacy.provisional_share = 0.25;
+            aggregate_config.privacy.provisional_sub_window_secs = secs;
+        }
 
         let dashboard_data_dir = std::env::temp_dir().join(unique("hushmap-dashboard-store"));
         let mut dashboard_config = DashboardConfig {
@@ -203,6 +214,9 @@ impl Pipeline {
         dashboard_config.kafka.brokers = brokers();
         dashboard_config.kafka.releases_topic = releases_topic.clone();
         dashboard_config.kafka.measurements_topic = measurements_topic.clone();
+        if options.provisional_sub_window_secs.is_some() {
+            dashboard_config.kafka.provisional_topic = provisional_topic.clone();
+        }
         dashboard_config.auth.tokens = options.dashboard_tokens.clone();
 
         let mut stops = Vec::new();

@@ -50,6 +50,10 @@ pub struct LedgerEntry {
     pub parts: BTreeSet<u32>,
     #[serde(default = "one")]
     pub of: u32,
+    /// Charged when its provisional series began ([`PrivacyLedger::authorise_provisional`]);
+    /// its final release is still to come, at no further cost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub final_pending: bool,
 }
 
 fn whole_parts() -> BTreeSet<u32> {
@@ -72,6 +76,9 @@ impl LedgerEntry {
             cost: ReleaseCost::from_meta(meta),
             parts: BTreeSet::from([meta.part.index]),
             of: meta.part.of,
+            // A provisional release charged its window; the final one is
+            // still to come.
+            final_pending: meta.provisional.is_some(),
         }
     }
 
@@ -252,8 +259,26 @@ impl PrivacyLedger {
         window: Window,
         cost: ReleaseCost,
     ) -> Result<Authorisation, LedgerError> {
-        if self.entries.contains_key(&window.start_ms) {
-            return Err(LedgerError::AlreadyReleased(window.start_ms));
+        if let Some(entry) = self.entries.get_mut(&window.start_ms) {
+            // Charged when its provisional series began: the final release
+            // is part of what was charged, once.
+            if !entry.final_pending {
+                return Err(LedgerError::AlreadyReleased(window.start_ms));
+            }
+            // (Or published without data, free, when its records were
+            // lost mid-window: the series' charge stands all the same.)
+            if !entry.cost.same_as(&cost) && !cost.is_free() {
+                return Err(LedgerError::PlanMismatch {
+                    window_start: window.start_ms,
+                });
+            }
+            entry.final_pending = false;
+            return Ok(Authorisation {
+                id: entry.id.clone(),
+                window,
+                cost,
+                part: ReleasePart::WHOLE,
+            });
         }
         self.check_budget(&window, &cost)?;
         let entry = LedgerEntry {
@@ -262,6 +287,7 @@ impl PrivacyLedger {
             cost,
             parts: whole_parts(),
             of: 1,
+            final_pending: false,
         };
         let auth = Authorisation {
             id: entry.id.clone(),
@@ -271,6 +297,63 @@ impl PrivacyLedger {
         };
         self.entries.insert(window.start_ms, entry);
         Ok(auth)
+    }
+
+    /// Charges `window` at `cost` (its whole cost: the provisional series
+    /// and the final release together) before its first provisional
+    /// numbers are noised, or finds it charged already by its series.
+    /// The final release is then authorised by
+    /// [`authorise`](Self::authorise) at the same cost, for nothing more.
+    ///
+    /// Refused like [`authorise`](Self::authorise): over budget (nothing
+    /// charged), or the window's final release is on record.
+    ///
+    /// ```
+    /// use hushmap_privacy::{Budget, BudgetLimit, LedgerError, PrivacyLedger, ReleaseCost};
+    /// use hushmap_schema::{Window, WindowLength};
+    ///
+    /// let mut ledger = PrivacyLedger::new(Budget {
+    ///     limits: vec![BudgetLimit { horizon_ms: 86_400_000, max_epsilon: 1.0 }],
+    ///     delta: 1e-8,
+    ///     max_delta: 1e-6,
+    /// });
+    /// let day = Window::from_start(0, WindowLength::ONE_DAY).unwrap();
+    /// let cost = ReleaseCost::pure(1.0, 0.0, Vec::new());
+    /// ledger.authorise_provisional(day, cost.clone()).unwrap(); // charged
+    /// ledger.authorise_provisional(day, cost.clone()).unwrap(); // the next sub-window: nothing more
+    /// assert!(ledger.latest().is_none()); // not released yet
+    /// let _final = ledger.authorise(day, cost.clone()).unwrap(); // within the same charge
+    /// assert!(matches!(ledger.authorise(day, cost), Err(LedgerError::AlreadyReleased(_))));
+    /// ```
+    pub fn authorise_provisional(
+        &mut self,
+        window: Window,
+        cost: ReleaseCost,
+    ) -> Result<(), LedgerError> {
+        match self.entries.get(&window.start_ms) {
+            Some(entry) if !entry.final_pending => {
+                Err(LedgerError::AlreadyReleased(window.start_ms))
+            }
+            Some(entry) if !entry.cost.same_as(&cost) => Err(LedgerError::PlanMismatch {
+                window_start: window.start_ms,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.check_budget(&window, &cost)?;
+                self.entries.insert(
+                    window.start_ms,
+                    LedgerEntry {
+                        id: LedgerEntry::id_of(&window),
+                        window,
+                        cost,
+                        parts: whole_parts(),
+                        of: 1,
+                        final_pending: true,
+                    },
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Authorises part `part` of `window`'s release at `cost`.
@@ -314,6 +397,7 @@ impl PrivacyLedger {
                     cost,
                     parts: BTreeSet::from([part.index]),
                     of: part.of,
+                    final_pending: false,
                 };
                 let auth = Authorisation {
                     id: entry.id.clone(),
@@ -335,6 +419,8 @@ impl PrivacyLedger {
         match self.entries.get_mut(&entry.window.start_ms) {
             Some(known) => {
                 known.parts.extend(entry.parts);
+                // A final release found published ends a provisional series.
+                known.final_pending &= entry.final_pending;
                 if entry.cost.epsilon > known.cost.epsilon || entry.cost.delta > known.cost.delta {
                     known.cost = entry.cost;
                 }
@@ -375,9 +461,10 @@ impl PrivacyLedger {
         self.entries.values()
     }
 
-    /// The latest window on record.
+    /// The latest window whose release is on record (a window with only
+    /// provisional numbers out is charged, but still to be released).
     pub fn latest(&self) -> Option<&LedgerEntry> {
-        self.entries.values().next_back()
+        self.entries.values().rev().find(|e| !e.final_pending)
     }
 }
 
@@ -459,6 +546,7 @@ mod tests {
                 cost: old.clone(),
                 parts: BTreeSet::from([0]),
                 of: 1,
+                final_pending: false,
             });
         }
         let delta = l.spent_in_horizon(9 * HOUR, DAY).delta;
@@ -475,6 +563,7 @@ mod tests {
                 cost: loose.clone(),
                 parts: BTreeSet::from([0]),
                 of: 1,
+                final_pending: false,
             });
         }
         assert_eq!(l.spent_in_horizon(9 * HOUR, DAY).delta, 1e-8);
@@ -546,6 +635,49 @@ mod tests {
     }
 
     #[test]
+    fn a_provisional_charge_is_the_window_s_only_charge_and_survives_a_restart() {
+        let mut l = ledger(&[(DAY, 1.0)]);
+        l.authorise_provisional(w(0), pure(0.75)).unwrap();
+        // The window is charged: another one that does not fit is refused,
+        // and so is the same window at another cost.
+        assert!(matches!(
+            l.authorise_provisional(w(1), pure(0.5)),
+            Err(LedgerError::OverBudget { .. })
+        ));
+        assert!(matches!(
+            l.authorise(w(0), pure(0.5)),
+            Err(LedgerError::PlanMismatch { .. })
+        ));
+        assert!(l.latest().is_none());
+        // A restart finds the provisional release on its topic: the charge
+        // stands, and the final release is authorised once, within it.
+        let mut restarted = ledger(&[(DAY, 1.0)]);
+        restarted.restore(LedgerEntry {
+            final_pending: true,
+            ..l.entry(&w(0)).unwrap().clone()
+        });
+        assert!(matches!(
+            restarted.authorise_provisional(w(1), pure(0.5)),
+            Err(LedgerError::OverBudget { .. })
+        ));
+        let _final = restarted.authorise(w(0), pure(0.75)).unwrap();
+        assert_eq!(restarted.latest().unwrap().window, w(0));
+        assert!(matches!(
+            restarted.authorise_provisional(w(0), pure(0.75)),
+            Err(LedgerError::AlreadyReleased(0))
+        ));
+        // The final release found published ends the series on record too.
+        l.restore(LedgerEntry {
+            final_pending: false,
+            ..l.entry(&w(0)).unwrap().clone()
+        });
+        assert!(matches!(
+            l.authorise(w(0), pure(0.75)),
+            Err(LedgerError::AlreadyReleased(0))
+        ));
+    }
+
+    #[test]
     fn restored_releases_count_against_the_budget_and_block_re_release() {
         let mut l = ledger(&[(DAY, 1.0)]);
         l.restore(LedgerEntry {
@@ -554,6 +686,7 @@ mod tests {
             cost: pure(0.75),
             parts: BTreeSet::from([0]),
             of: 1,
+            final_pending: false,
         });
         assert_eq!(
             l.authorise(w(0), pure(0.1)).unwrap_err(),

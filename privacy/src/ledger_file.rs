@@ -136,6 +136,7 @@ mod tests {
             cost: ReleaseCost::pure(0.5, 0.0, Vec::new()),
             parts: BTreeSet::from([0]),
             of: 1,
+            final_pending: false,
         }
     }
 

@@ -121,6 +121,7 @@ fn main() {
             ledger_scope: Default::default(),
             estimates: Default::default(),
             all_ages_noise_scale: Default::default(),
+            provisional: None,
         },
         rows: vec![row("18-29", 10), row("75+", 0)],
     };

@@ -34,7 +34,9 @@ pub use domain::{AgeBand, Condition, Gender, RiskLevel, Subject, Symptom, Sympto
 pub use interval::ShareInterval;
 pub use record::{CoarseRecord, ContributorKey, RecordError};
 pub use region::{MAX_RESOLUTION, RegionCell, RegionError};
-pub use release::{Release, ReleaseError, ReleaseMeta, ReleaseRow, StatisticCost};
+pub use release::{
+    IntervalCounts, ProvisionalMeta, Release, ReleaseError, ReleaseMeta, ReleaseRow, StatisticCost,
+};
 pub use sealed::{
     BoundedKeyring, OpenError, PayloadKeyring, PayloadPublicKey, Purpose, SubmissionSealer,
 };

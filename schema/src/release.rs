@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// The `age_band` of a row that counts every age together: only on a
+/// provisional release (the final releases are per band; readers add the
+/// bands up themselves).
+pub const ALL_AGES: &str = "all";
+
 /// Bumped on any incompatible change to the columns below.
 pub const SCHEMA_VERSION: &str = "1";
 
@@ -68,6 +73,11 @@ pub mod meta_keys {
     /// (JSON, `{"7": 9.1, …}`), which is below the bands' errors summed in
     /// variance. Absent when the all-ages view is just the bands' sum.
     pub const ALL_AGES_NOISE_SCALE: &str = "hushmap.all_ages_noise_scale";
+    /// On a provisional release only: how far into its window it counts
+    /// and the interval measurements it was made from (JSON,
+    /// [`ProvisionalMeta`](super::ProvisionalMeta)). Absent on a final
+    /// release.
+    pub const PROVISIONAL: &str = "hushmap.provisional";
 }
 
 /// Why a release could not be encoded or decoded.
@@ -132,6 +142,59 @@ pub struct ReleaseMeta {
     /// (empty: the bands' errors add in variance).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub all_ages_noise_scale: BTreeMap<u8, f64>,
+    /// Set on a provisional release (counts so far within an open
+    /// window); `None` on the final release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisional: Option<Box<ProvisionalMeta>>,
+}
+
+/// What a provisional release is: the cumulative counts of its window's
+/// first `sub_windows_in` sub-windows (each contributor counted once, at
+/// their first record), made by the binary-tree mechanism over
+/// sub-windows. The cost in the release's metadata is the whole window's
+/// (provisional series and final release together), charged once.
+///
+/// ```
+/// use hushmap_schema::release::{IntervalCounts, ProvisionalMeta};
+/// let meta = ProvisionalMeta {
+///     sub_windows_in: 3, sub_windows: 24, sub_window_ms: 3_600_000,
+///     through_ms: 10_800_000, level: 3, node_noise_scale: 4.2,
+///     intervals: vec![IntervalCounts { start: 2, end: 3,
+///         counts: [("8360c1fffffffff".to_string(), [4, -1, 2])].into() }],
+/// };
+/// let json = serde_json::to_string(&meta).unwrap();
+/// assert_eq!(serde_json::from_str::<ProvisionalMeta>(&json).unwrap(), meta);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvisionalMeta {
+    /// Sub-windows counted so far (the rows are the counts of records
+    /// produced before `through_ms`).
+    pub sub_windows_in: u32,
+    /// Sub-windows of the window.
+    pub sub_windows: u32,
+    pub sub_window_ms: i64,
+    /// The end of the last sub-window counted.
+    pub through_ms: i64,
+    /// H3 resolution of the provisional regions.
+    pub level: u8,
+    /// Standard deviation of the noise on each interval's counts.
+    pub node_noise_scale: f64,
+    /// The intervals of sub-windows noised for this release (those that
+    /// ended with its last sub-window), as measured: what the next
+    /// provisional releases are also estimated from, and what a restarted
+    /// aggregator reads back rather than noising them again.
+    pub intervals: Vec<IntervalCounts>,
+}
+
+/// The noisy risk-level counts (low, moderate, high) of each provisional
+/// region over the sub-windows `[start, end)` of a window, as measured
+/// (negative values included).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntervalCounts {
+    pub start: u32,
+    pub end: u32,
+    /// Region (H3 index) → counts.
+    pub counts: BTreeMap<String, [i64; 3]>,
 }
 
 /// What a release's counts are.
@@ -537,6 +600,12 @@ impl ReleaseMeta {
                 serde_json::to_string(&self.all_ages_noise_scale).unwrap_or_default(),
             );
         }
+        if let Some(provisional) = &self.provisional {
+            m.insert(
+                meta_keys::PROVISIONAL.into(),
+                serde_json::to_string(provisional).unwrap_or_default(),
+            );
+        }
         m
     }
 
@@ -603,6 +672,14 @@ impl ReleaseMeta {
                 None => BTreeMap::new(),
                 Some(text) => serde_json::from_str(text)
                     .map_err(|_| ReleaseError::Metadata(meta_keys::ALL_AGES_NOISE_SCALE))?,
+            },
+            provisional: match m.get(meta_keys::PROVISIONAL) {
+                None => None,
+                Some(text) => {
+                    Some(Box::new(serde_json::from_str(text).map_err(|_| {
+                        ReleaseError::Metadata(meta_keys::PROVISIONAL)
+                    })?))
+                }
             },
         })
     }
@@ -709,7 +786,9 @@ impl Release {
                     reason: e.to_string(),
                 })?;
             let band = age_band.value(i);
-            if AgeBand::from_label(band).is_none() {
+            // Provisional numbers are all ages together, said so by name.
+            let all_ages = band == ALL_AGES && meta.provisional.is_some();
+            if AgeBand::from_label(band).is_none() && !all_ages {
                 return Err(ReleaseError::Value {
                     column: "age_band",
                     reason: format!("unknown band {band:?}"),
@@ -875,6 +954,7 @@ mod tests {
                 ledger_scope: Default::default(),
                 estimates: Default::default(),
                 all_ages_noise_scale: BTreeMap::from([(7, 9.5), (6, 12.25)]),
+                provisional: None,
             },
             rows: vec![ReleaseRow {
                 window_start: 1_700_000_000_000,
@@ -901,6 +981,45 @@ mod tests {
         let release = sample();
         let bytes = release.to_ipc().unwrap();
         assert_eq!(Release::from_ipc(&bytes).unwrap(), release);
+    }
+
+    #[test]
+    fn a_provisional_release_says_so_and_keeps_its_interval_measurements() {
+        let mut release = sample();
+        release.meta.provisional = Some(Box::new(ProvisionalMeta {
+            sub_windows_in: 2,
+            sub_windows: 4,
+            sub_window_ms: 15_000,
+            through_ms: release.meta.window_start + 30_000,
+            level: 5,
+            node_noise_scale: 1.5,
+            intervals: vec![IntervalCounts {
+                start: 0,
+                end: 2,
+                counts: BTreeMap::from([("85608b0bfffffff".to_string(), [3, -1, 0])]),
+            }],
+        }));
+        let back = Release::from_ipc(&release.to_ipc().unwrap()).unwrap();
+        assert_eq!(back, release);
+        // Its rows may count all ages together; a final release's may not.
+        let mut all = release.clone();
+        all.rows[0].age_band = ALL_AGES.into();
+        assert!(Release::from_ipc(&all.to_ipc().unwrap()).is_ok());
+        all.meta.provisional = None;
+        assert!(Release::from_ipc(&all.to_ipc().unwrap()).is_err());
+        // A final release carries no such key, and a garbled one is refused.
+        assert!(
+            !sample()
+                .meta
+                .to_metadata()
+                .contains_key(meta_keys::PROVISIONAL)
+        );
+        let mut md = release.meta.to_metadata();
+        md.insert(meta_keys::PROVISIONAL.into(), "{".into());
+        assert!(matches!(
+            ReleaseMeta::from_metadata(&md),
+            Err(ReleaseError::Metadata(meta_keys::PROVISIONAL))
+        ));
     }
 
     #[test]

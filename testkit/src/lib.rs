@@ -79,6 +79,7 @@ pub fn hourly_release(hour: i64, rows: Vec<hushmap_schema::ReleaseRow>) -> hushm
             ledger_scope: Default::default(),
             estimates: Default::default(),
             all_ages_noise_scale: Default::default(),
+            provisional: None,
         },
         rows,
     }

@@ -264,6 +264,9 @@ pub async fn run_batch(
     options: &BatchOptions,
     progress: &dyn Progress,
 ) -> Result<BatchReport, BatchError> {
+    // History has no open window to publish provisional numbers for: the
+    // final releases get the whole budget.
+    let config = &config.without_provisional();
     let plan = config.validated_plan()?;
     let format = InputFormat::of(input)?;
     // The ledger first: a run that cannot spend must not read gigabytes.

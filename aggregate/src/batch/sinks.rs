@@ -108,5 +108,6 @@ pub fn plan_meta(plan: &ReleasePlan) -> ReleaseMeta {
         ledger_scope: LedgerScope::Shared,
         estimates: plan.estimates,
         all_ages_noise_scale: Default::default(),
+        provisional: None,
     }
 }

@@ -53,6 +53,8 @@ pub enum ConfigError {
     BufferCap,
     #[error("kafka.measurements_topic: {0}")]
     MeasurementsTopic(&'static str),
+    #[error("privacy.provisional_share: {0}")]
+    Provisional(&'static str),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +68,10 @@ pub struct KafkaSettings {
     /// empty (the default): not published. The demo and the Kubernetes
     /// manifests use `hushmap.releases.measured.v1`.
     pub measurements_topic: String,
+    /// Where provisional counts within each open window go, when
+    /// `privacy.provisional_share` is above 0: one message per sub-window,
+    /// each in its own transaction (`hushmap.releases.provisional.v1`).
+    pub provisional_topic: String,
     pub group_id: String,
     /// Transactional id of the release producer. Releases and consumer
     /// offsets are committed in one Kafka transaction under this id; a
@@ -110,6 +116,7 @@ impl Default for KafkaSettings {
             input_topic: topics::SUBMISSIONS.into(),
             output_topic: topics::RELEASES.into(),
             measurements_topic: String::new(),
+            provisional_topic: topics::PROVISIONAL.into(),
             group_id: "hushmap-aggregate".into(),
             transactional_id: "hushmap-aggregate-releases".into(),
             transaction_timeout_ms: 30_000,
@@ -260,6 +267,23 @@ impl AggregateConfig {
             return Err(ConfigError::MeasurementsTopic(
                 "must differ from output_topic: a topic holds one kind of release",
             ));
+        }
+        if self.privacy.provisional_share > 0.0 {
+            if self.topology == Topology::Partitioned {
+                return Err(ConfigError::Provisional(
+                    "provisional numbers are published by the single topology only; set it to 0 \
+                     with topology = \"partitioned\"",
+                ));
+            }
+            let topic = &self.kafka.provisional_topic;
+            if topic.is_empty()
+                || *topic == self.kafka.output_topic
+                || *topic == self.kafka.measurements_topic
+            {
+                return Err(ConfigError::Provisional(
+                    "needs kafka.provisional_topic, a topic of its own",
+                ));
+            }
         }
         if self.max_buffered_records_per_window == 0 {
             return Err(ConfigError::BufferCap);

@@ -3,7 +3,8 @@
 //! ([`ReleasePlan`]) and the ledger's [`Budget`] are built from.
 
 use super::{AggregateConfig, ConfigError};
-use hushmap_privacy::release::{PlanSpec, ReleasePlan};
+use hushmap_privacy::release::continual::MAX_SUB_WINDOWS;
+use hushmap_privacy::release::{PlanSpec, ProvisionalSpec, ReleasePlan};
 use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_privacy::{Budget, BudgetLimit};
 use hushmap_schema::release::Estimates;
@@ -91,6 +92,19 @@ pub struct PrivacyConfig {
     /// as measured, clamped at zero. Post-processing either way: the same
     /// cost, said in the release metadata (`hushmap.estimates`).
     pub estimates: Estimates,
+    /// Share of each window's budget (ρ, or ε for Laplace) spent on
+    /// provisional counts published while the window is open (0, the
+    /// default: none). They count each contributor once, at their first
+    /// record, per region of the public set at the coarsest released level,
+    /// all ages; the binary-tree mechanism over the sub-windows makes each
+    /// update cost only the tree's depth (docs/PRIVACY.md, "Provisional
+    /// numbers"). The final release is calibrated from the rest. Needs a
+    /// public region set and the single topology.
+    pub provisional_share: f64,
+    /// Length of a provisional sub-window: one provisional release per
+    /// sub-window, by the clock (default hourly). Must divide
+    /// `window_secs`, at most 4,096 sub-windows a window.
+    pub provisional_sub_window_secs: u32,
 }
 
 /// Most coarser levels a release may carry (each one takes a share of the
@@ -123,6 +137,8 @@ impl Default for PrivacyConfig {
             parent_levels: 2,
             level_weights: Vec::new(),
             estimates: Estimates::Consistent,
+            provisional_share: 0.0,
+            provisional_sub_window_secs: 3600,
         }
     }
 }
@@ -170,6 +186,12 @@ impl PrivacyConfig {
             return Err(ConfigError::Privacy {
                 field: "all_ages_share",
                 reason: "an all-ages measurement is only published through consistent estimates",
+            });
+        }
+        if !(p.provisional_share >= 0.0 && p.provisional_share < 1.0) {
+            return Err(ConfigError::Privacy {
+                field: "provisional_share",
+                reason: "must be at least 0 and below 1",
             });
         }
         if p.max_contributions_per_window == 0 {
@@ -355,7 +377,53 @@ impl AggregateConfig {
             max_ci_half_width: p.max_ci_half_width,
             level_weights: p.level_weights.clone(),
             estimates: p.estimates,
+            provisional: self.provisional_spec()?,
         })
+    }
+
+    /// The provisional series of this configuration: its share, the
+    /// sub-windows a window is cut into, at the coarsest released level.
+    fn provisional_spec(&self) -> Result<Option<ProvisionalSpec>, ConfigError> {
+        let p = &self.privacy;
+        if p.provisional_share == 0.0 {
+            return Ok(None);
+        }
+        let sub = p.provisional_sub_window_secs;
+        if sub == 0 || !self.window_secs.is_multiple_of(sub) {
+            return Err(ConfigError::Privacy {
+                field: "provisional_sub_window_secs",
+                reason: "must be positive and divide window_secs",
+            });
+        }
+        let sub_windows = self.window_secs / sub;
+        if sub_windows > MAX_SUB_WINDOWS {
+            return Err(ConfigError::Privacy {
+                field: "provisional_sub_window_secs",
+                reason: "a window may have at most 4,096 sub-windows",
+            });
+        }
+        if self.public_regions()?.is_none() {
+            return Err(ConfigError::Privacy {
+                field: "provisional_share",
+                reason: "provisional numbers need a public region set (public_regions, \
+                         public_polygon or public_bbox): which regions appear every hour \
+                         must not depend on the data",
+            });
+        }
+        Ok(Some(ProvisionalSpec {
+            share: p.provisional_share,
+            sub_windows,
+            level: self.coarsest_level(),
+        }))
+    }
+
+    /// This configuration without provisional numbers, the final release
+    /// spending the whole window's budget (batch mode: a window of history
+    /// is never open).
+    pub fn without_provisional(&self) -> AggregateConfig {
+        let mut config = self.clone();
+        config.privacy.provisional_share = 0.0;
+        config
     }
 
     /// The release plan of this configuration

@@ -17,6 +17,9 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&l
 
 const state = {
   releases: [], window: null, followLatest: true, band: "all", level: null, metric: "high_share",
+  // The open window's provisional numbers (GET /api/v1/provisional), and
+  // whether they are what the map shows (the slider's last step).
+  provisional: null, showProvisional: false,
   cells: [], areas: [], meta: null, rows: [], sort: {key: "region", dir: 1}, fitted: null,
 };
 
@@ -46,8 +49,9 @@ function ensureHatch() {
 // ---- metrics ----
 const SYMPTOM = (m) => m.startsWith("sym_");
 // A deployment may switch symptom counts off: no such statistic was
-// measured, and the zeros in their columns say nothing.
-const symptomsReleased = (meta) => !meta || (meta.statistic_costs || []).some((c) => c.statistic === "symptom_counts");
+// measured, and the zeros in their columns say nothing. Provisional
+// numbers count risk levels only.
+const symptomsReleased = (meta) => !meta || (!meta.provisional && (meta.statistic_costs || []).some((c) => c.statistic === "symptom_counts"));
 function metricValue(c, metric) {
   if (metric === "high_share") return c.high_share;
   if (metric === "n_total") return c.n_total;
@@ -227,6 +231,12 @@ function sparkline(series) {
 }
 
 async function showCell(c) {
+  if (state.showProvisional) {
+    $("details").innerHTML = `<h2>Cell ${esc(c.region)} (level ${c.level}), provisional</h2>` +
+      `<table><tr><th>Ages</th><th>n</th><th>High</th><th>95% CI</th></tr><tr><td>all</td><td>${c.n_total}</td><td>${c.suppressed ? "<i>suppressed</i>" : pct(c.high_share)}</td><td>${pct(c.high_share_ci_low)} – ${pct(c.high_share_ci_high)}</td></tr></table>` +
+      `<div class="muted">Counts so far in the open window; age bands and history come with its final release.</div>`;
+    return;
+  }
   const data = await getJson(`/api/v1/cell?region=${encodeURIComponent(c.region)}&window=${state.window}`);
   const rows = data.bands.map((r) => `<tr><td>${esc(r.age_band)}</td><td>${r.n_total}</td><td>${r.suppressed ? "<i>suppressed</i>" : pct(r.high_share)}</td><td>${pct(r.high_share_ci_low)} – ${pct(r.high_share_ci_high)}</td></tr>`).join("");
   $("details").innerHTML = `<h2>Cell ${esc(c.region)} (level ${data.level})</h2>` +
@@ -310,37 +320,90 @@ async function getJson(url) {
 }
 
 function privacyPanel(data) {
-  const cur = state.releases.find((r) => r.window_start === state.window);
+  const cur = state.showProvisional ? state.provisional : state.releases.find((r) => r.window_start === state.window);
   const c = data.privacy;
   const row = (k, v) => `<tr><td>${k}</td><td>${v}</td></tr>`;
   const eps = (x) => `ε ${x.epsilon.toFixed(3)}, δ ${x.delta.toExponential(1)}`;
   $("privacy").innerHTML = `<table>` +
-    (cur ? row("This window", `${eps(cur.meta)} (${esc(cur.meta.mechanism)}${cur.meta.rho !== null ? `, ρ ${cur.meta.rho.toExponential(2)}` : ""})`) : "") +
+    (cur ? row(state.showProvisional ? "This window (open; charged when its provisional numbers began)" : "This window", `${eps(cur.meta)} (${esc(cur.meta.mechanism)}${cur.meta.rho !== null ? `, ρ ${cur.meta.rho.toExponential(2)}` : ""})`) : "") +
     row("Last day", `${eps(c.last_day)} over ${c.last_day.releases} windows`) +
     row("Last 30 days", `${eps(c.last_30_days)} over ${c.last_30_days.releases} windows`) +
     `</table><div class="muted">Per person, at most, composed as the aggregator's ledger does (ρ adds; converted once). Ledger entry ${cur ? esc(cur.meta.ledger_entry) : "–"}.</div>`;
 }
 
+// The open window's provisional numbers, or null when there are none (or
+// its final release has replaced them).
+async function getProvisional() {
+  const resp = await fetch("/api/v1/provisional", {headers: {"Accept": "application/json"}, credentials: "same-origin"});
+  if (resp.status === 404) return null;
+  if (resp.status === 401) { location.href = "/login"; throw new Error("not logged in"); }
+  if (!resp.ok) throw new Error(`/api/v1/provisional: ${resp.status}`);
+  return resp.json();
+}
+
+function provisionalNote(p) {
+  const note = $("provisional-note");
+  document.body.classList.toggle("provisional", !!p);
+  note.hidden = !p;
+  if (!p) return;
+  const m = p.meta.provisional;
+  note.textContent = `Provisional: the window ${fmtTime(p.window_start)} – ${fmtTime(p.window_end)} is still open. ` +
+    `These are all-ages counts of the answers given up to ${fmtTime(m.through_ms)} (${m.sub_windows_in} of ${m.sub_windows} parts of the window), ` +
+    `each person counted once, at their first answer. They will be replaced by the window's final release.`;
+}
+
 async function refreshReleases() {
   const data = await getJson("/api/v1/releases");
   state.releases = data.releases;
+  state.provisional = await getProvisional();
   const slider = $("window");
-  slider.max = String(Math.max(0, data.releases.length - 1));
-  if (!data.releases.length) { $("status").textContent = "Waiting for the first release…"; return false; }
+  const n = data.releases.length, open = state.provisional ? 1 : 0;
+  // The open window's provisional map is the slider's last step.
+  slider.max = String(Math.max(0, n + open - 1));
+  if (!open) state.showProvisional = false;
+  else if (state.followLatest) state.showProvisional = true;
+  if (state.showProvisional) {
+    const p = state.provisional;
+    slider.value = String(n);
+    $("window-label").textContent = `${fmtTime(p.window_start)} – ${fmtTime(p.window_end)}, provisional to ${fmtTime(p.meta.provisional.through_ms)} (${n + 1}/${n + 1})`;
+    provisionalNote(p);
+    privacyPanel(data);
+    return true;
+  }
+  provisionalNote(null);
+  if (!n) { $("status").textContent = "Waiting for the first release…"; return false; }
   if (state.followLatest || state.window === null || !data.releases.some((r) => r.window_start === state.window)) {
-    state.window = data.releases[data.releases.length - 1].window_start;
+    state.window = data.releases[n - 1].window_start;
   }
   slider.value = String(data.releases.findIndex((r) => r.window_start === state.window));
   const r = data.releases[Number(slider.value)];
   // Every window is released, empty or not; one the aggregator could not
   // count (it was down past the topic's retention) says so.
   const missed = r.meta && r.meta.coverage === "missed" ? " — missed: no data (the aggregator was down)" : "";
-  $("window-label").textContent = `${fmtTime(r.window_start)} – ${fmtTime(r.window_end)} (${Number(slider.value) + 1}/${data.releases.length})${missed}`;
+  $("window-label").textContent = `${fmtTime(r.window_start)} – ${fmtTime(r.window_end)} (${Number(slider.value) + 1}/${n + open})${missed}`;
   privacyPanel(data);
   return true;
 }
 
 async function refreshView() {
+  $("band").disabled = state.showProvisional;
+  $("level").disabled = state.showProvisional;
+  if (state.showProvisional) {
+    const p = state.provisional;
+    state.meta = p.meta;
+    state.cells = p.cells;
+    state.level = p.level;
+    $("band").value = "all";
+    $("level").innerHTML = p.levels.map((l) => `<option value="${l}">H3 level ${l}</option>`).join("");
+    drawCells();
+    alertLayer.clearLayers();
+    $("alerts").innerHTML = `<div class="muted">Alerts compare final releases: this window's come when it closes.</div>`;
+    state.rows = p.cells.map((c) => ({...c, level: p.level}));
+    renderTable();
+    document.body.dataset.state = "ready";
+    return;
+  }
+  $("band").value = state.band;
   if (state.window === null) return;
   const band = encodeURIComponent(state.band);
   const lvl = state.level !== null ? `&level=${state.level}` : "";
@@ -374,10 +437,12 @@ if (params.get("level")) state.level = Number(params.get("level"));
 if (params.get("metric")) { state.metric = params.get("metric"); $("metric").value = state.metric; }
 
 $("window").addEventListener("input", (e) => {
-  const r = state.releases[Number(e.target.value)];
-  if (!r) return;
-  state.window = r.window_start;
-  state.followLatest = Number(e.target.value) === state.releases.length - 1;
+  const i = Number(e.target.value);
+  const last = state.releases.length - (state.provisional ? 0 : 1);
+  state.followLatest = i === last;
+  state.showProvisional = !!state.provisional && i === state.releases.length;
+  const r = state.releases[i];
+  if (r) state.window = r.window_start;
   refresh();
 });
 $("band").addEventListener("change", (e) => { state.band = e.target.value; refreshView(); });
@@ -385,7 +450,11 @@ $("level").addEventListener("change", (e) => { state.level = Number(e.target.val
 $("area").addEventListener("change", (e) => zoomTo(e.target.value));
 placeSearch();
 labelPlaces();
-$("metric").addEventListener("change", (e) => { state.metric = e.target.value; drawCells(); refreshAlerts().catch(() => {}); });
+$("metric").addEventListener("change", (e) => {
+  state.metric = e.target.value;
+  drawCells();
+  if (!state.showProvisional) refreshAlerts().catch(() => {});
+});
 for (const [tab, view] of [["tab-map", "map-view"], ["tab-table", "table-view"]]) {
   $(tab).addEventListener("click", () => {
     for (const [t, v] of [["tab-map", "map-view"], ["tab-table", "table-view"]]) {

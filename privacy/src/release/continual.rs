@@ -36,8 +36,13 @@
 //! assert_eq!((estimate, variance), (6.0, 0.0));
 //! ```
 
+use super::ReleasePlan;
 use super::consistency::CountTree;
+use super::noising::plan_meta;
 use crate::noise::NoiseError;
+use hushmap_schema::release::{CellLabel, Estimates, IntervalCounts, ProvisionalMeta};
+use hushmap_schema::{RegionCell, Release, ReleaseMeta, ReleaseRow, Window};
+use std::collections::BTreeMap;
 
 /// Sub-windows `[start, end)` of one window: a node of the tree.
 pub type Interval = (u32, u32);
@@ -69,6 +74,11 @@ impl SubWindowTree {
 
     /// Levels of the tree: the number of intervals holding any one
     /// sub-window, hence of noised counts one contributor can move.
+    /// Sub-windows of the window.
+    pub fn sub_windows(&self) -> u32 {
+        self.sub_windows
+    }
+
     pub fn levels(&self) -> u32 {
         self.width.trailing_zeros() + 1
     }
@@ -145,6 +155,177 @@ impl SubWindowTree {
     }
 }
 
+/// True counts of one sub-window and provisional region: the risk levels
+/// (low, moderate, high) of the contributors whose first record in the
+/// window was produced in that sub-window. Memory only, between the count
+/// and the noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstRecordCounts {
+    pub sub_window: u32,
+    pub region: RegionCell,
+    pub risk: [i64; 3],
+}
+
+/// Why a provisional release could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionalError {
+    #[error("noise: {0}")]
+    Noise(#[from] NoiseError),
+    #[error("the plan has no provisional series")]
+    NotPlanned,
+    #[error("sub-window {asked} asked for, but {published} are published (each once, in order)")]
+    OutOfOrder { asked: u32, published: u32 },
+    #[error("a published provisional release does not fit this plan: {0}")]
+    Foreign(&'static str),
+}
+
+/// One window's provisional series as far as it has been published: the
+/// noisy count of every interval noised so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProvisionalSeries {
+    /// Sub-windows published.
+    published: u32,
+    measured: BTreeMap<Interval, BTreeMap<RegionCell, [i64; 3]>>,
+}
+
+impl ProvisionalSeries {
+    /// Sub-windows whose provisional release is out (the next one to
+    /// publish is this index).
+    pub fn published(&self) -> u32 {
+        self.published
+    }
+
+    /// Takes in a provisional release found on its topic (after a
+    /// restart): its intervals are never noised again. Releases may come
+    /// in any order; each adds what it measured.
+    pub fn restore(&mut self, meta: &ProvisionalMeta) -> Result<(), ProvisionalError> {
+        for interval in &meta.intervals {
+            let mut counts = BTreeMap::new();
+            for (region, c) in &interval.counts {
+                let cell: RegionCell = region
+                    .parse()
+                    .map_err(|_| ProvisionalError::Foreign("a region is not an H3 cell"))?;
+                counts.insert(cell, *c);
+            }
+            self.measured.insert((interval.start, interval.end), counts);
+        }
+        self.published = self.published.max(meta.sub_windows_in);
+        Ok(())
+    }
+
+    /// Noises the intervals that end with sub-window `t` (which must be
+    /// the next one) from `counts` (every sub-window's first-record
+    /// counts so far; those of later sub-windows are ignored), and makes
+    /// the provisional release of the window's first `t + 1` sub-windows.
+    ///
+    /// The caller has charged the window first
+    /// ([`release_provisional`](super::window::release_provisional) does
+    /// both, in that order).
+    pub fn advance(
+        &mut self,
+        plan: &ReleasePlan,
+        window: Window,
+        ledger_entry: &str,
+        t: u32,
+        counts: &[FirstRecordCounts],
+    ) -> Result<Release, ProvisionalError> {
+        let series = plan
+            .provisional
+            .as_ref()
+            .ok_or(ProvisionalError::NotPlanned)?;
+        if t != self.published || t >= series.tree.sub_windows {
+            return Err(ProvisionalError::OutOfOrder {
+                asked: t,
+                published: self.published,
+            });
+        }
+        let regions: Vec<RegionCell> = series.regions.iter().copied().collect();
+        let index: BTreeMap<RegionCell, usize> =
+            regions.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+        let mut noised = Vec::new();
+        for (start, end) in series.tree.completed_at(t) {
+            // Every public region, zeros included; records elsewhere are
+            // not counted.
+            let mut truth = vec![0i64; regions.len() * 3];
+            for c in counts {
+                if c.sub_window < start || c.sub_window >= end {
+                    continue;
+                }
+                if let Some(&i) = index.get(&c.region) {
+                    for (k, n) in c.risk.iter().enumerate() {
+                        truth[i * 3 + k] += n;
+                    }
+                }
+            }
+            let noisy = series.node.apply(&truth)?;
+            let measured: BTreeMap<RegionCell, [i64; 3]> = regions
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (*r, [noisy[i * 3], noisy[i * 3 + 1], noisy[i * 3 + 2]]))
+                .collect();
+            noised.push(IntervalCounts {
+                start,
+                end,
+                counts: measured.iter().map(|(r, c)| (r.to_string(), *c)).collect(),
+            });
+            self.measured.insert((start, end), measured);
+        }
+        self.published = t + 1;
+        let variance = series.node.std_dev().powi(2);
+        let mut rows = Vec::with_capacity(regions.len());
+        for region in &regions {
+            let mut risk = [0i64; 3];
+            let mut se = 0.0;
+            for (k, slot) in risk.iter_mut().enumerate() {
+                let measured = |i: Interval| {
+                    self.measured
+                        .get(&i)
+                        .and_then(|m| m.get(region))
+                        .map_or(0.0, |c| c[k] as f64)
+                };
+                let (x, v) = series
+                    .tree
+                    .cumulative(t + 1, measured, variance)
+                    .expect("t is within the window");
+                *slot = x.round() as i64;
+                se = v.sqrt();
+            }
+            rows.push(ReleaseRow::from_noisy_counts(
+                CellLabel {
+                    window_start: window.start_ms,
+                    window_end: window.end_ms,
+                    level: series.level,
+                    region: region.to_string(),
+                    age_band: hushmap_schema::release::ALL_AGES.into(),
+                },
+                risk,
+                [0; 10],
+                se,
+                plan.max_ci_half_width,
+            ));
+        }
+        let sub_window_ms = (window.end_ms - window.start_ms) / i64::from(series.tree.sub_windows);
+        Ok(Release {
+            meta: ReleaseMeta {
+                // Risk levels only, all ages: no symptom noise to state.
+                symptom_noise_scale: 0.0,
+                estimates: Estimates::Consistent,
+                provisional: Some(Box::new(ProvisionalMeta {
+                    sub_windows_in: t + 1,
+                    sub_windows: series.tree.sub_windows,
+                    sub_window_ms,
+                    through_ms: window.start_ms + sub_window_ms * i64::from(t + 1),
+                    level: series.level,
+                    node_noise_scale: series.node.std_dev(),
+                    intervals: noised,
+                })),
+                ..plan_meta(plan, window, ledger_entry, &plan.cost)
+            },
+            rows,
+        })
+    }
+}
+
 /// The intervals of the complete subtree under `root` (root first, each
 /// parent before its children) and its tree shape.
 fn subtree(root: Interval) -> (Vec<Interval>, CountTree) {
@@ -173,6 +354,151 @@ mod tests {
     use crate::release::consistency::tests::gaussian;
     use rand::SeedableRng;
     use std::collections::HashMap;
+
+    use crate::release::{Mechanism, PlanSpec, ProvisionalSpec};
+    use hushmap_schema::WindowLength;
+
+    /// A plan with a provisional series over `sub_windows` at level 5, its
+    /// public set the level-7 cells under two level-5 cells.
+    pub(crate) fn provisional_plan(epsilon: f64, sub_windows: u32) -> ReleasePlan {
+        let public = ["85608b0bfffffff", "85608b0ffffffff"]
+            .iter()
+            .flat_map(|s| s.parse::<RegionCell>().unwrap().children(7).unwrap())
+            .collect();
+        ReleasePlan::calibrate(&PlanSpec {
+            public_regions: Some(public),
+            provisional: Some(ProvisionalSpec {
+                share: 0.25,
+                sub_windows,
+                level: 5,
+            }),
+            ..PlanSpec::for_tests(Mechanism::Gaussian, epsilon, vec![7, 6, 5])
+        })
+        .unwrap()
+    }
+
+    fn day() -> Window {
+        Window::from_start(0, WindowLength::ONE_DAY).unwrap()
+    }
+
+    fn cell(s: &str) -> RegionCell {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn at_a_huge_budget_each_provisional_release_is_the_first_record_count_so_far() {
+        let plan = provisional_plan(1e7, 6);
+        let (a, b) = (cell("85608b0bfffffff"), cell("85608b0ffffffff"));
+        let counts = [
+            FirstRecordCounts {
+                sub_window: 0,
+                region: a,
+                risk: [2, 0, 1],
+            },
+            FirstRecordCounts {
+                sub_window: 2,
+                region: a,
+                risk: [0, 3, 0],
+            },
+            FirstRecordCounts {
+                sub_window: 3,
+                region: b,
+                risk: [1, 1, 1],
+            },
+            FirstRecordCounts {
+                sub_window: 5,
+                region: b,
+                risk: [0, 0, 4],
+            },
+        ];
+        let mut series = ProvisionalSeries::default();
+        for t in 0..6u32 {
+            let release = series.advance(&plan, day(), "w0", t, &counts).unwrap();
+            let meta = release.meta.provisional.as_ref().unwrap();
+            assert_eq!(
+                (meta.sub_windows_in, meta.through_ms),
+                (t + 1, i64::from(t + 1) * 14_400_000)
+            );
+            assert_eq!(release.rows.len(), 2, "every public region, zeros included");
+            for row in &release.rows {
+                let region = cell(&row.region);
+                let want = counts
+                    .iter()
+                    .filter(|c| c.region == region && c.sub_window <= t)
+                    .fold([0; 3], |acc, c| {
+                        [acc[0] + c.risk[0], acc[1] + c.risk[1], acc[2] + c.risk[2]]
+                    });
+                assert_eq!(
+                    [row.n_low, row.n_moderate, row.n_high],
+                    want,
+                    "after {t}, {region}"
+                );
+                assert_eq!((row.level, row.age_band.as_str()), (5, "all"));
+            }
+            // Only the intervals ending now were noised for this release.
+            let ends: Vec<u32> = meta.intervals.iter().map(|i| i.end).collect();
+            assert!(ends.iter().all(|e| *e == t + 1), "{ends:?}");
+            assert_eq!(release.meta.epsilon, plan.cost.epsilon);
+        }
+        // Past the end, twice, or skipping ahead: refused.
+        assert!(matches!(
+            series.advance(&plan, day(), "w0", 6, &counts),
+            Err(ProvisionalError::OutOfOrder { .. })
+        ));
+        let mut fresh = ProvisionalSeries::default();
+        assert!(matches!(
+            fresh.advance(&plan, day(), "w0", 1, &counts),
+            Err(ProvisionalError::OutOfOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn a_restored_series_goes_on_from_the_published_measurements_without_noising_them_again() {
+        let plan = provisional_plan(1.0, 24);
+        let a = cell("85608b0bfffffff");
+        let counts: Vec<FirstRecordCounts> = (0..24)
+            .map(|t| FirstRecordCounts {
+                sub_window: t,
+                region: a,
+                risk: [5, 2, 1],
+            })
+            .collect();
+        let mut first = ProvisionalSeries::default();
+        let published: Vec<Release> = (0..7)
+            .map(|t| first.advance(&plan, day(), "w0", t, &counts).unwrap())
+            .collect();
+        // A restart: the series is rebuilt from what was published, in any
+        // order, and continues exactly as the first process would have.
+        let mut restored = ProvisionalSeries::default();
+        for release in published.iter().rev() {
+            restored
+                .restore(release.meta.provisional.as_ref().unwrap())
+                .unwrap();
+        }
+        assert_eq!(restored, first);
+        assert_eq!(restored.published(), 7);
+        let mut again = first.clone();
+        // Sub-window 7 completes [7,8), [6,8), [4,8) and [0,8): their
+        // children are the restored ones, not fresh draws.
+        let next = restored.advance(&plan, day(), "w0", 7, &counts).unwrap();
+        let intervals: Vec<(u32, u32)> = next
+            .meta
+            .provisional
+            .as_ref()
+            .unwrap()
+            .intervals
+            .iter()
+            .map(|i| (i.start, i.end))
+            .collect();
+        assert_eq!(intervals, vec![(7, 8), (6, 8), (4, 8), (0, 8)]);
+        for (start, end) in [(0, 1), (4, 6), (6, 7)] {
+            assert_eq!(
+                restored.measured[&(start, end)],
+                first.measured[&(start, end)]
+            );
+        }
+        assert!(again.advance(&plan, day(), "w0", 6, &counts).is_err());
+    }
 
     #[test]
     fn every_interval_is_noised_once_and_each_contributor_touches_one_per_level() {

@@ -32,8 +32,13 @@ pub mod plan;
 pub mod window;
 
 pub use noising::{Noised, missed_release, noise_window, noisy_release, roll_up};
-pub use plan::{LevelPlan, Mechanism, PlanSpec, RegionSelection, ReleasePlan};
-pub use window::{ReleaseStepError, WindowData, WindowOutcome, release_window};
+pub use plan::{
+    LevelPlan, Mechanism, PlanSpec, ProvisionalPlan, ProvisionalSpec, RegionSelection, ReleasePlan,
+};
+pub use window::{
+    ProvisionalOutcome, ReleaseStepError, WindowData, WindowOutcome, release_provisional,
+    release_window,
+};
 
 use hushmap_schema::{AgeBand, RegionCell};
 

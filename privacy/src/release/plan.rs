@@ -20,6 +20,7 @@
 //!     max_ci_half_width: 0.15,
 //!     level_weights: Vec::new(),
 //!     estimates: Estimates::Consistent,
+//!     provisional: None,
 //! };
 //! let plan = ReleasePlan::calibrate(&spec).unwrap();
 //! assert_eq!(plan.levels.len(), 3);
@@ -30,6 +31,7 @@
 //! ```
 
 use super::CellCounts;
+use super::continual::SubWindowTree;
 use crate::ReleaseCost;
 use crate::conversion::zcdp_rho_for;
 use crate::noise::{CountNoise, DiscreteGaussian, DiscreteLaplace, NoiseError, ThresholdSelector};
@@ -92,6 +94,22 @@ pub struct PlanSpec {
     /// Whether the released counts are made consistent across levels
     /// ([`consistency`](super::consistency)) or published as measured.
     pub estimates: Estimates,
+    /// Provisional counts within each window (continual release), taking
+    /// a share of the window's budget; `None` for final releases only.
+    pub provisional: Option<ProvisionalSpec>,
+}
+
+/// Provisional counts within each window ([`continual`](super::continual)):
+/// a share of the window's budget, the clock's sub-windows, one level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProvisionalSpec {
+    /// Share of the window's budget (ρ, or ε for Laplace) spent on the
+    /// provisional series, in (0, 1); the final release gets the rest.
+    pub share: f64,
+    /// Sub-windows of a window, by the clock.
+    pub sub_windows: u32,
+    /// H3 resolution of the provisional counts (one of `levels`).
+    pub level: u8,
 }
 
 impl PlanSpec {
@@ -114,6 +132,7 @@ impl PlanSpec {
             max_ci_half_width: 0.15,
             level_weights: Vec::new(),
             estimates: Estimates::Consistent,
+            provisional: None,
         }
     }
 
@@ -192,6 +211,61 @@ impl RegionSelection {
     }
 }
 
+impl ProvisionalPlan {
+    /// The series of `provisional` spending `budget` (ρ or ε).
+    fn calibrate(
+        spec: &PlanSpec,
+        provisional: &ProvisionalSpec,
+        budget: f64,
+    ) -> Result<ProvisionalPlan, NoiseError> {
+        if !(provisional.share > 0.0 && provisional.share < 1.0) {
+            return Err(NoiseError::Parameter("provisional share: in (0, 1)"));
+        }
+        if !spec.levels.contains(&provisional.level) {
+            return Err(NoiseError::Parameter(
+                "provisional counts: the level must be one of the released levels",
+            ));
+        }
+        // Which regions appear must not depend on the data, and a
+        // threshold selection every sub-window would cost the selection's
+        // budget every time.
+        let Some(public) = &spec.public_regions else {
+            return Err(NoiseError::Parameter(
+                "provisional counts need a public region set (public_regions, public_polygon or public_bbox)",
+            ));
+        };
+        let tree = SubWindowTree::new(provisional.sub_windows)?;
+        let node_budget = tree.node_budget(budget);
+        // One first record per contributor: one count, in one interval
+        // per level of the tree.
+        let sensitivity = FIRST_RECORD_SENSITIVITY;
+        let node = match spec.mechanism {
+            Mechanism::Gaussian => {
+                CountNoise::Gaussian(DiscreteGaussian::calibrate(sensitivity, node_budget)?)
+            }
+            Mechanism::Laplace => {
+                CountNoise::Laplace(DiscreteLaplace::calibrate(sensitivity, node_budget)?)
+            }
+        };
+        Ok(ProvisionalPlan {
+            tree,
+            level: provisional.level,
+            regions: Arc::new(
+                public
+                    .iter()
+                    .filter_map(|c| c.parent(provisional.level))
+                    .collect(),
+            ),
+            node,
+        })
+    }
+}
+
+/// The L1 and L2 sensitivity of one interval's provisional counts: a
+/// contributor's first record in the window is one count of one region,
+/// whatever `max_contributions_per_window` allows the final release.
+pub const FIRST_RECORD_SENSITIVITY: f64 = 1.0;
+
 /// Calibrated mechanisms for one hierarchy level of a release.
 #[derive(Debug, Clone)]
 pub struct LevelPlan {
@@ -230,6 +304,23 @@ pub struct ReleasePlan {
     pub max_ci_half_width: f64,
     /// What the released counts are (post-processing only).
     pub estimates: Estimates,
+    /// The provisional series within each window, when there is one.
+    pub provisional: Option<ProvisionalPlan>,
+}
+
+/// The calibrated provisional series of a plan: every interval of
+/// sub-windows is noised with `node`, whose budget is the series' share
+/// over the tree's levels ([`SubWindowTree::node_budget`]).
+#[derive(Debug, Clone)]
+pub struct ProvisionalPlan {
+    pub tree: SubWindowTree,
+    /// H3 resolution of the provisional regions.
+    pub level: u8,
+    /// The public region set at `level`: every one of them, zeros included.
+    pub regions: Arc<BTreeSet<RegionCell>>,
+    /// The noise on each interval's counts (sensitivity one count: only a
+    /// contributor's first record counts).
+    pub node: CountNoise,
 }
 
 impl ReleasePlan {
@@ -248,10 +339,15 @@ impl ReleasePlan {
         let n_levels = spec.levels.len() as f64;
         let fractions = spec.level_fractions()?;
         spec.check_shares()?;
-        let total = match spec.mechanism {
+        let window_total = match spec.mechanism {
             Mechanism::Gaussian => zcdp_rho_for(spec.epsilon_per_window, spec.delta)?,
             Mechanism::Laplace => spec.epsilon_per_window,
         };
+        // The provisional series' share comes off the top; the final
+        // release is calibrated from the rest, so the two compose to the
+        // window's budget.
+        let provisional_share = spec.provisional.map_or(0.0, |p| p.share);
+        let total = window_total * (1.0 - provisional_share);
         // Of the whole: the selection's share (without a public set), then
         // each level its fraction, then risk and symptoms by `risk_share`.
         let counts_share = match spec.public_regions {
@@ -331,6 +427,25 @@ impl ReleasePlan {
                 symptoms,
             });
         }
+        let provisional = match &spec.provisional {
+            None => None,
+            Some(p) => {
+                let plan = ProvisionalPlan::calibrate(spec, p, window_total * p.share)?;
+                // Each contributor moves one count of one interval per
+                // level of the tree: the series costs `levels` nodes.
+                let node_cost = match plan.node {
+                    CountNoise::Gaussian(n) => n.rho,
+                    CountNoise::Laplace(n) => n.epsilon,
+                };
+                cost_of(
+                    "provisional_risk_counts",
+                    p.level,
+                    node_cost * f64::from(plan.tree.levels()),
+                    0.0,
+                );
+                Some(plan)
+            }
+        };
         let (mechanism, cost) = match spec.mechanism {
             Mechanism::Gaussian => (
                 DiscreteGaussian::NAME,
@@ -351,6 +466,7 @@ impl ReleasePlan {
             cost,
             max_ci_half_width: spec.max_ci_half_width,
             estimates: spec.estimates,
+            provisional,
         })
     }
 
@@ -423,6 +539,79 @@ mod tests {
             assert!(weighted.levels[1].risk.std_dev() > even.levels[1].risk.std_dev());
             assert!((weighted.cost.epsilon - even.cost.epsilon).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn the_provisional_series_takes_its_share_and_the_window_still_costs_its_budget() {
+        // The release resolution's cells under one level-5 cell.
+        let public: BTreeSet<RegionCell> = "85608b0bfffffff"
+            .parse::<RegionCell>()
+            .unwrap()
+            .children(7)
+            .unwrap()
+            .into_iter()
+            .collect();
+        for mechanism in [Mechanism::Gaussian, Mechanism::Laplace] {
+            let base = PlanSpec {
+                public_regions: Some(public.clone()),
+                ..spec(mechanism, Vec::new())
+            };
+            let without = ReleasePlan::calibrate(&base).unwrap();
+            let with = ReleasePlan::calibrate(&PlanSpec {
+                provisional: Some(ProvisionalSpec {
+                    share: 0.25,
+                    sub_windows: 24,
+                    level: 5,
+                }),
+                ..base.clone()
+            })
+            .unwrap();
+            assert!((with.cost.epsilon - without.cost.epsilon).abs() < 1e-6);
+            let series = with.provisional.as_ref().unwrap();
+            assert_eq!(series.tree.levels(), 6);
+            assert_eq!(series.regions.len(), 1, "one level-5 cell");
+            let provisional: Vec<&StatisticCost> = with
+                .cost
+                .statistics
+                .iter()
+                .filter(|c| c.statistic == "provisional_risk_counts")
+                .collect();
+            assert_eq!(provisional.len(), 1);
+            let total: f64 = with.cost.statistics.iter().map(|c| c.cost).sum();
+            assert!(
+                (provisional[0].cost / total - 0.25).abs() < 1e-6,
+                "{mechanism:?}"
+            );
+            // The final release keeps 3/4 of the budget: under zCDP its
+            // noise grows by √(4/3), under pure ε by 4/3.
+            let ratio = with.finest().risk.std_dev() / without.finest().risk.std_dev();
+            let want = match mechanism {
+                Mechanism::Gaussian => (4.0f64 / 3.0).sqrt(),
+                Mechanism::Laplace => 4.0 / 3.0,
+            };
+            assert!((ratio - want).abs() < 0.02, "{mechanism:?}: {ratio}");
+        }
+        // Without a public region set, or at a level not released: refused.
+        let provisional = Some(ProvisionalSpec {
+            share: 0.25,
+            sub_windows: 24,
+            level: 5,
+        });
+        assert!(
+            ReleasePlan::calibrate(&PlanSpec {
+                provisional,
+                ..spec(Mechanism::Gaussian, Vec::new())
+            })
+            .is_err()
+        );
+        assert!(
+            ReleasePlan::calibrate(&PlanSpec {
+                provisional: provisional.map(|p| ProvisionalSpec { level: 4, ..p }),
+                public_regions: Some(public.clone()),
+                ..spec(Mechanism::Gaussian, Vec::new())
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //!     max_ci_half_width: 0.15,
 //!     level_weights: Vec::new(),
 //!     estimates: hushmap_schema::release::Estimates::Consistent,
+//!     provisional: None,
 //! })
 //! .unwrap();
 //! let mut ledger = PrivacyLedger::new(Budget {
@@ -43,10 +44,11 @@
 //! assert!(matches!(missed, WindowOutcome::Released(r, None) if r.rows.is_empty()));
 //! ```
 
+use super::continual::{FirstRecordCounts, ProvisionalError, ProvisionalSeries};
 use super::noising::{missed_release, noise_window};
 use super::{CellCounts, ReleasePlan};
 use crate::noise::NoiseError;
-use crate::{LedgerError, LedgerFile, LedgerFileError, PrivacyLedger, ReleaseCost};
+use crate::{LedgerEntry, LedgerError, LedgerFile, LedgerFileError, PrivacyLedger, ReleaseCost};
 use hushmap_schema::release::ReleasePart;
 use hushmap_schema::{Release, Window};
 
@@ -117,6 +119,37 @@ pub fn release_window(
         }
         WindowData::Missed => WindowOutcome::Released(missed_release(plan, authorisation)?, None),
     })
+}
+
+/// What became of a provisional release at the ledger.
+#[derive(Debug)]
+pub enum ProvisionalOutcome {
+    /// The window is charged (now or at an earlier sub-window) and the
+    /// next sub-window's provisional release is made.
+    Released(Release),
+    /// The ledger said no: nothing was noised.
+    Refused(LedgerError),
+}
+
+/// The provisional release of sub-window `t` of `window`: the ledger
+/// charges the window's whole cost first (at its first sub-window; later
+/// ones are within that charge), and only then are the intervals ending
+/// with `t` noised ([`ProvisionalSeries::advance`]).
+pub fn release_provisional(
+    ledger: &mut PrivacyLedger,
+    plan: &ReleasePlan,
+    window: Window,
+    series: &mut ProvisionalSeries,
+    t: u32,
+    counts: &[FirstRecordCounts],
+) -> Result<ProvisionalOutcome, ProvisionalError> {
+    if let Err(e) = ledger.authorise_provisional(window, plan.cost.clone()) {
+        return Ok(ProvisionalOutcome::Refused(e));
+    }
+    let id = LedgerEntry::id_of(&window);
+    Ok(ProvisionalOutcome::Released(
+        series.advance(plan, window, &id, t, counts)?,
+    ))
 }
 
 /// What the ledger is asked to authorise for a window released from
