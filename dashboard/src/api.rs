@@ -6,8 +6,10 @@
 //!
 //! Analyst role:
 //! * `GET /` and `/assets/*`: the page (one binary serves everything).
-//! * `GET /api/v1/releases`: every stored window with its privacy cost, and
-//!   the cost composed over the last day, the 30-day horizon and all.
+//! * `GET /api/v1/releases[?since=<sequence>&instance=<id>]`: every stored
+//!   window with its privacy cost (or only those stored since an earlier
+//!   answer's `sequence`), and the cost composed over the last day, the
+//!   30-day horizon and all; `ETag`, and `304` when nothing changed.
 //! * `GET /api/v1/heatmap?window=<start ms>&age_band=<band|all>&level=<res>`:
 //!   the cells of one window (latest by default) at one hierarchy level
 //!   (finest by default) with outlines; suppressed cells name their nearest
@@ -133,17 +135,65 @@ struct PrivacySummary {
 
 #[derive(Serialize)]
 struct ReleasesResponse {
+    /// Every stored window, or (`full` false) those stored since the
+    /// `since` asked, in storing order.
     releases: Vec<ReleaseSummary>,
+    /// Windows stored so far by this dashboard instance: ask
+    /// `since=<sequence>&instance=<instance>` next time for what is new.
+    sequence: usize,
+    instance: String,
+    /// Whether `releases` is every stored window (no `since`, or one from
+    /// another instance, before a restart) rather than only the new ones.
+    full: bool,
     /// ε a contributor who submitted in every stored window may have lost:
     /// the releases composed as the ledger does (ρ added, converted once).
     cumulative_epsilon: f64,
     privacy: PrivacySummary,
 }
 
-async fn releases(State(state): State<AppState>) -> Json<ReleasesResponse> {
+#[derive(Deserialize)]
+struct ReleasesQuery {
+    since: Option<usize>,
+    instance: Option<String>,
+}
+
+/// The stored windows with their costs. A page polling every few seconds
+/// asks only for what is new (`since`), and a poll that changes nothing is
+/// a `304 Not Modified` (`If-None-Match` with the last `ETag`), so a year
+/// of windows is not resent every ten seconds.
+async fn releases(
+    State(state): State<AppState>,
+    Query(q): Query<ReleasesQuery>,
+    headers: header::HeaderMap,
+) -> Response {
     let store = state.store.read().expect("store lock");
-    let releases: Vec<ReleaseSummary> = store
+    let instance = format!("{:016x}", store.instance());
+    let sequence = store.sequence();
+    // The store only grows, one window at a time: its instance and size
+    // name what a reader has seen (for a given `since`, which the URL
+    // carries).
+    let etag = format!("W/\"{instance}-{sequence}\"");
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
         .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let cache = [
+        (header::ETAG, etag.clone()),
+        // Revalidate every time: the next window may be in.
+        (header::CACHE_CONTROL, "no-cache".to_string()),
+    ];
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    let since = q
+        .since
+        .filter(|_| q.instance.as_deref() == Some(instance.as_str()));
+    let listed: Box<dyn Iterator<Item = &hushmap_schema::Release>> = match since {
+        Some(since) => Box::new(store.stored_since(since)),
+        None => Box::new(store.iter()),
+    };
+    let releases: Vec<ReleaseSummary> = listed
         .map(|r| ReleaseSummary {
             window_start: r.meta.window_start,
             window_end: r.meta.window_end,
@@ -165,11 +215,18 @@ async fn releases(State(state): State<AppState>) -> Json<ReleasesResponse> {
         last_30_days: within(30 * DAY_MS),
         all: compose(store.iter().map(|r| &r.meta)),
     };
-    Json(ReleasesResponse {
-        releases,
-        cumulative_epsilon: privacy.all.epsilon,
-        privacy,
-    })
+    (
+        cache,
+        Json(ReleasesResponse {
+            releases,
+            sequence,
+            instance,
+            full: since.is_none(),
+            cumulative_epsilon: privacy.all.epsilon,
+            privacy,
+        }),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

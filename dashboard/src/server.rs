@@ -40,6 +40,8 @@ pub enum ServeError {
     },
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("release consumer: {0}")]
+    Consumer(#[from] crate::consumer::ConsumerError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -52,7 +54,7 @@ pub struct DashboardServer {
     listener: TcpListener,
     flight_listener: TcpListener,
     state: AppState,
-    consumer: tokio::task::JoinHandle<()>,
+    consumers: Vec<tokio::task::JoinHandle<()>>,
     http: HttpLimits,
     tls: Option<ServerTls>,
 }
@@ -90,8 +92,9 @@ impl DashboardServer {
             stats: webhook_stats.clone(),
         });
         let provisional = Arc::new(RwLock::new(ProvisionalBoard::default()));
-        let consumer = spawn_release_consumer(
+        let consumers = spawn_release_consumer(
             &config.kafka,
+            &config.data_dir,
             ReleaseSinks {
                 store: store.clone(),
                 measurements: measurements.as_ref().map(|m| m.store.clone()),
@@ -125,7 +128,7 @@ impl DashboardServer {
                 measurements,
                 provisional,
             },
-            consumer,
+            consumers,
             http: config.http.clone(),
             tls,
         })
@@ -226,7 +229,9 @@ impl DashboardServer {
             },
         )
         .await;
-        self.consumer.abort();
+        for consumer in &self.consumers {
+            consumer.abort();
+        }
         reloader.abort();
         if let Some(watching) = certificates {
             watching.abort();

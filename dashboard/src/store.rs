@@ -62,6 +62,12 @@ impl StoreError {
 pub struct ReleaseStore {
     dir: PathBuf,
     by_window: BTreeMap<i64, Release>,
+    /// Window starts in the order they were stored (loaded from files
+    /// first): what an incremental reader asks after (`sequence`).
+    stored_order: Vec<i64>,
+    /// Drawn when the store is opened: a sequence number means something
+    /// only within one instance.
+    instance: u64,
     /// Parts of windows not yet whole, by window start and part index.
     partial: BTreeMap<i64, BTreeMap<u32, Release>>,
     duplicates: u64,
@@ -113,6 +119,11 @@ impl ReleaseStore {
         );
         Ok(ReleaseStore {
             dir,
+            stored_order: by_window.keys().copied().collect(),
+            instance: {
+                use std::hash::{BuildHasher, RandomState};
+                RandomState::new().hash_one(std::time::SystemTime::now())
+            },
             by_window,
             partial: BTreeMap::new(),
             duplicates: 0,
@@ -163,7 +174,30 @@ impl ReleaseStore {
         };
         write_release(&self.dir, &release)?;
         self.by_window.insert(start, release);
+        self.stored_order.push(start);
         Ok(true)
+    }
+
+    /// How many windows have been stored by this instance (files loaded
+    /// included): the position an incremental reader has read up to.
+    pub fn sequence(&self) -> usize {
+        self.stored_order.len()
+    }
+
+    /// Names this instance of the store (sequence numbers of another
+    /// instance, before a restart, mean nothing here).
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// The releases stored after the first `since` (in storing order,
+    /// which is not always window order: a late window comes last).
+    pub fn stored_since(&self, since: usize) -> impl Iterator<Item = &Release> {
+        self.stored_order
+            .get(since..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|start| self.by_window.get(start))
     }
 
     /// Windows with some parts in and some still missing.

@@ -352,12 +352,29 @@ function provisionalNote(p) {
     `each person counted once, at their first answer. They will be replaced by the window's final release.`;
 }
 
+// Only what is new since the last poll: the answer names the store's
+// instance and how many windows it has stored; the browser revalidates the
+// rest (ETag, 304) on its own.
+const listed = {sequence: null, instance: null};
+async function fetchReleases() {
+  const since = listed.sequence === null ? "" : `?since=${listed.sequence}&instance=${listed.instance}`;
+  const data = await getJson(`/api/v1/releases${since}`);
+  if (data.full) state.releases = data.releases;
+  else if (data.releases.length) {
+    const fresh = new Set(data.releases.map((r) => r.window_start));
+    state.releases = state.releases.filter((r) => !fresh.has(r.window_start)).concat(data.releases)
+      .sort((a, b) => a.window_start - b.window_start);
+  }
+  listed.sequence = data.sequence;
+  listed.instance = data.instance;
+  return data;
+}
+
 async function refreshReleases() {
-  const data = await getJson("/api/v1/releases");
-  state.releases = data.releases;
+  const data = await fetchReleases();
   state.provisional = await getProvisional();
   const slider = $("window");
-  const n = data.releases.length, open = state.provisional ? 1 : 0;
+  const n = state.releases.length, open = state.provisional ? 1 : 0;
   // The open window's provisional map is the slider's last step.
   slider.max = String(Math.max(0, n + open - 1));
   if (!open) state.showProvisional = false;
@@ -372,11 +389,11 @@ async function refreshReleases() {
   }
   provisionalNote(null);
   if (!n) { $("status").textContent = "Waiting for the first release…"; return false; }
-  if (state.followLatest || state.window === null || !data.releases.some((r) => r.window_start === state.window)) {
-    state.window = data.releases[n - 1].window_start;
+  if (state.followLatest || state.window === null || !state.releases.some((r) => r.window_start === state.window)) {
+    state.window = state.releases[n - 1].window_start;
   }
-  slider.value = String(data.releases.findIndex((r) => r.window_start === state.window));
-  const r = data.releases[Number(slider.value)];
+  slider.value = String(state.releases.findIndex((r) => r.window_start === state.window));
+  const r = state.releases[Number(slider.value)];
   // Every window is released, empty or not; one the aggregator could not
   // count (it was down past the topic's retention) says so.
   const missed = r.meta && r.meta.coverage === "missed" ? " — missed: no data (the aggregator was down)" : "";
