@@ -68,9 +68,10 @@ pub fn sort_bounded_counts_sql(bounds: ContributionBounds) -> String {
     ))
 }
 
-/// Counts per window × region × age band over the `bounded` query.
-fn counts_sql(bounded: &str) -> String {
-    let risk_cols: Vec<String> = RiskLevel::ALL
+/// The SQL aggregates counting each risk level of a group's `risk` column,
+/// `n_low, n_moderate, n_high` in `RiskLevel::code` order.
+pub(crate) fn risk_count_columns() -> String {
+    RiskLevel::ALL
         .iter()
         .map(|r| {
             format!(
@@ -79,7 +80,30 @@ fn counts_sql(bounded: &str) -> String {
                 r.label()
             )
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `sql` with `table` registered as `name` in `ctx`, and unregisters
+/// it whether or not the query succeeded (a context serves window after
+/// window).
+pub(crate) async fn collect_over(
+    ctx: &SessionContext,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    ctx.register_table(name, table)?;
+    let result = match ctx.sql(sql).await {
+        Ok(df) => df.collect().await,
+        Err(e) => Err(e),
+    };
+    ctx.deregister_table(name)?;
+    Ok(result?)
+}
+
+/// Counts per window × region × age band over the `bounded` query.
+fn counts_sql(bounded: &str) -> String {
     let sym_cols: Vec<String> = Symptom::ALL
         .iter()
         .enumerate()
@@ -96,7 +120,7 @@ fn counts_sql(bounded: &str) -> String {
          SELECT window_start, region, age_band, {risk}, {sym} \
          FROM bounded GROUP BY window_start, region, age_band \
          ORDER BY window_start, region, age_band",
-        risk = risk_cols.join(", "),
+        risk = risk_count_columns(),
         sym = sym_cols.join(", "),
     )
 }
@@ -118,15 +142,9 @@ pub async fn bounded_counts_table(
     records: Arc<dyn TableProvider>,
     bounds: ContributionBounds,
 ) -> Result<Vec<CellCounts>, EngineError> {
-    ctx.register_table("records", records)?;
-    let result = ctx.sql(&bounded_counts_sql(bounds)).await;
-    let batches = match result {
-        Ok(df) => df.collect().await,
-        Err(e) => Err(e),
-    };
-    ctx.deregister_table("records")?;
+    let batches = collect_over(ctx, "records", records, &bounded_counts_sql(bounds)).await?;
     let mut cells = Vec::new();
-    for batch in batches? {
+    for batch in batches {
         cells.extend(cells_from_batch(&batch)?);
     }
     Ok(cells)

@@ -13,14 +13,14 @@
 //! at most one noised count per level (the bound the series' noise is
 //! calibrated to, [`continual`](hushmap_privacy::release::continual)).
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, collect_over, risk_count_columns};
 use arrow::array::{
     Array, AsArray, Int32Array, Int64Array, RecordBatch, UInt8Array, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt32Type, UInt64Type};
 use datafusion::prelude::SessionContext;
-use hushmap_privacy::release::continual::FirstRecordCounts;
-use hushmap_schema::{CoarseRecord, RegionCell, RiskLevel, Window};
+use hushmap_privacy::release::continual::{FirstRecordCounts, SubWindowTree};
+use hushmap_schema::{CoarseRecord, RegionCell, Window};
 use std::sync::Arc;
 
 /// Where and when a buffered record was read: what orders a contributor's
@@ -33,29 +33,26 @@ pub struct Arrival {
     pub offset: i64,
 }
 
-/// The first-record counts of `window`, cut into `sub_windows`, per region
-/// at `level`: each contributor once, at their earliest record produced
-/// before the window's end (one produced before the window's start counts
-/// in its first sub-window; one produced after its end only in the final
-/// release).
+/// The first-record counts of `window`, cut into the sub-windows of
+/// `tree`, per region at `level`: each contributor once, at their earliest
+/// record produced before the window's end (one produced before the
+/// window's start counts in its first sub-window; one produced after its
+/// end only in the final release: [`SubWindowTree::sub_window_of`]).
 pub async fn first_record_counts(
     ctx: &SessionContext,
     window: Window,
-    sub_windows: u32,
+    tree: SubWindowTree,
     level: u8,
     records: impl Iterator<Item = (&CoarseRecord, &Arrival)>,
 ) -> Result<Vec<FirstRecordCounts>, EngineError> {
-    let sub_ms = (window.end_ms - window.start_ms) / i64::from(sub_windows.max(1));
     let mut columns = Columns::default();
     for (record, arrival) in records {
-        if arrival.produced_ms >= window.end_ms {
+        let Some(sub) = tree.sub_window_of(window, arrival.produced_ms) else {
             continue;
-        }
+        };
         let Some(region) = record.region.parent(level) else {
             continue;
         };
-        let sub = ((arrival.produced_ms - window.start_ms).max(0) / sub_ms)
-            .min(i64::from(sub_windows) - 1) as u32;
         let (hi, lo) = record.contributor.halves();
         columns.contributor_hi.push(hi);
         columns.contributor_lo.push(lo);
@@ -70,14 +67,9 @@ pub async fn first_record_counts(
         return Ok(Vec::new());
     }
     let table = ctx.read_batch(columns.into_batch()?)?.into_view();
-    ctx.register_table("first_records", table)?;
-    let result = match ctx.sql(&first_record_sql()).await {
-        Ok(df) => df.collect().await,
-        Err(e) => Err(e),
-    };
-    ctx.deregister_table("first_records")?;
+    let batches = collect_over(ctx, "first_records", table, &first_record_sql()).await?;
     let mut out = Vec::new();
-    for batch in result? {
+    for batch in batches {
         out.extend(counts_from_batch(&batch)?);
     }
     Ok(out)
@@ -86,16 +78,6 @@ pub async fn first_record_counts(
 /// Each contributor's earliest record (by produce time, partition,
 /// offset), counted per sub-window × region × risk level.
 fn first_record_sql() -> String {
-    let risk: Vec<String> = RiskLevel::ALL
-        .iter()
-        .map(|r| {
-            format!(
-                "SUM(CASE WHEN risk = {} THEN 1 ELSE 0 END) AS n_{}",
-                r.code(),
-                r.label()
-            )
-        })
-        .collect();
     format!(
         "SELECT sub_window, region, {risk} FROM ( \
            SELECT sub_window, region, risk, \
@@ -104,7 +86,7 @@ fn first_record_sql() -> String {
            FROM first_records) \
          WHERE rn = 1 \
          GROUP BY sub_window, region ORDER BY sub_window, region",
-        risk = risk.join(", ")
+        risk = risk_count_columns()
     )
 }
 
@@ -186,7 +168,7 @@ fn counts_from_batch(batch: &RecordBatch) -> Result<Vec<FirstRecordCounts>, Engi
 mod tests {
     use super::*;
     use hushmap_schema::region::RegionResolution;
-    use hushmap_schema::{AgeBand, ContributorKey, SymptomSet, WindowLength};
+    use hushmap_schema::{AgeBand, ContributorKey, RiskLevel, SymptomSet, WindowLength};
 
     const HOUR: i64 = 3_600_000;
 
@@ -230,7 +212,8 @@ mod tests {
             (record(3, pune, RiskLevel::High), at(-60_000, 0, 1)),
             (record(4, pune, RiskLevel::High), at(25 * HOUR, 0, 2)),
         ];
-        let counts = first_record_counts(&ctx, day, 24, 4, rows.iter().map(|(r, a)| (r, a)))
+        let tree = SubWindowTree::new(24).unwrap();
+        let counts = first_record_counts(&ctx, day, tree, 4, rows.iter().map(|(r, a)| (r, a)))
             .await
             .unwrap();
         let region = rows[0].0.region.parent(4).unwrap();
@@ -244,7 +227,7 @@ mod tests {
         assert_eq!(got, vec![(0, [0, 0, 1]), (1, [1, 0, 0]), (2, [0, 0, 1])]);
         // Nothing counted: nothing to say.
         assert!(
-            first_record_counts(&ctx, day, 24, 4, std::iter::empty())
+            first_record_counts(&ctx, day, tree, 4, std::iter::empty())
                 .await
                 .unwrap()
                 .is_empty()

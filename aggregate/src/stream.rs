@@ -324,11 +324,10 @@ impl Aggregator {
         // partition is replayed before any window is closed on partial data.
         // An idle partition is known to be read through a deadline only by
         // asking its leader after it.
+        let window_deadline = self.schedule.deadline(&self.schedule.next());
         let next_deadline = self
             .next_provisional_deadline(now)
-            .map_or(self.schedule.deadline(&self.schedule.next()), |d| {
-                d.min(self.schedule.deadline(&self.schedule.next()))
-            });
+            .map_or(window_deadline, |d| d.min(window_deadline));
         if next_deadline <= now && self.book.read_frontier() < next_deadline {
             self.ask_partition_ends(next_deadline);
         }
@@ -393,8 +392,7 @@ impl Aggregator {
             .filter(|w| !state.refused.contains(&w.start_ms))
             .filter_map(|w| {
                 let published = state.series.get(&w.start_ms).map_or(0, |s| s.published());
-                (published < tree.sub_windows())
-                    .then(|| sub_window_end(w, tree.sub_windows(), published))
+                (published < tree.sub_windows()).then(|| tree.end_ms(w, published))
             })
             .min()
     }
@@ -409,8 +407,7 @@ impl Aggregator {
         else {
             return Ok(false);
         };
-        let tree = series_plan.tree;
-        let level = series_plan.level;
+        let (tree, level) = (series_plan.tree, series_plan.level);
         let mut made = false;
         for window in windows {
             // A window whose records may be gone is published without
@@ -425,7 +422,7 @@ impl Aggregator {
                 .get(&window.start_ms)
                 .map_or(0, |s| s.published());
             let due = (published..tree.sub_windows())
-                .take_while(|t| sub_window_end(window, tree.sub_windows(), *t) <= frontier)
+                .take_while(|t| tree.end_ms(window, *t) <= frontier)
                 .count() as u32;
             if due == 0 {
                 continue;
@@ -435,7 +432,7 @@ impl Aggregator {
             let counts = crate::first_record::first_record_counts(
                 &self.ctx,
                 window,
-                tree.sub_windows(),
+                tree,
                 level,
                 buffer
                     .records
@@ -748,12 +745,6 @@ fn provisional_out(
 ) {
     stats.provisional_released.fetch_add(1, Ordering::Relaxed);
     tracing::info!(window_start, sub_window, "{what}");
-}
-
-/// The end of sub-window `t` of `window` cut into `sub_windows`.
-fn sub_window_end(window: Window, sub_windows: u32, t: u32) -> i64 {
-    let sub_ms = (window.end_ms - window.start_ms) / i64::from(sub_windows);
-    window.start_ms + sub_ms * i64::from(t + 1)
 }
 
 /// Reads the provisional topic back at start-up: every provisional release

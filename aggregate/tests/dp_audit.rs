@@ -395,11 +395,13 @@ async fn provisional_neighbours(
         arrivals.push(at(h, arrivals.len()));
     }
     let ctx = SessionContext::new();
-    let level = c.coarsest_level();
-    let without = first_record_counts(&ctx, window(), 24, level, d.iter().zip(&arrivals))
+    // The sub-windows and level the aggregator would count them at.
+    let series = c.validated_plan().unwrap().provisional.unwrap();
+    let (tree, level) = (series.tree, series.level);
+    let without = first_record_counts(&ctx, window(), tree, level, d.iter().zip(&arrivals))
         .await
         .unwrap();
-    let with = first_record_counts(&ctx, window(), 24, level, d_prime.iter().zip(&arrivals))
+    let with = first_record_counts(&ctx, window(), tree, level, d_prime.iter().zip(&arrivals))
         .await
         .unwrap();
     (without, with)

@@ -173,11 +173,7 @@ async fn releases(
     // name what a reader has seen (for a given `since`, which the URL
     // carries).
     let etag = format!("W/\"{instance}-{sequence}\"");
-    let unchanged = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let unchanged = crate::assets::not_modified(&headers, &etag);
     let cache = [
         (header::ETAG, etag.clone()),
         // Revalidate every time: the next window may be in.
@@ -279,6 +275,16 @@ async fn heatmap(State(state): State<AppState>, Query(q): Query<HeatmapQuery>) -
     let level = q.level.or_else(|| levels.first().copied());
     // A release may have no cells (no region passed the threshold); it is
     // still a release, with its window and cost.
+    heatmap_of(release, filter, levels, level)
+}
+
+/// The heatmap of `release` for `filter` at `level`, one of its `levels`.
+fn heatmap_of(
+    release: &hushmap_schema::Release,
+    filter: BandFilter,
+    levels: Vec<u8>,
+    level: Option<u8>,
+) -> Response {
     Json(HeatmapResponse {
         window_start: release.meta.window_start,
         window_end: release.meta.window_end,
@@ -310,16 +316,7 @@ async fn provisional(State(state): State<AppState>) -> Response {
     };
     let levels = heatmap::levels(release);
     let level = levels.first().copied();
-    Json(HeatmapResponse {
-        window_start: release.meta.window_start,
-        window_end: release.meta.window_end,
-        age_band: BandFilter::All.label(),
-        level,
-        levels,
-        meta: release.meta.clone(),
-        cells: heatmap_cells(release, BandFilter::All, level),
-    })
-    .into_response()
+    heatmap_of(release, BandFilter::All, levels, level)
 }
 
 #[derive(Deserialize)]

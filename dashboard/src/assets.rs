@@ -62,6 +62,12 @@ fn lists(headers: &HeaderMap, name: header::HeaderName, value: &str) -> bool {
         })
 }
 
+/// Whether `If-None-Match` names `etag` (or is `*`): the client's copy is
+/// current, so a `304` answers (the release list's polls use it too).
+pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    lists(headers, header::IF_NONE_MATCH, etag) || lists(headers, header::IF_NONE_MATCH, "*")
+}
+
 pub(crate) async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     let Some(i) = ASSETS.iter().position(|(n, _, _)| *n == name) else {
         return problem(StatusCode::NOT_FOUND, "not_found", "no such asset");
@@ -72,7 +78,7 @@ pub(crate) async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Respo
         (header::CACHE_CONTROL, "private, max-age=300"),
         (header::VARY, "Accept-Encoding"),
     ];
-    if lists(&headers, header::IF_NONE_MATCH, &encoded.etag) {
+    if not_modified(&headers, &encoded.etag) {
         return (
             StatusCode::NOT_MODIFIED,
             common,
@@ -111,6 +117,9 @@ mod tests {
         h.insert(header::ACCEPT_ENCODING, "gzipx".parse().unwrap());
         assert!(!lists(&h, header::ACCEPT_ENCODING, "gzip"));
         h.insert(header::IF_NONE_MATCH, "\"a\", \"b\"".parse().unwrap());
-        assert!(lists(&h, header::IF_NONE_MATCH, "\"b\""));
+        assert!(not_modified(&h, "\"b\""));
+        assert!(!not_modified(&h, "\"c\""));
+        h.insert(header::IF_NONE_MATCH, "*".parse().unwrap());
+        assert!(not_modified(&h, "\"c\""));
     }
 }

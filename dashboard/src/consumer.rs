@@ -14,7 +14,7 @@
 
 use crate::config::KafkaSettings;
 use crate::provisional::ProvisionalBoard;
-use crate::store::ReleaseStore;
+use crate::store::{ReleaseStore, random_id};
 use hushmap_schema::Release;
 use hushmap_schema::release::Estimates;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -70,7 +70,7 @@ fn resume_group(data_dir: &Path) -> Result<String, ConsumerError> {
         // None yet (or not one of ours): a new group, from the beginning.
         _ => {
             // The ACLs give the dashboard the groups under this prefix.
-            let name = format!("hushmap-dashboard-{:016x}", rand_id());
+            let name = format!("hushmap-dashboard-{:016x}", random_id());
             std::fs::create_dir_all(data_dir).map_err(err)?;
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, format!("{name}\n")).map_err(err)?;
@@ -107,7 +107,7 @@ pub fn spawn_release_consumer(
     let mut tasks = vec![tokio::spawn(consume(consumer, topics, sinks.clone(), true))];
     if !settings.provisional_topic.is_empty() {
         let mut client = settings.security.client_config(&settings.brokers)?;
-        let group = format!("hushmap-dashboard-{:016x}", rand_id());
+        let group = format!("hushmap-dashboard-{:016x}", random_id());
         let consumer: StreamConsumer =
             hushmap_service::consumer::committed_reader(&mut client, &group).create()?;
         consumer.subscribe(&[settings.provisional_topic.as_str()])?;
@@ -214,9 +214,4 @@ fn handle(m: &BorrowedMessage<'_>, kind: TopicKind, sinks: &ReleaseSinks) -> boo
             false
         }
     }
-}
-
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }

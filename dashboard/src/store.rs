@@ -120,10 +120,7 @@ impl ReleaseStore {
         Ok(ReleaseStore {
             dir,
             stored_order: by_window.keys().copied().collect(),
-            instance: {
-                use std::hash::{BuildHasher, RandomState};
-                RandomState::new().hash_one(std::time::SystemTime::now())
-            },
+            instance: random_id(),
             by_window,
             partial: BTreeMap::new(),
             duplicates: 0,
@@ -266,6 +263,13 @@ fn whole_of(parts: impl Iterator<Item = Release>) -> Release {
         ))
     });
     Release { meta, rows }
+}
+
+/// A fresh random name (a store instance, a consumer group): the standard
+/// library's randomly keyed hasher over the time, no RNG crate needed.
+pub(crate) fn random_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 /// The UTC day (`YYYY-MM-DD`) of a window start: its partition.

@@ -82,6 +82,19 @@ impl LedgerEntry {
         }
     }
 
+    /// The entry of `window` released whole at `cost` (its final release
+    /// still to come when `final_pending`).
+    fn whole(window: Window, cost: ReleaseCost, final_pending: bool) -> LedgerEntry {
+        LedgerEntry {
+            id: LedgerEntry::id_of(&window),
+            window,
+            cost,
+            parts: whole_parts(),
+            of: 1,
+            final_pending,
+        }
+    }
+
     /// The ledger id of a window.
     pub fn id_of(window: &Window) -> String {
         format!("w{}", window.start_ms)
@@ -281,14 +294,7 @@ impl PrivacyLedger {
             });
         }
         self.check_budget(&window, &cost)?;
-        let entry = LedgerEntry {
-            id: LedgerEntry::id_of(&window),
-            window,
-            cost,
-            parts: whole_parts(),
-            of: 1,
-            final_pending: false,
-        };
+        let entry = LedgerEntry::whole(window, cost, false);
         let auth = Authorisation {
             id: entry.id.clone(),
             window,
@@ -340,17 +346,8 @@ impl PrivacyLedger {
             Some(_) => Ok(()),
             None => {
                 self.check_budget(&window, &cost)?;
-                self.entries.insert(
-                    window.start_ms,
-                    LedgerEntry {
-                        id: LedgerEntry::id_of(&window),
-                        window,
-                        cost,
-                        parts: whole_parts(),
-                        of: 1,
-                        final_pending: true,
-                    },
-                );
+                self.entries
+                    .insert(window.start_ms, LedgerEntry::whole(window, cost, true));
                 Ok(())
             }
         }
@@ -665,6 +662,17 @@ mod tests {
         assert!(matches!(
             restarted.authorise_provisional(w(0), pure(0.75)),
             Err(LedgerError::AlreadyReleased(0))
+        ));
+        // Its records lost mid-window, the window is published without
+        // data (free): authorised, and the series' charge stays on record.
+        let mut missed = ledger(&[(DAY, 1.0)]);
+        missed.authorise_provisional(w(0), pure(0.75)).unwrap();
+        let free = missed.authorise(w(0), ReleaseCost::free(false)).unwrap();
+        assert!(free.cost().is_free());
+        assert!(missed.entry(&w(0)).unwrap().cost.same_as(&pure(0.75)));
+        assert!(matches!(
+            missed.authorise_provisional(w(1), pure(0.5)),
+            Err(LedgerError::OverBudget { .. })
         ));
         // The final release found published ends the series on record too.
         l.restore(LedgerEntry {

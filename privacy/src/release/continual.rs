@@ -72,13 +72,37 @@ impl SubWindowTree {
         })
     }
 
-    /// Levels of the tree: the number of intervals holding any one
-    /// sub-window, hence of noised counts one contributor can move.
     /// Sub-windows of the window.
     pub fn sub_windows(&self) -> u32 {
         self.sub_windows
     }
 
+    /// Length of each sub-window of `window` (ms; the configuration makes
+    /// the window a whole number of them).
+    pub fn sub_window_ms(&self, window: Window) -> i64 {
+        (window.end_ms - window.start_ms) / i64::from(self.sub_windows)
+    }
+
+    /// When sub-window `t` of `window` ends: its provisional release is
+    /// due then, by the clock.
+    pub fn end_ms(&self, window: Window, t: u32) -> i64 {
+        window.start_ms + self.sub_window_ms(window) * i64::from(t + 1)
+    }
+
+    /// The sub-window of `window` a record produced at `produced_ms`
+    /// counts in: the first for one produced before the window starts,
+    /// none for one produced at or after its end (that one counts in the
+    /// final release only).
+    pub fn sub_window_of(&self, window: Window, produced_ms: i64) -> Option<u32> {
+        if produced_ms >= window.end_ms {
+            return None;
+        }
+        let t = (produced_ms - window.start_ms).max(0) / self.sub_window_ms(window);
+        Some((t as u32).min(self.sub_windows - 1))
+    }
+
+    /// Levels of the tree: the number of intervals holding any one
+    /// sub-window, hence of noised counts one contributor can move.
     pub fn levels(&self) -> u32 {
         self.width.trailing_zeros() + 1
     }
@@ -304,7 +328,6 @@ impl ProvisionalSeries {
                 plan.max_ci_half_width,
             ));
         }
-        let sub_window_ms = (window.end_ms - window.start_ms) / i64::from(series.tree.sub_windows);
         Ok(Release {
             meta: ReleaseMeta {
                 // Risk levels only, all ages: no symptom noise to state.
@@ -313,8 +336,8 @@ impl ProvisionalSeries {
                 provisional: Some(Box::new(ProvisionalMeta {
                     sub_windows_in: t + 1,
                     sub_windows: series.tree.sub_windows,
-                    sub_window_ms,
-                    through_ms: window.start_ms + sub_window_ms * i64::from(t + 1),
+                    sub_window_ms: series.tree.sub_window_ms(window),
+                    through_ms: series.tree.end_ms(window, t),
                     level: series.level,
                     node_noise_scale: series.node.std_dev(),
                     intervals: noised,
@@ -498,6 +521,20 @@ mod tests {
             );
         }
         assert!(again.advance(&plan, day(), "w0", 6, &counts).is_err());
+    }
+
+    #[test]
+    fn a_record_counts_in_the_sub_window_it_was_produced_in() {
+        let tree = SubWindowTree::new(24).unwrap();
+        let (w, hour) = (day(), 3_600_000);
+        assert_eq!(tree.sub_window_ms(w), hour);
+        assert_eq!(tree.end_ms(w, 0), hour);
+        assert_eq!(tree.end_ms(w, 23), w.end_ms);
+        assert_eq!(tree.sub_window_of(w, -60_000), Some(0), "before the window");
+        assert_eq!(tree.sub_window_of(w, 2 * hour), Some(2));
+        assert_eq!(tree.sub_window_of(w, 2 * hour - 1), Some(1));
+        assert_eq!(tree.sub_window_of(w, w.end_ms - 1), Some(23));
+        assert_eq!(tree.sub_window_of(w, w.end_ms), None, "in the lateness");
     }
 
     #[test]
