@@ -129,8 +129,15 @@ impl ReleaseQuery {
     pub fn new(dir: &Path) -> Result<ReleaseQuery, QueryError> {
         // Researchers' SQL runs here too (Flight SQL): a bounded memory
         // pool makes a runaway query fail instead of the dashboard.
+        //
+        // No cache of directory listings: DataFusion keeps one by default,
+        // with no expiry, so a day's files listed once stay the day's
+        // files, and every release stored after the first query of a day
+        // would be missing from exports and SQL until a restart. Listing
+        // a local directory costs less than a read of the files it finds.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(SQL_MEMORY_LIMIT, 1.0)
+            .with_object_list_cache_limit(0)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime.clone());
         let researcher = researcher_session(runtime);
@@ -388,6 +395,40 @@ mod tests {
         };
         assert_eq!(rows(level(5)).await, 9);
         assert_eq!(rows(level(4)).await, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A release stored after a day has been queried shows in the next
+    /// query of that day (DataFusion's listing cache once hid it for good).
+    #[tokio::test]
+    async fn a_release_stored_after_a_query_of_its_day_shows_in_the_next() {
+        let dir = std::env::temp_dir().join(format!("hushmap-query-new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = ReleaseStore::open(&dir).unwrap();
+        let day0 = 1_795_910_400_000; // 2026-11-29T00:00Z
+        let query = Arc::new(ReleaseQuery::new(store.dir()).unwrap());
+        let rows = || {
+            let query = query.clone();
+            async move {
+                let days = vec!["2026-11-29".to_string()];
+                let (_, batches) = query.cells(CellFilter::default(), days, HashMap::new());
+                let batches: Vec<RecordBatch> = batches.try_collect().await.unwrap();
+                batches.iter().map(|b| b.num_rows()).sum::<usize>()
+            }
+        };
+        store.insert(sample_release(day0, 3)).unwrap();
+        assert_eq!(rows().await, 3);
+        store.insert(sample_release(day0 + 10_000, 2)).unwrap();
+        assert_eq!(rows().await, 5, "the second window of the day");
+        let sql = query.sql("SELECT count(*) FROM releases").await.unwrap();
+        let counted = sql.collect().await.unwrap();
+        let n = counted[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(n, 5, "researchers' SQL sees it too");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
