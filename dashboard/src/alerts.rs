@@ -37,7 +37,7 @@
 //! ```
 
 use crate::heatmap::{BandFilter, outline};
-use crate::store::ReleaseStore;
+use crate::store::{ReleaseStore, StoreError};
 use hushmap_schema::release::Coverage;
 use hushmap_schema::{Release, ReleaseRow, ShareInterval, Symptom};
 use serde::{Deserialize, Serialize};
@@ -434,7 +434,8 @@ pub fn alert_report(
 }
 
 /// The alerts of `window` (the newest by default) against the counted
-/// windows before it; `None` when the store has no such window.
+/// windows before it; `None` when the store has no such window. Reads the
+/// rows of only the windows compared (files, unless recently used).
 pub fn store_alerts(
     store: &ReleaseStore,
     window: Option<i64>,
@@ -442,17 +443,29 @@ pub fn store_alerts(
     level: Option<u8>,
     metric: AlertMetric,
     settings: &AlertSettings,
-) -> Option<AlertReport> {
-    let newest = store.window_or_latest(window)?;
+) -> Result<Option<AlertReport>, StoreError> {
+    let newest = match window {
+        Some(start) => store.window(start),
+        None => store.latest_window(),
+    };
+    let Some(newest) = newest.map(|w| w.meta.window_start) else {
+        return Ok(None);
+    };
     // Windows published without data (missed) say nothing about a trend.
-    let counted: Vec<&Release> = store
-        .iter()
-        .filter(|r| r.meta.window_start < newest.meta.window_start)
-        .filter(|r| r.meta.coverage == Coverage::Complete)
+    let counted: Vec<i64> = store
+        .windows()
+        .map(|w| &w.meta)
+        .filter(|m| m.window_start < newest && m.coverage == Coverage::Complete)
+        .map(|m| m.window_start)
         .chain([newest])
         .collect();
     let from = counted.len().saturating_sub(settings.baseline_windows + 1);
-    alert_report(&counted[from..], filter, level, metric, settings)
+    let releases = counted[from..]
+        .iter()
+        .filter_map(|start| store.get(*start).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&Release> = releases.iter().map(|r| r.as_ref()).collect();
+    Ok(alert_report(&refs, filter, level, metric, settings))
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ use crate::alerts::{AlertMetric, AlertSettings, store_alerts};
 use crate::heatmap::{self, BandFilter, HeatmapCell, combine_bands, heatmap_cells};
 use crate::privacy::{Composition, compose};
 use crate::problem::problem;
-use crate::state::AppState;
+use crate::state::{AppState, off_the_workers};
+use crate::store::{StoreError, StoredWindow};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +42,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The analyst role's JSON API (the caller puts it behind the role check).
 pub(crate) fn analyst_routes() -> Router<AppState> {
@@ -64,6 +66,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
          # HELP hushmap_dashboard_release_duplicates_total Copies of already stored windows ignored.\n\
          # TYPE hushmap_dashboard_release_duplicates_total counter\n\
          hushmap_dashboard_release_duplicates_total {}\n\
+         # HELP hushmap_dashboard_release_file_reads_total Windows' rows read from their file because they were not among the cached_windows held in memory.\n\
+         # TYPE hushmap_dashboard_release_file_reads_total counter\n\
+         hushmap_dashboard_release_file_reads_total {}\n\
          # HELP hushmap_dashboard_http_connections Connections open, by listener.\n\
          # TYPE hushmap_dashboard_http_connections gauge\n\
          hushmap_dashboard_http_connections{{listener=\"http\"}} {}\n\
@@ -92,6 +97,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
          hushmap_dashboard_alert_webhooks_total{{outcome=\"failed\"}} {}\n",
         store.len(),
         store.duplicates(),
+        store.file_reads(),
         state.connections.open.get(),
         state.flight_connections.open.get(),
         state.connections.refused.get(),
@@ -185,31 +191,34 @@ async fn releases(
     let since = q
         .since
         .filter(|_| q.instance.as_deref() == Some(instance.as_str()));
-    let listed: Box<dyn Iterator<Item = &hushmap_schema::Release>> = match since {
+    let listed: Box<dyn Iterator<Item = &StoredWindow>> = match since {
         Some(since) => Box::new(store.stored_since(since)),
-        None => Box::new(store.iter()),
+        None => Box::new(store.windows()),
     };
     let releases: Vec<ReleaseSummary> = listed
-        .map(|r| ReleaseSummary {
-            window_start: r.meta.window_start,
-            window_end: r.meta.window_end,
-            cells: r.rows.len(),
-            meta: r.meta.clone(),
+        .map(|w| ReleaseSummary {
+            window_start: w.meta.window_start,
+            window_end: w.meta.window_end,
+            cells: w.cells(),
+            meta: w.meta.clone(),
         })
         .collect();
-    let newest_end = store.latest().map(|r| r.meta.window_end).unwrap_or(0);
+    let newest_end = store
+        .latest_window()
+        .map(|w| w.meta.window_end)
+        .unwrap_or(0);
     let within = |span: i64| {
         compose(
             store
-                .iter()
-                .filter(|r| r.meta.window_start >= newest_end - span)
-                .map(|r| &r.meta),
+                .windows()
+                .filter(|w| w.meta.window_start >= newest_end - span)
+                .map(|w| &w.meta),
         )
     };
     let privacy = PrivacySummary {
         last_day: within(DAY_MS),
         last_30_days: within(30 * DAY_MS),
-        all: compose(store.iter().map(|r| &r.meta)),
+        all: compose(store.windows().map(|w| &w.meta)),
     };
     (
         cache,
@@ -252,6 +261,29 @@ fn no_window() -> Response {
     )
 }
 
+/// A stored window whose file could not be read back.
+fn store_failed(e: StoreError) -> Response {
+    tracing::error!(error = %e, "release store read failed");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store_unreadable",
+        "the window's release could not be read from the store",
+    )
+}
+
+/// The release of `window` (the newest when `None`), or the answer to give
+/// when there is none.
+async fn release_or_answer(
+    state: &AppState,
+    window: Option<i64>,
+) -> Result<Arc<hushmap_schema::Release>, Response> {
+    match state.release(window).await {
+        Ok(Some(release)) => Ok(release),
+        Ok(None) => Err(no_window()),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
 async fn heatmap(State(state): State<AppState>, Query(q): Query<HeatmapQuery>) -> Response {
     let Some(filter) = BandFilter::parse(q.age_band.as_deref()) else {
         return problem(
@@ -260,11 +292,11 @@ async fn heatmap(State(state): State<AppState>, Query(q): Query<HeatmapQuery>) -
             "age_band must be an age band label or all",
         );
     };
-    let store = state.store.read().expect("store lock");
-    let Some(release) = store.window_or_latest(q.window) else {
-        return no_window();
+    let release = match release_or_answer(&state, q.window).await {
+        Ok(release) => release,
+        Err(answer) => return answer,
     };
-    let levels = heatmap::levels(release);
+    let levels = heatmap::levels(&release);
     if q.level.is_some_and(|l| !levels.contains(&l)) {
         return problem(
             StatusCode::NOT_FOUND,
@@ -275,7 +307,7 @@ async fn heatmap(State(state): State<AppState>, Query(q): Query<HeatmapQuery>) -
     let level = q.level.or_else(|| levels.first().copied());
     // A release may have no cells (no region passed the threshold); it is
     // still a release, with its window and cost.
-    heatmap_of(release, filter, levels, level)
+    heatmap_of(&release, filter, levels, level)
 }
 
 /// The heatmap of `release` for `filter` at `level`, one of its `levels`.
@@ -304,8 +336,8 @@ async fn provisional(State(state): State<AppState>) -> Response {
         .store
         .read()
         .expect("store lock")
-        .latest()
-        .map(|r| r.meta.window_end);
+        .latest_window()
+        .map(|w| w.meta.window_end);
     let board = state.provisional.read().expect("board lock");
     let Some(release) = board.current(final_through) else {
         return problem(
@@ -337,18 +369,16 @@ struct CellResponse {
 }
 
 async fn cell(State(state): State<AppState>, Query(q): Query<CellQuery>) -> Response {
-    let store = state.store.read().expect("store lock");
-    let Some(release) = store.window_or_latest(q.window) else {
-        return no_window();
+    let release = match release_or_answer(&state, q.window).await {
+        Ok(release) => release,
+        Err(answer) => return answer,
     };
-    let of_cell = |r: &hushmap_schema::Release| -> Vec<ReleaseRow> {
-        r.rows
-            .iter()
-            .filter(|row| row.region == q.region)
-            .cloned()
-            .collect()
-    };
-    let bands = of_cell(release);
+    let bands: Vec<ReleaseRow> = release
+        .rows
+        .iter()
+        .filter(|row| row.region == q.region)
+        .cloned()
+        .collect();
     let Some(level) = bands.first().map(|r| r.level) else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -356,10 +386,29 @@ async fn cell(State(state): State<AppState>, Query(q): Query<CellQuery>) -> Resp
             "the window has no such cell",
         );
     };
-    let series = store
-        .iter()
-        .flat_map(|r| combine_bands(&of_cell(r), &r.meta))
-        .collect();
+    // The series spans the whole history: read from the files (pruned by
+    // the region's row-group statistics), not from memory.
+    let rows = match state.query.region_rows(&q.region).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "a cell's series could not be read");
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_unreadable",
+                "the cell's series could not be read from the store",
+            );
+        }
+    };
+    let series = {
+        let store = state.store.read().expect("store lock");
+        rows.chunk_by(|a, b| a.window_start == b.window_start)
+            .filter_map(|rows| {
+                let window = store.window(rows[0].window_start)?;
+                Some(combine_bands(rows, &window.meta))
+            })
+            .flatten()
+            .collect()
+    };
     Json(CellResponse {
         region: q.region.clone(),
         level,
@@ -377,13 +426,13 @@ struct TableQuery {
 }
 
 async fn table(State(state): State<AppState>, Query(q): Query<TableQuery>) -> Response {
-    let store = state.store.read().expect("store lock");
-    let Some(release) = store.window_or_latest(q.window) else {
-        return no_window();
+    let release = match release_or_answer(&state, q.window).await {
+        Ok(release) => release,
+        Err(answer) => return answer,
     };
     let level = q
         .level
-        .or_else(|| heatmap::levels(release).first().copied());
+        .or_else(|| heatmap::levels(&release).first().copied());
     let rows: Vec<&ReleaseRow> = release
         .rows
         .iter()
@@ -437,9 +486,16 @@ async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> 
                 .replace("alerts.", ""),
         );
     }
-    let store = state.store.read().expect("store lock");
-    match store_alerts(&store, q.window, filter, q.level, metric, &settings) {
-        Some(report) => Json(report).into_response(),
-        None => no_window(),
+    let store = state.store.clone();
+    let level = q.level;
+    let report = off_the_workers(move || {
+        let store = store.read().expect("store lock");
+        store_alerts(&store, q.window, filter, level, metric, &settings)
+    })
+    .await;
+    match report {
+        Ok(Some(report)) => Json(report).into_response(),
+        Ok(None) => no_window(),
+        Err(e) => store_failed(e),
     }
 }

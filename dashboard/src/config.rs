@@ -94,6 +94,12 @@ pub struct DashboardConfig {
     pub flight_listen: SocketAddr,
     /// Where the release store keeps its Parquet files (noisy data only).
     pub data_dir: PathBuf,
+    /// How many windows' rows are held in memory, most recently used
+    /// first (at least 1). Every window's metadata is always held; other
+    /// rows are read from their file when asked for. A national daily
+    /// release is tens of MB in memory: this, not the history's length,
+    /// sets the dashboard's size.
+    pub cached_windows: usize,
     pub kafka: KafkaSettings,
     pub auth: AuthSettings,
     /// Header-read and idle timeouts and the connection cap, for the HTTP
@@ -115,6 +121,7 @@ impl Default for DashboardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             flight_listen: SocketAddr::from(([127, 0, 0, 1], 8815)),
             data_dir: PathBuf::from("data/dashboard"),
+            cached_windows: crate::store::DEFAULT_CACHED_WINDOWS,
             kafka: KafkaSettings::default(),
             auth: AuthSettings::default(),
             http: HttpLimits::default(),

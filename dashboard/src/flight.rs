@@ -55,16 +55,17 @@ impl ReleaseFlightService {
             .source(filter)
             .map_err(|e| Status::not_found(e.to_string()))?;
         let store = store.read().map_err(|_| Status::internal("store"))?;
-        let releases: Vec<_> = store
-            .iter()
-            .filter(|r| filter.contains_window(r.meta.window_start))
+        let windows: Vec<_> = store
+            .windows()
+            .filter(|w| filter.contains_window(w.meta.window_start))
             .collect();
-        let rows = releases
+        let rows = windows
             .iter()
-            .flat_map(|r| r.rows.iter())
-            .filter(|row| filter.level.is_none_or(|l| row.level == l))
-            .count();
-        let metas: Vec<_> = releases.iter().map(|r| &r.meta).collect();
+            .flat_map(|w| &w.cells_by_level)
+            .filter(|(level, _)| filter.level.is_none_or(|l| **level == l))
+            .map(|(_, cells)| cells)
+            .sum::<usize>();
+        let metas: Vec<_> = windows.iter().map(|w| &w.meta).collect();
         let schema = Schema::new_with_metadata(
             hushmap_schema::release::release_fields(),
             export_metadata(&metas),
@@ -182,7 +183,7 @@ impl FlightService for ReleaseFlightService {
                 .store
                 .read()
                 .map_err(|_| Status::internal("store"))?;
-            store.iter().map(|r| r.meta.window_start).collect()
+            store.windows().map(|w| w.meta.window_start).collect()
         };
         let infos = starts
             .into_iter()

@@ -17,8 +17,8 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use hushmap_schema::ReleaseMeta;
 use hushmap_schema::release::{SCHEMA_VERSION, meta_keys, release_fields};
+use hushmap_schema::{ReleaseMeta, ReleaseRow};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +35,8 @@ pub enum QueryError {
     DataFusion(#[from] DataFusionError),
     #[error("release query: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("release query: {0}")]
+    Release(#[from] hushmap_schema::release::ReleaseError),
     #[error("invalid `{field}`: {reason}")]
     Filter {
         field: &'static str,
@@ -228,6 +230,32 @@ impl ReleaseQuery {
 }
 
 impl ReleaseQuery {
+    /// Every stored row of `region` (every window, level and age band),
+    /// ordered by window and age band: a cell's history, read from the
+    /// files. The filter goes into the Parquet scan, whose page
+    /// statistics skip what they can.
+    pub async fn region_rows(&self, region: &str) -> Result<Vec<ReleaseRow>, QueryError> {
+        let columns: Vec<String> = release_fields().iter().map(|f| f.name().clone()).collect();
+        let batches = self
+            .ctx
+            .table(TABLE)
+            .await?
+            .filter(col("region").eq(lit(region)))?
+            .select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())?
+            .sort(vec![
+                col("window_start").sort(true, false),
+                col("age_band").sort(true, false),
+            ])?
+            .collect()
+            .await?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            // Final releases only: the all-ages label is never stored.
+            rows.extend(ReleaseRow::from_record_batch(batch, false)?);
+        }
+        Ok(rows)
+    }
+
     /// Plans a researcher's read-only SQL over `releases` (no DDL, DML or
     /// SET statements: the session, its tables and the files stay as they
     /// are) in the researcher session.

@@ -65,13 +65,15 @@ impl DashboardServer {
         if tokens.is_empty() {
             tracing::warn!("no access tokens configured: open access, loopback only");
         }
-        let store = ReleaseStore::open(&config.data_dir)?;
+        let store =
+            ReleaseStore::open(&config.data_dir)?.with_cached_windows(config.cached_windows);
         let query = ReleaseQuery::new(store.dir())?;
         let store = Arc::new(RwLock::new(store));
         let measurements = if config.kafka.measurements_topic.is_empty() {
             None
         } else {
-            let store = ReleaseStore::open_measurements(&config.data_dir)?;
+            let store = ReleaseStore::open_measurements(&config.data_dir)?
+                .with_cached_windows(config.cached_windows);
             Some(Measurements {
                 query: Arc::new(ReleaseQuery::new(store.dir())?),
                 store: Arc::new(RwLock::new(store)),

@@ -7,9 +7,9 @@ use crate::auth::{LoginFailures, Sessions, TokenRegistry};
 use crate::provisional::ProvisionalBoard;
 use crate::query::{CellFilter, CellStream, ReleaseQuery, export_metadata};
 use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
-use crate::store::{ReleaseStore, day_of};
+use crate::store::{ReleaseStore, StoreError, day_of};
 use datafusion::arrow::datatypes::SchemaRef;
-use hushmap_schema::ReleaseMeta;
+use hushmap_schema::{Release, ReleaseMeta};
 use hushmap_service::http::ConnectionStats;
 use hushmap_service::tls::ServerTls;
 use std::sync::{Arc, RwLock};
@@ -60,6 +60,14 @@ pub struct Measurements {
 pub struct NotPublished;
 
 impl AppState {
+    /// The release of `window` (the newest when `None`), rows and all.
+    /// Its file is read on a blocking thread when its rows are not in
+    /// memory, so a history lookup never stalls the async workers.
+    pub async fn release(&self, window: Option<i64>) -> Result<Option<Arc<Release>>, StoreError> {
+        let store = self.store.clone();
+        off_the_workers(move || store.read().expect("store lock").window_or_latest(window)).await
+    }
+
     /// The cells `filter` selects, streamed from the Parquet store through
     /// DataFusion, with metadata describing the releases they come from.
     pub fn cells(&self, filter: CellFilter) -> Result<(SchemaRef, CellStream), NotPublished> {
@@ -67,7 +75,7 @@ impl AppState {
         let (days, meta) = {
             let store = store.read().expect("store lock");
             let releases: Vec<_> = store
-                .iter()
+                .windows()
                 .filter(|r| filter.contains_window(r.meta.window_start))
                 .collect();
             let mut days: Vec<String> = releases
@@ -94,5 +102,14 @@ impl AppState {
             .as_ref()
             .map(|m| (&m.store, &m.query))
             .ok_or(NotPublished)
+    }
+}
+
+/// Runs `work` (file reads, a store lock held while reading) on tokio's
+/// blocking pool; a panic in it goes on in the caller.
+pub async fn off_the_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }

@@ -7,11 +7,18 @@
 //!
 //! One file per released window, written whole and renamed into place, so a
 //! crash leaves either the file or nothing. The schema metadata (mechanism,
-//! ρ/ε/δ, ledger entry) travels inside each file. On start the store is
-//! rebuilt from the files; the consumer then reads the releases topic from
-//! its beginning and every window already held is skipped, so a restart
-//! neither loses nor duplicates a release. A window is stored once; a second
-//! copy of it (a replay) is ignored and counted, never shown.
+//! ρ/ε/δ, ledger entry) travels inside each file. On start the store's
+//! index is rebuilt from the files' footers; the consumer then goes on
+//! from its group's committed offset, and a window already held is
+//! skipped, so a restart neither loses nor duplicates a release. A window
+//! is stored once; a second copy of it (a replay) is ignored and counted,
+//! never shown.
+//!
+//! Memory does not grow with history: what every window keeps in memory
+//! is its metadata and its cell counts ([`StoredWindow`]); the rows of
+//! only the few most recently used windows are held ([`ReleaseStore::get`]
+//! reads any other from its file), and questions across history (a cell's
+//! series, exports) go to the files through DataFusion.
 //!
 //! A partitioned aggregator publishes a window in parts (disjoint cells,
 //! the same metadata); parts wait in memory until all of them are in, and
@@ -22,13 +29,19 @@
 //! The files are also what [`ReleaseQuery`](crate::query::ReleaseQuery)
 //! scans with DataFusion for exports and Flight.
 
+use arrow::array::{Array, UInt8Array};
 use arrow::compute::concat_batches;
-use hushmap_schema::Release;
 use hushmap_schema::release::ReleasePart;
-use parquet::arrow::ArrowWriter;
+use hushmap_schema::{Release, ReleaseMeta};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use std::collections::BTreeMap;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// How many windows' rows the store holds in memory unless configured:
+/// the newest and the three before it that alerts compare it with.
+pub const DEFAULT_CACHED_WINDOWS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,11 +70,66 @@ impl StoreError {
     }
 }
 
-/// Releases by window start, in memory for serving and on disk for restarts.
+/// What the store keeps in memory of every window it holds: the release's
+/// metadata and how many cells it has at each level. The rows are in the
+/// window's file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWindow {
+    pub meta: ReleaseMeta,
+    /// Cells (rows) per level.
+    pub cells_by_level: BTreeMap<u8, usize>,
+}
+
+impl StoredWindow {
+    fn of(release: &Release) -> StoredWindow {
+        let mut cells_by_level = BTreeMap::new();
+        for row in &release.rows {
+            *cells_by_level.entry(row.level).or_default() += 1;
+        }
+        StoredWindow {
+            meta: release.meta.clone(),
+            cells_by_level,
+        }
+    }
+
+    /// Cells (rows) at every level.
+    pub fn cells(&self) -> usize {
+        self.cells_by_level.values().sum()
+    }
+}
+
+/// The rows of the most recently used windows, newest use last.
+#[derive(Debug)]
+struct RecentReleases {
+    capacity: usize,
+    entries: VecDeque<(i64, Arc<Release>)>,
+}
+
+impl RecentReleases {
+    fn get(&mut self, window_start: i64) -> Option<Arc<Release>> {
+        let i = self.entries.iter().position(|(s, _)| *s == window_start)?;
+        let entry = self.entries.remove(i).expect("found");
+        let release = entry.1.clone();
+        self.entries.push_back(entry);
+        Some(release)
+    }
+
+    fn put(&mut self, window_start: i64, release: Arc<Release>) {
+        self.entries.retain(|(s, _)| *s != window_start);
+        self.entries.push_back((window_start, release));
+        while self.entries.len() > self.capacity {
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// Releases by window start: on disk, with an index of every window and
+/// the rows of a few recent ones in memory.
 #[derive(Debug)]
 pub struct ReleaseStore {
     dir: PathBuf,
-    by_window: BTreeMap<i64, Release>,
+    by_window: BTreeMap<i64, StoredWindow>,
+    recent: Mutex<RecentReleases>,
     /// Window starts in the order they were stored (loaded from files
     /// first): what an incremental reader asks after (`sequence`).
     stored_order: Vec<i64>,
@@ -71,12 +139,16 @@ pub struct ReleaseStore {
     /// Parts of windows not yet whole, by window start and part index.
     partial: BTreeMap<i64, BTreeMap<u32, Release>>,
     duplicates: u64,
+    /// Reads of a window's file because its rows were not held.
+    file_reads: std::sync::atomic::AtomicU64,
 }
 
 impl ReleaseStore {
-    /// Opens (creating if needed) the store under `data_dir` and loads every
-    /// release file. An unreadable file is skipped with a warning: its window
-    /// comes back from the topic and the file is rewritten.
+    /// Opens (creating if needed) the store under `data_dir` and indexes
+    /// every release file (its footer and its `level` column: the rows
+    /// are read when asked for). An unreadable file is skipped with a
+    /// warning: its window comes back from the topic and the file is
+    /// rewritten.
     pub fn open(data_dir: &Path) -> Result<ReleaseStore, StoreError> {
         ReleaseStore::open_in(data_dir.join("releases"))
     }
@@ -101,9 +173,9 @@ impl ReleaseStore {
                 if path.extension().is_none_or(|e| e != "parquet") {
                     continue;
                 }
-                match read_release(&path) {
-                    Ok(release) => {
-                        by_window.insert(release.meta.window_start, release);
+                match read_index(&path) {
+                    Ok(window) => {
+                        by_window.insert(window.meta.window_start, window);
                     }
                     Err(e) => {
                         unreadable += 1;
@@ -122,9 +194,21 @@ impl ReleaseStore {
             stored_order: by_window.keys().copied().collect(),
             instance: random_id(),
             by_window,
+            recent: Mutex::new(RecentReleases {
+                capacity: DEFAULT_CACHED_WINDOWS,
+                entries: VecDeque::new(),
+            }),
             partial: BTreeMap::new(),
             duplicates: 0,
+            file_reads: Default::default(),
         })
+    }
+
+    /// Holds the rows of at most `windows` windows in memory (at least
+    /// one: the newest, which every page load asks for).
+    pub fn with_cached_windows(self, windows: usize) -> ReleaseStore {
+        self.recent.lock().expect("cache lock").capacity = windows.max(1);
+        self
     }
 
     /// The directory holding the `day=…` partitions.
@@ -170,8 +254,13 @@ impl ReleaseStore {
             whole_of(parts.into_values())
         };
         write_release(&self.dir, &release)?;
-        self.by_window.insert(start, release);
+        self.by_window.insert(start, StoredWindow::of(&release));
         self.stored_order.push(start);
+        // The newest window is the one the page asks for next.
+        self.recent
+            .lock()
+            .expect("cache lock")
+            .put(start, Arc::new(release));
         Ok(true)
     }
 
@@ -187,9 +276,9 @@ impl ReleaseStore {
         self.instance
     }
 
-    /// The releases stored after the first `since` (in storing order,
+    /// The windows stored after the first `since` (in storing order,
     /// which is not always window order: a late window comes last).
-    pub fn stored_since(&self, since: usize) -> impl Iterator<Item = &Release> {
+    pub fn stored_since(&self, since: usize) -> impl Iterator<Item = &StoredWindow> {
         self.stored_order
             .get(since..)
             .unwrap_or_default()
@@ -202,25 +291,72 @@ impl ReleaseStore {
         self.partial.len()
     }
 
-    pub fn get(&self, window_start: i64) -> Option<&Release> {
-        self.by_window.get(&window_start)
+    /// The release of the window starting at `window_start`, rows and
+    /// all: from memory if recently used, else read from its file (a
+    /// blocking read: call it off the async workers). `None` if no such
+    /// window is stored.
+    pub fn get(&self, window_start: i64) -> Result<Option<Arc<Release>>, StoreError> {
+        if !self.by_window.contains_key(&window_start) {
+            return Ok(None);
+        }
+        if let Some(release) = self.recent.lock().expect("cache lock").get(window_start) {
+            return Ok(Some(release));
+        }
+        // Read without the cache's lock: another window's hit need not wait.
+        self.file_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let release = Arc::new(read_release(&self.path_of(window_start))?);
+        self.recent
+            .lock()
+            .expect("cache lock")
+            .put(window_start, release.clone());
+        Ok(Some(release))
     }
 
-    pub fn latest(&self) -> Option<&Release> {
-        self.by_window.values().next_back()
+    /// The newest window's release.
+    pub fn latest(&self) -> Result<Option<Arc<Release>>, StoreError> {
+        match self.latest_window() {
+            Some(w) => self.get(w.meta.window_start),
+            None => Ok(None),
+        }
     }
 
     /// The release of the window starting at `window_start`, or the latest
     /// when `None` (what the JSON API's optional `window=` means).
-    pub fn window_or_latest(&self, window_start: Option<i64>) -> Option<&Release> {
+    pub fn window_or_latest(
+        &self,
+        window_start: Option<i64>,
+    ) -> Result<Option<Arc<Release>>, StoreError> {
         match window_start {
             Some(start) => self.get(start),
             None => self.latest(),
         }
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Release> {
+    /// Every stored window, oldest first, without rows.
+    pub fn windows(&self) -> impl DoubleEndedIterator<Item = &StoredWindow> {
         self.by_window.values()
+    }
+
+    /// The newest stored window, without rows.
+    pub fn latest_window(&self) -> Option<&StoredWindow> {
+        self.by_window.values().next_back()
+    }
+
+    /// The window starting at `window_start`, without rows.
+    pub fn window(&self, window_start: i64) -> Option<&StoredWindow> {
+        self.by_window.get(&window_start)
+    }
+
+    /// How many times a window's rows were read from its file, not memory.
+    pub fn file_reads(&self) -> u64 {
+        self.file_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn path_of(&self, window_start: i64) -> PathBuf {
+        self.dir
+            .join(format!("day={}", day_of(window_start)))
+            .join(file_name(window_start))
     }
 
     pub fn len(&self) -> usize {
@@ -288,7 +424,7 @@ pub fn day_of(window_start_ms: i64) -> String {
 fn write_release(dir: &Path, release: &Release) -> Result<(), StoreError> {
     let day = dir.join(format!("day={}", day_of(release.meta.window_start)));
     std::fs::create_dir_all(&day).map_err(StoreError::io(&day))?;
-    let name = format!("window_start={}.parquet", release.meta.window_start);
+    let name = file_name(release.meta.window_start);
     let path = day.join(&name);
     // Not ending in .parquet: a scan running meanwhile never sees it.
     let tmp = day.join(format!(".{name}.tmp"));
@@ -307,6 +443,45 @@ fn write_release(dir: &Path, release: &Release) -> Result<(), StoreError> {
     file.sync_all().map_err(StoreError::io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
     Ok(())
+}
+
+fn file_name(window_start: i64) -> String {
+    format!("window_start={window_start}.parquet")
+}
+
+/// A file's index entry: the metadata from its footer, the cells per
+/// level from its `level` column (the one column decoded).
+fn read_index(path: &Path) -> Result<StoredWindow, StoreError> {
+    let file = std::fs::File::open(path).map_err(StoreError::io(path))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| StoreError::file(path, e))?;
+    let meta = ReleaseMeta::from_metadata(builder.schema().metadata())
+        .map_err(|e| StoreError::file(path, e))?;
+    let level = builder
+        .schema()
+        .index_of("level")
+        .map_err(|e| StoreError::file(path, e))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [level]);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| StoreError::file(path, e))?;
+    let mut cells_by_level = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| StoreError::file(path, e))?;
+        let levels = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt8Array>()
+            .ok_or_else(|| StoreError::file(path, "level is not a UInt8 column"))?;
+        for l in levels.iter().flatten() {
+            *cells_by_level.entry(l).or_default() += 1;
+        }
+    }
+    Ok(StoredWindow {
+        meta,
+        cells_by_level,
+    })
 }
 
 fn read_release(path: &Path) -> Result<Release, StoreError> {
@@ -400,9 +575,51 @@ pub(crate) mod tests {
         let reopened = ReleaseStore::open(&dir).unwrap();
         assert_eq!(reopened.len(), 2);
         assert_eq!(
-            reopened.get(1_764_374_400_000),
+            reopened.get(1_764_374_400_000).unwrap().as_deref(),
             Some(&sample_release(1_764_374_400_000, 3))
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Only `cached_windows` windows' rows stay in memory; the others are
+    /// read from their files, the same release, and a reopened store holds
+    /// no rows until asked.
+    #[test]
+    fn rows_beyond_the_cached_windows_come_from_their_files() {
+        let dir = std::env::temp_dir().join(format!("hushmap-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = ReleaseStore::open(&dir).unwrap().with_cached_windows(2);
+        let hour = 3_600_000;
+        let start = |k: i64| 1_764_374_400_000 + k * hour;
+        for k in 0..6 {
+            store
+                .insert(sample_release(start(k), 3 + k as usize))
+                .unwrap();
+        }
+        assert_eq!(store.recent.lock().unwrap().entries.len(), 2);
+        assert_eq!(store.latest_window().unwrap().cells(), 8);
+        let newest = store.latest().unwrap().unwrap();
+        assert_eq!(*newest, sample_release(start(5), 8));
+        assert_eq!(store.file_reads(), 0, "the newest is held");
+        let old = store.get(start(1)).unwrap().unwrap();
+        assert_eq!(*old, sample_release(start(1), 4));
+        assert_eq!(store.file_reads(), 1);
+        store.get(start(1)).unwrap().unwrap();
+        assert_eq!(store.file_reads(), 1, "now held");
+        assert_eq!(store.recent.lock().unwrap().entries.len(), 2);
+        assert!(store.get(start(9)).unwrap().is_none());
+
+        let reopened = ReleaseStore::open(&dir).unwrap();
+        assert!(reopened.recent.lock().unwrap().entries.is_empty());
+        let index: Vec<_> = reopened.windows().cloned().collect();
+        let before: Vec<_> = store.windows().cloned().collect();
+        assert_eq!(index, before, "metadata and cells per level from the files");
+        assert_eq!(
+            reopened.window(start(2)).unwrap().cells_by_level,
+            BTreeMap::from([(5, 5)])
+        );
+        assert_eq!(*reopened.latest().unwrap().unwrap(), *newest);
+        assert_eq!(reopened.file_reads(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -437,14 +654,14 @@ pub(crate) mod tests {
         expected
             .rows
             .sort_by(|a, b| (&a.region, &a.age_band).cmp(&(&b.region, &b.age_band)));
-        assert_eq!(store.get(start), Some(&expected));
+        assert_eq!(store.get(start).unwrap().as_deref(), Some(&expected));
         assert!(
             !store.insert(part(1)).unwrap(),
             "the window is already whole"
         );
         assert_eq!(store.duplicates(), 2);
         let reopened = ReleaseStore::open(&dir).unwrap();
-        assert_eq!(reopened.get(start), Some(&expected));
+        assert_eq!(reopened.get(start).unwrap().as_deref(), Some(&expected));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -54,7 +54,12 @@ pub fn spawn_alert_webhook(
         .ok()?;
     let task = tokio::spawn(async move {
         while let Some(window_start) = rx.recv().await {
-            let Some(report) = report_for(&webhook, window_start) else {
+            // The compared windows' rows may come from their files.
+            let (store, settings) = (webhook.store.clone(), webhook.settings.clone());
+            let report =
+                crate::state::off_the_workers(move || report_for(&store, &settings, window_start))
+                    .await;
+            let Some(report) = report else {
                 continue;
             };
             let body = match webhook.settings.webhook_format {
@@ -73,12 +78,16 @@ pub fn spawn_alert_webhook(
 
 /// The report to send for `window_start`, if it is the newest stored,
 /// recent, and holds alerts.
-fn report_for(webhook: &AlertWebhook, window_start: i64) -> Option<AlertReport> {
-    let store = webhook.store.read().expect("store lock");
-    let newest = store.latest()?;
-    let length = newest.meta.window_end - newest.meta.window_start;
+fn report_for(
+    store: &RwLock<ReleaseStore>,
+    settings: &AlertSettings,
+    window_start: i64,
+) -> Option<AlertReport> {
+    let store = store.read().expect("store lock");
+    let newest = &store.latest_window()?.meta;
+    let length = newest.window_end - newest.window_start;
     let now = hushmap_service::clock::now_ms();
-    if newest.meta.window_start != window_start || newest.meta.window_end < now - 2 * length {
+    if newest.window_start != window_start || newest.window_end < now - 2 * length {
         return None;
     }
     let report = store_alerts(
@@ -87,8 +96,15 @@ fn report_for(webhook: &AlertWebhook, window_start: i64) -> Option<AlertReport> 
         BandFilter::All,
         None,
         AlertMetric::HighShare,
-        &webhook.settings,
-    )?;
+        settings,
+    );
+    let report = match report {
+        Ok(report) => report?,
+        Err(e) => {
+            tracing::error!(error = %e, "alerts for the webhook could not be computed");
+            return None;
+        }
+    };
     (!report.alerts.is_empty()).then_some(report)
 }
 

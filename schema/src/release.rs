@@ -744,78 +744,7 @@ impl Release {
     /// Reads a release back from a record batch with the release schema.
     pub fn from_record_batch(batch: &RecordBatch) -> Result<Release, ReleaseError> {
         let meta = ReleaseMeta::from_metadata(batch.schema().metadata())?;
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| ReleaseError::Column(name.into()))
-        };
-        macro_rules! typed {
-            ($name:expr, $ty:ty) => {
-                col($name)?
-                    .as_any()
-                    .downcast_ref::<$ty>()
-                    .ok_or_else(|| ReleaseError::Column($name.to_string()))?
-            };
-        }
-        let window_start = typed!("window_start", TimestampMillisecondArray);
-        let window_end = typed!("window_end", TimestampMillisecondArray);
-        let level = typed!("level", UInt8Array);
-        let region = typed!("region", StringArray);
-        let age_band = typed!("age_band", StringArray);
-        let n_low = typed!("n_low", Int64Array);
-        let n_moderate = typed!("n_moderate", Int64Array);
-        let n_high = typed!("n_high", Int64Array);
-        let n_total = typed!("n_total", Int64Array);
-        let high_share = typed!("high_share", Float64Array);
-        let ci_low = typed!("high_share_ci_low", Float64Array);
-        let ci_high = typed!("high_share_ci_high", Float64Array);
-        let noise_scale = typed!("noise_scale", Float64Array);
-        let suppressed = typed!("suppressed", BooleanArray);
-        let mut symptom_cols = Vec::with_capacity(Symptom::ALL.len());
-        for s in Symptom::ALL {
-            let name = s.column();
-            symptom_cols.push(typed!(name.as_str(), Int64Array));
-        }
-        let mut rows = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            let region_label = region.value(i);
-            region_label
-                .parse::<RegionCell>()
-                .map_err(|e| ReleaseError::Value {
-                    column: "region",
-                    reason: e.to_string(),
-                })?;
-            let band = age_band.value(i);
-            // Provisional numbers are all ages together, said so by name.
-            let all_ages = band == ALL_AGES && meta.provisional.is_some();
-            if AgeBand::from_label(band).is_none() && !all_ages {
-                return Err(ReleaseError::Value {
-                    column: "age_band",
-                    reason: format!("unknown band {band:?}"),
-                });
-            }
-            let mut symptoms = [0i64; 10];
-            for (j, c) in symptom_cols.iter().enumerate() {
-                symptoms[j] = c.value(i);
-            }
-            rows.push(ReleaseRow {
-                window_start: window_start.value(i),
-                window_end: window_end.value(i),
-                level: level.value(i),
-                region: region_label.to_string(),
-                age_band: band.to_string(),
-                n_low: n_low.value(i),
-                n_moderate: n_moderate.value(i),
-                n_high: n_high.value(i),
-                n_total: n_total.value(i),
-                high_share: high_share.is_valid(i).then(|| high_share.value(i)),
-                high_share_ci_low: ci_low.value(i),
-                high_share_ci_high: ci_high.value(i),
-                noise_scale: noise_scale.value(i),
-                suppressed: suppressed.value(i),
-                symptoms,
-            });
-        }
+        let rows = ReleaseRow::from_record_batch(batch, meta.provisional.is_some())?;
         Ok(Release { meta, rows })
     }
 
@@ -886,6 +815,91 @@ mod symptom_columns {
                 .ok_or_else(|| D::Error::missing_field("sym_*"))?;
         }
         Ok(out)
+    }
+}
+
+impl ReleaseRow {
+    /// The rows of a record batch with the release schema's columns (its
+    /// metadata is not needed: a query over the release store returns rows
+    /// without it). `provisional`: whether the all-ages label is allowed,
+    /// as it is only in a provisional release.
+    pub fn from_record_batch(
+        batch: &RecordBatch,
+        provisional: bool,
+    ) -> Result<Vec<ReleaseRow>, ReleaseError> {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| ReleaseError::Column(name.into()))
+        };
+        macro_rules! typed {
+            ($name:expr, $ty:ty) => {
+                col($name)?
+                    .as_any()
+                    .downcast_ref::<$ty>()
+                    .ok_or_else(|| ReleaseError::Column($name.to_string()))?
+            };
+        }
+        let window_start = typed!("window_start", TimestampMillisecondArray);
+        let window_end = typed!("window_end", TimestampMillisecondArray);
+        let level = typed!("level", UInt8Array);
+        let region = typed!("region", StringArray);
+        let age_band = typed!("age_band", StringArray);
+        let n_low = typed!("n_low", Int64Array);
+        let n_moderate = typed!("n_moderate", Int64Array);
+        let n_high = typed!("n_high", Int64Array);
+        let n_total = typed!("n_total", Int64Array);
+        let high_share = typed!("high_share", Float64Array);
+        let ci_low = typed!("high_share_ci_low", Float64Array);
+        let ci_high = typed!("high_share_ci_high", Float64Array);
+        let noise_scale = typed!("noise_scale", Float64Array);
+        let suppressed = typed!("suppressed", BooleanArray);
+        let mut symptom_cols = Vec::with_capacity(Symptom::ALL.len());
+        for s in Symptom::ALL {
+            let name = s.column();
+            symptom_cols.push(typed!(name.as_str(), Int64Array));
+        }
+        let mut rows = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let region_label = region.value(i);
+            region_label
+                .parse::<RegionCell>()
+                .map_err(|e| ReleaseError::Value {
+                    column: "region",
+                    reason: e.to_string(),
+                })?;
+            let band = age_band.value(i);
+            // Provisional numbers are all ages together, said so by name.
+            let all_ages = band == ALL_AGES && provisional;
+            if AgeBand::from_label(band).is_none() && !all_ages {
+                return Err(ReleaseError::Value {
+                    column: "age_band",
+                    reason: format!("unknown band {band:?}"),
+                });
+            }
+            let mut symptoms = [0i64; 10];
+            for (j, c) in symptom_cols.iter().enumerate() {
+                symptoms[j] = c.value(i);
+            }
+            rows.push(ReleaseRow {
+                window_start: window_start.value(i),
+                window_end: window_end.value(i),
+                level: level.value(i),
+                region: region_label.to_string(),
+                age_band: band.to_string(),
+                n_low: n_low.value(i),
+                n_moderate: n_moderate.value(i),
+                n_high: n_high.value(i),
+                n_total: n_total.value(i),
+                high_share: high_share.is_valid(i).then(|| high_share.value(i)),
+                high_share_ci_low: ci_low.value(i),
+                high_share_ci_high: ci_high.value(i),
+                noise_scale: noise_scale.value(i),
+                suppressed: suppressed.value(i),
+                symptoms,
+            });
+        }
+        Ok(rows)
     }
 }
 
