@@ -33,6 +33,17 @@ if command -v fc-list >/dev/null && [ -z "$(fc-list :lang=hi)" ]; then
   fi
 fi
 
+# The container images are built with buildah (no daemon, no registry).
+if ! command -v buildah >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing buildah for the image test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah >/dev/null
+  else
+    echo "test: the image test needs buildah (apt-get install buildah)" >&2
+    exit 1
+  fi
+fi
+
 # Browser tests drive that chromium through playwright-core (no browser
 # download), and check the self-check page with axe-core.
 if [ ! -d ingest/tests/browser/node_modules/playwright-core ] || [ ! -d ingest/tests/browser/node_modules/axe-core ]; then
@@ -95,6 +106,13 @@ fi
 if [ "$#" -eq 0 ]; then
   echo "test: checking the Kubernetes manifests (deploy/k8s/validate.sh) at ${SECONDS}s"
   deploy/k8s/validate.sh
+  # The images the manifests name, built here from the test build's
+  # binaries (a release build would add a quarter of an hour; the images'
+  # make-up is the same), and each binary's check of its workload's
+  # configuration run inside its image's root file system.
+  echo "test: building and checking the images (deploy/images) at ${SECONDS}s"
+  HUSHMAP_BIN_DIR=target/debug deploy/images/build.sh
+  HUSHMAP_BIN_DIR=target/debug deploy/images/check.sh
 fi
 
 # The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default

@@ -14,8 +14,15 @@
 
 Usage: validate.py MANIFEST_DIR CRD_DIR BIN_DIR
 Exit 0 when all passes; 1 with one line per problem otherwise.
+
+Images (deploy/images/check.sh): validate.py --images MANIFEST_DIR BIN_DIR ROOTS_JSON
+runs check 4 inside each image instead: ROOTS_JSON maps an image name to
+the mounted root file system of a container of it; every image a workload
+names must be there, the mounted files are written where the pod would
+mount them, and the binary runs in a chroot of that root as user 65532.
 """
 
+import contextlib
 import copy
 import functools
 import json
@@ -365,7 +372,7 @@ def stand_in_file(volume, key, bin_dir, config_maps):
     return "stand-in file\n"
 
 
-def check_service_configs(resources, bin_dir):
+def check_service_configs(resources, bin_dir, image_roots=None):
     config_maps = {d["metadata"]["name"]: d for _, d in resources if d["kind"] == "ConfigMap"}
     for _, dep in resources:
         if dep["kind"] not in WORKLOADS:
@@ -378,14 +385,24 @@ def check_service_configs(resources, bin_dir):
             if binary is None:
                 problem(where, "no Hushmap binary of that name")
                 continue
-            with tempfile.TemporaryDirectory() as root:
-                # Mounted files materialised under a scratch root.
+            if image_roots is None:
+                scratch = tempfile.TemporaryDirectory()
+            elif container["image"] in image_roots:
+                scratch = contextlib.nullcontext(image_roots[container["image"]])
+            else:
+                problem(where, f"names image {container['image']}, which deploy/images/build.sh does not make")
+                continue
+            with scratch as root:
+                # Mounted files materialised under a scratch root (or, in an
+                # image, where the pod mounts them).
                 remap = {}
                 for mount in container.get("volumeMounts", []):
                     volume = volumes[mount["name"]]
                     target = root + mount["mountPath"]
                     if "emptyDir" in volume:
                         os.makedirs(target, exist_ok=True)
+                        if image_roots is not None:
+                            os.chown(target, 65532, 65532)
                     elif "subPath" in mount:
                         os.makedirs(os.path.dirname(target), exist_ok=True)
                         with open(target, "w") as f:
@@ -397,7 +414,8 @@ def check_service_configs(resources, bin_dir):
                         for key in keys:
                             with open(os.path.join(target, key), "w") as f:
                                 f.write(stand_in_file(volume, key, bin_dir, config_maps))
-                    remap[mount["mountPath"]] = target
+                    if image_roots is None:
+                        remap[mount["mountPath"]] = target
 
                 def local(value):
                     for mount_path, target in remap.items():
@@ -415,15 +433,18 @@ def check_service_configs(resources, bin_dir):
                 # The Deployment's subcommand (if any) becomes check-config.
                 if args and not args[0].startswith("-"):
                     args = args[1:]
-                run = subprocess.run(
-                    [os.path.join(bin_dir, binary), *args, "check-config"],
-                    env=env, capture_output=True, text=True, timeout=60,
-                )
+                if image_roots is None:
+                    command = [os.path.join(bin_dir, binary), *args, "check-config"]
+                else:
+                    command = ["chroot", "--userspec=65532:65532", root,
+                               f"/usr/local/bin/{binary}", *args, "check-config"]
+                run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
                 said = (run.stdout + run.stderr).strip()
                 if run.returncode != 0 or "configuration ok" not in said:
                     problem(where, f"{binary} refused its configuration: {said}")
                 else:
-                    checked.append(f"{where}: {binary} check-config ok")
+                    inside = f" in {container['image']}" if image_roots is not None else ""
+                    checked.append(f"{where}: {binary} check-config ok{inside}")
 
 
 def find(resources, kind, name):
@@ -533,7 +554,35 @@ def self_test(resources, crd_schemas, bin_dir):
     return missed
 
 
+def check_images(manifest_dir, bin_dir, roots_json):
+    """Check 4 inside the images; and a manifest naming an image not
+    built must be refused."""
+    resources = load_resources(manifest_dir)
+    with open(roots_json) as f:
+        image_roots = json.load(f)
+    broken = copy.deepcopy(resources)
+    workload = next(d for _, d in broken if d["kind"] in WORKLOADS)
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = container["image"].rsplit(":", 1)[0] + ":0.0.0-not-built"
+    check_service_configs(broken, bin_dir, image_roots)
+    if not any("does not make" in p for p in problems):
+        print("images: a manifest naming an image that is not built was let through")
+        sys.exit(1)
+    problems.clear()
+    checked.clear()
+    check_service_configs(resources, bin_dir, image_roots)
+    if problems:
+        for p in problems:
+            print(f"images: {p}")
+        sys.exit(1)
+    for line in checked:
+        print(f"images: {line}")
+
+
 def main():
+    if sys.argv[1] == "--images":
+        check_images(*sys.argv[2:5])
+        return
     manifest_dir, crd_dir, bin_dir = sys.argv[1:4]
     resources = load_resources(manifest_dir)
     if problems:
