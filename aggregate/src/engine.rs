@@ -142,7 +142,27 @@ pub async fn bounded_counts_table(
     records: Arc<dyn TableProvider>,
     bounds: ContributionBounds,
 ) -> Result<Vec<CellCounts>, EngineError> {
-    let batches = collect_over(ctx, "records", records, &bounded_counts_sql(bounds)).await?;
+    counts_over(ctx, records, &bounded_counts_sql(bounds)).await
+}
+
+/// The same counts as [`bounded_counts_table`] by the sort plan
+/// ([`sort_bounded_counts_sql`]): slower, but under a memory pool its
+/// sort goes through disk, so it finishes in bounded memory however many
+/// contributors there are (the hash plan's join cannot spill).
+pub async fn sort_bounded_counts_table(
+    ctx: &SessionContext,
+    records: Arc<dyn TableProvider>,
+    bounds: ContributionBounds,
+) -> Result<Vec<CellCounts>, EngineError> {
+    counts_over(ctx, records, &sort_bounded_counts_sql(bounds)).await
+}
+
+async fn counts_over(
+    ctx: &SessionContext,
+    records: Arc<dyn TableProvider>,
+    sql: &str,
+) -> Result<Vec<CellCounts>, EngineError> {
+    let batches = collect_over(ctx, "records", records, sql).await?;
     let mut cells = Vec::new();
     for batch in batches {
         cells.extend(cells_from_batch(&batch)?);

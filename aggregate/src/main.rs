@@ -206,6 +206,13 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
             input.outside_range
         );
     }
+    if report.counted_through_disk {
+        eprintln!(
+            "counted through disk: the contributors did not fit batch.memory_limit_mb ({} MiB) \
+             in memory",
+            config.batch.memory_limit_mb
+        );
+    }
     for (window, reason) in &report.refused_windows {
         eprintln!("window {}: not released: {reason}", window.start_ms);
     }

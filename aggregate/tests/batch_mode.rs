@@ -577,3 +577,76 @@ fn a_bad_output_path_is_refused_before_reading() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown output format"), "{stderr}");
 }
+
+/// A run whose contributors do not fit its memory pool sorts through disk
+/// and releases exactly the counts an in-memory run releases; the run's
+/// spill directory holds nothing afterwards.
+#[test]
+fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
+    let f = fixture("spill");
+    // 400 copies of the fixture's records, each copy its own contributors:
+    // 1.2 million records, too many contributors for a 24 MiB pool.
+    let mut records = Vec::with_capacity(f.records.len() * 400);
+    for copy in 0..400u128 {
+        for r in &f.records {
+            let mut r = *r;
+            let who = u128::from_le_bytes(r.contributor.0);
+            r.contributor = ContributorKey((who + (copy << 32)).to_le_bytes());
+            records.push(r);
+        }
+    }
+    let input = f.dir.join("many.parquet");
+    write_coarse_parquet(&input, &records).unwrap();
+    let want = expected(&records);
+    let spill = f.dir.join("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    let config = f.dir.join("small.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[batch]\nmemory_limit_mb = 24\nspill_dir = {:?}\n",
+            std::fs::read_to_string(&f.config).unwrap(),
+            spill.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = f.dir.join("small.json");
+    let ledger = f.dir.join("small.ledger");
+    let (ok, stderr) = batch(
+        &config,
+        &input,
+        &out,
+        ("2026-01-01", "2026-01-04"),
+        &["--ledger", ledger.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "counted through disk: the contributors did not fit batch.memory_limit_mb (24 MiB)"
+        ),
+        "{stderr}"
+    );
+    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(counts_of(&releases), want);
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "the run's spill directory is removed"
+    );
+
+    // The default pool holds them: the fast plan, the same counts.
+    let out = f.dir.join("default.json");
+    let ledger = f.dir.join("default.ledger");
+    let (ok, stderr) = batch(
+        &f.config,
+        &input,
+        &out,
+        ("2026-01-01", "2026-01-04"),
+        &["--ledger", ledger.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("through disk"), "{stderr}");
+    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(counts_of(&releases), want);
+    std::fs::remove_dir_all(&f.dir).ok();
+}

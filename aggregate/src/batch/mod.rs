@@ -34,10 +34,13 @@
 //!   dump of the submissions topic; later rows count as later.
 //!
 //! A bad line or row is reported (its number, the error code and field,
-//! never its content) and skipped; nothing else is lost. Each window is then
-//! bounded and counted by the same DataFusion plan as the stream, authorised
-//! by a [`PrivacyLedger`] with the configured limits, and noised once with
-//! that authorisation.
+//! never its content) and skipped; nothing else is lost. Accepted records
+//! go to a Parquet file in the run's spill directory as they are read, so
+//! the input is never held in memory. Each window is then bounded and
+//! counted by the same DataFusion plan as the stream, within
+//! `batch.memory_limit_mb` (sorting through disk when the contributors do
+//! not fit), authorised by a [`PrivacyLedger`] with the configured limits,
+//! and noised once with that authorisation.
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
@@ -48,8 +51,15 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt8Type, UInt16Type, UInt64Type};
 use arrow::error::ArrowError;
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use hushmap_privacy::release::{ReleasePlan, WindowData, WindowOutcome, release_window};
 use hushmap_privacy::{LedgerFile, LedgerFileError, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
@@ -78,7 +88,9 @@ mod sources;
 
 pub use sinks::{OutputFormat, plan_meta, write_output};
 use sources::*;
-pub use sources::{COARSE_RECORD_COLUMNS, InputFormat, InputReport, write_coarse_parquet};
+pub use sources::{
+    COARSE_RECORD_COLUMNS, CoarseParquetWriter, InputFormat, InputReport, write_coarse_parquet,
+};
 
 /// Most refused lines or rows described one by one in the report.
 pub const MAX_REPORTED_ERRORS: usize = 20;
@@ -222,6 +234,9 @@ pub struct BatchOptions {
 #[derive(Debug)]
 pub struct BatchReport {
     pub input: InputReport,
+    /// Whether the bounding sorted through disk: the contributors did not
+    /// fit `batch.memory_limit_mb` (the counts are the same either way).
+    pub counted_through_disk: bool,
     /// Every released window, in time order.
     pub releases: Vec<Release>,
     /// The measurements behind each release (unclamped,
@@ -271,11 +286,28 @@ pub async fn run_batch(
     let format = InputFormat::of(input)?;
     // The ledger first: a run that cannot spend must not read gigabytes.
     let (mut ledger, mut ledger_file, ledger_history) = open_ledger(config, &options.ledger)?;
+    // The accepted records and the plan's spill files, removed at the end
+    // of the run, even on an error.
+    let spill_parent = config
+        .batch
+        .spill_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let spill = tempfile::Builder::new()
+        .prefix("hushmap-batch-")
+        .tempdir_in(&spill_parent)
+        .map_err(BatchError::io(&spill_parent))?;
     let (records, input_report) = match format {
-        InputFormat::Ndjson => read_submissions(config, input, options.range, progress)?,
-        InputFormat::Parquet => read_coarse_records(config, input, options.range, progress)?,
+        InputFormat::Ndjson => {
+            read_submissions(config, input, options.range, progress, spill.path())?
+        }
+        InputFormat::Parquet => {
+            read_coarse_records(config, input, options.range, progress, spill.path())?
+        }
     };
-    let cells = count_bounded(config, records).await?;
+    let (cells, counted_through_disk) =
+        count_bounded(config, &records, spill.path(), progress).await?;
+    drop(spill);
     let scope = match options.ledger {
         BatchLedger::File { .. } => LedgerScope::Shared,
         BatchLedger::Fresh => LedgerScope::Fresh,
@@ -297,6 +329,7 @@ pub async fn run_batch(
     plan_meta.ledger_scope = scope;
     Ok(BatchReport {
         input: input_report,
+        counted_through_disk,
         releases,
         measurements,
         ledger_history,
@@ -334,18 +367,75 @@ fn open_ledger(
 }
 
 /// The bounded counts of every window (the stream's plan, over all windows
-/// at once: contributors are bounded per window).
+/// at once: contributors are bounded per window), from the spilled
+/// records, within `batch.memory_limit_mb`.
+///
+/// First by the stream's hash plan, which is fastest; its hash join cannot
+/// spill, so when the contributors do not fit the pool it fails, and the
+/// sort plan (the same counts: the bound is the same rule) runs instead,
+/// sorting through `spill_dir`. Memory is then the pool's, whatever the
+/// input's size.
 async fn count_bounded(
     config: &AggregateConfig,
-    batches: Vec<RecordBatch>,
-) -> Result<Vec<CellCounts>, BatchError> {
-    let ctx = SessionContext::new();
-    let schema = crate::records::RECORD_SCHEMA.clone();
-    // One partition per batch so both cores share the work.
-    let partitions = batches.into_iter().map(|b| vec![b]).collect();
-    let table = MemTable::try_new(schema, partitions)
-        .map_err(|e| BatchError::Engine(EngineError::DataFusion(e)))?;
-    Ok(engine::bounded_counts_table(&ctx, Arc::new(table), config.bounds()).await?)
+    records: &SpilledRecords,
+    spill_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<(Vec<CellCounts>, bool), BatchError> {
+    let limit = usize::try_from(config.batch.memory_limit_mb)
+        .unwrap_or(usize::MAX / (1 << 20))
+        .saturating_mul(1 << 20);
+    let sorts = spill_dir.join("sorts");
+    std::fs::create_dir_all(&sorts).map_err(BatchError::io(&sorts))?;
+    let context = || -> Result<(SessionContext, Arc<dyn TableProvider>), BatchError> {
+        let runtime = RuntimeEnvBuilder::new()
+            // The consumers that took most are named when the pool runs out.
+            .with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(limit),
+                std::num::NonZeroUsize::new(5).expect("non-zero"),
+            )))
+            .with_temp_file_path(&sorts)
+            // A merge holds a batch of each spill file it reads at once:
+            // merged a few at a time, many spills fit a small pool.
+            .with_max_spill_merge_fan_in(4)
+            .build_arc()
+            .map_err(EngineError::DataFusion)?;
+        // Each sort keeps this much back for merging its spill files
+        // (DataFusion's default, 10 MiB, is most of a small pool).
+        let session = SessionConfig::new().with_sort_spill_reservation_bytes(limit / 16);
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let url = ListingTableUrl::parse(records.path.display().to_string())
+            .map_err(EngineError::DataFusion)?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let table = ListingTable::try_new(
+            ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(crate::records::RECORD_SCHEMA.clone()),
+        )
+        .map_err(EngineError::DataFusion)?;
+        Ok((ctx, Arc::new(table)))
+    };
+    progress.phase("bounding and counting", Some(records.rows));
+    let (ctx, table) = context()?;
+    let counted = match engine::bounded_counts_table(&ctx, table, config.bounds()).await {
+        Err(EngineError::DataFusion(e))
+            if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) =>
+        {
+            progress.phase("bounding and counting through disk", Some(records.rows));
+            tracing::info!(
+                memory_limit_mb = config.batch.memory_limit_mb,
+                "the contributors do not fit batch.memory_limit_mb: bounding by sorting through disk"
+            );
+            let (ctx, table) = context()?;
+            (
+                engine::sort_bounded_counts_table(&ctx, table, config.bounds()).await?,
+                true,
+            )
+        }
+        other => (other?, false),
+    };
+    progress.advance(records.rows);
+    Ok(counted)
 }
 
 /// Releases every window of `range`, in order, each authorised by the

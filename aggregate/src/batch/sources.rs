@@ -1,6 +1,7 @@
 //! Batch inputs: NDJSON submission bodies (through the same submission
-//! steps as ingest) and Parquet coarse records, read into Arrow batches
-//! with a report of every refusal.
+//! steps as ingest) and Parquet coarse records, read a line or a batch at
+//! a time into a Parquet file of accepted records in the run's spill
+//! directory, with a report of every refusal.
 
 use super::*;
 
@@ -44,57 +45,115 @@ pub static COARSE_RECORD_COLUMNS: LazyLock<Arc<Schema>> = LazyLock::new(|| {
 /// Writes coarse records in the Parquet input format (tests, benchmarks,
 /// topic dumps).
 pub fn write_coarse_parquet(path: &Path, records: &[CoarseRecord]) -> Result<(), BatchError> {
-    let file = File::create(path).map_err(BatchError::io(path))?;
-    let parquet_err = BatchError::parquet(path);
-    let mut writer =
-        ArrowWriter::try_new(file, COARSE_RECORD_COLUMNS.clone(), None).map_err(&parquet_err)?;
-    for chunk in records.chunks(ENGINE_BATCH_ROWS) {
-        let mut contributors = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
-        for r in chunk {
-            contributors.append_value(r.contributor.0)?;
-        }
-        let batch = RecordBatch::try_new(
-            COARSE_RECORD_COLUMNS.clone(),
-            vec![
-                Arc::new(Int64Array::from_iter_values(
-                    chunk.iter().map(|r| r.window.start_ms),
-                )),
-                Arc::new(UInt64Array::from_iter_values(
-                    chunk.iter().map(|r| r.region.raw()),
-                )),
-                Arc::new(UInt8Array::from_iter_values(
-                    chunk.iter().map(|r| r.age_band.code()),
-                )),
-                Arc::new(UInt8Array::from_iter_values(
-                    chunk.iter().map(|r| r.risk.code()),
-                )),
-                Arc::new(UInt16Array::from_iter_values(
-                    chunk.iter().map(|r| r.symptoms.bits()),
-                )),
-                Arc::new(contributors.finish()),
-            ],
-        )?;
-        writer.write(&batch).map_err(&parquet_err)?;
-    }
-    writer.close().map_err(&parquet_err)?;
-    Ok(())
+    let mut writer = CoarseParquetWriter::create(path)?;
+    writer.write(records)?;
+    writer.finish()
 }
 
-/// Accepted records, turned into Arrow batches as they come so the input
-/// is held once, in its compact columnar form.
+/// Writes coarse records in the Parquet input format a slice at a time,
+/// so a file of any size is written in the memory of one slice.
+pub struct CoarseParquetWriter {
+    writer: ArrowWriter<BufWriter<File>>,
+    path: PathBuf,
+}
+
+impl CoarseParquetWriter {
+    pub fn create(path: &Path) -> Result<CoarseParquetWriter, BatchError> {
+        let file = File::create(path).map_err(BatchError::io(path))?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            COARSE_RECORD_COLUMNS.clone(),
+            None,
+        )
+        .map_err(BatchError::parquet(path))?;
+        Ok(CoarseParquetWriter {
+            writer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn write(&mut self, records: &[CoarseRecord]) -> Result<(), BatchError> {
+        for chunk in records.chunks(ENGINE_BATCH_ROWS) {
+            let mut contributors = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
+            for r in chunk {
+                contributors.append_value(r.contributor.0)?;
+            }
+            let batch = RecordBatch::try_new(
+                COARSE_RECORD_COLUMNS.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(
+                        chunk.iter().map(|r| r.window.start_ms),
+                    )),
+                    Arc::new(UInt64Array::from_iter_values(
+                        chunk.iter().map(|r| r.region.raw()),
+                    )),
+                    Arc::new(UInt8Array::from_iter_values(
+                        chunk.iter().map(|r| r.age_band.code()),
+                    )),
+                    Arc::new(UInt8Array::from_iter_values(
+                        chunk.iter().map(|r| r.risk.code()),
+                    )),
+                    Arc::new(UInt16Array::from_iter_values(
+                        chunk.iter().map(|r| r.symptoms.bits()),
+                    )),
+                    Arc::new(contributors.finish()),
+                ],
+            )?;
+            self.writer
+                .write(&batch)
+                .map_err(BatchError::parquet(&self.path))?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<(), BatchError> {
+        let parquet_err = BatchError::parquet(&self.path);
+        let file = self.writer.into_inner().map_err(&parquet_err)?;
+        file.into_inner()
+            .map_err(|e| BatchError::io(&self.path)(e.into_error()))?
+            .sync_all()
+            .map_err(BatchError::io(&self.path))
+    }
+}
+
+/// Accepted records, written as they come to a Parquet file in the run's
+/// spill directory, a batch at a time: the input is never held in memory,
+/// however large.
 pub(crate) struct RecordSink {
     pending: Vec<SequencedRecord>,
-    batches: Vec<RecordBatch>,
+    writer: ArrowWriter<BufWriter<File>>,
+    path: PathBuf,
     next_seq: u64,
 }
 
+/// The accepted records of a run, in the run's spill directory.
+#[derive(Debug)]
+pub(crate) struct SpilledRecords {
+    pub(crate) path: PathBuf,
+    pub(crate) rows: u64,
+}
+
 impl RecordSink {
-    pub(crate) fn new() -> RecordSink {
-        RecordSink {
+    pub(crate) fn create(dir: &Path) -> Result<RecordSink, BatchError> {
+        let path = dir.join("records.parquet");
+        let file = File::create(&path).map_err(BatchError::io(&path))?;
+        // Row groups of one engine batch: the writer buffers one group (a
+        // few MiB), and the scan reads them in parallel.
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(ENGINE_BATCH_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            crate::records::RECORD_SCHEMA.clone(),
+            Some(props),
+        )
+        .map_err(BatchError::parquet(&path))?;
+        Ok(RecordSink {
             pending: Vec::with_capacity(ENGINE_BATCH_ROWS),
-            batches: Vec::new(),
+            writer,
+            path,
             next_seq: 0,
-        }
+        })
     }
 
     /// Appends a record; later calls count as later (`seq`).
@@ -112,15 +171,28 @@ impl RecordSink {
 
     pub(crate) fn flush(&mut self) -> Result<(), BatchError> {
         if !self.pending.is_empty() {
-            self.batches.push(to_record_batch(&self.pending)?);
+            let batch = to_record_batch(&self.pending)?;
+            self.writer
+                .write(&batch)
+                .map_err(BatchError::parquet(&self.path))?;
             self.pending.clear();
         }
         Ok(())
     }
 
-    pub(crate) fn finish(mut self) -> Result<Vec<RecordBatch>, BatchError> {
+    pub(crate) fn finish(mut self) -> Result<SpilledRecords, BatchError> {
         self.flush()?;
-        Ok(self.batches)
+        let path = self.path;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(BatchError::parquet(&path))?;
+        file.into_inner()
+            .map_err(|e| BatchError::io(&path)(e.into_error()))?;
+        Ok(SpilledRecords {
+            path,
+            rows: self.next_seq,
+        })
     }
 }
 
@@ -163,7 +235,8 @@ pub(crate) fn read_submissions(
     path: &Path,
     range: WindowRange,
     progress: &dyn Progress,
-) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
+    spill: &Path,
+) -> Result<(SpilledRecords, InputReport), BatchError> {
     let io_err = BatchError::io(path);
     let file = File::open(path).map_err(&io_err)?;
     let size = file.metadata().map(|m| m.len()).ok();
@@ -180,7 +253,7 @@ pub(crate) fn read_submissions(
     let coarsener = Coarsener::new(&secret, config.window_length());
     let contributors = ContributorKeys::new(&secret);
     let mut report = InputReport::default();
-    let mut records = RecordSink::new();
+    let mut records = RecordSink::create(spill)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     let mut line_no = 0u64;
@@ -305,7 +378,8 @@ pub(crate) fn read_coarse_records(
     path: &Path,
     range: WindowRange,
     progress: &dyn Progress,
-) -> Result<(Vec<RecordBatch>, InputReport), BatchError> {
+    spill: &Path,
+) -> Result<(SpilledRecords, InputReport), BatchError> {
     let file = File::open(path).map_err(BatchError::io(path))?;
     let parquet_err = BatchError::parquet(path);
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(&parquet_err)?;
@@ -319,7 +393,7 @@ pub(crate) fn read_coarse_records(
     let window_length = config.window_length();
     let resolution = config.region_resolution;
     let mut report = InputReport::default();
-    let mut records = RecordSink::new();
+    let mut records = RecordSink::create(spill)?;
     let mut row_no = 0u64;
     for batch in reader {
         let batch = batch?;

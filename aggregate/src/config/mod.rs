@@ -17,7 +17,7 @@ use hushmap_schema::{PayloadKeyring, RegionError, WindowLength, topics};
 use hushmap_service::config::{LoadError, load_layered};
 use hushmap_service::kafka::{self, KafkaSecurity, KafkaSecurityError};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +55,10 @@ pub enum ConfigError {
     MeasurementsTopic(&'static str),
     #[error("privacy.provisional_share: {0}")]
     Provisional(&'static str),
+    #[error(
+        "batch.memory_limit_mb must be at least 24 (DataFusion needs room to sort through disk)"
+    )]
+    BatchMemory,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +192,36 @@ pub struct AggregateConfig {
     /// Streaming needs them, batch not.
     #[serde(skip_serializing)]
     pub payload_keys: Option<PayloadKeyring>,
+    /// Batch mode's memory and spill space.
+    pub batch: BatchSettings,
+}
+
+/// How much memory a batch run's counting may take, and where it spills.
+///
+/// The input is never held in memory: accepted records go to a Parquet
+/// file in `spill_dir` as they are read, and DataFusion bounds and counts
+/// them from there within `memory_limit_mb`, sorting through disk when
+/// the contributors do not fit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// DataFusion's memory pool for the bounding and counting plan (MiB).
+    /// Past it, the plan spills; peak RSS is about this plus the process's
+    /// own (tens of MiB), whatever the input's size.
+    pub memory_limit_mb: u64,
+    /// Where the run keeps its copy of the accepted records and the
+    /// plan's spill files (a fresh directory inside, removed at the end).
+    /// Default: the system's temporary directory.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            memory_limit_mb: 256,
+            spill_dir: None,
+        }
+    }
 }
 
 /// An instant as text or as a number of ms: figment reads an environment
@@ -222,6 +256,7 @@ impl Default for AggregateConfig {
             metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)),
             metrics_public: false,
             payload_keys: None,
+            batch: BatchSettings::default(),
         }
     }
 }
@@ -255,6 +290,9 @@ impl AggregateConfig {
     fn check_settings(&self) -> Result<(), ConfigError> {
         WindowLength::configured(self.window_secs, self.dev_mode)?;
         RegionResolution::new(self.region_resolution)?;
+        if self.batch.memory_limit_mb < 24 {
+            return Err(ConfigError::BatchMemory);
+        }
         let epoch = self.schedule_epoch_ms()?;
         if self.topology == Topology::Partitioned && epoch.is_none() {
             return Err(ConfigError::Epoch(
