@@ -1,7 +1,10 @@
-//! Fills a release store with synthetic hourly releases, for measuring the
+//! Fills a release store with synthetic releases, for measuring the
 //! dashboard on a realistic history (`bench/dashboard.sh`).
 //!
-//! `cargo run --release -p hushmap-dashboard --example seed_store -- <data dir> <hours> <regions>`
+//! `cargo run --release -p hushmap-dashboard --example seed_store -- <data dir> <windows> <regions> [window hours]`
+//!
+//! Windows are an hour long unless `window hours` says otherwise (24: a
+//! national deployment's daily windows), the newest ending on 2026-11-29.
 //!
 //! Each release holds `regions` cells at H3 level 5 around a few cities,
 //! their level-4 and level-3 parents, six age bands each, with counts and
@@ -15,10 +18,13 @@ use std::collections::BTreeMap;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [dir, hours, regions] = args.as_slice() else {
-        anyhow::bail!("usage: seed_store <data dir> <hours> <regions>");
+    let (dir, windows, regions, window_hours) = match args.as_slice() {
+        [dir, windows, regions] => (dir, windows, regions, "1"),
+        [dir, windows, regions, hours] => (dir, windows, regions, hours.as_str()),
+        _ => anyhow::bail!("usage: seed_store <data dir> <windows> <regions> [window hours]"),
     };
-    let (hours, regions): (i64, usize) = (hours.parse()?, regions.parse()?);
+    let (windows, regions): (i64, usize) = (windows.parse()?, regions.parse()?);
+    let window_ms = window_hours.parse::<i64>()? * 3_600_000;
     let mut store = ReleaseStore::open(std::path::Path::new(dir))?;
     let cities = [
         (19.07, 72.88),
@@ -27,8 +33,10 @@ fn main() -> anyhow::Result<()> {
         (22.57, 88.36),
         (13.08, 80.27),
     ];
-    // Cells: rings of cells around each city until `regions` are chosen.
+    // Cells: rings of cells around each city until `regions` are chosen
+    // (distinct: at national sizes two cities' rings meet).
     let mut cells = Vec::new();
+    let mut chosen = std::collections::HashSet::new();
     'outer: for k in 0.. {
         for &(lat, lon) in &cities {
             let centre = LatLng::new(lat, lon)?.to_cell(Resolution::Five);
@@ -36,11 +44,13 @@ fn main() -> anyhow::Result<()> {
                 if cells.len() == regions {
                     break 'outer;
                 }
-                cells.push(c);
+                if chosen.insert(c) {
+                    cells.push(c);
+                }
             }
         }
     }
-    let start_hour = (1_795_910_400_000 / 3_600_000 - hours) * 3_600_000;
+    let first_start = (1_795_910_400_000 / window_ms - windows) * window_ms;
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -49,9 +59,9 @@ fn main() -> anyhow::Result<()> {
         seed
     };
     let sigma = 13.9;
-    for h in 0..hours {
-        let window_start = start_hour + h * 3_600_000;
-        let window_end = window_start + 3_600_000;
+    for h in 0..windows {
+        let window_start = first_start + h * window_ms;
+        let window_end = window_start + window_ms;
         let mut rows = Vec::new();
         for level in [5u8, 4, 3] {
             let mut by_parent: BTreeMap<String, i64> = BTreeMap::new();
@@ -97,7 +107,14 @@ fn main() -> anyhow::Result<()> {
                 ledger_entry: format!("seed-{window_start}"),
                 symptom_noise_scale: sigma,
                 max_ci_half_width: 0.2,
-                statistic_costs: vec![],
+                // What the risk counts cost: the release's δ is then the
+                // conversion's, as a real release states it.
+                statistic_costs: vec![hushmap_schema::StatisticCost {
+                    statistic: "risk_counts".into(),
+                    level: 5,
+                    cost: 0.0134,
+                    delta: 0.0,
+                }],
                 part: hushmap_schema::release::ReleasePart::WHOLE,
                 coverage: Default::default(),
                 ledger_scope: Default::default(),
@@ -107,8 +124,8 @@ fn main() -> anyhow::Result<()> {
             },
             rows,
         })?;
-        if (h + 1) % 100 == 0 {
-            eprintln!("seed_store: {} / {hours} releases", h + 1);
+        if (h + 1) % 10 == 0 {
+            eprintln!("seed_store: {} / {windows} releases", h + 1);
         }
     }
     eprintln!("seed_store: {} releases in {dir}", store.len());

@@ -235,12 +235,21 @@ impl ReleaseQuery {
     /// files. The filter goes into the Parquet scan, whose page
     /// statistics skip what they can.
     pub async fn region_rows(&self, region: &str) -> Result<Vec<ReleaseRow>, QueryError> {
+        // The region's level is its H3 resolution: a second filter the
+        // files' page statistics can prune by.
+        let Ok(cell) = region.parse::<hushmap_schema::RegionCell>() else {
+            return Ok(Vec::new());
+        };
         let columns: Vec<String> = release_fields().iter().map(|f| f.name().clone()).collect();
         let batches = self
             .ctx
             .table(TABLE)
             .await?
-            .filter(col("region").eq(lit(region)))?
+            .filter(
+                col("level")
+                    .eq(lit(cell.resolution()))
+                    .and(col("region").eq(lit(region))),
+            )?
             .select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())?
             .sort(vec![
                 col("window_start").sort(true, false),

@@ -323,7 +323,9 @@ function privacyPanel(data) {
   const cur = state.showProvisional ? state.provisional : state.releases.find((r) => r.window_start === state.window);
   const c = data.privacy;
   const row = (k, v) => `<tr><td>${k}</td><td>${v}</td></tr>`;
-  const eps = (x) => `ε ${x.epsilon.toFixed(3)}, δ ${x.delta.toExponential(1)}`;
+  // ε is null (JSON has no ∞) when a zCDP release states no δ to convert
+  // its ρ at (one made before releases listed their statistics' costs).
+  const eps = (x) => `ε ${x.epsilon === null ? "∞ (no δ stated for its ρ)" : x.epsilon.toFixed(3)}, δ ${x.delta.toExponential(1)}`;
   $("privacy").innerHTML = `<table>` +
     (cur ? row(state.showProvisional ? "This window (open; charged when its provisional numbers began)" : "This window", `${eps(cur.meta)} (${esc(cur.meta.mechanism)}${cur.meta.rho !== null ? `, ρ ${cur.meta.rho.toExponential(2)}` : ""})`) : "") +
     row("Last day", `${eps(c.last_day)} over ${c.last_day.releases} windows`) +
