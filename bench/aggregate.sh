@@ -6,7 +6,11 @@
 #    (aggregate/benches/engine.rs);
 # 2. the same release in PipelineDP's local backend and OpenDP's Polars API
 #    (PyPI, in the bench-only virtualenv bench/.venv), 1M records;
-# 3. peak RSS of `hushmap-aggregate batch` on the 1M and 10M Parquet files;
+# 3. peak RSS and wall time of `hushmap-aggregate batch` on Parquet files of
+#    BENCH_BATCH_SIZES records (default: the BENCH_SIZES; add 100000000 for
+#    the 100M run: ~2.5 GB of input, written by the synthetic_records
+#    example), at the default batch.memory_limit_mb (BENCH_BATCH_MEMORY_MB
+#    sets another);
 # 4. streaming: the aggregator's sustained records/s vs a raw rdkafka
 #    consumer loop on the same topic (aggregate/benches/stream.rs; starts the
 #    local Kafka if it is not running).
@@ -24,7 +28,8 @@ mkdir -p "$OUT"
 
 echo "bench: building (release profile)"
 cargo bench -j"$JOBS" -p hushmap-aggregate --bench engine --bench stream --no-run 2>&1 | tail -n 1
-cargo build -j"$JOBS" --release -p hushmap-aggregate --bin hushmap-aggregate 2>&1 | tail -n 1
+cargo build -j"$JOBS" --release -p hushmap-aggregate --bin hushmap-aggregate --example synthetic_records 2>&1 | tail -n 1
+BATCH_SIZES="${BENCH_BATCH_SIZES:-$SIZES}"
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bench: creating $VENV with pipeline-dp and opendp[polars] from PyPI (once)"
@@ -38,10 +43,21 @@ for n in $SIZES; do
   echo "bench: engine, $n records"
   BENCH_RECORDS="$n" BENCH_PARQUET="$parquet" \
     cargo bench -q -j"$JOBS" -p hushmap-aggregate --bench engine 2>/dev/null | tee "$OUT/engine-$n.csv"
-  echo "bench: batch CLI peak RSS, $n records"
-  /usr/bin/time -v target/release/hushmap-aggregate batch --input "$parquet" \
+done
+
+for n in $BATCH_SIZES; do
+  input="$OUT/batch-input-$n.parquet"
+  if [ ! -f "$input" ]; then
+    echo "bench: writing $n synthetic records to $input"
+    target/release/examples/synthetic_records "$input" "$n" 2>&1 | tail -n 1
+  fi
+  echo "bench: batch CLI peak RSS, $n records ($(du -h "$input" | cut -f1) of Parquet)"
+  env ${BENCH_BATCH_MEMORY_MB:+HUSHMAP_AGGREGATE_BATCH__MEMORY_LIMIT_MB=$BENCH_BATCH_MEMORY_MB} \
+    /usr/bin/time -v target/release/hushmap-aggregate batch --input "$input" \
+      --from 2026-01-01 --to 2026-01-02 --fresh-ledger \
       --epsilon 1 --out "$OUT/release-$n.parquet" 2>"$OUT/batch-$n.time" >/dev/null || {
     tail -n 20 "$OUT/batch-$n.time"; exit 1; }
+  grep -h "counted through disk" "$OUT/batch-$n.time" || true
   RSS[$n]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/batch-$n.time")
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$OUT/batch-$n.time")
   echo "batch_cli_wall,$wall,peak_rss_kib,${RSS[$n]}"
@@ -63,7 +79,7 @@ awk -F, -v dp="$dp_ms" '/^pipelinedp_s/ {printf "  PipelineDP %.2f s = %.0fx Hus
 awk -F, -v dp="$dp_ms" '/^opendp_polars_s/ {printf "  OpenDP Polars %.2f s = %.0fx Hushmap'\''s DP release\n", $2, $2*1000/dp}' "$OUT/opendp-$first.csv"
 grep ratio "$OUT/engine-$first.csv" | sed 's/^/  /'
 grep ratio "$OUT/stream-$first.csv" | sed 's/^/  /'
-set -- $SIZES
+set -- $BATCH_SIZES
 if [ $# -ge 2 ]; then
   awk -v a="${RSS[$1]}" -v b="${RSS[$2]}" -v n1="$1" -v n2="$2" \
     'BEGIN {printf "  peak RSS %d records %.0f MiB, %d records %.0f MiB: ratio %.2f\n", n1, a/1024, n2, b/1024, b/a}'
