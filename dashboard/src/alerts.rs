@@ -349,54 +349,92 @@ pub fn alert_report(
     settings: &AlertSettings,
 ) -> Option<AlertReport> {
     let (latest, earlier) = releases.split_last()?;
+    let from = earlier.len().saturating_sub(settings.baseline_windows);
+    let baseline = earlier[from..]
+        .iter()
+        .map(|r| Ok::<_, std::convert::Infallible>(*r));
+    match alerts_against(latest, baseline, filter, level, metric, settings) {
+        Ok(report) => Some(report),
+        Err(never) => match never {},
+    }
+}
+
+/// A release, or a shared handle on one: what a baseline is read as.
+trait ReleaseRef {
+    fn release(&self) -> &Release;
+}
+
+impl ReleaseRef for &Release {
+    fn release(&self) -> &Release {
+        self
+    }
+}
+
+impl ReleaseRef for std::sync::Arc<Release> {
+    fn release(&self) -> &Release {
+        self
+    }
+}
+
+/// The alerts of `latest` against the `baseline` windows (oldest first),
+/// which are taken one at a time: only each one's view at the compared
+/// level is kept, so a long baseline is never in memory whole.
+fn alerts_against<R: ReleaseRef, E>(
+    latest: &Release,
+    baseline: impl Iterator<Item = Result<R, E>>,
+    filter: BandFilter,
+    level: Option<u8>,
+    metric: AlertMetric,
+    settings: &AlertSettings,
+) -> Result<AlertReport, E> {
     let finest = latest.rows.iter().map(|r| r.level).max();
     let level = level.or(finest);
-    let baseline: Vec<&Release> = earlier
-        .iter()
-        .rev()
-        .take(settings.baseline_windows)
-        .rev()
-        .copied()
-        .collect();
     let mut report = AlertReport {
         window_start: latest.meta.window_start,
         window_end: latest.meta.window_end,
         level,
         age_band: filter.label(),
         metric: metric.label(),
-        baseline_windows: baseline.iter().map(|r| r.meta.window_start).collect(),
+        baseline_windows: Vec::new(),
         fdr: settings.fdr,
         cells_tested: 0,
         cells_untested: 0,
         alerts: Vec::new(),
     };
     let Some(level) = level else {
-        return Some(report);
+        for r in baseline {
+            report.baseline_windows.push(r?.release().meta.window_start);
+        }
+        return Ok(report);
     };
+    // (window start, its cells at `level`), one release read at a time.
+    let mut before: Vec<(i64, HashMap<String, Pooled>)> = Vec::new();
+    for r in baseline {
+        let r = r?;
+        let r = r.release();
+        before.push((r.meta.window_start, view(r, filter, level, metric)));
+    }
+    report.baseline_windows = before.iter().map(|(start, _)| *start).collect();
     let mut newest: Vec<(String, Pooled)> =
         view(latest, filter, level, metric).into_iter().collect();
     newest.sort_by(|a, b| a.0.cmp(&b.0));
     // The symptom noise the releases state is the release resolution's.
     if matches!(metric, AlertMetric::Symptom(_)) && Some(level) != finest {
         report.cells_untested = newest.len();
-        return Some(report);
+        return Ok(report);
     }
-    let before: Vec<HashMap<String, Pooled>> = baseline
-        .iter()
-        .map(|r| view(r, filter, level, metric))
-        .collect();
     let mut tested = Vec::new();
     for (region, now) in newest {
         let mut base = Pooled::default();
         let mut windows = Vec::new();
-        for (release, cells) in baseline.iter().zip(&before) {
+        for (window_start, cells) in &before {
             if let Some(c) = cells.get(&region) {
                 base.count += c.count;
                 base.total += c.total;
                 base.count_var += c.count_var;
                 base.total_var += c.total_var;
                 base.cov += c.cov;
-                windows.push(release.meta.window_start);
+                windows.push(*window_start);
             }
         }
         let (Some((p1, v1)), Some((p0, v0))) = (now.share(), base.share()) else {
@@ -430,7 +468,7 @@ pub fn alert_report(
         alert.boundary = outline(&alert.region);
     }
     report.alerts = tested;
-    Some(report)
+    Ok(report)
 }
 
 /// The alerts of `window` (the newest by default) against the counted
@@ -460,12 +498,19 @@ pub fn store_alerts(
         .chain([newest])
         .collect();
     let from = counted.len().saturating_sub(settings.baseline_windows + 1);
-    let releases = counted[from..]
+    let Some((newest, baseline)) = counted[from..].split_last() else {
+        return Ok(None);
+    };
+    let Some(latest) = store.get(*newest)? else {
+        return Ok(None);
+    };
+    // Baseline windows are read one at a time and not kept in the cache:
+    // a 60-window baseline never sits in memory whole, and does not push
+    // the newest windows out.
+    let baseline = baseline
         .iter()
-        .filter_map(|start| store.get(*start).transpose())
-        .collect::<Result<Vec<_>, _>>()?;
-    let refs: Vec<&Release> = releases.iter().map(|r| r.as_ref()).collect();
-    Ok(alert_report(&refs, filter, level, metric, settings))
+        .filter_map(|start| store.get_uncached(*start).transpose());
+    alerts_against(&latest, baseline, filter, level, metric, settings).map(Some)
 }
 
 #[cfg(test)]

@@ -296,6 +296,17 @@ impl ReleaseStore {
     /// blocking read: call it off the async workers). `None` if no such
     /// window is stored.
     pub fn get(&self, window_start: i64) -> Result<Option<Arc<Release>>, StoreError> {
+        self.read(window_start, true)
+    }
+
+    /// As [`get`](Self::get), but a window read from its file is not kept:
+    /// for reads of many windows once (a long alerts baseline), which must
+    /// neither hold them all nor push the recent ones out.
+    pub fn get_uncached(&self, window_start: i64) -> Result<Option<Arc<Release>>, StoreError> {
+        self.read(window_start, false)
+    }
+
+    fn read(&self, window_start: i64, keep: bool) -> Result<Option<Arc<Release>>, StoreError> {
         if !self.by_window.contains_key(&window_start) {
             return Ok(None);
         }
@@ -306,10 +317,12 @@ impl ReleaseStore {
         self.file_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let release = Arc::new(read_release(&self.path_of(window_start))?);
-        self.recent
-            .lock()
-            .expect("cache lock")
-            .put(window_start, release.clone());
+        if keep {
+            self.recent
+                .lock()
+                .expect("cache lock")
+                .put(window_start, release.clone());
+        }
         Ok(Some(release))
     }
 
@@ -608,6 +621,19 @@ pub(crate) mod tests {
         assert_eq!(store.file_reads(), 1, "now held");
         assert_eq!(store.recent.lock().unwrap().entries.len(), 2);
         assert!(store.get(start(9)).unwrap().is_none());
+        let once = store.get_uncached(start(0)).unwrap().unwrap();
+        assert_eq!(*once, sample_release(start(0), 3));
+        assert_eq!(store.file_reads(), 2);
+        assert!(
+            !store
+                .recent
+                .lock()
+                .unwrap()
+                .entries
+                .iter()
+                .any(|(s, _)| *s == start(0)),
+            "an uncached read is not kept"
+        );
 
         let reopened = ReleaseStore::open(&dir).unwrap();
         assert!(reopened.recent.lock().unwrap().entries.is_empty());

@@ -163,6 +163,21 @@ async fn answers_about_old_windows_come_from_the_files_and_say_what_was_stored()
     .await?;
     assert_eq!(alerts["baseline_windows"].as_array().unwrap().len(), 3);
 
+    // A long baseline reads its windows once, without pushing the newest
+    // out of memory.
+    get(&base, "/api/v1/heatmap").await?;
+    let before = metrics().await?;
+    let alerts = get(&base, "/api/v1/alerts?baseline=10").await?;
+    assert_eq!(alerts["baseline_windows"].as_array().unwrap().len(), 10);
+    let after_alerts = metrics().await?;
+    assert!(after_alerts >= before + 9, "{before} → {after_alerts}");
+    get(&base, "/api/v1/heatmap").await?;
+    assert_eq!(
+        metrics().await?,
+        after_alerts,
+        "the newest stayed in memory"
+    );
+
     // A missing window is a 404, not an error.
     let r = reqwest::get(format!("{base}/api/v1/heatmap?window=5")).await?;
     assert_eq!(r.status(), 404);
