@@ -6,12 +6,12 @@
 
 use hushmap_dashboard::store::ReleaseStore;
 use hushmap_integration::StandaloneDashboard;
-use hushmap_schema::release::{CellLabel, ReleasePart, ReleaseRow};
-use hushmap_schema::{AgeBand, Release, ReleaseMeta};
+use hushmap_schema::release::{CellLabel, ReleaseRow};
+use hushmap_schema::{AgeBand, Release};
 use serde_json::Value;
 
 const HOUR: i64 = 3_600_000;
-const FIRST: i64 = 1_795_910_400_000; // 2026-11-29T00:00Z
+const FIRST: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z, testkit's hourly_release
 const WINDOWS: i64 = 12;
 
 fn regions() -> Vec<String> {
@@ -53,27 +53,7 @@ fn release(k: i64) -> Release {
             ));
         }
     }
-    Release {
-        meta: ReleaseMeta {
-            window_start,
-            window_end,
-            mechanism: "discrete_gaussian".into(),
-            rho: Some(0.01),
-            epsilon: 1.0,
-            delta: 1e-8,
-            ledger_entry: format!("w{window_start}"),
-            symptom_noise_scale: 2.0,
-            max_ci_half_width: 0.2,
-            statistic_costs: vec![],
-            part: ReleasePart::WHOLE,
-            coverage: Default::default(),
-            ledger_scope: Default::default(),
-            estimates: Default::default(),
-            all_ages_noise_scale: Default::default(),
-            provisional: None,
-        },
-        rows,
-    }
+    hushmap_testkit::hourly_release(k, rows)
 }
 
 async fn get(base: &str, path: &str) -> anyhow::Result<Value> {
@@ -192,7 +172,7 @@ async fn answers_about_old_windows_come_from_the_files_and_say_what_was_stored()
     })
     .await?;
     let base = format!("http://{}", dashboard.http);
-    let day = data_dir.join("releases/day=2026-11-29");
+    let day = data_dir.join("releases/day=2026-01-01");
     std::fs::write(
         day.join(format!("window_start={FIRST}.parquet")),
         b"PAR1junk",
