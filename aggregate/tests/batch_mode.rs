@@ -633,6 +633,9 @@ fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
         0,
         "the run's spill directory is removed"
     );
+    // While it runs, its directory is its owner's alone.
+    let probe = tempfile_mode(&spill);
+    assert_eq!(probe, 0o700, "spill directory mode {probe:o}");
 
     // The default pool holds them: the fast plan, the same counts.
     let out = f.dir.join("default.json");
@@ -649,4 +652,67 @@ fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
     let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(counts_of(&releases), want);
     std::fs::remove_dir_all(&f.dir).ok();
+}
+
+/// The mode a batch run gives its spill directory, read off a run that is
+/// stopped while the directory exists (its input is a FIFO nobody writes).
+fn tempfile_mode(parent: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let fifo = parent.join("input.ndjson");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let config = parent.join("probe.toml");
+    std::fs::write(
+        &config,
+        format!("[batch]\nspill_dir = {:?}\n", parent.display().to_string()),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-aggregate"))
+        .args(["--config", config.to_str().unwrap(), "batch", "--input"])
+        .arg(&fifo)
+        .args([
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-02",
+            "--fresh-ledger",
+            "--epsilon",
+            "1",
+            "--out",
+        ])
+        .arg(parent.join("probe.json"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let dir = loop {
+        let found = std::fs::read_dir(parent)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("hushmap-batch-")
+            });
+        if let Some(e) = found {
+            break e.path();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spill directory appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&fifo);
+    mode
 }

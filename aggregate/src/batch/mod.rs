@@ -92,6 +92,11 @@ pub use sources::{
     COARSE_RECORD_COLUMNS, CoarseParquetWriter, InputFormat, InputReport, write_coarse_parquet,
 };
 
+/// What the hash bounding plan holds in memory per record, about (its
+/// contributor aggregate and the join on `seq`; 10M records took 250 MiB):
+/// above the pool, batch mode sorts through disk instead.
+const HASH_PLAN_BYTES_PER_RECORD: u64 = 32;
+
 /// Most refused lines or rows described one by one in the report.
 pub const MAX_REPORTED_ERRORS: usize = 20;
 
@@ -293,8 +298,10 @@ pub async fn run_batch(
         .spill_dir
         .clone()
         .unwrap_or_else(std::env::temp_dir);
+    // Owner only: it holds individual (coarse) records.
     let spill = tempfile::Builder::new()
         .prefix("hushmap-batch-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&spill_parent)
         .map_err(BatchError::io(&spill_parent))?;
     let (records, input_report) = match format {
@@ -415,6 +422,23 @@ async fn count_bounded(
         .map_err(EngineError::DataFusion)?;
         Ok((ctx, Arc::new(table)))
     };
+    // The hash plan's memory grows with the records (its aggregate and
+    // join hold a few dozen bytes for each); when that cannot fit, the
+    // sort plan goes first. Under memory pressure DataFusion 55's hash
+    // plan was seen to stall instead of failing (10M records in a 128 MiB
+    // pool), so it is only tried when it should fit.
+    let hash_fits = records.rows.saturating_mul(HASH_PLAN_BYTES_PER_RECORD) <= limit as u64;
+    if !hash_fits {
+        progress.phase("bounding and counting through disk", Some(records.rows));
+        tracing::info!(
+            memory_limit_mb = config.batch.memory_limit_mb,
+            "the contributors do not fit batch.memory_limit_mb: bounding by sorting through disk"
+        );
+        let (ctx, table) = context()?;
+        let cells = engine::sort_bounded_counts_table(&ctx, table, config.bounds()).await?;
+        progress.advance(records.rows);
+        return Ok((cells, true));
+    }
     progress.phase("bounding and counting", Some(records.rows));
     let (ctx, table) = context()?;
     let counted = match engine::bounded_counts_table(&ctx, table, config.bounds()).await {
