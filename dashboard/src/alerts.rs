@@ -359,27 +359,10 @@ pub fn alert_report(
     }
 }
 
-/// A release, or a shared handle on one: what a baseline is read as.
-trait ReleaseRef {
-    fn release(&self) -> &Release;
-}
-
-impl ReleaseRef for &Release {
-    fn release(&self) -> &Release {
-        self
-    }
-}
-
-impl ReleaseRef for std::sync::Arc<Release> {
-    fn release(&self) -> &Release {
-        self
-    }
-}
-
 /// The alerts of `latest` against the `baseline` windows (oldest first),
 /// which are taken one at a time: only each one's view at the compared
 /// level is kept, so a long baseline is never in memory whole.
-fn alerts_against<R: ReleaseRef, E>(
+fn alerts_against<R: std::borrow::Borrow<Release>, E>(
     latest: &Release,
     baseline: impl Iterator<Item = Result<R, E>>,
     filter: BandFilter,
@@ -403,7 +386,7 @@ fn alerts_against<R: ReleaseRef, E>(
     };
     let Some(level) = level else {
         for r in baseline {
-            report.baseline_windows.push(r?.release().meta.window_start);
+            report.baseline_windows.push(r?.borrow().meta.window_start);
         }
         return Ok(report);
     };
@@ -411,7 +394,7 @@ fn alerts_against<R: ReleaseRef, E>(
     let mut before: Vec<(i64, HashMap<String, Pooled>)> = Vec::new();
     for r in baseline {
         let r = r?;
-        let r = r.release();
+        let r: &Release = r.borrow();
         before.push((r.meta.window_start, view(r, filter, level, metric)));
     }
     report.baseline_windows = before.iter().map(|(start, _)| *start).collect();

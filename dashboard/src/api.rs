@@ -263,11 +263,17 @@ fn no_window() -> Response {
 
 /// A stored window whose file could not be read back.
 fn store_failed(e: StoreError) -> Response {
-    tracing::error!(error = %e, "release store read failed");
+    store_unreadable(&e, "the window's release could not be read from the store")
+}
+
+/// The release store's files could not be read: logged, and a 500 saying
+/// what was asked for.
+fn store_unreadable(error: &dyn std::fmt::Display, detail: &str) -> Response {
+    tracing::error!(error = %error, "release store read failed");
     problem(
         StatusCode::INTERNAL_SERVER_ERROR,
         "store_unreadable",
-        "the window's release could not be read from the store",
+        detail,
     )
 }
 
@@ -386,17 +392,12 @@ async fn cell(State(state): State<AppState>, Query(q): Query<CellQuery>) -> Resp
             "the window has no such cell",
         );
     };
-    // The series spans the whole history: read from the files (pruned by
-    // the region's row-group statistics), not from memory.
+    // The series spans the whole history: read from the files, not from
+    // memory.
     let rows = match state.query.region_rows(&q.region).await {
         Ok(rows) => rows,
         Err(e) => {
-            tracing::error!(error = %e, "a cell's series could not be read");
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_unreadable",
-                "the cell's series could not be read from the store",
-            );
+            return store_unreadable(&e, "the cell's series could not be read from the store");
         }
     };
     let series = {

@@ -367,9 +367,7 @@ impl ReleaseStore {
     }
 
     fn path_of(&self, window_start: i64) -> PathBuf {
-        self.dir
-            .join(format!("day={}", day_of(window_start)))
-            .join(file_name(window_start))
+        day_dir(&self.dir, window_start).join(file_name(window_start))
     }
 
     pub fn len(&self) -> usize {
@@ -435,7 +433,7 @@ pub fn day_of(window_start_ms: i64) -> String {
 }
 
 fn write_release(dir: &Path, release: &Release) -> Result<(), StoreError> {
-    let day = dir.join(format!("day={}", day_of(release.meta.window_start)));
+    let day = day_dir(dir, release.meta.window_start);
     std::fs::create_dir_all(&day).map_err(StoreError::io(&day))?;
     let name = file_name(release.meta.window_start);
     let path = day.join(&name);
@@ -456,6 +454,11 @@ fn write_release(dir: &Path, release: &Release) -> Result<(), StoreError> {
     file.sync_all().map_err(StoreError::io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
     Ok(())
+}
+
+/// The partition directory of a window under the store's `dir`.
+fn day_dir(dir: &Path, window_start: i64) -> PathBuf {
+    dir.join(format!("day={}", day_of(window_start)))
 }
 
 fn file_name(window_start: i64) -> String {

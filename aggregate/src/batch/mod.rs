@@ -377,11 +377,11 @@ fn open_ledger(
 /// at once: contributors are bounded per window), from the spilled
 /// records, within `batch.memory_limit_mb`.
 ///
-/// First by the stream's hash plan, which is fastest; its hash join cannot
-/// spill, so when the contributors do not fit the pool it fails, and the
-/// sort plan (the same counts: the bound is the same rule) runs instead,
-/// sorting through `spill_dir`. Memory is then the pool's, whatever the
-/// input's size.
+/// By the stream's hash plan, the fastest, when its memory should fit the
+/// pool (its hash join cannot spill); otherwise, or if it runs out, by the
+/// sort plan (the same counts: the bound is the same rule), sorting
+/// through `spill_dir`. Memory is then the pool's, whatever the input's
+/// size.
 async fn count_bounded(
     config: &AggregateConfig,
     records: &SpilledRecords,
@@ -423,43 +423,31 @@ async fn count_bounded(
         Ok((ctx, Arc::new(table)))
     };
     // The hash plan's memory grows with the records (its aggregate and
-    // join hold a few dozen bytes for each); when that cannot fit, the
-    // sort plan goes first. Under memory pressure DataFusion 55's hash
-    // plan was seen to stall instead of failing (10M records in a 128 MiB
-    // pool), so it is only tried when it should fit.
-    let hash_fits = records.rows.saturating_mul(HASH_PLAN_BYTES_PER_RECORD) <= limit as u64;
-    if !hash_fits {
-        progress.phase("bounding and counting through disk", Some(records.rows));
-        tracing::info!(
-            memory_limit_mb = config.batch.memory_limit_mb,
-            "the contributors do not fit batch.memory_limit_mb: bounding by sorting through disk"
-        );
+    // join hold a few dozen bytes for each); it is tried only when that
+    // should fit, since under memory pressure DataFusion 55's hash plan
+    // was seen to stall instead of failing (10M records in a 128 MiB
+    // pool). Should it still run out, the sort plan follows.
+    if records.rows.saturating_mul(HASH_PLAN_BYTES_PER_RECORD) <= limit as u64 {
+        progress.phase("bounding and counting", Some(records.rows));
         let (ctx, table) = context()?;
-        let cells = engine::sort_bounded_counts_table(&ctx, table, config.bounds()).await?;
-        progress.advance(records.rows);
-        return Ok((cells, true));
-    }
-    progress.phase("bounding and counting", Some(records.rows));
-    let (ctx, table) = context()?;
-    let counted = match engine::bounded_counts_table(&ctx, table, config.bounds()).await {
-        Err(EngineError::DataFusion(e))
-            if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) =>
-        {
-            progress.phase("bounding and counting through disk", Some(records.rows));
-            tracing::info!(
-                memory_limit_mb = config.batch.memory_limit_mb,
-                "the contributors do not fit batch.memory_limit_mb: bounding by sorting through disk"
-            );
-            let (ctx, table) = context()?;
-            (
-                engine::sort_bounded_counts_table(&ctx, table, config.bounds()).await?,
-                true,
-            )
+        match engine::bounded_counts_table(&ctx, table, config.bounds()).await {
+            Err(EngineError::DataFusion(e))
+                if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => {}
+            counted => {
+                progress.advance(records.rows);
+                return Ok((counted?, false));
+            }
         }
-        other => (other?, false),
-    };
+    }
+    progress.phase("bounding and counting through disk", Some(records.rows));
+    tracing::info!(
+        memory_limit_mb = config.batch.memory_limit_mb,
+        "the contributors do not fit batch.memory_limit_mb: bounding by sorting through disk"
+    );
+    let (ctx, table) = context()?;
+    let cells = engine::sort_bounded_counts_table(&ctx, table, config.bounds()).await?;
     progress.advance(records.rows);
-    Ok(counted)
+    Ok((cells, true))
 }
 
 /// Releases every window of `range`, in order, each authorised by the
