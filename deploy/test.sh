@@ -85,6 +85,18 @@ echo "test: building the workspace (2 jobs; the first build takes a while) at ${
 # through uuid): built with `--bins` alone, the binaries' dependencies would
 # be a second copy of the whole DataFusion stack, minutes and gigabytes more.
 cargo build --workspace --locked -j2 --bins --tests
+
+# Batch mode's cluster test counts on a real Ballista cluster: a scheduler
+# and two executors from the build above (deploy/ballista), stopped at the
+# end whatever happens.
+deploy/ballista/up.sh
+cleanup() {
+  deploy/ballista/down.sh >/dev/null || true
+  if [ "$started_kafka" = 1 ]; then
+    deploy/kafka/down.sh
+  fi
+}
+export HUSHMAP_TEST_BALLISTA="df://127.0.0.1:${HUSHMAP_BALLISTA_PORT:-50050}"
 if [ "$#" -gt 0 ]; then
   echo "test: running the selected tests at ${SECONDS}s"
   cargo test --workspace --locked -j2 "$@"

@@ -85,6 +85,12 @@ struct BatchArgs {
     /// `hushmap.estimates = measured`; no extra cost), in the same formats.
     #[arg(long)]
     measured_out: Option<PathBuf>,
+    /// Bound and count on the Ballista cluster whose scheduler is at
+    /// df://HOST[:PORT] (hushmap-cluster). The executors read the accepted
+    /// records from batch.spill_dir at the same path, and send back exact
+    /// counts; the noise and the ledger stay in this process.
+    #[arg(long, value_parser = cluster_url)]
+    cluster: Option<batch::ClusterUrl>,
 }
 
 #[tokio::main]
@@ -138,6 +144,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `df://` scheduler address on the command line.
+fn cluster_url(text: &str) -> Result<batch::ClusterUrl, String> {
+    batch::ClusterUrl::parse(text).map_err(|e| e.to_string())
+}
+
 /// An instant on the command line: RFC 3339, a UTC date, or ms.
 fn instant(text: &str) -> Result<i64, String> {
     hushmap_schema::window::parse_instant(text)
@@ -161,6 +172,7 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
                 releases_topic: args.ledger_topic,
             }
         },
+        cluster: args.cluster.clone(),
     };
     if args.fresh_ledger {
         eprintln!(
@@ -206,12 +218,16 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
             input.outside_range
         );
     }
-    if report.counted_through_disk {
-        eprintln!(
+    match &report.counted {
+        batch::Counted::InMemory => {}
+        batch::Counted::ThroughDisk => eprintln!(
             "counted through disk: the contributors did not fit batch.memory_limit_mb ({} MiB) \
              in memory",
             config.batch.memory_limit_mb
-        );
+        ),
+        batch::Counted::OnCluster(url) => {
+            eprintln!("counted on the cluster {url}; noised and accounted here")
+        }
     }
     for (window, reason) in &report.refused_windows {
         eprintln!("window {}: not released: {reason}", window.start_ms);

@@ -2,7 +2,8 @@
 //! Parquet of coarse records, every output format, bad lines reported and
 //! skipped, contributors bounded per window, and at huge ε the true counts.
 //! Which windows are released is the `--from`/`--to` range, never the
-//! data; the ledger file refuses a second run over the same windows.
+//! data; the ledger file refuses a second run over the same windows. With
+//! `--cluster`, a Ballista cluster (deploy/ballista) counts the same.
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, UInt8Type};
@@ -191,6 +192,21 @@ fn run_batch(f: &Fixture, input: &Path, out: &Path) -> String {
     );
     assert!(ok, "batch failed:\n{stderr}");
     stderr
+}
+
+/// `n` copies of `records`, each copy with contributors of its own.
+fn copies(records: &[CoarseRecord], n: u128) -> Vec<CoarseRecord> {
+    let mut out = Vec::with_capacity(records.len() * n as usize);
+    for copy in 0..n {
+        out.extend(records.iter().map(|r| {
+            let who = u128::from_le_bytes(r.contributor.0);
+            CoarseRecord {
+                contributor: ContributorKey((who + (copy << 32)).to_le_bytes()),
+                ..*r
+            }
+        }));
+    }
+    out
 }
 
 /// Release-resolution counts of a set of releases (positive ones only).
@@ -584,17 +600,8 @@ fn a_bad_output_path_is_refused_before_reading() {
 #[test]
 fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
     let f = fixture("spill");
-    // 400 copies of the fixture's records, each copy its own contributors:
     // 1.2 million records, too many contributors for a 24 MiB pool.
-    let mut records = Vec::with_capacity(f.records.len() * 400);
-    for copy in 0..400u128 {
-        for r in &f.records {
-            let mut r = *r;
-            let who = u128::from_le_bytes(r.contributor.0);
-            r.contributor = ContributorKey((who + (copy << 32)).to_le_bytes());
-            records.push(r);
-        }
-    }
+    let records = copies(&f.records, 400);
     let input = f.dir.join("many.parquet");
     write_coarse_parquet(&input, &records).unwrap();
     let want = expected(&records);
@@ -715,4 +722,163 @@ fn tempfile_mode(parent: &Path) -> u32 {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&fifo);
     mode
+}
+
+/// The Ballista cluster deploy/ballista/up.sh starts (deploy/test.sh does):
+/// its scheduler's URL and the directory of its logs and work directories.
+fn ballista() -> (String, PathBuf) {
+    let url = std::env::var("HUSHMAP_TEST_BALLISTA")
+        .unwrap_or_else(|_| "df://127.0.0.1:50050".to_string());
+    let dir = std::env::var("HUSHMAP_TEST_BALLISTA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ballista"));
+    (url, dir)
+}
+
+/// Regular files under `dir`, however deep.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Lines of the executors' logs that name a task received.
+fn tasks_received(dir: &Path) -> Vec<usize> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
+        .unwrap_or_else(|e| panic!("{}: {e}: is deploy/ballista/up.sh running?", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("executor-"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                // Pushed to it (Ballista's default) or polled for.
+                .filter(|l| l.contains("Execute task") || l.contains("Received task"))
+                .count()
+        })
+        .collect()
+}
+
+#[test]
+fn a_cluster_counts_exactly_what_one_machine_counts_and_keeps_nothing() {
+    let (url, cluster_dir) = ballista();
+    let f = fixture("cluster");
+    // 300,000 records in two row groups (the repeat visitor in each copy
+    // bounded).
+    let records = copies(&f.records, 100);
+    let input = f.dir.join("records.parquet");
+    write_coarse_parquet(&input, &records).unwrap();
+    let want = expected(&records);
+    let range = ("2026-01-01", "2026-01-04");
+
+    let local = f.dir.join("local.json");
+    let (ok, stderr) = batch(&f.config, &input, &local, range, &["--fresh-ledger"]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("on the cluster"), "{stderr}");
+
+    let before = tasks_received(&cluster_dir);
+    let on_cluster = f.dir.join("cluster.json");
+    let (ok, stderr) = batch(
+        &f.config,
+        &input,
+        &on_cluster,
+        range,
+        &["--fresh-ledger", "--cluster", &url],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("counted on the cluster {url}")),
+        "{stderr}"
+    );
+    // Every executor took part: the plan really ran on the cluster.
+    let after = tasks_received(&cluster_dir);
+    assert!(before.len() >= 2, "executors' logs: {before:?}");
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(a > b, "executor {} received no task ({b} → {a})", i + 1);
+    }
+
+    // At huge ε both are the exact bounded counts, cell for cell.
+    let read =
+        |p: &Path| -> Vec<Release> { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let (local, on_cluster) = (read(&local), read(&on_cluster));
+    assert_eq!(local.len(), 3);
+    assert_eq!(on_cluster.len(), 3);
+    assert_eq!(counts_of(&local), want);
+    assert_eq!(counts_of(&on_cluster), want);
+
+    // The executors' shuffle files are deleted once the client has its
+    // results (after deploy/ballista's 10 s linger): a cluster holds no
+    // records or counts between runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left: Vec<PathBuf> = std::fs::read_dir(cluster_dir.join("run"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|e| files_under(&e.path()))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job data still on the executors a minute after the run: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[test]
+fn a_cluster_that_cannot_count_spends_nothing() {
+    let f = fixture("no-cluster");
+    let out = f.dir.join("out.json");
+    let ledger = f.dir.join("ledger.ndjson");
+    // Nothing listens on port 9 here.
+    let (ok, stderr) = batch(
+        &f.config,
+        &f.ndjson,
+        &out,
+        ("2026-01-01", "2026-01-04"),
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--cluster",
+            "df://127.0.0.1:9",
+        ],
+    );
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("counting on the cluster df://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "an output was written");
+    let spent = std::fs::read_to_string(&ledger).unwrap_or_default();
+    assert!(spent.trim().is_empty(), "the ledger was spent: {spent}");
+
+    // A URL that is not a scheduler's is refused before anything is read.
+    let (ok, stderr) = batch(
+        &f.config,
+        Path::new("/nonexistent.ndjson"),
+        &out,
+        ("2026-01-01", "2026-01-04"),
+        &["--fresh-ledger", "--cluster", "http://127.0.0.1:50050"],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("expected df://HOST[:PORT]"), "{stderr}");
+    std::fs::remove_dir_all(&f.dir).ok();
 }

@@ -83,8 +83,11 @@ use std::sync::{Arc, LazyLock};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod cluster;
 mod sinks;
 mod sources;
+
+pub use cluster::ClusterUrl;
 
 pub use sinks::{OutputFormat, plan_meta, write_output};
 use sources::*;
@@ -137,6 +140,10 @@ pub enum BatchError {
     Ledger(#[from] LedgerFileError),
     #[error("reading the releases topic for the ledger: {0}")]
     ReleasesTopic(#[from] crate::error::AggregatorError),
+    #[error("--cluster {0}")]
+    ClusterUrl(String),
+    #[error("counting on the cluster {url}: {source}")]
+    Cluster { url: String, source: EngineError },
 }
 
 impl BatchError {
@@ -233,15 +240,30 @@ pub enum BatchLedger {
 pub struct BatchOptions {
     pub range: WindowRange,
     pub ledger: BatchLedger,
+    /// Count on this Ballista cluster instead of in this process (the
+    /// noise and the ledger stay here either way).
+    pub cluster: Option<ClusterUrl>,
+}
+
+/// Where a run's bounded counts were made (the counts are the same
+/// wherever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counted {
+    /// In this process, within `batch.memory_limit_mb`.
+    InMemory,
+    /// In this process, sorting through disk: the contributors did not fit
+    /// `batch.memory_limit_mb`.
+    ThroughDisk,
+    /// By the executors of a Ballista cluster.
+    OnCluster(ClusterUrl),
 }
 
 /// The outcome of a batch run.
 #[derive(Debug)]
 pub struct BatchReport {
     pub input: InputReport,
-    /// Whether the bounding sorted through disk: the contributors did not
-    /// fit `batch.memory_limit_mb` (the counts are the same either way).
-    pub counted_through_disk: bool,
+    /// Where the bounded counts were made.
+    pub counted: Counted,
     /// Every released window, in time order.
     pub releases: Vec<Release>,
     /// The measurements behind each release (unclamped,
@@ -312,8 +334,15 @@ pub async fn run_batch(
             read_coarse_records(config, input, options.range, progress, spill.path())?
         }
     };
-    let (cells, counted_through_disk) =
-        count_bounded(config, &records, spill.path(), progress).await?;
+    let (cells, counted) = match &options.cluster {
+        Some(url) => {
+            progress.phase("bounding and counting on the cluster", Some(records.rows));
+            let cells = cluster::count_on_cluster(url, &records, config.bounds()).await?;
+            progress.advance(records.rows);
+            (cells, Counted::OnCluster(url.clone()))
+        }
+        None => count_bounded(config, &records, spill.path(), progress).await?,
+    };
     drop(spill);
     let scope = match options.ledger {
         BatchLedger::File { .. } => LedgerScope::Shared,
@@ -336,7 +365,7 @@ pub async fn run_batch(
     plan_meta.ledger_scope = scope;
     Ok(BatchReport {
         input: input_report,
-        counted_through_disk,
+        counted,
         releases,
         measurements,
         ledger_history,
@@ -387,7 +416,7 @@ async fn count_bounded(
     records: &SpilledRecords,
     spill_dir: &Path,
     progress: &dyn Progress,
-) -> Result<(Vec<CellCounts>, bool), BatchError> {
+) -> Result<(Vec<CellCounts>, Counted), BatchError> {
     let limit = usize::try_from(config.batch.memory_limit_mb)
         .unwrap_or(usize::MAX / (1 << 20))
         .saturating_mul(1 << 20);
@@ -410,17 +439,7 @@ async fn count_bounded(
         // (DataFusion's default, 10 MiB, is most of a small pool).
         let session = SessionConfig::new().with_sort_spill_reservation_bytes(limit / 16);
         let ctx = SessionContext::new_with_config_rt(session, runtime);
-        let url = ListingTableUrl::parse(records.path.display().to_string())
-            .map_err(EngineError::DataFusion)?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let table = ListingTable::try_new(
-            ListingTableConfig::new(url)
-                .with_listing_options(options)
-                .with_schema(crate::records::RECORD_SCHEMA.clone()),
-        )
-        .map_err(EngineError::DataFusion)?;
-        Ok((ctx, Arc::new(table)))
+        Ok((ctx, records.listing_table()?))
     };
     // The hash plan's memory grows with the records (its aggregate and
     // join hold a few dozen bytes for each); it is tried only when that
@@ -435,7 +454,7 @@ async fn count_bounded(
                 if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => {}
             counted => {
                 progress.advance(records.rows);
-                return Ok((counted?, false));
+                return Ok((counted?, Counted::InMemory));
             }
         }
     }
@@ -447,7 +466,7 @@ async fn count_bounded(
     let (ctx, table) = context()?;
     let cells = engine::sort_bounded_counts_table(&ctx, table, config.bounds()).await?;
     progress.advance(records.rows);
-    Ok((cells, true))
+    Ok((cells, Counted::ThroughDisk))
 }
 
 /// Releases every window of `range`, in order, each authorised by the

@@ -133,6 +133,22 @@ pub(crate) struct SpilledRecords {
     pub(crate) rows: u64,
 }
 
+impl SpilledRecords {
+    /// The records as the `records` table of the counting plan (on this
+    /// machine or, read at the same path, on a cluster's executors).
+    pub(crate) fn listing_table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
+        let url = ListingTableUrl::parse(self.path.display().to_string())?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let table = ListingTable::try_new(
+            ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(crate::records::RECORD_SCHEMA.clone()),
+        )?;
+        Ok(Arc::new(table))
+    }
+}
+
 impl RecordSink {
     pub(crate) fn create(dir: &Path) -> Result<RecordSink, BatchError> {
         let path = dir.join("records.parquet");
