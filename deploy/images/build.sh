@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the OCI images of the three services without a registry or a
+# Builds the OCI images of the three services (and of the batch cluster's
+# hushmap-cluster) without a registry or a
 # daemon: buildah, from scratch, with the service binary, only the shared
 # libraries it links (ldd: glibc, libm, zlib, libgcc; OpenSSL and
 # librdkafka are built into the binary), the CA bundle, and a non-root
@@ -26,17 +27,18 @@ revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 source_url="${HUSHMAP_IMAGE_SOURCE:-https://github.com/hushmap/hushmap}"
 registry="${HUSHMAP_IMAGE_REGISTRY:-ghcr.io/hushmap}"
 out="$root/target/images"
-services=(ingest aggregate dashboard)
+services=(ingest aggregate dashboard cluster)
 mkdir -p "$out"
 
 missing=0
 for s in "${services[@]}"; do [ -x "$bin_dir/hushmap-$s" ] || missing=1; done
 if [ "$missing" = 1 ]; then
   [ "$bin_dir" = target/release ] || { echo "images: binaries missing in $bin_dir" >&2; exit 1; }
-  echo "images: release build of the three services"
+  echo "images: release build of the services and the cluster"
   cargo build --release --locked -j"${HUSHMAP_JOBS:-$(nproc)}" \
-    -p hushmap-ingest -p hushmap-aggregate -p hushmap-dashboard \
-    --bin hushmap-ingest --bin hushmap-aggregate --bin hushmap-dashboard 2>&1 | tail -n 1
+    -p hushmap-ingest -p hushmap-aggregate -p hushmap-dashboard -p hushmap-cluster \
+    --bin hushmap-ingest --bin hushmap-aggregate --bin hushmap-dashboard \
+    --bin hushmap-cluster 2>&1 | tail -n 1
 fi
 
 describe() {
@@ -44,6 +46,7 @@ describe() {
     ingest) echo "the submission edge: HTTP in, sealed records to Kafka" ;;
     aggregate) echo "windows, contribution bounding, DP noise and the ledger" ;;
     dashboard) echo "the analyst page, JSON API, exports and Arrow Flight" ;;
+    cluster) echo "a Ballista scheduler or executor that counts for batch --cluster" ;;
   esac
 }
 

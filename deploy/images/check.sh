@@ -5,7 +5,7 @@
 # root file system):
 #   - every image deploy/k8s names exists, and a name that was not built
 #     is refused;
-#   - each service binary, inside its image, as user 65532, loads the
+#   - each service binary (and hushmap-cluster), inside its image, as user 65532, loads the
 #     configuration its workload gives it (args, environment, mounted
 #     ConfigMaps, stand-ins for secrets) with `check-config`;
 #   - each image runs as 65532:65532, and carries the version, revision
@@ -32,7 +32,7 @@ trap cleanup EXIT
 roots="$(mktemp)"
 echo "{" >"$roots"
 sep=""
-for s in ingest aggregate dashboard; do
+for s in ingest aggregate dashboard cluster; do
   image="$registry/hushmap-$s:$version"
   buildah inspect --type image "$image" >/dev/null 2>&1 ||
     { echo "images: $image is not built (deploy/images/build.sh)" >&2; exit 1; }

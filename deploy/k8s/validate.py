@@ -5,9 +5,11 @@
 2. Every Strimzi resource against the CRD schema Strimzi's own generator
    makes from its published model (deploy/k8s/strimzi, see validate.sh),
    made strict the same way.
-3. References: every Secret, ConfigMap and KafkaUser a workload (Deployment, StatefulSet) names is
-   defined here, made by Strimzi, or one of the documented out-of-band
-   Secrets; every Service selects a workload's pods.
+3. References: every Secret, ConfigMap, PersistentVolumeClaim and KafkaUser a workload
+   (Deployment, StatefulSet) names is defined here, made by Strimzi, or one of the
+   documented out-of-band Secrets; every Service selects a workload's pods.
+   Network policies: a default deny, and each workload reachable only from
+   the namespaces, or the pods of this namespace, listed in ALLOWED_CALLERS.
 4. Every service's configuration, as its workload gives it (environment,
    args, mounted ConfigMaps), is loaded and checked by the service binary
    itself (`check-config`), with stand-ins for the secrets.
@@ -44,7 +46,14 @@ BINARIES = {
     "ingest": "hushmap-ingest",
     "aggregate": "hushmap-aggregate",
     "dashboard": "hushmap-dashboard",
+    # The batch cluster's roles: `hushmap-cluster scheduler|executor`,
+    # whose check is `hushmap-cluster <role> check-config`.
+    "scheduler": "hushmap-cluster",
+    "executor": "hushmap-cluster",
 }
+# Binaries whose check-config follows the workload's subcommand (a role)
+# rather than replacing it.
+ROLE_BINARIES = {"hushmap-cluster"}
 
 problems = []
 checked = []
@@ -159,6 +168,7 @@ def check_references(resources):
         | OUT_OF_BAND_SECRETS
     )
     config_maps = set(by_kind.get("ConfigMap", {}))
+    claims = set(by_kind.get("PersistentVolumeClaim", {}))
     deployments = {**by_kind.get("Deployment", {}), **by_kind.get("StatefulSet", {})}
     for name, dep in deployments.items():
         pod = dep["spec"]["template"]["spec"]
@@ -171,6 +181,9 @@ def check_references(resources):
                 problem(where, f"volume {volume['name']}: no Secret {volume['secret']['secretName']}")
             if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
                 problem(where, f"volume {volume['name']}: no ConfigMap {volume['configMap']['name']}")
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+            if claim and claim not in claims:
+                problem(where, f"volume {volume['name']}: no PersistentVolumeClaim {claim}")
         for container in pod["containers"]:
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
@@ -192,13 +205,23 @@ def check_references(resources):
                 problem(f"{kind}/{name}", f"targets no workload {target}")
 
 
-# Who may call each workload: the namespaces (by name) and the ports.
-# Anything else a policy admits is a problem, and so is a workload no
-# policy covers when the namespace does not deny by default.
+# Who may call each workload: the namespaces (by name), or `pod:NAME` for
+# the pods of this namespace labelled app.kubernetes.io/name=NAME, and the
+# ports. Anything else a policy admits is a problem, and so is a workload
+# no policy covers when the namespace does not deny by default.
 ALLOWED_CALLERS = {
     "hushmap-ingest": {("ingress-nginx", "http"), ("monitoring", "metrics")},
     "hushmap-dashboard": {("ingress-nginx", "http"), ("ingress-nginx", "flight")},
     "hushmap-aggregate": {("monitoring", "metrics")},
+    # The batch cluster holds records and exact counts, and authenticates
+    # nobody: its own pods and batch pods only.
+    "hushmap-ballista-scheduler": {
+        ("pod:hushmap-ballista-executor", "grpc"), ("pod:hushmap-batch", "grpc"),
+    },
+    "hushmap-ballista-executor": {
+        ("pod:hushmap-ballista-executor", "flight"), ("pod:hushmap-batch", "flight"),
+        ("pod:hushmap-ballista-scheduler", "grpc"),
+    },
 }
 KAFKA_CLIENTS = {"hushmap-ingest", "hushmap-aggregate", "hushmap-dashboard"}
 
@@ -232,14 +255,19 @@ def check_network_policies(resources):
                 if not ports:
                     problem(where, "a rule admits every port")
                 for source in sources:
-                    if "ipBlock" in source or "podSelector" in source and "namespaceSelector" not in source:
+                    if "ipBlock" in source or "podSelector" in source and "namespaceSelector" in source:
                         problem(where, f"unexpected source {source}")
                         continue
-                    namespace = (source.get("namespaceSelector", {}).get("matchLabels", {})
-                                 .get("kubernetes.io/metadata.name"))
+                    if "podSelector" in source:
+                        name = (source["podSelector"].get("matchLabels", {})
+                                .get("app.kubernetes.io/name"))
+                        caller = f"pod:{name}" if name else None
+                    else:
+                        caller = (source.get("namespaceSelector", {}).get("matchLabels", {})
+                                  .get("kubernetes.io/metadata.name"))
                     for port in ports:
-                        if (namespace, port) not in allowed:
-                            problem(where, f"admits {namespace or 'every namespace'} to port {port}")
+                        if (caller, port) not in allowed:
+                            problem(where, f"admits {caller or 'every pod or namespace'} to port {port}")
     kafka = find(resources, "Kafka", "hushmap")
     for listener in kafka["spec"]["kafka"]["listeners"]:
         peers = listener.get("networkPolicyPeers")
@@ -399,7 +427,7 @@ def check_service_configs(resources, bin_dir, image_roots=None):
                 for mount in container.get("volumeMounts", []):
                     volume = volumes[mount["name"]]
                     target = root + mount["mountPath"]
-                    if "emptyDir" in volume:
+                    if "emptyDir" in volume or "persistentVolumeClaim" in volume:
                         os.makedirs(target, exist_ok=True)
                         if image_roots is not None:
                             os.chown(target, 65532, 65532)
@@ -430,8 +458,9 @@ def check_service_configs(resources, bin_dir, image_roots=None):
                     else:
                         env[e["name"]] = local(e["value"])
                 args = [local(a) for a in container.get("args", [])]
-                # The Deployment's subcommand (if any) becomes check-config.
-                if args and not args[0].startswith("-"):
+                # The Deployment's subcommand (if any) becomes check-config,
+                # or (a role) is followed by it.
+                if args and not args[0].startswith("-") and binary not in ROLE_BINARIES:
                     args = args[1:]
                 if image_roots is None:
                     command = [os.path.join(bin_dir, binary), *args, "check-config"]
@@ -528,6 +557,18 @@ MUTATIONS = [
          "aggregate.toml",
          find(r, "ConfigMap", "hushmap-aggregate")["data"]["aggregate.toml"]
          .replace("epsilon_per_window", "epsilon_per_windw"))),
+    ("the batch cluster's executors open to every namespace",
+     lambda r: find(r, "NetworkPolicy", "hushmap-ballista-executor")["spec"]["ingress"][0]["from"]
+     .__setitem__(0, {"namespaceSelector": {}})),
+    ("the batch scheduler reachable from ingest's pods",
+     lambda r: find(r, "NetworkPolicy", "hushmap-ballista-scheduler")["spec"]["ingress"][0]["from"]
+     .append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "hushmap-ingest"}}})),
+    ("the executors mounting a claim that does not exist",
+     lambda r: find(r, "StatefulSet", "hushmap-ballista-executor")["spec"]["template"]["spec"]
+     ["volumes"][1]["persistentVolumeClaim"].__setitem__("claimName", "nobody")),
+    ("an executor without memory to count in (refused by hushmap-cluster itself)",
+     lambda r: container_env(r, "hushmap-ballista-executor", "HUSHMAP_CLUSTER_MEMORY_LIMIT_MB")
+     .__setitem__("value", "1")),
 ]
 
 
