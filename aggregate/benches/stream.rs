@@ -32,11 +32,9 @@ use support::env_usize;
 mod backlog;
 use backlog::Backlog;
 
-async fn produce(topic: &str, n: usize) -> anyhow::Result<()> {
+async fn produce(topic: &str, n: usize, window: Window) -> anyhow::Result<()> {
     let mut backlog = Backlog::new()?;
     let len = WindowLength::ONE_DAY;
-    // A window that stays open for the whole run: nothing is released.
-    let window = Window::containing(now_ms(), len);
     let regions = backlog::regions()?;
     let keyring = payload_keyring();
     for i in 0..n {
@@ -78,15 +76,21 @@ fn raw_loop(topic: &str, n: usize) -> anyhow::Result<Duration> {
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             bytes += m?.payload().map_or(0, <[u8]>::len);
             seen += 1;
+        } else if start.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("the raw consumer read {seen} of {n} records in 2 minutes");
         }
     }
     assert!(bytes > 0);
     Ok(start.elapsed())
 }
 
-async fn aggregator(topic: &str, n: usize) -> anyhow::Result<Duration> {
+async fn aggregator(topic: &str, n: usize, window: Window) -> anyhow::Result<Duration> {
     let mut config = AggregateConfig {
         payload_keys: Some(payload_keyring()),
+        // The schedule starts with the records' window: without an epoch
+        // it starts after the window open at start-up, and every record
+        // of that window is late.
+        schedule_epoch: Some(window.start_ms.to_string()),
         ..AggregateConfig::default()
     };
     config.kafka.brokers = brokers();
@@ -103,7 +107,25 @@ async fn aggregator(topic: &str, n: usize) -> anyhow::Result<Duration> {
     let task = tokio::spawn(aggregator.run(async move {
         let _ = stop_rx.await;
     }));
-    while stats.records_accepted.load(Ordering::Relaxed) < n as u64 {
+    // A bench that stops making progress fails with what it saw, rather
+    // than waiting for ever (a record refused is never accepted).
+    let (mut last, mut since) = (0, Instant::now());
+    loop {
+        let accepted = stats.records_accepted.load(Ordering::Relaxed);
+        let seen =
+            accepted + stats.records_dropped.total() + stats.records_late.load(Ordering::Relaxed);
+        if accepted >= n as u64 {
+            break;
+        }
+        if seen > last {
+            (last, since) = (seen, Instant::now());
+        } else if since.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!(
+                "the aggregator stalled: {accepted} of {n} records accepted, {} dropped, {} late",
+                stats.records_dropped.total(),
+                stats.records_late.load(Ordering::Relaxed)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed();
@@ -117,11 +139,15 @@ async fn main() -> anyhow::Result<()> {
     let n = env_usize("BENCH_RECORDS", 1_000_000);
     let topic = unique("bench.submissions");
     create_topics(&[(&topic, 3)]).await?;
+    // A window that stays open for the whole run: nothing is released.
+    let window = Window::containing(now_ms(), WindowLength::ONE_DAY);
     eprintln!("bench: producing {n} records to {topic}");
-    produce(&topic, n).await?;
+    produce(&topic, n, window).await?;
     let t = topic.clone();
     let raw = tokio::task::spawn_blocking(move || raw_loop(&t, n)).await??;
-    let agg = aggregator(&topic, n).await?;
+    eprintln!("bench: raw consumer read them in {raw:?}");
+    let agg = aggregator(&topic, n, window).await?;
+    eprintln!("bench: the aggregator accepted them in {agg:?}");
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("records,{n}");
     println!("raw_consumer_records_per_s,{:.0}", rate(raw));
