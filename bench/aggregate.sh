@@ -17,18 +17,27 @@
 #
 #   bench/aggregate.sh                  # everything
 #   BENCH_SIZES="1000000" bench/aggregate.sh
+#   BENCH_SHORT=1 bench/aggregate.sh    # CI's smoke run (bench/short.sh): 10,000 records, dev build
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# Build jobs: every core unless BENCH_JOBS says otherwise.
-JOBS="${BENCH_JOBS:-$(nproc)}"
+source bench/short.sh
 SIZES="${BENCH_SIZES:-1000000 10000000}"
+[ "$SHORT" = 1 ] && SIZES="${BENCH_SIZES:-10000 20000}"
 OUT="$PWD/target/bench"
 VENV="$PWD/bench/.venv"
 mkdir -p "$OUT"
 
-echo "bench: building (release profile)"
-cargo bench -j"$JOBS" -p hushmap-aggregate --bench engine --bench stream --no-run 2>&1 | tail -n 1
-cargo build -j"$JOBS" --release -p hushmap-aggregate --bin hushmap-aggregate --example synthetic_records 2>&1 | tail -n 1
+# The benches: release (cargo bench's own profile), or in short mode the
+# tests' dev build, selected workspace-wide so its dependencies are shared.
+if [ "$SHORT" = 1 ]; then
+  BENCH_ARGS=(--profile dev --workspace)
+  dev_build
+else
+  BENCH_ARGS=(-p hushmap-aggregate)
+  echo "bench: building (release profile)"
+  cargo build -j"$JOBS" --release -p hushmap-aggregate --bin hushmap-aggregate --example synthetic_records 2>&1 | tail -n 1
+fi
+cargo bench -j"$JOBS" "${BENCH_ARGS[@]}" --bench engine --bench stream --no-run 2>&1 | tail -n 1
 BATCH_SIZES="${BENCH_BATCH_SIZES:-$SIZES}"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -42,18 +51,19 @@ for n in $SIZES; do
   parquet="$OUT/records-$n.parquet"
   echo "bench: engine, $n records"
   BENCH_RECORDS="$n" BENCH_PARQUET="$parquet" \
-    cargo bench -q -j"$JOBS" -p hushmap-aggregate --bench engine 2>/dev/null | tee "$OUT/engine-$n.csv"
+    cargo bench -q -j"$JOBS" "${BENCH_ARGS[@]}" --bench engine 2>/dev/null | tee "$OUT/engine-$n.csv"
+  [ -s "$OUT/engine-$n.csv" ] || { echo "bench: the engine bench wrote nothing" >&2; exit 1; }
 done
 
 for n in $BATCH_SIZES; do
   input="$OUT/batch-input-$n.parquet"
   if [ ! -f "$input" ]; then
     echo "bench: writing $n synthetic records to $input"
-    target/release/examples/synthetic_records "$input" "$n" 2>&1 | tail -n 1
+    "$BIN_DIR/examples/synthetic_records" "$input" "$n" 2>&1 | tail -n 1
   fi
   echo "bench: batch CLI peak RSS, $n records ($(du -h "$input" | cut -f1) of Parquet)"
   env ${BENCH_BATCH_MEMORY_MB:+HUSHMAP_AGGREGATE_BATCH__MEMORY_LIMIT_MB=$BENCH_BATCH_MEMORY_MB} \
-    /usr/bin/time -v target/release/hushmap-aggregate batch --input "$input" \
+    /usr/bin/time -v "$BIN_DIR/hushmap-aggregate" batch --input "$input" \
       --from 2026-01-01 --to 2026-01-02 --fresh-ledger \
       --epsilon 1 --out "$OUT/release-$n.parquet" 2>"$OUT/batch-$n.time" >/dev/null || {
     tail -n 20 "$OUT/batch-$n.time"; exit 1; }
@@ -70,7 +80,8 @@ echo "bench: PipelineDP and OpenDP (Polars) on $first records"
 
 echo "bench: streaming, $first records"
 deploy/kafka/up.sh >/dev/null
-BENCH_RECORDS="$first" cargo bench -q -j"$JOBS" -p hushmap-aggregate --bench stream 2>/dev/null | tee "$OUT/stream-$first.csv"
+BENCH_RECORDS="$first" cargo bench -q -j"$JOBS" "${BENCH_ARGS[@]}" --bench stream 2>/dev/null | tee "$OUT/stream-$first.csv"
+[ -s "$OUT/stream-$first.csv" ] || { echo "bench: the stream bench wrote nothing" >&2; exit 1; }
 
 dp_ms=$(awk -F, '/^dp_release_ms/ {print $2}' "$OUT/engine-$first.csv")
 echo

@@ -7,6 +7,7 @@
 #   bench/dashboard.sh            # 30 days hourly, ~3 min after the release build
 #   BENCH_WINDOW_HOURS=24 BENCH_REGIONS=13000 BENCH_HISTORY="30 90 365" bench/dashboard.sh
 #                                 # national daily windows: RSS against history
+#   BENCH_SHORT=1 bench/dashboard.sh   # CI's smoke run (bench/short.sh): 6 windows, dev build
 #
 # BENCH_DASHBOARD_BIN: another build to measure on the same store.
 # BENCH_HISTORY: measure the dashboard on the newest N windows of the
@@ -20,31 +21,37 @@
 # releases topic; a fresh, empty topic is used.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# Build jobs: every core unless BENCH_JOBS says otherwise.
-JOBS="${BENCH_JOBS:-$(nproc)}"
+source bench/short.sh
 source deploy/kafka/env.sh
 WINDOWS="${BENCH_WINDOWS:-${BENCH_HOURS:-720}}"
-WINDOW_HOURS="${BENCH_WINDOW_HOURS:-1}"
 REGIONS="${BENCH_REGIONS:-150}"
 RUNS="${BENCH_RUNS:-5}"
+if [ "$SHORT" = 1 ]; then
+  WINDOWS="${BENCH_WINDOWS:-6}" REGIONS="${BENCH_REGIONS:-10}" RUNS="${BENCH_RUNS:-1}"
+fi
+WINDOW_HOURS="${BENCH_WINDOW_HOURS:-1}"
 # Another build of the dashboard to measure on the same store (an older
 # commit's, for a before/after): BENCH_DASHBOARD_BIN=path.
-BIN="${BENCH_DASHBOARD_BIN:-target/release/hushmap-dashboard}"
+BIN="${BENCH_DASHBOARD_BIN:-$BIN_DIR/hushmap-dashboard}"
 HISTORY="${BENCH_HISTORY:-$WINDOWS}"
 for n in $HISTORY; do [ "$n" -gt "$WINDOWS" ] && WINDOWS="$n"; done
 OUT=target/bench/dashboard
 STORE="$OUT/store-$WINDOWS-$REGIONS-${WINDOW_HOURS}h"
 mkdir -p "$OUT"
 
-echo "bench: release build of the dashboard and the store seeder"
-cargo build -j"$JOBS" --release -p hushmap-dashboard --bin hushmap-dashboard --example seed_store 2>&1 | tail -n 1
+if [ "$SHORT" = 1 ]; then
+  dev_build
+else
+  echo "bench: release build of the dashboard and the store seeder"
+  cargo build -j"$JOBS" --release -p hushmap-dashboard --bin hushmap-dashboard --example seed_store 2>&1 | tail -n 1
+fi
 [ -d dashboard/web/node_modules/playwright-core ] || npm ci --prefix dashboard/web --no-audit --no-fund >/dev/null
 
 if [ ! -f "$STORE/seeded" ]; then
   echo "bench: seeding $WINDOWS releases of $WINDOW_HOURS h, $REGIONS regions"
   rm -rf "$STORE"
   t0=$(date +%s)
-  target/release/examples/seed_store "$STORE" "$WINDOWS" "$REGIONS" "$WINDOW_HOURS" 2>&1 | awk 'NR % 50 == 0 || /releases in/'
+  "$BIN_DIR/examples/seed_store" "$STORE" "$WINDOWS" "$REGIONS" "$WINDOW_HOURS" 2>&1 | awk 'NR % 50 == 0 || /releases in/'
   echo "bench: seeded in $(( $(date +%s) - t0 )) s"
   touch "$STORE/seeded"
 fi
@@ -54,7 +61,7 @@ started_kafka=0
 kafka_running || started_kafka=1
 deploy/kafka/up.sh >/dev/null
 TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-echo "$TOKEN" | target/release/hushmap-dashboard hash-token --roles analyst,researcher --name bench >"$OUT/tokens"
+echo "$TOKEN" | "$BIN" hash-token --roles analyst,researcher --name bench >"$OUT/tokens"
 export HUSHMAP_DASHBOARD_LISTEN=127.0.0.1:18081 HUSHMAP_DASHBOARD_FLIGHT_LISTEN=127.0.0.1:18815
 export HUSHMAP_DASHBOARD_AUTH__TOKENS_FILE="$OUT/tokens"
 export HUSHMAP_DASHBOARD_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
@@ -70,9 +77,10 @@ cleanup() {
 trap cleanup EXIT
 
 timed() { # name url
-  local best=999999999 t s
+  local best=999999999 t s code
   for _ in 1 2 3; do
-    read -r t s < <(curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" -w '%{time_total} %{size_download}\n' "$2")
+    read -r t s code < <(curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" -w '%{time_total} %{size_download} %{http_code}\n' "$2")
+    [ "$code" = 200 ] || { echo "bench: $1 answered $code" >&2; exit 1; }
     t=$(awk -v t="$t" 'BEGIN { printf "%d", t * 1000000 }')
     [ "$t" -lt "$best" ] && best=$t
   done

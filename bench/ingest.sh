@@ -15,15 +15,16 @@
 #
 #   bench/ingest.sh                 # 15 s per run
 #   BENCH_SECS=30 bench/ingest.sh
+#   BENCH_SHORT=1 bench/ingest.sh   # CI's smoke run (bench/short.sh): 1 s each, dev build
 #
 # Load comes from `oha` (crates.io, installed into bench/.tools on first run).
 # Everything runs on this machine: load generator, service and Kafka share
 # its cores, which the results must be read with.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# Build jobs: every core unless BENCH_JOBS says otherwise.
-JOBS="${BENCH_JOBS:-$(nproc)}"
+source bench/short.sh
 SECS="${BENCH_SECS:-15}"
+[ "$SHORT" = 1 ] && SECS="${BENCH_SECS:-1}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 TOOLS="$PWD/bench/.tools"
 OHA="$TOOLS/bin/oha"
@@ -35,8 +36,12 @@ if [ ! -x "$OHA" ]; then
   cargo install --locked --root "$TOOLS" oha -j"$JOBS" >/dev/null
 fi
 
-echo "bench: building release binaries"
-cargo build --release --locked -j"$JOBS" -p hushmap-ingest --bin hushmap-ingest --example bare_handler --example verify_cost
+if [ "$SHORT" = 1 ]; then
+  dev_build
+else
+  echo "bench: building release binaries"
+  cargo build --release --locked -j"$JOBS" -p hushmap-ingest --bin hushmap-ingest --example bare_handler --example verify_cost
+fi
 
 source deploy/kafka/env.sh
 deploy/kafka/up.sh >/dev/null
@@ -73,13 +78,13 @@ HUSHMAP_PAYLOAD_PUBLIC_KEY="1:$(openssl genpkey -algorithm x25519 2>/dev/null \
   | openssl pkey -pubout -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n')"
 export HUSHMAP_PAYLOAD_PUBLIC_KEY
 
-target/release/examples/bare_handler 127.0.0.1:8090 & pids+=($!)
+"$BIN_DIR/examples/bare_handler" 127.0.0.1:8090 & pids+=($!)
 HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8091 \
   HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 \
   HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
   HUSHMAP_INGEST_IDENTITY__PEM_FILES="[\"$IDP/ed25519.pem\",\"$IDP/p256.pem\",\"$IDP/rsa.pem\"]" \
   HUSHMAP_INGEST_IDENTITY__ISSUER="$ISSUER" HUSHMAP_INGEST_IDENTITY__AUDIENCE="$AUDIENCE" \
-  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 target/release/hushmap-ingest & pids+=($!)
+  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 "$BIN_DIR/hushmap-ingest" & pids+=($!)
 wait_port 8090; wait_port 8091
 
 run() { # name port [rate] [header]
@@ -90,11 +95,14 @@ run() { # name port [rate] [header]
   echo "bench: $name ${rate:+at $rate req/s} for ${SECS}s with $CONNS connections"
   "$OHA" -z "${SECS}s" -c "$CONNS" --no-tui --output-format json -m POST \
     -H "content-type: application/json" ${extra[@]+"${extra[@]}"} -D "$BODY" "http://127.0.0.1:$port/v1/submissions" > "$OUT/$name.json"
-  python3 - "$OUT/$name.json" "$name" <<'PY'
-import json, sys
+  SHORT="$SHORT" python3 - "$OUT/$name.json" "$name" <<'PY'
+import json, os, sys
 d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
 print(f"  {sys.argv[2]:<22} {s['requestsPerSec']:>9.0f} req/s   p50 {p['p50']*1000:6.2f} ms   p99 {p['p99']*1000:6.2f} ms   statuses {codes}")
+# A smoke run must be answered, and never by a server error.
+if os.environ["SHORT"] == "1" and (not codes or any(c.startswith("5") for c in codes)):
+    sys.exit(f"bench: {sys.argv[2]}: no answers or server errors: {codes}")
 PY
 }
 
@@ -119,7 +127,7 @@ token=$(curl -sf -H 'content-type: application/json' -d @"$BODY" http://127.0.0.
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["contributor_token"])')
 run ingest_contributor_token 8091 "" "hushmap-contributor: $token"
 for k in ed25519 p256 rsa; do
-  id_token=$(target/release/hushmap-ingest dev-id-token --key "$IDP/$k.key.pem" \
+  id_token=$("$BIN_DIR/hushmap-ingest" dev-id-token --key "$IDP/$k.key.pem" \
     --issuer "$ISSUER" --audience "$AUDIENCE" --subject bench --ttl-secs 3600)
   run "ingest_id_token_$k" 8091 "" "authorization: Bearer $id_token"
 done
@@ -130,7 +138,7 @@ done
 HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8092 \
   HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 HUSHMAP_INGEST_PROOF_OF_WORK__DIFFICULTY_BITS=15 \
   HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
-  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 target/release/hushmap-ingest & pids+=($!)
+  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 "$BIN_DIR/hushmap-ingest" & pids+=($!)
 wait_port 8092
 run ingest_pow_no_proof 8092
-target/release/examples/verify_cost "$IDP"
+"$BIN_DIR/examples/verify_cost" "$IDP"

@@ -6,6 +6,7 @@
 #   bench/run.sh aggregate   # DP engine vs baselines, batch RSS, streaming
 #   bench/run.sh dashboard   # start-up, API, exports, page load, RSS
 #   bench/run.sh utility     # accuracy of the published numbers vs the truth
+#   bench/run.sh --short all # every script once, tiny (what CI runs; bench/short.sh)
 #
 # Knobs are environment variables named BENCH_*: BENCH_JOBS (build jobs,
 # every core by default), BENCH_SECS and BENCH_CONNECTIONS (ingest),
@@ -14,14 +15,24 @@
 # BENCH_SEED (utility). Each script's header says what they do.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+if [ "${1:-}" = --short ]; then
+  export BENCH_SHORT=1
+  shift
+fi
 case "${1:-}" in
   ingest | aggregate | dashboard | utility)
     what="$1"
     shift
     exec "./$what.sh" "$@"
     ;;
+  all)
+    for what in ingest aggregate dashboard utility; do
+      echo "bench: ===== $what ====="
+      "./$what.sh"
+    done
+    ;;
   *)
-    echo "usage: bench/run.sh ingest|aggregate|dashboard|utility" >&2
+    echo "usage: bench/run.sh [--short] ingest|aggregate|dashboard|utility|all" >&2
     exit 2
     ;;
 esac

