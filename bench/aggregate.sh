@@ -13,7 +13,12 @@
 #    sets another);
 # 4. streaming: the aggregator's sustained records/s vs a raw rdkafka
 #    consumer loop on the same topic (aggregate/benches/stream.rs; starts the
-#    local Kafka if it is not running).
+#    local Kafka if it is not running);
+# 5. with BENCH_CLUSTER=df://HOST:PORT (a Ballista cluster, e.g.
+#    deploy/ballista/up.sh with HUSHMAP_CLUSTER_BIN=target/release/hushmap-cluster),
+#    step 3's runs again counted on that cluster (`batch --cluster`): wall
+#    time and the batch process's peak RSS, and the executors' peak RSS
+#    when they are deploy/ballista's.
 #
 #   bench/aggregate.sh                  # everything
 #   BENCH_SIZES="1000000" bench/aggregate.sh
@@ -72,6 +77,26 @@ for n in $BATCH_SIZES; do
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$OUT/batch-$n.time")
   echo "batch_cli_wall,$wall,peak_rss_kib,${RSS[$n]}"
 done
+
+if [ -n "${BENCH_CLUSTER:-}" ]; then
+  for n in $BATCH_SIZES; do
+    echo "bench: batch on the cluster $BENCH_CLUSTER, $n records"
+    /usr/bin/time -v "$BIN_DIR/hushmap-aggregate" batch --input "$OUT/batch-input-$n.parquet" \
+      --from 2026-01-01 --to 2026-01-02 --fresh-ledger --cluster "$BENCH_CLUSTER" \
+      --epsilon 1 --out "$OUT/release-cluster-$n.parquet" 2>"$OUT/batch-cluster-$n.time" >/dev/null || {
+      tail -n 20 "$OUT/batch-cluster-$n.time"; exit 1; }
+    grep -q "counted on the cluster" "$OUT/batch-cluster-$n.time" ||
+      { echo "bench: the run did not count on the cluster" >&2; exit 1; }
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/batch-cluster-$n.time")
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$OUT/batch-cluster-$n.time")
+    echo "batch_cli_cluster_wall,$wall,peak_rss_kib,$rss"
+  done
+  # The executors' peak RSS since they started (deploy/ballista's only).
+  for f in deploy/ballista/run/executor-*.pid; do
+    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null || continue
+    echo "executor_peak_rss_kib,$(basename "$f" .pid),$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$f")/status")"
+  done
+fi
 
 first=$(echo "$SIZES" | awk '{print $1}')
 echo "bench: PipelineDP and OpenDP (Polars) on $first records"
