@@ -172,6 +172,32 @@ pub async fn run_executor(settings: &ExecutorSettings) -> Result<(), ClusterErro
     Ok(())
 }
 
+/// One process of the cluster, with its settings.
+#[derive(Debug, Clone)]
+pub enum Role {
+    Scheduler(SchedulerSettings),
+    Executor(ExecutorSettings),
+}
+
+impl Role {
+    /// Checks the settings as a start would (an executor creates its work
+    /// directory), connecting to nothing.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        match self {
+            Role::Scheduler(s) => s.ballista_config().map(drop),
+            Role::Executor(e) => e.ballista_config().map(drop),
+        }
+    }
+
+    /// Runs the process until it is asked to stop.
+    pub async fn run(&self) -> Result<(), ClusterError> {
+        match self {
+            Role::Scheduler(s) => run_scheduler(s).await,
+            Role::Executor(e) => run_executor(e).await,
+        }
+    }
+}
+
 fn create_private_dir(dir: &std::path::Path) -> Result<(), ClusterError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let err = |e| ClusterError::WorkDir(dir.to_path_buf(), e);
@@ -228,6 +254,7 @@ mod tests {
         let mut e = executor(tmp.path().join("w"));
         e.memory_limit_mb = 1;
         assert!(e.ballista_config().is_err());
+        assert!(Role::Executor(e).check().is_err());
         let s = SchedulerSettings {
             bind: "127.0.0.1:50050".parse().unwrap(),
             external_host: "localhost".into(),

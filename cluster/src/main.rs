@@ -2,9 +2,7 @@
 //! `hushmap-aggregate batch --cluster`.
 
 use clap::{Parser, Subcommand};
-use hushmap_cluster::{
-    DEFAULT_SCHEDULER_PORT, ExecutorSettings, SchedulerSettings, run_executor, run_scheduler,
-};
+use hushmap_cluster::{DEFAULT_SCHEDULER_PORT, ExecutorSettings, Role, SchedulerSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,44 +100,38 @@ fn main() -> anyhow::Result<()> {
         // Ballista plans recursively; its own binaries run on 32 MiB stacks.
         .thread_stack_size(32 << 20)
         .build()?;
-    runtime.block_on(async {
-        match args.command {
-            Command::Scheduler {
+    let (role, check) = match args.command {
+        Command::Scheduler {
+            bind,
+            external_host,
+            job_data_linger_secs,
+            check,
+        } => (
+            Role::Scheduler(SchedulerSettings {
                 bind,
                 external_host,
-                job_data_linger_secs,
-                check,
-            } => {
-                let settings = SchedulerSettings {
-                    bind,
-                    external_host,
-                    job_data_linger: Duration::from_secs(job_data_linger_secs),
-                };
-                match check {
-                    Some(Check::CheckConfig) => {
-                        settings.ballista_config()?;
-                        println!("configuration ok");
-                    }
-                    None => run_scheduler(&settings).await?,
-                }
-            }
-            Command::Executor {
-                scheduler,
-                bind_host,
-                external_host,
-                flight_port,
-                grpc_port,
-                work_dir,
-                vcores,
-                memory_limit_mb,
-                job_data_ttl_secs,
-                check,
-            } => {
-                let (host, port) = match scheduler.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), p.parse()?),
-                    None => (scheduler, DEFAULT_SCHEDULER_PORT),
-                };
-                let settings = ExecutorSettings {
+                job_data_linger: Duration::from_secs(job_data_linger_secs),
+            }),
+            check,
+        ),
+        Command::Executor {
+            scheduler,
+            bind_host,
+            external_host,
+            flight_port,
+            grpc_port,
+            work_dir,
+            vcores,
+            memory_limit_mb,
+            job_data_ttl_secs,
+            check,
+        } => {
+            let (host, port) = match scheduler.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse()?),
+                None => (scheduler, DEFAULT_SCHEDULER_PORT),
+            };
+            (
+                Role::Executor(ExecutorSettings {
                     scheduler_host: host,
                     scheduler_port: port,
                     bind_host,
@@ -150,16 +142,17 @@ fn main() -> anyhow::Result<()> {
                     vcores,
                     memory_limit_mb,
                     job_data_ttl: Duration::from_secs(job_data_ttl_secs),
-                };
-                match check {
-                    Some(Check::CheckConfig) => {
-                        settings.ballista_config()?;
-                        println!("configuration ok");
-                    }
-                    None => run_executor(&settings).await?,
-                }
-            }
+                }),
+                check,
+            )
         }
-        anyhow::Ok(())
-    })
+    };
+    match check {
+        Some(Check::CheckConfig) => {
+            role.check()?;
+            println!("configuration ok");
+        }
+        None => runtime.block_on(role.run())?,
+    }
+    Ok(())
 }
