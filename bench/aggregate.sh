@@ -60,6 +60,23 @@ for n in $SIZES; do
   [ -s "$OUT/engine-$n.csv" ] || { echo "bench: the engine bench wrote nothing" >&2; exit 1; }
 done
 
+# One timed batch run over the n-record file: NAME N [batch arguments];
+# prints NAME_wall and peak RSS, and leaves the RSS (KiB) in $rss and the
+# run's stderr in $OUT/NAME-N.time.
+batch_run() {
+  local name="$1" n="$2" wall
+  shift 2
+  local time="$OUT/$name-$n.time"
+  env ${BENCH_BATCH_MEMORY_MB:+HUSHMAP_AGGREGATE_BATCH__MEMORY_LIMIT_MB=$BENCH_BATCH_MEMORY_MB} \
+    /usr/bin/time -v "$BIN_DIR/hushmap-aggregate" batch --input "$OUT/batch-input-$n.parquet" \
+      --from 2026-01-01 --to 2026-01-02 --fresh-ledger --epsilon 1 \
+      --out "$OUT/release-$name-$n.parquet" "$@" 2>"$time" >/dev/null || {
+    tail -n 20 "$time"; exit 1; }
+  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$time")
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$time")
+  echo "${name}_wall,$wall,peak_rss_kib,$rss"
+}
+
 for n in $BATCH_SIZES; do
   input="$OUT/batch-input-$n.parquet"
   if [ ! -f "$input" ]; then
@@ -67,29 +84,17 @@ for n in $BATCH_SIZES; do
     "$BIN_DIR/examples/synthetic_records" "$input" "$n" 2>&1 | tail -n 1
   fi
   echo "bench: batch CLI peak RSS, $n records ($(du -h "$input" | cut -f1) of Parquet)"
-  env ${BENCH_BATCH_MEMORY_MB:+HUSHMAP_AGGREGATE_BATCH__MEMORY_LIMIT_MB=$BENCH_BATCH_MEMORY_MB} \
-    /usr/bin/time -v "$BIN_DIR/hushmap-aggregate" batch --input "$input" \
-      --from 2026-01-01 --to 2026-01-02 --fresh-ledger \
-      --epsilon 1 --out "$OUT/release-$n.parquet" 2>"$OUT/batch-$n.time" >/dev/null || {
-    tail -n 20 "$OUT/batch-$n.time"; exit 1; }
-  grep -h "counted through disk" "$OUT/batch-$n.time" || true
-  RSS[$n]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/batch-$n.time")
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$OUT/batch-$n.time")
-  echo "batch_cli_wall,$wall,peak_rss_kib,${RSS[$n]}"
+  batch_run batch_cli "$n"
+  grep -h "counted through disk" "$OUT/batch_cli-$n.time" || true
+  RSS[$n]=$rss
 done
 
 if [ -n "${BENCH_CLUSTER:-}" ]; then
   for n in $BATCH_SIZES; do
     echo "bench: batch on the cluster $BENCH_CLUSTER, $n records"
-    /usr/bin/time -v "$BIN_DIR/hushmap-aggregate" batch --input "$OUT/batch-input-$n.parquet" \
-      --from 2026-01-01 --to 2026-01-02 --fresh-ledger --cluster "$BENCH_CLUSTER" \
-      --epsilon 1 --out "$OUT/release-cluster-$n.parquet" 2>"$OUT/batch-cluster-$n.time" >/dev/null || {
-      tail -n 20 "$OUT/batch-cluster-$n.time"; exit 1; }
-    grep -q "counted on the cluster" "$OUT/batch-cluster-$n.time" ||
+    batch_run batch_cli_cluster "$n" --cluster "$BENCH_CLUSTER"
+    grep -q "counted on the cluster" "$OUT/batch_cli_cluster-$n.time" ||
       { echo "bench: the run did not count on the cluster" >&2; exit 1; }
-    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/batch-cluster-$n.time")
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$OUT/batch-cluster-$n.time")
-    echo "batch_cli_cluster_wall,$wall,peak_rss_kib,$rss"
   done
   # The executors' peak RSS since they started (deploy/ballista's only).
   for f in deploy/ballista/run/executor-*.pid; do
