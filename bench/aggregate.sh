@@ -38,9 +38,10 @@ if [ "$SHORT" = 1 ]; then
   BENCH_ARGS=(--profile dev --workspace)
   dev_build
 else
-  BENCH_ARGS=(-p hushmap-aggregate)
+  # With `batch --cluster` (off by default) for the cluster step.
+  BENCH_ARGS=(-p hushmap-aggregate --features cluster)
   echo "bench: building (release profile)"
-  cargo build -j"$JOBS" --release -p hushmap-aggregate --bin hushmap-aggregate --example synthetic_records 2>&1 | tail -n 1
+  cargo build -j"$JOBS" --release "${BENCH_ARGS[@]}" --bin hushmap-aggregate --example synthetic_records 2>&1 | tail -n 1
 fi
 cargo bench -j"$JOBS" "${BENCH_ARGS[@]}" --bench engine --bench stream --no-run 2>&1 | tail -n 1
 BATCH_SIZES="${BENCH_BATCH_SIZES:-$SIZES}"

@@ -17,7 +17,8 @@
 #   BENCH_SECS=30 bench/ingest.sh
 #   BENCH_SHORT=1 bench/ingest.sh   # CI's smoke run (bench/short.sh): 1 s each, dev build
 #
-# Load comes from `oha` (crates.io, installed into bench/.tools on first run).
+# Load comes from `oha` (crates.io, installed into bench/.tools on first run;
+# `bench/oha.sh` installs it alone).
 # Everything runs on this machine: load generator, service and Kafka share
 # its cores, which the results must be read with.
 set -euo pipefail
@@ -26,23 +27,9 @@ source bench/short.sh
 SECS="${BENCH_SECS:-15}"
 [ "$SHORT" = 1 ] && SECS="${BENCH_SECS:-1}"
 CONNS="${BENCH_CONNECTIONS:-32}"
-TOOLS="$PWD/bench/.tools"
-INSTALL=()
-if [ "$SHORT" = 1 ]; then
-  # A smoke run only needs answers: oha's dev build takes a fraction of
-  # the release build's minutes on a fresh machine (kept apart, so a real
-  # run never measures with it).
-  TOOLS="$PWD/bench/.tools-short"
-  INSTALL=(--debug)
-fi
-OHA="$TOOLS/bin/oha"
 OUT="$PWD/target/bench"
 mkdir -p "$OUT"
-
-if [ ! -x "$OHA" ]; then
-  echo "bench: installing oha into $TOOLS (once)"
-  cargo install --locked ${INSTALL[@]+"${INSTALL[@]}"} --root "$TOOLS" oha -j"$JOBS" >/dev/null
-fi
+install_oha
 
 if [ "$SHORT" = 1 ]; then
   dev_build

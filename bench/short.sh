@@ -15,6 +15,26 @@ else
   BIN_DIR="$PWD/target/release"
 fi
 
+# The load tool, oha (crates.io), installed once by `install_oha`: a release
+# build in bench/.tools for real runs; for the short mode, which only needs
+# answers, a dev build (a fraction of the release build's minutes on a
+# fresh machine) in bench/.tools-short, kept apart so that a real run never
+# measures with it.
+if [ "$SHORT" = 1 ]; then
+  OHA_ROOT="$PWD/bench/.tools-short"
+  OHA_PROFILE=(--debug)
+else
+  OHA_ROOT="$PWD/bench/.tools"
+  OHA_PROFILE=()
+fi
+OHA="$OHA_ROOT/bin/oha"
+install_oha() {
+  if [ ! -x "$OHA" ]; then
+    echo "bench: installing oha into $OHA_ROOT (once)"
+    cargo install --locked ${OHA_PROFILE[@]+"${OHA_PROFILE[@]}"} --root "$OHA_ROOT" oha -j"$JOBS" >/dev/null
+  fi
+}
+
 # The workspace's dev build as deploy/test.sh makes it, with the examples:
 # the same package selection, so the same features and no second build of
 # the dependencies.

@@ -20,9 +20,14 @@ pub enum AggregatorError {
     #[error("encoding release: {0}")]
     Release(#[from] hushmap_schema::ReleaseError),
     /// State could not be rebuilt from Kafka; the text says what was
-    /// missing or unreadable (it has no library error of its own).
+    /// missing or unreadable (a state that no library call failed on, so
+    /// with no error of its own).
     #[error("recovering state from Kafka: {0}")]
     Recovery(String),
+    /// Without the committed offsets the aggregator cannot know where its
+    /// windows start.
+    #[error("recovering state from Kafka: cannot fetch committed offsets: {0}")]
+    CommittedOffsets(#[source] KafkaError),
     #[error("{0}")]
     ReadToEnd(#[from] hushmap_service::consumer::ReadToEndError),
     #[error("metrics endpoint: {0}")]

@@ -76,12 +76,11 @@ pub(crate) fn committed_positions<C: ConsumerContext>(
 }
 
 /// [`hushmap_service::consumer::committed_offsets`], its failure a
-/// [`Recovery`](AggregatorError::Recovery) error: without the committed
-/// offsets the aggregator cannot know where its windows start.
+/// [`CommittedOffsets`](AggregatorError::CommittedOffsets) error.
 fn committed_offsets<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     wanted: TopicPartitionList,
 ) -> Result<TopicPartitionList, AggregatorError> {
     hushmap_service::consumer::committed_offsets(consumer, wanted)
-        .map_err(|e| AggregatorError::Recovery(format!("cannot fetch committed offsets: {e}")))
+        .map_err(AggregatorError::CommittedOffsets)
 }

@@ -38,7 +38,7 @@ if [ "$missing" = 1 ]; then
   cargo build --release --locked -j"${HUSHMAP_JOBS:-$(nproc)}" \
     -p hushmap-ingest -p hushmap-aggregate -p hushmap-dashboard -p hushmap-cluster \
     --bin hushmap-ingest --bin hushmap-aggregate --bin hushmap-dashboard \
-    --bin hushmap-cluster 2>&1 | tail -n 1
+    --bin hushmap-cluster --features hushmap-aggregate/cluster 2>&1 | tail -n 1
 fi
 
 describe() {
