@@ -31,63 +31,20 @@ use hushmap_aggregate::engine::{
 use hushmap_aggregate::records::{RECORD_SCHEMA, SequencedRecord, to_record_batch};
 use hushmap_privacy::release::noisy_release;
 use hushmap_privacy::sensitivity::ContributionBounds;
-use hushmap_schema::{
-    AgeBand, CoarseRecord, ContributorKey, RegionCell, RiskLevel, SymptomSet, Window, WindowLength,
-};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use hushmap_schema::{CoarseRecord, Window, WindowLength};
+use hushmap_testkit::synthetic::SyntheticRecords;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
 use support::env_usize;
 
-/// 200 resolution-5 cells (children of five neighbouring resolution-3 cells).
-fn regions() -> Vec<RegionCell> {
-    let res3 = RegionCell::from_coordinate(
-        52.5,
-        13.4,
-        hushmap_schema::region::RegionResolution::new(3).unwrap(),
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let mut parent = res3.raw();
-    while out.len() < 200 {
-        if let Ok(cell) = RegionCell::from_raw(parent)
-            && cell.resolution() == 3
-        {
-            out.extend(cell.children(5).unwrap());
-        }
-        // The next resolution-3 index (digits of a res-3 cell step by 2^42).
-        parent += 1 << 42;
-    }
-    out.truncate(200);
-    out
-}
-
 fn records(n: usize) -> Vec<SequencedRecord> {
-    let mut rng = StdRng::seed_from_u64(42);
-    let len = WindowLength::ONE_DAY;
-    let window = Window::containing(1_767_225_600_000, len);
-    let regions = regions();
-    let contributors = (n / 2).max(1) as u64;
-    (0..n)
-        .map(|i| {
-            let who = rng.random_range(0..contributors);
-            let mut key = [0u8; 16];
-            key[..8].copy_from_slice(&who.to_le_bytes());
-            SequencedRecord {
-                seq: i as u64,
-                record: CoarseRecord {
-                    window,
-                    window_length: len,
-                    region: regions[rng.random_range(0..regions.len())],
-                    age_band: AgeBand::ALL[rng.random_range(0..6)],
-                    risk: RiskLevel::ALL[rng.random_range(0..3)],
-                    symptoms: SymptomSet::from_bits(rng.random_range(0..1024u16)).unwrap(),
-                    contributor: ContributorKey(key),
-                },
-            }
+    SyntheticRecords::new(n as u64)
+        .enumerate()
+        .map(|(i, record)| SequencedRecord {
+            seq: i as u64,
+            record,
         })
         .collect()
 }

@@ -89,7 +89,7 @@ struct BatchArgs {
     /// df://HOST[:PORT] (hushmap-cluster). The executors read the accepted
     /// records from batch.spill_dir at the same path, and send back exact
     /// counts; the noise and the ledger stay in this process.
-    #[arg(long, value_parser = cluster_url)]
+    #[arg(long, value_parser = batch::ClusterUrl::parse)]
     cluster: Option<batch::ClusterUrl>,
 }
 
@@ -142,11 +142,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A `df://` scheduler address on the command line.
-fn cluster_url(text: &str) -> Result<batch::ClusterUrl, String> {
-    batch::ClusterUrl::parse(text).map_err(|e| e.to_string())
 }
 
 /// An instant on the command line: RFC 3339, a UTC date, or ms.

@@ -39,6 +39,22 @@ struct Fixture {
     config: PathBuf,
 }
 
+/// The fixture's three daily windows.
+const DAYS: (&str, &str) = ("2026-01-01", "2026-01-04");
+
+impl Fixture {
+    /// [`batch`] with the fixture's configuration.
+    fn batch(
+        &self,
+        input: &Path,
+        out: &Path,
+        range: (&str, &str),
+        extra: &[&str],
+    ) -> (bool, String) {
+        batch(&self.config, input, out, range, extra)
+    }
+}
+
 /// 3,000 generated submissions over three daily windows, a signed-up user
 /// who submits three times in one window, and six bad lines.
 fn fixture(name: &str) -> Fixture {
@@ -183,13 +199,7 @@ fn batch(
 /// The fixture's three days, each run with a ledger of its own.
 fn run_batch(f: &Fixture, input: &Path, out: &Path) -> String {
     let ledger = PathBuf::from(format!("{}.ledger", out.display()));
-    let (ok, stderr) = batch(
-        &f.config,
-        input,
-        out,
-        ("2026-01-01", "2026-01-04"),
-        &["--ledger", ledger.to_str().unwrap()],
-    );
+    let (ok, stderr) = f.batch(input, out, DAYS, &["--ledger", ledger.to_str().unwrap()]);
     assert!(ok, "batch failed:\n{stderr}");
     stderr
 }
@@ -273,11 +283,10 @@ fn the_measurements_behind_a_batch_run_are_written_beside_it() {
     let f = fixture("measured");
     let (out, measured) = (f.dir.join("out.json"), f.dir.join("measured.json"));
     let ledger = f.dir.join("measured.ledger");
-    let (ok, stderr) = batch(
-        &f.config,
+    let (ok, stderr) = f.batch(
         &f.ndjson,
         &out,
-        ("2026-01-01", "2026-01-04"),
+        DAYS,
         &[
             "--ledger",
             ledger.to_str().unwrap(),
@@ -312,8 +321,7 @@ fn the_measurements_behind_a_batch_run_are_written_beside_it() {
     assert_eq!(ledger_lines, 3, "three windows charged, once each");
 
     // The same file for both is refused before anything is read or spent.
-    let (ok, stderr) = batch(
-        &f.config,
+    let (ok, stderr) = f.batch(
         &f.ndjson,
         &out,
         ("2026-01-04", "2026-01-05"),
@@ -466,13 +474,7 @@ fn a_second_run_over_the_same_windows_is_refused_by_the_ledger() {
     let ledger_arg = ["--ledger", ledger.to_str().unwrap()];
     let first = f.dir.join("first.json");
     // Only the first two days: the third day's records are outside.
-    let (ok, stderr) = batch(
-        &f.config,
-        &f.ndjson,
-        &first,
-        ("2026-01-01", "2026-01-03"),
-        &ledger_arg,
-    );
+    let (ok, stderr) = f.batch(&f.ndjson, &first, ("2026-01-01", "2026-01-03"), &ledger_arg);
     assert!(ok, "{stderr}");
     assert!(
         stderr.contains("3009 records: 2003 accepted, 1006 refused"),
@@ -492,8 +494,7 @@ fn a_second_run_over_the_same_windows_is_refused_by_the_ledger() {
 
     // Again, overlapping: day 2 is refused, day 3 is released.
     let second = f.dir.join("second.json");
-    let (ok, stderr) = batch(
-        &f.config,
+    let (ok, stderr) = f.batch(
         &f.ndjson,
         &second,
         ("2026-01-02", "2026-01-04"),
@@ -513,26 +514,14 @@ fn a_second_run_over_the_same_windows_is_refused_by_the_ledger() {
 
     // Everything again: nothing can be released; the run says why and fails.
     let third = f.dir.join("third.json");
-    let (ok, stderr) = batch(
-        &f.config,
-        &f.ndjson,
-        &third,
-        ("2026-01-01", "2026-01-04"),
-        &ledger_arg,
-    );
+    let (ok, stderr) = f.batch(&f.ndjson, &third, DAYS, &ledger_arg);
     assert!(!ok, "{stderr}");
     assert!(stderr.contains("no window released"), "{stderr}");
     assert!(!third.exists());
 
     // A fresh ledger releases them, and says its budget was not shared.
     let fresh = f.dir.join("fresh.json");
-    let (ok, stderr) = batch(
-        &f.config,
-        &f.ndjson,
-        &fresh,
-        ("2026-01-01", "2026-01-04"),
-        &["--fresh-ledger"],
-    );
+    let (ok, stderr) = f.batch(&f.ndjson, &fresh, DAYS, &["--fresh-ledger"]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("--fresh-ledger"), "{stderr}");
     let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&fresh).unwrap()).unwrap();
@@ -623,7 +612,7 @@ fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
         &config,
         &input,
         &out,
-        ("2026-01-01", "2026-01-04"),
+        DAYS,
         &["--ledger", ledger.to_str().unwrap()],
     );
     assert!(ok, "{stderr}");
@@ -647,13 +636,7 @@ fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
     // The default pool holds them: the fast plan, the same counts.
     let out = f.dir.join("default.json");
     let ledger = f.dir.join("default.ledger");
-    let (ok, stderr) = batch(
-        &f.config,
-        &input,
-        &out,
-        ("2026-01-01", "2026-01-04"),
-        &["--ledger", ledger.to_str().unwrap()],
-    );
+    let (ok, stderr) = f.batch(&input, &out, DAYS, &["--ledger", ledger.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(!stderr.contains("through disk"), "{stderr}");
     let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -783,17 +766,16 @@ fn a_cluster_counts_exactly_what_one_machine_counts_and_keeps_nothing() {
     let input = f.dir.join("records.parquet");
     write_coarse_parquet(&input, &records).unwrap();
     let want = expected(&records);
-    let range = ("2026-01-01", "2026-01-04");
+    let range = DAYS;
 
     let local = f.dir.join("local.json");
-    let (ok, stderr) = batch(&f.config, &input, &local, range, &["--fresh-ledger"]);
+    let (ok, stderr) = f.batch(&input, &local, range, &["--fresh-ledger"]);
     assert!(ok, "{stderr}");
     assert!(!stderr.contains("on the cluster"), "{stderr}");
 
     let before = tasks_received(&cluster_dir);
     let on_cluster = f.dir.join("cluster.json");
-    let (ok, stderr) = batch(
-        &f.config,
+    let (ok, stderr) = f.batch(
         &input,
         &on_cluster,
         range,
@@ -849,11 +831,10 @@ fn a_cluster_that_cannot_count_spends_nothing() {
     let out = f.dir.join("out.json");
     let ledger = f.dir.join("ledger.ndjson");
     // Nothing listens on port 9 here.
-    let (ok, stderr) = batch(
-        &f.config,
+    let (ok, stderr) = f.batch(
         &f.ndjson,
         &out,
-        ("2026-01-01", "2026-01-04"),
+        DAYS,
         &[
             "--ledger",
             ledger.to_str().unwrap(),
@@ -871,11 +852,10 @@ fn a_cluster_that_cannot_count_spends_nothing() {
     assert!(spent.trim().is_empty(), "the ledger was spent: {spent}");
 
     // A URL that is not a scheduler's is refused before anything is read.
-    let (ok, stderr) = batch(
-        &f.config,
+    let (ok, stderr) = f.batch(
         Path::new("/nonexistent.ndjson"),
         &out,
-        ("2026-01-01", "2026-01-04"),
+        DAYS,
         &["--fresh-ledger", "--cluster", "http://127.0.0.1:50050"],
     );
     assert!(!ok);

@@ -29,8 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Ballista's port for the scheduler, the `df://` URL's default.
-pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
+pub use hushmap_service::cluster::{ClusterUrl, DEFAULT_SCHEDULER_PORT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -97,8 +96,7 @@ pub async fn run_scheduler(settings: &SchedulerSettings) -> Result<(), ClusterEr
 #[derive(Debug, Clone)]
 pub struct ExecutorSettings {
     /// The scheduler's host and port.
-    pub scheduler_host: String,
-    pub scheduler_port: u16,
+    pub scheduler: ClusterUrl,
     /// The address its services bind (Flight for shuffle data, gRPC for
     /// tasks).
     pub bind_host: String,
@@ -142,8 +140,8 @@ impl ExecutorSettings {
             external_host: self.external_host.clone(),
             port: self.flight_port,
             grpc_port: self.grpc_port,
-            scheduler_host: self.scheduler_host.clone(),
-            scheduler_port: self.scheduler_port,
+            scheduler_host: self.scheduler.host().to_string(),
+            scheduler_port: self.scheduler.port(),
             scheduler_connect_timeout_seconds: 30,
             vcores: self.vcores,
             work_dir: Some(self.work_dir.display().to_string()),
@@ -164,7 +162,7 @@ impl ExecutorSettings {
 pub async fn run_executor(settings: &ExecutorSettings) -> Result<(), ClusterError> {
     let config = settings.ballista_config()?;
     tracing::info!(
-        scheduler_port = settings.scheduler_port,
+        scheduler_port = settings.scheduler.port(),
         flight_port = settings.flight_port,
         "ballista executor starting"
     );
@@ -216,8 +214,7 @@ mod tests {
 
     fn executor(dir: PathBuf) -> ExecutorSettings {
         ExecutorSettings {
-            scheduler_host: "localhost".into(),
-            scheduler_port: DEFAULT_SCHEDULER_PORT,
+            scheduler: ClusterUrl::parse_address("localhost").unwrap(),
             bind_host: "127.0.0.1".into(),
             external_host: None,
             flight_port: 50051,

@@ -2,7 +2,9 @@
 //! `hushmap-aggregate batch --cluster`.
 
 use clap::{Parser, Subcommand};
-use hushmap_cluster::{DEFAULT_SCHEDULER_PORT, ExecutorSettings, Role, SchedulerSettings};
+use hushmap_cluster::{
+    ClusterUrl, DEFAULT_SCHEDULER_PORT, ExecutorSettings, Role, SchedulerSettings,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,9 +50,10 @@ enum Command {
         #[arg(
             long,
             env = "HUSHMAP_CLUSTER_SCHEDULER",
-            default_value = "localhost:50050"
+            default_value = "localhost:50050",
+            value_parser = ClusterUrl::parse_address
         )]
-        scheduler: String,
+        scheduler: ClusterUrl,
         /// Address the executor's services bind.
         #[arg(long, env = "HUSHMAP_CLUSTER_BIND_HOST", default_value = "127.0.0.1")]
         bind_host: String,
@@ -125,27 +128,20 @@ fn main() -> anyhow::Result<()> {
             memory_limit_mb,
             job_data_ttl_secs,
             check,
-        } => {
-            let (host, port) = match scheduler.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse()?),
-                None => (scheduler, DEFAULT_SCHEDULER_PORT),
-            };
-            (
-                Role::Executor(ExecutorSettings {
-                    scheduler_host: host,
-                    scheduler_port: port,
-                    bind_host,
-                    external_host,
-                    flight_port,
-                    grpc_port,
-                    work_dir,
-                    vcores,
-                    memory_limit_mb,
-                    job_data_ttl: Duration::from_secs(job_data_ttl_secs),
-                }),
-                check,
-            )
-        }
+        } => (
+            Role::Executor(ExecutorSettings {
+                scheduler,
+                bind_host,
+                external_host,
+                flight_port,
+                grpc_port,
+                work_dir,
+                vcores,
+                memory_limit_mb,
+                job_data_ttl: Duration::from_secs(job_data_ttl_secs),
+            }),
+            check,
+        ),
     };
     match check {
         Some(Check::CheckConfig) => {

@@ -115,12 +115,7 @@ fn main() -> anyhow::Result<()> {
                     cost: 0.0134,
                     delta: 0.0,
                 }],
-                part: hushmap_schema::release::ReleasePart::WHOLE,
-                coverage: Default::default(),
-                ledger_scope: Default::default(),
-                estimates: Default::default(),
-                all_ages_noise_scale: Default::default(),
-                provisional: None,
+                ..Default::default()
             },
             rows,
         })?;

@@ -221,12 +221,7 @@ mod tests {
                 symptom_noise_scale: 1.0,
                 max_ci_half_width: 0.15,
                 statistic_costs: Vec::new(),
-                part: hushmap_schema::release::ReleasePart::WHOLE,
-                coverage: Default::default(),
-                ledger_scope: Default::default(),
-                estimates: Default::default(),
-                all_ages_noise_scale: Default::default(),
-                provisional: None,
+                ..Default::default()
             },
             rows: vec![
                 row("18-29", [10, 10, 5], 2.0),
@@ -292,12 +287,7 @@ mod tests {
                 symptom_noise_scale: 1.0,
                 max_ci_half_width: 0.15,
                 statistic_costs: Vec::new(),
-                part: hushmap_schema::release::ReleasePart::WHOLE,
-                coverage: Default::default(),
-                ledger_scope: Default::default(),
-                estimates: Default::default(),
-                all_ages_noise_scale: Default::default(),
-                provisional: None,
+                ..Default::default()
             },
             rows: vec![
                 at(5, [3, 1, 1], 10.0),       // suppressed: tiny and noisy

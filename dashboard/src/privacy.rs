@@ -44,12 +44,7 @@ mod tests {
                 cost: rho,
                 delta: threshold_delta,
             }],
-            part: Default::default(),
-            coverage: Default::default(),
-            ledger_scope: Default::default(),
-            estimates: Default::default(),
-            all_ages_noise_scale: Default::default(),
-            provisional: None,
+            ..Default::default()
         }
     }
 

@@ -554,12 +554,7 @@ pub(crate) mod tests {
                 symptom_noise_scale: 2.0,
                 max_ci_half_width: 0.2,
                 statistic_costs: vec![],
-                part: hushmap_schema::release::ReleasePart::WHOLE,
-                coverage: Default::default(),
-                ledger_scope: Default::default(),
-                estimates: Default::default(),
-                all_ages_noise_scale: Default::default(),
-                provisional: None,
+                ..Default::default()
             },
             rows,
         }

@@ -116,12 +116,7 @@ fn main() {
                 cost: 0.0066,
                 delta: 0.0,
             }],
-            part: Default::default(),
-            coverage: Default::default(),
-            ledger_scope: Default::default(),
-            estimates: Default::default(),
-            all_ages_noise_scale: Default::default(),
-            provisional: None,
+            ..Default::default()
         },
         rows: vec![row("18-29", 10), row("75+", 0)],
     };

@@ -101,7 +101,10 @@ pub enum ReleaseError {
 }
 
 /// How a release was made and what it cost; travels as schema metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Default: for tests and examples, which name only the fields they set
+// (`..Default::default()`); the aggregator names every field, so that a new
+// one is a decision there, not a zero.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ReleaseMeta {
     /// The released window (ms since the epoch, UTC).
     pub window_start: i64,
@@ -197,6 +200,32 @@ pub struct IntervalCounts {
     pub counts: BTreeMap<String, [i64; 3]>,
 }
 
+/// `as_str` and `FromStr` for an enum of the release's metadata, from one
+/// list of its variants and their names (the names serde writes too), so
+/// that the two directions cannot drift apart.
+macro_rules! text_names {
+    ($enum:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $enum {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $enum {
+            type Err = ();
+
+            fn from_str(s: &str) -> Result<$enum, ()> {
+                match s {
+                    $($text => Ok($enum::$variant),)+
+                    _ => Err(()),
+                }
+            }
+        }
+    };
+}
+
 /// What a release's counts are.
 ///
 /// Both come from the same noisy measurements; making them consistent is
@@ -229,28 +258,7 @@ pub enum Estimates {
     Measured,
 }
 
-impl Estimates {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Estimates::Noisy => "noisy",
-            Estimates::Consistent => "consistent",
-            Estimates::Measured => "measured",
-        }
-    }
-}
-
-impl std::str::FromStr for Estimates {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Estimates, ()> {
-        match s {
-            "noisy" => Ok(Estimates::Noisy),
-            "consistent" => Ok(Estimates::Consistent),
-            "measured" => Ok(Estimates::Measured),
-            _ => Err(()),
-        }
-    }
-}
+text_names!(Estimates { Noisy => "noisy", Consistent => "consistent", Measured => "measured" });
 
 /// Whether a release counted its window's records.
 ///
@@ -275,26 +283,7 @@ pub enum Coverage {
     Missed,
 }
 
-impl Coverage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Coverage::Complete => "complete",
-            Coverage::Missed => "missed",
-        }
-    }
-}
-
-impl std::str::FromStr for Coverage {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Coverage, ()> {
-        match s {
-            "complete" => Ok(Coverage::Complete),
-            "missed" => Ok(Coverage::Missed),
-            _ => Err(()),
-        }
-    }
-}
+text_names!(Coverage { Complete => "complete", Missed => "missed" });
 
 /// Whose privacy budget a release was spent from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -309,26 +298,7 @@ pub enum LedgerScope {
     Fresh,
 }
 
-impl LedgerScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LedgerScope::Shared => "shared",
-            LedgerScope::Fresh => "fresh",
-        }
-    }
-}
-
-impl std::str::FromStr for LedgerScope {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<LedgerScope, ()> {
-        match s {
-            "shared" => Ok(LedgerScope::Shared),
-            "fresh" => Ok(LedgerScope::Fresh),
-            _ => Err(()),
-        }
-    }
-}
+text_names!(LedgerScope { Shared => "shared", Fresh => "fresh" });
 
 /// Part `index` of `of` disjoint parts of one window's release.
 ///
@@ -963,12 +933,8 @@ mod tests {
                     cost: 0.5,
                     delta: 0.0,
                 }],
-                part: Default::default(),
-                coverage: Default::default(),
-                ledger_scope: Default::default(),
-                estimates: Default::default(),
                 all_ages_noise_scale: BTreeMap::from([(7, 9.5), (6, 12.25)]),
-                provisional: None,
+                ..Default::default()
             },
             rows: vec![ReleaseRow {
                 window_start: 1_700_000_000_000,

@@ -8,6 +8,7 @@
 #[cfg(feature = "http")]
 pub mod client_address;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod consumer;
 #[cfg(feature = "http")]

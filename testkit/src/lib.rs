@@ -8,6 +8,7 @@
 //! replicated 3-node cluster. [`idp`] stands in for the identity provider.
 
 pub mod idp;
+pub mod synthetic;
 
 use hushmap_schema::{PayloadKeyring, PayloadPublicKey};
 use hushmap_service::kafka::{KafkaSecurity, SecurityProtocol};
@@ -74,12 +75,7 @@ pub fn hourly_release(hour: i64, rows: Vec<hushmap_schema::ReleaseRow>) -> hushm
             symptom_noise_scale: 4.0,
             max_ci_half_width: 0.15,
             statistic_costs: Vec::new(),
-            part: Default::default(),
-            coverage: Default::default(),
-            ledger_scope: Default::default(),
-            estimates: Default::default(),
-            all_ages_noise_scale: Default::default(),
-            provisional: None,
+            ..Default::default()
         },
         rows,
     }

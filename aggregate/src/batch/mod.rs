@@ -140,8 +140,10 @@ pub enum BatchError {
     Ledger(#[from] LedgerFileError),
     #[error("reading the releases topic for the ledger: {0}")]
     ReleasesTopic(#[from] crate::error::AggregatorError),
-    #[error("--cluster {0}")]
-    ClusterUrl(String),
+    #[error(
+        "--cluster {0}: this hushmap-aggregate was built without the `cluster` feature (cargo build --features cluster)"
+    )]
+    NoClusterClient(ClusterUrl),
     #[error("counting on the cluster {url}: {source}")]
     Cluster { url: String, source: EngineError },
 }
