@@ -14,6 +14,34 @@ use serde::{Deserialize, Serialize};
 ///
 /// The statistics are kept so that composing releases never has to infer
 /// a release's own δ from today's configuration.
+///
+/// # Example
+///
+/// ```
+/// use hushmap_privacy::ReleaseCost;
+/// use hushmap_schema::StatisticCost;
+///
+/// let statistic = |name: &str, cost: f64, delta: f64| StatisticCost {
+///     statistic: name.into(),
+///     level: 5,
+///     cost,
+///     delta,
+/// };
+/// // zCDP: ρ adds up over the statistics, and ε is stated at the
+/// // conversion δ, which the release's δ includes beside the threshold's.
+/// let cost = ReleaseCost::concentrated(
+///     vec![statistic("risk_counts", 0.1, 0.0), statistic("threshold", 0.02, 1e-9)],
+///     1e-7,
+/// )
+/// .unwrap();
+/// assert!((cost.rho.unwrap() - 0.12).abs() < 1e-12);
+/// assert!((cost.delta - (1e-7 + 1e-9)).abs() < 1e-18);
+/// // OpenDP's conversion is no looser than ρ + 2√(ρ ln(1/δ)).
+/// let classic = 0.12 + 2.0 * (0.12 * (1e7f64).ln()).sqrt();
+/// assert!(cost.epsilon > 0.12 && cost.epsilon <= classic, "{}", cost.epsilon);
+/// // A window published without its data costs nothing.
+/// assert!(ReleaseCost::free(true).is_free());
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseCost {
     /// ρ of the whole release under zCDP; `None` for a pure ε-DP release.

@@ -602,6 +602,16 @@ impl ReleaseMeta {
                 .parse::<i64>()
                 .map_err(|_| ReleaseError::Metadata(k))
         };
+        // A key added after the first schema: absent in older files, where
+        // its default is what those releases were.
+        fn named<T: std::str::FromStr<Err = ()> + Default>(
+            m: &HashMap<String, String>,
+            key: &'static str,
+        ) -> Result<T, ReleaseError> {
+            m.get(key).map_or(Ok(T::default()), |text| {
+                text.parse().map_err(|()| ReleaseError::Metadata(key))
+            })
+        }
         Ok(ReleaseMeta {
             window_start: ms(meta_keys::WINDOW_START)?,
             window_end: ms(meta_keys::WINDOW_END)?,
@@ -614,30 +624,10 @@ impl ReleaseMeta {
             max_ci_half_width: num(meta_keys::SUPPRESSION_HALF_WIDTH)?,
             statistic_costs: serde_json::from_str(get(meta_keys::STATISTIC_COSTS)?)
                 .map_err(|_| ReleaseError::Metadata(meta_keys::STATISTIC_COSTS))?,
-            part: match m.get(meta_keys::PART) {
-                None => ReleasePart::WHOLE,
-                Some(text) => text
-                    .parse()
-                    .map_err(|()| ReleaseError::Metadata(meta_keys::PART))?,
-            },
-            coverage: match m.get(meta_keys::COVERAGE) {
-                None => Coverage::Complete,
-                Some(text) => text
-                    .parse()
-                    .map_err(|()| ReleaseError::Metadata(meta_keys::COVERAGE))?,
-            },
-            ledger_scope: match m.get(meta_keys::LEDGER_SCOPE) {
-                None => LedgerScope::Shared,
-                Some(text) => text
-                    .parse()
-                    .map_err(|()| ReleaseError::Metadata(meta_keys::LEDGER_SCOPE))?,
-            },
-            estimates: match m.get(meta_keys::ESTIMATES) {
-                None => Estimates::Noisy,
-                Some(text) => text
-                    .parse()
-                    .map_err(|()| ReleaseError::Metadata(meta_keys::ESTIMATES))?,
-            },
+            part: named(m, meta_keys::PART)?,
+            coverage: named(m, meta_keys::COVERAGE)?,
+            ledger_scope: named(m, meta_keys::LEDGER_SCOPE)?,
+            estimates: named(m, meta_keys::ESTIMATES)?,
             all_ages_noise_scale: match m.get(meta_keys::ALL_AGES_NOISE_SCALE) {
                 None => BTreeMap::new(),
                 Some(text) => serde_json::from_str(text)

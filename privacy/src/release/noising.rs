@@ -15,6 +15,29 @@ use std::collections::HashMap;
 /// and move each count by at most `m`, so the sensitivities of
 /// [`ContributionBounds`](crate::sensitivity::ContributionBounds) hold at
 /// every level.
+///
+/// # Example
+///
+/// ```
+/// use hushmap_privacy::release::{CellCounts, roll_up};
+/// use hushmap_schema::region::RegionResolution;
+/// use hushmap_schema::{AgeBand, RegionCell};
+///
+/// let r5 = RegionResolution::new(5).unwrap();
+/// let cell = RegionCell::from_coordinate(19.08, 72.89, r5).unwrap();
+/// let parent = cell.parent(4).unwrap();
+/// let neighbour = parent.children(5).unwrap().into_iter().find(|c| *c != cell).unwrap();
+/// let mut a = CellCounts::empty(0, cell, AgeBand::ALL[2]);
+/// a.risk = [3, 1, 0];
+/// let mut b = CellCounts::empty(0, neighbour, AgeBand::ALL[2]);
+/// b.risk = [1, 0, 2];
+/// let parents = roll_up(&[a, b], 4);
+/// // Both resolution-5 cells are children of one resolution-4 cell, where
+/// // each count is the sum of its children's.
+/// assert_eq!(parents.len(), 1);
+/// assert_eq!(parents[0].region, parent);
+/// assert_eq!(parents[0].risk, [4, 1, 2]);
+/// ```
 pub fn roll_up(cells: &[CellCounts], level: u8) -> Vec<CellCounts> {
     let mut parents: HashMap<(RegionCell, AgeBand), CellCounts> = HashMap::new();
     for c in cells {
