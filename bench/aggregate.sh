@@ -115,9 +115,11 @@ BENCH_RECORDS="$first" cargo bench -q -j"$JOBS" "${BENCH_ARGS[@]}" --bench strea
 [ -s "$OUT/stream-$first.csv" ] || { echo "bench: the stream bench wrote nothing" >&2; exit 1; }
 
 dp_ms=$(awk -F, '/^dp_release_ms/ {print $2}' "$OUT/engine-$first.csv")
+ahead_ms=$(awk -F, '/^dp_release_noise_ahead_ms/ {print $2}' "$OUT/engine-$first.csv")
 echo
 echo "summary ($first records):"
 awk -F, -v dp="$dp_ms" '/^pipelinedp_s/ {printf "  PipelineDP %.2f s = %.0fx Hushmap'\''s DP release (%.0f ms)\n", $2, $2*1000/dp, dp}' "$OUT/pipelinedp-$first.csv"
+awk -F, -v dp="$ahead_ms" '/^pipelinedp_s/ {printf "  PipelineDP %.2f s = %.0fx Hushmap'\''s DP release with its noise drawn ahead (%.0f ms)\n", $2, $2*1000/dp, dp}' "$OUT/pipelinedp-$first.csv"
 awk -F, -v dp="$dp_ms" '/^opendp_polars_s/ {printf "  OpenDP Polars %.2f s = %.0fx Hushmap'\''s DP release\n", $2, $2*1000/dp}' "$OUT/opendp-$first.csv"
 grep ratio "$OUT/engine-$first.csv" | sed 's/^/  /'
 grep ratio "$OUT/stream-$first.csv" | sed 's/^/  /'

@@ -20,7 +20,10 @@
 //!   engine writes it (hash aggregate + hash join);
 //! - `dp_release`: the engine end to end — bounded count, OpenDP threshold
 //!   selection, noise on every count of three levels, post-processing into
-//!   release rows.
+//!   release rows;
+//! - `dp_release_noise_ahead`: the same with the count noise drawn before
+//!   the window closed, as the streaming aggregator does (`NoiseReserve`;
+//!   `noise_ahead_draw` is what that drawing costs, off the release path).
 
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -29,7 +32,7 @@ use hushmap_aggregate::engine::{
     bounded_counts_sql, bounded_counts_table, sort_bounded_counts_sql,
 };
 use hushmap_aggregate::records::{RECORD_SCHEMA, SequencedRecord, to_record_batch};
-use hushmap_privacy::release::noisy_release;
+use hushmap_privacy::release::{NoiseReserve, noise_window, noisy_release};
 use hushmap_privacy::sensitivity::ContributionBounds;
 use hushmap_schema::{CoarseRecord, Window, WindowLength};
 use hushmap_testkit::synthetic::SyntheticRecords;
@@ -165,6 +168,35 @@ fn main() {
         let release = noisy_release(&cells, &plan, authorisation).unwrap();
         (start.elapsed(), release.rows.len())
     });
+    // The streaming aggregator's release: its count noise drawn while the
+    // window was open (a `NoiseReserve` sized by the last release, which
+    // is public), so what is left once the data are in is the counting,
+    // the threshold selection, the sums and the post-processing.
+    let guess = NoiseReserve::regions_released(
+        &plan,
+        &noisy_release(&cells, &plan, authorise(cells[0].window_start)).unwrap(),
+    );
+    let (ahead, ahead_rows) = best(runs, || {
+        let reserve = NoiseReserve::draw(&plan, &guess).unwrap();
+        rt.block_on(async {
+            let start = Instant::now();
+            let ctx = SessionContext::new();
+            let cells = bounded_counts_table(&ctx, records_table.clone(), config.bounds())
+                .await
+                .unwrap();
+            let authorisation = authorise(cells[0].window_start);
+            let release = noise_window(&cells, &plan, authorisation, Some(reserve))
+                .unwrap()
+                .release;
+            (start.elapsed(), release.rows.len())
+        })
+    });
+    // What drawing ahead costs, off the release's path.
+    let (draw, reserved) = best(runs, || {
+        let start = Instant::now();
+        let reserve = NoiseReserve::draw(&plan, &guess).unwrap();
+        (start.elapsed(), reserve.values())
+    });
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("records,{n}");
     println!("raw_group_by_ms,{:.1},rows,{raw_rows}", ms(raw));
@@ -175,12 +207,21 @@ fn main() {
     println!("dp_release_ms,{:.1},rows,{release_rows}", ms(dp));
     println!("noise_and_post_processing_ms,{:.1}", ms(noise));
     println!(
+        "dp_release_noise_ahead_ms,{:.1},rows,{ahead_rows}",
+        ms(ahead)
+    );
+    println!("noise_ahead_draw_ms,{:.1},values,{reserved}", ms(draw));
+    println!(
         "ratio_dp_vs_raw,{:.2}",
         dp.as_secs_f64() / raw.as_secs_f64()
     );
     println!(
         "ratio_dp_vs_bounded_sql,{:.2}",
         dp.as_secs_f64() / hash.as_secs_f64()
+    );
+    println!(
+        "ratio_dp_noise_ahead_vs_bounded_sql,{:.2}",
+        ahead.as_secs_f64() / hash.as_secs_f64()
     );
     println!(
         "ratio_sort_vs_raw,{:.2}",

@@ -28,6 +28,7 @@ pub mod error;
 pub mod first_record;
 pub mod intake;
 pub mod metrics;
+mod noise_ahead;
 pub mod partitioned;
 pub mod records;
 pub mod release_log;

@@ -41,6 +41,7 @@ use crate::engine::{self, CellCounts, EngineError};
 use crate::error::AggregatorError;
 use crate::intake::DropReason;
 use crate::metrics::AggregatorStats;
+use crate::noise_ahead::NoiseAhead;
 use crate::records::to_record_batch;
 use crate::release_log::ReleaseLog;
 use crate::resume::{Committed, committed_positions, partition_count};
@@ -84,6 +85,8 @@ pub struct Aggregator {
     txn: Transactions,
     ctx: SessionContext,
     plan: ReleasePlan,
+    /// The next release's count noise, drawn while its window is open.
+    noise_ahead: NoiseAhead,
     ledger: PrivacyLedger,
     /// The releases topic as the ledger's history, read where it left off.
     release_log: ReleaseLog,
@@ -197,6 +200,7 @@ impl Aggregator {
             txn,
             ctx: SessionContext::new(),
             plan,
+            noise_ahead: NoiseAhead::default(),
             pending: BTreeMap::new(),
             provisional,
             consumed: HashMap::new(),
@@ -254,6 +258,7 @@ impl Aggregator {
     /// Consumes and releases until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AggregatorError> {
         let metrics = crate::metrics::serve(&self.metrics_listener, self.stats.clone())?;
+        self.noise_ahead.start(&self.plan, None);
         let result = self.consume(shutdown).await;
         metrics.abort();
         result
@@ -511,14 +516,30 @@ impl Aggregator {
             }
         };
         let data = decision.data(&cells);
-        let (release, measured) = match release_window(
+        // A window published without data draws no noise: the reserve
+        // waits for the next one.
+        let reserve = match decision {
+            Decision::Count => self.noise_ahead.take().await,
+            Decision::Missed => None,
+        };
+        let outcome = release_window(
             &mut self.ledger,
             None,
             &self.plan,
             window,
             None,
             data,
-        )? {
+            reserve,
+        )?;
+        if decision == Decision::Count {
+            // The next window's noise, sized by this release (public).
+            let last = match &outcome {
+                WindowOutcome::Released(release, _) => Some(release),
+                WindowOutcome::Refused(_) => None,
+            };
+            self.noise_ahead.start(&self.plan, last);
+        }
+        let (release, measured) = match outcome {
             WindowOutcome::Released(release, measured) => (release, measured),
             WindowOutcome::Refused(e) => {
                 self.stats.windows_refused.fetch_add(1, Ordering::Relaxed);

@@ -12,8 +12,9 @@
 //!
 //! Both datasets of a pair go
 //! through the engine's contribution bounding (DataFusion, once each: it is
-//! deterministic) and then through `noisy_release` — the noising step of
-//! `release_window`, which batch mode and both streaming topologies call —
+//! deterministic) and then through `noise_window` — the noising step of
+//! `release_window`, which batch mode and both streaming topologies call,
+//! with the noise drawn at release time or ahead (`NoiseReserve`) —
 //! thousands of times each. Every released count the extra
 //! contributor can move (their risk level and each symptom, at every level
 //! of the hierarchy) is combined into one statistic, weighted by 1/σ² as the
@@ -47,7 +48,7 @@ use hushmap_aggregate::engine::{CellCounts, bounded_counts};
 use hushmap_aggregate::first_record::{Arrival, first_record_counts};
 use hushmap_aggregate::records::{SequencedRecord, to_record_batch};
 use hushmap_privacy::release::continual::{FirstRecordCounts, ProvisionalSeries};
-use hushmap_privacy::release::{ReleasePlan, noisy_release};
+use hushmap_privacy::release::{NoiseReserve, ReleasePlan, noise_window};
 use hushmap_privacy::{Budget, PrivacyLedger};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::{
@@ -159,6 +160,16 @@ async fn bounded(config: &AggregateConfig, records: &[CoarseRecord]) -> Vec<Cell
         .unwrap()
 }
 
+/// Where a release's count noise comes from.
+#[derive(Debug, Clone, Copy)]
+enum Noise {
+    /// Drawn at release time.
+    AtRelease,
+    /// Drawn ahead into a [`NoiseReserve`] (as the streaming aggregator
+    /// does), with room for this many regions at each threshold level.
+    Ahead(usize),
+}
+
 /// The weighted sum of every released count the extra contributor moves,
 /// in trial `k`'s release (0 for counts not released at all).
 fn statistic(
@@ -166,11 +177,20 @@ fn statistic(
     k: usize,
     plan: &ReleasePlan,
     cells: &[CellCounts],
+    noise: Noise,
 ) -> f64 {
+    let reserve = match noise {
+        Noise::AtRelease => None,
+        Noise::Ahead(regions) => {
+            Some(NoiseReserve::draw(plan, &vec![regions; plan.levels.len()]).unwrap())
+        }
+    };
     let authorisation = ledger
         .authorise(trial_window(k), plan.cost.clone())
         .unwrap();
-    let release = noisy_release(cells, plan, authorisation).unwrap();
+    let release = noise_window(cells, plan, authorisation, reserve)
+        .unwrap()
+        .release;
     let mut t = 0.0;
     for row in &release.rows {
         if row.age_band != AgeBand::From75.label() {
@@ -265,6 +285,7 @@ async fn run(
     noised: &AggregateConfig,
     claimed: &AggregateConfig,
     others: Others,
+    noise: Noise,
 ) -> (Audit, f64, f64) {
     let plan = noised.validated_plan().unwrap();
     let claim = claimed.validated_plan().unwrap().cost;
@@ -273,10 +294,10 @@ async fn run(
     let n = trials();
     let mut ledger = audit_ledger();
     let without: Vec<f64> = (0..n)
-        .map(|k| statistic(&mut ledger, k, &plan, &cells))
+        .map(|k| statistic(&mut ledger, k, &plan, &cells, noise))
         .collect();
     let with: Vec<f64> = (n..2 * n)
-        .map(|k| statistic(&mut ledger, k, &plan, &cells_prime))
+        .map(|k| statistic(&mut ledger, k, &plan, &cells_prime, noise))
         .collect();
     let audit = audit(&without, &with, claim.delta);
     let selection = if noised.privacy.public_regions.is_empty() {
@@ -285,7 +306,7 @@ async fn run(
         "public region"
     };
     eprintln!(
-        "audit {} trials/side, {}, {:?} besides the person, {selection}: claimed ε {:.3} \
+        "audit {} trials/side, {}, {:?} besides the person, {selection}, noise {noise:?}: claimed ε {:.3} \
          (δ {:.1e}); lower bound ε ≥ {:.3} (threshold {:.2}, FPR ≤ {:.4}, FNR ≤ {:.4})",
         n,
         plan.mechanism,
@@ -301,7 +322,11 @@ async fn run(
 }
 
 async fn assert_within_claim(c: &AggregateConfig, others: Others) {
-    let (audit, claimed, _) = run(c, c, others).await;
+    assert_within_claim_with(c, others, Noise::AtRelease).await;
+}
+
+async fn assert_within_claim_with(c: &AggregateConfig, others: Others, noise: Noise) {
+    let (audit, claimed, _) = run(c, c, others, noise).await;
     assert!(
         audit.epsilon_lower <= claimed,
         "empirical ε ≥ {} exceeds the claimed {claimed} ({others:?})",
@@ -331,6 +356,19 @@ async fn a_lone_person_in_an_empty_window_is_hidden_within_the_claim() {
     assert_within_claim(&threshold, Others::Nobody).await;
 }
 
+/// Noise drawn before the window closed (the streaming aggregator's
+/// `NoiseReserve`) is the same noise: the public region's counts all come
+/// from the reserve; under threshold selection, the reserve covers a few
+/// regions and the rest is drawn at release time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_with_noise_drawn_ahead_spends_no_more_than_it_claims() {
+    let public = config(Mechanism::Gaussian, 1.0);
+    assert_within_claim_with(&public, Others::Ordinary, Noise::Ahead(0)).await;
+    let mut threshold = config(Mechanism::Gaussian, 1.0);
+    threshold.privacy.public_regions.clear();
+    assert_within_claim_with(&threshold, Others::Ordinary, Noise::Ahead(3)).await;
+}
+
 /// One person among hundreds in their own cell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_in_a_busy_cell_is_hidden_within_the_claim() {
@@ -345,6 +383,7 @@ async fn audit_catches_a_release_noised_for_ten_times_its_claim() {
         &config(Mechanism::Gaussian, 10.0),
         &config(Mechanism::Gaussian, 1.0),
         Others::Ordinary,
+        Noise::AtRelease,
     )
     .await;
     assert!(

@@ -496,7 +496,7 @@ fn release_windows(
         // Every window of the range, whether or not anyone is in it.
         let cells = by_window.remove(&window.start_ms).unwrap_or_default();
         let data = WindowData::Counted(&cells);
-        match release_window(ledger, file.as_deref_mut(), plan, window, None, data)? {
+        match release_window(ledger, file.as_deref_mut(), plan, window, None, data, None)? {
             WindowOutcome::Released(mut release, measured) => {
                 release.meta.ledger_scope = scope;
                 releases.push(release);

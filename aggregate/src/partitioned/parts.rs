@@ -539,7 +539,15 @@ impl PartStage {
             .shard_plans
             .entry(part.index)
             .or_insert_with(|| plan.for_shard(coarsest, part.index, shards));
-        let outcome = release_window(&mut self.ledger, None, shard_plan, window, Some(part), data)?;
+        let outcome = release_window(
+            &mut self.ledger,
+            None,
+            shard_plan,
+            window,
+            Some(part),
+            data,
+            None,
+        )?;
         let release = match outcome {
             WindowOutcome::Released(release, measured) => NoisedPart {
                 release,

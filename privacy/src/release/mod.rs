@@ -29,12 +29,14 @@ pub mod consistency;
 pub mod continual;
 pub mod noising;
 pub mod plan;
+pub mod reserve;
 pub mod window;
 
 pub use noising::{Noised, missed_release, noise_window, noisy_release, roll_up};
 pub use plan::{
     LevelPlan, Mechanism, PlanSpec, ProvisionalPlan, ProvisionalSpec, RegionSelection, ReleasePlan,
 };
+pub use reserve::NoiseReserve;
 pub use window::{
     ProvisionalOutcome, ReleaseStepError, WindowData, WindowOutcome, release_provisional,
     release_window,

@@ -1,11 +1,13 @@
 //! The noise of one release and its post-processing into release rows.
-//! Noise is drawn only here, and only with an [`Authorisation`].
+//! Noise meets counts only here, and only with an [`Authorisation`] (it
+//! may have been drawn earlier: [`NoiseReserve`]).
 
 use super::CellCounts;
 use super::consistency::CountTree;
 use super::plan::{LevelPlan, RegionSelection, ReleasePlan};
+use super::reserve::{Bank, LevelBanks, NoiseReserve};
 use crate::Authorisation;
-use crate::noise::NoiseError;
+use crate::noise::{CountNoise, NoiseError};
 use hushmap_schema::release::{CellLabel, Coverage, Estimates};
 use hushmap_schema::{AgeBand, RegionCell, Release, ReleaseMeta, ReleaseRow, Window};
 use std::collections::HashMap;
@@ -83,9 +85,27 @@ impl LevelMeasurement {
     }
 }
 
+/// `truth` plus `noise`: from the bank when there is one (drawn before the
+/// window closed), else drawn now.
+fn noised(
+    noise: &CountNoise,
+    bank: Option<&mut Bank>,
+    truth: &[i64],
+) -> Result<Vec<i64>, NoiseError> {
+    match bank {
+        Some(bank) => bank.noised(noise, truth),
+        None => noise.apply(truth),
+    }
+}
+
 /// Chooses one level's regions and noises their counts (all six bands of
-/// every region chosen, zeros included).
-fn measure_level(cells: &[CellCounts], level: &LevelPlan) -> Result<LevelMeasurement, NoiseError> {
+/// every region chosen, zeros included), with the level's reserved noise
+/// where there is some.
+fn measure_level(
+    cells: &[CellCounts],
+    level: &LevelPlan,
+    mut banks: Option<&mut LevelBanks>,
+) -> Result<LevelMeasurement, NoiseError> {
     let regions: Vec<RegionCell> = level.selection.regions(cells)?.iter().copied().collect();
     // Indexed once: the grid (regions × bands) and the counted cells can
     // both run to tens of thousands.
@@ -107,9 +127,17 @@ fn measure_level(cells: &[CellCounts], level: &LevelPlan) -> Result<LevelMeasure
             }
         }
     }
-    let risk = level.risk.apply(&risk_true)?;
+    let risk = noised(
+        &level.risk,
+        banks.as_deref_mut().map(|b| &mut b.risk),
+        &risk_true,
+    )?;
     let symptoms = match &level.symptoms {
-        Some(noise) => noise.apply(&sym_true)?,
+        Some(noise) => noised(
+            noise,
+            banks.as_deref_mut().and_then(|b| b.symptoms.as_mut()),
+            &sym_true,
+        )?,
         None => vec![0; sym_true.len()],
     };
     let all_ages = match &level.all_ages {
@@ -121,7 +149,11 @@ fn measure_level(cells: &[CellCounts], level: &LevelPlan) -> Result<LevelMeasure
                     (0..3).map(move |k| region.iter().skip(k).step_by(3).sum::<i64>())
                 })
                 .collect();
-            Some(triples(&noise.apply(&sums)?))
+            Some(triples(&noised(
+                noise,
+                banks.and_then(|b| b.all_ages.as_mut()),
+                &sums,
+            )?))
         }
         None => None,
     };
@@ -350,7 +382,7 @@ pub fn noisy_release(
     plan: &ReleasePlan,
     authorisation: Authorisation,
 ) -> Result<Release, NoiseError> {
-    Ok(noise_window(cells, plan, authorisation)?.release)
+    Ok(noise_window(cells, plan, authorisation, None)?.release)
 }
 
 /// A window's release and the measurements it was made from.
@@ -364,11 +396,14 @@ pub struct Noised {
 }
 
 /// [`noisy_release`], with the measurements it was made from (which cost
-/// nothing more to publish: they are what was drawn).
+/// nothing more to publish: they are what was drawn). The count noise
+/// comes from `reserve` as far as it goes ([`NoiseReserve`]: drawn before
+/// the window closed, used here once and dropped), the rest is drawn now.
 pub fn noise_window(
     cells: &[CellCounts],
     plan: &ReleasePlan,
     authorisation: Authorisation,
+    mut reserve: Option<NoiseReserve>,
 ) -> Result<Noised, NoiseError> {
     if !authorisation.cost().same_as(&plan.cost) {
         return Err(NoiseError::Parameter(
@@ -397,7 +432,8 @@ pub fn noise_window(
             rolled = roll_up(cells, level.level);
             &rolled
         };
-        measured.push(measure_level(level_cells, level)?);
+        let banks = reserve.as_mut().and_then(|r| r.level(i));
+        measured.push(measure_level(level_cells, level, banks)?);
     }
     // Post-processing from here on: nothing but the measurements and
     // their public variances is read.
@@ -555,6 +591,67 @@ mod tests {
             age_band: band,
             risk,
             symptoms: [1; 10],
+        }
+    }
+
+    #[test]
+    fn reserved_noise_goes_to_the_counts_in_release_order_and_the_rest_is_drawn() {
+        let w = Window::containing(0, WindowLength::from_secs(60).unwrap());
+        let cells = vec![
+            cell(10.0, AgeBand::From18To29, [5, 3, 2]),
+            cell(20.0, AgeBand::From75, [0, 0, 400]),
+        ];
+        let plan = plan(1e6);
+        let noised = |reserve| {
+            let mut ledger = crate::PrivacyLedger::new(crate::Budget {
+                limits: Vec::new(),
+                delta: 1e-8,
+                max_delta: 1.0,
+            });
+            let auth = ledger.authorise(w, plan.cost.clone()).unwrap();
+            noise_window(&cells, &plan, auth, Some(reserve))
+                .unwrap()
+                .measured
+        };
+        // Room for both regions at every level: every count's noise is the
+        // reserve's (1000 here), none drawn now.
+        let all = noised(NoiseReserve::constant(&plan, &[2, 2, 2], 1000));
+        assert_eq!(
+            all.rows.len(),
+            3 * 2 * 6,
+            "three levels × two regions × six bands"
+        );
+        for row in &all.rows {
+            assert!(
+                [row.n_low, row.n_moderate, row.n_high]
+                    .iter()
+                    .chain(&row.symptoms)
+                    .all(|&n| n >= 1000),
+                "{row:?}"
+            );
+        }
+        let young = all
+            .rows
+            .iter()
+            .find(|r| r.level == 5 && r.age_band == AgeBand::From18To29.label() && r.n_low > 1004)
+            .expect("the counted cell");
+        assert_eq!(
+            (young.n_low, young.n_moderate, young.n_high),
+            (1005, 1003, 1002)
+        );
+        // Room for one region: the first region of each level (in release
+        // order) gets the reserve's noise, the second is drawn now (σ ≈ 0
+        // at this ε, so its counts are the truth).
+        let half = noised(NoiseReserve::constant(&plan, &[1, 1, 1], 1000));
+        for level in [5, 4, 3] {
+            let rows = at(&half, level);
+            let mut regions: Vec<&str> = rows.iter().map(|r| r.region.as_str()).collect();
+            regions.dedup();
+            assert_eq!(regions.len(), 2);
+            for row in &rows {
+                let reserved = row.region == regions[0];
+                assert_eq!(row.n_low >= 1000, reserved, "level {level}: {row:?}");
+            }
         }
     }
 

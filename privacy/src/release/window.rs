@@ -2,8 +2,9 @@
 //! shared by the single streaming topology, each shard of the partitioned
 //! one and batch mode. The order is the guarantee: the ledger authorises
 //! the window's cost (a ledger file, when there is one, records the
-//! authorisation and syncs) before a single noise value is drawn, so no
-//! noised number exists that the ledger has not charged.
+//! authorisation and syncs) before a single count is noised, so no noised
+//! number exists that the ledger has not charged. (Noise drawn ahead, a
+//! [`NoiseReserve`](super::NoiseReserve), is data-independent until then.)
 //!
 //! ```
 //! use hushmap_privacy::release::{Mechanism, PlanSpec, ReleasePlan, WindowData, WindowOutcome, release_window};
@@ -34,18 +35,19 @@
 //!     max_delta: 1e-6,
 //! });
 //! let hour = |h: i64| Window::from_start(h * 3_600_000, WindowLength::from_secs(3600).unwrap()).unwrap();
-//! let first = release_window(&mut ledger, None, &plan, hour(0), None, WindowData::Counted(&[])).unwrap();
+//! let first = release_window(&mut ledger, None, &plan, hour(0), None, WindowData::Counted(&[]), None).unwrap();
 //! assert!(matches!(first, WindowOutcome::Released(_, Some(_))));
 //! // A second ε = 1 within the day is over its 1.5: refused, nothing noised.
-//! let second = release_window(&mut ledger, None, &plan, hour(1), None, WindowData::Counted(&[])).unwrap();
+//! let second = release_window(&mut ledger, None, &plan, hour(1), None, WindowData::Counted(&[]), None).unwrap();
 //! assert!(matches!(second, WindowOutcome::Refused(_)));
 //! // A window published without data costs nothing and is always allowed.
-//! let missed = release_window(&mut ledger, None, &plan, hour(2), None, WindowData::Missed).unwrap();
+//! let missed = release_window(&mut ledger, None, &plan, hour(2), None, WindowData::Missed, None).unwrap();
 //! assert!(matches!(missed, WindowOutcome::Released(r, None) if r.rows.is_empty()));
 //! ```
 
 use super::continual::{FirstRecordCounts, ProvisionalError, ProvisionalSeries};
 use super::noising::{missed_release, noise_window};
+use super::reserve::NoiseReserve;
 use super::{CellCounts, ReleasePlan};
 use crate::noise::NoiseError;
 use crate::{LedgerEntry, LedgerError, LedgerFile, LedgerFileError, PrivacyLedger, ReleaseCost};
@@ -88,7 +90,9 @@ pub enum ReleaseStepError {
 
 /// Releases `window` under `plan`: authorises its cost with `ledger` (as
 /// `part` of a partitioned release when given), records the authorisation
-/// in `journal` when there is one, and only then draws the noise.
+/// in `journal` when there is one, and only then noises the counts, with
+/// `reserve`'s noise as far as it goes (it is used once and dropped, also
+/// when the ledger refuses).
 pub fn release_window(
     ledger: &mut PrivacyLedger,
     journal: Option<&mut LedgerFile>,
@@ -96,6 +100,7 @@ pub fn release_window(
     window: Window,
     part: Option<ReleasePart>,
     data: WindowData<'_>,
+    reserve: Option<NoiseReserve>,
 ) -> Result<WindowOutcome, ReleaseStepError> {
     let cost = cost_of(plan, &data);
     let authorised = match part {
@@ -114,7 +119,7 @@ pub fn release_window(
     }
     Ok(match data {
         WindowData::Counted(cells) => {
-            let noised = noise_window(cells, plan, authorisation)?;
+            let noised = noise_window(cells, plan, authorisation, reserve)?;
             WindowOutcome::Released(noised.release, Some(Box::new(noised.measured)))
         }
         WindowData::Missed => WindowOutcome::Released(missed_release(plan, authorisation)?, None),
@@ -204,6 +209,7 @@ mod tests {
             hour(0),
             None,
             WindowData::Counted(&[]),
+            None,
         )
         .unwrap();
         let WindowOutcome::Released(release, _) = out else {
@@ -225,10 +231,10 @@ mod tests {
         let plan = plan();
         let data = WindowData::Counted(&[]);
         assert!(matches!(
-            release_window(&mut l, None, &plan, hour(0), None, data).unwrap(),
+            release_window(&mut l, None, &plan, hour(0), None, data, None).unwrap(),
             WindowOutcome::Released(..)
         ));
-        let refused = release_window(&mut l, None, &plan, hour(1), None, data).unwrap();
+        let refused = release_window(&mut l, None, &plan, hour(1), None, data, None).unwrap();
         assert!(matches!(
             refused,
             WindowOutcome::Refused(LedgerError::OverBudget { .. })
@@ -236,7 +242,7 @@ mod tests {
         assert!(l.entry(&hour(1)).is_none());
         // The same window twice: refused, not noised again.
         assert!(matches!(
-            release_window(&mut l, None, &plan, hour(0), None, WindowData::Missed).unwrap(),
+            release_window(&mut l, None, &plan, hour(0), None, WindowData::Missed, None).unwrap(),
             WindowOutcome::Refused(_)
         ));
     }
@@ -254,6 +260,7 @@ mod tests {
                 hour(0),
                 part(index),
                 WindowData::Counted(&[]),
+                None,
             )
             .unwrap();
             let WindowOutcome::Released(r, _) = out else {
@@ -268,7 +275,8 @@ mod tests {
                 &plan,
                 hour(0),
                 part(1),
-                WindowData::Counted(&[])
+                WindowData::Counted(&[]),
+                None
             )
             .unwrap(),
             WindowOutcome::Refused(LedgerError::PartAlreadyReleased { .. })
