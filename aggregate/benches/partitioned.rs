@@ -24,6 +24,7 @@
 
 use hushmap_aggregate::AggregatorStats;
 use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topology};
+use hushmap_schema::sealed::{SEALING_EPOCH, SEALING_EPOCH_RECORDS};
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
@@ -50,7 +51,10 @@ async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
     let len = WindowLength::from_secs(WINDOW_SECS).expect("non-zero");
     let first = Window::containing(now_ms() - 20 * 60_000, len).start_ms;
     let regions = backlog::regions()?;
-    let keyring = payload_keyring();
+    // As ingest seals: one HPKE encapsulation an epoch, not one a record.
+    let sealer = payload_keyring()
+        .public_key()
+        .sealer(SEALING_EPOCH, SEALING_EPOCH_RECORDS);
     // In time order, as ingest produces: window after window, each
     // contributor twice per window (bounding keeps one).
     let per_window = n / WINDOWS as usize;
@@ -69,7 +73,7 @@ async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
         };
         let key = format!("{contributor:x}-{w}");
         let at = window.start_ms + (j as i64) * 50_000 / per_window as i64;
-        let payload = keyring.public_key().seal(&record);
+        let payload = sealer.seal(&record);
         backlog
             .send(
                 FutureRecord::to(topic)

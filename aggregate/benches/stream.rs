@@ -15,6 +15,7 @@
 //!   until its `records_accepted` counter reaches `BENCH_RECORDS`.
 
 use hushmap_aggregate::{AggregateConfig, Aggregator};
+use hushmap_schema::sealed::{SEALING_EPOCH, SEALING_EPOCH_RECORDS};
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
@@ -36,7 +37,10 @@ async fn produce(topic: &str, n: usize, window: Window) -> anyhow::Result<()> {
     let mut backlog = Backlog::new()?;
     let len = WindowLength::ONE_DAY;
     let regions = backlog::regions()?;
-    let keyring = payload_keyring();
+    // As ingest seals: one HPKE encapsulation an epoch, not one a record.
+    let sealer = payload_keyring()
+        .public_key()
+        .sealer(SEALING_EPOCH, SEALING_EPOCH_RECORDS);
     for i in 0..n {
         let record = CoarseRecord {
             window,
@@ -48,8 +52,9 @@ async fn produce(topic: &str, n: usize, window: Window) -> anyhow::Result<()> {
             contributor: ContributorKey(((i / 2) as u128).to_le_bytes()),
         };
         let key = record.region.raw().to_le_bytes();
-        // Sealed as ingest does: opening is part of the aggregator's cost.
-        let payload = keyring.public_key().seal(&record);
+        // Sealed as ingest does (one HPKE encapsulation an epoch): opening
+        // is part of the aggregator's cost.
+        let payload = sealer.seal(&record);
         backlog
             .send(FutureRecord::to(topic).key(&key).payload(&payload))
             .await?;

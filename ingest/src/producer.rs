@@ -5,14 +5,9 @@
 //! them back.
 
 use crate::config::KafkaSettings;
-use hushmap_schema::sealed::SubmissionSealer;
+use hushmap_schema::sealed::{SEALING_EPOCH, SEALING_EPOCH_RECORDS, SubmissionSealer};
 use hushmap_schema::{CoarseRecord, PayloadPublicKey};
 
-/// How long ingest seals under one HPKE encapsulation, and how many records
-/// at most (`hushmap_schema::sealed`: the epoch key is all a stolen ingest
-/// could open, and only records it sealed in that epoch).
-const SEALING_EPOCH: Duration = Duration::from_secs(60);
-const SEALING_EPOCH_RECORDS: u64 = 1 << 20;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;

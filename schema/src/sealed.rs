@@ -91,6 +91,16 @@ const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// HPKE's `info`: which protocol the key schedule is for.
 const HPKE_INFO: &[u8] = b"hushmap sealed record";
+
+/// How long ingest seals under one HPKE encapsulation, and how many records
+/// at most: the epoch key is all a stolen ingest could open, and only the
+/// records it sealed in that epoch. Anything that stands in for ingest
+/// (the benches' producers) seals the same way, so the aggregator opens
+/// what it would open in production: one decapsulation an epoch, not one a
+/// record.
+pub const SEALING_EPOCH: Duration = Duration::from_secs(60);
+/// See [`SEALING_EPOCH`].
+pub const SEALING_EPOCH_RECORDS: u64 = 1 << 20;
 /// The exporter context of an epoch's record key.
 const RECORD_KEY_LABEL: &[u8] = b"hushmap record key v2";
 /// Epochs the aggregator remembers the key of; past it, it forgets them
