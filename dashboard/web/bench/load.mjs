@@ -2,14 +2,10 @@
 // chromium: time from navigation to the map drawn (body[data-state=ready]),
 // and to a cell's panel (age bands + its whole time series) after a click.
 // Usage: node bench/load.mjs <base URL> <token> <runs>; prints JSON lines.
-import { chromium } from "playwright-core";
+import { launchChromium } from "../tests/chromium.mjs";
 
 const [base, token, runs = "5"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.HUSHMAP_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   for (let i = 0; i < Number(runs); i++) {
     // A fresh context each run: nothing cached.

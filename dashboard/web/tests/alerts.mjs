@@ -6,16 +6,12 @@
 // Usage: node tests/alerts.mjs <base URL> <page path+query> <expected alerts> <screenshot>
 // Chromium: $HUSHMAP_CHROMIUM or /usr/bin/chromium (Debian's package). The
 // dashboard is open (loopback, no tokens).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import assert from "node:assert/strict";
 
 const [base, path, expectedText, screenshot] = process.argv.slice(2);
 const expected = Number(expectedText);
-const browser = await chromium.launch({
-  executablePath: process.env.HUSHMAP_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
   await page.goto(base + path);

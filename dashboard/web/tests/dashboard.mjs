@@ -6,7 +6,7 @@
 //
 // Usage: node tests/dashboard.mjs <base URL> <token> <page path+query> <screenshot>
 // Chromium: $HUSHMAP_CHROMIUM or /usr/bin/chromium (Debian's package).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
@@ -24,11 +24,7 @@ async function axeViolations(page) {
 const serious = (vs) => vs.filter((v) => v.impact === "serious" || v.impact === "critical");
 
 const [base, token, path, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.HUSHMAP_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, acceptDownloads: true });
   const page = await context.newPage();

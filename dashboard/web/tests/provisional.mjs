@@ -9,15 +9,11 @@
 //        node tests/provisional.mjs <base URL> final <window start ms>
 // Chromium: $HUSHMAP_CHROMIUM or /usr/bin/chromium. The dashboard is open
 // (loopback, no tokens).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import assert from "node:assert/strict";
 
 const [base, mode, arg] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.HUSHMAP_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
   if (mode === "open") {

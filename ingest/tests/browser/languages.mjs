@@ -7,7 +7,7 @@
 //
 // Usage: node languages.mjs <ingest base URL> <screenshot dir>
 // Chromium: $HUSHMAP_CHROMIUM or /usr/bin/chromium (Debian's package).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
@@ -19,11 +19,7 @@ const strings = {};
 for (const lang of ["en", "hi", "mr"]) {
   strings[lang] = JSON.parse(await readFile(new URL(`../../assets/i18n/${lang}.json`, import.meta.url), "utf8"));
 }
-const browser = await chromium.launch({
-  executablePath: process.env.HUSHMAP_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 
 // Presses Tab until `done(activeElement)` holds; returns every element
 // focused on the way (id or name/value), failing after `limit` presses.

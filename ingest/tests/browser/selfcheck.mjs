@@ -3,15 +3,11 @@
 // sent back) and signed in through the development identity provider.
 // Usage: node selfcheck.mjs <ingest base URL> <screenshot path>
 // Chromium: $HUSHMAP_CHROMIUM or /usr/bin/chromium (Debian's package).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import assert from "node:assert/strict";
 
 const [base, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.HUSHMAP_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   const posted = [];
