@@ -220,28 +220,15 @@ fn main() {
         ms(ahead)
     );
     println!("noise_ahead_draw_ms,{:.1},values,{reserved}", ms(draw));
-    println!(
-        "ratio_dp_vs_raw,{:.2}",
-        dp.as_secs_f64() / raw.as_secs_f64()
-    );
-    println!(
-        "ratio_dp_vs_bounded_sql,{:.2}",
-        dp.as_secs_f64() / hash.as_secs_f64()
-    );
-    println!(
-        "ratio_dp_noise_ahead_vs_bounded_sql,{:.2}",
-        ahead.as_secs_f64() / hash.as_secs_f64()
-    );
-    println!(
-        "ratio_dp_vs_bounded_counts_alone,{:.2}",
-        dp.as_secs_f64() / counting.as_secs_f64()
-    );
-    println!(
-        "ratio_dp_noise_ahead_vs_bounded_counts_alone,{:.2}",
-        ahead.as_secs_f64() / counting.as_secs_f64()
-    );
-    println!(
-        "ratio_sort_vs_raw,{:.2}",
-        sort.as_secs_f64() / raw.as_secs_f64()
-    );
+    let ratios = [
+        ("dp_vs_raw", dp, raw),
+        ("dp_vs_bounded_sql", dp, hash),
+        ("dp_noise_ahead_vs_bounded_sql", ahead, hash),
+        ("dp_vs_bounded_counts_alone", dp, counting),
+        ("dp_noise_ahead_vs_bounded_counts_alone", ahead, counting),
+        ("sort_vs_raw", sort, raw),
+    ];
+    for (name, a, b) in ratios {
+        println!("ratio_{name},{:.2}", a.as_secs_f64() / b.as_secs_f64());
+    }
 }
