@@ -46,10 +46,9 @@ const WINDOW_SECS: u32 = 60;
 
 /// Produces the backlog; returns the number of distinct (contributor,
 /// window) pairs, which is what a release counts.
-async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
+async fn produce(topic: &str, n: usize, first: i64) -> anyhow::Result<usize> {
     let mut backlog = Backlog::new()?;
     let len = WindowLength::from_secs(WINDOW_SECS).expect("non-zero");
-    let first = Window::containing(now_ms() - 20 * 60_000, len).start_ms;
     let regions = backlog::regions()?;
     // As ingest seals: one HPKE encapsulation an epoch, not one a record.
     let sealer = payload_keyring()
@@ -87,9 +86,14 @@ async fn produce(topic: &str, n: usize) -> anyhow::Result<usize> {
     Ok(WINDOWS as usize * per_window.div_ceil(2))
 }
 
-async fn config(topic: &str, topology: Topology) -> anyhow::Result<AggregateConfig> {
+/// Each aggregator's settings; the release schedule starts at the
+/// backlog's first window (without an epoch it would start after start-up,
+/// and every record of the backlog would be late; the partitioned topology
+/// requires one).
+async fn config(topic: &str, topology: Topology, first: i64) -> anyhow::Result<AggregateConfig> {
     let mut config = AggregateConfig {
         payload_keys: Some(payload_keyring()),
+        schedule_epoch: Some(first.to_string()),
         dev_mode: true,
         window_secs: WINDOW_SECS,
         allowed_lateness_secs: 10,
@@ -208,12 +212,14 @@ async fn main() -> anyhow::Result<()> {
     let topic = unique("bench.part.submissions");
     create_topics(&[(&topic, PARTITIONS)]).await?;
     eprintln!("bench: producing {n} records over {WINDOWS} windows to {topic}");
-    let counted = produce(&topic, n).await?;
+    let len = WindowLength::from_secs(WINDOW_SECS).expect("non-zero");
+    let first = Window::containing(now_ms() - 20 * 60_000, len).start_ms;
+    let counted = produce(&topic, n, first).await?;
     let n = n / WINDOWS as usize * WINDOWS as usize;
     println!("records,{n}");
     println!("counted_after_bounding,{counted}");
 
-    let single = vec![config(&topic, Topology::Single).await?];
+    let single = vec![config(&topic, Topology::Single, first).await?];
     let (t, accepted, cpu) =
         tokio::task::spawn_blocking(move || race(single, |w| w >= WINDOWS as u64)).await??;
     anyhow::ensure!(accepted == n as u64, "single accepted {accepted} of {n}");
@@ -223,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
     println!("single_records_per_cpu_s,{:.0}", n as f64 / cpu);
 
     for k in instances {
-        let base = config(&topic, Topology::Partitioned).await?;
+        let base = config(&topic, Topology::Partitioned, first).await?;
         let configs: Vec<AggregateConfig> = (0..k)
             .map(|i| {
                 let mut c = base.clone();
