@@ -14,7 +14,11 @@
 # 4. streaming: the aggregator's sustained records/s vs a raw rdkafka
 #    consumer loop on the same topic (aggregate/benches/stream.rs; starts the
 #    local Kafka if it is not running);
-# 5. with BENCH_CLUSTER=df://HOST:PORT (a Ballista cluster, e.g.
+# 5. single vs partitioned aggregation of a backlog: records/s and records
+#    per CPU-second, the single topology and 1 to 3 partitioned instances
+#    (aggregate/benches/partitioned.rs; BENCH_INSTANCES, default "1 2 3",
+#    "1 2" in the short mode);
+# 6. with BENCH_CLUSTER=df://HOST:PORT (a Ballista cluster, e.g.
 #    deploy/ballista/up.sh with HUSHMAP_CLUSTER_BIN=target/release/hushmap-cluster),
 #    step 3's runs again counted on that cluster (`batch --cluster`): wall
 #    time and the batch process's peak RSS, and the executors' peak RSS
@@ -43,7 +47,7 @@ else
   echo "bench: building (release profile)"
   cargo build -j"$JOBS" --release "${BENCH_ARGS[@]}" --bin hushmap-aggregate --example synthetic_records 2>&1 | tail -n 1
 fi
-cargo bench -j"$JOBS" "${BENCH_ARGS[@]}" --bench engine --bench stream --no-run 2>&1 | tail -n 1
+cargo bench -j"$JOBS" "${BENCH_ARGS[@]}" --bench engine --bench stream --bench partitioned --no-run 2>&1 | tail -n 1
 BATCH_SIZES="${BENCH_BATCH_SIZES:-$SIZES}"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -113,6 +117,12 @@ echo "bench: streaming, $first records"
 deploy/kafka/up.sh >/dev/null
 BENCH_RECORDS="$first" cargo bench -q -j"$JOBS" "${BENCH_ARGS[@]}" --bench stream 2>/dev/null | tee "$OUT/stream-$first.csv"
 [ -s "$OUT/stream-$first.csv" ] || { echo "bench: the stream bench wrote nothing" >&2; exit 1; }
+
+echo "bench: single vs partitioned aggregation, $first records"
+INSTANCES="${BENCH_INSTANCES:-1 2 3}"
+[ "$SHORT" = 1 ] && INSTANCES="${BENCH_INSTANCES:-1 2}"
+BENCH_RECORDS="$first" BENCH_INSTANCES="$INSTANCES" cargo bench -q -j"$JOBS" "${BENCH_ARGS[@]}" --bench partitioned 2>/dev/null | tee "$OUT/partitioned-$first.csv"
+grep -q "^partitioned_" "$OUT/partitioned-$first.csv" || { echo "bench: the partitioned bench did not finish" >&2; exit 1; }
 
 dp_ms=$(awk -F, '/^dp_release_ms/ {print $2}' "$OUT/engine-$first.csv")
 ahead_ms=$(awk -F, '/^dp_release_noise_ahead_ms/ {print $2}' "$OUT/engine-$first.csv")

@@ -11,7 +11,7 @@
 # Knobs are environment variables named BENCH_*: BENCH_JOBS (build jobs,
 # every core by default), BENCH_SECS and BENCH_CONNECTIONS (ingest),
 # BENCH_SIZES, BENCH_BATCH_SIZES, BENCH_BATCH_MEMORY_MB, BENCH_CLUSTER and
-# BENCH_RECORDS (aggregate), BENCH_HOURS, BENCH_REGIONS and
+# BENCH_RECORDS and BENCH_INSTANCES (aggregate), BENCH_HOURS, BENCH_REGIONS and
 # BENCH_RUNS (dashboard), BENCH_PEOPLE, BENCH_RUNS, BENCH_EPSILON and
 # BENCH_SEED (utility). Each script's header says what they do.
 set -euo pipefail
