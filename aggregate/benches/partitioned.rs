@@ -24,7 +24,6 @@
 
 use hushmap_aggregate::AggregatorStats;
 use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topology};
-use hushmap_schema::sealed::{SEALING_EPOCH, SEALING_EPOCH_RECORDS};
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
@@ -50,10 +49,7 @@ async fn produce(topic: &str, n: usize, first: i64) -> anyhow::Result<usize> {
     let mut backlog = Backlog::new()?;
     let len = WindowLength::from_secs(WINDOW_SECS).expect("non-zero");
     let regions = backlog::regions()?;
-    // As ingest seals: one HPKE encapsulation an epoch, not one a record.
-    let sealer = payload_keyring()
-        .public_key()
-        .sealer(SEALING_EPOCH, SEALING_EPOCH_RECORDS);
+    let sealer = backlog::ingest_sealer();
     // In time order, as ingest produces: window after window, each
     // contributor twice per window (bounding keeps one).
     let per_window = n / WINDOWS as usize;

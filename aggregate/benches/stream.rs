@@ -15,7 +15,6 @@
 //!   until its `records_accepted` counter reaches `BENCH_RECORDS`.
 
 use hushmap_aggregate::{AggregateConfig, Aggregator};
-use hushmap_schema::sealed::{SEALING_EPOCH, SEALING_EPOCH_RECORDS};
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
@@ -37,10 +36,7 @@ async fn produce(topic: &str, n: usize, window: Window) -> anyhow::Result<()> {
     let mut backlog = Backlog::new()?;
     let len = WindowLength::ONE_DAY;
     let regions = backlog::regions()?;
-    // As ingest seals: one HPKE encapsulation an epoch, not one a record.
-    let sealer = payload_keyring()
-        .public_key()
-        .sealer(SEALING_EPOCH, SEALING_EPOCH_RECORDS);
+    let sealer = backlog::ingest_sealer();
     for i in 0..n {
         let record = CoarseRecord {
             window,

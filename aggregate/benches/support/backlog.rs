@@ -1,12 +1,14 @@
 //! Filling a topic with a benchmark's backlog: a producer tuned for bulk
 //! (big batches, a deep queue) that waits for acknowledgements every
-//! 10,000 records, and the regions the records are spread over.
+//! 10,000 records, the regions the records are spread over, and the
+//! sealer that seals them as ingest does.
 //!
 //! Its own file (included with `#[path]`) so that benchmarks which produce
 //! nothing do not compile it.
 
 use hushmap_schema::RegionCell;
-use hushmap_testkit::brokers;
+use hushmap_schema::sealed::{SEALING_EPOCH, SEALING_EPOCH_RECORDS, SubmissionSealer};
+use hushmap_testkit::{brokers, payload_keyring};
 use rdkafka::ClientConfig;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -59,4 +61,16 @@ pub fn regions() -> anyhow::Result<Vec<RegionCell>> {
     Ok((0..200)
         .map(|i| RegionCell::from_coordinate(40.0 + f64::from(i) * 0.05, 10.0, res))
         .collect::<Result<_, _>>()?)
+}
+
+/// Seals records for the test keyring as ingest seals them: one HPKE
+/// encapsulation an epoch, not one a record (the aggregator's opening cost
+/// is then what it is in production).
+// Not every bench that includes this file seals records (release_log
+// produces releases).
+#[allow(dead_code)]
+pub fn ingest_sealer() -> SubmissionSealer {
+    payload_keyring()
+        .public_key()
+        .sealer(SEALING_EPOCH, SEALING_EPOCH_RECORDS)
 }

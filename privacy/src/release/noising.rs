@@ -571,16 +571,20 @@ mod tests {
         ReleasePlan::calibrate(&spec(Mechanism::Gaussian, eps)).unwrap()
     }
 
-    /// `plan`'s release of `cells` in `w`, authorised by a ledger with no
-    /// limits to speak of.
-    fn release(w: Window, cells: &[CellCounts], plan: &ReleasePlan) -> Release {
+    /// `plan`'s spend in `w`, authorised by a ledger with no limits to
+    /// speak of.
+    fn authorised(w: Window, plan: &ReleasePlan) -> Authorisation {
         let mut ledger = crate::PrivacyLedger::new(crate::Budget {
             limits: Vec::new(),
             delta: 1e-8,
             max_delta: 1.0,
         });
-        let auth = ledger.authorise(w, plan.cost.clone()).unwrap();
-        noisy_release(cells, plan, auth).unwrap()
+        ledger.authorise(w, plan.cost.clone()).unwrap()
+    }
+
+    /// `plan`'s release of `cells` in `w`.
+    fn release(w: Window, cells: &[CellCounts], plan: &ReleasePlan) -> Release {
+        noisy_release(cells, plan, authorised(w, plan)).unwrap()
     }
 
     fn cell(lat: f64, band: AgeBand, risk: [i64; 3]) -> CellCounts {
@@ -603,13 +607,7 @@ mod tests {
         ];
         let plan = plan(1e6);
         let noised = |reserve| {
-            let mut ledger = crate::PrivacyLedger::new(crate::Budget {
-                limits: Vec::new(),
-                delta: 1e-8,
-                max_delta: 1.0,
-            });
-            let auth = ledger.authorise(w, plan.cost.clone()).unwrap();
-            noise_window(&cells, &plan, auth, Some(reserve))
+            noise_window(&cells, &plan, authorised(w, &plan), Some(reserve))
                 .unwrap()
                 .measured
         };
