@@ -6,18 +6,22 @@
 //! BENCH_RECORDS=1000000 cargo bench -p hushmap-aggregate --bench stream
 //! ```
 //!
-//! `BENCH_RECORDS` coarse records (41 bytes each, one window) are produced
+//! `BENCH_RECORDS` coarse records (one window), sealed as ingest seals them
+//! (116 bytes each), are produced
 //! to a fresh 3-partition topic first. Then, each from the beginning of the
 //! topic:
-//! - `raw`: a `BaseConsumer` assigned every partition, polling until it has
-//!   seen every record (payloads touched, nothing decoded) — the ceiling;
-//! - `aggregator`: the real [`Aggregator`] (decode, window, buffer), timed
-//!   until its `records_accepted` counter reaches `BENCH_RECORDS`.
+//! - `raw`: a `BaseConsumer` with the aggregator's consumer settings,
+//!   assigned every partition, polling until it has seen every record
+//!   (payloads touched, nothing opened or decoded) — the ceiling;
+//! - `aggregator`: the real [`Aggregator`] (its reader thread opens and
+//!   decodes, its worker windows and buffers), timed until its
+//!   `records_accepted` counter reaches `BENCH_RECORDS`.
 
 use hushmap_aggregate::{AggregateConfig, Aggregator};
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
+use hushmap_service::consumer::committed_reader;
 use hushmap_testkit::{brokers, create_topics, now_ms, payload_keyring, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -60,12 +64,13 @@ async fn produce(topic: &str, n: usize, window: Window) -> anyhow::Result<()> {
 }
 
 fn raw_loop(topic: &str, n: usize) -> anyhow::Result<Duration> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("bench.raw"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
+    // The aggregator's own consumer settings, so the ceiling reads as it
+    // does.
+    let consumer: BaseConsumer = committed_reader(
+        ClientConfig::new().set("bootstrap.servers", brokers()),
+        &unique("bench.raw"),
+    )
+    .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;

@@ -30,6 +30,12 @@ pub enum AggregatorError {
     CommittedOffsets(#[source] KafkaError),
     #[error("{0}")]
     ReadToEnd(#[from] hushmap_service::consumer::ReadToEndError),
+    #[error("starting the input reader thread: {0}")]
+    InputReader(#[source] std::io::Error),
+    /// The reader thread ended while the aggregator still ran (it only
+    /// ends when asked to, so this means it panicked).
+    #[error("the input reader thread stopped unexpectedly")]
+    InputReaderStopped,
     #[error("metrics endpoint: {0}")]
     Metrics(#[source] std::io::Error),
     #[error("binding the metrics listener {addr}: {source}")]

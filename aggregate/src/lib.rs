@@ -26,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod first_record;
+pub(crate) mod input_reader;
 pub mod intake;
 pub mod metrics;
 mod noise_ahead;

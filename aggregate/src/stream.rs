@@ -1,6 +1,8 @@
 //! The streaming aggregator: Kafka in, windows, releases out.
 //!
-//! Records are buffered per window in memory. A record is on time when ingest
+//! Records are read and opened on threads of their own
+//! ([`input_reader`](crate::input_reader)) and buffered per window in
+//! memory. A record is on time when ingest
 //! produced it (its Kafka timestamp) before its window's end plus the
 //! allowed lateness; later records are dropped and counted. A window closes
 //! once that deadline has passed both on the clock and in what has been read
@@ -39,6 +41,7 @@
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
 use crate::error::AggregatorError;
+use crate::input_reader::{Arrival, InputReader};
 use crate::intake::DropReason;
 use crate::metrics::AggregatorStats;
 use crate::noise_ahead::NoiseAhead;
@@ -58,9 +61,8 @@ use hushmap_schema::{PayloadKeyring, Release, Window, WindowLength};
 use hushmap_service::clock::now_ms;
 use hushmap_service::consumer::{EndProbe, QuietEofContext, committed_reader};
 use hushmap_service::runtime::blocking;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -81,7 +83,7 @@ pub struct Aggregator {
     config: AggregateConfig,
     window_length: WindowLength,
     keyring: PayloadKeyring,
-    consumer: Arc<StreamConsumer<QuietEofContext>>,
+    consumer: Arc<BaseConsumer<QuietEofContext>>,
     txn: Transactions,
     ctx: SessionContext,
     plan: ReleasePlan,
@@ -135,7 +137,8 @@ impl Aggregator {
         let plan = config.validated_plan()?;
         let keyring = config.payload_keyring()?;
         let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
-        let consumer: StreamConsumer<QuietEofContext> =
+        // Polled on a thread of its own (see `input_reader`).
+        let consumer: BaseConsumer<QuietEofContext> =
             committed_reader(&mut client, &config.kafka.group_id)
                 .create_with_context(QuietEofContext)?;
         let started_ms = now_ms();
@@ -265,23 +268,33 @@ impl Aggregator {
     }
 
     async fn consume(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AggregatorError> {
-        let consumer = self.consumer.clone();
+        let mut input = InputReader::start(
+            self.consumer.clone(),
+            self.keyring.clone(),
+            self.window_length,
+        )
+        .map_err(AggregatorError::InputReader)?;
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                msg = consumer.recv() => match msg {
-                    Ok(m) => {
-                        let arrived_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
-                        self.on_message(m.partition(), m.offset(), arrived_ms, m.payload());
+                batch = input.next() => match batch {
+                    Some(batch) => {
+                        for arrival in batch {
+                            self.on_arrival(arrival);
+                        }
+                        self.stats
+                            .open_windows
+                            .store(self.book.open_windows() as u64, Ordering::Relaxed);
                     }
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    None => return Err(AggregatorError::InputReaderStopped),
                 },
                 _ = tick.tick() => self.close_due_windows(now_ms()).await?,
             }
         }
+        input.stop().await;
         tracing::info!(
             open_windows = self.book.open_windows(),
             "aggregator stopping; open windows resume from Kafka on restart"
@@ -291,15 +304,18 @@ impl Aggregator {
 
     /// Buffers one record in its window (see [`WindowBook::admit`]), or
     /// counts why not.
-    fn on_message(&mut self, partition: i32, offset: i64, arrived_ms: i64, payload: Option<&[u8]>) {
+    fn on_arrival(&mut self, arrival: Arrival) {
+        let Arrival {
+            partition,
+            offset,
+            arrived_ms,
+            opened,
+        } = arrival;
         self.consumed.insert(partition, offset);
         self.book.read(partition, arrived_ms);
-        let Some((record, seal_id)) =
-            self.stats
-                .records_dropped
-                .opened(&self.keyring, self.window_length, payload)
-        else {
-            return;
+        let (record, seal_id) = match opened {
+            Ok(opened) => opened,
+            Err(reason) => return self.stats.records_dropped.add(reason),
         };
         match self.book.admit(
             &self.schedule,
@@ -318,9 +334,6 @@ impl Aggregator {
             Admission::Replayed => self.stats.records_dropped.add(DropReason::Replayed),
             Admission::WindowFull => self.stats.records_dropped.add(DropReason::WindowFull),
         }
-        self.stats
-            .open_windows
-            .store(self.book.open_windows() as u64, Ordering::Relaxed);
     }
 
     async fn close_due_windows(&mut self, now: i64) -> Result<(), AggregatorError> {
@@ -825,7 +838,7 @@ struct Assignment {
 /// first record of the oldest window not yet released), or its first
 /// offset still held.
 fn assign_every_partition(
-    consumer: &StreamConsumer<QuietEofContext>,
+    consumer: &BaseConsumer<QuietEofContext>,
     topic: &str,
 ) -> Result<Assignment, AggregatorError> {
     let n = partition_count(consumer, topic)?;
