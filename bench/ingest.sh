@@ -3,8 +3,10 @@
 #
 # 1. max throughput of a bare axum handler that parses the same JSON (the
 #    ceiling) and of the real ingest (validation, triage, coarsening, an
-#    acknowledged Kafka produce), same load tool and settings;
-# 2. latency of ingest at 70% of the ceiling's max rate;
+#    acknowledged Kafka produce), same load tool and settings, twice each,
+#    alternating;
+# 2. latency of ingest at 70% of its own max rate (the goal), and at 70% of
+#    the ceiling's;
 # 3. what identity costs: ingest's max throughput when every request sends
 #    back a contributor token, or an ID token (EdDSA, ES256, RS256), beside
 #    the anonymous first check (a token issued each time); and, without the
@@ -101,19 +103,32 @@ if os.environ["SHORT"] == "1" and (not codes or any(c.startswith("5") for c in c
 PY
 }
 
+# The two maxima twice, alternating, so that the machine's drift between
+# runs shows as a spread of the ratio rather than as one figure.
 run bare_max 8090
 run ingest_max 8091
-ceiling=$(python3 -c "import json; print(int(json.load(open('$OUT/bare_max.json'))['summary']['requestsPerSec']))")
-rate=$((ceiling * 70 / 100))
+run bare_max_2 8090
+run ingest_max_2 8091
+max_of() { python3 -c "import json; print(int(json.load(open('$OUT/$1.json'))['summary']['requestsPerSec']))"; }
+# p99 at 70% of ingest's own maximum (the goal's rate), and, as before, at
+# 70% of the bare handler's (which ingest may not reach: then it is ingest
+# saturated).
+own=$(( ( $(max_of ingest_max) + $(max_of ingest_max_2) ) / 2 * 70 / 100 ))
+run ingest_at_70pct_own 8091 "$own"
+rate=$(( $(max_of bare_max) * 70 / 100 ))
 run ingest_at_70pct 8091 "$rate"
 run bare_at_70pct 8090 "$rate"
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
-r = {n: json.load(open(f"{out}/{n}.json")) for n in ["bare_max", "ingest_max", "ingest_at_70pct"]}
-ratio = r["ingest_max"]["summary"]["requestsPerSec"] / r["bare_max"]["summary"]["requestsPerSec"]
-print(f"bench: ingest / bare max throughput = {ratio:.2f} (goal >= 0.50); "
-      f"ingest p99 at 70% of bare max = {r['ingest_at_70pct']['latencyPercentiles']['p99']*1000:.2f} ms (goal < 20 ms)")
+r = {n: json.load(open(f"{out}/{n}.json")) for n in
+     ["bare_max", "ingest_max", "bare_max_2", "ingest_max_2", "ingest_at_70pct_own", "ingest_at_70pct"]}
+rps = lambda n: r[n]["summary"]["requestsPerSec"]
+p99 = lambda n: r[n]["latencyPercentiles"]["p99"] * 1000
+ratios = [rps("ingest_max") / rps("bare_max"), rps("ingest_max_2") / rps("bare_max_2")]
+print(f"bench: ingest / bare max throughput = {min(ratios):.2f}-{max(ratios):.2f} (two pairs; goal >= 0.50)")
+print(f"bench: ingest p99 at 70% of its own max ({rps('ingest_at_70pct_own'):.0f} req/s) = "
+      f"{p99('ingest_at_70pct_own'):.2f} ms (goal < 20 ms); at 70% of bare max = {p99('ingest_at_70pct'):.2f} ms")
 PY
 
 # Identity: the same maximum with a contributor token sent back, and with
