@@ -114,6 +114,7 @@ max_of() { python3 -c "import json; print(int(json.load(open('$OUT/$1.json'))['s
 # 70% of the bare handler's (which ingest may not reach: then it is ingest
 # saturated).
 own=$(( ( $(max_of ingest_max) + $(max_of ingest_max_2) ) / 2 * 70 / 100 ))
+[ "$own" -ge 1 ] || own=1
 run ingest_at_70pct_own 8091 "$own"
 rate=$(( $(max_of bare_max) * 70 / 100 ))
 run ingest_at_70pct 8091 "$rate"

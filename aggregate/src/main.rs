@@ -93,9 +93,21 @@ struct BatchArgs {
     cluster: Option<batch::ClusterUrl>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Args { config, command } = Args::parse();
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Before any thread has taken an arena of its own (the runtime's
+    // workers included), so the cap holds for all of them.
+    if matches!(args.command, Some(Command::Batch(_))) {
+        hushmap_aggregate::batch::cap_allocator_arenas();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(Args { config, command }: Args) -> anyhow::Result<()> {
     hushmap_service::init_tracing();
     // Every command but key generation runs on the configuration.
     let load = || AggregateConfig::load(config.as_deref()).context("loading configuration");

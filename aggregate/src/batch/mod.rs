@@ -404,6 +404,32 @@ fn open_ledger(
     Ok((ledger, Some(file), history))
 }
 
+/// Most malloc arenas a batch run may use (glibc; see
+/// [`cap_allocator_arenas`]).
+pub const BATCH_ALLOCATOR_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc at [`BATCH_ALLOCATOR_ARENAS`] arenas for this
+/// process; call it before any thread is started (an arena a thread has
+/// taken stays its own). A no-op on other C libraries.
+///
+/// Why: by default glibc gives threads up to eight arenas per core, and an
+/// arena keeps what its threads freed for their next allocations. A batch
+/// run's DataFusion threads each allocate and free a sort's or a scan's
+/// buffers, so the freed memory of many arenas stayed resident: 10M
+/// records peaked at 204–208 MiB against 137–139 MiB for 1M, in a 256 MiB
+/// pool. With two arenas the same run peaked at 161–172 MiB and took no
+/// longer (docs/BENCHMARKS.md). The stream does not cap them: its threads
+/// allocate concurrently all the time, and contention would cost more than
+/// the memory saved.
+pub fn cap_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets an allocator parameter; glibc takes its
+    // own lock, and M_ARENA_MAX is a documented parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, BATCH_ALLOCATOR_ARENAS);
+    }
+}
+
 /// The bounded counts of every window (the stream's plan, over all windows
 /// at once: contributors are bounded per window), from the spilled
 /// records, within `batch.memory_limit_mb`.
