@@ -416,8 +416,8 @@ pub const BATCH_ALLOCATOR_ARENAS: i32 = 2;
 /// arena keeps what its threads freed for their next allocations. A batch
 /// run's DataFusion threads each allocate and free a sort's or a scan's
 /// buffers, so the freed memory of many arenas stayed resident: 10M
-/// records peaked at 204–208 MiB against 137–139 MiB for 1M, in a 256 MiB
-/// pool. With two arenas the same run peaked at 161–172 MiB and took no
+/// records peaked at 200–208 MiB against 137–141 MiB for 1M, in a 256 MiB
+/// pool. With this call the same run peaked at 174–187 MiB and took no
 /// longer (docs/BENCHMARKS.md). The stream does not cap them: its threads
 /// allocate concurrently all the time, and contention would cost more than
 /// the memory saved.
