@@ -226,12 +226,25 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
         );
     }
     match &report.counted {
-        batch::Counted::InMemory => {}
-        batch::Counted::ThroughDisk => eprintln!(
-            "counted through disk: the contributors did not fit batch.memory_limit_mb ({} MiB) \
-             in memory",
-            config.batch.memory_limit_mb
-        ),
+        batch::Counted::Here {
+            passes,
+            through_disk,
+        } => {
+            if *passes > 1 {
+                eprintln!(
+                    "counted in {passes} passes of at most batch.records_per_pass ({}) records, \
+                     each over its own contributors",
+                    config.batch.records_per_pass
+                );
+            }
+            if *through_disk > 0 {
+                eprintln!(
+                    "counted through disk: the contributors did not fit batch.memory_limit_mb \
+                     ({} MiB) in memory ({through_disk} of {passes} passes)",
+                    config.batch.memory_limit_mb
+                );
+            }
+        }
         batch::Counted::OnCluster(url) => {
             eprintln!("counted on the cluster {url}; noised and accounted here")
         }

@@ -1,8 +1,8 @@
 //! Counting on a Ballista cluster (`batch --cluster df://HOST:PORT`).
 //!
 //! The run reads, validates and coarsens its input here, as on one
-//! machine, into its spill directory; the cluster's executors read that
-//! file, bound each contributor and count per cell by the same SQL as a
+//! machine, into its spill directory; the cluster's executors read those
+//! files (all in one plan), bound each contributor and count per cell by the same SQL as a
 //! local run, and send back only the exact counts. Noising, the ledger and
 //! the releases stay in this process: nothing the cluster sees depends on
 //! the noise, and nothing it could do spends budget.
@@ -34,7 +34,17 @@ pub(super) async fn count_on_cluster(
     let ctx = SessionContext::remote(&url.to_string())
         .await
         .map_err(|e| failed(e.into()))?;
-    let table = records.listing_table().map_err(failed)?;
+    // All the records in one plan: the executors' memory is theirs to
+    // bound.
+    let whole = super::CountingPass {
+        files: records
+            .shards
+            .iter()
+            .map(|(path, _)| path.clone())
+            .collect(),
+        rows: records.rows,
+    };
+    let table = whole.listing_table().map_err(failed)?;
     engine::bounded_counts_table(&ctx, table, bounds)
         .await
         .map_err(failed)

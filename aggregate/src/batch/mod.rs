@@ -35,12 +35,14 @@
 //!
 //! A bad line or row is reported (its number, the error code and field,
 //! never its content) and skipped; nothing else is lost. Accepted records
-//! go to a Parquet file in the run's spill directory as they are read, so
-//! the input is never held in memory. Each window is then bounded and
-//! counted by the same DataFusion plan as the stream, within
-//! `batch.memory_limit_mb` (sorting through disk when the contributors do
-//! not fit), authorised by a [`PrivacyLedger`] with the configured limits,
-//! and noised once with that authorisation.
+//! go to Arrow IPC files in the run's spill directory as they are read,
+//! split by contributor, so the input is never held in memory. Each
+//! window is then bounded and counted by the same DataFusion plan as the
+//! stream, one pass of `batch.records_per_pass` records at a time (a
+//! contributor's records are all in one pass; the passes' counts add up),
+//! within `batch.memory_limit_mb` (sorting through disk when a pass's
+//! contributors do not fit), authorised by a [`PrivacyLedger`] with the
+//! configured limits, and noised once with that authorisation.
 
 use crate::config::AggregateConfig;
 use crate::engine::{self, CellCounts, EngineError};
@@ -52,7 +54,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt8Type, UInt16Type, UInt64Type};
 use arrow::error::ArrowError;
 use datafusion::datasource::TableProvider;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -251,11 +253,10 @@ pub struct BatchOptions {
 /// wherever).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
-    /// In this process, within `batch.memory_limit_mb`.
-    InMemory,
-    /// In this process, sorting through disk: the contributors did not fit
-    /// `batch.memory_limit_mb`.
-    ThroughDisk,
+    /// In this process, within `batch.memory_limit_mb`, in `passes`
+    /// passes over disjoint sets of contributors; `through_disk` of them
+    /// sorted through disk, their contributors not fitting the pool.
+    Here { passes: usize, through_disk: usize },
     /// By the executors of a Ballista cluster.
     OnCluster(ClusterUrl),
 }
@@ -432,13 +433,17 @@ pub fn cap_allocator_arenas() {
 
 /// The bounded counts of every window (the stream's plan, over all windows
 /// at once: contributors are bounded per window), from the spilled
-/// records, within `batch.memory_limit_mb`.
+/// records, one pass of at most `batch.records_per_pass` records at a
+/// time, within `batch.memory_limit_mb`.
 ///
-/// By the stream's hash plan, the fastest, when its memory should fit the
-/// pool (its hash join cannot spill); otherwise, or if it runs out, by the
+/// A pass holds whole contributors (whole shards, [`RecordSink`]), so its
+/// bounded counts are exactly its contributors' share, and the passes'
+/// counts add up to the counts of one pass over everything. Each pass runs
+/// the stream's hash plan, the fastest, when its memory should fit the
+/// pool (its hash join cannot spill); otherwise, or if it runs out, the
 /// sort plan (the same counts: the bound is the same rule), sorting
-/// through `spill_dir`. Memory is then the pool's, whatever the input's
-/// size.
+/// through `spill_dir`. Memory is then that of one pass, whatever the
+/// input's size.
 async fn count_bounded(
     config: &AggregateConfig,
     records: &SpilledRecords,
@@ -450,7 +455,7 @@ async fn count_bounded(
         .saturating_mul(1 << 20);
     let sorts = spill_dir.join("sorts");
     std::fs::create_dir_all(&sorts).map_err(BatchError::io(&sorts))?;
-    let context = || -> Result<(SessionContext, Arc<dyn TableProvider>), BatchError> {
+    let context = || -> Result<SessionContext, BatchError> {
         let runtime = RuntimeEnvBuilder::new()
             // The consumers that took most are named when the pool runs out.
             .with_memory_pool(Arc::new(TrackConsumersPool::new(
@@ -465,36 +470,83 @@ async fn count_bounded(
             .map_err(EngineError::DataFusion)?;
         // Each sort keeps this much back for merging its spill files
         // (DataFusion's default, 10 MiB, is most of a small pool).
-        let session = SessionConfig::new().with_sort_spill_reservation_bytes(limit / 16);
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
-        Ok((ctx, records.listing_table()?))
+        let session = SessionConfig::new()
+            .with_sort_spill_reservation_bytes(limit / 16)
+            // A shard read in byte ranges is read a whole range at a time
+            // (tens of MiB); read from start to end, a batch at a time.
+            .with_repartition_file_scans(false);
+        Ok(SessionContext::new_with_config_rt(session, runtime))
     };
-    // The hash plan's memory grows with the records (its aggregate and
-    // join hold a few dozen bytes for each); it is tried only when that
-    // should fit, since under memory pressure DataFusion 55's hash plan
-    // was seen to stall instead of failing (10M records in a 128 MiB
-    // pool). Should it still run out, the sort plan follows.
-    if records.rows.saturating_mul(HASH_PLAN_BYTES_PER_RECORD) <= limit as u64 {
-        progress.phase("bounding and counting", Some(records.rows));
-        let (ctx, table) = context()?;
-        match engine::bounded_counts_table(&ctx, table, config.bounds()).await {
-            Err(EngineError::DataFusion(e))
-                if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => {}
-            counted => {
-                progress.advance(records.rows);
-                return Ok((counted?, Counted::InMemory));
+    let passes = records.passes(config.batch.records_per_pass);
+    progress.phase("bounding and counting", Some(records.rows));
+    let mut sums = CellSums::default();
+    let mut through_disk = 0;
+    for pass in &passes {
+        // The hash plan's memory grows with the records (its aggregate and
+        // join hold a few dozen bytes for each); it is tried only when that
+        // should fit, since under memory pressure DataFusion 55's hash plan
+        // was seen to stall instead of failing (10M records in a 128 MiB
+        // pool). Should it still run out, the sort plan follows.
+        if pass.rows.saturating_mul(HASH_PLAN_BYTES_PER_RECORD) <= limit as u64 {
+            let counted =
+                engine::bounded_counts_table(&context()?, pass.listing_table()?, config.bounds())
+                    .await;
+            match counted {
+                Err(EngineError::DataFusion(e))
+                    if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => {}
+                counted => {
+                    sums.add(counted?);
+                    progress.advance(pass.rows);
+                    continue;
+                }
+            }
+        }
+        tracing::info!(
+            memory_limit_mb = config.batch.memory_limit_mb,
+            pass_records = pass.rows,
+            "a pass's contributors do not fit batch.memory_limit_mb: bounding by sorting through disk"
+        );
+        let table = pass.listing_table()?;
+        sums.add(engine::sort_bounded_counts_table(&context()?, table, config.bounds()).await?);
+        through_disk += 1;
+        progress.advance(pass.rows);
+    }
+    let counted = Counted::Here {
+        passes: passes.len(),
+        through_disk,
+    };
+    Ok((sums.into_cells(), counted))
+}
+
+/// Bounded counts of disjoint sets of contributors, added up per window
+/// and cell.
+#[derive(Default)]
+struct CellSums(BTreeMap<(i64, RegionCell, AgeBand), CellCounts>);
+
+impl CellSums {
+    fn add(&mut self, cells: Vec<CellCounts>) {
+        for c in cells {
+            match self.0.entry((c.window_start, c.region, c.age_band)) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(c);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    let sum = e.get_mut();
+                    for (s, n) in sum.risk.iter_mut().zip(c.risk) {
+                        *s += n;
+                    }
+                    for (s, n) in sum.symptoms.iter_mut().zip(c.symptoms) {
+                        *s += n;
+                    }
+                }
             }
         }
     }
-    progress.phase("bounding and counting through disk", Some(records.rows));
-    tracing::info!(
-        memory_limit_mb = config.batch.memory_limit_mb,
-        "the contributors do not fit batch.memory_limit_mb: bounding by sorting through disk"
-    );
-    let (ctx, table) = context()?;
-    let cells = engine::sort_bounded_counts_table(&ctx, table, config.bounds()).await?;
-    progress.advance(records.rows);
-    Ok((cells, Counted::ThroughDisk))
+
+    /// The sums in window, region and age-band order (the plan's order).
+    fn into_cells(self) -> Vec<CellCounts> {
+        self.0.into_values().collect()
+    }
 }
 
 /// Releases every window of `range`, in order, each authorised by the
@@ -584,6 +636,73 @@ mod tests {
         assert!(WindowRange::new(D + 1, 4 * D, day).is_err());
         assert!(WindowRange::new(4 * D, 4 * D, day).is_err());
         assert!(WindowRange::new(0, (MAX_BATCH_WINDOWS as i64 + 1) * D, day).is_err());
+    }
+
+    #[test]
+    fn passes_take_whole_shards_up_to_the_limit_and_a_big_shard_alone() {
+        let spilled = SpilledRecords {
+            shards: [400, 0, 500, 200, 1_500, 300, 100]
+                .iter()
+                .enumerate()
+                .map(|(i, rows)| (PathBuf::from(format!("s{i}")), *rows))
+                .collect(),
+            rows: 3_000,
+        };
+        let passes: Vec<(Vec<String>, u64)> = spilled
+            .passes(1_000)
+            .into_iter()
+            .map(|p| {
+                let files = p.files.iter().map(|f| f.display().to_string()).collect();
+                (files, p.rows)
+            })
+            .collect();
+        let files = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            passes,
+            vec![
+                (files(&["s0", "s2"]), 900),
+                (files(&["s3"]), 200),
+                (files(&["s4"]), 1_500),
+                (files(&["s5", "s6"]), 400),
+            ]
+        );
+        // Every record is in exactly one pass.
+        let total: u64 = passes.iter().map(|(_, rows)| rows).sum();
+        assert_eq!(total, spilled.rows);
+    }
+
+    #[test]
+    fn an_input_gets_a_shard_per_pass_it_should_fill() {
+        assert_eq!(shard_count(None, 1_000), 1);
+        assert_eq!(shard_count(Some(0), 1_000), 1);
+        assert_eq!(shard_count(Some(1_000), 1_000), 1);
+        assert_eq!(shard_count(Some(1_001), 1_000), 2);
+        assert_eq!(shard_count(Some(10_000_000), 1 << 20), 10);
+        assert_eq!(shard_count(Some(u64::MAX), 1_000), MAX_SHARDS);
+    }
+
+    #[test]
+    fn sums_add_the_same_cell_and_keep_the_plans_order() {
+        let cell = |h: u64| RegionCell::from_raw(h).unwrap();
+        let counts = |window_start, region, n| CellCounts {
+            risk: [n, 0, 2 * n],
+            symptoms: [n; 10],
+            ..CellCounts::empty(window_start, region, AgeBand::From30To44)
+        };
+        let (a, b) = (cell(0x0852_8347_3fff_ffff), cell(0x0852_8344_7fff_ffff));
+        let (first, second) = if a < b { (a, b) } else { (b, a) };
+        let mut sums = CellSums::default();
+        sums.add(vec![counts(0, second, 1), counts(86_400_000, first, 5)]);
+        sums.add(vec![counts(0, first, 3), counts(0, second, 2)]);
+        let cells = sums.into_cells();
+        assert_eq!(
+            cells,
+            vec![
+                counts(0, first, 3),
+                counts(0, second, 3),
+                counts(86_400_000, first, 5)
+            ]
+        );
     }
 
     #[test]

@@ -116,99 +116,214 @@ impl CoarseParquetWriter {
     }
 }
 
-/// Accepted records, written as they come to a Parquet file in the run's
+/// Fewer bytes than the shortest submission line: an NDJSON input's size
+/// over this is more than its number of lines.
+const NDJSON_LINE_BYTES_AT_LEAST: u64 = 64;
+
+/// How a shard's file name ends (DataFusion lists a pass's files by it).
+const SHARD_EXTENSION: &str = ".arrow";
+
+/// Most files a run's accepted records are split into (see
+/// [`RecordSink`]).
+pub(crate) const MAX_SHARDS: usize = 256;
+
+/// Fewest rows a shard buffers before writing them out as a batch.
+const MIN_SHARD_FLUSH_ROWS: usize = 2048;
+
+/// Most rows in a shard's batch. The counting plan gets the batches as
+/// written: DataFusion's own batch size, not the engine's 256 Ki rows,
+/// whose per-batch buffers took ~75 MiB more at 1M records.
+const SHARD_BATCH_ROWS: usize = 8192;
+
+/// Accepted records, written as they come to Arrow IPC files in the run's
 /// spill directory, a batch at a time: the input is never held in memory,
 /// however large.
+///
+/// The records are split into shards by their contributor (a hash keyed
+/// for this run), so each contributor's records are all in one shard, and
+/// shards can be bounded and counted one pass at a time: the counts of
+/// disjoint sets of contributors add up to the counts of all of them.
+/// There are about as many shards as the input is expected to fill passes
+/// of `records_per_pass`; an input of unknown size (a pipe) gets one.
+///
+/// Arrow IPC, not Parquet: a Parquet writer keeps every row group's
+/// metadata until it closes, and many shards mean many small row groups
+/// (100M records in 96 shards grew the run to 305 MiB while reading;
+/// an IPC writer keeps 24 bytes a batch).
 pub(crate) struct RecordSink {
-    pending: Vec<SequencedRecord>,
-    writer: ArrowWriter<BufWriter<File>>,
-    path: PathBuf,
+    shards: Vec<ShardWriter>,
+    /// Which shard a contributor's records go to; keyed afresh each run,
+    /// so no input can choose to crowd one shard.
+    by_contributor: std::hash::RandomState,
+    /// Rows a shard buffers before writing a row group: the buffers of all
+    /// shards together hold about one engine batch.
+    flush_rows: usize,
     next_seq: u64,
+}
+
+/// One shard's file and the rows waiting to be written to it.
+struct ShardWriter {
+    pending: Vec<SequencedRecord>,
+    writer: arrow::ipc::writer::FileWriter<BufWriter<File>>,
+    path: PathBuf,
+    rows: u64,
 }
 
 /// The accepted records of a run, in the run's spill directory.
 #[derive(Debug)]
 pub(crate) struct SpilledRecords {
-    pub(crate) path: PathBuf,
+    /// Each shard's file and its number of records.
+    pub(crate) shards: Vec<(PathBuf, u64)>,
+    pub(crate) rows: u64,
+}
+
+/// Shards counted together: at most `records_per_pass` records, or one
+/// shard that alone holds more.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CountingPass {
+    pub(crate) files: Vec<PathBuf>,
     pub(crate) rows: u64,
 }
 
 impl SpilledRecords {
-    /// The records as the `records` table of the counting plan (on this
-    /// machine or, read at the same path, on a cluster's executors).
-    pub(crate) fn listing_table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
-        let url = ListingTableUrl::parse(self.path.display().to_string())?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let table = ListingTable::try_new(
-            ListingTableConfig::new(url)
-                .with_listing_options(options)
-                .with_schema(crate::records::RECORD_SCHEMA.clone()),
-        )?;
-        Ok(Arc::new(table))
+    /// The passes that count every record, each over whole shards (so
+    /// over whole contributors), in shard order; empty shards are left
+    /// out.
+    pub(crate) fn passes(&self, records_per_pass: u64) -> Vec<CountingPass> {
+        let mut passes: Vec<CountingPass> = Vec::new();
+        for (path, rows) in self.shards.iter().filter(|(_, rows)| *rows > 0) {
+            match passes.last_mut() {
+                Some(pass) if pass.rows + rows <= records_per_pass => {
+                    pass.files.push(path.clone());
+                    pass.rows += rows;
+                }
+                _ => passes.push(CountingPass {
+                    files: vec![path.clone()],
+                    rows: *rows,
+                }),
+            }
+        }
+        passes
     }
 }
 
+impl CountingPass {
+    /// This pass's records as the `records` table of the counting plan.
+    pub(crate) fn listing_table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
+        let urls = self
+            .files
+            .iter()
+            .map(|f| ListingTableUrl::parse(f.display().to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        listing_table(urls)
+    }
+}
+
+fn listing_table(urls: Vec<ListingTableUrl>) -> Result<Arc<dyn TableProvider>, EngineError> {
+    let options = ListingOptions::new(Arc::new(ArrowFormat)).with_file_extension(SHARD_EXTENSION);
+    let table = ListingTable::try_new(
+        ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(crate::records::RECORD_SCHEMA.clone()),
+    )?;
+    Ok(Arc::new(table))
+}
+
+/// How many shards an input expected to hold `expected_rows` records is
+/// split into: one per pass it should fill, at least one, at most
+/// [`MAX_SHARDS`].
+pub(crate) fn shard_count(expected_rows: Option<u64>, records_per_pass: u64) -> usize {
+    let passes = expected_rows.unwrap_or(0).div_ceil(records_per_pass.max(1));
+    usize::try_from(passes)
+        .unwrap_or(MAX_SHARDS)
+        .clamp(1, MAX_SHARDS)
+}
+
 impl RecordSink {
-    pub(crate) fn create(dir: &Path) -> Result<RecordSink, BatchError> {
-        let path = dir.join("records.parquet");
-        let file = File::create(&path).map_err(BatchError::io(&path))?;
-        // Row groups of one engine batch: the writer buffers one group (a
-        // few MiB), and the scan reads them in parallel.
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_row_count(Some(ENGINE_BATCH_ROWS))
-            .build();
-        let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
-            crate::records::RECORD_SCHEMA.clone(),
-            Some(props),
-        )
-        .map_err(BatchError::parquet(&path))?;
+    /// A sink of `shards` files in `dir/records` (created; `dir` must
+    /// exist).
+    pub(crate) fn create(dir: &Path, shards: usize) -> Result<RecordSink, BatchError> {
+        let dir = dir.join("records");
+        std::fs::create_dir(&dir).map_err(BatchError::io(&dir))?;
+        let shards = shards.clamp(1, MAX_SHARDS);
+        let flush_rows = (ENGINE_BATCH_ROWS / shards).clamp(MIN_SHARD_FLUSH_ROWS, SHARD_BATCH_ROWS);
+        let writers = (0..shards)
+            .map(|i| {
+                let path = dir.join(format!("shard-{i:03}{SHARD_EXTENSION}"));
+                let file = File::create(&path).map_err(BatchError::io(&path))?;
+                let writer = arrow::ipc::writer::FileWriter::try_new(
+                    BufWriter::with_capacity((1 << 20) / shards, file),
+                    &crate::records::RECORD_SCHEMA,
+                )?;
+                Ok(ShardWriter {
+                    pending: Vec::with_capacity(flush_rows),
+                    writer,
+                    path,
+                    rows: 0,
+                })
+            })
+            .collect::<Result<Vec<_>, BatchError>>()?;
         Ok(RecordSink {
-            pending: Vec::with_capacity(ENGINE_BATCH_ROWS),
-            writer,
-            path,
+            shards: writers,
+            by_contributor: std::hash::RandomState::new(),
+            flush_rows,
             next_seq: 0,
         })
     }
 
     /// Appends a record; later calls count as later (`seq`).
     pub(crate) fn push(&mut self, record: CoarseRecord) -> Result<(), BatchError> {
-        self.pending.push(SequencedRecord {
+        use std::hash::BuildHasher;
+        let n = self.shards.len();
+        let i = if n == 1 {
+            0
+        } else {
+            (self.by_contributor.hash_one(record.contributor.0) % n as u64) as usize
+        };
+        let shard = &mut self.shards[i];
+        shard.pending.push(SequencedRecord {
             seq: self.next_seq,
             record,
         });
         self.next_seq += 1;
-        if self.pending.len() == ENGINE_BATCH_ROWS {
-            self.flush()?;
+        if shard.pending.len() >= self.flush_rows {
+            shard.flush()?;
         }
         Ok(())
     }
 
-    pub(crate) fn flush(&mut self) -> Result<(), BatchError> {
+    pub(crate) fn finish(self) -> Result<SpilledRecords, BatchError> {
+        let shards = self
+            .shards
+            .into_iter()
+            .map(ShardWriter::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SpilledRecords {
+            shards,
+            rows: self.next_seq,
+        })
+    }
+}
+
+impl ShardWriter {
+    fn flush(&mut self) -> Result<(), BatchError> {
         if !self.pending.is_empty() {
             let batch = to_record_batch(&self.pending)?;
-            self.writer
-                .write(&batch)
-                .map_err(BatchError::parquet(&self.path))?;
+            self.writer.write(&batch)?;
+            self.rows += self.pending.len() as u64;
             self.pending.clear();
         }
         Ok(())
     }
 
-    pub(crate) fn finish(mut self) -> Result<SpilledRecords, BatchError> {
+    fn finish(mut self) -> Result<(PathBuf, u64), BatchError> {
         self.flush()?;
+        self.writer.finish()?;
         let path = self.path;
-        let file = self
-            .writer
-            .into_inner()
-            .map_err(BatchError::parquet(&path))?;
+        let file = self.writer.into_inner()?;
         file.into_inner()
             .map_err(|e| BatchError::io(&path)(e.into_error()))?;
-        Ok(SpilledRecords {
-            path,
-            rows: self.next_seq,
-        })
+        Ok((path, self.rows))
     }
 }
 
@@ -269,7 +384,10 @@ pub(crate) fn read_submissions(
     let coarsener = Coarsener::new(&secret, config.window_length());
     let contributors = ContributorKeys::new(&secret);
     let mut report = InputReport::default();
-    let mut records = RecordSink::create(spill)?;
+    // Too many shards cost only small files; too few, larger passes.
+    let expected = size.map(|bytes| bytes / NDJSON_LINE_BYTES_AT_LEAST);
+    let shards = shard_count(expected, config.batch.records_per_pass);
+    let mut records = RecordSink::create(spill, shards)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     let mut line_no = 0u64;
@@ -409,7 +527,8 @@ pub(crate) fn read_coarse_records(
     let window_length = config.window_length();
     let resolution = config.region_resolution;
     let mut report = InputReport::default();
-    let mut records = RecordSink::create(spill)?;
+    let shards = shard_count(u64::try_from(rows).ok(), config.batch.records_per_pass);
+    let mut records = RecordSink::create(spill, shards)?;
     let mut row_no = 0u64;
     for batch in reader {
         let batch = batch?;

@@ -59,7 +59,13 @@ pub enum ConfigError {
         "batch.memory_limit_mb must be at least 24 (DataFusion needs room to sort through disk)"
     )]
     BatchMemory,
+    #[error("batch.records_per_pass must be at least {MIN_RECORDS_PER_PASS}")]
+    RecordsPerPass,
 }
+
+/// Fewest records a batch pass may be set to count (smaller passes only
+/// add per-pass planning).
+pub const MIN_RECORDS_PER_PASS: u64 = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -198,10 +204,11 @@ pub struct AggregateConfig {
 
 /// How much memory a batch run's counting may take, and where it spills.
 ///
-/// The input is never held in memory: accepted records go to a Parquet
-/// file in `spill_dir` as they are read, and DataFusion bounds and counts
-/// them from there within `memory_limit_mb`, sorting through disk when
-/// the contributors do not fit.
+/// The input is never held in memory: accepted records go to Arrow IPC
+/// files in `spill_dir` as they are read, split by contributor, and
+/// DataFusion bounds and counts them from there one pass of at most
+/// `records_per_pass` records at a time, within `memory_limit_mb`
+/// (sorting through disk when a pass's contributors do not fit).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
@@ -209,6 +216,12 @@ pub struct BatchSettings {
     /// Past it, the plan spills; peak RSS is about this plus the process's
     /// own (tens of MiB), whatever the input's size.
     pub memory_limit_mb: u64,
+    /// Records bounded and counted at once. A larger input is split by
+    /// contributor into passes of about this many, counted one after the
+    /// other (the counts add up: a contributor is in one pass), so the
+    /// counting's memory stays that of one pass (~32 bytes a record)
+    /// whatever the input's size.
+    pub records_per_pass: u64,
     /// Where the run keeps its copy of the accepted records and the
     /// plan's spill files (a fresh directory inside, removed at the end).
     /// Default: the system's temporary directory.
@@ -219,6 +232,7 @@ impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
             memory_limit_mb: 256,
+            records_per_pass: 1 << 20,
             spill_dir: None,
         }
     }
@@ -292,6 +306,9 @@ impl AggregateConfig {
         RegionResolution::new(self.region_resolution)?;
         if self.batch.memory_limit_mb < 24 {
             return Err(ConfigError::BatchMemory);
+        }
+        if self.batch.records_per_pass < MIN_RECORDS_PER_PASS {
+            return Err(ConfigError::RecordsPerPass);
         }
         let epoch = self.schedule_epoch_ms()?;
         if self.topology == Topology::Partitioned && epoch.is_none() {
