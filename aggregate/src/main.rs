@@ -245,8 +245,12 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
                 );
             }
         }
-        batch::Counted::OnCluster(url) => {
-            eprintln!("counted on the cluster {url}; noised and accounted here")
+        batch::Counted::OnCluster { url, passes } => {
+            let passes = match passes {
+                1 => "1 pass".to_string(),
+                n => format!("{n} passes"),
+            };
+            eprintln!("counted on the cluster {url} in {passes}; noised and accounted here")
         }
     }
     for (window, reason) in &report.refused_windows {

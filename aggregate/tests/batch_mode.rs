@@ -832,8 +832,8 @@ fn tasks_received(dir: &Path) -> Vec<usize> {
 fn a_cluster_counts_exactly_what_one_machine_counts_and_keeps_nothing() {
     let (url, cluster_dir) = ballista();
     let f = fixture("cluster");
-    // 300,000 records in two row groups (the repeat visitor in each copy
-    // bounded).
+    // 300,000 records (the repeat visitor in each copy bounded), counted
+    // on the cluster in passes of at most 100,000.
     let records = copies(&f.records, 100);
     let input = f.dir.join("records.parquet");
     write_coarse_parquet(&input, &records).unwrap();
@@ -847,17 +847,30 @@ fn a_cluster_counts_exactly_what_one_machine_counts_and_keeps_nothing() {
 
     let before = tasks_received(&cluster_dir);
     let on_cluster = f.dir.join("cluster.json");
-    let (ok, stderr) = f.batch(
+    let config = f.dir.join("passes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[batch]\nrecords_per_pass = 100000\n",
+            std::fs::read_to_string(&f.config).unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, stderr) = batch(
+        &config,
         &input,
         &on_cluster,
         range,
         &["--fresh-ledger", "--cluster", &url],
     );
     assert!(ok, "{stderr}");
-    assert!(
-        stderr.contains(&format!("counted on the cluster {url}")),
-        "{stderr}"
-    );
+    let passes: usize = stderr
+        .split(&format!("counted on the cluster {url} in "))
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cluster passes reported in:\n{stderr}"));
+    assert!(passes >= 3, "{stderr}");
     // Every executor took part: the plan really ran on the cluster.
     let after = tasks_received(&cluster_dir);
     assert!(before.len() >= 2, "executors' logs: {before:?}");

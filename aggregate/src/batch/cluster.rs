@@ -2,7 +2,7 @@
 //!
 //! The run reads, validates and coarsens its input here, as on one
 //! machine, into its spill directory; the cluster's executors read those
-//! files (all in one plan), bound each contributor and count per cell by the same SQL as a
+//! files, a pass at a time as a local run does, bound each contributor and count per cell by the same SQL as a
 //! local run, and send back only the exact counts. Noising, the ledger and
 //! the releases stay in this process: nothing the cluster sees depends on
 //! the noise, and nothing it could do spends budget.
@@ -11,19 +11,25 @@
 //! (`batch.spill_dir` on storage they share; on one machine any directory
 //! the executors' user can read).
 
-use super::{BatchError, SpilledRecords};
+use super::{BatchError, CellSums, Progress, SpilledRecords};
 use crate::engine::CellCounts;
 use hushmap_privacy::sensitivity::ContributionBounds;
 pub use hushmap_service::cluster::ClusterUrl;
 
 /// The bounded counts of every window of `records`, counted by the
-/// cluster at `url` with the plan a local run uses for `bounds`.
+/// cluster at `url` with the plan a local run uses for `bounds`, one pass
+/// of at most `records_per_pass` records (whole contributors) at a time,
+/// as a local run counts them: each pass is one job, so an executor's
+/// memory is that of a pass however large the input. Returns the counts
+/// and the number of passes.
 #[cfg(feature = "cluster")]
 pub(super) async fn count_on_cluster(
     url: &ClusterUrl,
     records: &SpilledRecords,
+    records_per_pass: u64,
     bounds: ContributionBounds,
-) -> Result<Vec<CellCounts>, BatchError> {
+    progress: &dyn Progress,
+) -> Result<(Vec<CellCounts>, usize), BatchError> {
     use crate::engine::{self, EngineError};
     use ballista::prelude::SessionContextExt;
     use datafusion::prelude::SessionContext;
@@ -34,20 +40,17 @@ pub(super) async fn count_on_cluster(
     let ctx = SessionContext::remote(&url.to_string())
         .await
         .map_err(|e| failed(e.into()))?;
-    // All the records in one plan: the executors' memory is theirs to
-    // bound.
-    let whole = super::CountingPass {
-        files: records
-            .shards
-            .iter()
-            .map(|(path, _)| path.clone())
-            .collect(),
-        rows: records.rows,
-    };
-    let table = whole.listing_table().map_err(failed)?;
-    engine::bounded_counts_table(&ctx, table, bounds)
-        .await
-        .map_err(failed)
+    let passes = records.passes(records_per_pass);
+    let mut sums = CellSums::default();
+    for pass in &passes {
+        let table = pass.listing_table().map_err(failed)?;
+        let cells = engine::bounded_counts_table(&ctx, table, bounds)
+            .await
+            .map_err(failed)?;
+        sums.add(cells);
+        progress.advance(pass.rows);
+    }
+    Ok((sums.into_cells(), passes.len()))
 }
 
 /// Without the `cluster` feature there is no Ballista client.
@@ -55,7 +58,9 @@ pub(super) async fn count_on_cluster(
 pub(super) async fn count_on_cluster(
     url: &ClusterUrl,
     _: &SpilledRecords,
+    _: u64,
     _: ContributionBounds,
-) -> Result<Vec<CellCounts>, BatchError> {
+    _: &dyn Progress,
+) -> Result<(Vec<CellCounts>, usize), BatchError> {
     Err(BatchError::NoClusterClient(url.clone()))
 }

@@ -257,8 +257,9 @@ pub enum Counted {
     /// passes over disjoint sets of contributors; `through_disk` of them
     /// sorted through disk, their contributors not fitting the pool.
     Here { passes: usize, through_disk: usize },
-    /// By the executors of a Ballista cluster.
-    OnCluster(ClusterUrl),
+    /// By the executors of a Ballista cluster, in `passes` jobs over
+    /// disjoint sets of contributors.
+    OnCluster { url: ClusterUrl, passes: usize },
 }
 
 /// The outcome of a batch run.
@@ -340,9 +341,16 @@ pub async fn run_batch(
     let (cells, counted) = match &options.cluster {
         Some(url) => {
             progress.phase("bounding and counting on the cluster", Some(records.rows));
-            let cells = cluster::count_on_cluster(url, &records, config.bounds()).await?;
-            progress.advance(records.rows);
-            (cells, Counted::OnCluster(url.clone()))
+            let (cells, passes) = cluster::count_on_cluster(
+                url,
+                &records,
+                config.batch.records_per_pass,
+                config.bounds(),
+                progress,
+            )
+            .await?;
+            let url = url.clone();
+            (cells, Counted::OnCluster { url, passes })
         }
         None => count_bounded(config, &records, spill.path(), progress).await?,
     };
