@@ -424,10 +424,10 @@ pub const BATCH_ALLOCATOR_ARENAS: i32 = 2;
 /// Why: by default glibc gives threads up to eight arenas per core, and an
 /// arena keeps what its threads freed for their next allocations. A batch
 /// run's DataFusion threads each allocate and free a sort's or a scan's
-/// buffers, so the freed memory of many arenas stayed resident: 10M
-/// records peaked at 200–208 MiB against 137–141 MiB for 1M, in a 256 MiB
-/// pool. With this call the same run peaked at 174–187 MiB and took no
-/// longer (docs/BENCHMARKS.md). The stream does not cap them: its threads
+/// buffers, so the freed memory of many arenas stayed resident. Counted
+/// in passes, without this call: 1M records peaked at 114–115 MiB, 10M at
+/// 128–132 MiB, 100M at 154 MiB; with it, 109–110, 122–129 and 136–137
+/// MiB, no slower (docs/BENCHMARKS.md). The stream does not cap them: its threads
 /// allocate concurrently all the time, and contention would cost more than
 /// the memory saved.
 pub fn cap_allocator_arenas() {

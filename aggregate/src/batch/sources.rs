@@ -1,7 +1,8 @@
 //! Batch inputs: NDJSON submission bodies (through the same submission
 //! steps as ingest) and Parquet coarse records, read a line or a batch at
-//! a time into a Parquet file of accepted records in the run's spill
-//! directory, with a report of every refusal.
+//! a time into Arrow IPC shards of accepted records (split by
+//! contributor) in the run's spill directory, with a report of every
+//! refusal.
 
 use super::*;
 
