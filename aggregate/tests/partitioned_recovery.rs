@@ -21,7 +21,15 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_found_on_the_releases_topic_is_never_noised_again() -> anyhow::Result<()> {
     let topics = Topics::create("pr").await?;
-    let config = partitioned_config(&topics, "pr")?;
+    let mut config = partitioned_config(&topics, "pr")?;
+    // The records are for the window current when they are sent, and the
+    // stages may still be joining their group or opening records then. In
+    // one full-suite run (two lanes on two cores) only 27 of the 40 were
+    // counted; that run did not say why, and the test passed alone and
+    // under CPU load since. Lateness (1 s by default) is the one cause the
+    // test does not mean to examine, so records get more of it; should the
+    // count fall short again, the message says whether any were late.
+    config.allowed_lateness_secs = 6;
 
     let aggregator = PartitionedAggregator::new(config)?;
     let stats = aggregator.stats();
@@ -43,7 +51,13 @@ async fn a_part_found_on_the_releases_topic_is_never_noised_again() -> anyhow::R
         "the lost answer was not recovered from the releases topic"
     );
     // Every record of the first window was counted once (huge ε).
-    assert_eq!(counted(&parts, window), 40);
+    assert_eq!(
+        counted(&parts, window),
+        40,
+        "records refused as late: {}; windows published without data: {}; parts seen: {seen:?}",
+        stats.records_late.load(Ordering::Relaxed),
+        stats.windows_missed.load(Ordering::Relaxed),
+    );
     Ok(())
 }
 
