@@ -156,7 +156,7 @@ pub(crate) struct RecordSink {
     /// Which shard a contributor's records go to; keyed afresh each run,
     /// so no input can choose to crowd one shard.
     by_contributor: std::hash::RandomState,
-    /// Rows a shard buffers before writing a row group: the buffers of all
+    /// Rows a shard buffers before writing them as a batch: the buffers of all
     /// shards together hold about one engine batch.
     flush_rows: usize,
     next_seq: u64,
