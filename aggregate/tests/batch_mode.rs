@@ -53,6 +53,31 @@ impl Fixture {
     ) -> (bool, String) {
         batch(&self.config, input, out, range, extra)
     }
+
+    /// The fixture's configuration with a `[batch]` section of
+    /// `settings`, written as `name`.
+    fn config_with_batch(&self, name: &str, settings: &str) -> PathBuf {
+        let config = self.dir.join(name);
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n[batch]\n{settings}\n",
+                std::fs::read_to_string(&self.config).unwrap()
+            ),
+        )
+        .unwrap();
+        config
+    }
+}
+
+/// The number of passes a run reported after `prefix` on its stderr.
+fn passes_reported(stderr: &str, prefix: &str) -> usize {
+    stderr
+        .split(prefix)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no passes reported after {prefix:?} in:\n{stderr}"))
 }
 
 /// 3,000 generated submissions over three daily windows, a signed-up user
@@ -597,16 +622,13 @@ fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
     let want = expected(&records);
     let spill = f.dir.join("spill");
     std::fs::create_dir_all(&spill).unwrap();
-    let config = f.dir.join("small.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[batch]\nmemory_limit_mb = 24\nrecords_per_pass = 10000000\nspill_dir = {:?}\n",
-            std::fs::read_to_string(&f.config).unwrap(),
+    let config = f.config_with_batch(
+        "small.toml",
+        &format!(
+            "memory_limit_mb = 24\nrecords_per_pass = 10000000\nspill_dir = {:?}",
             spill.display().to_string()
         ),
-    )
-    .unwrap();
+    );
     let out = f.dir.join("small.json");
     let ledger = f.dir.join("small.ledger");
     let (ok, stderr) = batch(
@@ -653,24 +675,12 @@ fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
 fn a_run_split_into_passes_counts_what_one_pass_counts() {
     let f = fixture("passes");
     let with_passes_of = |records: u64| {
-        let config = f.dir.join(format!("passes-{records}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "{}\n[batch]\nrecords_per_pass = {records}\n",
-                std::fs::read_to_string(&f.config).unwrap()
-            ),
+        f.config_with_batch(
+            &format!("passes-{records}.toml"),
+            &format!("records_per_pass = {records}"),
         )
-        .unwrap();
-        config
     };
-    let passes_said = |stderr: &str| -> usize {
-        let said = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("counted in "))
-            .unwrap_or_else(|| panic!("no passes reported in:\n{stderr}"));
-        said.split(' ').next().unwrap().parse().unwrap()
-    };
+    let passes_said = |stderr: &str| passes_reported(stderr, "\ncounted in ");
 
     // Submissions: ~3,000 records in passes of 1,000.
     let out = f.dir.join("ndjson.json");
@@ -847,15 +857,7 @@ fn a_cluster_counts_exactly_what_one_machine_counts_and_keeps_nothing() {
 
     let before = tasks_received(&cluster_dir);
     let on_cluster = f.dir.join("cluster.json");
-    let config = f.dir.join("passes.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[batch]\nrecords_per_pass = 100000\n",
-            std::fs::read_to_string(&f.config).unwrap()
-        ),
-    )
-    .unwrap();
+    let config = f.config_with_batch("passes.toml", "records_per_pass = 100000");
     let (ok, stderr) = batch(
         &config,
         &input,
@@ -864,12 +866,7 @@ fn a_cluster_counts_exactly_what_one_machine_counts_and_keeps_nothing() {
         &["--fresh-ledger", "--cluster", &url],
     );
     assert!(ok, "{stderr}");
-    let passes: usize = stderr
-        .split(&format!("counted on the cluster {url} in "))
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no cluster passes reported in:\n{stderr}"));
+    let passes = passes_reported(&stderr, &format!("counted on the cluster {url} in "));
     assert!(passes >= 3, "{stderr}");
     // Every executor took part: the plan really ran on the cluster.
     let after = tasks_received(&cluster_dir);
