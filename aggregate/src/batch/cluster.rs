@@ -2,10 +2,11 @@
 //!
 //! The run reads, validates and coarsens its input here, as on one
 //! machine, into its spill directory; the cluster's executors read those
-//! files, a pass at a time as a local run does, bound each contributor and count per cell by the same SQL as a
-//! local run, and send back only the exact counts. Noising, the ledger and
-//! the releases stay in this process: nothing the cluster sees depends on
-//! the noise, and nothing it could do spends budget.
+//! files a pass at a time, as a local run does, bound each contributor and
+//! count per cell by the same SQL as a local run, and send back only the
+//! exact counts. Noising, the ledger and the releases stay in this
+//! process: nothing the cluster sees depends on the noise, and nothing it
+//! could do spends budget.
 //!
 //! The executors must read the spill directory at the same path
 //! (`batch.spill_dir` on storage they share; on one machine any directory
