@@ -670,7 +670,8 @@ fn a_run_too_big_for_its_memory_counts_through_disk_to_the_same_counts() {
 /// A run split into passes by contributor releases exactly the counts one
 /// pass over everything releases: a contributor's records all land in one
 /// pass, so the bound holds across passes (the repeat visitor, and each
-/// copy's, counts once), and every record is counted in some pass.
+/// copy's, counts once), and every record is counted in some pass. An
+/// input read from a FIFO, whose size nothing tells, is split too.
 #[test]
 fn a_run_split_into_passes_counts_what_one_pass_counts() {
     let f = fixture("passes");
@@ -695,6 +696,39 @@ fn a_run_split_into_passes_counts_what_one_pass_counts() {
     assert!(ok, "{stderr}");
     assert!(passes_said(&stderr) >= 3, "{stderr}");
     assert!(!stderr.contains("through disk"), "{stderr}");
+    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(counts_of(&releases), expected(&f.records));
+
+    // The same through a FIFO, whose size nothing tells: still in passes.
+    let fifo = f.dir.join("fifo.ndjson");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let writer = std::thread::spawn({
+        let (from, to) = (f.ndjson.clone(), fifo.clone());
+        move || {
+            std::io::copy(
+                &mut std::fs::File::open(from)?,
+                &mut std::fs::File::create(to)?,
+            )
+        }
+    });
+    let out = f.dir.join("fifo.json");
+    let ledger = f.dir.join("fifo.ledger");
+    let (ok, stderr) = batch(
+        &with_passes_of(1_000),
+        &fifo,
+        &out,
+        DAYS,
+        &["--ledger", ledger.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    writer.join().unwrap().unwrap();
+    assert!(passes_said(&stderr) >= 3, "{stderr}");
     let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(counts_of(&releases), expected(&f.records));
 

@@ -681,7 +681,7 @@ mod tests {
 
     #[test]
     fn an_input_gets_a_shard_per_pass_it_should_fill() {
-        assert_eq!(shard_count(None, 1_000), 1);
+        assert_eq!(shard_count(None, 1_000), SHARDS_WHEN_SIZE_UNKNOWN);
         assert_eq!(shard_count(Some(0), 1_000), 1);
         assert_eq!(shard_count(Some(1_000), 1_000), 1);
         assert_eq!(shard_count(Some(1_001), 1_000), 2);

@@ -128,6 +128,13 @@ const SHARD_EXTENSION: &str = ".arrow";
 /// [`RecordSink`]).
 pub(crate) const MAX_SHARDS: usize = 256;
 
+/// Shards of an input whose size nothing tells (a FIFO). Passes take whole
+/// shards up to `records_per_pass`, so a small input still counts in one
+/// pass; up to this many times `records_per_pass` records, a pass stays
+/// within it. The shards' buffers hold about one engine batch in all
+/// whatever their number (see `RecordSink::flush_rows`).
+pub(crate) const SHARDS_WHEN_SIZE_UNKNOWN: usize = 64;
+
 /// Fewest rows a shard buffers before writing them out as a batch.
 const MIN_SHARD_FLUSH_ROWS: usize = 2048;
 
@@ -145,7 +152,8 @@ const SHARD_BATCH_ROWS: usize = 8192;
 /// shards can be bounded and counted one pass at a time: the counts of
 /// disjoint sets of contributors add up to the counts of all of them.
 /// There are about as many shards as the input is expected to fill passes
-/// of `records_per_pass`; an input of unknown size (a pipe) gets one.
+/// of `records_per_pass`; an input of unknown size (a FIFO) gets
+/// [`SHARDS_WHEN_SIZE_UNKNOWN`].
 ///
 /// Arrow IPC, not Parquet: a Parquet writer keeps every row group's
 /// metadata until it closes, and many shards mean many small row groups
@@ -232,9 +240,12 @@ fn listing_table(urls: Vec<ListingTableUrl>) -> Result<Arc<dyn TableProvider>, E
 
 /// How many shards an input expected to hold `expected_rows` records is
 /// split into: one per pass it should fill, at least one, at most
-/// [`MAX_SHARDS`].
+/// [`MAX_SHARDS`]; [`SHARDS_WHEN_SIZE_UNKNOWN`] when nothing tells.
 pub(crate) fn shard_count(expected_rows: Option<u64>, records_per_pass: u64) -> usize {
-    let passes = expected_rows.unwrap_or(0).div_ceil(records_per_pass.max(1));
+    let Some(expected_rows) = expected_rows else {
+        return SHARDS_WHEN_SIZE_UNKNOWN;
+    };
+    let passes = expected_rows.div_ceil(records_per_pass.max(1));
     usize::try_from(passes)
         .unwrap_or(MAX_SHARDS)
         .clamp(1, MAX_SHARDS)
@@ -371,7 +382,12 @@ pub(crate) fn read_submissions(
 ) -> Result<(SpilledRecords, InputReport), BatchError> {
     let io_err = BatchError::io(path);
     let file = File::open(path).map_err(&io_err)?;
-    let size = file.metadata().map(|m| m.len()).ok();
+    // A FIFO's length is 0 whatever comes through it: unknown.
+    let size = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
     progress.phase("reading submissions", size);
     let rules = ValidationRules {
         resolution: RegionResolution::new(config.region_resolution)
