@@ -4,7 +4,8 @@
 # 1. max throughput of a bare axum handler that parses the same JSON (the
 #    ceiling) and of the real ingest (validation, triage, coarsening, an
 #    acknowledged Kafka produce), same load tool and settings, twice each,
-#    alternating;
+#    alternating; with each run, the CPU the server, the broker and the
+#    load tool spent per answered request, and the ratio per core;
 # 2. latency of ingest at 70% of its own max rate (the goal), and at 70% of
 #    the ceiling's;
 # 3. what identity costs: ingest's max throughput when every request sends
@@ -76,13 +77,21 @@ HUSHMAP_PAYLOAD_PUBLIC_KEY="1:$(openssl genpkey -algorithm x25519 2>/dev/null \
 export HUSHMAP_PAYLOAD_PUBLIC_KEY
 
 "$BIN_DIR/examples/bare_handler" 127.0.0.1:8090 & pids+=($!)
+declare -A SERVER_PID=([8090]=$!)
 HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8091 \
   HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 \
   HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
   HUSHMAP_INGEST_IDENTITY__PEM_FILES="[\"$IDP/ed25519.pem\",\"$IDP/p256.pem\",\"$IDP/rsa.pem\"]" \
   HUSHMAP_INGEST_IDENTITY__ISSUER="$ISSUER" HUSHMAP_INGEST_IDENTITY__AUDIENCE="$AUDIENCE" \
   HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 "$BIN_DIR/hushmap-ingest" & pids+=($!)
+SERVER_PID[8091]=$!
 wait_port 8090; wait_port 8091
+
+# CPU time (user + system, in clock ticks) a process has used so far; 0
+# for a process we do not know (a broker this machine did not start).
+cpu_ticks() { if [ -r "/proc/${1:-none}/stat" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
+CLK_TCK=$(getconf CLK_TCK)
+BROKER_PID=$(cat "$KAFKA_PID_FILE" 2>/dev/null || true)
 
 run() { # name port [rate] [header]
   local name=$1 port=$2 rate=${3:-} header=${4:-}
@@ -90,16 +99,39 @@ run() { # name port [rate] [header]
   [ -n "$rate" ] && extra=(-q "$rate")
   [ -n "$header" ] && extra+=(-H "$header")
   echo "bench: $name ${rate:+at $rate req/s} for ${SECS}s with $CONNS connections"
-  "$OHA" -z "${SECS}s" -c "$CONNS" --no-tui --output-format json -m POST \
-    -H "content-type: application/json" ${extra[@]+"${extra[@]}"} -D "$BODY" "http://127.0.0.1:$port/v1/submissions" > "$OUT/$name.json"
-  SHORT="$SHORT" python3 - "$OUT/$name.json" "$name" <<'PY'
+  # Besides req/s, the CPU each party spent per answered request: the
+  # server's own (from /proc), the broker's and the load tool's (bash's
+  # `time`). The machine's cores are shared by all three, so the server's
+  # CPU per request is the figure that does not depend on who else ran.
+  local server_pid=${SERVER_PID[$port]} server0 broker0 t0 t1
+  server0=$(cpu_ticks "$server_pid"); broker0=$(cpu_ticks "$BROKER_PID"); t0=$(date +%s.%N)
+  local TIMEFORMAT='%U %S'
+  { time "$OHA" -z "${SECS}s" -c "$CONNS" --no-tui --output-format json -m POST \
+    -H "content-type: application/json" ${extra[@]+"${extra[@]}"} -D "$BODY" "http://127.0.0.1:$port/v1/submissions" \
+    > "$OUT/$name.json" 2>"$OUT/$name.stderr"; } 2> "$OUT/$name.load-cpu"
+  t1=$(date +%s.%N)
+  SHORT="$SHORT" python3 - "$OUT/$name.json" "$name" "$CLK_TCK" "$t0" "$t1" \
+    "$server0" "$(cpu_ticks "$server_pid")" "$broker0" "$(cpu_ticks "$BROKER_PID")" "$OUT/$name.load-cpu" <<'PY'
 import json, os, sys
-d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
+path, name, tck, t0, t1, s0, s1, b0, b1, load = sys.argv[1:]
+d = json.load(open(path)); s = d["summary"]; p = d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
-print(f"  {sys.argv[2]:<22} {s['requestsPerSec']:>9.0f} req/s   p50 {p['p50']*1000:6.2f} ms   p99 {p['p99']*1000:6.2f} ms   statuses {codes}")
+answered = sum(codes.values())
+wall = float(t1) - float(t0)
+server = (int(s1) - int(s0)) / int(tck)
+broker = (int(b1) - int(b0)) / int(tck)
+load_cpu = sum(float(x) for x in open(load).read().split()[-2:])
+per = lambda cpu: cpu / answered * 1e6 if answered else float("nan")
+d["cpu"] = {"wall_s": wall, "server_s": server, "broker_s": broker, "load_s": load_cpu,
+            "server_us_per_request": per(server), "broker_us_per_request": per(broker),
+            "load_us_per_request": per(load_cpu)}
+json.dump(d, open(path, "w"))
+print(f"  {name:<22} {s['requestsPerSec']:>9.0f} req/s   p50 {p['p50']*1000:6.2f} ms   p99 {p['p99']*1000:6.2f} ms   statuses {codes}")
+print(f"  {'':<22} CPU per request: server {per(server):5.1f} us ({server / wall:.2f} cores), "
+      f"broker {per(broker):5.1f} us ({broker / wall:.2f}), load tool {per(load_cpu):5.1f} us ({load_cpu / wall:.2f})")
 # A smoke run must be answered, and never by a server error.
 if os.environ["SHORT"] == "1" and (not codes or any(c.startswith("5") for c in codes)):
-    sys.exit(f"bench: {sys.argv[2]}: no answers or server errors: {codes}")
+    sys.exit(f"bench: {name}: no answers or server errors: {codes}")
 PY
 }
 
@@ -128,6 +160,13 @@ rps = lambda n: r[n]["summary"]["requestsPerSec"]
 p99 = lambda n: r[n]["latencyPercentiles"]["p99"] * 1000
 ratios = [rps("ingest_max") / rps("bare_max"), rps("ingest_max_2") / rps("bare_max_2")]
 print(f"bench: ingest / bare max throughput = {min(ratios):.2f}-{max(ratios):.2f} (two pairs; goal >= 0.50)")
+# The same ratio per core of the server's own CPU: what it would be if each
+# server had the machine's cores to itself (the broker's CPU aside).
+cpu = lambda n: r[n]["cpu"]["server_us_per_request"]
+per_core = [cpu("bare_max") / cpu("ingest_max"), cpu("bare_max_2") / cpu("ingest_max_2")]
+print(f"bench: per core of the server's own CPU = {min(per_core):.2f}-{max(per_core):.2f} "
+      f"(bare {cpu('bare_max'):.1f}, {cpu('bare_max_2'):.1f} us/request; "
+      f"ingest {cpu('ingest_max'):.1f}, {cpu('ingest_max_2'):.1f} us/request)")
 print(f"bench: ingest p99 at 70% of its own max ({rps('ingest_at_70pct_own'):.0f} req/s) = "
       f"{p99('ingest_at_70pct_own'):.2f} ms (goal < 20 ms); at 70% of bare max = {p99('ingest_at_70pct'):.2f} ms")
 PY
@@ -150,6 +189,7 @@ HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:80
   HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 HUSHMAP_INGEST_PROOF_OF_WORK__DIFFICULTY_BITS=15 \
   HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
   HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 "$BIN_DIR/hushmap-ingest" & pids+=($!)
+SERVER_PID[8092]=$!
 wait_port 8092
 run ingest_pow_no_proof 8092
 "$BIN_DIR/examples/verify_cost" "$IDP"
