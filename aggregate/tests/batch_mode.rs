@@ -701,13 +701,7 @@ fn a_run_split_into_passes_counts_what_one_pass_counts() {
 
     // The same through a FIFO, whose size nothing tells: still in passes.
     let fifo = f.dir.join("fifo.ndjson");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_fifo(&fifo);
     let writer = std::thread::spawn({
         let (from, to) = (f.ndjson.clone(), fifo.clone());
         move || {
@@ -760,19 +754,19 @@ fn a_run_split_into_passes_counts_what_one_pass_counts() {
     std::fs::remove_dir_all(&f.dir).ok();
 }
 
+/// Makes a FIFO at `path`.
+fn make_fifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
 /// The mode a batch run gives its spill directory, read off a run that is
 /// stopped while the directory exists (its input is a FIFO nobody writes).
 fn tempfile_mode(parent: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     let fifo = parent.join("input.ndjson");
     let _ = std::fs::remove_file(&fifo);
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_fifo(&fifo);
     let config = parent.join("probe.toml");
     std::fs::write(
         &config,
