@@ -261,14 +261,19 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
 )]
 pub(crate) async fn submit(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let request_id = state.next_request.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("submission", request_id);
+    // A request's outcome is logged at debug only; `/metrics` counts every
+    // outcome. A refused request costs its sender almost nothing, so at
+    // the default level (`info`) a line per request would let anyone fill
+    // ingest's disk and log pipeline at the rate they can send
+    // (`edge_attacks::a_flood_of_requests_is_counted_not_logged_line_by_line`).
+    let span = tracing::debug_span!("submission", request_id);
     async move {
         match handle(&state, req).await {
             Ok(triage) => {
                 // Neither the risk level nor who submitted is logged or
                 // counted apart: only that one more was accepted.
                 state.metrics.accepted();
-                tracing::info!(outcome = "accepted");
+                tracing::debug!(outcome = "accepted");
                 (StatusCode::ACCEPTED, axum::Json(triage)).into_response()
             }
             Err(problem) => {
@@ -280,7 +285,7 @@ pub(crate) async fn submit(State(state): State<Arc<AppState>>, req: Request) -> 
                     ErrorCode::UnknownField => "",
                     _ => problem.field.as_deref().unwrap_or(""),
                 };
-                tracing::info!(outcome = problem.code.as_str(), field);
+                tracing::debug!(outcome = problem.code.as_str(), field);
                 respond(problem)
             }
         }

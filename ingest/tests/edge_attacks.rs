@@ -11,7 +11,9 @@
 //! - `/readyz` polled hard while the broker is unreachable answers at once
 //!   (no broker round trip, no blocking thread per call);
 //! - anonymous submissions without a proof of work, with a forged one or
-//!   with one already used are refused before anything is produced.
+//!   with one already used are refused before anything is produced;
+//! - a flood of requests at the default log level is counted in
+//!   `/metrics`, not written to the log a line per request.
 
 mod common;
 
@@ -357,5 +359,95 @@ async fn anonymous_submissions_pay_with_a_proof_of_work_once() -> anyhow::Result
     })
     .await??;
     assert_eq!(records.len(), 2 + usize::from(unsolved.0 == 202));
+    Ok(())
+}
+
+/// A flood of requests at the default log level (`info`): every outcome is
+/// counted in `/metrics`, and none writes a log line of its own. Refused
+/// requests cost their sender almost nothing; were each a log line, anyone
+/// could fill ingest's disk and log pipeline at the rate they can send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_is_counted_not_logged_line_by_line() -> anyhow::Result<()> {
+    use hushmap_testkit::{brokers, create_topics, eventually, free_port, unique};
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    const EACH: usize = 400;
+    let topic = unique("test.ingest.flood-log");
+    create_topics(&[(&topic, 1)]).await?;
+    let (port, admin_port) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
+        .env_clear()
+        .env("HUSHMAP_INGEST_DEV_MODE", "true")
+        .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "HUSHMAP_INGEST_ADMIN_LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )
+        .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers())
+        .env("HUSHMAP_INGEST_KAFKA__TOPIC", &topic)
+        .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
+        .env(
+            "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+            hushmap_testkit::payload_public_key().to_string(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually("ingest to be ready", Duration::from_secs(30), || async {
+        // Refused until it listens.
+        let ready = client.get(format!("{url}/readyz")).send().await;
+        Ok(ready.is_ok_and(|r| r.status() == 200).then_some(()))
+    })
+    .await?;
+
+    let submit = |body: serde_json::Value, content_type: &'static str| {
+        let request = client
+            .post(format!("{url}/v1/submissions"))
+            .header("content-type", content_type)
+            .body(body.to_string());
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    };
+    let mut too_old = body();
+    too_old["age"] = 130.into();
+    for _ in 0..EACH {
+        assert_eq!(submit(body(), "application/json").await?, 202);
+        assert_eq!(submit(body(), "text/plain").await?, 415);
+        assert_eq!(submit(too_old.clone(), "application/json").await?, 422);
+    }
+
+    let metrics = client
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for counted in [
+        format!("hushmap_ingest_submissions_accepted_total {EACH}"),
+        format!(
+            "hushmap_ingest_submissions_rejected_total{{code=\"unsupported_media_type\"}} {EACH}"
+        ),
+        format!("hushmap_ingest_submissions_rejected_total{{code=\"invalid_value\"}} {EACH}"),
+    ] {
+        assert!(metrics.contains(&counted), "{counted} not in:\n{metrics}");
+    }
+    child.kill()?;
+    child.wait()?;
+    let logs = logs.join().expect("log reader");
+    // Start-up says a few things (dev mode, listening, the broker).
+    let lines = logs.lines().count();
+    assert!(
+        lines < 20,
+        "{lines} log lines for {} requests:\n{}",
+        3 * EACH,
+        logs.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
     Ok(())
 }
