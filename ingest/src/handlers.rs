@@ -7,7 +7,7 @@
 use crate::identity::{IdTokenError, IdTokenVerifier};
 use crate::metrics::IngestMetrics;
 use crate::page::{Language, SelfCheckPages};
-use crate::producer::SubmissionProducer;
+use crate::producer::{ProduceError, SubmissionProducer};
 use crate::proof_of_work::{PROOF_HEADER, Proofs};
 use crate::rate_limit::ClientRateLimiter;
 use axum::body::to_bytes;
@@ -27,7 +27,7 @@ use hushmap_submission::validate::{ValidationRules, validate};
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -58,6 +58,49 @@ pub(crate) struct AppState {
     pub(crate) proofs: Option<Proofs>,
     /// Bounds submissions waiting for Kafka; a full queue answers 503 at once.
     pub(crate) in_flight: Semaphore,
+    pub(crate) unacknowledged: UnacknowledgedWarning,
+}
+
+/// How often, at most, ingest warns that the broker did not acknowledge
+/// submissions.
+const UNACKNOWLEDGED_WARNING_EVERY_MS: i64 = 10_000;
+
+/// Warns that the broker did not acknowledge submissions at most once per
+/// [`UNACKNOWLEDGED_WARNING_EVERY_MS`], with how many failed since the last
+/// warning. While the broker is away every submission fails: a line each
+/// would turn an outage at a national rate into a flood of log lines. Each
+/// failure is also counted in `/metrics` (`code="unavailable"`).
+#[derive(Default)]
+pub(crate) struct UnacknowledgedWarning {
+    /// When the last warning was written (ms since the epoch; 0: never).
+    last_ms: AtomicI64,
+    /// Failures since then.
+    since: AtomicU64,
+}
+
+impl UnacknowledgedWarning {
+    /// Counts one failure; warns if the interval has passed. Returns how
+    /// many failures the warning it wrote covered.
+    fn failed(&self, now_ms: i64, error: &ProduceError) -> Option<u64> {
+        self.since.fetch_add(1, Ordering::Relaxed);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        // One request among those failing at once wins the exchange.
+        if now_ms - last >= UNACKNOWLEDGED_WARNING_EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let failed = self.since.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                error = %error,
+                failed,
+                "submissions not acknowledged by kafka (failed: how many since the last such warning)"
+            );
+            return Some(failed);
+        }
+        None
+    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -369,7 +412,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
         .observe_produce(started.elapsed().as_secs_f64());
     state.metrics.in_flight().dec();
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "submission not acknowledged by kafka");
+        let _ = state.unacknowledged.failed(now_ms(), &e);
         return Err(unavailable(
             "submissions cannot be stored right now; try again shortly",
         ));
@@ -467,6 +510,26 @@ fn resolve_contributor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unacknowledged_submissions_are_warned_about_once_an_interval_with_a_count() {
+        let warning = UnacknowledgedWarning::default();
+        let error = ProduceError::Kafka(rdkafka::error::KafkaError::Canceled);
+        let t0 = 1_800_000_000_000;
+        assert_eq!(warning.failed(t0, &error), Some(1));
+        for k in 1..=99 {
+            assert_eq!(warning.failed(t0 + k * 100, &error), None);
+        }
+        // The next warning, an interval later, covers those 99 and itself.
+        assert_eq!(
+            warning.failed(t0 + UNACKNOWLEDGED_WARNING_EVERY_MS, &error),
+            Some(100)
+        );
+        assert_eq!(
+            warning.failed(t0 + UNACKNOWLEDGED_WARNING_EVERY_MS + 1, &error),
+            None
+        );
+    }
 
     #[test]
     fn content_type_check() {

@@ -7,7 +7,9 @@
 //! that submission's own answer.
 
 use crate::config::IngestConfig;
-use crate::handlers::{AppState, challenge, page, pow_worker, ready, submit};
+use crate::handlers::{
+    AppState, UnacknowledgedWarning, challenge, page, pow_worker, ready, submit,
+};
 use crate::identity::IdTokenVerifier;
 use crate::metrics::IngestMetrics;
 use crate::openapi;
@@ -114,6 +116,7 @@ impl IngestServer {
                 )
             }),
             in_flight: Semaphore::new(config.max_in_flight),
+            unacknowledged: UnacknowledgedWarning::default(),
             contributors,
         };
         let listener =

@@ -13,7 +13,8 @@
 //! - anonymous submissions without a proof of work, with a forged one or
 //!   with one already used are refused before anything is produced;
 //! - a flood of requests at the default log level is counted in
-//!   `/metrics`, not written to the log a line per request.
+//!   `/metrics`, not written to the log a line per request, and neither
+//!   are the failures while the broker is away (one warning an interval).
 
 mod common;
 
@@ -362,50 +363,92 @@ async fn anonymous_submissions_pay_with_a_proof_of_work_once() -> anyhow::Result
     Ok(())
 }
 
+/// The real ingest binary at the default log level (`info`), dev mode,
+/// rate limiting off, on `brokers` and `topic`; its stderr is collected
+/// until it stops.
+struct IngestProcess {
+    child: std::process::Child,
+    url: String,
+    admin_url: String,
+    logs: std::thread::JoinHandle<String>,
+}
+
+impl IngestProcess {
+    async fn start(brokers: &str, topic: &str, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        use hushmap_testkit::{eventually, free_port};
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        let (port, admin_port) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
+            .env_clear()
+            .env("HUSHMAP_INGEST_DEV_MODE", "true")
+            .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "HUSHMAP_INGEST_ADMIN_LISTEN",
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers)
+            .env("HUSHMAP_INGEST_KAFKA__TOPIC", topic)
+            .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
+            .env(
+                "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+                hushmap_testkit::payload_public_key().to_string(),
+            )
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stderr = child.stderr.take().expect("piped");
+        let logs = std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stderr.read_to_string(&mut all);
+            all
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        eventually("ingest to listen", Duration::from_secs(30), || async {
+            // Refused until it listens.
+            let up = client.get(format!("{url}/healthz")).send().await;
+            Ok(up.is_ok_and(|r| r.status() == 200).then_some(()))
+        })
+        .await?;
+        Ok(IngestProcess {
+            child,
+            url,
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+            logs,
+        })
+    }
+
+    /// Stops it; what it logged.
+    fn stop(mut self) -> anyhow::Result<String> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(self.logs.join().expect("log reader"))
+    }
+}
+
 /// A flood of requests at the default log level (`info`): every outcome is
 /// counted in `/metrics`, and none writes a log line of its own. Refused
 /// requests cost their sender almost nothing; were each a log line, anyone
 /// could fill ingest's disk and log pipeline at the rate they can send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_requests_is_counted_not_logged_line_by_line() -> anyhow::Result<()> {
-    use hushmap_testkit::{brokers, create_topics, eventually, free_port, unique};
-    use std::io::Read;
-    use std::process::{Command, Stdio};
+    use hushmap_testkit::{brokers, create_topics, eventually, unique};
     const EACH: usize = 400;
     let topic = unique("test.ingest.flood-log");
     create_topics(&[(&topic, 1)]).await?;
-    let (port, admin_port) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
-        .env_clear()
-        .env("HUSHMAP_INGEST_DEV_MODE", "true")
-        .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "HUSHMAP_INGEST_ADMIN_LISTEN",
-            format!("127.0.0.1:{admin_port}"),
-        )
-        .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers())
-        .env("HUSHMAP_INGEST_KAFKA__TOPIC", &topic)
-        .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
-        .env(
-            "HUSHMAP_PAYLOAD_PUBLIC_KEY",
-            hushmap_testkit::payload_public_key().to_string(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = child.stderr.take().expect("piped");
-    let logs = std::thread::spawn(move || {
-        let mut all = String::new();
-        let _ = stderr.read_to_string(&mut all);
-        all
-    });
-    let url = format!("http://127.0.0.1:{port}");
+    let ingest = IngestProcess::start(&brokers(), &topic, &[]).await?;
+    let url = ingest.url.clone();
     let client = reqwest::Client::new();
-    eventually("ingest to be ready", Duration::from_secs(30), || async {
-        // Refused until it listens.
-        let ready = client.get(format!("{url}/readyz")).send().await;
-        Ok(ready.is_ok_and(|r| r.status() == 200).then_some(()))
-    })
+    eventually(
+        "the broker to be reachable",
+        Duration::from_secs(30),
+        || async {
+            let ready = client.get(format!("{url}/readyz")).send().await?;
+            Ok((ready.status() == 200).then_some(()))
+        },
+    )
     .await?;
 
     let submit = |body: serde_json::Value, content_type: &'static str| {
@@ -424,7 +467,7 @@ async fn a_flood_of_requests_is_counted_not_logged_line_by_line() -> anyhow::Res
     }
 
     let metrics = client
-        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .get(format!("{}/metrics", ingest.admin_url))
         .send()
         .await?
         .text()
@@ -438,9 +481,7 @@ async fn a_flood_of_requests_is_counted_not_logged_line_by_line() -> anyhow::Res
     ] {
         assert!(metrics.contains(&counted), "{counted} not in:\n{metrics}");
     }
-    child.kill()?;
-    child.wait()?;
-    let logs = logs.join().expect("log reader");
+    let logs = ingest.stop()?;
     // Start-up says a few things (dev mode, listening, the broker).
     let lines = logs.lines().count();
     assert!(
@@ -448,6 +489,63 @@ async fn a_flood_of_requests_is_counted_not_logged_line_by_line() -> anyhow::Res
         "{lines} log lines for {} requests:\n{}",
         3 * EACH,
         logs.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
+    Ok(())
+}
+
+/// With the broker away every submission fails (503): the warning says so
+/// at most once per interval with a count, not once per request, so an
+/// outage at a national rate is not also a flood of log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_broker_is_away_failures_are_warned_about_not_logged_each() -> anyhow::Result<()>
+{
+    use hushmap_testkit::free_port;
+    const REQUESTS: usize = 200;
+    // Nothing listens there.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let ingest = IngestProcess::start(
+        &nowhere,
+        "test.ingest.nowhere",
+        &[("HUSHMAP_INGEST_KAFKA__PRODUCE_TIMEOUT_MS", "1000")],
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let statuses = futures::future::join_all((0..REQUESTS).map(|_| {
+        client
+            .post(format!("{}/v1/submissions", ingest.url))
+            .json(&body())
+            .send()
+    }))
+    .await;
+    for status in statuses {
+        assert_eq!(status?.status(), 503);
+    }
+    let metrics = client
+        .get(format!("{}/metrics", ingest.admin_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let counted =
+        format!("hushmap_ingest_submissions_rejected_total{{code=\"unavailable\"}} {REQUESTS}");
+    assert!(metrics.contains(&counted), "{counted} not in:\n{metrics}");
+    let logs = ingest.stop()?;
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("not acknowledged"))
+        .collect();
+    // The first failure is warned about at once; the rest fall within
+    // the same interval.
+    assert!(
+        !warnings.is_empty() && warnings.len() <= 2,
+        "{} warnings for {REQUESTS} failed submissions:\n{}",
+        warnings.len(),
+        warnings
+            .iter()
+            .take(10)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     Ok(())
 }
