@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::start_ingest;
+use common::{IngestProcess, start_ingest};
 use hushmap_ingest::{IngestConfig, IngestServer};
 use hushmap_testkit::{closed_within, send_partial};
 use std::net::SocketAddr;
@@ -363,69 +363,14 @@ async fn anonymous_submissions_pay_with_a_proof_of_work_once() -> anyhow::Result
     Ok(())
 }
 
-/// The real ingest binary at the default log level (`info`), dev mode,
-/// rate limiting off, on `brokers` and `topic`; its stderr is collected
-/// until it stops.
-struct IngestProcess {
-    child: std::process::Child,
-    url: String,
-    admin_url: String,
-    logs: std::thread::JoinHandle<String>,
-}
-
-impl IngestProcess {
-    async fn start(brokers: &str, topic: &str, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        use hushmap_testkit::{eventually, free_port};
-        use std::io::Read;
-        use std::process::{Command, Stdio};
-        let (port, admin_port) = (free_port(), free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
-            .env_clear()
-            .env("HUSHMAP_INGEST_DEV_MODE", "true")
-            .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "HUSHMAP_INGEST_ADMIN_LISTEN",
-                format!("127.0.0.1:{admin_port}"),
-            )
-            .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers)
-            .env("HUSHMAP_INGEST_KAFKA__TOPIC", topic)
-            .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
-            .env(
-                "HUSHMAP_PAYLOAD_PUBLIC_KEY",
-                hushmap_testkit::payload_public_key().to_string(),
-            )
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut stderr = child.stderr.take().expect("piped");
-        let logs = std::thread::spawn(move || {
-            let mut all = String::new();
-            let _ = stderr.read_to_string(&mut all);
-            all
-        });
-        let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        eventually("ingest to listen", Duration::from_secs(30), || async {
-            // Refused until it listens.
-            let up = client.get(format!("{url}/healthz")).send().await;
-            Ok(up.is_ok_and(|r| r.status() == 200).then_some(()))
-        })
-        .await?;
-        Ok(IngestProcess {
-            child,
-            url,
-            admin_url: format!("http://127.0.0.1:{admin_port}"),
-            logs,
-        })
-    }
-
-    /// Stops it; what it logged.
-    fn stop(mut self) -> anyhow::Result<String> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(self.logs.join().expect("log reader"))
-    }
+/// The real binary's settings for the log-flood tests: the default log
+/// level (none set), dev mode, on `brokers` and `topic`.
+fn default_level_env(brokers: &str, topic: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("HUSHMAP_INGEST_DEV_MODE", "true".into()),
+        ("HUSHMAP_INGEST_KAFKA__BROKERS", brokers.into()),
+        ("HUSHMAP_INGEST_KAFKA__TOPIC", topic.into()),
+    ]
 }
 
 /// A flood of requests at the default log level (`info`): every outcome is
@@ -438,7 +383,7 @@ async fn a_flood_of_requests_is_counted_not_logged_line_by_line() -> anyhow::Res
     const EACH: usize = 400;
     let topic = unique("test.ingest.flood-log");
     create_topics(&[(&topic, 1)]).await?;
-    let ingest = IngestProcess::start(&brokers(), &topic, &[]).await?;
+    let ingest = IngestProcess::start(default_level_env(&brokers(), &topic)).await?;
     let url = ingest.url.clone();
     let client = reqwest::Client::new();
     eventually(
@@ -477,7 +422,7 @@ async fn a_flood_of_requests_is_counted_not_logged_line_by_line() -> anyhow::Res
             "{counted}"
         );
     }
-    let logs = ingest.stop()?;
+    let logs = ingest.kill()?;
     // Start-up says a few things (dev mode, listening, the broker).
     let lines = logs.lines().count();
     assert!(
@@ -499,12 +444,9 @@ async fn while_the_broker_is_away_failures_are_warned_about_not_logged_each() ->
     const REQUESTS: usize = 200;
     // Nothing listens there.
     let nowhere = format!("127.0.0.1:{}", free_port());
-    let ingest = IngestProcess::start(
-        &nowhere,
-        "test.ingest.nowhere",
-        &[("HUSHMAP_INGEST_KAFKA__PRODUCE_TIMEOUT_MS", "1000")],
-    )
-    .await?;
+    let mut env = default_level_env(&nowhere, "test.ingest.nowhere");
+    env.push(("HUSHMAP_INGEST_KAFKA__PRODUCE_TIMEOUT_MS", "1000".into()));
+    let ingest = IngestProcess::start(env).await?;
     let client = reqwest::Client::new();
     let statuses = futures::future::join_all((0..REQUESTS).map(|_| {
         client
@@ -521,7 +463,7 @@ async fn while_the_broker_is_away_failures_are_warned_about_not_logged_each() ->
         metric(&ingest.admin_url, unavailable).await?,
         REQUESTS as f64
     );
-    let logs = ingest.stop()?;
+    let logs = ingest.kill()?;
     let warnings: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("not acknowledged"))

@@ -4,14 +4,13 @@
 //! and the real broker, and search every byte it logged and every metric it
 //! exposed for them, and for anyone's triage result.
 
+mod common;
+
+use common::IngestProcess;
 use hushmap_ingest::proof_of_work::solve;
-use hushmap_testkit::free_port;
 use hushmap_testkit::idp::TestIdp;
-use hushmap_testkit::{brokers, create_topics, eventually, payload_public_key, unique};
+use hushmap_testkit::{brokers, create_topics, unique};
 use serde_json::json;
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 const N: usize = 1000;
 
@@ -37,52 +36,23 @@ const CONTRIBUTOR_SECRET: &str = "log-test-secret-0123456789abcdef0123456789";
 async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
     let topic = unique("test.ingest.pii");
     create_topics(&[(&topic, 2)]).await?;
-    let (port, admin_port) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
-        .env_clear()
-        .env(
-            "HUSHMAP_INGEST_ADMIN_LISTEN",
-            format!("127.0.0.1:{admin_port}"),
-        )
-        .envs(TestIdp::ingest_env())
-        .env("HUSHMAP_LOG", "trace")
-        .env("HUSHMAP_LOG_FORMAT", "json")
-        .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HUSHMAP_INGEST_KAFKA__BROKERS", brokers())
-        .env("HUSHMAP_INGEST_KAFKA__TOPIC", &topic)
-        .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
-        // Anonymous requests carry a proof of work, as in production (a
-        // low difficulty: the test is about what is logged).
-        .env("HUSHMAP_INGEST_PROOF_OF_WORK__DIFFICULTY_BITS", "4")
-        .env("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET)
-        .env(
-            "HUSHMAP_PAYLOAD_PUBLIC_KEY",
-            payload_public_key().to_string(),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = child.stderr.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let logs = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = stderr.read_to_end(&mut all);
-        let _ = stdout.read_to_end(&mut all);
-        all
-    });
-
-    let url = format!("http://127.0.0.1:{port}");
+    let mut env = TestIdp::ingest_env();
+    env.extend(
+        [
+            ("HUSHMAP_LOG", "trace"),
+            ("HUSHMAP_LOG_FORMAT", "json"),
+            ("HUSHMAP_INGEST_KAFKA__BROKERS", &brokers()),
+            ("HUSHMAP_INGEST_KAFKA__TOPIC", &topic),
+            // Anonymous requests carry a proof of work, as in production
+            // (a low difficulty: the test is about what is logged).
+            ("HUSHMAP_INGEST_PROOF_OF_WORK__DIFFICULTY_BITS", "4"),
+            ("HUSHMAP_CONTRIBUTOR_SECRET", CONTRIBUTOR_SECRET),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let ingest = IngestProcess::start(env).await?;
+    let (url, admin_url) = (ingest.url.clone(), ingest.admin_url.clone());
     let client = reqwest::Client::new();
-    eventually("ingest to listen", Duration::from_secs(30), || async {
-        Ok(client
-            .get(format!("{url}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ()))
-    })
-    .await?;
 
     // Secrets are needles too: trace-level logs must not echo the config.
     let mut needles = vec![CONTRIBUTOR_SECRET.to_string()];
@@ -176,20 +146,15 @@ async fn nothing_personal_reaches_logs_or_metrics() -> anyhow::Result<()> {
     // Nobody's triage result is logged or counted apart.
     needles.extend(["\"risk\"".to_string(), "risk=".to_string()]);
     let metrics = client
-        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .get(format!("{admin_url}/metrics"))
         .send()
         .await?
         .text()
         .await?;
     assert!(metrics.contains(&format!("hushmap_ingest_submissions_accepted_total {N}")));
 
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()?;
-    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    let (status, logs) = ingest.terminate()?;
     assert!(status.success(), "ingest exited with {status}");
-    let logs = String::from_utf8_lossy(&logs.join().unwrap()).into_owned();
     assert!(
         logs.len() > 100_000,
         "trace logging produced only {} bytes; is the test looking at the right output?",

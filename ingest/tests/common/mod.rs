@@ -1,4 +1,8 @@
-//! Starting an in-process ingest for a test, on its own topic.
+//! Starting an ingest for a test: in-process on its own topic
+//! ([`start_ingest`]), or the real binary ([`IngestProcess`]).
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use hushmap_ingest::{IngestConfig, IngestServer};
 use hushmap_testkit::{brokers, create_topics_on, payload_keyring, unique};
@@ -9,9 +13,7 @@ use tokio::sync::oneshot;
 pub struct TestIngest {
     pub url: String,
     /// The admin listener (`/metrics`).
-    #[allow(dead_code)]
     pub admin_url: String,
-    #[allow(dead_code)] // each test binary compiles this module; not all read the topic
     pub topic: String,
     _stop: oneshot::Sender<()>,
 }
@@ -71,10 +73,109 @@ pub fn test_config() -> IngestConfig {
 
 /// Trusts the test identity provider's fixture keys
 /// ([`hushmap_testkit::idp`]).
-#[allow(dead_code)]
 pub fn trust_test_idp(c: &mut IngestConfig) {
     use hushmap_testkit::idp::{TEST_AUDIENCE, TEST_ISSUER, TestIdp};
     c.identity.pem_files = TestIdp::public_keys();
     c.identity.issuer = Some(TEST_ISSUER.into());
     c.identity.audience = Some(TEST_AUDIENCE.into());
+}
+
+/// The real `hushmap-ingest` binary, its environment cleared but for its
+/// two listeners (free loopback ports), rate limiting off, the test
+/// payload key and `env`. What it writes to stdout and stderr is kept until
+/// it stops; dropped, it is killed.
+pub struct IngestProcess {
+    child: std::process::Child,
+    pub url: String,
+    pub admin_url: String,
+    output: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl IngestProcess {
+    /// Starts it and waits until it listens (not until the broker is
+    /// reachable: `/readyz` tells that).
+    pub async fn start<K, V>(env: impl IntoIterator<Item = (K, V)>) -> anyhow::Result<Self>
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        use hushmap_testkit::{eventually, free_port, payload_public_key};
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        let (port, admin_port) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hushmap-ingest"))
+            .env_clear()
+            .env("HUSHMAP_INGEST_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "HUSHMAP_INGEST_ADMIN_LISTEN",
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .env("HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE", "0")
+            .env(
+                "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+                payload_public_key().to_string(),
+            )
+            .envs(env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (mut stderr, mut stdout) = (
+            child.stderr.take().expect("piped"),
+            child.stdout.take().expect("piped"),
+        );
+        let output = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = stderr.read_to_end(&mut all);
+            let _ = stdout.read_to_end(&mut all);
+            all
+        });
+        let process = IngestProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+            output: Some(output),
+        };
+        let client = reqwest::Client::new();
+        eventually(
+            "ingest to listen",
+            std::time::Duration::from_secs(30),
+            || async {
+                // Refused until it listens.
+                let up = client.get(format!("{}/healthz", process.url)).send().await;
+                Ok(up.is_ok_and(|r| r.status() == 200).then_some(()))
+            },
+        )
+        .await?;
+        Ok(process)
+    }
+
+    /// Stops it with SIGTERM (a graceful shutdown): how it exited, and
+    /// what it wrote.
+    pub fn terminate(mut self) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        let status = tokio::task::block_in_place(|| self.child.wait())?;
+        Ok((status, self.output()))
+    }
+
+    /// Kills it: what it wrote.
+    pub fn kill(mut self) -> anyhow::Result<String> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(self.output())
+    }
+
+    fn output(&mut self) -> String {
+        let output = self.output.take().expect("read once");
+        String::from_utf8_lossy(&output.join().expect("output reader")).into_owned()
+    }
+}
+
+impl Drop for IngestProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
