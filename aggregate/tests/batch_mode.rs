@@ -683,23 +683,25 @@ fn a_run_split_into_passes_counts_what_one_pass_counts() {
     };
     let passes_said = |stderr: &str| passes_reported(stderr, "\ncounted in ");
 
-    // Submissions: ~3,000 records in passes of 1,000.
-    let out = f.dir.join("ndjson.json");
-    let ledger = f.dir.join("ndjson.ledger");
-    let (ok, stderr) = batch(
-        &with_passes_of(1_000),
-        &f.ndjson,
-        &out,
-        DAYS,
-        &["--ledger", ledger.to_str().unwrap()],
-    );
-    assert!(ok, "{stderr}");
-    assert!(passes_said(&stderr) >= 3, "{stderr}");
-    assert!(!stderr.contains("through disk"), "{stderr}");
-    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(counts_of(&releases), expected(&f.records));
-
-    // The same through a FIFO, whose size nothing tells: still in passes.
+    // Submissions: ~3,000 records in passes of 1,000, from a file and
+    // through a FIFO, whose size nothing tells.
+    let submissions_in_passes = |input: &Path, name: &str| {
+        let out = f.dir.join(format!("{name}.json"));
+        let ledger = f.dir.join(format!("{name}.ledger"));
+        let (ok, stderr) = batch(
+            &with_passes_of(1_000),
+            input,
+            &out,
+            DAYS,
+            &["--ledger", ledger.to_str().unwrap()],
+        );
+        assert!(ok, "{stderr}");
+        assert!(passes_said(&stderr) >= 3, "{stderr}");
+        assert!(!stderr.contains("through disk"), "{stderr}");
+        let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(counts_of(&releases), expected(&f.records));
+    };
+    submissions_in_passes(&f.ndjson, "ndjson");
     let fifo = f.dir.join("fifo.ndjson");
     make_fifo(&fifo);
     let writer = std::thread::spawn({
@@ -711,20 +713,8 @@ fn a_run_split_into_passes_counts_what_one_pass_counts() {
             )
         }
     });
-    let out = f.dir.join("fifo.json");
-    let ledger = f.dir.join("fifo.ledger");
-    let (ok, stderr) = batch(
-        &with_passes_of(1_000),
-        &fifo,
-        &out,
-        DAYS,
-        &["--ledger", ledger.to_str().unwrap()],
-    );
-    assert!(ok, "{stderr}");
+    submissions_in_passes(&fifo, "fifo");
     writer.join().unwrap().unwrap();
-    assert!(passes_said(&stderr) >= 3, "{stderr}");
-    let releases: Vec<Release> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(counts_of(&releases), expected(&f.records));
 
     // Coarse records: 120,000 in passes of 10,000.
     let records = copies(&f.records, 40);
