@@ -45,7 +45,8 @@ source deploy/kafka/env.sh
 deploy/kafka/up.sh >/dev/null
 TOPIC="hushmap.bench.submissions"
 kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" --create --if-not-exists \
-  --topic "$TOPIC" --partitions 6 --replication-factor 1 --config retention.ms=600000 >/dev/null
+  --topic "$TOPIC" --partitions 6 --replication-factor 1 --config retention.ms=600000 \
+  --config message.timestamp.type=LogAppendTime >/dev/null
 
 BODY="$OUT/submission.json"
 cat > "$BODY" <<'JSON'

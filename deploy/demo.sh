@@ -31,9 +31,14 @@ SUBMISSIONS_TOPIC="hushmap.demo.$RUN_ID.submissions"
 RELEASES_TOPIC="hushmap.demo.$RUN_ID.releases"
 # The measurements behind each release, for researchers (estimates=measured).
 MEASUREMENTS_TOPIC="hushmap.demo.$RUN_ID.releases.measured"
-for topic in "$SUBMISSIONS_TOPIC:6" "$RELEASES_TOPIC:1" "$MEASUREMENTS_TOPIC:1"; do
+# Submissions are stamped by the broker as it appends them (the aggregator
+# refuses a topic whose producers stamp their own: deploy/kafka/env.sh).
+for topic in "$SUBMISSIONS_TOPIC:6:message.timestamp.type=LogAppendTime" \
+  "$RELEASES_TOPIC:1:" "$MEASUREMENTS_TOPIC:1:"; do
+  IFS=: read -r name partitions config <<<"$topic"
   kafka_admin org.apache.kafka.tools.TopicCommand --create --if-not-exists \
-    --topic "${topic%:*}" --partitions "${topic#*:}" --replication-factor 1 >/dev/null
+    --topic "$name" --partitions "$partitions" --replication-factor 1 \
+    ${config:+--config "$config"} >/dev/null
 done
 
 # The development identity provider's key pair (Ed25519): the sign-in page

@@ -24,6 +24,14 @@ pub enum AggregatorError {
     /// with no error of its own).
     #[error("recovering state from Kafka: {0}")]
     Recovery(String),
+    /// The input topic lets its producers stamp their records' times: see
+    /// [`crate::resume::require_broker_timestamps`].
+    #[error(
+        "topic {topic} has message.timestamp.type={found}: set it to LogAppendTime \
+         (windows judge lateness by when the broker appended a record, never by a time \
+         its producer chose; deploy/kafka and deploy/k8s set it)"
+    )]
+    ProducerTimestamps { topic: String, found: String },
     /// Without the committed offsets the aggregator cannot know where its
     /// windows start.
     #[error("recovering state from Kafka: cannot fetch committed offsets: {0}")]

@@ -27,7 +27,8 @@ use std::sync::Arc;
 /// records for the provisional series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arrival {
-    /// When ingest produced it (Kafka timestamp, ms).
+    /// When the broker appended it (its Kafka timestamp, ms: the input
+    /// topic is `LogAppendTime`, checked at start).
     pub produced_ms: i64,
     pub partition: i32,
     pub offset: i64,

@@ -54,8 +54,8 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 pub struct Arrival {
     pub partition: i32,
     pub offset: i64,
-    /// When ingest produced it (its Kafka timestamp), or when it was read
-    /// if it has none.
+    /// When the broker appended it (its Kafka timestamp: the input topic is
+    /// `LogAppendTime`, checked at start), or when it was read if it has none.
     pub arrived_ms: i64,
     /// The record and its seal id (see [`open_record`]).
     pub opened: Result<(CoarseRecord, u128), DropReason>,

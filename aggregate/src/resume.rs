@@ -5,8 +5,10 @@
 
 use crate::error::AggregatorError;
 use hushmap_service::runtime::blocking;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -27,6 +29,50 @@ pub(crate) fn partition_count<C: ConsumerContext>(
         )));
     }
     Ok(n as u32)
+}
+
+/// Refuses an input topic whose records carry a time their producer chose.
+///
+/// Windows judge a record's lateness by its Kafka timestamp. Under the
+/// topic default (`message.timestamp.type=CreateTime`) that is the
+/// producer's clock at the time it called `send`, not when the record
+/// became readable: a produce retried across a broker failover lands
+/// seconds after its stamp, so an instance that has already closed the
+/// window refuses it while another that has not (the single topology
+/// beside the partitioned one, a restarted instance) counts it; and anyone
+/// who may write to the topic can stamp records far ahead and close
+/// windows early on everyone else's records. With `LogAppendTime` the
+/// broker stamps each record as it appends it, and every reader sees the
+/// same time.
+pub(crate) fn require_broker_timestamps(
+    client: &ClientConfig,
+    topic: &str,
+) -> Result<(), AggregatorError> {
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let resource = ResourceSpecifier::Topic(topic);
+    let described =
+        blocking(|| futures::executor::block_on(admin.describe_configs([&resource], &opts)))?;
+    let found = described
+        .into_iter()
+        .next()
+        .ok_or_else(|| AggregatorError::Recovery(format!("no description of topic {topic}")))?
+        .map_err(|e| {
+            AggregatorError::Recovery(format!(
+                "describing topic {topic}: {e} (does it exist, and may this client DescribeConfigs?)"
+            ))
+        })?
+        .get("message.timestamp.type")
+        .and_then(|entry| entry.value.clone())
+        .unwrap_or_else(|| "CreateTime".to_string());
+    if found == "LogAppendTime" {
+        Ok(())
+    } else {
+        Err(AggregatorError::ProducerTimestamps {
+            topic: topic.to_string(),
+            found,
+        })
+    }
 }
 
 /// Where a newly assigned partition resumes, and the state its last owner

@@ -47,7 +47,7 @@ use crate::metrics::AggregatorStats;
 use crate::noise_ahead::NoiseAhead;
 use crate::records::to_record_batch;
 use crate::release_log::ReleaseLog;
-use crate::resume::{Committed, committed_positions, partition_count};
+use crate::resume::{Committed, committed_positions, partition_count, require_broker_timestamps};
 use crate::schedule::{Decision, WindowSchedule};
 use crate::transactions::Transactions;
 use crate::window_book::{Admission, WindowBook, WindowBuffer};
@@ -137,6 +137,7 @@ impl Aggregator {
         let plan = config.validated_plan()?;
         let keyring = config.payload_keyring()?;
         let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
+        require_broker_timestamps(&client, &config.kafka.input_topic)?;
         // Polled on a thread of its own (see `input_reader`).
         let consumer: BaseConsumer<QuietEofContext> =
             committed_reader(&mut client, &config.kafka.group_id)

@@ -48,7 +48,7 @@ pub struct WindowBook {
     open: BTreeMap<i64, WindowBuffer>,
     /// Every input partition (assigned at start-up).
     partitions: Vec<i32>,
-    /// Latest produce timestamp seen per partition.
+    /// Latest append timestamp (the broker's) seen per partition.
     latest_arrival: HashMap<i32, i64>,
     /// Per partition, the latest instant by which it had been read to the
     /// end: its leader, asked then, held nothing beyond what was read.
@@ -70,8 +70,8 @@ impl WindowBook {
         }
     }
 
-    /// A message was read from `partition`, produced at `arrived_ms`
-    /// (whether or not it opens to a record).
+    /// A message was read from `partition`, appended by the broker at
+    /// `arrived_ms` (whether or not it opens to a record).
     pub fn read(&mut self, partition: i32, arrived_ms: i64) {
         let latest = self.latest_arrival.entry(partition).or_insert(arrived_ms);
         *latest = (*latest).max(arrived_ms);
@@ -85,10 +85,12 @@ impl WindowBook {
         *at = (*at).max(asked_at);
     }
 
-    /// Buffers `record` (read from `partition` at `offset`, produced at
+    /// Buffers `record` (read from `partition` at `offset`, appended at
     /// `arrived_ms`) in its window, or says why not. Lateness is judged by
-    /// when ingest produced the record, not when it was read, so records
-    /// replayed after a restart count in the window they were on time for.
+    /// when the broker appended the record (the input topic's
+    /// `LogAppendTime`, checked at start), not when it was read, so records
+    /// replayed after a restart count in the window they were on time for,
+    /// and every reader judges a record alike.
     pub fn admit(
         &mut self,
         schedule: &WindowSchedule,
@@ -130,7 +132,7 @@ impl WindowBook {
     }
 
     /// The instant up to which every partition has been read: a partition
-    /// counts as far as its latest record's produce time, or as the last
+    /// counts as far as its latest record's append time, or as the last
     /// instant it was known to be read to its end if that is later. A
     /// window closes only once its deadline is behind this too: after a
     /// restart, every partition's backlog is replayed before a window is

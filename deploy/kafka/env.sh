@@ -49,6 +49,9 @@ kafka_admin() {
 # outage (HUSHMAP_OUTAGE_MARGIN_SECS, default 6 h): 30 h 10 min by default.
 # Kafka deletes whole segments only, so segments roll every hour; without
 # that the default 7-day segment would keep records up to a week.
+# Submissions are stamped by the broker as it appends them
+# (message.timestamp.type=LogAppendTime): the aggregator judges lateness by
+# that time and refuses to read a topic whose producers stamp their own.
 # Releases: noisy aggregates only, one record per window; kept for good
 # (the aggregator restores its ledger and the dashboard its store from them).
 kafka_make_topics() {
@@ -64,7 +67,7 @@ kafka_make_topics() {
     kafka_admin kafka.admin.ConfigCommand --entity-type topics --entity-name "$topic" \
       --alter --add-config "$config,min.insync.replicas=$min_isr" >/dev/null
   done <<TOPICS
-hushmap.submissions.v1 6 retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete
+hushmap.submissions.v1 6 retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete,message.timestamp.type=LogAppendTime
 hushmap.bounded.v1 6 retention.ms=$retention_ms,segment.ms=3600000,cleanup.policy=delete
 hushmap.releases.v1 1 retention.ms=-1,retention.bytes=-1,cleanup.policy=delete
 hushmap.releases.measured.v1 1 retention.ms=-1,retention.bytes=-1,cleanup.policy=delete

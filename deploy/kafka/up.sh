@@ -137,8 +137,10 @@ if [ "$KAFKA_PROTOCOL" = sasl_ssl ] && [ ! -f "$KAFKA_SECRETS/users.done" ]; the
   acl() { kafka_admin org.apache.kafka.tools.AclCommand --add "$@" >/dev/null; }
   acl --allow-principal User:hushmap-ingest --operation Write --operation Describe \
     --topic hushmap.submissions.v1
+  # DescribeConfigs: the aggregator checks at start that the broker stamps
+  # the submissions (message.timestamp.type=LogAppendTime).
   acl --allow-principal User:hushmap-aggregate --operation Read --operation Describe \
-    --topic hushmap.submissions.v1
+    --operation DescribeConfigs --topic hushmap.submissions.v1
   acl --allow-principal User:hushmap-aggregate --operation Read --operation Write \
     --operation Describe --topic hushmap.releases.v1
   acl --allow-principal User:hushmap-aggregate --operation Write --operation Describe \

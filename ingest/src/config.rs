@@ -77,9 +77,9 @@ pub enum ConfigError {
     PublicAdmin(SocketAddr),
     #[error(
         "allowed_lateness_secs ({lateness_ms} ms) must exceed kafka.produce_timeout_ms \
-         ({produce_ms} ms) by at least {LATENESS_MARGIN_MS} ms: a record is stamped when it is \
-         sent and may reach the broker that much later, and the aggregator counts it only if it \
-         is there before the window's deadline"
+         ({produce_ms} ms) by at least {LATENESS_MARGIN_MS} ms: a record is given its window when \
+         it is sent and may reach the broker that much later, and the aggregator counts it only \
+         if the broker appended it before the window's deadline"
     )]
     LatenessBelowProduceTimeout { lateness_ms: i64, produce_ms: u64 },
 }

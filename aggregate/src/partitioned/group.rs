@@ -5,7 +5,7 @@
 
 use crate::config::AggregateConfig;
 use crate::error::AggregatorError;
-use crate::resume::{Committed, committed_positions, partition_count};
+use crate::resume::{Committed, committed_positions, partition_count, require_broker_timestamps};
 use crate::transactions::Transactions;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -220,6 +220,10 @@ pub(crate) fn start_stage(
     instance: &str,
 ) -> Result<StageStart, AggregatorError> {
     let k = &config.kafka;
+    if topic == k.input_topic {
+        // The stage that judges lateness by the submissions' timestamps.
+        require_broker_timestamps(&k.security.client_config(&k.brokers)?, topic)?;
+    }
     let member = group_member(config, &format!("{}-{stage}", k.group_id), topic)?;
     let inputs = partition_count(member.consumer.as_ref(), &k.input_topic)?;
     let shards = partition_count(member.consumer.as_ref(), &k.bounded_topic)?;
