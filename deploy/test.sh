@@ -1,129 +1,189 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace against a real Kafka broker.
+# Runs Hushmap's tests against a real Kafka broker.
 #
-#   deploy/test.sh              # all tests
-#   deploy/test.sh -p hushmap-ingest   # extra arguments go to `cargo test`
+#   deploy/test.sh                       # everything (what CI runs)
+#   deploy/test.sh --test soak           # one area: a module of a suite, or a test file
+#   deploy/test.sh --test flood --test schedule
+#   deploy/test.sh -p hushmap-privacy    # other arguments go to `cargo nextest run`
+#   deploy/test.sh -E 'test(/exactly/)'  #   (filters, -E expressions, --no-capture, ...)
+#
+# Prerequisites: Rust (rustup), Java 17 and Maven (the broker is fetched from
+# Maven Central by deploy/kafka), Python 3 with venv (test tools and clients
+# in virtualenvs), and for the browser tests Node.js with npm and Chromium.
+# Installs what is missing: cargo-nextest and cargo-deny prebuilt into
+# deploy/.tools (deploy/tools.sh); as root on Debian, chromium, a Devanagari
+# font and, for a full run, buildah, with apt-get (elsewhere it says what to
+# install and stops). `--test NAME` installs only what NAME needs.
+#
+# The test runner is cargo-nextest (.config/nextest.toml says why and how):
+# each test in a process of its own, four at a time, the tests that start
+# brokers of their own one at a time, slow tests named, hung ones ended after
+# 10 minutes. A full run then runs the doctests, checks the Kubernetes
+# manifests, builds the images, runs every bench script in its short mode
+# and fuzzes each fuzz target (HUSHMAP_FUZZ_SECS, default 45, 0 skips).
 #
 # Starts the broker (deploy/kafka/up.sh) when none is running and stops it
-# afterwards; a broker that was already running is left alone.
+# afterwards; a broker that was already running is left alone. Same for the
+# Ballista cluster that batch mode's cluster test counts on.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/kafka/env.sh
 
-# The dashboard page is tested in a real browser: Debian's chromium.
-if ! command -v "${HUSHMAP_CHROMIUM:-chromium}" >/dev/null; then
+# The suites: one test binary per package, a module per area. A name given
+# with --test is a module of one of these, or a test file of its own
+# (leakscan's `planted`).
+suite_dirs=(tests/suite aggregate/tests/suite ingest/tests/suite)
+test_files=(leakscan/tests)
+# What areas need beyond Kafka and the build.
+browser_areas=" selfcheck_page alerts dashboard_page provisional_map "
+python_areas=" dashboard_access utility "
+ballista_areas=" batch_mode "
+
+areas=()
+passthrough=()
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --test)
+      [ "$#" -ge 2 ] || { echo "test: --test takes a name" >&2; exit 2; }
+      areas+=("$2"); shift 2 ;;
+    --test=*) areas+=("${1#--test=}"); shift ;;
+    *) passthrough+=("$1"); shift ;;
+  esac
+done
+full=0
+if [ "${#areas[@]}" = 0 ] && [ "${#passthrough[@]}" = 0 ]; then full=1; fi
+
+# Each --test name to a nextest filter: a suite module, or a test binary.
+filter=
+for area in ${areas[@]+"${areas[@]}"}; do
+  area_filter=
+  for dir in "${suite_dirs[@]}"; do
+    if [ "$area" != common ] && [ "$area" != main ] && [ -f "$dir/$area.rs" ]; then
+      area_filter="(binary(suite) & test(/^$area::/))"
+    fi
+  done
+  for dir in "${test_files[@]}"; do
+    if [ -f "$dir/$area.rs" ]; then area_filter="binary($area)"; fi
+  done
+  if [ -z "$area_filter" ]; then
+    echo "test: no test area named '$area'; the areas are:" >&2
+    for dir in "${suite_dirs[@]}" "${test_files[@]}"; do
+      echo "  $dir: $(cd "$dir" && ls ./*.rs | sed -e 's|^\./||' -e 's|\.rs$||' | grep -vx 'main\|common' | tr '\n' ' ')" >&2
+    done
+    exit 2
+  fi
+  filter="${filter:+$filter | }$area_filter"
+done
+
+# What this run needs: a full run or free arguments need everything; named
+# areas only what they need.
+need() { # need KIND: some area of this run needs KIND
+  local list=$1 area
+  [ "${#areas[@]}" = 0 ] && return 0
+  for area in "${areas[@]}"; do
+    case "$list" in *" $area "*) return 0 ;; esac
+  done
+  return 1
+}
+
+apt_install() { # apt_install PACKAGE WHY
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test: installing chromium for the browser test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "test: installing $1 ($2)"
+    if [ -z "${apt_updated:-}" ]; then apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
   else
-    echo "test: the browser test needs chromium (apt-get install chromium) or HUSHMAP_CHROMIUM=/path" >&2
-    exit 1
+    echo "test: $2 needs $1 (apt-get install $1, as root)" >&2
+    return 1
+  fi
+}
+
+deploy/tools.sh
+NEXTEST="$PWD/deploy/.tools/bin/cargo-nextest"
+
+if need "$browser_areas"; then
+  # The pages are tested in a real browser: Debian's chromium, driven by
+  # playwright-core from npm (no browser download), checked with axe-core.
+  if ! command -v "${HUSHMAP_CHROMIUM:-chromium}" >/dev/null; then
+    apt_install chromium "the browser tests (or set HUSHMAP_CHROMIUM=/path)"
+  fi
+  # The self-check page speaks Hindi and Marathi: a Devanagari font, so that
+  # the screenshots show the script rather than empty boxes (the tests
+  # themselves read text, not pixels).
+  if command -v fc-list >/dev/null && [ -z "$(fc-list :lang=hi)" ]; then
+    apt_install fonts-lohit-deva "Devanagari in the screenshots" ||
+      echo "test: Hindi and Marathi screenshots will show boxes" >&2
+  fi
+  if [ ! -d ingest/tests/browser/node_modules/playwright-core ] || [ ! -d ingest/tests/browser/node_modules/axe-core ]; then
+    echo "test: installing playwright-core for the self-check page's browser tests (npm ci)"
+    npm ci --prefix ingest/tests/browser --no-audit --no-fund >/dev/null
+  fi
+  # The dashboard's page is bundled from dashboard/web and its browser
+  # checks run from there too.
+  if [ ! -d dashboard/web/node_modules/playwright-core ] || [ ! -d dashboard/web/node_modules/axe-core ]; then
+    echo "test: installing the dashboard page's packages (npm ci)"
+    npm ci --prefix dashboard/web --no-audit --no-fund >/dev/null
   fi
 fi
-
-# The self-check page speaks Hindi and Marathi: a Devanagari font, so that
-# the browser tests' screenshots show the script rather than empty boxes
-# (the tests themselves read text, not pixels).
-if command -v fc-list >/dev/null && [ -z "$(fc-list :lang=hi)" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test: installing a Devanagari font for the screenshots"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-lohit-deva >/dev/null
-  else
-    echo "test: no Devanagari font (apt-get install fonts-lohit-deva): Hindi and Marathi screenshots will show boxes" >&2
-  fi
+if [ "$full" = 1 ] && ! command -v buildah >/dev/null; then
+  # The container images are built with buildah (no daemon, no registry).
+  apt_install buildah "the image test"
 fi
-
-# The container images are built with buildah (no daemon, no registry).
-if ! command -v buildah >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test: installing buildah for the image test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah >/dev/null
-  else
-    echo "test: the image test needs buildah (apt-get install buildah)" >&2
-    exit 1
-  fi
+if need "$python_areas"; then
+  # The researchers' real clients: pyarrow, polars and DuckDB, in a
+  # test-only virtualenv.
+  deploy/python-venv.sh tests/python/.venv tests/python/requirements.txt \
+    "the researcher client's pyarrow, pandas, polars, duckdb"
 fi
-
-# Browser tests drive that chromium through playwright-core (no browser
-# download), and check the self-check page with axe-core.
-if [ ! -d ingest/tests/browser/node_modules/playwright-core ] || [ ! -d ingest/tests/browser/node_modules/axe-core ]; then
-  echo "test: installing playwright-core for the browser tests"
-  npm ci --prefix ingest/tests/browser --no-audit --no-fund >/dev/null
-fi
-
-# The dashboard's page is bundled from dashboard/web (Leaflet, Natural Earth
-# outlines) and its browser test runs from there too.
-if [ ! -d dashboard/web/node_modules/playwright-core ] || [ ! -d dashboard/web/node_modules/axe-core ]; then
-  echo "test: installing the dashboard page's packages (npm ci)"
-  npm ci --prefix dashboard/web --no-audit --no-fund >/dev/null
-fi
-
-# The researcher-client test runs pyarrow, polars and DuckDB from a
-# test-only virtualenv.
-deploy/python-venv.sh integration/python/.venv integration/python/requirements.txt \
-  "the researcher client's pyarrow, pandas, polars, duckdb"
 
 started_kafka=0
 if ! kafka_running; then
   started_kafka=1
 fi
 deploy/kafka/up.sh
+started_ballista=0
 cleanup() {
-  if [ "$started_kafka" = 1 ]; then
-    deploy/kafka/down.sh
-  fi
+  if [ "$started_ballista" = 1 ]; then deploy/ballista/down.sh >/dev/null || true; fi
+  if [ "$started_kafka" = 1 ]; then deploy/kafka/down.sh; fi
 }
 trap cleanup EXIT
-
 export HUSHMAP_TEST_KAFKA="$KAFKA_BOOTSTRAP"
+
 echo "test: building the workspace (2 jobs; the first build takes a while) at ${SECONDS}s"
 # The process tests (soak, faults, secure defaults) start the service
-# binaries from target/debug; `cargo test` builds a binary only for a
-# package with integration tests of its own, so build them all first.
-# `--tests` with `--bins` builds them with the tests' features (proptest's
-# dev-dependency turns on rand and getrandom features that reach DataFusion
-# through uuid): built with `--bins` alone, the binaries' dependencies would
-# be a second copy of the whole DataFusion stack, minutes and gigabytes more.
+# binaries from target/debug, so every package's binaries are built with the
+# tests. `--tests` with `--bins`: the binaries get the tests' features
+# (proptest's dev-dependency turns on rand and getrandom features that reach
+# DataFusion through uuid); built with `--bins` alone, their dependencies
+# would be a second copy of the whole DataFusion stack.
 cargo build --workspace --locked -j2 --bins --tests
 
-# Batch mode's cluster test counts on a real Ballista cluster: a scheduler
-# and two executors from the build above (deploy/ballista), stopped at the
-# end whatever happens.
-deploy/ballista/up.sh
-cleanup() {
-  deploy/ballista/down.sh >/dev/null || true
-  if [ "$started_kafka" = 1 ]; then
-    deploy/kafka/down.sh
-  fi
-}
-export HUSHMAP_TEST_BALLISTA="df://127.0.0.1:${HUSHMAP_BALLISTA_PORT:-50050}"
-if [ "$#" -gt 0 ]; then
-  echo "test: running the selected tests at ${SECONDS}s"
-  cargo test --workspace --locked -j2 "$@"
-else
-  # A full run in two lanes side by side: most of these tests wait on Kafka
-  # and on window deadlines, not on the CPU, and one after another they
-  # took 16 minutes. deploy/test-lanes.sh runs the test binaries as cargo
-  # would (from each package's directory), the four that start brokers of
-  # their own in one lane and every other binary in the other; the
-  # doctests follow.
-  # The benches' short mode (below) needs oha; a fresh machine builds it
-  # here, on one job at the lowest priority, while the lanes mostly wait,
-  # instead of for minutes after them.
-  oha_install=
-  if [ "${HUSHMAP_BENCH_SHORT:-1}" != 0 ]; then
-    BENCH_SHORT=1 BENCH_JOBS=1 nice -n 19 bench/oha.sh > target/oha-install.log 2>&1 &
-    oha_install=$!
-  fi
-  echo "test: running the workspace tests in two lanes at ${SECONDS}s"
-  deploy/test-lanes.sh
-  echo "test: running the doctests at ${SECONDS}s"
-  cargo test --workspace --locked -j2 --doc
+if need "$ballista_areas"; then
+  # Batch mode's cluster test counts on a real Ballista cluster: a scheduler
+  # and two executors from the build above (deploy/ballista).
+  started_ballista=1
+  deploy/ballista/up.sh
+  export HUSHMAP_TEST_BALLISTA="df://127.0.0.1:${HUSHMAP_BALLISTA_PORT:-50050}"
 fi
 
-# The Kubernetes manifests: schemas, references, and each service's own
-# check of the configuration its Deployment gives it (a full run only).
-if [ "$#" -eq 0 ]; then
+oha_install=
+if [ "$full" = 1 ] && [ "${HUSHMAP_BENCH_SHORT:-1}" != 0 ]; then
+  # The benches' short mode (below) needs oha; a fresh machine builds it
+  # while the tests mostly wait, on one job at the lowest priority.
+  BENCH_SHORT=1 BENCH_JOBS=1 nice -n 19 bench/oha.sh > target/oha-install.log 2>&1 &
+  oha_install=$!
+fi
+
+echo "test: running the tests (cargo nextest) at ${SECONDS}s"
+nextest_args=(--workspace --locked --tests --build-jobs 2 --no-tests fail)
+if [ -n "$filter" ]; then nextest_args+=(-E "$filter"); fi
+"$NEXTEST" nextest run "${nextest_args[@]}" ${passthrough[@]+"${passthrough[@]}"}
+
+if [ "$full" = 1 ]; then
+  echo "test: running the doctests at ${SECONDS}s"
+  cargo test --workspace --locked -j2 --doc
+
+  # The Kubernetes manifests: schemas, references, and each service's own
+  # check of the configuration its Deployment gives it.
   echo "test: checking the Kubernetes manifests (deploy/k8s/validate.sh) at ${SECONDS}s"
   deploy/k8s/validate.sh
   # The images the manifests name, built here from the test build's
@@ -138,8 +198,8 @@ fi
 # Every benchmark script once in its short mode (bench/short.sh: the dev
 # build above, tiny inputs), so that none can rot unnoticed; a full run
 # only, and HUSHMAP_BENCH_SHORT=0 skips it.
-if [ "$#" -eq 0 ] && [ "${HUSHMAP_BENCH_SHORT:-1}" != 0 ]; then
-  if [ -n "${oha_install:-}" ] && ! wait "$oha_install"; then
+if [ -n "$oha_install" ]; then
+  if ! wait "$oha_install"; then
     cat target/oha-install.log >&2
     echo "test: installing oha for the benches' short mode failed" >&2
     exit 1
@@ -154,10 +214,9 @@ if [ "$#" -eq 0 ] && [ "${HUSHMAP_BENCH_SHORT:-1}" != 0 ]; then
 fi
 
 # The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default
-# 45, three minutes for the four targets; 0 skips), on a full run only:
-# arguments select particular tests.
+# 45, three minutes for the four targets; 0 skips), on a full run only.
 fuzz_secs="${HUSHMAP_FUZZ_SECS:-45}"
-if [ "$#" -eq 0 ] && [ "$fuzz_secs" != 0 ]; then
+if [ "$full" = 1 ] && [ "$fuzz_secs" != 0 ]; then
   echo "test: fuzzing each target for ${fuzz_secs}s (fuzz/run.sh) at ${SECONDS}s"
   fuzz/run.sh "$fuzz_secs"
 fi

@@ -6,9 +6,15 @@
 //! and start Kafka, so they never disturb the shared one, or that need a
 //! broker speaking SASL_SSL ([`SaslAccess`]); [`KafkaCluster`] starts a
 //! replicated 3-node cluster. [`idp`] stands in for the identity provider.
+//! [`ServiceProcess`] runs a service binary as a process; [`observe`] holds
+//! checks for [`wait_until`] on what services do not report themselves.
 
 pub mod idp;
+pub mod observe;
+pub mod process;
 pub mod synthetic;
+
+pub use process::ServiceProcess;
 
 use hushmap_schema::{PayloadKeyring, PayloadPublicKey};
 use hushmap_service::kafka::{KafkaSecurity, SecurityProtocol};
@@ -166,11 +172,35 @@ pub async fn produce_sealed(
 }
 
 /// Creates topics on `brokers`, failing loudly if the broker is not there.
+/// As deploy/kafka makes the submissions topic, the broker stamps each
+/// record when it appends it (`message.timestamp.type=LogAppendTime`: the
+/// aggregator refuses a topic whose producers stamp their own; harmless on
+/// the other topics).
 pub async fn create_topics_on(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    create_topics_configured(
+        brokers,
+        topics,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await
+}
+
+/// Creates topics on `brokers` with the settings `config` (and otherwise
+/// the broker's defaults).
+pub async fn create_topics_configured(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    config: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = plain_config(brokers).create()?;
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
+        .map(|(name, p)| {
+            config.iter().fold(
+                NewTopic::new(name, *p, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     for result in admin.create_topics(new.iter(), &opts).await? {
@@ -268,22 +298,67 @@ pub fn raw_topic_bytes(topic: &str) -> anyhow::Result<Vec<u8>> {
         .collect())
 }
 
-/// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+/// How often [`wait_until`] asks again.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Waits for a condition: polls `check` every [`POLL_INTERVAL`] until it
+/// returns `Some(value)`, and returns that value. The one way tests wait
+/// for something to happen; a test never sleeps in place of a condition.
+///
+/// Fails at once with the error `check` returns (a wait for something
+/// that already went wrong would only hide it), and after `limit` with a
+/// message naming `what` was awaited and for how long.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
+/// use std::time::{Duration, Instant};
+/// let ready_at = Instant::now() + Duration::from_millis(600);
+/// let polls = hushmap_testkit::wait_until("the stand-in service to be ready", Duration::from_secs(5), || async {
+///     Ok((Instant::now() >= ready_at).then_some("ready"))
+/// })
+/// .await?;
+/// assert_eq!(polls, "ready");
+/// let never = hushmap_testkit::wait_until("nothing", Duration::from_millis(300), || async {
+///     Ok(None::<()>)
+/// });
+/// assert!(never.await.unwrap_err().to_string().contains("waiting for nothing"));
+/// # Ok(()) }
+/// ```
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + limit;
+    let start = Instant::now();
     loop {
         if let Some(v) = check().await? {
             return Ok(v);
         }
         anyhow::ensure!(
-            Instant::now() < deadline,
+            start.elapsed() < limit,
             "timed out after {limit:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// [`wait_until`] for code outside an async runtime (threads that drive
+/// processes or read topics with blocking clients).
+pub fn wait_until_blocking<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check()? {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 

@@ -1,0 +1,277 @@
+//! Attacks on Flight SQL through a real gRPC client: SQL that generates
+//! rows or values without end is refused, a query that runs long is
+//! stopped at its deadline, a result past its caps is stopped, a token
+//! runs only so many queries at once, an error from reading the store does
+//! not name the store's files, and an overflowing window bound is refused
+//! (not a panic). Each fails if the attack works.
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use hushmap_dashboard::auth::{Role, TokenEntry};
+use hushmap_tests::{StandaloneDashboard, wait_until};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const RESEARCHER: &str = "researcher-sql-limits-5c1e9a7b3d";
+const OTHER: &str = "researcher-sql-limits-other-8f2d";
+
+struct Running {
+    flight: String,
+    data_dir: PathBuf,
+    _dashboard: StandaloneDashboard,
+}
+
+async fn start() -> anyhow::Result<Running> {
+    let dashboard = StandaloneDashboard::start(|config| {
+        for (token, name) in [(RESEARCHER, "r"), (OTHER, "o")] {
+            config
+                .auth
+                .tokens
+                .push(TokenEntry::for_token(token, vec![Role::Researcher], name));
+        }
+        config.sql.query_timeout_ms = 2_000;
+        config.sql.max_rows = 1_000;
+        config.sql.max_bytes = 64 * 1024;
+        config.sql.max_concurrent_per_token = 1;
+    })
+    .await?;
+    Ok(Running {
+        flight: format!("http://{}", dashboard.flight),
+        data_dir: dashboard.data_dir.clone(),
+        _dashboard: dashboard,
+    })
+}
+
+async fn client(url: &str, token: &str) -> anyhow::Result<FlightSqlServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.set_header("authorization", format!("Bearer {token}"));
+    Ok(client)
+}
+
+/// Runs `sql` to the end; the status it failed with, if it failed.
+async fn run(url: &str, token: &str, sql: &str) -> anyhow::Result<Result<usize, tonic::Status>> {
+    let mut c = client(url, token).await?;
+    let info = match c.execute(sql.to_string(), None).await {
+        Ok(info) => info,
+        Err(e) => return Ok(Err(status(e))),
+    };
+    let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
+    let stream = match c.do_get(ticket).await {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(status(e))),
+    };
+    Ok(match stream.try_collect::<Vec<_>>().await {
+        Ok(batches) => Ok(batches.iter().map(|b| b.num_rows()).sum()),
+        Err(e) => Err(status(e)),
+    })
+}
+
+fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+/// Waits (up to 10 s) until `token` may run a query again.
+async fn ran_again_soon(url: &str, token: &str) -> anyhow::Result<()> {
+    let last = std::sync::Mutex::new(String::new());
+    wait_until(
+        "the token to run a query again",
+        Duration::from_secs(10),
+        || async {
+            match run(url, token, "SELECT 1").await? {
+                Ok(1) => Ok(Some(())),
+                other => {
+                    *last.lock().unwrap() = format!("{other:?}");
+                    Ok(None)
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(format!("still busy: {}", last.lock().unwrap())))
+}
+
+/// 100⁵ = 10¹⁰ rows to sum (a count would come from statistics): far past
+/// any deadline.
+fn long_sum() -> String {
+    format!(
+        "SELECT sum(a.x * b.x + c.x - d.x * e.x) FROM {}, {}, {}, {}, {}",
+        values(100, "a"),
+        values(100, "b"),
+        values(100, "c"),
+        values(100, "d"),
+        values(100, "e")
+    )
+}
+
+/// `(VALUES (1), …, (n)) AS name(x)`: rows without a generator.
+fn values(n: usize, name: &str) -> String {
+    let rows: Vec<String> = (1..=n).map(|i| format!("({i})")).collect();
+    format!("(VALUES {}) AS {name}(x)", rows.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_sql_is_refused_or_stopped() -> anyhow::Result<()> {
+    let d = start().await?;
+    // Generators: refused at planning.
+    for sql in [
+        "SELECT count(*) FROM generate_series(1, 100000000000)",
+        "SELECT cardinality(range(1, 5000000000))",
+        "SELECT length(repeat('x', 2000000000))",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+    ] {
+        let refused = run(&d.flight, RESEARCHER, sql).await?.expect_err(sql);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{sql}: {refused:?}");
+    }
+    // 100⁵ = 10¹⁰ rows to sum (a count would come from statistics): stopped at the 2 s deadline.
+    let v = values(100, "a");
+    let long = long_sum();
+    let started = Instant::now();
+    let stopped = run(&d.flight, RESEARCHER, &long)
+        .await?
+        .expect_err("deadline");
+    assert_eq!(stopped.code(), Code::DeadlineExceeded, "{stopped:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped only after {:?}",
+        started.elapsed()
+    );
+    // The work itself stopped too (a token's place is held until its work
+    // ends, and this token has one): the next query runs within seconds,
+    // not after the minute the sum would take.
+    ran_again_soon(&d.flight, RESEARCHER).await?;
+    // 10⁴ rows against a cap of 10³; wide rows against the byte cap.
+    let many = format!("SELECT a.x, b.x FROM {v}, {}", values(100, "b"));
+    let capped = run(&d.flight, RESEARCHER, &many).await?.expect_err("rows");
+    assert_eq!(capped.code(), Code::ResourceExhausted, "{capped:?}");
+    assert!(capped.message().contains("1000 rows"), "{capped:?}");
+    let wide = format!(
+        "SELECT a.x, rpad_free FROM {v}, (SELECT '{}' AS rpad_free)",
+        "w".repeat(4096)
+    );
+    let capped = run(&d.flight, RESEARCHER, &wide).await?.expect_err("bytes");
+    assert_eq!(capped.code(), Code::ResourceExhausted, "{capped:?}");
+    // Within the limits, a query answers.
+    assert_eq!(
+        run(&d.flight, RESEARCHER, &format!("SELECT x FROM {v}"))
+            .await?
+            .map_err(|s| s.to_string()),
+        Ok(100)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_runs_one_query_at_a_time() -> anyhow::Result<()> {
+    let d = start().await?;
+    let long = long_sum();
+    let first = tokio::spawn({
+        let (url, long) = (d.flight.clone(), long.clone());
+        async move {
+            // The probes below hold the token's place for a moment each;
+            // a long query that meets one is turned away too and tries
+            // again, as a client would.
+            loop {
+                match run(&url, RESEARCHER, &long).await {
+                    Ok(Err(s)) if s.code() == Code::ResourceExhausted => {
+                        // A client's backoff before it tries again.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
+    });
+    // While it runs, the same token is turned away; another is not.
+    let last = std::sync::Mutex::new(String::new());
+    wait_until(
+        "the same token to be turned away while its long query runs",
+        Duration::from_secs(15),
+        || async {
+            match run(&d.flight, RESEARCHER, "SELECT 1").await? {
+                Err(s) if s.code() == Code::ResourceExhausted => Ok(Some(())),
+                other => {
+                    *last.lock().unwrap() = format!("{other:?}");
+                    Ok(None)
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(format!("never turned away: {}", last.lock().unwrap())))?;
+    assert_eq!(
+        run(&d.flight, OTHER, "SELECT 1")
+            .await?
+            .map_err(|s| s.to_string()),
+        Ok(1)
+    );
+    let first = first.await??;
+    assert_eq!(first.unwrap_err().code(), Code::DeadlineExceeded);
+    // Its place is free again once the work was cancelled.
+    ran_again_soon(&d.flight, RESEARCHER).await?;
+    assert_eq!(
+        run(&d.flight, RESEARCHER, "SELECT 1")
+            .await?
+            .map_err(|s| s.to_string()),
+        Ok(1)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_problem_not_the_files() -> anyhow::Result<()> {
+    let d = start().await?;
+    // A planning error is the client's to read.
+    let bad = run(&d.flight, RESEARCHER, "SELECT no_such_column FROM releases")
+        .await?
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("no_such_column"), "{bad:?}");
+    // A broken file in the store: the error says the query failed, and
+    // neither the store's directory nor the file's name.
+    let day = d.data_dir.join("releases").join("day=2026-01-01");
+    std::fs::create_dir_all(&day)?;
+    std::fs::write(day.join("broken-7f3a.parquet"), b"not parquet at all")?;
+    let failed = run(&d.flight, RESEARCHER, "SELECT count(*) FROM releases")
+        .await?
+        .unwrap_err();
+    let dir = d.data_dir.display().to_string();
+    for secret in [dir.as_str(), "broken-7f3a", "day=2026-01-01", "/tmp"] {
+        assert!(!failed.message().contains(secret), "{secret} in {failed:?}");
+    }
+    assert_eq!(failed.code(), Code::Internal, "{failed:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_window_bound_is_refused() -> anyhow::Result<()> {
+    let d = start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(d.flight.clone())?
+        .connect()
+        .await?;
+    let mut flight = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let mut request = tonic::Request::new(arrow_flight::FlightDescriptor::new_path(vec![
+        "window".into(),
+        i64::MAX.to_string(),
+    ]));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {RESEARCHER}").parse()?);
+    let refused = flight.get_flight_info(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // Still serving.
+    assert_eq!(
+        run(&d.flight, RESEARCHER, "SELECT 1")
+            .await?
+            .map_err(|s| s.to_string()),
+        Ok(1)
+    );
+    Ok(())
+}
