@@ -4,8 +4,9 @@
 #   deploy/test.sh                       # everything (what CI runs)
 #   deploy/test.sh --test soak           # one area: a module of a suite, or a test file
 #   deploy/test.sh --test flood --test schedule
-#   deploy/test.sh -p hushmap-privacy    # other arguments go to `cargo nextest run`
-#   deploy/test.sh -E 'test(/exactly/)'  #   (filters, -E expressions, --no-capture, ...)
+#   deploy/test.sh -p hushmap-privacy    # one package's tests (a filter: the build stays the workspace's)
+#   deploy/test.sh -E 'test(/exactly/)'  # other arguments go to `cargo nextest run`
+#                                        #   (filters, -E expressions, --no-capture, ...)
 #
 # Prerequisites: Rust (rustup), Java 17 and Maven (the broker is fetched from
 # Maven Central by deploy/kafka), Python 3 with venv (test tools and clients
@@ -40,6 +41,7 @@ python_areas=" dashboard_access utility "
 ballista_areas=" batch_mode "
 
 areas=()
+packages=()
 passthrough=()
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -47,11 +49,17 @@ while [ "$#" -gt 0 ]; do
       [ "$#" -ge 2 ] || { echo "test: --test takes a name" >&2; exit 2; }
       areas+=("$2"); shift 2 ;;
     --test=*) areas+=("${1#--test=}"); shift ;;
+    # A package is selected by a filter, never by cargo's -p: built alone,
+    # a package gets other features than in the workspace, and with them a
+    # second build of its dependencies.
+    -p | --package)
+      [ "$#" -ge 2 ] || { echo "test: $1 takes a package name" >&2; exit 2; }
+      packages+=("$2"); shift 2 ;;
     *) passthrough+=("$1"); shift ;;
   esac
 done
 full=0
-if [ "${#areas[@]}" = 0 ] && [ "${#passthrough[@]}" = 0 ]; then full=1; fi
+if [ "${#areas[@]}" = 0 ] && [ "${#packages[@]}" = 0 ] && [ "${#passthrough[@]}" = 0 ]; then full=1; fi
 
 # Each --test name to a nextest filter: a suite module, or a test binary.
 filter=
@@ -73,6 +81,10 @@ for area in ${areas[@]+"${areas[@]}"}; do
     exit 2
   fi
   filter="${filter:+$filter | }$area_filter"
+done
+
+for package in ${packages[@]+"${packages[@]}"}; do
+  filter="${filter:+$filter | }package($package)"
 done
 
 # What this run needs: a full run or free arguments need everything; named
@@ -172,6 +184,14 @@ if [ "$full" = 1 ] && [ "${HUSHMAP_BENCH_SHORT:-1}" != 0 ]; then
   BENCH_SHORT=1 BENCH_JOBS=1 nice -n 19 bench/oha.sh > target/oha-install.log 2>&1 &
   oha_install=$!
 fi
+fuzz_secs="${HUSHMAP_FUZZ_SECS:-45}"
+fuzz_build=
+if [ "$full" = 1 ] && [ "$fuzz_secs" != 0 ]; then
+  # Likewise the fuzz targets' build (a nightly toolchain, the targets and
+  # their dependencies with the sanitizer's flags, in fuzz/target).
+  FUZZ_BUILD_ONLY=1 nice -n 19 fuzz/run.sh "$fuzz_secs" > target/fuzz-build.log 2>&1 &
+  fuzz_build=$!
+fi
 
 echo "test: running the tests (cargo nextest) at ${SECONDS}s"
 nextest_args=(--workspace --locked --tests --build-jobs 2 --no-tests fail)
@@ -215,8 +235,12 @@ fi
 
 # The fuzz targets (libFuzzer, nightly) for HUSHMAP_FUZZ_SECS each (default
 # 45, three minutes for the four targets; 0 skips), on a full run only.
-fuzz_secs="${HUSHMAP_FUZZ_SECS:-45}"
-if [ "$full" = 1 ] && [ "$fuzz_secs" != 0 ]; then
+if [ -n "$fuzz_build" ]; then
+  if ! wait "$fuzz_build"; then
+    cat target/fuzz-build.log >&2
+    echo "test: building the fuzz targets failed" >&2
+    exit 1
+  fi
   echo "test: fuzzing each target for ${fuzz_secs}s (fuzz/run.sh) at ${SECONDS}s"
   fuzz/run.sh "$fuzz_secs"
 fi

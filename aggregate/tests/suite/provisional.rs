@@ -15,7 +15,7 @@ use hushmap_schema::{
     WindowLength,
 };
 use hushmap_testkit::{create_topics, now_ms, payload_public_key, producer, unique, wait_until};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -92,13 +92,18 @@ fn record(
 /// before it (the old plan's contributor 3); the first-record order by
 /// time, partition and offset is unit-tested in aggregate's
 /// `first_record`.
-async fn produce_at(topic: &str, record: &CoarseRecord, at_ms: i64) -> anyhow::Result<()> {
+async fn produce_at(
+    producer: &FutureProducer,
+    topic: &str,
+    record: &CoarseRecord,
+    at_ms: i64,
+) -> anyhow::Result<()> {
     let wait = at_ms - now_ms();
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     }
     let sealed = payload_public_key().seal(record);
-    producer()?
+    producer
         .send(
             FutureRecord::to(topic)
                 .key(&record.region.to_string())
@@ -214,10 +219,12 @@ async fn provisional_counts_are_each_first_record_so_far_and_come_by_the_clock()
     let mut running: Running = tokio::spawn(aggregator.run(async move {
         let _ = stopped.await;
     }));
+    // One producer, connected before the first send is due.
+    let producer = producer()?;
     let mut first: BTreeMap<u8, (i64, CoarseRecord)> = BTreeMap::new();
     for (who, lat, risk, s) in &plan {
         let r = record(window, length, *who, *lat, *risk);
-        produce_at(&t.submissions, &r, sub(*s)).await?;
+        produce_at(&producer, &t.submissions, &r, sub(*s)).await?;
         let e = first.entry(*who).or_insert((*s, r));
         if *s < e.0 {
             *e = (*s, r);
@@ -321,6 +328,7 @@ async fn a_restart_mid_window_neither_noises_an_interval_again_nor_skips_a_sub_w
     let mut plan: Vec<(u8, i64)> = (0..20u8).map(|who| (who, i64::from(who % 4))).collect();
     plan.sort_by_key(|(who, s)| (*s, *who));
     let submissions = t.submissions.clone();
+    let producer = producer()?;
     let sending = tokio::spawn(async move {
         for (who, s) in plan {
             let r = record(
@@ -330,7 +338,13 @@ async fn a_restart_mid_window_neither_noises_an_interval_again_nor_skips_a_sub_w
                 -33.8 + f64::from(who % 3),
                 RiskLevel::ALL[usize::from(who) % 3],
             );
-            produce_at(&submissions, &r, window.start_ms + s * 3_000 + 700).await?;
+            produce_at(
+                &producer,
+                &submissions,
+                &r,
+                window.start_ms + s * 3_000 + 700,
+            )
+            .await?;
         }
         anyhow::Ok(())
     });
