@@ -8,7 +8,7 @@ use hushmap_service::runtime::blocking;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -45,16 +45,16 @@ pub(crate) fn partition_count<C: ConsumerContext>(
 /// broker stamps each record as it appends it, and every reader sees the
 /// same time.
 pub(crate) fn require_broker_timestamps(
-    client: &ClientConfig,
-    settings: &crate::config::KafkaSettings,
-    topic: &str,
+    kafka: &crate::config::KafkaSettings,
 ) -> Result<(), AggregatorError> {
-    if settings.trust_producer_timestamps {
+    if kafka.trust_producer_timestamps {
         // Allowed in dev mode only (config validation), for benchmarks.
         tracing::warn!("reading producer timestamps as they are (kafka.trust_producer_timestamps)");
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let topic = kafka.input_topic.as_str();
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.security.client_config(&kafka.brokers)?.create()?;
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
     let resource = ResourceSpecifier::Topic(topic);
     let described =

@@ -136,8 +136,8 @@ impl Aggregator {
     pub fn new(config: AggregateConfig) -> Result<Aggregator, AggregatorError> {
         let plan = config.validated_plan()?;
         let keyring = config.payload_keyring()?;
+        require_broker_timestamps(&config.kafka)?;
         let mut client = config.kafka.security.client_config(&config.kafka.brokers)?;
-        require_broker_timestamps(&client, &config.kafka, &config.kafka.input_topic)?;
         // Polled on a thread of its own (see `input_reader`).
         let consumer: BaseConsumer<QuietEofContext> =
             committed_reader(&mut client, &config.kafka.group_id)

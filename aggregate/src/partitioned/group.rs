@@ -222,7 +222,7 @@ pub(crate) fn start_stage(
     let k = &config.kafka;
     if topic == k.input_topic {
         // The stage that judges lateness by the submissions' timestamps.
-        require_broker_timestamps(&k.security.client_config(&k.brokers)?, k, topic)?;
+        require_broker_timestamps(k)?;
     }
     let member = group_member(config, &format!("{}-{stage}", k.group_id), topic)?;
     let inputs = partition_count(member.consumer.as_ref(), &k.input_topic)?;
