@@ -17,6 +17,10 @@ mkdir -p "$RUN_DIR"
 WINDOW_SECS="${HUSHMAP_DEMO_WINDOW_SECS:-60}"
 RATE="${HUSHMAP_DEMO_RATE:-100}"
 
+if ! pkg-config --exists openssl 2>/dev/null; then
+  echo "demo: the services link the system's OpenSSL: install its development files and pkg-config (Debian: apt-get install libssl-dev pkg-config)" >&2
+  exit 1
+fi
 started_kafka=0
 kafka_running || started_kafka=1
 deploy/kafka/up.sh

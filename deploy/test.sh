@@ -10,10 +10,11 @@
 #
 # Prerequisites: Rust (rustup), Java 17 and Maven (the broker is fetched from
 # Maven Central by deploy/kafka), Python 3 with venv (test tools and clients
-# in virtualenvs), and for the browser tests Node.js with npm and Chromium.
+# in virtualenvs), OpenSSL's development files with pkg-config, and for the
+# browser tests Node.js with npm and Chromium.
 # Installs what is missing: cargo-nextest and cargo-deny prebuilt into
-# deploy/.tools (deploy/tools.sh); as root on Debian, chromium, a Devanagari
-# font and, for a full run, buildah, with apt-get (elsewhere it says what to
+# deploy/.tools (deploy/tools.sh); as root on Debian, libssl-dev, chromium,
+# a Devanagari font and, for a full run, buildah, with apt-get (elsewhere it says what to
 # install and stops). `--test NAME` installs only what NAME needs.
 #
 # The test runner is cargo-nextest (.config/nextest.toml says why and how):
@@ -109,6 +110,12 @@ apt_install() { # apt_install PACKAGE WHY
   fi
 }
 
+# The services link the system's OpenSSL (.cargo/config.toml says why).
+if ! pkg-config --exists openssl 2>/dev/null; then
+  command -v pkg-config >/dev/null || apt_install pkg-config "the build (it finds the system's OpenSSL)"
+  apt_install libssl-dev "the build (the services link the system's OpenSSL)"
+fi
+
 deploy/tools.sh
 NEXTEST="$PWD/deploy/.tools/bin/cargo-nextest"
 
@@ -167,7 +174,27 @@ echo "test: building the workspace (2 jobs; the first build takes a while) at ${
 # (proptest's dev-dependency turns on rand and getrandom features that reach
 # DataFusion through uuid); built with `--bins` alone, their dependencies
 # would be a second copy of the whole DataFusion stack.
-cargo build --workspace --locked -j2 --bins --tests
+#
+# A full run builds every target (the benches and examples too, which the
+# benches' short mode runs). HUSHMAP_CLIPPY=1 (what CI sets) lints while it
+# builds: clippy-driver, which is rustc with clippy's lints, compiles the
+# workspace's own crates, so the lints need no second compile of the
+# dependencies (`cargo clippy` checks all of them again, in check mode:
+# docs/BENCHMARKS.md, "The test suite and CI"). Set for every cargo command
+# of the run, so that none rebuilds our crates without it.
+build_targets=(--bins --tests)
+if [ "$full" = 1 ]; then build_targets=(--all-targets); fi
+if [ "${HUSHMAP_CLIPPY:-0}" = 1 ]; then
+  RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)" || {
+    echo "test: HUSHMAP_CLIPPY=1 needs clippy (rustup component add clippy)" >&2
+    exit 1
+  }
+  export RUSTC_WORKSPACE_WRAPPER
+  # What `cargo clippy -- -D warnings` hands clippy-driver.
+  export CLIPPY_ARGS=-Dwarnings
+  echo "test: clippy lints the workspace as it builds (-D warnings)"
+fi
+cargo build --workspace --locked -j2 "${build_targets[@]}"
 
 if need "$ballista_areas"; then
   # Batch mode's cluster test counts on a real Ballista cluster: a scheduler

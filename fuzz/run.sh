@@ -26,6 +26,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds="${1:-60}"
+# The fuzz targets build with nightly: a stable clippy-driver left as the
+# workspace's rustc wrapper by deploy/test.sh (HUSHMAP_CLIPPY=1) would
+# compile them with the wrong compiler.
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 targets=(submission coarse_record release bounded)
 
 if ! rustup toolchain list | grep -q '^nightly'; then

@@ -2,8 +2,9 @@
 # Builds the OCI images of the three services (and of the batch cluster's
 # hushmap-cluster) without a registry or a
 # daemon: buildah, from scratch, with the service binary, only the shared
-# libraries it links (ldd: glibc, libm, zlib, libgcc; OpenSSL and
-# librdkafka are built into the binary), the CA bundle, and a non-root
+# libraries it links (ldd: glibc, libm, zlib, libgcc and the build
+# machine's OpenSSL, libssl and libcrypto; librdkafka is built into the
+# binary), the CA bundle, and a non-root
 # user (65532, as the manifests run it). Nothing in the image is written
 # at run time: the root file system can be read-only.
 #

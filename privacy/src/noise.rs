@@ -512,6 +512,28 @@ fn measurement(
 mod tests {
     use super::*;
 
+    /// The noise's randomness is OpenSSL's CSPRNG, so the OpenSSL linked
+    /// must be one that gets security fixes: the system's (the
+    /// distribution updates it), never the 3.3.1 of June 2024 that OpenDP's
+    /// `use-openssl` would otherwise vendor (`.cargo/config.toml`).
+    #[test]
+    fn the_noise_draws_from_the_systems_openssl_not_a_vendored_copy() {
+        let linked = openssl::version::version();
+        let out = std::process::Command::new("pkg-config")
+            .args(["--modversion", "openssl"])
+            .output()
+            .expect("pkg-config runs (the build found OpenSSL with it)");
+        let system = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && !system.is_empty(),
+            "pkg-config knows no OpenSSL"
+        );
+        assert!(
+            linked.starts_with(&format!("OpenSSL {system} ")),
+            "linked {linked:?}, but the system's OpenSSL is {system}: a vendored copy was built in"
+        );
+    }
+
     #[test]
     fn calibration_meets_the_budget_per_opendp() {
         for (sens, eps) in [(1.0, 1.0), (10.0, 0.5), (3.0, 0.1), (1.0, 1e6)] {
