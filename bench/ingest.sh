@@ -39,6 +39,7 @@ if [ "$SHORT" = 1 ]; then
 else
   echo "bench: building release binaries"
   cargo build --release --locked -j"$JOBS" -p hushmap-ingest --bin hushmap-ingest --example bare_handler --example verify_cost
+  cargo build --release --locked -j"$JOBS" -p hushmap-dev-idp --bin hushmap-dev-idp
 fi
 
 source deploy/kafka/env.sh
@@ -84,7 +85,8 @@ HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:80
   HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
   HUSHMAP_INGEST_IDENTITY__PEM_FILES="[\"$IDP/ed25519.pem\",\"$IDP/p256.pem\",\"$IDP/rsa.pem\"]" \
   HUSHMAP_INGEST_IDENTITY__ISSUER="$ISSUER" HUSHMAP_INGEST_IDENTITY__AUDIENCE="$AUDIENCE" \
-  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 "$BIN_DIR/hushmap-ingest" & pids+=($!)
+  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 HUSHMAP_INGEST_HTTP__SHARED_PEERS='["127.0.0.0/8"]' \
+  "$BIN_DIR/hushmap-ingest" & pids+=($!)
 SERVER_PID[8091]=$!
 wait_port 8090; wait_port 8091
 
@@ -178,7 +180,7 @@ token=$(curl -sf -H 'content-type: application/json' -d @"$BODY" http://127.0.0.
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["contributor_token"])')
 run ingest_contributor_token 8091 "" "hushmap-contributor: $token"
 for k in ed25519 p256 rsa; do
-  id_token=$("$BIN_DIR/hushmap-ingest" dev-id-token --key "$IDP/$k.key.pem" \
+  id_token=$("$BIN_DIR/hushmap-dev-idp" id-token --key "$IDP/$k.key.pem" \
     --issuer "$ISSUER" --audience "$AUDIENCE" --subject bench --ttl-secs 3600)
   run "ingest_id_token_$k" 8091 "" "authorization: Bearer $id_token"
 done
@@ -189,7 +191,8 @@ done
 HUSHMAP_LOG=warn HUSHMAP_INGEST_DEV_MODE=true HUSHMAP_INGEST_LISTEN=127.0.0.1:8092 \
   HUSHMAP_INGEST_ADMIN_LISTEN=127.0.0.1:0 HUSHMAP_INGEST_PROOF_OF_WORK__DIFFICULTY_BITS=15 \
   HUSHMAP_INGEST_KAFKA__BROKERS="$KAFKA_BOOTSTRAP" HUSHMAP_INGEST_KAFKA__TOPIC="$TOPIC" \
-  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 "$BIN_DIR/hushmap-ingest" & pids+=($!)
+  HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0 HUSHMAP_INGEST_HTTP__SHARED_PEERS='["127.0.0.0/8"]' \
+  "$BIN_DIR/hushmap-ingest" & pids+=($!)
 SERVER_PID[8092]=$!
 wait_port 8092
 run ingest_pow_no_proof 8092

@@ -26,7 +26,7 @@ kafka_running || started_kafka=1
 deploy/kafka/up.sh
 
 echo "demo: building the services (first build takes several minutes on 2 cores)"
-cargo build --locked -j2 --bin hushmap-ingest --bin hushmap-aggregate --bin hushmap-dashboard --bin hushmap-traffic
+cargo build --locked -j2 --bin hushmap-ingest --bin hushmap-aggregate --bin hushmap-dashboard --bin hushmap-traffic --bin hushmap-dev-idp
 
 # This run's own topics: a run is a deployment whose schedule begins now;
 # the releases of an earlier run are not its history.
@@ -111,7 +111,7 @@ HUSHMAP_PAYLOAD_KEYS="$PAYLOAD_KEYS" target/debug/hushmap-aggregate >"$RUN_DIR/a
 pids+=($!)
 target/debug/hushmap-dashboard >"$RUN_DIR/dashboard.log" 2>&1 &
 pids+=($!)
-target/debug/hushmap-ingest dev-idp --key "$IDP_DIR/dev-idp.key.pem" >"$RUN_DIR/dev-idp.log" 2>&1 &
+target/debug/hushmap-dev-idp serve --key "$IDP_DIR/dev-idp.key.pem" >"$RUN_DIR/dev-idp.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 60); do
@@ -136,7 +136,7 @@ cat <<MSG
     Flight:     grpc://127.0.0.1:8815 (docs/RESEARCHERS.md)
     Self-check: http://127.0.0.1:8080/   (sign in at the development identity provider, :8090)
     Ingest:     POST http://127.0.0.1:8080/v1/submissions
-    ID token:   target/debug/hushmap-ingest dev-id-token --key $IDP_DIR/dev-idp.key.pem --subject you
+    ID token:   target/debug/hushmap-dev-idp id-token --key $IDP_DIR/dev-idp.key.pem --subject you
     Metrics:    http://127.0.0.1:8083/metrics (ingest admin), http://127.0.0.1:8082/metrics (aggregate)
     Traffic:    $RATE submissions/s; first release about $((WINDOW_SECS + 5)) s after start
     Logs:       $RUN_DIR/*.log

@@ -77,10 +77,18 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
          # TYPE hushmap_dashboard_http_connections_refused_total counter\n\
          hushmap_dashboard_http_connections_refused_total{{listener=\"http\"}} {}\n\
          hushmap_dashboard_http_connections_refused_total{{listener=\"flight\"}} {}\n\
-         # HELP hushmap_dashboard_http_connections_idle_closed_total Connections closed after idle_timeout_ms without a byte moving.\n\
+         # HELP hushmap_dashboard_http_connections_refused_per_client_total Connections closed at once: their client held max_connections_per_client.\n\
+         # TYPE hushmap_dashboard_http_connections_refused_per_client_total counter\n\
+         hushmap_dashboard_http_connections_refused_per_client_total{{listener=\"http\"}} {}\n\
+         hushmap_dashboard_http_connections_refused_per_client_total{{listener=\"flight\"}} {}\n\
+         # HELP hushmap_dashboard_http_connections_idle_closed_total Connections closed after idle_timeout_ms with no request in hand and no body moving.\n\
          # TYPE hushmap_dashboard_http_connections_idle_closed_total counter\n\
          hushmap_dashboard_http_connections_idle_closed_total{{listener=\"http\"}} {}\n\
          hushmap_dashboard_http_connections_idle_closed_total{{listener=\"flight\"}} {}\n\
+         # HELP hushmap_dashboard_http_request_timeouts_total Requests answered 408: their handler, body included, passed request_timeout_ms.\n\
+         # TYPE hushmap_dashboard_http_request_timeouts_total counter\n\
+         hushmap_dashboard_http_request_timeouts_total{{listener=\"http\"}} {}\n\
+         hushmap_dashboard_http_request_timeouts_total{{listener=\"flight\"}} {}\n\
          # HELP hushmap_dashboard_http_tls_handshakes_failed_total TLS handshakes that failed or did not finish within header_read_timeout_ms.\n\
          # TYPE hushmap_dashboard_http_tls_handshakes_failed_total counter\n\
          hushmap_dashboard_http_tls_handshakes_failed_total{{listener=\"http\"}} {}\n\
@@ -102,8 +110,12 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         state.flight_connections.open.get(),
         state.connections.refused.get(),
         state.flight_connections.refused.get(),
+        state.connections.refused_per_client.get(),
+        state.flight_connections.refused_per_client.get(),
         state.connections.idle_closed.get(),
         state.flight_connections.idle_closed.get(),
+        state.connections.request_timeouts.get(),
+        state.flight_connections.request_timeouts.get(),
         state.connections.tls_failed.get(),
         state.flight_connections.tls_failed.get(),
         state.tls.as_ref().map_or(0, |t| t.reloads.get()),
@@ -458,7 +470,11 @@ struct AlertsQuery {
     metric: Option<String>,
 }
 
-async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
+async fn alerts(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<AlertsQuery>,
+) -> Response {
     let Some(filter) = BandFilter::parse(q.age_band.as_deref()) else {
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -487,13 +503,36 @@ async fn alerts(State(state): State<AppState>, Query(q): Query<AlertsQuery>) -> 
                 .replace("alerts.", ""),
         );
     }
+    // Alerts read every cell of a window and its baseline: a place in the
+    // token's admission (shared with queries and exports), held by the
+    // work itself (a blocking thread cannot be cancelled; a client that
+    // gives up does not free its place before the work ends), and the
+    // query deadline for the answer.
+    let max = state.sql_limits.max_concurrent_per_token;
+    let Ok(admitted) = state
+        .sql_admission
+        .admit_digest(crate::session::token_digest(&state, &headers), max)
+    else {
+        return crate::session::busy(max);
+    };
     let store = state.store.clone();
     let level = q.level;
-    let report = off_the_workers(move || {
+    let work = off_the_workers(move || {
+        let _admitted = admitted;
         let store = store.read().expect("store lock");
         store_alerts(&store, q.window, filter, level, metric, &settings)
-    })
-    .await;
+    });
+    let timeout = std::time::Duration::from_millis(state.sql_limits.query_timeout_ms);
+    let Ok(report) = tokio::time::timeout(timeout, work).await else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deadline_exceeded",
+            &format!(
+                "the alerts took longer than {} ms; narrow them (one level, one age band)",
+                timeout.as_millis()
+            ),
+        );
+    };
     match report {
         Ok(Some(report)) => Json(report).into_response(),
         Ok(None) => no_window(),

@@ -63,7 +63,7 @@ impl Sessions {
     }
 
     /// The token digest of a live session.
-    fn resolve(&self, id: &str) -> Option<[u8; 32]> {
+    pub(crate) fn resolve(&self, id: &str) -> Option<[u8; 32]> {
         let key: [u8; 32] = Sha256::digest(id.as_bytes_id()?).into();
         let mut sessions = self.by_id.lock().expect("sessions lock");
         match sessions.get(&key) {
@@ -428,17 +428,21 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Failed logins per client (an IPv6 client by its /64): at most
-/// [`LOGIN_FAILURES_PER_MINUTE`] in a clock minute; then every login from
-/// that client, right or wrong, is refused until the minute is over (so a
-/// guesser learns nothing from a throttled answer).
+/// Failed tokens per client (an IPv6 client by its /64, the client named by
+/// trusted proxies' `X-Forwarded-For`): at most
+/// [`TOKEN_FAILURES_PER_MINUTE`] in a clock minute, counting wrong tokens
+/// at `/login`, as `Authorization: Bearer` on the API and exports, and on
+/// Flight. Then every token from that client, right or wrong, is refused
+/// until the minute is over (so a guesser learns nothing from a throttled
+/// answer). Sessions already open are not refused: a session id is not
+/// guessed, and a stale cookie is no attack.
 #[derive(Debug, Default)]
-pub struct LoginFailures {
+pub struct TokenFailures {
     by_client: std::sync::Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
 }
 
-/// Failed logins a client may make in a minute.
-pub const LOGIN_FAILURES_PER_MINUTE: u32 = 5;
+/// Wrong tokens a client may present in a minute.
+pub const TOKEN_FAILURES_PER_MINUTE: u32 = 5;
 
 fn minute_now() -> (u64, std::time::Duration) {
     let now = std::time::SystemTime::now()
@@ -449,13 +453,13 @@ fn minute_now() -> (u64, std::time::Duration) {
     (minute, left)
 }
 
-impl LoginFailures {
+impl TokenFailures {
     /// `Err(wait)` if `client` used up this minute's failures.
     pub(crate) fn check(&self, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
         let (minute, left) = minute_now();
-        let by_client = self.by_client.lock().expect("login failures lock");
+        let by_client = self.by_client.lock().expect("token failures lock");
         match by_client.get(&client) {
-            Some((m, n)) if *m == minute && *n >= LOGIN_FAILURES_PER_MINUTE => Err(left),
+            Some((m, n)) if *m == minute && *n >= TOKEN_FAILURES_PER_MINUTE => Err(left),
             _ => Ok(()),
         }
     }
@@ -463,7 +467,7 @@ impl LoginFailures {
     /// Counts one failure.
     pub(crate) fn fail(&self, client: std::net::IpAddr) {
         let (minute, _) = minute_now();
-        let mut by_client = self.by_client.lock().expect("login failures lock");
+        let mut by_client = self.by_client.lock().expect("token failures lock");
         let entry = by_client.entry(client).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
@@ -476,7 +480,7 @@ impl LoginFailures {
         let (minute, _) = minute_now();
         self.by_client
             .lock()
-            .expect("login failures lock")
+            .expect("token failures lock")
             .retain(|_, (m, _)| *m == minute);
     }
 }

@@ -31,6 +31,11 @@ pub enum ConfigError {
     KafkaSecurity(#[from] KafkaSecurityError),
     #[error(transparent)]
     Http(#[from] HttpLimitsError),
+    #[error(
+        "sql.query_timeout_ms ({query}) must be below http.request_timeout_ms ({request}): \
+         a query would be cut off by the request deadline instead of ending with its own error"
+    )]
+    QueryPastRequestDeadline { query: u64, request: u64 },
     #[error("sql.query_timeout_ms and sql.max_concurrent_per_token must be positive")]
     SqlLimits,
     #[error("tls: {0}")]
@@ -83,6 +88,14 @@ pub struct AuthSettings {
     /// dashboard; browsers drop Secure cookies over plain HTTP). Always on
     /// when the dashboard terminates TLS itself (`tls`).
     pub cookie_secure: bool,
+    /// The proxies in front of the dashboard (the ingress controllers'
+    /// network) whose `X-Forwarded-For` names the client, as ingest's
+    /// `rate_limit.trusted_proxies`. Failed tokens are throttled per
+    /// client: without these, every client behind the ingress is one
+    /// client, and five wrong tokens a minute lock out every analyst. Also
+    /// added to `http.shared_peers`. With TLS passed through (not
+    /// re-encrypted) the ingress adds no header, and the client is unknown.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +171,14 @@ impl DashboardConfig {
         self.http.validate()?;
         if self.sql.query_timeout_ms == 0 || self.sql.max_concurrent_per_token == 0 {
             return Err(ConfigError::SqlLimits);
+        }
+        // A query must end by its own deadline, with its own error, before
+        // the listener's request deadline answers 408.
+        if self.sql.query_timeout_ms >= self.http.request_timeout_ms {
+            return Err(ConfigError::QueryPastRequestDeadline {
+                query: self.sql.query_timeout_ms,
+                request: self.http.request_timeout_ms,
+            });
         }
         // Loaded, not only named: a missing file, a key that does not match
         // its certificate, is refused before anything starts.

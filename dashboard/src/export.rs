@@ -2,14 +2,18 @@
 //!
 //! The cells come from the release store through DataFusion a day at a
 //! time and are encoded batch by batch into the response body, so a long
-//! range costs no more memory than a day.
+//! range costs no more memory than a day. An export takes a place in its
+//! token's admission (shared with Flight SQL and plain Flight reads, at
+//! most `sql.max_concurrent_per_token` at once: 429 past it) and ends at
+//! `sql.query_timeout_ms`.
 
 use crate::problem::problem;
 use crate::query::{CellFilter, CellStream, QueryError};
+use crate::sql_limits::{deadline_of, within_deadline};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -27,6 +31,7 @@ pub(crate) struct ExportQuery {
 
 pub(crate) async fn export(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<ExportQuery>,
 ) -> Response {
     let format = match q.format.as_deref() {
@@ -52,10 +57,25 @@ pub(crate) async fn export(
             );
         }
     };
+    // An export is a query by another name: a place in the token's
+    // admission, held until the body is sent or dropped, and the deadline.
+    let limits = &state.sql_limits;
+    let Ok(admitted) = state.sql_admission.admit_digest(
+        crate::session::token_digest(&state, &headers),
+        limits.max_concurrent_per_token,
+    ) else {
+        return crate::session::busy(limits.max_concurrent_per_token);
+    };
     let (schema, cells) = match state.cells(filter) {
         Ok(cells) => cells,
         Err(e) => return problem(StatusCode::NOT_FOUND, "not_published", &e.to_string()),
     };
+    let cells = within_deadline(
+        cells,
+        deadline_of(limits),
+        Err(QueryError::Deadline(limits.query_timeout_ms)),
+        admitted,
+    );
     (
         [
             (header::CONTENT_TYPE, format.mime()),

@@ -236,8 +236,16 @@ impl FlightService for ReleaseFlightService {
         if is_flight_sql(&request.get_ref().ticket) {
             return FlightService::do_get(&self.sql, request).await;
         }
-        self.authorize(&request)?;
+        let token = ReleaseSqlService::authorize(&self.state, &request)?;
         let filter = filter_of(&request.into_inner().ticket)?;
+        // A ticket is a query by another name: a place in the token's
+        // admission (shared with Flight SQL and exports), held until the
+        // stream ends or is dropped, and the query deadline.
+        let limits = &self.state.sql_limits;
+        let admitted = self
+            .state
+            .sql_admission
+            .admit(&token, limits.max_concurrent_per_token)?;
         let (schema, cells) = self
             .state
             .cells(filter)
@@ -246,7 +254,12 @@ impl FlightService for ReleaseFlightService {
             .with_schema(schema)
             .build(cells.map(|r| r.map_err(|e| FlightError::ExternalError(Box::new(e)))))
             .map(|r| r.map_err(status_of));
-        Ok(Response::new(stream.boxed()))
+        Ok(Response::new(crate::sql_limits::within_deadline(
+            stream.boxed(),
+            crate::sql_limits::deadline_of(limits),
+            Err(crate::sql_limits::deadline_status(limits)),
+            admitted,
+        )))
     }
 
     async fn do_put(

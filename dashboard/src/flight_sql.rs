@@ -81,9 +81,27 @@ impl ReleaseSqlService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("send authorization: Bearer <token>"))?;
+        // Wrong tokens spend the client's allowance, shared with the page's
+        // login and the API (`TokenFailures`); a client out of it is
+        // refused before its token is looked at.
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let client =
+            crate::session::client_of(state, peer, &request.metadata().clone().into_headers());
+        if let Err(wait) = state.token_failures.check(client) {
+            return Err(Status::resource_exhausted(format!(
+                "too many wrong tokens from this address; retry in {} s",
+                wait.as_secs() + 1
+            )));
+        }
         match state.tokens.check(token.trim(), Role::Researcher) {
             Ok(()) => Ok(token.trim().to_string()),
-            Err(Denied::Unauthenticated) => Err(Status::unauthenticated("unknown token")),
+            Err(Denied::Unauthenticated) => {
+                state.token_failures.fail(client);
+                Err(Status::unauthenticated("unknown token"))
+            }
             Err(Denied::Forbidden) => Err(Status::permission_denied(
                 "Flight needs a token with the researcher role",
             )),

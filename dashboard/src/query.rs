@@ -37,6 +37,8 @@ pub enum QueryError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("release query: {0}")]
     Release(#[from] hushmap_schema::release::ReleaseError),
+    #[error("the read ran past its deadline of {0} ms")]
+    Deadline(u64),
     #[error("invalid `{field}`: {reason}")]
     Filter {
         field: &'static str,

@@ -5,7 +5,7 @@
 //! [`assets`](crate::assets); Flight in [`flight`](crate::flight).
 
 use crate::assets::{INDEX_HTML, asset};
-use crate::auth::{LoginFailures, Sessions, TokenRegistry};
+use crate::auth::{Sessions, TokenFailures, TokenRegistry};
 use crate::config::DashboardConfig;
 use crate::consumer::{ReleaseSinks, spawn_release_consumer};
 use crate::export::export;
@@ -22,6 +22,7 @@ use axum::http::header;
 use axum::middleware;
 use axum::response::{Html, Response};
 use axum::routing::{get, post};
+use hushmap_service::client_address::TrustedProxies;
 use hushmap_service::http::{ConnectionStats, HttpLimits};
 use hushmap_service::tls::ServerTls;
 use std::future::Future;
@@ -124,14 +125,22 @@ impl DashboardServer {
                 sql_admission: Arc::new(QueryAdmission::default()),
                 sql_runtime: Arc::new(SqlRuntime::new(config.sql.threads)?),
                 sessions: Arc::new(Sessions::default()),
-                login_failures: Arc::new(LoginFailures::default()),
+                token_failures: Arc::new(TokenFailures::default()),
+                proxies: Arc::new(TrustedProxies::new(config.auth.trusted_proxies.clone())),
                 alerts: config.alerts.clone(),
                 webhook: webhook_stats,
                 measurements,
                 provisional,
             },
             consumers,
-            http: config.http.clone(),
+            http: {
+                // The trusted proxies carry many clients' connections: not
+                // held to one client's share.
+                let mut http = config.http.clone();
+                http.shared_peers
+                    .extend(config.auth.trusted_proxies.iter().copied());
+                http
+            },
             tls,
         })
     }
@@ -281,7 +290,7 @@ async fn reload_tokens(state: AppState) {
     loop {
         tick.tick().await;
         state.sessions.sweep();
-        state.login_failures.forget_idle();
+        state.token_failures.forget_idle();
         match state.tokens.reload_if_changed() {
             Ok(Some(n)) => tracing::info!(tokens = n, "access tokens reloaded"),
             Ok(None) => {}

@@ -8,7 +8,8 @@
 //! can make the browser send it); `Secure` when `auth.cookie_secure` is
 //! set, for deployments behind TLS. Every state-changing POST must come
 //! from the dashboard's own pages (`Origin`, else `Referer`, naming this
-//! host), and failed logins are throttled per client address.
+//! host), and wrong tokens (at login, or as a bearer token) are throttled per
+//! client address ([`crate::auth::TokenFailures`]).
 
 use crate::auth::{self, Denied, Role};
 use crate::problem::problem;
@@ -20,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use hushmap_service::client_address::rate_key;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub(crate) const LOGIN_HTML: &str = include_str!("../assets/login.html");
 
@@ -40,16 +41,76 @@ pub(crate) async fn require_researcher(
     require(state, request, next, Role::Researcher).await
 }
 
+/// The digest of the token a request was let in with (its bearer token,
+/// or its session's), which keys its place in the admission of queries,
+/// exports and alerts; under open access every request shares one.
+pub(crate) fn token_digest(state: &AppState, headers: &HeaderMap) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    match auth::presented(headers) {
+        Some(auth::Presented::Bearer(token)) => Sha256::digest(token.as_bytes()).into(),
+        Some(auth::Presented::Session(id)) => state
+            .sessions
+            .resolve(&id)
+            .unwrap_or_else(|| Sha256::digest(b"").into()),
+        None => Sha256::digest(b"").into(),
+    }
+}
+
+/// A 429 for a token already running its share of queries, exports and
+/// alerts at once.
+pub(crate) fn busy(max: usize) -> Response {
+    let mut r = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "busy",
+        &format!(
+            "this token already runs {max} queries, exports or alerts at once; wait for one to finish"
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// The client a request is throttled as: the socket peer, or the address
+/// the trusted proxies name; an IPv6 client by its /64.
+pub(crate) fn client_of(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    rate_key(state.proxies.client(peer, headers), 64)
+}
+
 async fn require(
     State(state): State<AppState>,
     request: Request,
     next: Next,
     role: Role,
 ) -> Response {
-    match state
-        .tokens
-        .authorize(request.headers(), role, &state.sessions)
+    // A bearer token is a guess until it matches: wrong ones spend the
+    // client's allowance, and a client out of it is refused before its
+    // token is looked at (sessions are not: an id is not guessed).
+    let bearer = matches!(
+        auth::presented(request.headers()),
+        Some(auth::Presented::Bearer(_))
+    );
+    let client = bearer.then(|| {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        client_of(&state, peer, request.headers())
+    });
+    if let Some(client) = client
+        && !state.tokens.is_open()
+        && let Err(wait) = state.token_failures.check(client)
     {
+        return throttled(wait);
+    }
+    let decision = state
+        .tokens
+        .authorize(request.headers(), role, &state.sessions);
+    if let (Some(client), Err(Denied::Unauthenticated)) = (client, decision) {
+        state.token_failures.fail(client);
+    }
+    match decision {
         Ok(()) => next.run(request).await,
         // A browser asking for the page goes to the login form.
         Err(Denied::Unauthenticated) if request.uri().path() == "/" => {
@@ -134,8 +195,8 @@ pub(crate) async fn login(
     }
     // Failed logins spend the client's allowance; a client out of it is
     // refused before its token is even looked at.
-    let client = rate_key(peer.ip(), 64);
-    if let Err(wait) = state.login_failures.check(client) {
+    let client = client_of(&state, Some(peer), &headers);
+    if let Err(wait) = state.token_failures.check(client) {
         return throttled(wait);
     }
     let token = form.token.trim();
@@ -143,7 +204,7 @@ pub(crate) async fn login(
         .into_iter()
         .any(|r| state.tokens.check(token, r).is_ok());
     if !known {
-        state.login_failures.fail(client);
+        state.token_failures.fail(client);
         return (
             StatusCode::UNAUTHORIZED,
             Html(LOGIN_HTML.replace("<!--error-->", "<p class=\"error\">Unknown token.</p>")),
@@ -169,7 +230,7 @@ fn throttled(wait: std::time::Duration) -> Response {
     let mut r = problem(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
-        "too many failed logins from this address; wait before trying again",
+        "too many wrong tokens from this address; wait before trying again",
     );
     let secs = wait.as_secs().saturating_add(1).to_string();
     r.headers_mut().insert(

@@ -126,7 +126,12 @@ impl QueryAdmission {
     /// Admits a query for `token` (keyed by its digest; the token itself is
     /// not kept) unless it already runs `max` of them.
     pub fn admit(self: &Arc<Self>, token: &str, max: usize) -> Result<Admitted, Status> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.admit_digest(Sha256::digest(token.as_bytes()).into(), max)
+    }
+
+    /// As [`admit`](Self::admit), for a token known by its digest (a login
+    /// session holds only that).
+    pub fn admit_digest(self: &Arc<Self>, key: [u8; 32], max: usize) -> Result<Admitted, Status> {
         let mut running = self.running.lock().expect("admission lock");
         let n = running.entry(key).or_default();
         if *n >= max {
@@ -359,6 +364,32 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A read of the store outside SQL (an export, a plain Flight ticket)
+/// under a query's rules: `items` end at `deadline` with `at_deadline`, and
+/// the token's place (`admitted`) is held until the stream has ended or is
+/// dropped, so neither can be piled up past
+/// [`SqlLimits::max_concurrent_per_token`] or run for ever.
+pub fn within_deadline<T: Send + 'static>(
+    items: BoxStream<'static, T>,
+    deadline: tokio::time::Instant,
+    at_deadline: T,
+    admitted: Admitted,
+) -> BoxStream<'static, T> {
+    futures::stream::unfold(
+        Some((items, at_deadline, admitted)),
+        move |state| async move {
+            let (mut items, at_deadline, admitted) = state?;
+            tokio::select! {
+                next = items.next() => {
+                    next.map(|item| (item, Some((items, at_deadline, admitted))))
+                }
+                () = tokio::time::sleep_until(deadline) => Some((at_deadline, None)),
+            }
+        },
+    )
+    .boxed()
+}
+
 /// The deadline of a query starting now.
 pub fn deadline_of(limits: &SqlLimits) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(limits.query_timeout_ms)
@@ -378,6 +409,30 @@ mod tests {
         assert!(admission.admit("token-b", 2).is_ok(), "another token");
         drop(a);
         assert!(admission.admit("token-a", 2).is_ok(), "a place freed");
+    }
+
+    #[tokio::test]
+    async fn a_read_ends_at_its_deadline_and_frees_its_place_when_dropped() {
+        let admission = Arc::new(QueryAdmission::default());
+        let admitted = admission.admit("token-a", 1).unwrap();
+        assert!(
+            admission.admit("token-a", 1).is_err(),
+            "the read holds the place"
+        );
+        let endless = futures::stream::repeat(1).then(|n| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            n
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        let items: Vec<i32> = within_deadline(endless.boxed(), deadline, -1, admitted)
+            .collect()
+            .await;
+        assert_eq!(items.last(), Some(&-1), "ended with the deadline's item");
+        assert!(items.len() > 3 && items.len() < 30, "{}", items.len());
+        assert!(
+            admission.admit("token-a", 1).is_ok(),
+            "the place is free again"
+        );
     }
 
     #[tokio::test]

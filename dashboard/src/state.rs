@@ -3,13 +3,14 @@
 //! neither side imports the other.
 
 use crate::alerts::AlertSettings;
-use crate::auth::{LoginFailures, Sessions, TokenRegistry};
+use crate::auth::{Sessions, TokenFailures, TokenRegistry};
 use crate::provisional::ProvisionalBoard;
 use crate::query::{CellFilter, CellStream, ReleaseQuery, export_metadata};
 use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
 use crate::store::{ReleaseStore, StoreError, day_of};
 use datafusion::arrow::datatypes::SchemaRef;
 use hushmap_schema::{Release, ReleaseMeta};
+use hushmap_service::client_address::TrustedProxies;
 use hushmap_service::http::ConnectionStats;
 use hushmap_service::tls::ServerTls;
 use std::sync::{Arc, RwLock};
@@ -33,7 +34,9 @@ pub struct AppState {
     pub sql_runtime: Arc<SqlRuntime>,
     /// Browser sessions and failed logins.
     pub sessions: Arc<Sessions>,
-    pub login_failures: Arc<LoginFailures>,
+    pub token_failures: Arc<TokenFailures>,
+    /// Whose `X-Forwarded-For` names the client (`auth.trusted_proxies`).
+    pub proxies: Arc<TrustedProxies>,
     /// How `GET /api/v1/alerts` computes by default.
     pub alerts: AlertSettings,
     /// What the alert webhook sent.

@@ -3,9 +3,9 @@
 //! would with its own. Never part of a deployment: ingest only ever
 //! *verifies* tokens, with public keys.
 //!
-//! - [`DevSigner`]: one token (`hushmap-ingest dev-id-token`, and the
+//! - [`DevSigner`]: one token (`hushmap-dev-idp id-token`, and the
 //!   signed-in share of `hushmap-traffic`).
-//! - `DevIdp` (feature `page`): a sign-in page (the `dev-idp` subcommand) that sends the
+//! - `DevIdp` (feature `page`): a sign-in page (`hushmap-dev-idp serve`) that sends the
 //!   browser back to the self-check page with `#id_token=…`, as an OpenID
 //!   Connect provider's implicit flow would.
 //!

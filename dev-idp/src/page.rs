@@ -1,4 +1,4 @@
-//! The development sign-in page (`hushmap-ingest dev-idp`).
+//! The development sign-in page (`hushmap-dev-idp serve`).
 
 use crate::{DevIdpError, DevSigner};
 use axum::Router;

@@ -29,6 +29,11 @@ pub enum ConfigError {
          (HUSHMAP_INGEST_ALLOW_PUBLIC_BIND=true) is set deliberately"
     )]
     PublicBind(SocketAddr),
+    #[error(
+        "refusing dev_mode on {0}: dev mode relaxes production checks (short windows, a \
+         per-process contributor secret, no proof of work) and binds loopback only"
+    )]
+    DevModeOnPublicBind(SocketAddr),
     #[error("HUSHMAP_CONTRIBUTOR_SECRET (or contributor_secret) is required outside dev mode")]
     MissingSecret,
     #[error(
@@ -298,6 +303,14 @@ impl IngestConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         RegionResolution::new(self.region_resolution)?;
         WindowLength::configured(self.window_secs, self.dev_mode)?;
+        // Dev mode is for one machine: never reachable from others, even
+        // with allow_public_bind (a demo left on a public address would
+        // take anonymous submissions with no price at all).
+        for addr in [self.listen, self.admin_listen] {
+            if self.dev_mode && !addr.ip().is_loopback() {
+                return Err(ConfigError::DevModeOnPublicBind(addr));
+            }
+        }
         if !self.listen.ip().is_loopback() && !self.allow_public_bind {
             return Err(ConfigError::PublicBind(self.listen));
         }
@@ -410,12 +423,30 @@ mod tests {
             listen: "0.0.0.0:8080".parse().unwrap(),
             ..dev()
         };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DevModeOnPublicBind(_))
+        ));
+        let c = IngestConfig {
+            dev_mode: false,
+            contributor_secret: Some(Secret::new("x".repeat(32))),
+            ..c
+        };
         assert!(matches!(c.validate(), Err(ConfigError::PublicBind(_))));
         let c = IngestConfig {
             allow_public_bind: true,
             ..c
         };
         assert!(c.validate().is_ok());
+        // Dev mode stays on loopback, whatever else is allowed.
+        let c = IngestConfig {
+            dev_mode: true,
+            ..c
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DevModeOnPublicBind(_))
+        ));
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //! read. A challenge is single-use: a redeemed one is remembered until it
 //! expires (in this process; with several ingest replicas, once per
 //! replica at most, which multiplies a forger's discount by the replica
-//! count, not more).
+//! count, not more). The memory of redeemed challenges forgets them in
+//! order of expiry ([`RedeemedChallenges`]), so a redemption costs the same
+//! with a hundred thousand live proofs as with ten: no walk of the whole
+//! set under its lock, which a forger could otherwise buy with proofs.
 //!
 //! ```
 //! use hushmap_ingest::proof_of_work::{Proofs, solve};
@@ -33,7 +36,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 
 /// The request header carrying a solved challenge: `<challenge>.<counter>`.
@@ -63,8 +67,64 @@ pub struct Proofs {
     key: Vec<u8>,
     difficulty: u8,
     lifetime_secs: u64,
-    /// Redeemed challenges' random parts, with their expiry (seconds).
-    redeemed: Mutex<HashMap<[u8; RANDOM_LEN], u64>>,
+    redeemed: Mutex<RedeemedChallenges>,
+}
+
+/// The random parts of redeemed challenges that have not expired yet.
+///
+/// A map for the replay check and a min-heap of expiry times beside it:
+/// each redemption first forgets what has expired, from the heap's top, so
+/// every entry is examined once when it is added and once when it is
+/// forgotten. Amortised O(log n) a redemption, whatever the number of live
+/// proofs (the earlier map was swept whole on every redemption past 4,096
+/// entries).
+#[derive(Debug, Default)]
+pub struct RedeemedChallenges {
+    expiry: HashMap<[u8; RANDOM_LEN], u64>,
+    by_expiry: BinaryHeap<Reverse<(u64, [u8; RANDOM_LEN])>>,
+    /// Entries looked at while forgetting, over the set's life: what the
+    /// test holds to "once each", rather than a wall-clock time.
+    examined: u64,
+}
+
+impl RedeemedChallenges {
+    /// Records `id` as redeemed until `expires`, after forgetting what has
+    /// expired at `now_secs`; false if it was already redeemed.
+    pub fn insert(&mut self, id: [u8; RANDOM_LEN], expires: u64, now_secs: u64) -> bool {
+        self.forget_expired(now_secs);
+        if self.expiry.contains_key(&id) {
+            return false;
+        }
+        self.expiry.insert(id, expires);
+        self.by_expiry.push(Reverse((expires, id)));
+        true
+    }
+
+    /// Forgets every challenge that expired at or before `now_secs`.
+    pub fn forget_expired(&mut self, now_secs: u64) {
+        while let Some(Reverse((expires, id))) = self.by_expiry.peek().copied() {
+            if expires > now_secs {
+                break;
+            }
+            self.examined += 1;
+            self.by_expiry.pop();
+            self.expiry.remove(&id);
+        }
+    }
+
+    /// Challenges remembered.
+    pub fn len(&self) -> usize {
+        self.expiry.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expiry.is_empty()
+    }
+
+    /// Entries examined while forgetting, since the set was made.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
 }
 
 impl Proofs {
@@ -76,7 +136,7 @@ impl Proofs {
             key: key.to_vec(),
             difficulty,
             lifetime_secs,
-            redeemed: Mutex::new(HashMap::new()),
+            redeemed: Mutex::new(RedeemedChallenges::default()),
         }
     }
 
@@ -133,10 +193,7 @@ impl Proofs {
         }
         let id: [u8; RANDOM_LEN] = head[8..].try_into().expect("16 bytes");
         let mut redeemed = self.redeemed.lock().expect("redeemed lock");
-        if redeemed.len() > 4096 {
-            forget_expired(&mut redeemed, now_secs);
-        }
-        if redeemed.insert(id, expires).is_some() {
+        if !redeemed.insert(id, expires, now_secs) {
             return Err(ProofError::Reused);
         }
         Ok(())
@@ -144,12 +201,18 @@ impl Proofs {
 
     /// Forgets redeemed challenges that expired.
     pub fn forget_expired(&self, now_secs: u64) {
-        forget_expired(&mut self.redeemed.lock().expect("redeemed lock"), now_secs);
+        self.redeemed
+            .lock()
+            .expect("redeemed lock")
+            .forget_expired(now_secs);
     }
-}
 
-fn forget_expired(redeemed: &mut HashMap<[u8; RANDOM_LEN], u64>, now_secs: u64) {
-    redeemed.retain(|_, until| *until > now_secs);
+    /// Challenges redeemed and not yet expired, and the entries examined
+    /// while forgetting so far (for the tests).
+    pub fn redeemed_stats(&self) -> (usize, u64) {
+        let redeemed = self.redeemed.lock().expect("redeemed lock");
+        (redeemed.len(), redeemed.examined())
+    }
 }
 
 fn work(challenge: &[u8], counter: u64) -> [u8; 32] {
@@ -238,6 +301,54 @@ mod tests {
             );
         }
         assert_eq!(p.redeem(&format!("{c}.{n}"), 5_001), Ok(()));
+    }
+
+    /// The attack: fill the replay memory with live proofs (a forger with
+    /// CPU to spare can), then make every later redemption pay for all of
+    /// them under the one lock. Each remembered challenge must be examined
+    /// once when forgotten, never once per redemption.
+    #[test]
+    fn a_redemption_never_walks_the_live_proofs() {
+        let p = Proofs::new(KEY, 0, 120);
+        let mut now = 10_000;
+        // 100,000 live proofs: issued over 100 s, each alive two minutes.
+        for i in 0..100_000u64 {
+            now = 10_000 + i / 1_000;
+            let c = p.issue(now);
+            assert_eq!(p.redeem(&format!("{c}.0"), now), Ok(()));
+        }
+        assert_eq!(p.redeemed_stats(), (100_000, 0));
+        // 10,000 more redemptions while all of them live: nothing is
+        // examined (the old sweep looked at 10^9 entries here).
+        for _ in 0..10_000 {
+            let c = p.issue(now);
+            assert_eq!(p.redeem(&format!("{c}.0"), now), Ok(()));
+        }
+        assert_eq!(p.redeemed_stats(), (110_000, 0));
+        // Time passes: the first 60 seconds' proofs expire and are each
+        // examined once as they go, by the redemptions that follow.
+        now = 10_000 + 120 + 59;
+        for _ in 0..1_000 {
+            let c = p.issue(now);
+            assert_eq!(p.redeem(&format!("{c}.0"), now), Ok(()));
+        }
+        let (live, examined) = p.redeemed_stats();
+        assert_eq!(examined, 60_000, "each expired proof examined once");
+        assert_eq!(live, 110_000 - 60_000 + 1_000);
+        // A replay of a live one is still refused; of a forgotten one, it
+        // has expired anyway.
+        let c = p.issue(now);
+        assert_eq!(p.redeem(&format!("{c}.0"), now), Ok(()));
+        assert_eq!(
+            p.redeem(&format!("{c}.0"), now + 1),
+            Err(ProofError::Reused)
+        );
+        p.forget_expired(now + 1_000);
+        assert_eq!(p.redeemed_stats().0, 0);
+        assert_eq!(
+            p.redeem(&format!("{c}.0"), now + 1_000),
+            Err(ProofError::Expired)
+        );
     }
 
     #[test]

@@ -137,7 +137,13 @@ impl IngestServer {
             admin_listener,
             state: Arc::new(state),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
-            http: config.http.clone(),
+            http: {
+                // The proxies whose X-Forwarded-For is believed carry many
+                // clients' connections: not held to one client's share.
+                let mut http = config.http.clone();
+                http.shared_peers.extend(rl.trusted_proxies.iter().copied());
+                http
+            },
         })
     }
 

@@ -9,15 +9,26 @@
 //! - **header-read timeout**: a request's head (request line and headers)
 //!   must arrive within [`HttpLimits::header_read_timeout_ms`]; hyper also
 //!   applies it while a kept-alive connection waits for its next request;
-//! - **idle timeout**: a connection on which no byte moves either way for
-//!   [`HttpLimits::idle_timeout_ms`] is closed (a body trickled then
-//!   stopped, a client that never reads its response);
+//! - **idle timeout**: a connection on which no request is being handled
+//!   and no request or response body has moved for
+//!   [`HttpLimits::idle_timeout_ms`] is closed. Idleness is judged by
+//!   requests, not bytes: HTTP/2 PING frames, SETTINGS or WINDOW_UPDATE
+//!   frames, or half-sent header blocks move bytes without a request, and
+//!   would otherwise keep a connection (and its slot) for ever; a response
+//!   the client stops reading stops moving too;
+//! - **request deadline**: every request's handler, including the reading
+//!   of its body, must finish within [`HttpLimits::request_timeout_ms`],
+//!   else it is answered 408 (a body trickled a byte at a time holds a
+//!   handler, not only a connection). A streamed response's body is not
+//!   under it (it moves, or the idle timeout ends it);
 //! - **connection cap**: past [`HttpLimits::max_connections`] open
 //!   connections, new ones are closed at once and counted, so a flood of
-//!   slow clients costs the server a bounded amount.
-//!
-//! The whole-request deadline (a body trickled a byte at a time) stays a
-//! `tower_http` timeout layer in each service, since it must answer 408.
+//!   slow clients costs the server a bounded amount;
+//! - **per-client share**: one client (an IPv4 address, or the IPv6 /64 it
+//!   is in) holds at most [`HttpLimits::max_connections_per_client`] of
+//!   them, so a few addresses cannot take every slot. Peers that carry many
+//!   clients (the ingress, a load balancer: [`HttpLimits::shared_peers`])
+//!   are not held to it.
 //!
 //! With a [`TlsAcceptor`] (see [`crate::tls`]) every connection is TLS; its
 //! handshake must finish within the header-read timeout (a handshake sent a
@@ -45,15 +56,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
@@ -65,11 +77,23 @@ pub struct HttpLimits {
     /// A request's line and headers must arrive within this many
     /// milliseconds of the server starting to wait for them.
     pub header_read_timeout_ms: u64,
-    /// A connection on which nothing moves, either way, for this many
-    /// milliseconds is closed.
+    /// A connection with no request in hand and no body moving for this
+    /// many milliseconds is closed (bytes that carry no request, such as
+    /// HTTP/2 PINGs, do not count).
     pub idle_timeout_ms: u64,
+    /// A request's handler (body included) must finish within this many
+    /// milliseconds, else the request is answered 408. Above every
+    /// deadline of the service's own (SQL queries, Kafka produces).
+    pub request_timeout_ms: u64,
     /// Open connections at most; past it new ones are closed at once.
     pub max_connections: usize,
+    /// Open connections at most from one client (an IPv4 address or an
+    /// IPv6 /64); past it that client's new ones are closed at once.
+    pub max_connections_per_client: usize,
+    /// Peers whose connections carry many clients (the ingress
+    /// controllers, a load balancer), not held to the per-client share.
+    /// A service adds the proxies it trusts for `X-Forwarded-For`.
+    pub shared_peers: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpLimits {
@@ -77,7 +101,10 @@ impl Default for HttpLimits {
         HttpLimits {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            request_timeout_ms: 60_000,
             max_connections: 4_096,
+            max_connections_per_client: 256,
+            shared_peers: Vec::new(),
         }
     }
 }
@@ -87,18 +114,34 @@ impl Default for HttpLimits {
 pub enum HttpLimitsError {
     #[error("http.{0} must be positive")]
     Zero(&'static str),
+    #[error(
+        "http.max_connections_per_client ({per_client}) must be below http.max_connections \
+         ({total}): one client must not be able to take every slot"
+    )]
+    ShareNotBelowCap { per_client: usize, total: usize },
 }
 
 impl HttpLimits {
     pub fn validate(&self) -> Result<(), HttpLimitsError> {
-        if self.header_read_timeout_ms == 0 {
-            return Err(HttpLimitsError::Zero("header_read_timeout_ms"));
+        for (name, value) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(HttpLimitsError::Zero(name));
+            }
         }
-        if self.idle_timeout_ms == 0 {
-            return Err(HttpLimitsError::Zero("idle_timeout_ms"));
-        }
-        if self.max_connections == 0 {
-            return Err(HttpLimitsError::Zero("max_connections"));
+        if self.max_connections_per_client >= self.max_connections {
+            return Err(HttpLimitsError::ShareNotBelowCap {
+                per_client: self.max_connections_per_client,
+                total: self.max_connections,
+            });
         }
         Ok(())
     }
@@ -112,16 +155,22 @@ pub struct ConnectionStats {
     pub open: Gauge,
     /// Connections closed at once because `max_connections` were open.
     pub refused: Counter,
+    /// Connections closed at once because their client held its share.
+    pub refused_per_client: Counter,
     /// Connections closed by the idle timeout.
     pub idle_closed: Counter,
+    /// Requests answered 408 at the request deadline.
+    pub request_timeouts: Counter,
     /// TLS handshakes that failed or did not finish in time.
     pub tls_failed: Counter,
 }
 
 impl ConnectionStats {
-    /// Adds the three metrics to a service's registry (`http_connections`,
-    /// `http_connections_refused_total`, `http_connections_idle_closed_total`
-    /// under the registry's prefix).
+    /// Adds the metrics to a service's registry (`http_connections`,
+    /// `http_connections_refused_total`,
+    /// `http_connections_refused_per_client_total`,
+    /// `http_connections_idle_closed_total`, `http_request_timeouts_total`,
+    /// `http_tls_handshakes_failed_total` under the registry's prefix).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "http_connections",
@@ -134,9 +183,19 @@ impl ConnectionStats {
             self.refused.clone(),
         );
         registry.register(
+            "http_connections_refused_per_client",
+            "Connections closed at once: their client held max_connections_per_client",
+            self.refused_per_client.clone(),
+        );
+        registry.register(
             "http_connections_idle_closed",
-            "Connections closed after idle_timeout_ms without a byte moving",
+            "Connections closed after idle_timeout_ms with no request in hand and no body moving",
             self.idle_closed.clone(),
+        );
+        registry.register(
+            "http_request_timeouts",
+            "Requests answered 408: their handler, body included, passed request_timeout_ms",
+            self.request_timeouts.clone(),
         );
         registry.register(
             "http_tls_handshakes_failed",
@@ -165,7 +224,9 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let shares = Arc::new(ClientShares::new(limits));
     let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let request_timeout = Duration::from_millis(limits.request_timeout_ms);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -182,6 +243,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(share) = shares.take(peer.ip()) else {
+            stats.refused_per_client.inc();
+            drop(stream);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             stats.refused.inc();
             drop(stream);
@@ -189,16 +255,33 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = WatchedIo {
-            inner: stream,
-            activity: activity.clone(),
-        };
+        let io = stream;
         let service = hyper::service::service_fn({
             let router = router.clone();
+            let activity = activity.clone();
+            let stats = stats.clone();
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let mut router = router.clone();
-                async move { router.call(request.map(axum::body::Body::new)).await }
+                let activity = activity.clone();
+                let stats = stats.clone();
+                async move {
+                    let handling = activity.handling();
+                    let request = request
+                        .map(|body| axum::body::Body::new(MovingBody::new(body, activity.clone())));
+                    let response =
+                        match tokio::time::timeout(request_timeout, router.call(request)).await {
+                            Ok(response) => response?,
+                            Err(_) => {
+                                stats.request_timeouts.inc();
+                                request_timeout_response(request_timeout)
+                            }
+                        };
+                    drop(handling);
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| MovingBody::new(body, activity)),
+                    )
+                }
             }
         });
         let builder = builder.clone();
@@ -248,6 +331,7 @@ pub async fn serve(
             }
             stats.open.dec();
             drop(slot);
+            drop(share);
         });
     }
     drop(listener);
@@ -260,10 +344,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// When a byte last moved on a connection.
+/// Whether a connection is doing anything for a request: handlers
+/// running, and when a request last started or a body last moved.
 struct Activity {
     started: Instant,
     last_ms: AtomicU64,
+    handling: AtomicUsize,
 }
 
 impl Activity {
@@ -271,6 +357,7 @@ impl Activity {
         Activity {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
+            handling: AtomicUsize::new(0),
         }
     }
 
@@ -279,9 +366,24 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Resolves once nothing has moved for `idle`.
+    /// Marks a handler running until the guard is dropped (a cancelled
+    /// handler included).
+    fn handling(self: &Arc<Self>) -> Handling {
+        self.touch();
+        self.handling.fetch_add(1, Ordering::Relaxed);
+        Handling(self.clone())
+    }
+
+    /// Resolves once no handler has run and no body moved for `idle`.
     async fn idle_for(&self, idle: Duration) {
         loop {
+            if self.handling.load(Ordering::Relaxed) > 0 {
+                // Handlers are bounded by the request deadline; look again
+                // when this one could be over.
+                self.touch();
+                tokio::time::sleep(idle).await;
+                continue;
+            }
             let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let quiet = self.started.elapsed().saturating_sub(last);
             if quiet >= idle {
@@ -292,62 +394,129 @@ impl Activity {
     }
 }
 
-/// A stream that records when bytes last moved through it.
-struct WatchedIo {
-    inner: TcpStream,
+/// A running handler (see [`Activity::handling`]).
+struct Handling(Arc<Activity>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request or response body that marks its connection active whenever a
+/// frame of it moves, and when it ends or is dropped.
+struct MovingBody<B> {
+    inner: B,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for WatchedIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
+impl<B> MovingBody<B> {
+    fn new(inner: B, activity: Arc<Activity>) -> MovingBody<B> {
+        MovingBody { inner, activity }
     }
 }
 
-impl AsyncWrite for WatchedIo {
-    fn poll_write(
+impl<B> Drop for MovingBody<B> {
+    fn drop(&mut self) {
+        self.activity.touch();
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for MovingBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(Some(Ok(_)))) {
             self.activity.touch();
         }
         polled
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The 408 of a request that passed its deadline.
+fn request_timeout_response(after: Duration) -> axum::response::Response {
+    let body = serde_json::json!({
+        "type": "/errors/request_timeout",
+        "title": "Request timeout",
+        "status": 408,
+        "detail": format!(
+            "the request was not received and handled within {} ms",
+            after.as_millis()
+        ),
+        "code": "request_timeout",
+    });
+    let mut response = problem_response(axum::http::StatusCode::REQUEST_TIMEOUT, &body, None, None);
+    // The rest of a half-sent body would be read as the next request.
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Open connections per client, for the per-client share.
+struct ClientShares {
+    per_client: usize,
+    shared_peers: Vec<ipnet::IpNet>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ClientShares {
+    fn new(limits: &HttpLimits) -> ClientShares {
+        ClientShares {
+            per_client: limits.max_connections_per_client,
+            shared_peers: limits.shared_peers.clone(),
+            open: Mutex::new(HashMap::new()),
         }
-        polled
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+    /// A share for one more connection from `peer`, or None if its client
+    /// holds its whole share. Peers in `shared_peers` always get one.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Option<ClientShare> {
+        let peer = crate::client_address::canonical(peer);
+        if self.shared_peers.iter().any(|net| net.contains(&peer)) {
+            return Some(ClientShare(None));
+        }
+        // One subscriber usually holds a whole IPv6 /64.
+        let client = crate::client_address::rate_key(peer, 64);
+        let mut open = self.open.lock().expect("client shares lock");
+        let held = open.entry(client).or_insert(0);
+        if *held >= self.per_client {
+            return None;
+        }
+        *held += 1;
+        Some(ClientShare(Some((self.clone(), client))))
     }
+}
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
+/// One connection's place in its client's share, given back on drop.
+struct ClientShare(Option<(Arc<ClientShares>, IpAddr)>);
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        if let Some((shares, client)) = self.0.take() {
+            let mut open = shares.open.lock().expect("client shares lock");
+            if let Some(held) = open.get_mut(&client) {
+                *held -= 1;
+                if *held == 0 {
+                    open.remove(&client);
+                }
+            }
+        }
     }
 }
 
@@ -398,6 +567,7 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
 
     async fn server(limits: HttpLimits) -> (SocketAddr, ConnectionStats) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -417,13 +587,22 @@ mod tests {
         (addr, stats)
     }
 
-    /// Reads until the server closes (`Ok(bytes)`) or `within` passes.
+    /// Reads until the server closes (`Some(bytes)`) or `within` passes.
     async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
         let mut got = Vec::new();
         tokio::time::timeout(within, stream.read_to_end(&mut got))
             .await
             .ok()
             .map(|_| got)
+    }
+
+    /// Waits (up to 10 s) for a condition on the server's counters.
+    async fn wait_for(condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "condition not met within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
@@ -456,23 +635,203 @@ mod tests {
         );
     }
 
+    /// The trickled login: a body that comes a byte at a time keeps moving
+    /// (the idle timeout never fires) but holds a handler and a slot; the
+    /// request deadline answers it 408 and closes the connection.
     #[tokio::test]
-    async fn a_connection_that_goes_quiet_mid_body_is_closed_when_idle() {
+    async fn a_body_trickled_past_the_request_deadline_is_answered_408() {
         let limits = HttpLimits {
             idle_timeout_ms: 300,
+            request_timeout_ms: 1_000,
             ..HttpLimits::default()
         };
         let (addr, stats) = server(limits).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
             .await
             .unwrap();
+        let trickle = async {
+            // A byte every 100 ms: well inside the idle timeout each time.
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if s.write_all(b"a").await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), trickle).await;
+        let got = read_to_close(&mut s, Duration::from_secs(5))
+            .await
+            .expect("the trickled request was never closed");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("request_timeout"), "{text}");
+        assert_eq!(stats.request_timeouts.get(), 1);
+        assert_eq!(
+            stats.idle_closed.get(),
+            0,
+            "closed by the deadline, not idleness"
+        );
+    }
+
+    /// Writes HTTP/2 frames by hand: the client preface and a SETTINGS
+    /// frame, then a PING every 100 ms, never a request. Returns whether
+    /// the server closed the connection within `within`.
+    async fn ping_only_h2(addr: SocketAddr, within: Duration) -> bool {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        // SETTINGS, empty: length 0, type 4, flags 0, stream 0.
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            // PING: length 8, type 6, flags 0, stream 0, 8 opaque bytes.
+            let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+            if s.write_all(&ping).await.is_err() {
+                return true;
+            }
+            // Drain what came back (SETTINGS, ACKs, at last a GOAWAY).
+            match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) | Err(_) => {}
+            }
+        }
+        false
+    }
+
+    /// An HTTP/2 connection that only ever sends PINGs moves bytes both
+    /// ways for ever; with idleness judged by bytes it held its slot
+    /// indefinitely. It carries no request, so it is idle and closed.
+    #[tokio::test]
+    async fn a_ping_only_http2_connection_is_closed_at_the_idle_timeout() {
+        let limits = HttpLimits {
+            idle_timeout_ms: 500,
+            ..HttpLimits::default()
+        };
+        let (addr, stats) = server(limits).await;
         assert!(
-            read_to_close(&mut s, Duration::from_secs(5))
-                .await
-                .is_some()
+            ping_only_h2(addr, Duration::from_secs(10)).await,
+            "a PING-only HTTP/2 connection was still open after 10 s (idle timeout 0.5 s)"
         );
         assert_eq!(stats.idle_closed.get(), 1);
+    }
+
+    /// A request in hand is not idleness: a handler slower than the idle
+    /// timeout (within the request deadline) still gets its answer.
+    #[tokio::test]
+    async fn a_slow_handler_is_not_cut_by_the_idle_timeout() {
+        let limits = HttpLimits {
+            idle_timeout_ms: 200,
+            ..HttpLimits::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                "slow"
+            }),
+        );
+        let stats = ConnectionStats::default();
+        let s = stats.clone();
+        tokio::spawn(async move {
+            serve(listener, app, &limits, None, s, std::future::pending()).await
+        });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_to_close(&mut c, Duration::from_secs(5)).await.unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("slow"),
+            "{text}"
+        );
+        assert_eq!(stats.idle_closed.get(), 0);
+    }
+
+    /// A connection from `source` (a loopback address of its own).
+    async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    /// Whether the server serves a request on `s` (false: closed unheard).
+    async fn served(mut s: TcpStream) -> bool {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok();
+        let got = read_to_close(&mut s, Duration::from_secs(5)).await;
+        matches!(got, Some(got) if got.starts_with(b"HTTP/1.1 200"))
+    }
+
+    /// One address opens as many connections as the whole cap (and holds
+    /// them with half-sent requests): it gets its share, and another
+    /// address still gets in.
+    #[tokio::test]
+    async fn one_client_at_its_share_leaves_room_for_another() {
+        let limits = HttpLimits {
+            max_connections: 8,
+            max_connections_per_client: 4,
+            ..HttpLimits::default()
+        };
+        let (addr, stats) = server(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let mut s = connect_from("127.0.0.2", addr).await;
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+            held.push(s);
+        }
+        wait_for(|| stats.refused_per_client.get() == 4).await;
+        assert_eq!(stats.open.get(), 4);
+        assert!(served(connect_from("127.0.0.3", addr).await).await);
+        assert_eq!(stats.refused.get(), 0);
+        // The first client's share comes back as its connections close.
+        held.clear();
+        wait_for(|| stats.open.get() == 0).await;
+        assert!(served(connect_from("127.0.0.2", addr).await).await);
+    }
+
+    /// The ingress carries everyone's connections: it is not held to one
+    /// client's share.
+    #[tokio::test]
+    async fn shared_peers_are_not_held_to_one_clients_share() {
+        let limits = HttpLimits {
+            max_connections: 8,
+            max_connections_per_client: 2,
+            shared_peers: vec!["127.0.0.4/32".parse().unwrap()],
+            ..HttpLimits::default()
+        };
+        let (addr, stats) = server(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let mut s = connect_from("127.0.0.4", addr).await;
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+            held.push(s);
+        }
+        wait_for(|| stats.open.get() == 6).await;
+        assert_eq!(stats.refused_per_client.get(), 0);
+    }
+
+    #[test]
+    fn a_share_as_large_as_the_cap_is_refused() {
+        let limits = HttpLimits {
+            max_connections: 8,
+            max_connections_per_client: 8,
+            ..HttpLimits::default()
+        };
+        assert_eq!(
+            limits.validate(),
+            Err(HttpLimitsError::ShareNotBelowCap {
+                per_client: 8,
+                total: 8
+            })
+        );
+        assert_eq!(HttpLimits::default().validate(), Ok(()));
     }
 
     #[tokio::test]

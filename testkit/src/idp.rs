@@ -88,7 +88,7 @@ impl TestIdp {
         ]
     }
 
-    /// The private key file (for the `dev-id-token` subcommand and the
+    /// The private key file (for `hushmap-dev-idp id-token` and the
     /// traffic generator).
     pub fn private_key_file(&self) -> PathBuf {
         fixture(&format!("{}.key.pem", self.name))

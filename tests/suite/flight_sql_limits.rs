@@ -1,9 +1,10 @@
 //! Attacks on Flight SQL through a real gRPC client: SQL that generates
 //! rows or values without end is refused, a query that runs long is
 //! stopped at its deadline, a result past its caps is stopped, a token
-//! runs only so many queries at once, an error from reading the store does
-//! not name the store's files, and an overflowing window bound is refused
-//! (not a panic). Each fails if the attack works.
+//! runs only so many queries at once (and exports and plain Flight tickets
+//! take the same places), an error from reading the store does not name the
+//! store's files, and an overflowing window bound is refused (not a panic).
+//! Each fails if the attack works.
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
@@ -19,11 +20,26 @@ const OTHER: &str = "researcher-sql-limits-other-8f2d";
 
 struct Running {
     flight: String,
+    http: std::net::SocketAddr,
     data_dir: PathBuf,
     _dashboard: StandaloneDashboard,
 }
 
 async fn start() -> anyhow::Result<Running> {
+    start_with(|config| {
+        config.sql.query_timeout_ms = 2_000;
+        config.sql.max_rows = 1_000;
+        config.sql.max_bytes = 64 * 1024;
+        config.sql.max_concurrent_per_token = 1;
+    })
+    .await
+}
+
+/// A dashboard with the two researcher tokens, its SQL limits set by
+/// `limits`.
+async fn start_with(
+    limits: impl FnOnce(&mut hushmap_dashboard::DashboardConfig),
+) -> anyhow::Result<Running> {
     let dashboard = StandaloneDashboard::start(|config| {
         for (token, name) in [(RESEARCHER, "r"), (OTHER, "o")] {
             config
@@ -31,14 +47,12 @@ async fn start() -> anyhow::Result<Running> {
                 .tokens
                 .push(TokenEntry::for_token(token, vec![Role::Researcher], name));
         }
-        config.sql.query_timeout_ms = 2_000;
-        config.sql.max_rows = 1_000;
-        config.sql.max_bytes = 64 * 1024;
-        config.sql.max_concurrent_per_token = 1;
+        limits(config);
     })
     .await?;
     Ok(Running {
         flight: format!("http://{}", dashboard.flight),
+        http: dashboard.http,
         data_dir: dashboard.data_dir.clone(),
         _dashboard: dashboard,
     })
@@ -273,5 +287,83 @@ async fn an_overflowing_window_bound_is_refused() -> anyhow::Result<()> {
             .map_err(|s| s.to_string()),
         Ok(1)
     );
+    Ok(())
+}
+
+/// Exports and plain Flight tickets had no cap and no deadline: a token
+/// could run any number beside its queries. They now take places in the
+/// same admission: while a token's long query holds its one place, its
+/// export is refused 429 and its plain `do_get` RESOURCE_EXHAUSTED, while
+/// another token's are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_and_tickets_share_the_tokens_places() -> anyhow::Result<()> {
+    let d = start_with(|config| {
+        // Long enough that the probes below meet the query still running.
+        config.sql.query_timeout_ms = 20_000;
+        config.sql.max_concurrent_per_token = 1;
+    })
+    .await?;
+    let url = d.flight.clone();
+    let long = tokio::spawn({
+        let url = url.clone();
+        async move {
+            // A probe below may hold the place for a moment as the long
+            // query asks for it: then it asks again, as a client would.
+            loop {
+                match run(&url, RESEARCHER, &long_sum()).await {
+                    Ok(Err(s)) if s.code() == Code::ResourceExhausted => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
+    });
+    wait_until(
+        "the long query to hold the token's place",
+        Duration::from_secs(15),
+        || async {
+            Ok(matches!(run(&url, RESEARCHER, "SELECT 1").await?, Err(s) if s.code() == Code::ResourceExhausted)
+                .then_some(()))
+        },
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let export = |token: &'static str| {
+        http.get(format!("http://{}/api/v1/export?format=parquet", d.http))
+            .bearer_auth(token)
+            .send()
+    };
+    let refused = export(RESEARCHER).await?;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.text().await?.contains("busy"));
+    assert_ne!(export(OTHER).await?.status(), 429, "another token's export");
+    let ticket = |token: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut c = client(&url, token).await?;
+            Ok::<_, anyhow::Error>(match c.do_get(arrow_flight::Ticket::new("")).await {
+                Ok(stream) => stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map(|_| ())
+                    .map_err(status),
+                Err(e) => Err(status(e)),
+            })
+        }
+    };
+    assert_eq!(
+        ticket(RESEARCHER).await?.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    // (The store is empty: another token's ticket is answered, not found.)
+    let other = ticket(OTHER).await?;
+    assert!(
+        !matches!(&other, Err(s) if s.code() == Code::ResourceExhausted),
+        "another token's ticket: {other:?}"
+    );
+    // The long query itself is stopped at its deadline as before.
+    long.abort();
     Ok(())
 }

@@ -8,7 +8,10 @@
 //! * a malformed or short secret is refused with an error that names the
 //!   setting, never its value;
 //! * every service refuses plaintext Kafka to a broker beyond loopback, and
-//!   a Kafka security section that is incomplete or would be ignored.
+//!   a Kafka security section that is incomplete or would be ignored;
+//! * ingest refuses dev mode beyond loopback, even with `allow_public_bind`,
+//!   and carries no development tools: the token minter and sign-in page
+//!   are `hushmap-dev-idp`, which refuses to serve beyond loopback too.
 //!
 //! That running services keep secrets out of their logs is checked where
 //! they run at TRACE level: `ingest/tests/no_pii_in_logs.rs` and the soak.
@@ -242,6 +245,59 @@ fn every_service_refuses_a_public_bind_unless_told() {
     for (binary, env, expected) in cases {
         refusal(binary, &env, expected);
     }
+}
+
+/// A demo left on a public address: dev mode turns off the proof of work
+/// and takes a per-process contributor secret. Refused beyond loopback,
+/// whatever else is allowed. And the production ingest binary cannot mint
+/// ID tokens: its development commands moved to `hushmap-dev-idp`.
+#[test]
+fn dev_mode_and_dev_tools_stay_off_production() {
+    let said = refusal(
+        "hushmap-ingest",
+        &[
+            ("HUSHMAP_INGEST_DEV_MODE", "true".to_string()),
+            ("HUSHMAP_INGEST_ALLOW_PUBLIC_BIND", "true".to_string()),
+            ("HUSHMAP_INGEST_LISTEN", format!("0.0.0.0:{}", free_port())),
+            ("HUSHMAP_INGEST_KAFKA__BROKERS", brokers()),
+        ],
+        "refusing dev_mode",
+    );
+    assert!(said.contains("loopback only"), "{said}");
+    // The development commands are gone from ingest (clap: unknown
+    // subcommand), and no trace of the sign-in page is in its binary.
+    for command in ["dev-idp", "dev-id-token"] {
+        let out = run("hushmap-ingest", &[command, "--help"], &[]);
+        assert!(
+            !out.status.success(),
+            "hushmap-ingest {command} ran: {}",
+            text(&out)
+        );
+    }
+    let ingest = std::fs::read(service_binary("hushmap-ingest").expect("binary built"))
+        .expect("ingest binary readable");
+    let page_title = b"Development sign-in";
+    assert!(
+        !ingest.windows(page_title.len()).any(|w| w == page_title),
+        "the development sign-in page is linked into hushmap-ingest"
+    );
+    // The development provider's own page refuses a public address.
+    let out = run(
+        "hushmap-dev-idp",
+        &[
+            "serve",
+            "--key",
+            hushmap_testkit::idp::TestIdp::ed25519()
+                .private_key_file()
+                .to_str()
+                .expect("UTF-8 path"),
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()),
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "hushmap-dev-idp served on 0.0.0.0");
+    assert!(text(&out).contains("loopback only"), "{}", text(&out));
 }
 
 #[test]
