@@ -32,8 +32,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Http(#[from] HttpLimitsError),
     #[error(
-        "sql.query_timeout_ms ({query}) must be below http.request_timeout_ms ({request}): \
-         a query would be cut off by the request deadline instead of ending with its own error"
+        "sql.query_timeout_ms ({query}) must be below http.request_timeout_ms ({request}) and \
+         http.idle_timeout_ms: a query would be cut off by the listener instead of ending with \
+         its own error"
     )]
     QueryPastRequestDeadline { query: u64, request: u64 },
     #[error("sql.query_timeout_ms and sql.max_concurrent_per_token must be positive")]
@@ -174,7 +175,9 @@ impl DashboardConfig {
         }
         // A query must end by its own deadline, with its own error, before
         // the listener's request deadline answers 408.
-        if self.sql.query_timeout_ms >= self.http.request_timeout_ms {
+        if self.sql.query_timeout_ms >= self.http.request_timeout_ms
+            || self.sql.query_timeout_ms >= self.http.idle_timeout_ms
+        {
             return Err(ConfigError::QueryPastRequestDeadline {
                 query: self.sql.query_timeout_ms,
                 request: self.http.request_timeout_ms,

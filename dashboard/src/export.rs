@@ -4,12 +4,14 @@
 //! time and are encoded batch by batch into the response body, so a long
 //! range costs no more memory than a day. An export takes a place in its
 //! token's admission (shared with Flight SQL and plain Flight reads, at
-//! most `sql.max_concurrent_per_token` at once: 429 past it) and ends at
-//! `sql.query_timeout_ms`.
+//! most `sql.max_concurrent_per_token` at once: 429 past it); reading the
+//! store may take `sql.query_timeout_ms` of the server's time (the
+//! client's download time is not counted), and a client that takes no
+//! data for [`STALLED_CLIENT`] is dropped, freeing its place.
 
 use crate::problem::problem;
 use crate::query::{CellFilter, CellStream, QueryError};
-use crate::sql_limits::{deadline_of, within_deadline};
+use crate::sql_limits::{budget_of, within_budget};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -19,6 +21,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use serde::Deserialize;
+
+/// How long an export waits for a client that takes no data.
+pub const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Deserialize)]
 pub(crate) struct ExportQuery {
@@ -70,9 +75,9 @@ pub(crate) async fn export(
         Ok(cells) => cells,
         Err(e) => return problem(StatusCode::NOT_FOUND, "not_published", &e.to_string()),
     };
-    let cells = within_deadline(
+    let cells = within_budget(
         cells,
-        deadline_of(limits),
+        budget_of(limits),
         Err(QueryError::Deadline(limits.query_timeout_ms)),
         admitted,
     );
@@ -137,8 +142,14 @@ impl ExportFormat {
                 match chunk {
                     Ok(bytes) if bytes.is_empty() => {}
                     Ok(bytes) => {
-                        if tx.send(Ok(bytes)).await.is_err() {
-                            return; // the client went away
+                        // A client that stops reading (an HTTP/2 window
+                        // held at zero on a connection kept busy with
+                        // other requests) would hold its place for ever.
+                        match tokio::time::timeout(STALLED_CLIENT, tx.send(Ok(bytes))).await {
+                            Ok(Ok(())) => {}
+                            // The client went away, or took nothing for a
+                            // minute: the export ends and frees its place.
+                            Ok(Err(_)) | Err(_) => return,
                         }
                     }
                     Err(e) => {

@@ -254,9 +254,9 @@ impl FlightService for ReleaseFlightService {
             .with_schema(schema)
             .build(cells.map(|r| r.map_err(|e| FlightError::ExternalError(Box::new(e)))))
             .map(|r| r.map_err(status_of));
-        Ok(Response::new(crate::sql_limits::within_deadline(
+        Ok(Response::new(crate::sql_limits::within_budget(
             stream.boxed(),
-            crate::sql_limits::deadline_of(limits),
+            crate::sql_limits::budget_of(limits),
             Err(crate::sql_limits::deadline_status(limits)),
             admitted,
         )))

@@ -37,7 +37,7 @@ pub enum QueryError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("release query: {0}")]
     Release(#[from] hushmap_schema::release::ReleaseError),
-    #[error("the read ran past its deadline of {0} ms")]
+    #[error("the read took more than its {0} ms of the server's time")]
     Deadline(u64),
     #[error("invalid `{field}`: {reason}")]
     Filter {

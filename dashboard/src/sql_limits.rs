@@ -365,29 +365,42 @@ impl Drop for AbortOnDrop {
 }
 
 /// A read of the store outside SQL (an export, a plain Flight ticket)
-/// under a query's rules: `items` end at `deadline` with `at_deadline`, and
-/// the token's place (`admitted`) is held until the stream has ended or is
-/// dropped, so neither can be piled up past
-/// [`SqlLimits::max_concurrent_per_token`] or run for ever.
-pub fn within_deadline<T: Send + 'static>(
+/// under a query's rules: the time spent waiting for `items` (reading and
+/// encoding the store: the server's work) is limited to `budget`, past
+/// which the stream ends with `at_limit`; and the token's place
+/// (`admitted`) is held until the stream has ended or is dropped, so reads
+/// cannot be piled up past [`SqlLimits::max_concurrent_per_token`].
+///
+/// Time the *client* takes between items (a long download over a slow
+/// link) is not counted: a wall-clock deadline cut such downloads off. A
+/// client that stops reading is the serving loop's to end (its idle rule),
+/// and an export's own (see `crate::export`).
+pub fn within_budget<T: Send + 'static>(
     items: BoxStream<'static, T>,
-    deadline: tokio::time::Instant,
-    at_deadline: T,
+    budget: Duration,
+    at_limit: T,
     admitted: Admitted,
 ) -> BoxStream<'static, T> {
     futures::stream::unfold(
-        Some((items, at_deadline, admitted)),
+        Some((items, budget, at_limit, admitted)),
         move |state| async move {
-            let (mut items, at_deadline, admitted) = state?;
+            let (mut items, left, at_limit, admitted) = state?;
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 next = items.next() => {
-                    next.map(|item| (item, Some((items, at_deadline, admitted))))
+                    let left = left.saturating_sub(started.elapsed());
+                    next.map(|item| (item, Some((items, left, at_limit, admitted))))
                 }
-                () = tokio::time::sleep_until(deadline) => Some((at_deadline, None)),
+                () = tokio::time::sleep(left) => Some((at_limit, None)),
             }
         },
     )
     .boxed()
+}
+
+/// A query's budget of server time (`sql.query_timeout_ms`).
+pub fn budget_of(limits: &SqlLimits) -> Duration {
+    Duration::from_millis(limits.query_timeout_ms)
 }
 
 /// The deadline of a query starting now.
@@ -412,27 +425,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_ends_at_its_deadline_and_frees_its_place_when_dropped() {
+    async fn a_read_ends_when_its_work_passes_the_budget_and_frees_its_place() {
         let admission = Arc::new(QueryAdmission::default());
         let admitted = admission.admit("token-a", 1).unwrap();
         assert!(
             admission.admit("token-a", 1).is_err(),
             "the read holds the place"
         );
+        // 10 ms of work an item, endless: ended by the 200 ms budget.
         let endless = futures::stream::repeat(1).then(|n| async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
             n
         });
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        let items: Vec<i32> = within_deadline(endless.boxed(), deadline, -1, admitted)
-            .collect()
-            .await;
-        assert_eq!(items.last(), Some(&-1), "ended with the deadline's item");
+        let items: Vec<i32> =
+            within_budget(endless.boxed(), Duration::from_millis(200), -1, admitted)
+                .collect()
+                .await;
+        assert_eq!(items.last(), Some(&-1), "ended with the limit's item");
         assert!(items.len() > 3 && items.len() < 30, "{}", items.len());
         assert!(
             admission.admit("token-a", 1).is_ok(),
             "the place is free again"
         );
+    }
+
+    /// A slow reader is not the server's work: a download that takes the
+    /// client longer than the budget, the server little, is not cut.
+    #[tokio::test]
+    async fn time_the_client_takes_is_not_counted() {
+        let admission = Arc::new(QueryAdmission::default());
+        let admitted = admission.admit("token-a", 1).unwrap();
+        let items = futures::stream::iter(0..5).boxed();
+        let mut read = within_budget(items, Duration::from_millis(100), -1, admitted);
+        let mut got = Vec::new();
+        while let Some(item) = read.next().await {
+            got.push(item);
+            // The client reads an item every 60 ms: 300 ms in all.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
     }
 
     #[tokio::test]

@@ -89,7 +89,9 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Open connections at most from one client (an IPv4 address or an
     /// IPv6 /64); past it that client's new ones are closed at once.
-    pub max_connections_per_client: usize,
+    /// Unset: a sixteenth of `max_connections` (at least 1), so a smaller
+    /// cap brings its share down with it.
+    pub max_connections_per_client: Option<usize>,
     /// Peers whose connections carry many clients (the ingress
     /// controllers, a load balancer), not held to the per-client share.
     /// A service adds the proxies it trusts for `X-Forwarded-For`.
@@ -103,7 +105,7 @@ impl Default for HttpLimits {
             idle_timeout_ms: 60_000,
             request_timeout_ms: 60_000,
             max_connections: 4_096,
-            max_connections_per_client: 256,
+            max_connections_per_client: None,
             shared_peers: Vec::new(),
         }
     }
@@ -122,24 +124,29 @@ pub enum HttpLimitsError {
 }
 
 impl HttpLimits {
+    /// One client's share of the connection cap.
+    pub fn per_client_share(&self) -> usize {
+        self.max_connections_per_client
+            .unwrap_or((self.max_connections / 16).max(1))
+    }
+
     pub fn validate(&self) -> Result<(), HttpLimitsError> {
         for (name, value) in [
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
             ("max_connections", self.max_connections as u64),
-            (
-                "max_connections_per_client",
-                self.max_connections_per_client as u64,
-            ),
+            ("max_connections_per_client", self.per_client_share() as u64),
         ] {
             if value == 0 {
                 return Err(HttpLimitsError::Zero(name));
             }
         }
-        if self.max_connections_per_client >= self.max_connections {
+        if let Some(share) = self.max_connections_per_client
+            && share >= self.max_connections
+        {
             return Err(HttpLimitsError::ShareNotBelowCap {
-                per_client: self.max_connections_per_client,
+                per_client: share,
                 total: self.max_connections,
             });
         }
@@ -478,7 +485,7 @@ struct ClientShares {
 impl ClientShares {
     fn new(limits: &HttpLimits) -> ClientShares {
         ClientShares {
-            per_client: limits.max_connections_per_client,
+            per_client: limits.per_client_share(),
             shared_peers: limits.shared_peers.clone(),
             open: Mutex::new(HashMap::new()),
         }
@@ -776,7 +783,7 @@ mod tests {
     async fn one_client_at_its_share_leaves_room_for_another() {
         let limits = HttpLimits {
             max_connections: 8,
-            max_connections_per_client: 4,
+            max_connections_per_client: Some(4),
             ..HttpLimits::default()
         };
         let (addr, stats) = server(limits).await;
@@ -802,7 +809,7 @@ mod tests {
     async fn shared_peers_are_not_held_to_one_clients_share() {
         let limits = HttpLimits {
             max_connections: 8,
-            max_connections_per_client: 2,
+            max_connections_per_client: Some(2),
             shared_peers: vec!["127.0.0.4/32".parse().unwrap()],
             ..HttpLimits::default()
         };
@@ -821,7 +828,7 @@ mod tests {
     fn a_share_as_large_as_the_cap_is_refused() {
         let limits = HttpLimits {
             max_connections: 8,
-            max_connections_per_client: 8,
+            max_connections_per_client: Some(8),
             ..HttpLimits::default()
         };
         assert_eq!(
@@ -832,12 +839,24 @@ mod tests {
             })
         );
         assert_eq!(HttpLimits::default().validate(), Ok(()));
+        // Unset, the share follows the cap: an older configuration with a
+        // small cap still starts.
+        let small = HttpLimits {
+            max_connections: 20,
+            ..HttpLimits::default()
+        };
+        assert_eq!(small.validate(), Ok(()));
+        assert_eq!(small.per_client_share(), 1);
+        assert_eq!(HttpLimits::default().per_client_share(), 256);
     }
 
     #[tokio::test]
     async fn past_the_cap_new_connections_are_closed_and_counted() {
         let limits = HttpLimits {
             max_connections: 2,
+            // The global cap, from one address: loopback is not held to a
+            // client's share here (the share's own tests are below).
+            shared_peers: vec!["127.0.0.0/8".parse().unwrap()],
             ..HttpLimits::default()
         };
         let (addr, stats) = server(limits).await;
@@ -847,9 +866,7 @@ mod tests {
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
             held.push(s);
         }
-        while stats.open.get() < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for(|| stats.open.get() == 2).await;
         let mut third = TcpStream::connect(addr).await.unwrap();
         let got = read_to_close(&mut third, Duration::from_secs(5)).await;
         assert_eq!(got, Some(Vec::new()), "closed without an answer");

@@ -41,6 +41,8 @@ async fn slow_clients_are_closed_and_normal_ones_served() -> anyhow::Result<()> 
     let d = start(|c| {
         c.http.header_read_timeout_ms = 1_000;
         c.http.idle_timeout_ms = 2_000;
+        // Below the listener's timeouts, as the dashboard requires.
+        c.sql.query_timeout_ms = 1_000;
     })
     .await?;
     let half_http = futures::future::join_all((0..50).map(|_| {
@@ -79,7 +81,7 @@ async fn past_the_cap_a_flood_is_closed_at_once_on_both_listeners() -> anyhow::R
         c.http.max_connections = 10;
         // The global cap, from one address: loopback is not held to a
         // client's share here (`service/src/http.rs` tests the share).
-        c.http.max_connections_per_client = 5;
+        c.http.max_connections_per_client = Some(5);
         c.http.shared_peers = vec!["127.0.0.0/8".parse().expect("a CIDR")];
     })
     .await?;
@@ -136,7 +138,7 @@ async fn a_trickled_login_is_answered_408_at_the_request_deadline() -> anyhow::R
     let d = start(|c| {
         c.http.idle_timeout_ms = 1_000;
         c.http.request_timeout_ms = 2_000;
-        c.sql.query_timeout_ms = 1_500;
+        c.sql.query_timeout_ms = 500;
     })
     .await?;
     let mut s = send_partial(

@@ -97,7 +97,7 @@ async fn past_the_connection_cap_a_flood_is_closed_and_counted() -> anyhow::Resu
         c.http.max_connections = 20;
         // The global cap, from one address: loopback is not held to a
         // client's share here (`service/src/http.rs` tests the share).
-        c.http.max_connections_per_client = 10;
+        c.http.max_connections_per_client = Some(10);
         c.http.shared_peers = vec!["127.0.0.0/8".parse().expect("a CIDR")];
         c.http.header_read_timeout_ms = 60_000;
     })
