@@ -508,12 +508,9 @@ async fn alerts(
     // work itself (a blocking thread cannot be cancelled; a client that
     // gives up does not free its place before the work ends), and the
     // query deadline for the answer.
-    let max = state.sql_limits.max_concurrent_per_token;
-    let Ok(admitted) = state
-        .sql_admission
-        .admit_digest(crate::session::token_digest(&state, &headers), max)
-    else {
-        return crate::session::busy(max);
+    let admitted = match crate::session::admit(&state, &headers) {
+        Ok(admitted) => admitted,
+        Err(busy) => return busy.into_response(),
     };
     let store = state.store.clone();
     let level = q.level;

@@ -454,8 +454,26 @@ fn minute_now() -> (u64, std::time::Duration) {
 }
 
 impl TokenFailures {
+    /// Judges a token `client` presented: `Err(wait)` without looking at
+    /// it while the client is out of this minute's allowance; otherwise
+    /// `verify`'s verdict, a wrong token (`Denied::Unauthenticated`)
+    /// spending one of the allowance. The one way the login, the API and
+    /// Flight judge a token.
+    pub(crate) fn judge<T>(
+        &self,
+        client: std::net::IpAddr,
+        verify: impl FnOnce() -> Result<T, Denied>,
+    ) -> Result<Result<T, Denied>, std::time::Duration> {
+        self.check(client)?;
+        let verdict = verify();
+        if matches!(verdict, Err(Denied::Unauthenticated)) {
+            self.fail(client);
+        }
+        Ok(verdict)
+    }
+
     /// `Err(wait)` if `client` used up this minute's failures.
-    pub(crate) fn check(&self, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
+    fn check(&self, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
         let (minute, left) = minute_now();
         let by_client = self.by_client.lock().expect("token failures lock");
         match by_client.get(&client) {
@@ -465,7 +483,7 @@ impl TokenFailures {
     }
 
     /// Counts one failure.
-    pub(crate) fn fail(&self, client: std::net::IpAddr) {
+    fn fail(&self, client: std::net::IpAddr) {
         let (minute, _) = minute_now();
         let mut by_client = self.by_client.lock().expect("token failures lock");
         let entry = by_client.entry(client).or_insert((minute, 0));

@@ -65,11 +65,9 @@ pub(crate) async fn export(
     // An export is a query by another name: a place in the token's
     // admission, held until the body is sent or dropped, and the deadline.
     let limits = &state.sql_limits;
-    let Ok(admitted) = state.sql_admission.admit_digest(
-        crate::session::token_digest(&state, &headers),
-        limits.max_concurrent_per_token,
-    ) else {
-        return crate::session::busy(limits.max_concurrent_per_token);
+    let admitted = match crate::session::admit(&state, &headers) {
+        Ok(admitted) => admitted,
+        Err(busy) => return busy.into_response(),
     };
     let (schema, cells) = match state.cells(filter) {
         Ok(cells) => cells,

@@ -90,18 +90,20 @@ impl ReleaseSqlService {
             .map(|c| c.0);
         let client =
             crate::session::client_of(state, peer, &request.metadata().clone().into_headers());
-        if let Err(wait) = state.token_failures.check(client) {
-            return Err(Status::resource_exhausted(format!(
-                "too many wrong tokens from this address; retry in {} s",
-                wait.as_secs() + 1
-            )));
-        }
-        match state.tokens.check(token.trim(), Role::Researcher) {
+        let verdict = state
+            .token_failures
+            .judge(client, || {
+                state.tokens.check(token.trim(), Role::Researcher)
+            })
+            .map_err(|wait| {
+                Status::resource_exhausted(format!(
+                    "too many wrong tokens from this address; retry in {} s",
+                    wait.as_secs() + 1
+                ))
+            })?;
+        match verdict {
             Ok(()) => Ok(token.trim().to_string()),
-            Err(Denied::Unauthenticated) => {
-                state.token_failures.fail(client);
-                Err(Status::unauthenticated("unknown token"))
-            }
+            Err(Denied::Unauthenticated) => Err(Status::unauthenticated("unknown token")),
             Err(Denied::Forbidden) => Err(Status::permission_denied(
                 "Flight needs a token with the researcher role",
             )),

@@ -133,14 +133,7 @@ impl DashboardServer {
                 provisional,
             },
             consumers,
-            http: {
-                // The trusted proxies carry many clients' connections: not
-                // held to one client's share.
-                let mut http = config.http.clone();
-                http.shared_peers
-                    .extend(config.auth.trusted_proxies.iter().copied());
-                http
-            },
+            http: config.http.sharing_with(&config.auth.trusted_proxies),
             tls,
         })
     }

@@ -41,10 +41,34 @@ pub(crate) async fn require_researcher(
     require(state, request, next, Role::Researcher).await
 }
 
+/// A place in the admission of queries, exports and alerts for the token
+/// a request was let in with, held until the returned guard is dropped;
+/// [`Busy`] (a 429) if that token already runs its share.
+pub(crate) fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<crate::sql_limits::Admitted, Busy> {
+    let max = state.sql_limits.max_concurrent_per_token;
+    state
+        .sql_admission
+        .admit_digest(token_digest(state, headers), max)
+        .map_err(|_| Busy(max))
+}
+
+/// A token already running its share (the share) of queries, exports and
+/// alerts at once: answered 429.
+pub(crate) struct Busy(usize);
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        busy(self.0)
+    }
+}
+
 /// The digest of the token a request was let in with (its bearer token,
 /// or its session's), which keys its place in the admission of queries,
 /// exports and alerts; under open access every request shares one.
-pub(crate) fn token_digest(state: &AppState, headers: &HeaderMap) -> [u8; 32] {
+fn token_digest(state: &AppState, headers: &HeaderMap) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     match auth::presented(headers) {
         Some(auth::Presented::Bearer(token)) => Sha256::digest(token.as_bytes()).into(),
@@ -58,7 +82,7 @@ pub(crate) fn token_digest(state: &AppState, headers: &HeaderMap) -> [u8; 32] {
 
 /// A 429 for a token already running its share of queries, exports and
 /// alerts at once.
-pub(crate) fn busy(max: usize) -> Response {
+fn busy(max: usize) -> Response {
     let mut r = problem(
         StatusCode::TOO_MANY_REQUESTS,
         "busy",
@@ -98,18 +122,24 @@ async fn require(
             .map(|c| c.0);
         client_of(&state, peer, request.headers())
     });
-    if let Some(client) = client
-        && !state.tokens.is_open()
-        && let Err(wait) = state.token_failures.check(client)
-    {
-        return throttled(wait);
-    }
-    let decision = state
-        .tokens
-        .authorize(request.headers(), role, &state.sessions);
-    if let (Some(client), Err(Denied::Unauthenticated)) = (client, decision) {
-        state.token_failures.fail(client);
-    }
+    // In a block of its own: the closure borrows the request, and must be
+    // gone before the request moves on (the future stays Send).
+    let decision = {
+        let authorize = || {
+            state
+                .tokens
+                .authorize(request.headers(), role, &state.sessions)
+        };
+        match client {
+            Some(client) if !state.tokens.is_open() => {
+                match state.token_failures.judge(client, authorize) {
+                    Ok(decision) => decision,
+                    Err(wait) => return throttled(wait),
+                }
+            }
+            _ => authorize(),
+        }
+    };
     match decision {
         Ok(()) => next.run(request).await,
         // A browser asking for the page goes to the login form.
@@ -196,20 +226,27 @@ pub(crate) async fn login(
     // Failed logins spend the client's allowance; a client out of it is
     // refused before its token is even looked at.
     let client = client_of(&state, Some(peer), &headers);
-    if let Err(wait) = state.token_failures.check(client) {
-        return throttled(wait);
-    }
     let token = form.token.trim();
-    let known = [Role::Analyst, Role::Researcher]
-        .into_iter()
-        .any(|r| state.tokens.check(token, r).is_ok());
-    if !known {
-        state.token_failures.fail(client);
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(LOGIN_HTML.replace("<!--error-->", "<p class=\"error\">Unknown token.</p>")),
-        )
-            .into_response();
+    let verdict = state.token_failures.judge(client, || {
+        let known = [Role::Analyst, Role::Researcher]
+            .into_iter()
+            .any(|r| state.tokens.check(token, r).is_ok());
+        if known {
+            Ok(())
+        } else {
+            Err(Denied::Unauthenticated)
+        }
+    });
+    match verdict {
+        Err(wait) => return throttled(wait),
+        Ok(Err(_)) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Html(LOGIN_HTML.replace("<!--error-->", "<p class=\"error\">Unknown token.</p>")),
+            )
+                .into_response();
+        }
+        Ok(Ok(())) => {}
     }
     let id = state.sessions.create(token);
     let secure = if state.cookie_secure { "; Secure" } else { "" };

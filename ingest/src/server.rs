@@ -137,13 +137,7 @@ impl IngestServer {
             admin_listener,
             state: Arc::new(state),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
-            http: {
-                // The proxies whose X-Forwarded-For is believed carry many
-                // clients' connections: not held to one client's share.
-                let mut http = config.http.clone();
-                http.shared_peers.extend(rl.trusted_proxies.iter().copied());
-                http
-            },
+            http: config.http.sharing_with(&rl.trusted_proxies),
         })
     }
 

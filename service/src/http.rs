@@ -124,6 +124,14 @@ pub enum HttpLimitsError {
 }
 
 impl HttpLimits {
+    /// These limits with `proxies` (a service's trusted proxies) among the
+    /// shared peers: each of their connections carries many clients.
+    pub fn sharing_with(&self, proxies: &[ipnet::IpNet]) -> HttpLimits {
+        let mut limits = self.clone();
+        limits.shared_peers.extend_from_slice(proxies);
+        limits
+    }
+
     /// One client's share of the connection cap.
     pub fn per_client_share(&self) -> usize {
         self.max_connections_per_client
@@ -262,7 +270,6 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = stream;
         let service = hyper::service::service_fn({
             let router = router.clone();
             let activity = activity.clone();
@@ -302,12 +309,14 @@ pub async fn serve(
                 match tls {
                     None => {
                         let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
                         let _ = watcher.watch(connection).await;
                     }
                     Some(acceptor) => {
-                        match tokio::time::timeout(handshake_deadline, acceptor.accept(io)).await {
+                        match tokio::time::timeout(handshake_deadline, acceptor.accept(stream))
+                            .await
+                        {
                             Ok(Ok(tls_stream)) => {
                                 let connection = builder
                                     .serve_connection_with_upgrades(
