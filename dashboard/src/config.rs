@@ -37,7 +37,10 @@ pub enum ConfigError {
          its own error"
     )]
     QueryPastRequestDeadline { query: u64, request: u64 },
-    #[error("sql.query_timeout_ms and sql.max_concurrent_per_token must be positive")]
+    #[error(
+        "sql.query_timeout_ms, sql.max_concurrent_per_token and sql.workers must be positive, \
+         and sql.worker_memory_mb at least 64"
+    )]
     SqlLimits,
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
@@ -170,7 +173,11 @@ impl DashboardConfig {
     pub fn validate(&self) -> Result<AccessTokens, ConfigError> {
         self.kafka.security.validate(&self.kafka.brokers)?;
         self.http.validate()?;
-        if self.sql.query_timeout_ms == 0 || self.sql.max_concurrent_per_token == 0 {
+        if self.sql.query_timeout_ms == 0
+            || self.sql.max_concurrent_per_token == 0
+            || self.sql.workers == 0
+            || self.sql.worker_memory_mb < 64
+        {
             return Err(ConfigError::SqlLimits);
         }
         // A query must end by its own deadline, with its own error, before

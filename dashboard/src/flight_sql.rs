@@ -5,12 +5,14 @@
 //! Served on the Flight port beside the plain Flight service
 //! ([`ReleaseFlightService`](crate::flight::ReleaseFlightService) hands
 //! every Flight SQL command to [`ReleaseSqlService`]). Statements only:
-//! no prepared statements, no catalog calls, no writes. The data are noisy
+//! no prepared statements, no catalog calls, no writes. Each statement is
+//! planned and run in a worker process of its own
+//! ([`crate::sql_worker`]), never in the dashboard. The data are noisy
 //! aggregates, so any query over them is post-processing and costs no
 //! privacy budget.
 
 use crate::auth::{Denied, Role};
-use crate::sql_limits::{client_status, deadline_of, deadline_status, limit_stream};
+use crate::sql_limits::deadline_of;
 use crate::state::AppState;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -23,9 +25,6 @@ use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use futures::StreamExt;
 use prost::Message;
 use tonic::{Request, Response, Status};
-
-/// Statements longer than this are refused before parsing.
-const MAX_SQL_BYTES: usize = 64 * 1024;
 
 /// The status a failed result stream ends with: the limit's own status if
 /// a limit stopped it, else a fixed message (encoding errors are ours).
@@ -109,23 +108,6 @@ impl ReleaseSqlService {
             )),
         }
     }
-
-    /// Plans `sql` by `deadline`.
-    async fn plan(
-        &self,
-        sql: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<datafusion::dataframe::DataFrame, Status> {
-        if sql.len() > MAX_SQL_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "the statement is longer than {MAX_SQL_BYTES} bytes"
-            )));
-        }
-        match tokio::time::timeout_at(deadline, self.state.query.sql(sql)).await {
-            Err(_) => Err(deadline_status(&self.state.sql_limits)),
-            Ok(planned) => planned.map_err(|e| client_status(&e)),
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -139,17 +121,24 @@ impl FlightSqlService for ReleaseSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let token = Self::authorize(&self.state, &request)?;
         let limits = &self.state.sql_limits;
-        let _admitted = self
+        let admitted = self
             .state
             .sql_admission
             .admit(&token, limits.max_concurrent_per_token)?;
-        let df = self.plan(&query.query, deadline_of(limits)).await?;
+        // Planned in a worker for its schema; the worker ends here.
+        let run = self
+            .state
+            .sql_workers
+            .start(&query.query, true, deadline_of(limits), admitted)
+            .await?;
+        let schema = run.schema();
+        drop(run);
         // The ticket carries the SQL itself: no server-side statement state.
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
         let info = FlightInfo::new()
-            .try_with_schema(df.schema().as_arrow())
+            .try_with_schema(&schema)
             .map_err(|_| Status::internal("the result's schema could not be encoded"))?
             .with_descriptor(request.into_inner())
             .with_endpoint(
@@ -173,10 +162,14 @@ impl FlightSqlService for ReleaseSqlService {
         let deadline = deadline_of(limits);
         let sql = std::str::from_utf8(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("statement handle is not UTF-8"))?;
-        let df = self.plan(sql, deadline).await?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let (batches, work) = self.state.sql_runtime.execute(df, admitted);
-        let batches = limit_stream(batches, limits, deadline, work)
+        let run = self
+            .state
+            .sql_workers
+            .start(sql, false, deadline, admitted)
+            .await?;
+        let schema = run.schema();
+        let batches = run
+            .into_stream(limits, deadline)
             // The encoder carries a status through as an external error;
             // `status_of` takes it out again.
             .map(|r| r.map_err(|status| FlightError::ExternalError(Box::new(status))));

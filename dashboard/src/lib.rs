@@ -24,6 +24,7 @@ pub mod query;
 pub mod server;
 pub mod session;
 pub mod sql_limits;
+pub mod sql_worker;
 pub mod state;
 pub mod store;
 pub mod webhook;

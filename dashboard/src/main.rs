@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hushmap_dashboard::auth::{Role, TokenEntry, valid_token};
-use hushmap_dashboard::{DashboardConfig, DashboardServer};
+use hushmap_dashboard::{DashboardConfig, DashboardServer, sql_worker};
 use std::io::BufRead;
 use std::path::PathBuf;
 
@@ -36,6 +36,20 @@ enum Command {
     /// as a start would, prints `configuration ok` and exits; non-zero with
     /// the reason otherwise. Connects to nothing.
     CheckConfig,
+    /// Runs one researcher's SQL query (a JSON request on standard input,
+    /// an Arrow IPC stream on standard output) and exits. Started by the
+    /// dashboard itself for each Flight SQL query, under a memory limit;
+    /// not for people.
+    #[command(hide = true)]
+    SqlWorker {
+        /// The release store.
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        memory_mb: u64,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -44,9 +58,29 @@ enum RoleArg {
     Researcher,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A query's worker: before any runtime or thread of the server exists.
+    if let Some(Command::SqlWorker {
+        store,
+        threads,
+        memory_mb,
+    }) = &args.command
+    {
+        std::process::exit(sql_worker::run_worker(sql_worker::WorkerArgs {
+            store: store.clone(),
+            threads: *threads,
+            memory_mb: *memory_mb,
+        }));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::HashToken { roles, name }) = &args.command {
         let mut token = String::new();
         std::io::stdin().lock().read_line(&mut token)?;

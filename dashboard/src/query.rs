@@ -5,7 +5,6 @@
 //! query opens only the days it needs.
 
 use crate::privacy::compose;
-use crate::sql_limits::researcher_session;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
@@ -15,7 +14,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use hushmap_schema::release::{SCHEMA_VERSION, meta_keys, release_fields};
 use hushmap_schema::{ReleaseMeta, ReleaseRow};
@@ -118,44 +117,45 @@ fn parse_time(s: &str, field: &'static str) -> Result<i64, QueryError> {
     })
 }
 
-/// A DataFusion session with the store registered as table `releases`.
+/// A DataFusion session with the store registered as table `releases`
+/// (the dashboard's own queries; researchers' SQL runs in a worker
+/// process of its own, `crate::sql_worker`).
 pub struct ReleaseQuery {
     ctx: SessionContext,
-    /// Where researchers' SQL is planned: no row generators (see
-    /// [`researcher_session`]), the same memory pool and table.
-    researcher: SessionContext,
+}
+
+/// The `day=…` partitioned Parquet files under `dir` as one table. The
+/// schema is the release schema, given rather than inferred, so an empty
+/// store is a valid (empty) table.
+pub fn release_table(dir: &Path) -> Result<Arc<ListingTable>, DataFusionError> {
+    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("day".into(), DataType::Utf8)]);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(Arc::new(Schema::new(release_fields())));
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 impl ReleaseQuery {
-    /// Registers the `day=…` partitioned Parquet files under `dir`. The
-    /// schema is the release schema, given rather than inferred, so an
-    /// empty store is a valid (empty) table.
+    /// Registers the store under `dir` ([`release_table`]).
     pub fn new(dir: &Path) -> Result<ReleaseQuery, QueryError> {
-        // Researchers' SQL runs here too (Flight SQL): a bounded memory
-        // pool makes a runaway query fail instead of the dashboard.
+        // A bounded memory pool: a query that needs more fails instead of
+        // the dashboard.
         //
         // No cache of directory listings: DataFusion keeps one by default,
         // with no expiry, so a day's files listed once stay the day's
         // files, and every release stored after the first query of a day
-        // would be missing from exports and SQL until a restart. Listing
-        // a local directory costs less than a read of the files it finds.
+        // would be missing from exports until a restart. Listing a local
+        // directory costs less than a read of the files it finds.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(SQL_MEMORY_LIMIT, 1.0)
             .with_object_list_cache_limit(0)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime.clone());
-        let researcher = researcher_session(runtime);
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("day".into(), DataType::Utf8)]);
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(Arc::new(Schema::new(release_fields())));
-        let table = Arc::new(ListingTable::try_new(config)?);
-        ctx.register_table(TABLE, table.clone())?;
-        researcher.register_table(TABLE, table)?;
-        Ok(ReleaseQuery { ctx, researcher })
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        ctx.register_table(TABLE, release_table(dir)?)?;
+        Ok(ReleaseQuery { ctx })
     }
 
     /// The cells matching `filter` in the `days` given (`YYYY-MM-DD`, in
@@ -265,20 +265,6 @@ impl ReleaseQuery {
             rows.extend(ReleaseRow::from_record_batch(batch, false)?);
         }
         Ok(rows)
-    }
-
-    /// Plans a researcher's read-only SQL over `releases` (no DDL, DML or
-    /// SET statements: the session, its tables and the files stay as they
-    /// are) in the researcher session.
-    pub async fn sql(
-        &self,
-        sql: &str,
-    ) -> Result<datafusion::dataframe::DataFrame, DataFusionError> {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        self.researcher.sql_with_options(sql, options).await
     }
 }
 
@@ -459,7 +445,11 @@ mod tests {
         assert_eq!(rows().await, 3);
         store.insert(sample_release(day0 + 10_000, 2)).unwrap();
         assert_eq!(rows().await, 5, "the second window of the day");
-        let sql = query.sql("SELECT count(*) FROM releases").await.unwrap();
+        let researcher =
+            crate::sql_worker::researcher_session(store.dir(), 64 * 1024 * 1024, 1).unwrap();
+        let sql = crate::sql_worker::plan(&researcher, "SELECT count(*) FROM releases")
+            .await
+            .unwrap();
         let counted = sql.collect().await.unwrap();
         let n = counted[0]
             .column(0)

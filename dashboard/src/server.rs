@@ -13,7 +13,8 @@ use crate::flight::ReleaseFlightService;
 use crate::provisional::ProvisionalBoard;
 use crate::query::{QueryError, ReleaseQuery};
 use crate::session::{LOGIN_HTML, login, logout, require_analyst, require_researcher};
-use crate::sql_limits::{QueryAdmission, SqlRuntime};
+use crate::sql_limits::QueryAdmission;
+use crate::sql_worker::SqlWorkers;
 use crate::state::{AppState, Measurements};
 use crate::store::{ReleaseStore, StoreError};
 use crate::webhook::{AlertWebhook, WebhookStats, spawn_alert_webhook};
@@ -69,6 +70,7 @@ impl DashboardServer {
         let store =
             ReleaseStore::open(&config.data_dir)?.with_cached_windows(config.cached_windows);
         let query = ReleaseQuery::new(store.dir())?;
+        let sql_workers = SqlWorkers::new(store.dir(), &config.sql)?;
         let store = Arc::new(RwLock::new(store));
         let measurements = if config.kafka.measurements_topic.is_empty() {
             None
@@ -123,7 +125,7 @@ impl DashboardServer {
                 flight_connections: ConnectionStats::default(),
                 sql_limits: config.sql.clone(),
                 sql_admission: Arc::new(QueryAdmission::default()),
-                sql_runtime: Arc::new(SqlRuntime::new(config.sql.threads)?),
+                sql_workers: Arc::new(sql_workers),
                 sessions: Arc::new(Sessions::default()),
                 token_failures: Arc::new(TokenFailures::default()),
                 proxies: Arc::new(TrustedProxies::new(config.auth.trusted_proxies.clone())),

@@ -6,7 +6,8 @@ use crate::alerts::AlertSettings;
 use crate::auth::{Sessions, TokenFailures, TokenRegistry};
 use crate::provisional::ProvisionalBoard;
 use crate::query::{CellFilter, CellStream, ReleaseQuery, export_metadata};
-use crate::sql_limits::{QueryAdmission, SqlLimits, SqlRuntime};
+use crate::sql_limits::{QueryAdmission, SqlLimits};
+use crate::sql_worker::SqlWorkers;
 use crate::store::{ReleaseStore, StoreError, day_of};
 use datafusion::arrow::datatypes::SchemaRef;
 use hushmap_schema::{Release, ReleaseMeta};
@@ -31,7 +32,7 @@ pub struct AppState {
     /// What a researcher's SQL may cost, and who runs how many.
     pub sql_limits: SqlLimits,
     pub sql_admission: Arc<QueryAdmission>,
-    pub sql_runtime: Arc<SqlRuntime>,
+    pub sql_workers: Arc<SqlWorkers>,
     /// Browser sessions and failed logins.
     pub sessions: Arc<Sessions>,
     pub token_failures: Arc<TokenFailures>,

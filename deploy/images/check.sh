@@ -45,6 +45,7 @@ for s in ingest aggregate dashboard cluster; do
   ctr="$(buildah from --quiet "$image")"
   containers+=("$ctr")
   mnt="$(buildah mount "$ctr")"
+  [ "$s" = dashboard ] && dashboard_root="$mnt"
   printf '%s  "%s": "%s"' "$sep" "$image" "$mnt" >>"$roots"
   sep=$',\n'
 done
@@ -54,6 +55,36 @@ venv="$root/deploy/k8s/.venv"
 "$root/deploy/python-venv.sh" "$venv" "$root/deploy/k8s/requirements.txt" "kubernetes-validate"
 "$venv/bin/python" "$root/deploy/k8s/validate.py" --images "$root/deploy/k8s" "$bin_dir" "$roots"
 rm -f "$roots"
+
+# Researchers' SQL in the dashboard's image (issue 34, item 1): its query
+# worker, as the image holds it, refuses 60 KB of `1+1+…+1` (which once
+# overflowed a stack and aborted the dashboard) before planning, dies
+# alone under a memory limit on a string doubled thirty times (the
+# dashboard sets the limit on its workers; `prlimit` stands in for it
+# here), and answers an ordinary query.
+worker() {
+  chroot --userspec=65532:65532 "$dashboard_root" \
+    /usr/local/bin/hushmap-dashboard sql-worker --store /tmp --memory-mb 256 "$@"
+}
+deep="SELECT $(printf '1+%.0s' $(seq 30000))1"
+said="$(printf '{"sql":"%s","schema_only":false}' "$deep" | worker 2>&1 >/dev/null)" && code=0 || code=$?
+if [ "$code" != 2 ] || ! grep -q 'nests expressions' <<<"$said"; then
+  echo "images: the dashboard's SQL worker did not refuse a 60 KB 1+1+…+1 (exit $code): $said" >&2
+  exit 1
+fi
+doubled="WITH t0 AS (SELECT 'xxxxxxxxxxxxxxxx' AS s)"
+for i in $(seq 1 30); do doubled="$doubled, t$i AS (SELECT s || s AS s FROM t$((i - 1)))"; done
+doubled="$doubled SELECT length(s) FROM t30"
+printf '{"sql":"%s","schema_only":false}' "$doubled" |
+  prlimit --data=$((256 * 1024 * 1024)) chroot --userspec=65532:65532 "$dashboard_root" \
+    /usr/local/bin/hushmap-dashboard sql-worker --store /tmp --memory-mb 256 >/dev/null 2>&1 && code=0 || code=$?
+if [ "$code" -lt 128 ]; then
+  echo "images: a string doubled thirty times did not end the SQL worker at its memory limit (exit $code)" >&2
+  exit 1
+fi
+answer="$(printf '{"sql":"SELECT 40 + 2 AS answer","schema_only":false}' | worker | wc -c)"
+[ "$answer" -gt 0 ] || { echo "images: the dashboard's SQL worker did not answer SELECT 40 + 2" >&2; exit 1; }
+echo "images: the dashboard's SQL worker refuses deep nesting, dies alone at its memory limit, answers a query"
 
 # The chroot uses what the image holds, nothing of this machine's: without
 # its C library, the binary must not start.

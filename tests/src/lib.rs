@@ -211,6 +211,9 @@ impl Pipeline {
             data_dir: dashboard_data_dir.clone(),
             ..DashboardConfig::default()
         };
+        // Researchers' SQL runs in worker processes started from the
+        // dashboard's executable; this process is a test's.
+        dashboard_config.sql.worker_binary = Some(processes::service_binary("hushmap-dashboard")?);
         dashboard_config.kafka.brokers = brokers();
         dashboard_config.kafka.releases_topic = releases_topic.clone();
         dashboard_config.kafka.measurements_topic = measurements_topic.clone();
@@ -437,6 +440,9 @@ impl StandaloneDashboard {
         };
         config.kafka.brokers = brokers();
         config.kafka.releases_topic = unique("test.dashboard.releases");
+        // Researchers' SQL runs in worker processes started from the
+        // dashboard's executable; this process is a test's.
+        config.sql.worker_binary = Some(processes::service_binary("hushmap-dashboard")?);
         tweak(&mut config);
         let server = hushmap_dashboard::DashboardServer::bind(config).await?;
         let (http, flight) = (server.local_addr(), server.flight_addr());

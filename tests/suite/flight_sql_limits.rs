@@ -367,3 +367,139 @@ async fn exports_and_tickets_share_the_tokens_places() -> anyhow::Result<()> {
     long.abort();
     Ok(())
 }
+
+/// The peak resident memory of this process, in KiB. nextest (the README's
+/// test command) runs each test in a process of its own, so here it is the
+/// dashboard's.
+fn peak_rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))
+}
+
+/// `WITH t0 AS (SELECT 'xxxxxxxxxxxxxxxx' AS s), t1 AS (SELECT <double> AS
+/// s FROM t0), …`: a string of 16·2ⁿ bytes from a few hundred bytes of SQL.
+fn doubled(double: &str, n: usize) -> String {
+    let mut sql = "WITH t0 AS (SELECT 'xxxxxxxxxxxxxxxx' AS s)".to_string();
+    for i in 1..=n {
+        sql.push_str(&format!(", t{i} AS (SELECT {double} AS s FROM t{})", i - 1));
+    }
+    sql + &format!(" SELECT length(s) FROM t{n}")
+}
+
+/// Issue 34, item 1: researchers' SQL could kill the dashboard. 60 KB of
+/// `1+1+…+1` overflowed a serving thread's stack and aborted the whole
+/// process; a string doubled over stacked CTEs grew outside DataFusion's
+/// memory pool until the pod died. Now every query runs in a worker
+/// process of its own under a memory limit, after a check of its nesting
+/// and with an allow-list of functions: the deep sum and `concat` are
+/// refused before planning, `s || s` (an operator, nothing to take away)
+/// ends its worker at the limit, and the dashboard (this process) answers
+/// on with its peak memory grown less than 64 MiB. Run in the dashboard,
+/// the first would abort this test's process and the last would grow it
+/// by hundreds of MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_that_exhausts_stack_or_memory_fails_alone() -> anyhow::Result<()> {
+    let d = start_with(|config| {
+        config.sql.query_timeout_ms = 20_000;
+        config.sql.worker_memory_mb = 256;
+        config.sql.max_bytes = 4 << 30;
+    })
+    .await?;
+    // Warm: the first query's client, channel and tasks are the dashboard's
+    // ordinary cost.
+    assert_eq!(
+        run(&d.flight, RESEARCHER, "SELECT 1")
+            .await?
+            .map_err(|s| s.to_string()),
+        Ok(1)
+    );
+    let before = peak_rss_kib()?;
+    let deep = format!("SELECT {}1", "1+".repeat(30_000));
+    let by_concat = doubled("concat(s, s)", 30);
+    let by_pipes = doubled("s || s", 30);
+    for _ in 0..3 {
+        let refused = run(&d.flight, RESEARCHER, &deep).await?.expect_err("deep");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().contains("nests expressions"),
+            "{refused:?}"
+        );
+        let refused = run(&d.flight, RESEARCHER, &by_concat)
+            .await?
+            .expect_err("concat");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("concat"), "{refused:?}");
+        let ended = run(&d.flight, RESEARCHER, &by_pipes)
+            .await?
+            .expect_err("pipes");
+        assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+        assert!(ended.message().contains("256 MiB"), "{ended:?}");
+    }
+    // Fewer doublings fit: the limit is the worker's memory, not the SQL.
+    assert_eq!(
+        run(&d.flight, RESEARCHER, &doubled("s || s", 10))
+            .await?
+            .map_err(|s| s.to_string()),
+        Ok(1)
+    );
+    // Alive, serving Flight SQL and HTTP, and no bigger for it.
+    assert_eq!(
+        run(&d.flight, OTHER, "SELECT 1")
+            .await?
+            .map_err(|s| s.to_string()),
+        Ok(1)
+    );
+    let health = reqwest::get(format!("http://{}/healthz", d.http)).await?;
+    assert_eq!(health.status(), 200);
+    let grown = peak_rss_kib()?.saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "the dashboard's peak memory grew {grown} KiB"
+    );
+    Ok(())
+}
+
+/// The neighbours of the file-path leak in `EXPLAIN` (its physical plan
+/// lists the store's files): plain `EXPLAIN` shows the logical plan only,
+/// and the forms that show the physical plan, or run the query, are
+/// refused; so are statements other than a query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_no_file_and_only_queries_run() -> anyhow::Result<()> {
+    let d = start().await?;
+    let day = d.data_dir.join("releases").join("day=2026-01-01");
+    std::fs::create_dir_all(&day)?;
+    let mut c = client(&d.flight, RESEARCHER).await?;
+    let info = c
+        .execute("EXPLAIN SELECT count(*) FROM releases".into(), None)
+        .await?;
+    let batches: Vec<_> = c
+        .do_get(info.endpoint[0].ticket.clone().expect("a ticket"))
+        .await?
+        .try_collect()
+        .await?;
+    let text = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    assert!(text.contains("logical_plan"), "{text}");
+    for secret in [
+        d.data_dir.display().to_string(),
+        "day=".into(),
+        "/tmp".into(),
+    ] {
+        assert!(!text.contains(&secret), "{secret} in {text}");
+    }
+    for sql in [
+        "EXPLAIN ANALYZE SELECT count(*) FROM releases",
+        "EXPLAIN VERBOSE SELECT count(*) FROM releases",
+        "EXPLAIN FORMAT TREE SELECT count(*) FROM releases",
+        "CREATE EXTERNAL TABLE passwd STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.explain.logical_plan_only = false",
+        "SELECT 1; SELECT 2",
+    ] {
+        let refused = run(&d.flight, RESEARCHER, sql).await?.expect_err(sql);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{sql}: {refused:?}");
+    }
+    Ok(())
+}
