@@ -39,7 +39,7 @@ pub enum ConfigError {
     QueryPastRequestDeadline { query: u64, request: u64 },
     #[error(
         "sql.query_timeout_ms, sql.max_concurrent_per_token and sql.workers must be positive, \
-         and sql.worker_memory_mb at least 64"
+         and sql.worker_memory_mb at least 160"
     )]
     SqlLimits,
     #[error("tls: {0}")]
@@ -176,7 +176,7 @@ impl DashboardConfig {
         if self.sql.query_timeout_ms == 0
             || self.sql.max_concurrent_per_token == 0
             || self.sql.workers == 0
-            || self.sql.worker_memory_mb < 64
+            || self.sql.worker_memory_mb < crate::sql_worker::MIN_WORKER_MEMORY_MB
         {
             return Err(ConfigError::SqlLimits);
         }

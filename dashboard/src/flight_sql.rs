@@ -125,14 +125,15 @@ impl FlightSqlService for ReleaseSqlService {
             .state
             .sql_admission
             .admit(&token, limits.max_concurrent_per_token)?;
-        // Planned in a worker for its schema; the worker ends here.
+        // Planned in a worker for its schema; the worker has ended (and
+        // freed the token's place) when the client hears back.
         let run = self
             .state
             .sql_workers
             .start(&query.query, true, deadline_of(limits), admitted)
             .await?;
         let schema = run.schema();
-        drop(run);
+        run.finish().await?;
         // The ticket carries the SQL itself: no server-side statement state.
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
@@ -169,7 +170,7 @@ impl FlightSqlService for ReleaseSqlService {
             .await?;
         let schema = run.schema();
         let batches = run
-            .into_stream(limits, deadline)
+            .into_stream()
             // The encoder carries a status through as an external error;
             // `status_of` takes it out again.
             .map(|r| r.map_err(|status| FlightError::ExternalError(Box::new(status))));

@@ -39,6 +39,7 @@
 use crate::sql_limits::{Admitted, SqlLimits, deadline_status};
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::arrow::ipc::reader::StreamDecoder;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -46,6 +47,7 @@ use datafusion::common::format::ExplainFormat;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan, ScalarUDF};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -59,8 +61,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr, ChildStdout};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::process::{Child, ChildStdout};
+use tokio::sync::Semaphore;
 use tonic::Status;
 
 /// The subcommand of `hushmap-dashboard` that runs one query.
@@ -79,7 +81,7 @@ pub const MAX_QUERY_DEPTH: usize = 16;
 
 /// The stack of the thread a worker plans and runs on. Address space
 /// only, touched as used; counted in the worker's memory limit.
-const WORKER_STACK: usize = 64 * 1024 * 1024;
+const WORKER_STACK: usize = 32 * 1024 * 1024;
 
 /// Scalar functions researchers' SQL may call. Left out: generators of a
 /// size given by an argument (`range`, `repeat`, `lpad`, `array_repeat`,
@@ -192,9 +194,9 @@ pub const RESEARCHER_SCALAR_FUNCTIONS: &[&str] = &[
     "make_date",
     "make_time",
     "to_local_time",
-    // Types and fields (what the planner itself calls for `s['f']`).
+    // Types and fields (what the planner itself calls for `s['f']`; not
+    // `arrow_cast`, which reaches any Arrow type by name).
     "arrow_typeof",
-    "arrow_cast",
     "get_field",
 ];
 
@@ -276,6 +278,29 @@ pub struct WorkerRequest {
     pub sql: String,
     /// Plan only and send the result's schema (Flight's `GetFlightInfo`).
     pub schema_only: bool,
+    /// The result's caps (`sql.max_rows`, `sql.max_bytes`): the worker
+    /// stops before it writes a batch past them, so an oversized result
+    /// never crosses into the dashboard.
+    pub max_rows: u64,
+    pub max_bytes: u64,
+}
+
+/// A result past `sql.max_rows`.
+fn too_many_rows(max_rows: u64) -> WorkerError {
+    WorkerError {
+        code: WorkerCode::ResourceExhausted,
+        message: format!("the result has more than {max_rows} rows; narrow the query or aggregate"),
+    }
+}
+
+/// A result past `sql.max_bytes`.
+fn too_many_bytes(max_bytes: u64) -> WorkerError {
+    WorkerError {
+        code: WorkerCode::ResourceExhausted,
+        message: format!(
+            "the result is larger than {max_bytes} bytes; narrow the query or aggregate"
+        ),
+    }
 }
 
 /// The worker's settings, from its command line.
@@ -296,9 +321,15 @@ pub fn researcher_session(
     pool_bytes: usize,
     threads: usize,
 ) -> Result<SessionContext, DataFusionError> {
+    // No spilling: a spill file is memory of no pool (on a tmpfs) or disk
+    // no limit covers, and a worker killed at its deadline leaves its
+    // files behind. A query past its pool fails instead.
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(pool_bytes, 1.0)
         .with_object_list_cache_limit(0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
         .build_arc()?;
     let mut config = SessionConfig::new().with_target_partitions(threads.max(1));
     config.options_mut().execution.enable_recursive_ctes = false;
@@ -486,8 +517,9 @@ fn check_functions(plan: &LogicalPlan) -> Result<(), WorkerError> {
 /// the exit code.
 pub fn run_worker(args: WorkerArgs) -> i32 {
     let mut request = String::new();
+    // JSON escapes a byte in at most six.
     let read = std::io::stdin()
-        .take(MAX_SQL_BYTES as u64 * 2 + 1024)
+        .take(MAX_SQL_BYTES as u64 * 6 + 4096)
         .read_to_string(&mut request);
     let answered = read
         .map_err(|e| WorkerError::internal(format!("reading the request: {e}")))
@@ -507,7 +539,17 @@ pub fn run_worker(args: WorkerArgs) -> i32 {
         });
     match answered {
         Ok(()) => 0,
-        Err(e) => {
+        Err(mut e) => {
+            // A planner's message may quote the statement: kept short, so
+            // that it fits the pipe the dashboard reads it from.
+            if e.message.len() > MAX_ERROR_BYTES {
+                let mut end = MAX_ERROR_BYTES;
+                while !e.message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                e.message.truncate(end);
+                e.message.push('…');
+            }
             let mut stderr = std::io::stderr().lock();
             let _ = serde_json::to_writer(&mut stderr, &e);
             let _ = stderr.write_all(b"\n");
@@ -516,17 +558,82 @@ pub fn run_worker(args: WorkerArgs) -> i32 {
     }
 }
 
+/// The longest error message a worker sends.
+const MAX_ERROR_BYTES: usize = 4096;
+
+/// The most one message of a result may hold (Arrow in memory): the
+/// worker cuts batches to it, and refuses a single row larger, so the
+/// dashboard never holds more of a result than this at a time.
+pub const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The type a result's column is sent as: dictionaries as their values,
+/// string and binary views as plain strings and binaries (nested types
+/// likewise). A dictionary repeats a value without its cost, and a view's
+/// data buffers are counted by no slice and re-sent with every slice of a
+/// batch: either let a small result grow large in the dashboard's Flight
+/// encoder. Their plain forms cost what they hold.
+fn plain_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, values) => plain_type(values),
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::List(f) => DataType::List(plain_field(f)),
+        DataType::LargeList(f) => DataType::LargeList(plain_field(f)),
+        DataType::ListView(f) | DataType::LargeListView(f) => DataType::LargeList(plain_field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(plain_field(f), *n),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| plain_field(f)).collect())
+        }
+        DataType::Map(f, sorted) => DataType::Map(plain_field(f), *sorted),
+        other => other.clone(),
+    }
+}
+
+fn plain_field(f: &Field) -> FieldRef {
+    Arc::new(f.clone().with_data_type(plain_type(f.data_type())))
+}
+
+/// The schema a result is sent under ([`plain_type`] for every column).
+fn plain_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| plain_field(f))
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
+/// `batch` under `schema` (its plain form).
+fn plain_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, WorkerError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                datafusion::arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WorkerError::internal(format!("sending the result: {e}")))?;
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| WorkerError::internal(format!("sending the result: {e}")))
+}
+
 fn answer(args: &WorkerArgs, request: WorkerRequest) -> Result<(), WorkerError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| WorkerError::internal(format!("starting the runtime: {e}")))?;
     runtime.block_on(async {
-        let pool = (args.memory_mb * 1024 * 1024 / 4 * 3) as usize;
-        let ctx = researcher_session(&args.store, pool, args.threads)
+        let ctx = researcher_session(&args.store, pool_bytes(args.memory_mb), args.threads)
             .map_err(|e| WorkerError::from_datafusion(&e))?;
         let df = plan(&ctx, &request.sql).await?;
-        let schema = df.schema().as_arrow().clone();
+        let schema = plain_schema(df.schema().as_arrow());
         let written = |e: datafusion::arrow::error::ArrowError| {
             WorkerError::internal(format!("writing the result: {e}"))
         };
@@ -537,9 +644,21 @@ fn answer(args: &WorkerArgs, request: WorkerRequest) -> Result<(), WorkerError> 
                 .execute_stream()
                 .await
                 .map_err(|e| WorkerError::from_datafusion(&e))?;
+            let (mut rows, mut bytes) = (0u64, 0u64);
             while let Some(batch) = batches.next().await {
                 let batch = batch.map_err(|e| WorkerError::from_datafusion(&e))?;
-                out.write(&batch).map_err(written)?;
+                let batch = plain_batch(&batch, &schema)?;
+                rows += batch.num_rows() as u64;
+                bytes += arrow_bytes(&batch);
+                if rows > request.max_rows {
+                    return Err(too_many_rows(request.max_rows));
+                }
+                if bytes > request.max_bytes {
+                    return Err(too_many_bytes(request.max_bytes));
+                }
+                for part in cut(&batch)? {
+                    out.write(&part).map_err(written)?;
+                }
                 out.flush().map_err(written)?;
             }
         }
@@ -547,6 +666,60 @@ fn answer(args: &WorkerArgs, request: WorkerRequest) -> Result<(), WorkerError> 
         Ok(())
     })
 }
+
+/// `batch` in parts of at most [`MAX_BATCH_BYTES`] each (by rows).
+fn cut(batch: &RecordBatch) -> Result<Vec<RecordBatch>, WorkerError> {
+    let bytes = arrow_bytes(batch);
+    if bytes <= MAX_BATCH_BYTES {
+        return Ok(vec![batch.clone()]);
+    }
+    let rows = batch.num_rows();
+    let per_part = ((rows as u64 * MAX_BATCH_BYTES / bytes) as usize).max(1);
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    while offset < rows {
+        let mut len = per_part.min(rows - offset);
+        // Rows differ in size: halve a part until it fits.
+        let part = loop {
+            let part = batch.slice(offset, len);
+            if arrow_bytes(&part) <= MAX_BATCH_BYTES {
+                break part;
+            }
+            if len == 1 {
+                return Err(WorkerError {
+                    code: WorkerCode::ResourceExhausted,
+                    message: format!(
+                        "a row of the result is larger than {MAX_BATCH_BYTES} bytes; select less \
+                         of it"
+                    ),
+                });
+            }
+            len /= 2;
+        };
+        offset += len;
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+/// DataFusion's pool in a worker of `memory_mb`: what is left after the
+/// worker's stack and room for what the pool does not see, so that an
+/// operator that tracks its memory fails with a clear error before the
+/// kernel's limit ends the process.
+fn pool_bytes(memory_mb: u64) -> usize {
+    let mib = 1024 * 1024;
+    let rest = memory_mb
+        .saturating_mul(mib)
+        .saturating_sub(WORKER_STACK as u64 + WORKER_SLACK);
+    rest.max(16 * mib) as usize
+}
+
+/// Memory in a worker outside its pool and stack: its binary's writable
+/// data, the runtime, the parser and planner, the result's writer.
+const WORKER_SLACK: u64 = 64 * 1024 * 1024;
+
+/// The least `sql.worker_memory_mb` a worker starts and plans in.
+pub const MIN_WORKER_MEMORY_MB: u64 = 160;
 
 /// Starts workers for the dashboard and reads their answers.
 pub struct SqlWorkers {
@@ -574,7 +747,9 @@ impl SqlWorkers {
 
     /// Starts `sql` in a worker once one is free, and waits for its
     /// result's schema (planning), all by `deadline`. `admitted` (the
-    /// token's place) is held by the returned run.
+    /// token's place) and the worker's slot are held until the worker has
+    /// ended and been reaped: at `deadline` at the latest, whether or not
+    /// anyone still reads its result.
     pub async fn start(
         &self,
         sql: &str,
@@ -600,23 +775,60 @@ impl SqlWorkers {
         let request = serde_json::to_vec(&WorkerRequest {
             sql: sql.to_string(),
             schema_only,
+            max_rows: self.limits.max_rows,
+            max_bytes: self.limits.max_bytes,
         })
         .map_err(|_| Status::internal("the request could not be encoded"))?;
         let mut stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
+        // What the worker says on stderr, read as it comes (a worker
+        // blocked on a full pipe would never exit), at most STDERR_LIMIT.
+        let said = tokio::spawn(async move {
+            let mut said = String::new();
+            let _ = stderr.take(STDERR_LIMIT).read_to_string(&mut said).await;
+            said
+        });
+        // The watchdog owns the process: it kills it at the deadline or
+        // when the run is dropped, reaps it, and only then frees the slot
+        // and the token's place.
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let (exit_tx, exit) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = tokio::time::sleep_until(deadline) => {
+                    let _ = child.kill().await;
+                    child.wait().await
+                }
+                _ = killed => {
+                    let _ = child.kill().await;
+                    child.wait().await
+                }
+            };
+            // The place and the slot are free before anyone hears of the
+            // exit: a client told its query ended may send the next.
+            drop(slot);
+            drop(admitted);
+            let _ = exit_tx.send(status.ok());
+        });
         let mut run = WorkerRun {
-            child,
-            stderr: Some(stderr),
+            kill: Some(kill),
+            exit: Some(exit),
+            said: Some(said),
+            deadline,
             reader: IpcReader {
                 stdout,
                 decoder: StreamDecoder::new(),
-                pending: Buffer::from(Vec::<u8>::new()),
                 ready: std::collections::VecDeque::new(),
+                read: 0,
+                max_read: self
+                    .limits
+                    .max_bytes
+                    .saturating_add(self.limits.max_bytes / 8)
+                    .saturating_add(2 * MAX_BATCH_BYTES),
             },
-            memory_mb: self.limits.worker_memory_mb,
-            _slot: slot,
-            _admitted: admitted,
+            limits: self.limits.clone(),
         };
         let started = async {
             use tokio::io::AsyncWriteExt;
@@ -629,10 +841,7 @@ impl SqlWorkers {
         match started {
             Ok(Ok(_schema)) => Ok(run),
             Ok(Err(status)) => Err(status),
-            Err(_) => {
-                run.stop().await;
-                Err(deadline_status(&self.limits))
-            }
+            Err(_) => Err(deadline_status(&self.limits)),
         }
     }
 
@@ -652,15 +861,19 @@ impl SqlWorkers {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let memory = self.limits.worker_memory_mb.saturating_mul(1024 * 1024);
+        // CPU seconds: a backstop should the dashboard's own kill at the
+        // deadline not happen (the dashboard itself stopped, say).
+        let cpu = self.limits.query_timeout_ms.div_ceil(1000) + 5;
+        let parent = std::process::id();
         // SAFETY: between fork and exec only async-signal-safe calls are
-        // made (setrlimit, prctl, setpriority: system calls, no allocation,
-        // no lock).
+        // made (setrlimit, prctl, getppid, setpriority: system calls, no
+        // allocation, no lock).
         unsafe {
             command.pre_exec(move || {
-                let limit = |resource, bytes: u64| {
+                let limit = |resource, value: u64| {
                     let rlimit = libc::rlimit {
-                        rlim_cur: bytes as libc::rlim_t,
-                        rlim_max: bytes as libc::rlim_t,
+                        rlim_cur: value as libc::rlim_t,
+                        rlim_max: value as libc::rlim_t,
                     };
                     if libc::setrlimit(resource, &rlimit) == 0 {
                         Ok(())
@@ -669,9 +882,14 @@ impl SqlWorkers {
                     }
                 };
                 limit(libc::RLIMIT_DATA, memory)?;
+                limit(libc::RLIMIT_CPU, cpu)?;
                 limit(libc::RLIMIT_CORE, 0)?;
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The dashboard may have died before the line above.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::other("the dashboard is gone"));
                 }
                 // Below the serving threads: a query may slow, not stall,
                 // the page. (Failure to lower is harmless: ignored.)
@@ -686,19 +904,26 @@ impl SqlWorkers {
 /// A query running in a worker: its result's schema is read; batches
 /// follow ([`WorkerRun::into_stream`]). Dropping it kills the worker.
 pub struct WorkerRun {
-    child: Child,
-    stderr: Option<ChildStderr>,
+    /// Dropped or sent: the watchdog kills the worker.
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The worker's exit, once reaped.
+    exit: Option<tokio::sync::oneshot::Receiver<Option<ExitStatus>>>,
+    said: Option<tokio::task::JoinHandle<String>>,
+    deadline: tokio::time::Instant,
     reader: IpcReader,
-    memory_mb: u64,
-    _slot: OwnedSemaphorePermit,
-    _admitted: Admitted,
+    limits: SqlLimits,
 }
 
 struct IpcReader {
     stdout: ChildStdout,
     decoder: StreamDecoder,
-    pending: Buffer,
     ready: std::collections::VecDeque<RecordBatch>,
+    /// Bytes read from the worker so far, and the most it may send: the
+    /// byte cap plus room for the stream's framing. A worker stops at the
+    /// cap itself, and cuts its batches to [`MAX_BATCH_BYTES`]; this holds
+    /// if one did not.
+    read: u64,
+    max_read: u64,
 }
 
 /// A batch's bytes of Arrow in memory: its arrays' own slices (a batch
@@ -744,6 +969,11 @@ impl WorkerRun {
         if n == 0 {
             return Ok(false);
         }
+        self.reader.read += n as u64;
+        if self.reader.read > self.reader.max_read {
+            self.stop().await;
+            return Err(too_many_bytes(self.limits.max_bytes).into_status());
+        }
         // A copy of what was read: decoded arrays point into it.
         let mut buffer = Buffer::from(chunk[..n].to_vec());
         while !buffer.is_empty() {
@@ -754,7 +984,6 @@ impl WorkerRun {
                 Err(_) => return Ok(false),
             }
         }
-        self.reader.pending = buffer;
         Ok(true)
     }
 
@@ -772,13 +1001,11 @@ impl WorkerRun {
 
     /// How the worker ended, once its output has.
     async fn ended(&mut self) -> Result<(), Status> {
-        let status = match tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            self.child.wait(),
-        )
-        .await
-        {
-            Ok(Ok(status)) => status,
+        let Some(exit) = self.exit.take() else {
+            return Err(Status::internal("the query's worker was already stopped"));
+        };
+        let status = match tokio::time::timeout(std::time::Duration::from_secs(5), exit).await {
+            Ok(Ok(Some(status))) => status,
             _ => {
                 self.stop().await;
                 return Err(Status::internal(
@@ -789,15 +1016,19 @@ impl WorkerRun {
         if status.success() {
             return Ok(());
         }
-        let mut said = String::new();
-        if let Some(stderr) = self.stderr.take() {
-            let _ = stderr.take(STDERR_LIMIT).read_to_string(&mut said).await;
-        }
+        let said = match self.said.take() {
+            Some(said) => tokio::time::timeout(std::time::Duration::from_secs(2), said)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         Err(self.verdict(status, &said))
     }
 
     /// A failed worker's status: its own word if it gave one, else what
-    /// killed it.
+    /// ended it.
     fn verdict(&self, status: ExitStatus, said: &str) -> Status {
         if let Some(e) = said
             .lines()
@@ -823,6 +1054,9 @@ impl WorkerRun {
                 "the query's worker failed to run; the dashboard's log has the details",
             );
         };
+        if tokio::time::Instant::now() >= self.deadline {
+            return deadline_status(&self.limits);
+        }
         // Out of memory (the allocator aborts at the limit), out of stack
         // (Rust aborts on overflow) or killed by the kernel: the query
         // asked for more than a query may have. Its SQL is not logged.
@@ -830,79 +1064,81 @@ impl WorkerRun {
         Status::resource_exhausted(format!(
             "the query needed more than a query may use ({} MiB of memory, nesting within the \
              limits); narrow it",
-            self.memory_mb
+            self.limits.worker_memory_mb
         ))
     }
 
-    /// Kills the worker and waits for it to be gone.
-    pub async fn stop(&mut self) {
-        let _ = self.child.kill().await;
+    /// Waits for a worker that has sent all it will (a schema-only run)
+    /// to end; its slot and the token's place are free when this returns.
+    pub async fn finish(mut self) -> Result<(), Status> {
+        while self.next_batch().await?.is_some() {}
+        Ok(())
     }
 
-    /// The result's batches, stopped with a clear status at `deadline` or
-    /// when the result passes a cap (rows, and bytes of Arrow in memory);
-    /// the worker is killed then, and when the stream is dropped.
-    pub fn into_stream(
-        self,
-        limits: &SqlLimits,
-        deadline: tokio::time::Instant,
-    ) -> BoxStream<'static, Result<RecordBatch, Status>> {
+    /// Kills the worker and waits (briefly) until it has been reaped, so
+    /// that the token's place is free when the client hears why.
+    pub async fn stop(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(exit) = self.exit.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exit).await;
+        }
+    }
+
+    /// The result's batches, stopped with a clear status at the deadline
+    /// or when the result passes a cap (rows, and bytes of Arrow in
+    /// memory); the worker is killed then, and when the stream is dropped
+    /// (and at the deadline by its watchdog, read or not).
+    pub fn into_stream(self) -> BoxStream<'static, Result<RecordBatch, Status>> {
         struct State {
             run: WorkerRun,
             rows: u64,
             bytes: u64,
             done: bool,
         }
-        let limits = limits.clone();
         let state = State {
             run: self,
             rows: 0,
             bytes: 0,
             done: false,
         };
-        futures::stream::unfold(state, move |mut s| {
-            let limits = limits.clone();
-            async move {
-                if s.done {
-                    return None;
-                }
-                let next = tokio::select! {
-                    next = s.run.next_batch() => next,
-                    () = tokio::time::sleep_until(deadline) => {
-                        s.done = true;
-                        s.run.stop().await;
-                        return Some((Err(deadline_status(&limits)), s));
-                    }
-                };
-                let item = match next {
-                    Ok(None) => return None,
-                    Err(status) => Err(status),
-                    Ok(Some(batch)) => {
-                        s.rows += batch.num_rows() as u64;
-                        s.bytes += arrow_bytes(&batch);
-                        if s.rows > limits.max_rows {
-                            Err(Status::resource_exhausted(format!(
-                                "the result has more than {} rows; narrow the query or aggregate",
-                                limits.max_rows
-                            )))
-                        } else if s.bytes > limits.max_bytes {
-                            Err(Status::resource_exhausted(format!(
-                                "the result is larger than {} bytes; narrow the query or aggregate",
-                                limits.max_bytes
-                            )))
-                        } else {
-                            Ok(batch)
-                        }
-                    }
-                };
-                s.done = item.is_err();
-                if s.done {
-                    // Stopped: end the work before answering, so the
-                    // token's place is free when the client hears why.
-                    s.run.stop().await;
-                }
-                Some((item, s))
+        futures::stream::unfold(state, move |mut s| async move {
+            if s.done {
+                return None;
             }
+            let deadline = s.run.deadline;
+            let next = tokio::select! {
+                next = s.run.next_batch() => next,
+                () = tokio::time::sleep_until(deadline) => {
+                    s.done = true;
+                    s.run.stop().await;
+                    return Some((Err(deadline_status(&s.run.limits)), s));
+                }
+            };
+            let limits = &s.run.limits;
+            let item = match next {
+                Ok(None) => return None,
+                Err(status) => Err(status),
+                Ok(Some(batch)) => {
+                    s.rows += batch.num_rows() as u64;
+                    s.bytes += arrow_bytes(&batch);
+                    if s.rows > limits.max_rows {
+                        Err(too_many_rows(limits.max_rows).into_status())
+                    } else if s.bytes > limits.max_bytes {
+                        Err(too_many_bytes(limits.max_bytes).into_status())
+                    } else {
+                        Ok(batch)
+                    }
+                }
+            };
+            s.done = item.is_err();
+            if s.done {
+                // Stopped: end the work before answering, so the token's
+                // place is free when the client hears why.
+                s.run.stop().await;
+            }
+            Some((item, s))
         })
         .boxed()
     }
@@ -1005,6 +1241,68 @@ mod tests {
         // Within the limits, nesting plans.
         let fine = format!("SELECT {}1", "1+".repeat(MAX_EXPR_DEPTH - 2));
         assert!(plan(&ctx, &fine).await.is_ok());
+    }
+
+    /// A sort past the pool fails; it does not spill to a temporary
+    /// directory (memory of no pool on a tmpfs, files a killed worker
+    /// leaves behind).
+    #[tokio::test]
+    async fn a_query_past_its_pool_fails_and_does_not_spill() {
+        let dir = std::env::temp_dir().join(format!("hushmap-sql-spill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = 24 * 1024 * 1024;
+        let rows = (1..=1500)
+            .map(|i| format!("({i})"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // 2.25 M rows to sort, ~36 MB: past the pool.
+        let sql = format!(
+            "SELECT a.x, b.x FROM (VALUES {rows}) AS a(x), (VALUES {rows}) AS b(x) \
+             ORDER BY random()"
+        );
+        let e = refused(&researcher_session(&dir, pool, 1).unwrap(), &sql).await;
+        assert_eq!(e.code, WorkerCode::ResourceExhausted, "{e}");
+        // With DataFusion's default disk manager the same sort spills to a
+        // temporary directory and answers.
+        let spilling = SessionContext::new_with_config_rt(
+            SessionConfig::new().with_target_partitions(1),
+            RuntimeEnvBuilder::new()
+                .with_memory_limit(pool, 1.0)
+                .build_arc()
+                .unwrap(),
+        );
+        let spilled = spilling.sql(&sql).await.unwrap().collect().await;
+        assert!(spilled.is_ok(), "{spilled:?}");
+    }
+
+    /// Dictionaries and views are sent as the plain values they stand
+    /// for, so that what a result costs is what is counted.
+    #[test]
+    fn results_are_sent_as_plain_types() {
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::LargeUtf8));
+        assert_eq!(plain_type(&dict), DataType::LargeUtf8);
+        assert_eq!(plain_type(&DataType::Utf8View), DataType::Utf8);
+        let nested = DataType::List(Arc::new(Field::new("item", DataType::Utf8View, true)));
+        assert_eq!(
+            plain_type(&nested),
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+        );
+        let keys = datafusion::arrow::array::Int32Array::from(vec![0; 1000]);
+        let values = datafusion::arrow::array::StringArray::from(vec!["x".repeat(10_000)]);
+        let column =
+            datafusion::arrow::array::DictionaryArray::try_new(keys, Arc::new(values)).unwrap();
+        let batch = RecordBatch::try_from_iter([("d", Arc::new(column) as _)]).unwrap();
+        let counted_as_dictionary = arrow_bytes(&batch);
+        let schema = plain_schema(&batch.schema());
+        let plain = plain_batch(&batch, &schema).unwrap();
+        assert_eq!(plain.schema().field(0).data_type(), &DataType::Utf8);
+        assert!(arrow_bytes(&plain) >= 10_000_000, "{}", arrow_bytes(&plain));
+        assert!(counted_as_dictionary < 100_000);
+        // Cut into parts of at most MAX_BATCH_BYTES.
+        let parts = cut(&plain).unwrap();
+        assert!(parts.len() >= 3);
+        assert!(parts.iter().all(|p| arrow_bytes(p) <= MAX_BATCH_BYTES));
+        assert_eq!(parts.iter().map(|p| p.num_rows()).sum::<usize>(), 1000);
     }
 
     #[tokio::test]

@@ -357,8 +357,30 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
     // --- restart: rebuilt from the store, the topic read on from where
     // this dashboard's group left off (not replayed from its start) ---
     let before = heatmaps(&http, &base, &list).await?;
+    // One Parquet file per window. Windows go on being released (the
+    // aggregator closes one every 10 s, and this test runs for half a
+    // minute): the files counted lie between what was listed before and
+    // what is listed after, not equal to an earlier listing (a run under
+    // CI's load once stored 3 by now against the 1 listed before).
     let files = store_files(&pipeline.dashboard_data_dir);
-    assert_eq!(files, windows, "one Parquet file per window");
+    let listed_after = {
+        let list: serde_json::Value = http
+            .get(&releases)
+            .bearer_auth(ANALYST)
+            .send()
+            .await?
+            .json()
+            .await?;
+        list["releases"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or_default()
+    };
+    assert!(
+        windows <= files && files <= listed_after,
+        "one Parquet file per window: {windows} listed before, {files} files, \
+         {listed_after} listed after"
+    );
     let on_topic = {
         let text = http
             .get(format!("{base}/metrics"))

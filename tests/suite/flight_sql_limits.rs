@@ -381,13 +381,14 @@ fn peak_rss_kib() -> anyhow::Result<u64> {
 }
 
 /// `WITH t0 AS (SELECT 'xxxxxxxxxxxxxxxx' AS s), t1 AS (SELECT <double> AS
-/// s FROM t0), …`: a string of 16·2ⁿ bytes from a few hundred bytes of SQL.
-fn doubled(double: &str, n: usize) -> String {
+/// s FROM t0), … SELECT <select> FROM tn`: a string of 16·2ⁿ bytes from a
+/// few hundred bytes of SQL.
+fn doubled(double: &str, n: usize, select: &str) -> String {
     let mut sql = "WITH t0 AS (SELECT 'xxxxxxxxxxxxxxxx' AS s)".to_string();
     for i in 1..=n {
         sql.push_str(&format!(", t{i} AS (SELECT {double} AS s FROM t{})", i - 1));
     }
-    sql + &format!(" SELECT length(s) FROM t{n}")
+    sql + &format!(" SELECT {select} FROM t{n}")
 }
 
 /// Issue 34, item 1: researchers' SQL could kill the dashboard. 60 KB of
@@ -397,16 +398,18 @@ fn doubled(double: &str, n: usize) -> String {
 /// process of its own under a memory limit, after a check of its nesting
 /// and with an allow-list of functions: the deep sum and `concat` are
 /// refused before planning, `s || s` (an operator, nothing to take away)
-/// ends its worker at the limit, and the dashboard (this process) answers
+/// ends its worker at the limit, a 64 MiB value within the worker's
+/// memory but past the result's cap is stopped in the worker (it never
+/// crosses into the dashboard), and the dashboard (this process) answers
 /// on with its peak memory grown less than 64 MiB. Run in the dashboard,
-/// the first would abort this test's process and the last would grow it
+/// the first would abort this test's process, the others would grow it
 /// by hundreds of MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_that_exhausts_stack_or_memory_fails_alone() -> anyhow::Result<()> {
     let d = start_with(|config| {
         config.sql.query_timeout_ms = 20_000;
         config.sql.worker_memory_mb = 256;
-        config.sql.max_bytes = 4 << 30;
+        config.sql.max_bytes = 16 << 20;
     })
     .await?;
     // Warm: the first query's client, channel and tasks are the dashboard's
@@ -419,8 +422,8 @@ async fn sql_that_exhausts_stack_or_memory_fails_alone() -> anyhow::Result<()> {
     );
     let before = peak_rss_kib()?;
     let deep = format!("SELECT {}1", "1+".repeat(30_000));
-    let by_concat = doubled("concat(s, s)", 30);
-    let by_pipes = doubled("s || s", 30);
+    let by_concat = doubled("concat(s, s)", 30, "length(s)");
+    let by_pipes = doubled("s || s", 30, "length(s)");
     for _ in 0..3 {
         let refused = run(&d.flight, RESEARCHER, &deep).await?.expect_err("deep");
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
@@ -438,10 +441,23 @@ async fn sql_that_exhausts_stack_or_memory_fails_alone() -> anyhow::Result<()> {
             .expect_err("pipes");
         assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
         assert!(ended.message().contains("256 MiB"), "{ended:?}");
+        // Past the result's cap: one 64 MiB value, and 64 MiB of an 8 KiB
+        // value repeated (as a string view, whose data no slice counts,
+        // and which Flight's encoder re-sent with every slice).
+        let views = format!(
+            "{} CROSS JOIN {}",
+            doubled("s || s", 9, "CAST(s AS VARCHAR)"),
+            values(8192, "v")
+        );
+        for sql in [doubled("s || s", 22, "s"), views] {
+            let capped = run(&d.flight, RESEARCHER, &sql).await?.expect_err("64 MiB");
+            assert_eq!(capped.code(), Code::ResourceExhausted, "{capped:?}");
+            assert!(capped.message().contains("16777216 bytes"), "{capped:?}");
+        }
     }
     // Fewer doublings fit: the limit is the worker's memory, not the SQL.
     assert_eq!(
-        run(&d.flight, RESEARCHER, &doubled("s || s", 10))
+        run(&d.flight, RESEARCHER, &doubled("s || s", 10, "length(s)"))
             .await?
             .map_err(|s| s.to_string()),
         Ok(1)
@@ -501,5 +517,71 @@ async fn explain_names_no_file_and_only_queries_run() -> anyhow::Result<()> {
         let refused = run(&d.flight, RESEARCHER, sql).await?.expect_err(sql);
         assert_eq!(refused.code(), Code::InvalidArgument, "{sql}: {refused:?}");
     }
+    Ok(())
+}
+
+/// The worker processes of this test process (the dashboard runs in it).
+fn workers_alive() -> anyhow::Result<usize> {
+    let me = std::process::id().to_string();
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let stat = match std::fs::read_to_string(entry?.path().join("stat")) {
+            Ok(stat) => stat,
+            Err(_) => continue,
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so after the ')'.
+        let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+        if after.split_whitespace().nth(1) == Some(me.as_str()) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A client that starts a large result and never reads it: the serving
+/// loop stops polling the response when the HTTP/2 window is full, so a
+/// deadline checked only as batches are read never came, and the worker
+/// (blocked on its full pipe) held a worker slot and the token's place
+/// for as long as the client kept the connection. The worker's watchdog
+/// kills it at the deadline, read or not, and frees both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_nobody_reads_ends_at_its_deadline() -> anyhow::Result<()> {
+    let d = start_with(|config| {
+        config.sql.query_timeout_ms = 3_000;
+        config.sql.max_rows = 100_000_000;
+        config.sql.max_bytes = 1 << 30;
+        config.sql.max_concurrent_per_token = 1;
+    })
+    .await?;
+    // 10⁶ rows of three numbers, 24 MB: far past any window.
+    let sql = format!(
+        "SELECT a.x, b.x, c.x FROM {}, {}, {}",
+        values(100, "a"),
+        values(100, "b"),
+        values(100, "c")
+    );
+    let mut c = client(&d.flight, RESEARCHER).await?;
+    let info = c.execute(sql, None).await?;
+    let started = Instant::now();
+    let unread = c
+        .do_get(info.endpoint[0].ticket.clone().expect("a ticket"))
+        .await?;
+    assert_eq!(workers_alive()?, 1, "the query's worker runs");
+    // Past the deadline the worker is gone, though the stream is still
+    // held and unread, and the token may run a query again.
+    wait_until(
+        "the unread query's worker to end",
+        Duration::from_secs(10),
+        || async { Ok((workers_alive()? == 0).then_some(())) },
+    )
+    .await?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_500),
+        "the worker ended before its deadline: the result was not held back \
+         ({:?})",
+        started.elapsed()
+    );
+    ran_again_soon(&d.flight, RESEARCHER).await?;
+    drop(unread);
     Ok(())
 }
