@@ -233,13 +233,7 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
     }
 
     // --- exports: the release schema, its metadata, the exact counts ---
-    let list: serde_json::Value = http
-        .get(&releases)
-        .bearer_auth(ANALYST)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let list = release_list(&http, &releases).await?;
     let windows = list["releases"]
         .as_array()
         .map(Vec::len)
@@ -363,19 +357,10 @@ async fn roles_exports_python_client_and_restart() -> anyhow::Result<()> {
     // what is listed after, not equal to an earlier listing (a run under
     // CI's load once stored 3 by now against the 1 listed before).
     let files = store_files(&pipeline.dashboard_data_dir);
-    let listed_after = {
-        let list: serde_json::Value = http
-            .get(&releases)
-            .bearer_auth(ANALYST)
-            .send()
-            .await?
-            .json()
-            .await?;
-        list["releases"]
-            .as_array()
-            .map(Vec::len)
-            .unwrap_or_default()
-    };
+    let listed_after = release_list(&http, &releases).await?["releases"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_default();
     assert!(
         windows <= files && files <= listed_after,
         "one Parquet file per window: {windows} listed before, {files} files, \
@@ -482,6 +467,17 @@ async fn heatmaps(
         }
     }
     Ok(out)
+}
+
+/// `GET /api/v1/releases` as the analyst.
+async fn release_list(http: &reqwest::Client, releases: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(http
+        .get(releases)
+        .bearer_auth(ANALYST)
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 fn store_files(dir: &std::path::Path) -> usize {
