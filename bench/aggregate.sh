@@ -50,11 +50,9 @@ fi
 cargo bench -j"$JOBS" "${BENCH_ARGS[@]}" --bench engine --bench stream --bench partitioned --no-run 2>&1 | tail -n 1
 BATCH_SIZES="${BENCH_BATCH_SIZES:-$SIZES}"
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "bench: creating $VENV with pipeline-dp and opendp[polars] from PyPI (once)"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q pipeline-dp "opendp[polars]" pyarrow
-fi
+# PipelineDP and OpenDP on Polars, pinned with their hashes
+# (bench/python/aggregate-requirements.in; deploy/pip-lock.sh).
+deploy/python-venv.sh "$VENV" bench/python/aggregate-requirements.txt "pipeline-dp and opendp[polars]"
 
 declare -A RSS
 for n in $SIZES; do

@@ -52,9 +52,18 @@ pub struct AlertSettings {
     pub baseline_windows: usize,
     /// Benjamini–Hochberg false-discovery rate.
     pub fdr: f64,
-    /// Where to send each new window's alerts (`None`: nowhere); http://
-    /// only for now.
+    /// Where to send each new window's alerts (`None`: nowhere): an
+    /// https:// URL (http:// only to a loopback address, a local relay).
     pub webhook_url: Option<String>,
+    /// A CA certificate file (PEM) the webhook's certificate may chain to,
+    /// besides the system's roots (`SSL_CERT_FILE`, else
+    /// `/etc/ssl/certs/ca-certificates.crt`).
+    pub webhook_ca_file: Option<std::path::PathBuf>,
+    /// A file holding the key (at least 32 bytes) each delivery is signed
+    /// with: `X-Hushmap-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+    /// "<t>." followed by the body>`, which the receiver checks (and
+    /// refuses a `t` far from its clock, against replays).
+    pub webhook_secret_file: Option<std::path::PathBuf>,
     /// `report` (the JSON of `GET /api/v1/alerts`) or `alertmanager` (a
     /// list of alerts as Prometheus Alertmanager's `POST /api/v2/alerts`
     /// takes them).
@@ -67,6 +76,8 @@ impl Default for AlertSettings {
             baseline_windows: 3,
             fdr: 0.05,
             webhook_url: None,
+            webhook_ca_file: None,
+            webhook_secret_file: None,
             webhook_format: WebhookFormat::Report,
         }
     }
@@ -88,10 +99,14 @@ pub enum AlertSettingsError {
     #[error("alerts.fdr must be in (0, 0.5] (got {0})")]
     Fdr(f64),
     #[error(
-        "alerts.webhook_url must be an http:// URL: the dashboard's HTTP client has no TLS yet \
-         (send to a local relay or proxy that forwards over https)"
+        "alerts.webhook_url must be an https:// URL (http:// only to a loopback address, a local \
+         relay)"
     )]
     WebhookUrl,
+    #[error("alerts.webhook_ca_file: {0}")]
+    WebhookCa(String),
+    #[error("alerts.webhook_secret_file: {0}")]
+    WebhookSecret(String),
 }
 
 /// Most windows a baseline may pool.
@@ -105,10 +120,11 @@ impl AlertSettings {
         if !(self.fdr > 0.0 && self.fdr <= 0.5) {
             return Err(AlertSettingsError::Fdr(self.fdr));
         }
-        if let Some(url) = &self.webhook_url
-            && !url.starts_with("http://")
-        {
-            return Err(AlertSettingsError::WebhookUrl);
+        if let Some(url) = &self.webhook_url {
+            crate::webhook::check_url(url)?;
+            // Loaded, not only named: a missing or broken file is refused
+            // before anything starts.
+            crate::webhook::WebhookClient::new(self)?;
         }
         Ok(())
     }

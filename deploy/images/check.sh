@@ -67,7 +67,7 @@ worker() {
     /usr/local/bin/hushmap-dashboard sql-worker --store /tmp --memory-mb 256 "$@"
 }
 deep="SELECT $(printf '1+%.0s' $(seq 30000))1"
-said="$(printf '{"sql":"%s","schema_only":false}' "$deep" | worker 2>&1 >/dev/null)" && code=0 || code=$?
+said="$(printf '{"sql":"%s","schema_only":false,"max_rows":1000000,"max_bytes":268435456}' "$deep" | worker 2>&1 >/dev/null)" && code=0 || code=$?
 if [ "$code" != 2 ] || ! grep -q 'nests expressions' <<<"$said"; then
   echo "images: the dashboard's SQL worker did not refuse a 60 KB 1+1+…+1 (exit $code): $said" >&2
   exit 1
@@ -75,15 +75,18 @@ fi
 doubled="WITH t0 AS (SELECT 'xxxxxxxxxxxxxxxx' AS s)"
 for i in $(seq 1 30); do doubled="$doubled, t$i AS (SELECT s || s AS s FROM t$((i - 1)))"; done
 doubled="$doubled SELECT length(s) FROM t30"
-printf '{"sql":"%s","schema_only":false}' "$doubled" |
+printf '{"sql":"%s","schema_only":false,"max_rows":1000000,"max_bytes":268435456}' "$doubled" |
   prlimit --data=$((256 * 1024 * 1024)) chroot --userspec=65532:65532 "$dashboard_root" \
     /usr/local/bin/hushmap-dashboard sql-worker --store /tmp --memory-mb 256 >/dev/null 2>&1 && code=0 || code=$?
 if [ "$code" -lt 128 ]; then
   echo "images: a string doubled thirty times did not end the SQL worker at its memory limit (exit $code)" >&2
   exit 1
 fi
-answer="$(printf '{"sql":"SELECT 40 + 2 AS answer","schema_only":false}' | worker | wc -c)"
-[ "$answer" -gt 0 ] || { echo "images: the dashboard's SQL worker did not answer SELECT 40 + 2" >&2; exit 1; }
+answer="$(printf '{"sql":"SELECT 40 + 2 AS answer","schema_only":false,"max_rows":1000000,"max_bytes":268435456}' | worker 2>&1 | wc -c)" && code=0 || code=$?
+# An Arrow stream holding the answer's schema and one row: some hundreds
+# of bytes (a failure would print a line of JSON and exit non-zero).
+[ "$code" = 0 ] && [ "$answer" -gt 100 ] ||
+  { echo "images: the dashboard's SQL worker did not answer SELECT 40 + 2 (exit $code)" >&2; exit 1; }
 echo "images: the dashboard's SQL worker refuses deep nesting, dies alone at its memory limit, answers a query"
 
 # The chroot uses what the image holds, nothing of this machine's: without

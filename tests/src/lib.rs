@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod load;
+pub mod pki;
 pub mod processes;
 
 use hushmap_aggregate::{AggregateConfig, Aggregator};

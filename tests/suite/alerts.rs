@@ -1,20 +1,26 @@
 //! Where risk is rising, through the real parts: releases on a real Kafka
 //! topic (three hours at a steady 10% high-risk share, then one where four
 //! cells jump to 40%), a real dashboard reading them, `GET /api/v1/alerts`
-//! over HTTP, and the Alertmanager-shaped webhook received by a real HTTP
-//! server. The statistics themselves (false alarms under noise alone, the
+//! over HTTP, and the Alertmanager-shaped webhook received by a real HTTPS
+//! server (its own CA, given to the dashboard as `alerts.webhook_ca_file`)
+//! that checks each delivery's signature. The statistics themselves (false alarms under noise alone, the
 //! normal tail, Benjamini–Hochberg) are unit-tested in
 //! `dashboard/src/alerts.rs`.
 
-use axum::Json;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
 use axum::routing::post;
 use hushmap_dashboard::alerts::WebhookFormat;
+use hushmap_dashboard::webhook::{SIGNATURE_HEADER, signature};
 use hushmap_schema::region::RegionResolution;
 use hushmap_schema::release::CellLabel;
 use hushmap_schema::{AgeBand, RegionCell, ReleaseRow};
 use hushmap_testkit::{hourly_release, now_ms, producer};
+use hushmap_tests::pki::Pki;
 use hushmap_tests::{StandaloneDashboard, browser, create_topics, unique, wait_until};
 use rdkafka::producer::FutureRecord;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -66,30 +72,78 @@ fn release(hour: i64, outbreak: impl Fn(usize) -> bool) -> Vec<u8> {
     release.to_ipc().unwrap()
 }
 
+/// What the webhook's receiver got: the signature header, and the body.
+type Delivery = (Option<String>, Bytes);
+
+/// The key the dashboard signs deliveries with, as its file holds it.
+const WEBHOOK_KEY: &str = "webhook-key-for-the-alerts-test-0123456789";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rise_in_a_few_cells_is_listed_and_sent_to_the_webhook() -> anyhow::Result<()> {
-    // The health department's end: an HTTP server that keeps what it gets.
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    // The health department's end: an HTTPS server under its own CA that
+    // keeps what it gets, with the signature header it came with.
+    let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let sink = received.clone();
     let receiver = axum::Router::new().route(
         "/api/v2/alerts",
-        post(move |Json(body): Json<Value>| {
+        post(move |headers: HeaderMap, body: Bytes| {
             let sink = sink.clone();
             async move {
-                sink.lock().unwrap().push(body);
+                let signed = headers
+                    .get(SIGNATURE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                sink.lock().unwrap().push((signed, body));
                 "ok"
             }
         }),
     );
+    let pki = Pki::new()?;
+    let (crt, key) = pki.leaf("webhook")?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_file_iter(&crt)?.collect::<Result<Vec<_>, _>>()?,
+        PrivateKeyDer::from_pem_file(&key)?,
+    )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let webhook = format!("http://{}/api/v2/alerts", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    // Credentials in the URL (reqwest sends them as basic auth; no log
+    // shows them: the webhook unit tests).
+    let webhook = format!(
+        "https://hook:hook-password-3f9a@127.0.0.1:{}/api/v2/alerts",
+        listener.local_addr()?.port()
+    );
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, receiver) = (acceptor.clone(), receiver.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(receiver),
+                    )
+                    .await;
+                }
+            });
+        }
+    });
+    let key_file = pki.path("webhook.hmac");
+    std::fs::write(&key_file, WEBHOOK_KEY)?;
 
     let topic = unique("test.alerts.releases");
     create_topics(&[(&topic, 1)]).await?;
     let dashboard = StandaloneDashboard::start(|c| {
         c.kafka.releases_topic = topic.clone();
         c.alerts.webhook_url = Some(webhook.clone());
+        c.alerts.webhook_ca_file = Some(pki.path("ca.crt"));
+        c.alerts.webhook_secret_file = Some(key_file.clone());
         c.alerts.webhook_format = WebhookFormat::Alertmanager;
     })
     .await?;
@@ -197,7 +251,24 @@ async fn a_rise_in_a_few_cells_is_listed_and_sent_to_the_webhook() -> anyhow::Re
     // come within 2 s, and an absence cannot be awaited.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(received.lock().unwrap().len(), 1, "sent once");
-    let alerts = bodies[0].as_array().expect("a list of alerts");
+    // Signed with the shared key: the receiver recomputes the signature
+    // over the timestamp and the body it got, and finds the time now.
+    let (signed, body) = &bodies[0];
+    let signed = signed.as_deref().expect("a signature header");
+    let t: i64 = signed
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .expect("t=<seconds>");
+    assert_eq!(signed, signature(WEBHOOK_KEY.as_bytes(), t, body));
+    assert!((now_ms() / 1000 - t).abs() < 120, "signed at {t}");
+    assert_ne!(
+        signed,
+        signature(b"another key of thirty-two bytes!", t, body),
+        "the signature depends on the key"
+    );
+    let body: Value = serde_json::from_slice(body)?;
+    let alerts = body.as_array().expect("a list of alerts");
     let regions: BTreeSet<String> = alerts
         .iter()
         .map(|a| a["labels"]["region"].as_str().unwrap().to_string())
