@@ -391,16 +391,23 @@ impl Visitor for Nesting {
     }
 }
 
-/// Parses `sql` and checks it before anything plans it: one query (or a
-/// plain `EXPLAIN` of one: no `ANALYZE`, which runs it, no `VERBOSE` and
-/// no other format, which show the physical plan and its files), nested
-/// within [`MAX_EXPR_DEPTH`] and [`MAX_QUERY_DEPTH`].
-pub fn checked_statement(sql: &str) -> Result<DfStatement, WorkerError> {
+/// Refuses a statement longer than [`MAX_SQL_BYTES`] (the dashboard before
+/// it starts a worker, the worker before it parses).
+fn check_length(sql: &str) -> Result<(), WorkerError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(WorkerError::invalid(format!(
             "the statement is longer than {MAX_SQL_BYTES} bytes"
         )));
     }
+    Ok(())
+}
+
+/// Parses `sql` and checks it before anything plans it: one query (or a
+/// plain `EXPLAIN` of one: no `ANALYZE`, which runs it, no `VERBOSE` and
+/// no other format, which show the physical plan and its files), nested
+/// within [`MAX_EXPR_DEPTH`] and [`MAX_QUERY_DEPTH`].
+pub fn checked_statement(sql: &str) -> Result<DfStatement, WorkerError> {
+    check_length(sql)?;
     let mut parser = DFParserBuilder::new(sql)
         .build()
         .map_err(|e| WorkerError::from_datafusion(&e))?;
@@ -625,7 +632,11 @@ fn plain_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, W
 }
 
 fn answer(args: &WorkerArgs, request: WorkerRequest) -> Result<(), WorkerError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // `threads` runtime threads run the plan's partitions (there are as
+    // many: `researcher_session`); the query itself is planned on this
+    // thread, the one with the large stack (`block_on`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()
         .map_err(|e| WorkerError::internal(format!("starting the runtime: {e}")))?;
@@ -757,11 +768,7 @@ impl SqlWorkers {
         deadline: tokio::time::Instant,
         admitted: Admitted,
     ) -> Result<WorkerRun, Status> {
-        if sql.len() > MAX_SQL_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "the statement is longer than {MAX_SQL_BYTES} bytes"
-            )));
-        }
+        check_length(sql).map_err(WorkerError::into_status)?;
         let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| deadline_status(&self.limits))?
