@@ -77,7 +77,8 @@ export HUSHMAP_INGEST_RATE_LIMIT__PER_MINUTE=0
 # Signed-in people: ID tokens of the development identity provider.
 export HUSHMAP_INGEST_IDENTITY__PEM_FILES="[\"$IDP_DIR/dev-idp.pem\"]"
 export HUSHMAP_INGEST_IDENTITY__ISSUER=http://127.0.0.1:8090 HUSHMAP_INGEST_IDENTITY__AUDIENCE=hushmap-selfcheck
-export HUSHMAP_INGEST_IDENTITY__SIGN_IN_URL=http://127.0.0.1:8090/
+export HUSHMAP_INGEST_IDENTITY__AUTHORIZATION_ENDPOINT=http://127.0.0.1:8090/authorize
+export HUSHMAP_INGEST_IDENTITY__TOKEN_ENDPOINT=http://127.0.0.1:8090/token
 export HUSHMAP_AGGREGATE_DEV_MODE=true HUSHMAP_AGGREGATE_WINDOW_SECS="$WINDOW_SECS" HUSHMAP_AGGREGATE_ALLOWED_LATENESS_SECS=5
 export HUSHMAP_AGGREGATE_KAFKA__BROKERS="$KAFKA_BOOTSTRAP"
 export HUSHMAP_AGGREGATE_KAFKA__INPUT_TOPIC="$SUBMISSIONS_TOPIC" HUSHMAP_AGGREGATE_KAFKA__OUTPUT_TOPIC="$RELEASES_TOPIC"
@@ -134,7 +135,7 @@ cat <<MSG
     Token:      $DEMO_TOKEN   (analyst + researcher, this demo only)
     Exports:    curl -H "Authorization: Bearer \$TOKEN" 'http://127.0.0.1:8081/api/v1/export?format=parquet' -o cells.parquet
     Flight:     grpc://127.0.0.1:8815 (docs/RESEARCHERS.md)
-    Self-check: http://127.0.0.1:8080/   (sign in at the development identity provider, :8090)
+    Self-check: http://127.0.0.1:8080/   ("Sign in" goes to the development identity provider, :8090)
     Ingest:     POST http://127.0.0.1:8080/v1/submissions
     ID token:   target/debug/hushmap-dev-idp id-token --key $IDP_DIR/dev-idp.key.pem --subject you
     Metrics:    http://127.0.0.1:8083/metrics (ingest admin), http://127.0.0.1:8082/metrics (aggregate)

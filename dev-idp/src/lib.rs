@@ -5,9 +5,9 @@
 //!
 //! - [`DevSigner`]: one token (`hushmap-dev-idp id-token`, and the
 //!   signed-in share of `hushmap-traffic`).
-//! - `DevIdp` (feature `page`): a sign-in page (`hushmap-dev-idp serve`) that sends the
-//!   browser back to the self-check page with `#id_token=…`, as an OpenID
-//!   Connect provider's implicit flow would.
+//! - `DevIdp` (feature `page`): a sign-in page (`hushmap-dev-idp serve`)
+//!   behind an OpenID Connect authorization code flow with PKCE, state and
+//!   nonce, as the health authority's provider would run it.
 //!
 //! The key pair is made with OpenSSL (`openssl genpkey -algorithm ed25519`,
 //! or a P-256 or RSA key for ES256 or RS256; `openssl pkey -pubout`);
@@ -33,6 +33,11 @@ pub struct DevClaims {
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
+    /// The nonce the client sent with its authorization request, returned
+    /// so that the client can tell a token it asked for from one it was
+    /// handed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +110,7 @@ impl DevSigner {
             iat: now,
             nbf: now,
             exp: now + self.ttl_secs,
+            nonce: None,
         })
     }
 

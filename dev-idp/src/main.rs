@@ -27,17 +27,18 @@ enum Command {
         #[arg(long)]
         subject: String,
     },
-    /// Serves a sign-in page that stands in for the identity provider and
-    /// sends the browser back to the self-check page with `#id_token=…`.
+    /// Serves a sign-in page that stands in for the identity provider:
+    /// `/authorize`, `/sign-in` and `/token` of an authorization code flow
+    /// with PKCE, for the client whose id is the audience.
     Serve {
         #[command(flatten)]
         idp: IdpArgs,
         /// Loopback only: this page signs a token for whoever asks.
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: std::net::SocketAddr,
-        /// The self-check page to return to.
+        /// The one redirect URI accepted: the self-check page.
         #[arg(long, default_value = "http://127.0.0.1:8080/")]
-        return_to: String,
+        redirect_uri: String,
     },
 }
 
@@ -77,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             idp,
             listen,
-            return_to,
+            redirect_uri,
         } => {
             // A page that signs a token for anyone who asks must not be
             // reachable from beyond this machine.
@@ -87,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
                  for whoever asks, so it listens on loopback only"
             );
             hushmap_service::init_tracing();
-            hushmap_dev_idp::DevIdp::new(idp.signer()?, &return_to)
+            hushmap_dev_idp::DevIdp::new(idp.signer()?, &redirect_uri)
                 .serve(listen, hushmap_service::shutdown_signal())
                 .await?;
         }

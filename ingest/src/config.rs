@@ -60,8 +60,17 @@ pub enum ConfigError {
     Timeouts { request: u64, produce: u64 },
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityConfigError),
-    #[error("identity.sign_in_url must be an http:// or https:// URL")]
-    SignInUrl,
+    #[error(
+        "identity.sign_in_url was replaced by identity.authorization_endpoint and \
+         identity.token_endpoint: the self-check page now signs in with an authorization \
+         code flow with PKCE (a token in a link no longer signs anyone in)"
+    )]
+    SignInUrlReplaced,
+    #[error(
+        "identity.{0} must be an https:// URL (http:// only to a loopback host), \
+         given together with the other endpoint, ID token keys and identity.audience"
+    )]
+    SignInEndpoint(&'static str),
     #[error(
         "rate_limit.trust_forwarded_for was replaced by rate_limit.trusted_proxies: \
          list the proxies' networks (CIDR) whose X-Forwarded-For is believed"
@@ -317,10 +326,30 @@ impl IngestConfig {
         if !self.admin_listen.ip().is_loopback() && !self.admin_public {
             return Err(ConfigError::PublicAdmin(self.admin_listen));
         }
-        if let Some(url) = &self.identity.sign_in_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(ConfigError::SignInUrl);
+        if self.identity.sign_in_url.is_some() {
+            return Err(ConfigError::SignInUrlReplaced);
+        }
+        let id = &self.identity;
+        for (name, url, other) in [
+            (
+                "authorization_endpoint",
+                &id.authorization_endpoint,
+                &id.token_endpoint,
+            ),
+            (
+                "token_endpoint",
+                &id.token_endpoint,
+                &id.authorization_endpoint,
+            ),
+        ] {
+            if let Some(url) = url
+                && (!is_sign_in_endpoint(url)
+                    || other.is_none()
+                    || id.audience.is_none()
+                    || !id.accepts_id_tokens())
+            {
+                return Err(ConfigError::SignInEndpoint(name));
+            }
         }
         // Loads the keys: a broken key file is refused at start, not at
         // the first signed-in submission.
@@ -387,6 +416,28 @@ impl IngestConfig {
     pub fn window_length(&self) -> WindowLength {
         WindowLength::from_secs(self.window_secs).expect("validated")
     }
+}
+
+/// An identity provider endpoint the page may be sent to: https, or http
+/// to this machine (the development provider), with a host and no
+/// character that could leave the `<meta>` or the CSP it is written into.
+fn is_sign_in_endpoint(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let clean = url.bytes().all(|b| {
+        b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b';' | b',' | b'\\')
+    });
+    let loopback = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    clean
+        && !host.is_empty()
+        && !authority.contains('@')
+        && (scheme == "https" || (scheme == "http" && loopback))
 }
 
 #[cfg(test)]
@@ -550,5 +601,46 @@ mod tests {
         // The message names the remedy, never the key.
         assert!(err.to_string().contains("HUSHMAP_PAYLOAD_PUBLIC_KEY"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sign_in_endpoints_are_https_or_loopback_and_complete() {
+        assert!(is_sign_in_endpoint("https://id.example.gov.in/authorize"));
+        assert!(is_sign_in_endpoint("http://127.0.0.1:8090/token"));
+        assert!(is_sign_in_endpoint("http://[::1]/token"));
+        for bad in [
+            "http://id.example/authorize",
+            "http://127.0.0.1@evil.example/authorize",
+            "javascript:alert(1)",
+            "https://id.example/a\"><script>",
+            "https://id.example/a; script-src *",
+            "https:///authorize",
+            "ftp://127.0.0.1/",
+        ] {
+            assert!(!is_sign_in_endpoint(bad), "{bad}");
+        }
+        // The implicit flow's setting is refused with what replaced it.
+        let old = IngestConfig {
+            identity: crate::identity::IdentitySettings {
+                sign_in_url: Some("http://127.0.0.1:8090/".into()),
+                ..Default::default()
+            },
+            ..dev()
+        };
+        let err = old.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::SignInUrlReplaced));
+        assert!(err.to_string().contains("identity.authorization_endpoint"));
+        // One endpoint without the other, or without keys and a client id.
+        let half = IngestConfig {
+            identity: crate::identity::IdentitySettings {
+                authorization_endpoint: Some("https://id.example/authorize".into()),
+                ..Default::default()
+            },
+            ..dev()
+        };
+        assert!(matches!(
+            half.validate(),
+            Err(ConfigError::SignInEndpoint("authorization_endpoint"))
+        ));
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct AppState {
     /// The self-check page in each language, with the sign-in link filled
     /// in.
     pub(crate) pages: SelfCheckPages,
+    /// CSP and the other headers on every public response.
+    pub(crate) security_headers: crate::page::SecurityHeaders,
     pub(crate) producer: SubmissionProducer,
     pub(crate) max_body_bytes: usize,
     pub(crate) next_request: AtomicU64,
@@ -202,6 +204,33 @@ pub(crate) async fn pow_worker() -> Response {
         POW_WORKER,
     )
         .into_response()
+}
+
+/// The self-check page's script (sign-in, proof of work, the form).
+pub(crate) async fn page_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        crate::page::SCRIPT,
+    )
+        .into_response()
+}
+
+/// The self-check page's styles.
+pub(crate) async fn page_styles() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        crate::page::STYLES,
+    )
+        .into_response()
+}
+
+/// Adds the security headers to every public response.
+pub(crate) async fn security_headers(
+    State(state): State<Arc<AppState>>,
+    mut response: Response,
+) -> Response {
+    state.security_headers.apply(response.headers_mut());
+    response
 }
 
 /// The self-check page's proof-of-work solver.

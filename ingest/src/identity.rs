@@ -40,9 +40,19 @@ pub struct IdentitySettings {
     pub algorithms: Vec<String>,
     /// Clock skew allowed when checking `exp` and `nbf`, seconds.
     pub leeway_secs: u64,
-    /// Where the self-check page sends people to sign in (the provider's
-    /// sign-in page, which comes back with `#id_token=…`); none: the page
-    /// offers no sign-in.
+    /// The provider's authorization endpoint: where the self-check page
+    /// starts a sign-in (authorization code flow with PKCE, state and
+    /// nonce; the client id is `audience`, the redirect URI the page
+    /// itself). None: the page offers no sign-in.
+    pub authorization_endpoint: Option<String>,
+    /// The provider's token endpoint, where the page redeems the code (the
+    /// provider must allow the page's origin by CORS, as it does for any
+    /// browser-based public client).
+    pub token_endpoint: Option<String>,
+    /// Replaced by `authorization_endpoint` and `token_endpoint`: the
+    /// implicit flow it served let a link sign its reader in as someone
+    /// else. Read only to refuse it with that explanation.
+    #[serde(skip_serializing)]
     pub sign_in_url: Option<String>,
     /// Anonymous contributor tokens older than this are refused (the
     /// browser then starts over as a new contributor).
@@ -58,6 +68,8 @@ impl Default for IdentitySettings {
             audience: None,
             algorithms: vec!["EdDSA".into(), "ES256".into(), "RS256".into()],
             leeway_secs: 60,
+            authorization_endpoint: None,
+            token_endpoint: None,
             sign_in_url: None,
             contributor_token_max_age_days: 365,
         }
@@ -68,6 +80,15 @@ impl IdentitySettings {
     /// Whether ID tokens are accepted at all.
     pub fn accepts_id_tokens(&self) -> bool {
         self.jwks_file.is_some() || !self.pem_files.is_empty()
+    }
+
+    /// What the self-check page needs to offer sign-in, when configured.
+    pub fn sign_in(&self) -> Option<crate::page::SignInEndpoints<'_>> {
+        Some(crate::page::SignInEndpoints {
+            authorization_endpoint: self.authorization_endpoint.as_deref()?,
+            token_endpoint: self.token_endpoint.as_deref()?,
+            client_id: self.audience.as_deref()?,
+        })
     }
 }
 

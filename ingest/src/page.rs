@@ -18,6 +18,20 @@ use serde_json::{Map, Value};
 
 /// The page's template.
 const TEMPLATE: &str = include_str!("../assets/selfcheck.html");
+/// The page's script and styles: files of their own, the same in every
+/// language, so that the page's CSP allows no inline script or style.
+pub const SCRIPT: &str = include_str!("../assets/selfcheck.js");
+pub const STYLES: &str = include_str!("../assets/selfcheck.css");
+
+/// Where the page signs people in: the identity provider's endpoints of
+/// an authorization code flow with PKCE, and this service's client id
+/// there (the audience its ID tokens carry).
+#[derive(Debug, Clone, Copy)]
+pub struct SignInEndpoints<'a> {
+    pub authorization_endpoint: &'a str,
+    pub token_endpoint: &'a str,
+    pub client_id: &'a str,
+}
 
 /// A language the self-check page speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +97,73 @@ impl Language {
     }
 }
 
+/// The headers every public response of ingest carries, the page's
+/// content security policy among them: script, style and workers only
+/// from this origin (the page has no inline script or style), connections
+/// only here and to the identity provider's token endpoint, no framing, no
+/// plugins, no `<base>`; geolocation for this origin only (the page's
+/// "use my location"), every other powerful feature off.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    content_security_policy: axum::http::HeaderValue,
+}
+
+impl SecurityHeaders {
+    pub fn new(sign_in: Option<SignInEndpoints<'_>>) -> SecurityHeaders {
+        let token_origin = sign_in
+            .and_then(|s| origin_of(s.token_endpoint))
+            .map(|o| format!(" {o}"))
+            .unwrap_or_default();
+        let policy = format!(
+            "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
+             img-src 'self'; connect-src 'self'{token_origin}; form-action 'self'; \
+             base-uri 'none'; object-src 'none'; frame-ancestors 'none'"
+        );
+        SecurityHeaders {
+            // The origin was checked (config validation) to hold no
+            // character a header or the policy would take as syntax.
+            content_security_policy: axum::http::HeaderValue::from_str(&policy)
+                .unwrap_or_else(|_| axum::http::HeaderValue::from_static("default-src 'none'")),
+        }
+    }
+
+    pub fn apply(&self, headers: &mut axum::http::HeaderMap) {
+        use axum::http::{HeaderValue, header};
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            self.content_security_policy.clone(),
+        );
+        for (name, value) in [
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            // Nothing of this page's address (a code on its way back from
+            // the provider included) goes to another site.
+            (header::REFERRER_POLICY, "same-origin"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        headers.insert(
+            axum::http::HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static(PERMISSIONS_POLICY),
+        );
+        headers.insert(
+            axum::http::HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        );
+    }
+}
+
+/// Geolocation for the page itself; the rest off.
+pub const PERMISSIONS_POLICY: &str = "geolocation=(self), camera=(), microphone=(), \
+    payment=(), usb=(), serial=(), bluetooth=(), hid=(), display-capture=(), browsing-topics=()";
+
+/// `scheme://host[:port]` of an absolute URL.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
+}
+
 /// Why the pages could not be rendered (a defect in the resources, found
 /// by the unit tests before it can ship).
 #[derive(Debug, thiserror::Error)]
@@ -105,15 +186,15 @@ pub struct SelfCheckPages {
 
 impl SelfCheckPages {
     /// Renders every language's page, with the identity provider's
-    /// sign-in link (if any) in a `<meta>` the page's script reads.
-    pub fn render(sign_in_url: Option<&str>) -> Result<SelfCheckPages, PageError> {
+    /// endpoints (if any) in `<meta>`s the page's script reads.
+    pub fn render(sign_in: Option<SignInEndpoints<'_>>) -> Result<SelfCheckPages, PageError> {
         let all = Language::ALL
             .into_iter()
             .map(Strings::of)
             .collect::<Result<Vec<_>, _>>()?;
         let pages = all
             .iter()
-            .map(|strings| Ok((strings.language, render_one(strings, &all, sign_in_url)?)))
+            .map(|strings| Ok((strings.language, render_one(strings, &all, sign_in)?)))
             .collect::<Result<_, PageError>>()?;
         Ok(SelfCheckPages { pages })
     }
@@ -157,7 +238,7 @@ impl Strings {
 fn render_one(
     strings: &Strings,
     all: &[Strings],
-    sign_in_url: Option<&str>,
+    sign_in: Option<SignInEndpoints<'_>>,
 ) -> Result<String, PageError> {
     let language = strings.language;
     let mut out = String::with_capacity(TEMPLATE.len() * 2);
@@ -170,7 +251,11 @@ fn render_one(
         let name = &rest[start + 2..start + end];
         match name {
             "LANG" => out.push_str(language.code()),
-            "SIGN_IN_URL" => out.push_str(&attribute(sign_in_url.unwrap_or_default())),
+            "AUTHORIZATION_ENDPOINT" => {
+                out.push_str(&attribute(sign_in.map_or("", |s| s.authorization_endpoint)))
+            }
+            "TOKEN_ENDPOINT" => out.push_str(&attribute(sign_in.map_or("", |s| s.token_endpoint))),
+            "CLIENT_ID" => out.push_str(&attribute(sign_in.map_or("", |s| s.client_id))),
             "LANGUAGES" => out.push_str(&switch(language, all)?),
             // The script's strings, as data: `</` escaped so that no string
             // can close the element.
@@ -248,7 +333,12 @@ mod tests {
 
     #[test]
     fn each_page_is_whole_in_its_own_language() {
-        let pages = SelfCheckPages::render(Some("https://id.example/?a=1&b=\"2\"")).unwrap();
+        let pages = SelfCheckPages::render(Some(SignInEndpoints {
+            authorization_endpoint: "https://id.example/?a=1&b=\"2\"",
+            token_endpoint: "https://id.example/token",
+            client_id: "selfcheck",
+        }))
+        .unwrap();
         for l in Language::ALL {
             let page = pages.get(l);
             assert!(!page.contains("{{"), "{}: a placeholder left", l.code());
@@ -260,6 +350,15 @@ mod tests {
             assert!(page.contains(&h1), "{}", l.code());
             assert!(page.contains(&format!(r#"hreflang="{}" aria-current="page""#, l.code())));
             assert!(page.contains("https://id.example/?a=1&amp;b=&quot;2&quot;"));
+            assert!(
+                page.contains(
+                    r#"name="hushmap-token-endpoint" content="https://id.example/token""#
+                )
+            );
+            // No inline script or style for the CSP to allow.
+            assert!(
+                !page.contains("<script>") && !page.contains("<style") && !page.contains(" style=")
+            );
             // The script's strings are data, and none can end the element.
             let data = page
                 .split(r#"<script type="application/json" id="strings">"#)

@@ -8,12 +8,13 @@
 
 use crate::config::IngestConfig;
 use crate::handlers::{
-    AppState, UnacknowledgedWarning, challenge, page, pow_worker, ready, submit,
+    AppState, UnacknowledgedWarning, challenge, page, page_script, page_styles, pow_worker, ready,
+    security_headers, submit,
 };
 use crate::identity::IdTokenVerifier;
 use crate::metrics::IngestMetrics;
 use crate::openapi;
-use crate::page::SelfCheckPages;
+use crate::page::{SecurityHeaders, SelfCheckPages};
 use crate::producer::SubmissionProducer;
 use crate::proof_of_work::Proofs;
 use crate::rate_limit::ClientRateLimiter;
@@ -91,7 +92,8 @@ impl IngestServer {
         let state = AppState {
             id_tokens,
             contributor_token_max_age_days: config.identity.contributor_token_max_age_days,
-            pages: SelfCheckPages::render(config.identity.sign_in_url.as_deref())?,
+            pages: SelfCheckPages::render(config.identity.sign_in())?,
+            security_headers: SecurityHeaders::new(config.identity.sign_in()),
             rules: ValidationRules {
                 resolution: config.resolution(),
                 window: config.window_length(),
@@ -161,6 +163,8 @@ impl IngestServer {
             .route("/v1/submissions", post(submit))
             .route("/v1/challenge", get(challenge))
             .route("/pow-worker.js", get(pow_worker))
+            .route("/selfcheck.js", get(page_script))
+            .route("/selfcheck.css", get(page_styles))
             .route(
                 "/openapi.json",
                 get(|| async {
@@ -175,6 +179,10 @@ impl IngestServer {
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 self.request_timeout,
+            ))
+            .layer(axum::middleware::map_response_with_state(
+                self.state.clone(),
+                security_headers,
             ))
             .with_state(self.state.clone())
     }
