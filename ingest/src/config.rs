@@ -60,6 +60,8 @@ pub enum ConfigError {
     Timeouts { request: u64, produce: u64 },
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityConfigError),
+    #[error("HUSHMAP_CONTRIBUTOR_SECRET: {0}")]
+    Keyring(#[from] hushmap_submission::contributor::ContributorKeyringError),
     #[error(
         "identity.sign_in_url was replaced by identity.authorization_endpoint and \
          identity.token_endpoint: the self-check page now signs in with an authorization \
@@ -397,7 +399,16 @@ impl IngestConfig {
         }
         match &self.contributor_secret {
             None if !self.dev_mode => return Err(ConfigError::MissingSecret),
-            Some(s) if s.expose().len() < 32 => return Err(ConfigError::ShortSecret),
+            Some(s) => {
+                hushmap_submission::contributor::ContributorKeys::parse(s.expose()).map_err(
+                    |e| match e {
+                        hushmap_submission::contributor::ContributorKeyringError::ShortSecret(
+                            id,
+                        ) if id == "0" => ConfigError::ShortSecret,
+                        e => ConfigError::Keyring(e),
+                    },
+                )?;
+            }
             _ => {}
         }
         if self.payload_keys.is_some() {

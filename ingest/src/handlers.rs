@@ -423,7 +423,15 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
         .map_err(|_| too_large())?;
     let submission = parse_submission(&bytes)?;
     let valid = validate(submission, &state.rules, now_ms())?;
-    let (risk, record) = state.coarsener.coarsen(valid, who.key);
+    let key = match &who.who {
+        Who::Person(subject) => {
+            state
+                .contributors
+                .subject_key(&subject.issuer, &subject.subject, valid.window.start_ms)
+        }
+        Who::Browser(key) => *key,
+    };
+    let (risk, record) = state.coarsener.coarsen(valid, key);
 
     let unavailable =
         |detail: &str| Problem::new(ErrorCode::Unavailable, detail).with_retry_after(5);
@@ -456,8 +464,17 @@ async fn handle(state: &AppState, req: Request) -> Result<Triage, Problem> {
 
 /// Who a submission counts as, and the contributor token to answer with.
 struct Resolved {
-    key: ContributorKey,
+    who: Who,
     token: Option<String>,
+}
+
+/// A verified identity, before the window is known.
+enum Who {
+    /// A signed-in person: keyed under the key in force at the record's
+    /// window start, once validation has placed it in a window.
+    Person(crate::identity::VerifiedSubject),
+    /// An anonymous browser: keyed under the key its token names.
+    Browser(ContributorKey),
 }
 
 /// The contributor a request speaks for: the signed-in person of a valid
@@ -503,9 +520,7 @@ fn resolve_contributor(
                 .map_err(id_token_problem)?;
             let subject = verifier.verify(token).map_err(id_token_problem)?;
             Ok(Resolved {
-                key: state
-                    .contributors
-                    .subject_key(&subject.issuer, &subject.subject),
+                who: Who::Person(subject),
                 token: None,
             })
         }
@@ -522,14 +537,14 @@ fn resolve_contributor(
                     Problem::new(code, e.to_string())
                 })?;
             Ok(Resolved {
-                key,
+                who: Who::Browser(key),
                 token: Some(text.to_string()),
             })
         }
         (None, None) => {
             let (token, key) = state.contributors.issue_token(now_ms);
             Ok(Resolved {
-                key,
+                who: Who::Browser(key),
                 token: Some(token.to_string()),
             })
         }

@@ -69,13 +69,15 @@ impl IngestServer {
     /// Validates the config, connects the producer and binds the listener.
     pub async fn bind(config: IngestConfig) -> Result<IngestServer, ServeError> {
         config.validate()?;
-        let secret = match &config.contributor_secret {
-            Some(s) => s.expose().as_bytes().to_vec(),
+        let contributors = match &config.contributor_secret {
+            Some(s) => {
+                ContributorKeys::parse(s.expose()).map_err(crate::config::ConfigError::from)?
+            }
             None => {
                 tracing::warn!(
                     "dev mode: contributor secret is random per process; contributor tokens and subjects are not linked across restarts"
                 );
-                rand::random::<[u8; 32]>().to_vec()
+                ContributorKeys::new(&rand::random::<[u8; 32]>())
             }
         };
         let rl = &config.rate_limit;
@@ -88,7 +90,6 @@ impl IngestServer {
         });
         let id_tokens =
             IdTokenVerifier::new(&config.identity).map_err(crate::config::ConfigError::from)?;
-        let contributors = ContributorKeys::new(&secret);
         let state = AppState {
             id_tokens,
             contributor_token_max_age_days: config.identity.contributor_token_max_age_days,
@@ -99,7 +100,7 @@ impl IngestServer {
                 window: config.window_length(),
                 allowed_lateness_ms: i64::from(config.allowed_lateness_secs) * 1000,
             },
-            coarsener: Coarsener::new(&secret, config.window_length()),
+            coarsener: Coarsener::with_keys(contributors.clone(), config.window_length()),
             producer: SubmissionProducer::new(
                 &config.kafka,
                 config.payload_public_key.clone().expect("validated"),
@@ -112,7 +113,7 @@ impl IngestServer {
             broker_ready: AtomicBool::new(false),
             proofs: (config.proof_of_work_bits() > 0).then(|| {
                 Proofs::new(
-                    &contributors.proof_of_work_key(),
+                    &contributors.proof_of_work_key(now_ms()),
                     config.proof_of_work_bits(),
                     config.proof_of_work.challenge_lifetime_secs,
                 )

@@ -7,6 +7,7 @@
 //! same key (for contribution bounding) while the key cannot be linked back
 //! without the secret.
 
+use crate::contributor::ContributorKeys;
 use crate::triage;
 use crate::validate::ValidSubmission;
 use hmac::{Hmac, Mac};
@@ -16,7 +17,7 @@ use sha2::Sha256;
 /// Coarsens submissions and derives their Kafka keys.
 #[derive(Clone)]
 pub struct Coarsener {
-    secret: Vec<u8>,
+    keys: ContributorKeys,
     window: WindowLength,
 }
 
@@ -29,11 +30,16 @@ impl std::fmt::Debug for Coarsener {
 }
 
 impl Coarsener {
+    /// One secret, without key ids.
     pub fn new(secret: &[u8], window: WindowLength) -> Coarsener {
-        Coarsener {
-            secret: secret.to_vec(),
-            window,
-        }
+        Coarsener::with_keys(ContributorKeys::new(secret), window)
+    }
+
+    /// Partition keys under a keyring: each window's under the key in force
+    /// at its start, so a rotation mid-window keeps a contributor's records
+    /// of that window on one partition.
+    pub fn with_keys(keys: ContributorKeys, window: WindowLength) -> Coarsener {
+        Coarsener { keys, window }
     }
 
     /// The Kafka key of a record: a keyed hash of its contributor and
@@ -44,7 +50,8 @@ impl Coarsener {
     /// submissions across windows, and it says nothing about the region.
     pub fn partition_key(&self, record: &CoarseRecord) -> String {
         let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+            Hmac::<Sha256>::new_from_slice(self.keys.window_secret(record.window.start_ms))
+                .expect("HMAC takes any key length");
         // Domain-separated from contributor keys, which hash under the same
         // secret.
         mac.update(b"hushmap.partition.v2\0");

@@ -327,3 +327,92 @@ async fn the_providers_keys_are_reread_when_they_change() -> anyhow::Result<()> 
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// Rotating the contributor secret mid-window (issue 34, item 10): a
+/// browser that comes back with its old token, and a person who signs in
+/// again, stay one contributor in that window, on one partition key; new
+/// browsers get the new key's tokens; a keyring without the old key sends
+/// its browsers back to start over (401), never makes them someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_mid_window_keeps_each_browser_and_person_one_contributor()
+-> anyhow::Result<()> {
+    use hushmap_service::secrets::Secret;
+    const OLD: &str = "rotation-test-old-secret-0123456789abcdef";
+    const NEW: &str = "rotation-test-new-secret-0123456789abcdef";
+    let day = 86_400_000i64;
+    let window_start = now_ms().div_euclid(day) * day;
+    // The new key comes into force 1 ms into the current (one-day) window.
+    let from = time::OffsetDateTime::from_unix_timestamp_nanos(
+        (i128::from(window_start) + 1) * 1_000_000,
+    )?
+    .format(&time::format_description::well_known::Rfc3339)?;
+    let serving = |secret: String| {
+        move |c: &mut hushmap_ingest::IngestConfig| {
+            trust_test_idp(c);
+            c.contributor_secret = Some(Secret::new(secret));
+        }
+    };
+    let client = reqwest::Client::new();
+    let alice = bearer(&TestIdp::ed25519().token_for("alice"));
+
+    // Before: one secret, as every deployment before key ids had it.
+    let before = start_ingest(serving(OLD.to_string())).await?;
+    let (status, _, first) = post(&client, &before, &[]).await?;
+    assert_eq!(status, 202);
+    let token = first["contributor_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("c1."), "{token}");
+    let (status, _, _) = post(&client, &before, &[("authorization", &alice)]).await?;
+    assert_eq!(status, 202);
+
+    // After: the old secret as key 0, the new one in force mid-window.
+    let after = start_ingest(serving(format!("0={OLD},k2@{from}={NEW}"))).await?;
+    let (status, _, again) = post(&client, &after, &[("hushmap-contributor", &token)]).await?;
+    assert_eq!(status, 202, "the returning browser was refused: {again}");
+    assert_eq!(again["contributor_token"], token.as_str());
+    let (status, _, _) = post(&client, &after, &[("authorization", &alice)]).await?;
+    assert_eq!(status, 202);
+    let (status, _, newcomer) = post(&client, &after, &[]).await?;
+    assert_eq!(status, 202);
+    let new_token = newcomer["contributor_token"].as_str().unwrap().to_string();
+    assert!(new_token.starts_with("c2.k2."), "{new_token}");
+
+    // On the topics: (partition key, contributor, window) of each record.
+    let keyring = payload_keyring();
+    let mut records = Vec::new();
+    for ingest in [&before, &after] {
+        let topic = ingest.topic.clone();
+        for (key, value) in
+            tokio::task::spawn_blocking(move || topic_records_on(&brokers(), &topic)).await??
+        {
+            let r = keyring.open(&value).expect("sealed by ingest");
+            records.push((key, r.contributor, r.window.start_ms));
+        }
+    }
+    let (b, a): (Vec<_>, Vec<_>) = (records[..2].to_vec(), records[2..].to_vec());
+    assert_eq!((b.len(), a.len()), (2, 3), "{records:?}");
+    assert!(
+        records.iter().all(|r| r.2 == window_start),
+        "every record in the window of the rotation"
+    );
+    // Each of the two before the rotation has its twin after: the same
+    // contributor and the same partition key (the browser and alice).
+    for old in &b {
+        assert!(
+            a.iter().any(|new| new == old),
+            "a contributor became someone else across the rotation: {old:?} not in {a:?}"
+        );
+    }
+    // The newcomer is nobody from before.
+    let newcomer_key = a.iter().find(|r| !b.contains(r)).expect("the newcomer").1;
+    assert!(b.iter().all(|r| r.1 != newcomer_key));
+    drop((before, after));
+
+    // Without the old key, its browsers start over; the new key's hold.
+    let only_new = start_ingest(serving(format!("k2={NEW}"))).await?;
+    let (status, _, refused) = post(&client, &only_new, &[("hushmap-contributor", &token)]).await?;
+    assert_eq!(status, 401, "{refused}");
+    assert_eq!(refused["code"], "invalid_contributor_token");
+    let (status, _, _) = post(&client, &only_new, &[("hushmap-contributor", &new_token)]).await?;
+    assert_eq!(status, 202);
+    Ok(())
+}
