@@ -8,8 +8,13 @@
 3. References: every Secret, ConfigMap, PersistentVolumeClaim and KafkaUser a workload
    (Deployment, StatefulSet) names is defined here, made by Strimzi, or one of the
    documented out-of-band Secrets; every Service selects a workload's pods.
-   Network policies: a default deny, and each workload reachable only from
-   the namespaces, or the pods of this namespace, listed in ALLOWED_CALLERS.
+   Network policies: a default deny of ingress and of egress, each workload
+   reachable only from the namespaces, or the pods of this namespace,
+   listed in ALLOWED_CALLERS, and reaching only what ALLOWED_DESTINATIONS
+   lists. Pod Security: the namespace enforces `restricted`, and every
+   workload meets it. Secrets reach the services as mounted files
+   (`*_FILE`), never as environment variables. Trusted proxies are at most
+   a /24 (IPv4) or /64 (IPv6). Listeners that carry tokens terminate TLS.
 4. Every service's configuration, as its workload gives it (environment,
    args, mounted ConfigMaps), is loaded and checked by the service binary
    itself (`check-config`), with stand-ins for the secrets.
@@ -27,6 +32,7 @@ mount them, and the binary runs in a chroot of that root as user 65532.
 import contextlib
 import copy
 import functools
+import ipaddress
 import json
 import os
 import subprocess
@@ -41,6 +47,7 @@ K8S_VERSION = "1.34.0"
 # Secrets an operator makes before applying (deploy/README.md).
 OUT_OF_BAND_SECRETS = {
     "hushmap-secrets", "hushmap-payload-keys", "hushmap-dashboard-tokens", "hushmap-dashboard-tls",
+    "hushmap-ingest-tls",
 }
 BINARIES = {
     "ingest": "hushmap-ingest",
@@ -268,6 +275,39 @@ def check_network_policies(resources):
                     for port in ports:
                         if (caller, port) not in allowed:
                             problem(where, f"admits {caller or 'every pod or namespace'} to port {port}")
+    deny_egress = any(
+        "Egress" in p["spec"].get("policyTypes", [])
+        and not p["spec"].get("egress")
+        and (p["spec"].get("podSelector") == {}
+             or p["spec"].get("podSelector") == STRIMZI_EXCEPTED)
+        for p in policies
+    )
+    if not deny_egress:
+        problem("NetworkPolicy", "no default deny of egress for Hushmap's pods")
+    for workload, allowed in ALLOWED_DESTINATIONS.items():
+        covering = [
+            p for p in policies
+            if p["spec"].get("podSelector", {}).get("matchLabels", {})
+            .get("app.kubernetes.io/name") == workload
+            and "Egress" in p["spec"].get("policyTypes", [])
+        ]
+        if not covering:
+            problem(f"NetworkPolicy/{workload}", "no policy limits where this workload connects")
+        for p in covering:
+            where = f"NetworkPolicy/{p['metadata']['name']}"
+            for rule in p["spec"].get("egress", []):
+                destinations = rule.get("to")
+                ports = [port.get("port") for port in rule.get("ports", [])]
+                if not destinations:
+                    problem(where, "an egress rule reaches every destination")
+                    continue
+                if not ports:
+                    problem(where, "an egress rule reaches every port")
+                for to in destinations:
+                    target = egress_destination(to)
+                    for port in ports:
+                        if (target, port) not in allowed:
+                            problem(where, f"reaches {target or to} on port {port}")
     kafka = find(resources, "Kafka", "hushmap")
     for listener in kafka["spec"]["kafka"]["listeners"]:
         peers = listener.get("networkPolicyPeers")
@@ -285,6 +325,132 @@ def check_network_policies(resources):
             problem(where, f"peers {sorted(map(str, names))}, expected {sorted(KAFKA_CLIENTS)}")
 
 
+# Where each workload may connect: "dns" (the cluster DNS), "kafka" (the
+# brokers' TLS listener) or `pod:NAME`, and the port. Anything else an
+# egress rule allows (an ipBlock, a namespace, every port) is a problem.
+DNS = {("dns", 53)}
+KAFKA = {("kafka", 9093)}
+ALLOWED_DESTINATIONS = {
+    "hushmap-ingest": DNS | KAFKA,
+    "hushmap-aggregate": DNS | KAFKA,
+    "hushmap-dashboard": DNS | KAFKA,
+    "hushmap-ballista-scheduler": DNS | {("pod:hushmap-ballista-executor", 50052)},
+    "hushmap-ballista-executor": DNS | {
+        ("pod:hushmap-ballista-scheduler", 50050), ("pod:hushmap-ballista-executor", 50051),
+    },
+    "hushmap-batch": DNS | {
+        ("pod:hushmap-ballista-scheduler", 50050), ("pod:hushmap-ballista-executor", 50051),
+    },
+}
+# The default deny of egress selects every pod Strimzi does not run.
+STRIMZI_EXCEPTED = {"matchExpressions": [{"key": "strimzi.io/cluster", "operator": "DoesNotExist"}]}
+
+
+def egress_destination(to):
+    """What an egress peer names: "dns", "kafka", "pod:NAME", or None."""
+    if set(to) == {"namespaceSelector", "podSelector"}:
+        ns = to["namespaceSelector"].get("matchLabels", {})
+        pods = to["podSelector"].get("matchLabels", {})
+        if ns == {"kubernetes.io/metadata.name": "kube-system"} and pods == {"k8s-app": "kube-dns"}:
+            return "dns"
+        return None
+    if set(to) != {"podSelector"}:
+        return None
+    labels = to["podSelector"].get("matchLabels", {})
+    if labels == {"strimzi.io/cluster": "hushmap", "strimzi.io/broker-role": "true"}:
+        return "kafka"
+    if set(labels) == {"app.kubernetes.io/name"}:
+        return f"pod:{labels['app.kubernetes.io/name']}"
+    return None
+
+
+def check_pod_security(resources):
+    """The namespace enforces the `restricted` Pod Security Standard, and
+    every workload meets it (the rules of its profile that a manifest
+    decides)."""
+    namespace = find(resources, "Namespace", "hushmap")
+    labels = namespace["metadata"].get("labels", {})
+    if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
+        problem("Namespace/hushmap", "does not enforce the restricted Pod Security Standard")
+    for _, dep in resources:
+        if dep["kind"] not in WORKLOADS:
+            continue
+        where = f"{dep['kind']}/{dep['metadata']['name']}"
+        pod = dep["spec"]["template"]["spec"]
+        pod_sc = pod.get("securityContext", {})
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            if pod.get(key):
+                problem(where, f"{key}: true")
+        for volume in pod.get("volumes", []):
+            if "hostPath" in volume:
+                problem(where, f"volume {volume['name']}: hostPath")
+        for container in pod["containers"] + pod.get("initContainers", []):
+            sc = container.get("securityContext", {})
+            here = f"{where} container {container['name']}"
+            if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True):
+                problem(here, "runAsNonRoot is not true")
+            if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+                problem(here, "runs as user 0")
+            seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                problem(here, "no RuntimeDefault seccomp profile")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problem(here, "allowPrivilegeEscalation is not false")
+            if sc.get("privileged"):
+                problem(here, "privileged")
+            caps = sc.get("capabilities", {})
+            if "ALL" not in caps.get("drop", []):
+                problem(here, "does not drop ALL capabilities")
+            if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+                problem(here, f"adds capabilities {caps['add']}")
+            if any(port.get("hostPort") for port in container.get("ports", [])):
+                problem(here, "a hostPort")
+
+
+# The secret variables every service reads, which may also come as files.
+SECRET_VARIABLES = {
+    "HUSHMAP_PAYLOAD_KEYS", "HUSHMAP_CONTRIBUTOR_SECRET", "HUSHMAP_KAFKA_SASL_PASSWORD",
+    "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+}
+
+
+def check_secrets_as_files(resources):
+    """Secrets reach a service as files of a mounted Secret (`*_FILE`),
+    never as environment variables: those show in `kubectl describe`,
+    crash reports and every child process's environment."""
+    for _, dep in resources:
+        if dep["kind"] not in WORKLOADS:
+            continue
+        where = f"{dep['kind']}/{dep['metadata']['name']}"
+        for container in dep["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                if "secretKeyRef" in env.get("valueFrom", {}):
+                    problem(where, f"env {env['name']} from a Secret: mount it and set {env['name']}_FILE")
+                elif env["name"] in SECRET_VARIABLES:
+                    problem(where, f"env {env['name']} holds a secret inline: use {env['name']}_FILE")
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    problem(where, f"envFrom Secret {source['secretRef'].get('name')}")
+
+
+def check_trusted_proxies(resources):
+    """Trusted proxies are the ingress controller's pods, not a network:
+    any address in the range may forge the client address."""
+    for _, dep in resources:
+        if dep["kind"] not in WORKLOADS:
+            continue
+        where = f"{dep['kind']}/{dep['metadata']['name']}"
+        for container in dep["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                if not env["name"].endswith("TRUSTED_PROXIES"):
+                    continue
+                for cidr in json.loads(env.get("value", "[]")):
+                    net = ipaddress.ip_network(cidr, strict=False)
+                    widest = 24 if net.version == 4 else 64
+                    if net.prefixlen < widest:
+                        problem(where, f"{env['name']}: {cidr} trusts more than a /{widest} to name clients")
+
+
 # The aggregator's private payload keys open every record on the submissions
 # topic: only the aggregator may hold them. Ingest seals to the public key.
 PRIVATE_PAYLOAD_SECRET = "hushmap-payload-keys"
@@ -293,7 +459,11 @@ PAYLOAD_KEY_HOLDERS = {"hushmap-aggregate"}
 
 # Listeners that carry access tokens must terminate TLS themselves, so a
 # token never crosses the cluster network in clear.
-TLS_TERMINATORS = {"hushmap-dashboard": "HUSHMAP_DASHBOARD_TLS__"}
+TLS_TERMINATORS = {
+    "hushmap-dashboard": "HUSHMAP_DASHBOARD_TLS__",
+    # ID tokens and answers, behind an ingress that re-encrypts.
+    "hushmap-ingest": "HUSHMAP_INGEST_TLS__",
+}
 
 
 def check_tls(resources):
@@ -387,11 +557,22 @@ def stand_in_tls_pair():
         return {name: open(f"{d}/{name}").read() for name in ("tls.crt", "tls.key")}
 
 
+# What a Secret's file holds, as the variable it stands for.
+SECRET_FILES = {
+    ("hushmap-secrets", "contributor-secret"): "HUSHMAP_CONTRIBUTOR_SECRET",
+    ("hushmap-secrets", "payload-public-key"): "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+    ("hushmap-payload-keys", "payload-keys"): "HUSHMAP_PAYLOAD_KEYS",
+}
+
+
 def stand_in_file(volume, key, bin_dir, config_maps):
     if "configMap" in volume:
         return config_maps[volume["configMap"]["name"]]["data"][key]
-    if volume["secret"]["secretName"] == "hushmap-dashboard-tls":
+    name = volume["secret"]["secretName"]
+    if name in ("hushmap-dashboard-tls", "hushmap-ingest-tls"):
         return stand_in_tls_pair()[key]
+    if (name, key) in SECRET_FILES:
+        return stand_in_secret(SECRET_FILES[(name, key)], bin_dir) + "\n"
     if volume["secret"]["secretName"] == "hushmap-dashboard-tokens":
         return tool_output(
             bin_dir, "hushmap-dashboard", "hash-token", "--roles", "analyst",
@@ -486,6 +667,12 @@ def container_env_list(resources, workload):
     return found["spec"]["template"]["spec"]["containers"][0]["env"]
 
 
+def volume(resources, workload, name):
+    found = next(d for _, d in resources
+                 if d["kind"] in WORKLOADS and d["metadata"]["name"] == workload)
+    return next(v for v in found["spec"]["template"]["spec"]["volumes"] if v["name"] == name)
+
+
 def container_env(resources, workload, name):
     found = next(d for _, d in resources
                  if d["kind"] in WORKLOADS and d["metadata"]["name"] == workload)
@@ -512,8 +699,7 @@ MUTATIONS = [
     ("StatefulSet governed by no Service",
      lambda r: find(r, "StatefulSet", "hushmap-aggregate")["spec"].__setitem__("serviceName", "nobody")),
     ("Secret nobody makes",
-     lambda r: container_env(r, "hushmap-aggregate", "HUSHMAP_KAFKA_SASL_PASSWORD")["valueFrom"]
-     ["secretKeyRef"].__setitem__("name", "nobody")),
+     lambda r: volume(r, "hushmap-aggregate", "kafka-user")["secret"].__setitem__("secretName", "nobody")),
     ("plaintext to the remote brokers (refused by ingest itself)",
      lambda r: container_env(r, "hushmap-ingest", "HUSHMAP_INGEST_KAFKA__SECURITY__PROTOCOL")
      .__setitem__("value", "plaintext")),
@@ -538,7 +724,7 @@ MUTATIONS = [
      lambda r: find(r, "Kafka", "hushmap")["spec"]["kafka"]["listeners"][0].pop("networkPolicyPeers")),
     ("ingest given the aggregator's private payload keys",
      lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["spec"]["containers"][0]
-     ["env"].append(copy.deepcopy(container_env(r, "hushmap-aggregate", "HUSHMAP_PAYLOAD_KEYS")))),
+     ["env"].append(copy.deepcopy(container_env(r, "hushmap-aggregate", "HUSHMAP_PAYLOAD_KEYS_FILE")))),
     ("ingest mounting the private payload key Secret as a file",
      lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["spec"]
      .setdefault("volumes", []).append(
@@ -566,6 +752,32 @@ MUTATIONS = [
     ("the executors mounting a claim that does not exist",
      lambda r: find(r, "StatefulSet", "hushmap-ballista-executor")["spec"]["template"]["spec"]
      ["volumes"][1]["persistentVolumeClaim"].__setitem__("claimName", "nobody")),
+    ("the namespace without Pod Security enforcement",
+     lambda r: find(r, "Namespace", "hushmap")["metadata"]["labels"]
+     .pop("pod-security.kubernetes.io/enforce")),
+    ("an ingest container that may escalate its privileges",
+     lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["spec"]["containers"][0]
+     ["securityContext"].__setitem__("allowPrivilegeEscalation", True)),
+    ("no default deny of egress",
+     lambda r: r.remove(next(x for x in r if x[1]["kind"] == "NetworkPolicy"
+                             and x[1]["metadata"]["name"] == "default-deny-egress"))),
+    ("ingest's policy without egress rules",
+     lambda r: find(r, "NetworkPolicy", "hushmap-ingest")["spec"].__setitem__("policyTypes", ["Ingress"])),
+    ("the dashboard allowed to connect anywhere",
+     lambda r: find(r, "NetworkPolicy", "hushmap-dashboard")["spec"]["egress"].append(
+         {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]})),
+    ("the whole cluster network trusted to name clients",
+     lambda r: container_env(r, "hushmap-ingest", "HUSHMAP_INGEST_RATE_LIMIT__TRUSTED_PROXIES")
+     .__setitem__("value", '["10.0.0.0/8"]')),
+    ("ingest serving ID tokens without TLS",
+     lambda r: container_env_list(r, "hushmap-ingest").remove(
+         container_env(r, "hushmap-ingest", "HUSHMAP_INGEST_TLS__CERT_FILE"))),
+    ("the contributor secret as an environment variable",
+     lambda r: container_env(r, "hushmap-ingest", "HUSHMAP_CONTRIBUTOR_SECRET_FILE").clear()
+     or container_env_list(r, "hushmap-ingest").__setitem__(
+         next(i for i, e in enumerate(container_env_list(r, "hushmap-ingest")) if not e),
+         {"name": "HUSHMAP_CONTRIBUTOR_SECRET",
+          "valueFrom": {"secretKeyRef": {"name": "hushmap-secrets", "key": "contributor-secret"}}})),
     ("an executor without memory to count in (refused by hushmap-cluster itself)",
      lambda r: container_env(r, "hushmap-ballista-executor", "HUSHMAP_CLUSTER_MEMORY_LIMIT_MB")
      .__setitem__("value", "1")),
@@ -578,6 +790,9 @@ def check_all(resources, crd_schemas, bin_dir):
     check_network_policies(resources)
     check_payload_keys(resources)
     check_tls(resources)
+    check_pod_security(resources)
+    check_secrets_as_files(resources)
+    check_trusted_proxies(resources)
     check_service_configs(resources, bin_dir)
 
 
@@ -640,6 +855,9 @@ def main():
     check_network_policies(resources)
     check_payload_keys(resources)
     check_tls(resources)
+    check_pod_security(resources)
+    check_secrets_as_files(resources)
+    check_trusted_proxies(resources)
     check_service_configs(resources, bin_dir)
     kinds = sorted({d["kind"] for _, d in resources})
     if problems:

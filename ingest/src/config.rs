@@ -60,6 +60,8 @@ pub enum ConfigError {
     Timeouts { request: u64, produce: u64 },
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityConfigError),
+    #[error("tls: {0}")]
+    Tls(#[from] hushmap_service::tls::TlsError),
     #[error("HUSHMAP_CONTRIBUTOR_SECRET: {0}")]
     Keyring(#[from] hushmap_submission::contributor::ContributorKeyringError),
     #[error(
@@ -242,6 +244,11 @@ pub struct IngestConfig {
     /// tokens for anonymous browsers.
     pub identity: crate::identity::IdentitySettings,
     pub proof_of_work: ProofOfWorkSettings,
+    /// TLS on the public listener, terminated by ingest itself, so that ID
+    /// tokens and answers never cross the cluster network in clear behind
+    /// an ingress that re-encrypts (none set: plain, for loopback or a
+    /// sidecar proxy). Re-read when the files change.
+    pub tls: hushmap_service::tls::TlsSettings,
 }
 
 impl Default for IngestConfig {
@@ -266,6 +273,7 @@ impl Default for IngestConfig {
             http: hushmap_service::http::HttpLimits::default(),
             identity: crate::identity::IdentitySettings::default(),
             proof_of_work: ProofOfWorkSettings::default(),
+            tls: hushmap_service::tls::TlsSettings::default(),
         }
     }
 }
@@ -414,6 +422,9 @@ impl IngestConfig {
         if self.payload_keys.is_some() {
             return Err(ConfigError::PrivateKeyRefused);
         }
+        // Loaded, not only named: a missing file or a key that does not
+        // match its certificate is refused before anything starts.
+        hushmap_service::tls::ServerTls::load(&self.tls)?;
         if self.payload_public_key.is_none() {
             return Err(ConfigError::MissingPayloadKeys);
         }

@@ -97,6 +97,20 @@ impl IngestMetrics {
         &self.connections
     }
 
+    /// Counts certificate reloads of the public listener's TLS.
+    pub fn register_tls(&mut self, tls: &hushmap_service::tls::ServerTls) {
+        self.registry.register(
+            "tls_reloads",
+            "Certificate pairs taken after the files changed",
+            tls.reloads.clone(),
+        );
+        self.registry.register(
+            "tls_reload_failures",
+            "Changed certificate files that did not load (the previous pair stayed in use)",
+            tls.reload_failures.clone(),
+        );
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -25,6 +25,7 @@ use hushmap_service::client_address::TrustedProxies;
 use hushmap_service::clock::now_ms;
 use hushmap_service::http::HttpLimits;
 use hushmap_service::metrics::{PROMETHEUS_TEXT_CONTENT_TYPE, serve_metrics};
+use hushmap_service::tls::ServerTls;
 use hushmap_submission::coarsen::Coarsener;
 use hushmap_submission::contributor::ContributorKeys;
 use hushmap_submission::validate::ValidationRules;
@@ -63,6 +64,7 @@ pub struct IngestServer {
     state: Arc<AppState>,
     request_timeout: Duration,
     http: HttpLimits,
+    tls: Option<ServerTls>,
 }
 
 impl IngestServer {
@@ -88,6 +90,11 @@ impl IngestServer {
                 rl.ipv6_prefix_len,
             )
         });
+        let tls = ServerTls::load(&config.tls).map_err(crate::config::ConfigError::from)?;
+        let mut metrics = IngestMetrics::default();
+        if let Some(tls) = &tls {
+            metrics.register_tls(tls);
+        }
         let id_tokens =
             IdTokenVerifier::new(&config.identity).map_err(crate::config::ConfigError::from)?;
         let state = AppState {
@@ -107,7 +114,7 @@ impl IngestServer {
             )?,
             max_body_bytes: config.max_body_bytes,
             next_request: AtomicU64::new(1),
-            metrics: IngestMetrics::default(),
+            metrics,
             limiter,
             proxies: TrustedProxies::new(rl.trusted_proxies.clone()),
             broker_ready: AtomicBool::new(false),
@@ -141,6 +148,7 @@ impl IngestServer {
             state: Arc::new(state),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             http: config.http.sharing_with(&rl.trusted_proxies),
+            tls,
         })
     }
 
@@ -236,13 +244,14 @@ impl IngestServer {
                 }
             }
         });
-        tracing::info!(addr = %self.listener.local_addr()?, "ingest listening");
+        let certificates = self.tls.as_ref().map(ServerTls::watch);
+        let acceptor = self.tls.as_ref().map(ServerTls::acceptor);
+        tracing::info!(addr = %self.listener.local_addr()?, tls = acceptor.is_some(), "ingest listening");
         let served = hushmap_service::http::serve(
             self.listener,
             app,
             &self.http,
-            // TLS is the fronting proxy's: ingest sits behind the ingress.
-            None,
+            acceptor,
             self.state.metrics.connections().clone(),
             shutdown,
         )
@@ -250,6 +259,9 @@ impl IngestServer {
         readiness.abort();
         janitor.abort();
         admin.abort();
+        if let Some(watching) = certificates {
+            watching.abort();
+        }
         if let Err(e) = state.producer.flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "producer flush on shutdown failed");
         }

@@ -5,6 +5,11 @@
 //! restart; a broken replacement is refused and counted, and the previous
 //! certificate stays. Real listeners, real TLS (rustls both sides),
 //! certificates made by the openssl command line.
+//!
+//! Ingest too (issue 34, item 11): behind an ingress that re-encrypts, ID
+//! tokens and answers never cross the cluster network in clear. A
+//! submission over TLS is accepted; plain HTTP to the TLS port gets no
+//! HTTP answer.
 
 use arrow_flight::Criteria;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -184,5 +189,59 @@ async fn the_dashboard_serves_tls_on_both_listeners_and_follows_its_certificate_
         "the broken files replaced a working pair"
     );
     std::fs::remove_dir_all(pki.dir())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_serves_tls_itself() -> anyhow::Result<()> {
+    use hushmap_ingest::{IngestConfig, IngestServer};
+    use hushmap_testkit::{brokers, create_topics, payload_keyring, unique};
+    let pki = Pki::new()?;
+    let (crt, key) = pki.leaf("ingest")?;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = IngestConfig {
+        listen: loopback,
+        admin_listen: loopback,
+        dev_mode: true,
+        payload_public_key: Some(payload_keyring().public_key()),
+        ..IngestConfig::default()
+    };
+    config.kafka.brokers = brokers();
+    config.kafka.topic = unique("test.ingest-tls");
+    config.rate_limit.per_minute = 0;
+    config.tls.cert_file = Some(crt.clone());
+    config.tls.key_file = Some(key);
+    create_topics(&[(&config.kafka.topic, 1)]).await?;
+    let server = IngestServer::bind(config).await?;
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let (page, presented) = https_get(&pki.connector()?, addr, "/healthz").await?;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert_eq!(presented, leaf_der(&crt)?);
+    // A submission over TLS, as the re-encrypting ingress sends it.
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+            pki.path("ca.crt"),
+        )?)?)
+        .build()?;
+    let answer = client
+        .post(format!("https://localhost:{}/v1/submissions", addr.port()))
+        .json(
+            &serde_json::json!({"for": "self", "age": 40, "gender": "female",
+            "symptoms": ["fever"], "conditions": [], "travelled_internationally_14d": false,
+            "contact_with_confirmed_case": false, "location": {"lat": 19.1, "lon": 72.9}}),
+        )
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 202);
+    // Plain HTTP to the TLS port: no HTTP answer at all.
+    let plain = plain_get(addr).await?;
+    assert!(!plain.contains("HTTP/1.1 200"), "{plain}");
+    let _ = stop.send(());
     Ok(())
 }
