@@ -93,6 +93,10 @@ for n in $BATCH_SIZES; do
 done
 
 if [ -n "${BENCH_CLUSTER:-}" ]; then
+  # deploy/ballista's scheduler takes plans only with its secret.
+  if [ -z "${HUSHMAP_CLUSTER_SECRET:-}${HUSHMAP_CLUSTER_SECRET_FILE:-}" ] && [ -f deploy/ballista/run/secret ]; then
+    export HUSHMAP_CLUSTER_SECRET_FILE="$PWD/deploy/ballista/run/secret"
+  fi
   for n in $BATCH_SIZES; do
     echo "bench: batch on the cluster $BENCH_CLUSTER, $n records"
     batch_run batch_cli_cluster "$n" --cluster "$BENCH_CLUSTER"

@@ -180,6 +180,9 @@ async fn run_batch(config: AggregateConfig, args: BatchArgs) -> anyhow::Result<(
             }
         },
         cluster: args.cluster.clone(),
+        // From the variable or the file HUSHMAP_CLUSTER_SECRET_FILE names.
+        cluster_secret: hushmap_service::secrets::read_secret("HUSHMAP_CLUSTER_SECRET")?
+            .map(hushmap_service::secrets::Secret::new),
     };
     if args.fresh_ledger {
         eprintln!(

@@ -18,12 +18,24 @@
 //!   and each executor deletes anything older than
 //!   [`ExecutorSettings::job_data_ttl`] on its own;
 //! - an executor's memory is bounded ([`ExecutorSettings::memory_limit_mb`]),
-//!   sorting and aggregating through its work directory beyond it.
+//!   sorting and aggregating through its work directory beyond it;
+//! - plans come only from clients that hold the cluster's secret
+//!   ([`auth`]): the scheduler refuses every other call but executors', and
+//!   refuses to listen beyond loopback without a secret;
+//! - executors pull their tasks (Ballista's pull scheduling), so no
+//!   executor has a port that takes a plan: what they serve is their
+//!   Flight service of shuffle files.
 
+pub mod auth;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::scheduler_process::create_scheduler;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use hushmap_service::secrets::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,11 +66,33 @@ pub struct SchedulerSettings {
     /// How long a finished job's final results stay on the executors for
     /// the client to fetch, before the scheduler has them deleted.
     pub job_data_linger: Duration,
+    /// The shared secret a client must present (`HUSHMAP_CLUSTER_SECRET`,
+    /// at least 32 bytes). Required beyond loopback.
+    pub secret: Option<Secret>,
 }
+
+/// The shortest cluster secret accepted, bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 impl SchedulerSettings {
     /// Ballista's scheduler configuration for these settings.
     pub fn ballista_config(&self) -> Result<SchedulerConfig, ClusterError> {
+        match &self.secret {
+            None if !self.bind.ip().is_loopback() => {
+                return Err(ClusterError::Setting {
+                    what: "a scheduler bound beyond loopback",
+                    bound: "given HUSHMAP_CLUSTER_SECRET: without it anyone who reaches the \
+                            port can run a plan that reads and writes files on the executors",
+                });
+            }
+            Some(s) if s.expose().len() < MIN_SECRET_BYTES => {
+                return Err(ClusterError::Setting {
+                    what: "HUSHMAP_CLUSTER_SECRET",
+                    bound: "at least 32 bytes",
+                });
+            }
+            _ => {}
+        }
         if self.job_data_linger.is_zero() {
             // Zero would delete a job's results before the client read them.
             return Err(ClusterError::Setting {
@@ -73,6 +107,8 @@ impl SchedulerSettings {
             ..SchedulerConfig::default()
         }
         .with_finished_job_data_clean_up_interval_seconds(self.job_data_linger.as_secs().max(1));
+        // Executors poll for tasks: none has a port that takes a plan.
+        config.scheduling_policy = TaskSchedulingPolicy::PullStaged;
         // Executors that stop heartbeating are dropped within a minute.
         config.executor_timeout_seconds = 60;
         config.no_executors_grace_period_seconds = 60;
@@ -81,14 +117,38 @@ impl SchedulerSettings {
 }
 
 /// Runs a scheduler until the process is asked to stop.
+///
+/// Only the scheduler's gRPC service is served (not Ballista's REST API,
+/// Flight proxy or Flight SQL front end), behind [`auth`] when a secret is
+/// set.
 pub async fn run_scheduler(settings: &SchedulerSettings) -> Result<(), ClusterError> {
-    let config = settings.ballista_config()?;
+    let config = Arc::new(settings.ballista_config()?);
+    config.validate()?;
     let cluster = BallistaCluster::new_from_config(&config).await?;
-    tracing::info!(bind = %settings.bind, "ballista scheduler starting");
-    tokio::select! {
-        served = start_server(cluster, settings.bind, Arc::new(config)) => served?,
-        _ = hushmap_service::shutdown_signal() => {}
-    }
+    let scheduler =
+        create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config.clone()).await?;
+    let service = SchedulerGrpcServer::new(scheduler)
+        .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
+        .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
+    let grpc = ballista_core::utils::GrpcServerConfig::default();
+    let incoming = ballista_core::utils::create_grpc_server_incoming(settings.bind, &grpc)?;
+    tracing::info!(
+        bind = %settings.bind,
+        client_token = settings.secret.is_some(),
+        "ballista scheduler listening"
+    );
+    let layer = tower::util::option_layer(
+        settings
+            .secret
+            .as_ref()
+            .map(|s| auth::ClientTokenLayer::new(s.expose())),
+    );
+    ballista_core::utils::create_grpc_server(&grpc)
+        .layer(layer)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, hushmap_service::shutdown_signal())
+        .await
+        .map_err(ballista_core::error::BallistaError::TonicError)?;
     Ok(())
 }
 
@@ -137,7 +197,13 @@ impl ExecutorSettings {
         create_private_dir(&self.work_dir)?;
         Ok(ExecutorProcessConfig {
             bind_host: self.bind_host.clone(),
-            external_host: self.external_host.clone(),
+            // Always named: in pull scheduling the scheduler learns an
+            // executor's address only from what it announces.
+            external_host: Some(
+                self.external_host
+                    .clone()
+                    .unwrap_or_else(|| self.bind_host.clone()),
+            ),
             port: self.flight_port,
             grpc_port: self.grpc_port,
             scheduler_host: self.scheduler.host().to_string(),
@@ -151,6 +217,9 @@ impl ExecutorSettings {
             executor_heartbeat_interval_seconds: 5,
             memory_pool_size: Some(self.memory_limit_mb.saturating_mul(1 << 20)),
             print_thread_info: false,
+            // Tasks are polled for: the executor opens no port that takes a
+            // plan (its gRPC port is not served).
+            task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
             ..ExecutorProcessConfig::default()
         })
     }
@@ -256,6 +325,7 @@ mod tests {
             bind: "127.0.0.1:50050".parse().unwrap(),
             external_host: "localhost".into(),
             job_data_linger: Duration::ZERO,
+            secret: None,
         };
         assert!(s.ballista_config().is_err());
         let s = SchedulerSettings {

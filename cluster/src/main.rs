@@ -21,7 +21,10 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The scheduler: plans jobs and hands their tasks to executors.
+    /// The scheduler: plans jobs and hands their tasks to executors. It
+    /// takes plans only from clients presenting HUSHMAP_CLUSTER_SECRET (or
+    /// the file HUSHMAP_CLUSTER_SECRET_FILE names), required beyond
+    /// loopback.
     Scheduler {
         /// Address for clients and executors (gRPC, plaintext).
         #[arg(long, env = "HUSHMAP_CLUSTER_BIND", default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_SCHEDULER_PORT)))]
@@ -63,7 +66,8 @@ enum Command {
         /// Port of its Flight service (shuffle data).
         #[arg(long, env = "HUSHMAP_CLUSTER_FLIGHT_PORT", default_value_t = 50051)]
         flight_port: u16,
-        /// Port of its gRPC service (tasks).
+        /// Port announced for its gRPC service (tasks are polled for, so
+        /// nothing listens on it).
         #[arg(long, env = "HUSHMAP_CLUSTER_GRPC_PORT", default_value_t = 50052)]
         grpc_port: u16,
         /// Shuffle files and spills (created owner-only).
@@ -114,6 +118,10 @@ fn main() -> anyhow::Result<()> {
                 bind,
                 external_host,
                 job_data_linger: Duration::from_secs(job_data_linger_secs),
+                // From the variable or the file HUSHMAP_CLUSTER_SECRET_FILE
+                // names (a mounted Secret).
+                secret: hushmap_service::secrets::read_secret("HUSHMAP_CLUSTER_SECRET")?
+                    .map(hushmap_service::secrets::Secret::new),
             }),
             check,
         ),

@@ -58,8 +58,13 @@ wait_for() { # what, pid file, port, [log line]
   exit 1
 }
 
+# The cluster's secret: the scheduler takes plans only from clients that
+# present it (HUSHMAP_CLUSTER_SECRET_FILE=$BALLISTA_RUN/secret for
+# `batch --cluster`).
+mkdir -p "$BALLISTA_RUN"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$BALLISTA_RUN/secret")
 echo "ballista: starting the scheduler on 127.0.0.1:$BALLISTA_PORT (logs in $BALLISTA_LOGS)"
-launch scheduler scheduler --bind "127.0.0.1:$BALLISTA_PORT" --external-host 127.0.0.1 \
+HUSHMAP_CLUSTER_SECRET_FILE="$BALLISTA_RUN/secret" launch scheduler scheduler --bind "127.0.0.1:$BALLISTA_PORT" --external-host 127.0.0.1 \
   --job-data-linger-secs "$BALLISTA_LINGER_SECS"
 wait_for scheduler "$BALLISTA_RUN/scheduler.pid" "$BALLISTA_PORT"
 
@@ -72,9 +77,9 @@ for i in $(seq 1 "$BALLISTA_EXECUTORS"); do
     --memory-limit-mb "$BALLISTA_EXECUTOR_MEMORY_MB"
 done
 for i in $(seq 1 "$BALLISTA_EXECUTORS"); do
-  # Registered with the scheduler (push scheduling, the default) or
-  # polling it for work (pull).
+  # Registered with the scheduler and polling it for work (pull
+  # scheduling: executors open no task port).
   wait_for "executor-$i" "$BALLISTA_RUN/executor-$i.pid" "$((BALLISTA_PORT + 2 * i - 1))" \
     "Executor registration succeed|poll work loop"
 done
-echo "ballista: $BALLISTA_EXECUTORS executors ready; scheduler at $BALLISTA_URL"
+echo "ballista: $BALLISTA_EXECUTORS executors ready; scheduler at $BALLISTA_URL (its clients: HUSHMAP_CLUSTER_SECRET_FILE=$BALLISTA_RUN/secret)"

@@ -47,7 +47,7 @@ K8S_VERSION = "1.34.0"
 # Secrets an operator makes before applying (deploy/README.md).
 OUT_OF_BAND_SECRETS = {
     "hushmap-secrets", "hushmap-payload-keys", "hushmap-dashboard-tokens", "hushmap-dashboard-tls",
-    "hushmap-ingest-tls",
+    "hushmap-ingest-tls", "hushmap-cluster-secret",
 }
 BINARIES = {
     "ingest": "hushmap-ingest",
@@ -225,9 +225,9 @@ ALLOWED_CALLERS = {
     "hushmap-ballista-scheduler": {
         ("pod:hushmap-ballista-executor", "grpc"), ("pod:hushmap-batch", "grpc"),
     },
+    # Executors pull their tasks: nobody calls their gRPC port.
     "hushmap-ballista-executor": {
         ("pod:hushmap-ballista-executor", "flight"), ("pod:hushmap-batch", "flight"),
-        ("pod:hushmap-ballista-scheduler", "grpc"),
     },
 }
 KAFKA_CLIENTS = {"hushmap-ingest", "hushmap-aggregate", "hushmap-dashboard"}
@@ -334,7 +334,7 @@ ALLOWED_DESTINATIONS = {
     "hushmap-ingest": DNS | KAFKA,
     "hushmap-aggregate": DNS | KAFKA,
     "hushmap-dashboard": DNS | KAFKA,
-    "hushmap-ballista-scheduler": DNS | {("pod:hushmap-ballista-executor", 50052)},
+    "hushmap-ballista-scheduler": DNS,
     "hushmap-ballista-executor": DNS | {
         ("pod:hushmap-ballista-scheduler", 50050), ("pod:hushmap-ballista-executor", 50051),
     },
@@ -410,7 +410,7 @@ def check_pod_security(resources):
 # The secret variables every service reads, which may also come as files.
 SECRET_VARIABLES = {
     "HUSHMAP_PAYLOAD_KEYS", "HUSHMAP_CONTRIBUTOR_SECRET", "HUSHMAP_KAFKA_SASL_PASSWORD",
-    "HUSHMAP_PAYLOAD_PUBLIC_KEY",
+    "HUSHMAP_PAYLOAD_PUBLIC_KEY", "HUSHMAP_CLUSTER_SECRET",
 }
 
 
@@ -541,6 +541,8 @@ def stand_in_secret(env_name, bin_dir):
         ).strip()
     if env_name == "HUSHMAP_CONTRIBUTOR_SECRET":
         return "stand-in-contributor-secret-0123456789abcdef"
+    if env_name == "HUSHMAP_CLUSTER_SECRET":
+        return "stand-in-cluster-secret-0123456789abcdef"
     return "stand-in-secret-value"
 
 
@@ -562,6 +564,7 @@ SECRET_FILES = {
     ("hushmap-secrets", "contributor-secret"): "HUSHMAP_CONTRIBUTOR_SECRET",
     ("hushmap-secrets", "payload-public-key"): "HUSHMAP_PAYLOAD_PUBLIC_KEY",
     ("hushmap-payload-keys", "payload-keys"): "HUSHMAP_PAYLOAD_KEYS",
+    ("hushmap-cluster-secret", "secret"): "HUSHMAP_CLUSTER_SECRET",
 }
 
 
@@ -778,6 +781,9 @@ MUTATIONS = [
          next(i for i, e in enumerate(container_env_list(r, "hushmap-ingest")) if not e),
          {"name": "HUSHMAP_CONTRIBUTOR_SECRET",
           "valueFrom": {"secretKeyRef": {"name": "hushmap-secrets", "key": "contributor-secret"}}})),
+    ("the batch scheduler taking plans from anyone (refused by hushmap-cluster itself)",
+     lambda r: container_env_list(r, "hushmap-ballista-scheduler").remove(
+         container_env(r, "hushmap-ballista-scheduler", "HUSHMAP_CLUSTER_SECRET_FILE"))),
     ("an executor without memory to count in (refused by hushmap-cluster itself)",
      lambda r: container_env(r, "hushmap-ballista-executor", "HUSHMAP_CLUSTER_MEMORY_LIMIT_MB")
      .__setitem__("value", "1")),

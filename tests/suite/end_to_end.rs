@@ -440,6 +440,7 @@ async fn assert_batch_matches_stream(r: &RunResult) -> anyhow::Result<()> {
             releases_topic: false,
         },
         cluster: None,
+        cluster_secret: None,
     };
     let report = batch::run_batch(&config, &input, &options, &batch::NoProgress).await?;
     assert_eq!(report.input.refused, 0, "{:?}", report.input.errors);

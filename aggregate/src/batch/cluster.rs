@@ -26,19 +26,37 @@ pub use hushmap_service::cluster::ClusterUrl;
 #[cfg(feature = "cluster")]
 pub(super) async fn count_on_cluster(
     url: &ClusterUrl,
+    secret: Option<&hushmap_service::secrets::Secret>,
     records: &SpilledRecords,
     records_per_pass: u64,
     bounds: ContributionBounds,
     progress: &dyn Progress,
 ) -> Result<(Vec<CellCounts>, usize), BatchError> {
     use crate::engine::{self, EngineError};
-    use ballista::prelude::SessionContextExt;
-    use datafusion::prelude::SessionContext;
+    use ballista::prelude::{SessionConfigExt, SessionContextExt};
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
     let failed = |source: EngineError| BatchError::Cluster {
         url: url.to_string(),
         source,
     };
-    let ctx = SessionContext::remote(&url.to_string())
+    // The secret travels as gRPC metadata on every call to the scheduler,
+    // which refuses a plan without it (hushmap-cluster's `auth`).
+    let mut config = SessionConfig::new_with_ballista();
+    if let Some(secret) = secret {
+        config = config.with_ballista_grpc_metadata(
+            [(
+                "authorization".to_string(),
+                format!("Bearer {}", secret.expose()),
+            )]
+            .into(),
+        );
+    }
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::remote_with_state(&url.to_string(), state)
         .await
         .map_err(|e| failed(e.into()))?;
     let passes = records.passes(records_per_pass);
@@ -58,6 +76,7 @@ pub(super) async fn count_on_cluster(
 #[cfg(not(feature = "cluster"))]
 pub(super) async fn count_on_cluster(
     url: &ClusterUrl,
+    _secret: Option<&hushmap_service::secrets::Secret>,
     _: &SpilledRecords,
     _: u64,
     _: ContributionBounds,

@@ -247,6 +247,10 @@ pub struct BatchOptions {
     /// Count on this Ballista cluster instead of in this process (the
     /// noise and the ledger stay here either way).
     pub cluster: Option<ClusterUrl>,
+    /// The cluster's shared secret, presented to its scheduler with every
+    /// call (`HUSHMAP_CLUSTER_SECRET`; a scheduler beyond loopback
+    /// requires it).
+    pub cluster_secret: Option<hushmap_service::secrets::Secret>,
 }
 
 /// Where a run's bounded counts were made (the counts are the same
@@ -343,6 +347,7 @@ pub async fn run_batch(
             progress.phase("bounding and counting on the cluster", Some(records.rows));
             let (cells, passes) = cluster::count_on_cluster(
                 url,
+                options.cluster_secret.as_ref(),
                 &records,
                 config.batch.records_per_pass,
                 config.bounds(),

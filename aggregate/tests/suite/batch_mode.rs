@@ -205,10 +205,23 @@ fn batch(
     config: &Path,
     input: &Path,
     out: &Path,
-    (from, to): (&str, &str),
+    range: (&str, &str),
     extra: &[&str],
 ) -> (bool, String) {
+    batch_with_env(config, input, out, range, extra, &[])
+}
+
+/// [`batch`] with these environment variables.
+fn batch_with_env(
+    config: &Path,
+    input: &Path,
+    out: &Path,
+    (from, to): (&str, &str),
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_hushmap-aggregate"))
+        .envs(env.iter().copied())
         .args(["--config", config.to_str().unwrap(), "batch", "--input"])
         .arg(input)
         .args(["--from", from, "--to", to, "--epsilon", "1e6", "--out"])
@@ -877,15 +890,44 @@ fn a_cluster_counts_exactly_what_one_machine_counts_and_keeps_nothing() {
     assert!(ok, "{stderr}");
     assert!(!stderr.contains("on the cluster"), "{stderr}");
 
-    let before = tasks_received(&cluster_dir);
     let on_cluster = f.dir.join("cluster.json");
     let config = f.config_with_batch("passes.toml", "records_per_pass = 100000");
-    let (ok, stderr) = batch(
+    // The attack: a client without the cluster's secret, or with another,
+    // hands the scheduler a plan. Refused before it reaches an executor.
+    let secret = cluster_dir.join("run/secret");
+    let wrong = f.dir.join("wrong-secret");
+    std::fs::write(&wrong, "0".repeat(64)).unwrap();
+    let before = tasks_received(&cluster_dir);
+    for env in [
+        vec![],
+        vec![("HUSHMAP_CLUSTER_SECRET_FILE", wrong.as_path())],
+    ] {
+        let (ok, stderr) = batch_with_env(
+            &config,
+            &input,
+            &on_cluster,
+            range,
+            &["--fresh-ledger", "--cluster", &url],
+            &env,
+        );
+        assert!(!ok, "a plan ran without the cluster's secret: {stderr}");
+        assert!(
+            stderr.contains("HUSHMAP_CLUSTER_SECRET"),
+            "the refusal names what is missing: {stderr}"
+        );
+    }
+    assert_eq!(
+        tasks_received(&cluster_dir),
+        before,
+        "an executor received a task of an unauthenticated plan"
+    );
+    let (ok, stderr) = batch_with_env(
         &config,
         &input,
         &on_cluster,
         range,
         &["--fresh-ledger", "--cluster", &url],
+        &[("HUSHMAP_CLUSTER_SECRET_FILE", secret.as_path())],
     );
     assert!(ok, "{stderr}");
     let passes = passes_reported(&stderr, &format!("counted on the cluster {url} in "));
