@@ -26,8 +26,15 @@ DENY="$PWD/deploy/.tools/bin/cargo-deny"
 snapshot=deploy/advisory-db/rustsec-advisory-db.tar.xz
 commit="$(sed -n 's/^commit=//p' deploy/advisory-db/SNAPSHOT)"
 date="$(sed -n 's/^date=//p' deploy/advisory-db/SNAPSHOT)"
+sha256="$(sed -n 's/^sha256=//p' deploy/advisory-db/SNAPSHOT)"
+# The archive is the one SNAPSHOT names (a changed or emptied archive fails
+# here, not quietly in the check).
+echo "$sha256  $snapshot" | sha256sum --check --quiet - || {
+  echo "deny: $snapshot is not the snapshot deploy/advisory-db/SNAPSHOT names (sha256)" >&2
+  exit 1
+}
 db=deploy/.tools/advisory-db/advisory-db-3157b0e258782691
-if [ "$(cat "$db/.snapshot" 2>/dev/null)" != "$commit" ]; then
+if [ "$(cat "$db/.snapshot" 2>/dev/null)" != "$sha256" ]; then
   rm -rf "$db"
   mkdir -p "$db"
   tar -C "$db" -xJf "$snapshot"
@@ -38,7 +45,7 @@ if [ "$(cat "$db/.snapshot" 2>/dev/null)" != "$commit" ]; then
     GIT_AUTHOR_DATE="$date" GIT_COMMITTER_DATE="$date" \
       git -c user.name=rustsec -c user.email=rustsec@localhost commit -q -m "advisory-db $commit"
   )
-  echo "$commit" > "$db/.snapshot"
+  echo "$sha256" > "$db/.snapshot"
 fi
 # Self-test: the same check without deny.toml's ignores must fail on them.
 probe="$(mktemp -d)"
@@ -46,10 +53,15 @@ trap 'rm -rf "$probe"' EXIT
 sed -e '/^ignore = \[/,/^\]/d' -e 's|^db-path = .*|db-path = "'"$PWD"'/deploy/.tools/advisory-db"|' \
   -e 's/^unused-ignored-advisory = .*//' deny.toml > "$probe/deny.toml"
 if "$DENY" deny --offline --locked --log-level error --config "$probe/deny.toml" check advisories \
-  >"$probe/out" 2>&1 || ! grep -q RUSTSEC-2023-0071 "$probe/out"; then
+  >"$probe/out" 2>&1 || ! grep -q RUSTSEC-2023-0071 "$probe/out" || ! grep -q RUSTSEC-2021-0070 "$probe/out"; then
   echo "deny: the advisory check did not find the advisories it must (is the database read?)" >&2
   cat "$probe/out" >&2
   exit 1
 fi
 "$DENY" deny --offline --locked --log-level error check advisories
-echo "deny: advisories ok (RustSec snapshot ${commit:0:12} of ${date%%T*})"
+age_days=$(( ($(date +%s) - $(date -d "$date" +%s)) / 86400 ))
+echo "deny: advisories ok (RustSec snapshot ${commit:0:12} of ${date%%T*}, $age_days days old)"
+# Advisories published since are not seen: say so loudly past a quarter.
+if [ "$age_days" -gt 90 ]; then
+  echo "deny: warning: the advisory snapshot is $age_days days old; refresh it where GitHub is reachable (deploy/advisory-db/refresh.sh)" >&2
+fi

@@ -14,5 +14,6 @@ date="$(git -C "$work/db" show -s --format=%cI HEAD)"
 # Reproducible: sorted names, the commit's time, no owners.
 tar -C "$work/db" --sort=name --mtime="$date" --owner=0 --group=0 --numeric-owner \
   -cJf "$here/rustsec-advisory-db.tar.xz" crates rust LICENSE.txt README.md
-sed -i -e "s/^commit=.*/commit=$commit/" -e "s/^date=.*/date=$date/" "$here/SNAPSHOT"
+sha256="$(sha256sum "$here/rustsec-advisory-db.tar.xz" | cut -d' ' -f1)"
+sed -i -e "s/^commit=.*/commit=$commit/" -e "s/^date=.*/date=$date/" -e "s/^sha256=.*/sha256=$sha256/" "$here/SNAPSHOT"
 echo "advisory-db: $commit of $date"

@@ -243,6 +243,38 @@ def check_network_policies(resources):
     )
     if not deny_all:
         problem("NetworkPolicy", "no default deny of ingress in the namespace")
+    # Policies add up: one more policy selecting a pod opens whatever it
+    # allows, whatever the others say. So every policy is either a default
+    # deny (no rules at all) or selects exactly one workload of the tables
+    # below by its name label, and no rule uses a port range.
+    named = set(ALLOWED_CALLERS) | set(ALLOWED_DESTINATIONS)
+    for p in policies:
+        where = f"NetworkPolicy/{p['metadata']['name']}"
+        spec = p["spec"]
+        selector = spec.get("podSelector", {})
+        is_default_deny = (
+            selector in ({}, STRIMZI_EXCEPTED)
+            and not spec.get("ingress") and not spec.get("egress")
+        )
+        selects_one = (
+            set(selector) == {"matchLabels"}
+            and set(selector["matchLabels"]) == {"app.kubernetes.io/name"}
+            and selector["matchLabels"]["app.kubernetes.io/name"] in named
+        )
+        if not (is_default_deny or selects_one):
+            problem(where, f"selects {selector or 'every pod'} with rules: only a default deny, "
+                           "or a policy for one known workload, may be here")
+        for rule in spec.get("ingress", []) + spec.get("egress", []):
+            for port in rule.get("ports", []):
+                if "endPort" in port:
+                    problem(where, f"a port range {port.get('port')}-{port['endPort']}")
+    # A Hushmap pod carrying Strimzi's label would escape the egress deny.
+    for _, dep in resources:
+        if dep["kind"] in WORKLOADS and "strimzi.io/cluster" in (
+            dep["spec"]["template"]["metadata"].get("labels", {})
+        ):
+            problem(f"{dep['kind']}/{dep['metadata']['name']}",
+                    "carries strimzi.io/cluster, which exempts it from default-deny-egress")
     for workload, allowed in ALLOWED_CALLERS.items():
         covering = [
             p for p in policies
@@ -444,7 +476,10 @@ def check_trusted_proxies(resources):
             for env in container.get("env", []):
                 if not env["name"].endswith("TRUSTED_PROXIES"):
                     continue
-                for cidr in json.loads(env.get("value", "[]")):
+                if "value" not in env:
+                    problem(where, f"{env['name']}: not a literal value, so it cannot be checked")
+                    continue
+                for cidr in json.loads(env["value"]):
                     net = ipaddress.ip_network(cidr, strict=False)
                     widest = 24 if net.version == 4 else 64
                     if net.prefixlen < widest:
@@ -784,6 +819,30 @@ MUTATIONS = [
     ("the batch scheduler taking plans from anyone (refused by hushmap-cluster itself)",
      lambda r: container_env_list(r, "hushmap-ballista-scheduler").remove(
          container_env(r, "hushmap-ballista-scheduler", "HUSHMAP_CLUSTER_SECRET_FILE"))),
+    ("one more policy opening every pod both ways",
+     lambda r: r.append(("extra.yaml", {
+         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": "allow-all", "namespace": "hushmap"},
+         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                  "ingress": [{}], "egress": [{}]}}))),
+    ("a policy selecting pods by another label",
+     lambda r: r.append(("extra.yaml", {
+         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": "by-part-of", "namespace": "hushmap"},
+         "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "hushmap"}},
+                  "policyTypes": ["Egress"],
+                  "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}}))),
+    ("ingest's Kafka rule widened to a port range",
+     lambda r: next(rule for rule in find(r, "NetworkPolicy", "hushmap-ingest")["spec"]["egress"]
+                    if rule["ports"][0]["port"] == 9093)["ports"][0].__setitem__("endPort", 65535)),
+    ("trusted proxies from a ConfigMap, beyond the check",
+     lambda r: container_env(r, "hushmap-ingest", "HUSHMAP_INGEST_RATE_LIMIT__TRUSTED_PROXIES")
+     .update({"valueFrom": {"configMapKeyRef": {"name": "hushmap-aggregate", "key": "x"}}})
+     or container_env(r, "hushmap-ingest", "HUSHMAP_INGEST_RATE_LIMIT__TRUSTED_PROXIES").pop("value")),
+    ("ingest's pods labelled as Strimzi's, out of the egress deny",
+     lambda r: find(r, "Deployment", "hushmap-ingest")["spec"]["template"]["metadata"]
+     .__setitem__("labels", {**find(r, "Deployment", "hushmap-ingest")["spec"]["template"]
+                             ["metadata"]["labels"], "strimzi.io/cluster": "hushmap"})),
     ("an executor without memory to count in (refused by hushmap-cluster itself)",
      lambda r: container_env(r, "hushmap-ballista-executor", "HUSHMAP_CLUSTER_MEMORY_LIMIT_MB")
      .__setitem__("value", "1")),
