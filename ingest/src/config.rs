@@ -453,7 +453,8 @@ fn is_sign_in_endpoint(url: &str) -> bool {
         _ => authority,
     };
     let clean = url.bytes().all(|b| {
-        b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b';' | b',' | b'\\')
+        b.is_ascii_graphic()
+            && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b';' | b',' | b'\\' | b'*')
     });
     let loopback = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
     clean
@@ -637,6 +638,9 @@ mod tests {
             "https://id.example/a\"><script>",
             "https://id.example/a; script-src *",
             "https:///authorize",
+            // A wildcard would open the CSP's connect-src to every host.
+            "https://*/token",
+            "https://*.example/token",
             "ftp://127.0.0.1/",
         ] {
             assert!(!is_sign_in_endpoint(bad), "{bad}");

@@ -106,10 +106,13 @@ impl Language {
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     content_security_policy: axum::http::HeaderValue,
+    /// Whether ingest terminates TLS itself: then browsers are told to
+    /// come back over HTTPS only (HSTS).
+    https: bool,
 }
 
 impl SecurityHeaders {
-    pub fn new(sign_in: Option<SignInEndpoints<'_>>) -> SecurityHeaders {
+    pub fn new(sign_in: Option<SignInEndpoints<'_>>, https: bool) -> SecurityHeaders {
         let token_origin = sign_in
             .and_then(|s| origin_of(s.token_endpoint))
             .map(|o| format!(" {o}"))
@@ -124,6 +127,7 @@ impl SecurityHeaders {
             // character a header or the policy would take as syntax.
             content_security_policy: axum::http::HeaderValue::from_str(&policy)
                 .unwrap_or_else(|_| axum::http::HeaderValue::from_static("default-src 'none'")),
+            https,
         }
     }
 
@@ -150,6 +154,12 @@ impl SecurityHeaders {
             axum::http::HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
         );
+        if self.https {
+            headers.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            );
+        }
     }
 }
 

@@ -73,7 +73,12 @@ impl IngestServer {
         config.validate()?;
         let contributors = match &config.contributor_secret {
             Some(s) => {
-                ContributorKeys::parse(s.expose()).map_err(crate::config::ConfigError::from)?
+                let keys =
+                    ContributorKeys::parse(s.expose()).map_err(crate::config::ConfigError::from)?;
+                // Key ids are not secret: an operator sees which keyring
+                // each replica holds (every replica must hold the same).
+                tracing::info!(key_ids = ?keys.key_ids(), "contributor keyring loaded");
+                keys
             }
             None => {
                 tracing::warn!(
@@ -101,7 +106,7 @@ impl IngestServer {
             id_tokens,
             contributor_token_max_age_days: config.identity.contributor_token_max_age_days,
             pages: SelfCheckPages::render(config.identity.sign_in())?,
-            security_headers: SecurityHeaders::new(config.identity.sign_in()),
+            security_headers: SecurityHeaders::new(config.identity.sign_in(), config.tls.enabled()),
             rules: ValidationRules {
                 resolution: config.resolution(),
                 window: config.window_length(),

@@ -219,8 +219,8 @@ impl ContributorKeys {
     /// // A secret alone is key 0, as before key ids.
     /// assert_eq!(ContributorKeys::parse(old).unwrap().key_ids(), vec!["0"]);
     /// ```
-    pub fn parse(text: &str) -> Result<ContributorKeys, ContributorKeyringError> {
-        let text = text.trim();
+    pub fn parse(raw: &str) -> Result<ContributorKeys, ContributorKeyringError> {
+        let text = raw.trim();
         let items: Vec<&str> = text
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
@@ -233,12 +233,14 @@ impl ContributorKeys {
                 .is_some_and(|(id, _)| is_key_id(id))
         });
         if !looks_keyed {
-            if text.len() < MIN_SECRET_BYTES {
+            // The value as given, spaces and all: a secret from before key
+            // ids keys exactly as it did.
+            if raw.len() < MIN_SECRET_BYTES {
                 return Err(ContributorKeyringError::ShortSecret(
                     LEGACY_KEY_ID.to_string(),
                 ));
             }
-            return Ok(ContributorKeys::new(text.as_bytes()));
+            return Ok(ContributorKeys::new(raw.as_bytes()));
         }
         let mut entries: Vec<KeyEntry> = Vec::new();
         for (n, item) in items.iter().enumerate() {

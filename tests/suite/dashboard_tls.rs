@@ -221,6 +221,12 @@ async fn ingest_serves_tls_itself() -> anyhow::Result<()> {
 
     let (page, presented) = https_get(&pki.connector()?, addr, "/healthz").await?;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    // Served over TLS by ingest itself: browsers are told to stay on HTTPS.
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{page}"
+    );
     assert_eq!(presented, leaf_der(&crt)?);
     // A submission over TLS, as the re-encrypting ingress sends it.
     let client = reqwest::Client::builder()

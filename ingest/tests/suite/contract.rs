@@ -93,7 +93,15 @@ async fn operational_endpoints() -> anyhow::Result<()> {
     )
     .await?;
     let page = client.get(format!("{url}/")).send().await?.text().await?;
-    assert!(page.contains("<form") && page.contains("/v1/submissions"));
+    assert!(page.contains("<form") && page.contains(r#"<script src="/selfcheck.js">"#));
+    // The page's script is a file of its own (the CSP allows no inline
+    // script), and it is what posts to the API.
+    let script = client.get(format!("{url}/selfcheck.js")).send().await?;
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.text().await?.contains("/v1/submissions"));
     let body = serde_json::json!({"for": "self", "age": 40, "gender": "male", "symptoms": ["fever"], "conditions": [],
         "travelled_internationally_14d": false, "contact_with_confirmed_case": false, "location": {"lat": 48.85, "lon": 2.35}});
     assert_eq!(
