@@ -208,7 +208,40 @@ pub async fn create_topics_configured(
             anyhow::anyhow!("creating {topic}: {e} (is Kafka up? run deploy/kafka/up.sh)")
         })?;
     }
-    Ok(())
+    // Created is not yet usable: a partition's leader is elected a moment
+    // later, and a service that reads the topic's metadata before then gets
+    // NotLeaderForPartition (end_to_end failed so once, warm CI at f2772ed).
+    // Ready when every partition of every topic has a leader.
+    let names: Vec<String> = topics.iter().map(|(t, _)| t.to_string()).collect();
+    let config = plain_config(brokers);
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = config.create()?;
+        wait_until_blocking(
+            "every partition of the new topics to have a leader",
+            Duration::from_secs(30),
+            || {
+                for topic in &names {
+                    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
+                    else {
+                        return Ok(None);
+                    };
+                    let ready = metadata.topics().iter().all(|t| {
+                        t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.error().is_none() && p.leader() >= 0)
+                    });
+                    if !ready {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(()))
+            },
+        )
+    })
+    .await?
 }
 
 /// A topic's settings as the broker reports them (`describe_configs`).
